@@ -1,0 +1,300 @@
+//! Stage 1: TOML text → [`RawConfig`], reporting every structural problem.
+//!
+//! serde stops at the first error. To report them all, the document is parsed
+//! once into toml's span-carrying tree; each time deserialization fails, the
+//! innermost entry that contains the error's span is cut out of the tree, the
+//! problem is recorded, and deserialization runs again. The entries that were
+//! cut out are remembered as [`Rejected`], so the validator does not then
+//! complain that a key it needs is missing.
+
+use std::collections::BTreeSet;
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned as TomlSpanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use super::names;
+use super::raw::RawConfig;
+use crate::diagnostic::Diagnostic;
+
+/// Keys that were present but unusable, as (start of the containing table's
+/// span, key). The validator stays quiet about such keys being missing.
+#[derive(Debug, Default, Clone)]
+pub struct Rejected(BTreeSet<(usize, String)>);
+
+impl Rejected {
+    pub fn contains(&self, table: &Range<usize>, key: &str) -> bool {
+        self.0.contains(&(table.start, key.to_owned()))
+    }
+}
+
+/// What stage 1 produced: the raw config when the document could be read at
+/// all, and every problem found.
+#[derive(Debug)]
+pub struct Parsed {
+    pub raw: Option<RawConfig>,
+    pub rejected: Rejected,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Parses `source` and deserializes it, collecting every problem.
+pub fn parse(source: &str) -> Parsed {
+    let (mut doc, errors) = DeTable::parse_recoverable(source);
+    if !errors.is_empty() {
+        // A document with broken syntax is not checked further: what the
+        // parser recovered is a guess, and checks on a guess mislead.
+        return Parsed {
+            raw: None,
+            rejected: Rejected::default(),
+            diagnostics: errors
+                .iter()
+                .map(|e| syntax_diagnostic(e, source))
+                .collect(),
+        };
+    }
+    let mut rejected = Rejected::default();
+    let mut diagnostics = Vec::new();
+    let doc_span = doc.span();
+    loop {
+        let value = TomlSpanned::new(doc_span.clone(), DeValue::Table(doc.get_ref().clone()));
+        let error = match RawConfig::deserialize(ValueDeserializer::from(value)) {
+            Ok(raw) => {
+                return Parsed {
+                    raw: Some(raw),
+                    rejected,
+                    diagnostics,
+                };
+            }
+            Err(error) => error,
+        };
+        // Each round removes one entry, so the loop ends after at most as many
+        // rounds as the document has entries.
+        let cut = error
+            .span()
+            .and_then(|span| cut_innermost(doc.get_mut(), doc_span.clone(), &span));
+        match cut {
+            Some(cut) => {
+                diagnostics.push(structural_diagnostic(&error, &cut));
+                rejected.0.insert((
+                    cut.table_span.start,
+                    cut.path.last().cloned().unwrap_or_default(),
+                ));
+            }
+            None => {
+                diagnostics.push(
+                    Diagnostic::error(describe(error.message()))
+                        .at(error.span().unwrap_or(0..0), "here"),
+                );
+                return Parsed {
+                    raw: None,
+                    rejected,
+                    diagnostics,
+                };
+            }
+        }
+    }
+}
+
+/// An entry cut out of the document.
+#[derive(Debug)]
+struct Cut {
+    /// Keys from the root to the entry.
+    path: Vec<String>,
+    key_span: Range<usize>,
+    value_span: Range<usize>,
+    /// The span of the table that held the entry.
+    table_span: Range<usize>,
+}
+
+/// Removes the deepest entry whose key or value contains `error`.
+///
+/// The whole tree is searched, not just the branches whose spans contain the
+/// error: a table opened by a `[header]` has a span that does not cover the
+/// sub-tables declared elsewhere in the file.
+fn cut_innermost(
+    table: &mut DeTable<'_>,
+    table_span: Range<usize>,
+    error: &Range<usize>,
+) -> Option<Cut> {
+    let mut best: Option<(usize, Vec<String>)> = None;
+    find(table, error, &mut Vec::new(), &mut best);
+    let (_, path) = best?;
+    let (last, parents) = path.split_last()?;
+    let mut current = table;
+    let mut span = table_span;
+    for key in parents {
+        let entry = current.get_mut(key.as_str())?;
+        span = entry.span();
+        match entry.get_mut() {
+            DeValue::Table(t) => current = t,
+            _ => return None,
+        }
+    }
+    let (key, value) = current.remove_entry(last.as_str())?;
+    Some(Cut {
+        key_span: key.span(),
+        value_span: value.span(),
+        path,
+        table_span: span,
+    })
+}
+
+fn find(
+    table: &DeTable<'_>,
+    error: &Range<usize>,
+    path: &mut Vec<String>,
+    best: &mut Option<(usize, Vec<String>)>,
+) {
+    let contains = |outer: &Range<usize>| outer.start <= error.start && error.end <= outer.end;
+    for (key, value) in table.iter() {
+        path.push(key.get_ref().to_string());
+        if contains(&key.span()) || contains(&value.span()) {
+            let depth = path.len();
+            if best.as_ref().is_none_or(|(d, _)| depth > *d) {
+                *best = Some((depth, path.clone()));
+            }
+        }
+        if let DeValue::Table(inner) = value.get_ref() {
+            find(inner, error, path, best);
+        }
+        path.pop();
+    }
+}
+
+fn syntax_diagnostic(error: &toml::de::Error, source: &str) -> Diagnostic {
+    let span = error.span().unwrap_or(0..0);
+    // A zero-width span at the end of a line has nothing to put a caret
+    // under; widen it to the next character when there is one.
+    let next = source
+        .get(span.start..)
+        .and_then(|rest| rest.chars().next());
+    let span = match next {
+        Some(c) if span.is_empty() && c != '\n' && c != '\r' => {
+            span.start..span.start + c.len_utf8()
+        }
+        _ => span,
+    };
+    Diagnostic::error(format!("TOML syntax error: {}", error.message()))
+        .at(span, "here")
+        .help("see https://toml.io/en/v1.0.0 for the syntax")
+}
+
+fn structural_diagnostic(error: &toml::de::Error, cut: &Cut) -> Diagnostic {
+    let key = cut.path.last().map_or("", String::as_str);
+    let table = cut.path[..cut.path.len().saturating_sub(1)].join(".");
+    let place = if table.is_empty() {
+        "at the top level".to_owned()
+    } else {
+        format!("in `[{table}]`")
+    };
+    if let Some((unknown, expected)) = names::parse_unknown_field(error.message()) {
+        let d = Diagnostic::error(format!("unknown key `{unknown}` {place}"))
+            .at(cut.key_span.clone(), "unknown key");
+        return match names::did_you_mean(&unknown, expected.iter().map(String::as_str)) {
+            Some(suggestion) => d.help(format!("did you mean `{suggestion}`?")),
+            None if expected.is_empty() => d.help("this table takes no keys"),
+            None => d.help(format!("the keys here are: {}", expected.join(", "))),
+        };
+    }
+    let span = error.span().unwrap_or(cut.value_span.clone());
+    Diagnostic::error(format!("wrong type for `{key}` {place}")).at(span, describe(error.message()))
+}
+
+/// Rewrites serde's wording ("invalid type: string \"x\", expected i64") in
+/// the words of a TOML user ("expected an integer, found a string").
+fn describe(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("invalid type: ") else {
+        return message.to_owned();
+    };
+    let Some((found, expected)) = rest.rsplit_once(", expected ") else {
+        return message.to_owned();
+    };
+    let found = match found.split_whitespace().next().unwrap_or(found) {
+        "string" => "a string",
+        "integer" => "an integer",
+        "floating" => "a float",
+        "boolean" => "a boolean",
+        "sequence" => "an array",
+        "map" => "a table",
+        _ => found,
+    };
+    let expected = match expected {
+        "i64" | "u64" | "u32" | "i32" | "u16" => "an integer",
+        "f64" => "a number",
+        "a boolean" => "true or false",
+        "a sequence" => "an array",
+        "a map" => "a table",
+        other => other,
+    };
+    format!("expected {expected}, found {found}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_uses_toml_words() {
+        assert_eq!(
+            describe("invalid type: string \"eighty\", expected i64"),
+            "expected an integer, found a string"
+        );
+        assert_eq!(
+            describe("invalid type: integer `3`, expected a sequence"),
+            "expected an array, found an integer"
+        );
+        assert_eq!(describe("something else"), "something else");
+    }
+
+    #[test]
+    fn every_structural_problem_is_reported() {
+        let source = r#"
+[cluster]
+name = "acme"
+colour = "blue"
+[cluster.nodes]
+instance-type = 5
+min = 1
+max = 2
+[apps.blog.services.web]
+imagee = "nginx"
+port = "eighty"
+"#;
+        let parsed = parse(source);
+        let messages: Vec<_> = parsed
+            .diagnostics
+            .iter()
+            .map(|d| d.message.as_str())
+            .collect();
+        assert_eq!(messages.len(), 4, "{messages:?}");
+        assert!(messages.contains(&"unknown key `colour` in `[cluster]`"));
+        assert!(messages.contains(&"wrong type for `instance-type` in `[cluster.nodes]`"));
+        assert!(messages.contains(&"unknown key `imagee` in `[apps.blog.services.web]`"));
+        assert!(messages.contains(&"wrong type for `port` in `[apps.blog.services.web]`"));
+        let raw = parsed.raw.expect("the rest still deserializes");
+        let cluster = raw.cluster.expect("cluster");
+        assert_eq!(cluster.value.name.expect("name").value, "acme");
+    }
+
+    #[test]
+    fn rejected_keys_are_remembered_per_table() {
+        let parsed = parse("[cluster]\nname = 5\n");
+        let raw = parsed.raw.expect("raw");
+        let cluster = raw.cluster.expect("cluster");
+        assert!(parsed.rejected.contains(&cluster.span, "name"));
+        assert!(!parsed.rejected.contains(&cluster.span, "region"));
+    }
+
+    #[test]
+    fn syntax_errors_stop_before_checking() {
+        let parsed = parse("[cluster\nname = \"a\"\n");
+        assert!(parsed.raw.is_none());
+        assert!(!parsed.diagnostics.is_empty());
+        assert!(
+            parsed.diagnostics[0]
+                .message
+                .starts_with("TOML syntax error")
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! Problems found in a user's file, with the spans they point at.
+//!
+//! Every stage that reads user input reports through [`Diagnostic`]; the CLI
+//! renders them with file, line, column, the source line and a caret under
+//! the offending span. Rendering is deterministic: diagnostics are sorted by
+//! position, and plain text is produced whenever colour is off.
+
+use std::ops::Range;
+
+use codespan_reporting::diagnostic as cs;
+use codespan_reporting::files::SimpleFile;
+use codespan_reporting::term;
+
+/// How bad a problem is: errors make `huxley validate` exit 1, warnings do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// A span of the source with a short remark under its caret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label {
+    pub span: Range<usize>,
+    pub message: String,
+    /// The primary label carries the diagnostic's location; secondary ones
+    /// point at related places ("first used here").
+    pub primary: bool,
+}
+
+/// One problem in the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub message: String,
+    pub labels: Vec<Label>,
+    /// Lines printed after the snippet, each starting with `help:` or `note:`.
+    pub notes: Vec<String>,
+}
+
+impl Diagnostic {
+    pub fn error(message: impl Into<String>) -> Self {
+        Self::new(Severity::Error, message)
+    }
+
+    pub fn warning(message: impl Into<String>) -> Self {
+        Self::new(Severity::Warning, message)
+    }
+
+    fn new(severity: Severity, message: impl Into<String>) -> Self {
+        Self {
+            severity,
+            message: message.into(),
+            labels: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// Sets the primary location.
+    pub fn at(mut self, span: Range<usize>, label: impl Into<String>) -> Self {
+        self.labels.push(Label {
+            span,
+            message: label.into(),
+            primary: true,
+        });
+        self
+    }
+
+    /// Adds a secondary location.
+    pub fn also(mut self, span: Range<usize>, label: impl Into<String>) -> Self {
+        self.labels.push(Label {
+            span,
+            message: label.into(),
+            primary: false,
+        });
+        self
+    }
+
+    /// Adds a `help:` line: what to do about it.
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.notes.push(format!("help: {}", help.into()));
+        self
+    }
+
+    /// Adds a `note:` line: why it is a problem.
+    pub fn note(mut self, note: impl Into<String>) -> Self {
+        self.notes.push(format!("note: {}", note.into()));
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+
+    /// Where the diagnostic points: the start of its primary label.
+    pub fn position(&self) -> usize {
+        self.labels
+            .iter()
+            .find(|l| l.primary)
+            .map_or(0, |l| l.span.start)
+    }
+}
+
+/// Sorts diagnostics into reading order: by position, errors before warnings.
+pub fn sort(diagnostics: &mut [Diagnostic]) {
+    diagnostics.sort_by(|a, b| {
+        (a.position(), a.severity, &a.message).cmp(&(b.position(), b.severity, &b.message))
+    });
+}
+
+/// A source file and the diagnostics found in it, ready to print.
+#[derive(Debug)]
+pub struct Report<'a> {
+    /// The path as the user gave it, so the output names the file they know.
+    pub path: &'a str,
+    pub source: &'a str,
+    /// Byte ranges whose text must not be printed (secret values written
+    /// in plain text by mistake); they are shown as `*`.
+    pub redact: &'a [Range<usize>],
+    pub diagnostics: &'a [Diagnostic],
+}
+
+impl Report<'_> {
+    /// Renders every diagnostic, followed by a one-line summary.
+    pub fn render(&self, color: bool) -> String {
+        let source = redacted(self.source, self.redact);
+        let file = SimpleFile::new(self.path, source.as_str());
+        let config = term::Config::default();
+        let mut out = Vec::new();
+        for diagnostic in self.diagnostics {
+            let cs = to_codespan(diagnostic, source.len());
+            let result = if color {
+                let styles = term::Styles::default();
+                let mut writer =
+                    term::StylesWriter::new(term::termcolor::Ansi::new(&mut out), &styles);
+                term::emit_to_write_style(&mut writer, &config, &file, &cs)
+            } else {
+                term::emit_to_io_write(&mut out, &config, &file, &cs)
+            };
+            if let Err(err) = result {
+                // Rendering only fails on spans outside the file: a bug, but
+                // the user still deserves the message itself.
+                out.extend_from_slice(
+                    format!("error: {} ({err})\n", diagnostic.message).as_bytes(),
+                );
+            }
+        }
+        let mut text = String::from_utf8_lossy(&out).into_owned();
+        text.push_str(&self.summary());
+        text
+    }
+
+    fn summary(&self) -> String {
+        let errors = self.diagnostics.iter().filter(|d| d.is_error()).count();
+        let warnings = self.diagnostics.len() - errors;
+        match (errors, warnings) {
+            (0, 0) => String::new(),
+            (0, w) => format!("{}: {}\n", self.path, plural(w, "warning")),
+            (e, 0) => format!("{}: {}\n", self.path, plural(e, "error")),
+            (e, w) => format!(
+                "{}: {}, {}\n",
+                self.path,
+                plural(e, "error"),
+                plural(w, "warning")
+            ),
+        }
+    }
+}
+
+/// `1 error`, `3 errors`.
+pub fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+fn redacted(source: &str, ranges: &[Range<usize>]) -> String {
+    let mut bytes = source.as_bytes().to_vec();
+    for range in ranges {
+        // Ranges come from the TOML parser and lie on character boundaries,
+        // so replacing every byte with ASCII keeps the text valid UTF-8 and
+        // keeps every other span's offsets.
+        for b in bytes
+            .iter_mut()
+            .take(range.end.min(source.len()))
+            .skip(range.start)
+        {
+            *b = b'*';
+        }
+    }
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn to_codespan(d: &Diagnostic, len: usize) -> cs::Diagnostic<()> {
+    let base = match d.severity {
+        Severity::Error => cs::Diagnostic::error(),
+        Severity::Warning => cs::Diagnostic::warning(),
+    };
+    let clamp = |r: &Range<usize>| r.start.min(len)..r.end.min(len);
+    base.with_message(&d.message)
+        .with_labels(
+            d.labels
+                .iter()
+                .map(|l| {
+                    let label = if l.primary {
+                        cs::Label::primary((), clamp(&l.span))
+                    } else {
+                        cs::Label::secondary((), clamp(&l.span))
+                    };
+                    label.with_message(&l.message)
+                })
+                .collect(),
+        )
+        .with_notes(d.notes.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_names_file_line_and_column() {
+        let source = "a = 1\nbad = 2\n";
+        let d = [Diagnostic::error("unknown key `bad`")
+            .at(6..9, "here")
+            .help("remove it")];
+        let text = Report {
+            path: "x.toml",
+            source,
+            redact: &[],
+            diagnostics: &d,
+        }
+        .render(false);
+        assert!(text.contains("x.toml:2:1"), "{text}");
+        assert!(text.contains("^^^ here"), "{text}");
+        assert!(text.contains("= help: remove it"), "{text}");
+        assert!(text.ends_with("x.toml: 1 error\n"), "{text}");
+    }
+
+    #[test]
+    fn redaction_hides_the_value_but_keeps_positions() {
+        let source = "k = \"hunter2\"\nz = 1\n";
+        let d = [Diagnostic::error("later").at(14..15, "here")];
+        let text = Report {
+            path: "x.toml",
+            source,
+            redact: &[4..13],
+            diagnostics: &d,
+        }
+        .render(false);
+        assert!(!text.contains("hunter2"));
+        assert!(text.contains("x.toml:2:1"), "{text}");
+    }
+
+    #[test]
+    fn sort_orders_by_position() {
+        let mut d = vec![
+            Diagnostic::error("b").at(10..11, ""),
+            Diagnostic::error("a").at(2..3, ""),
+        ];
+        sort(&mut d);
+        assert_eq!(d[0].message, "a");
+    }
+}

@@ -1,0 +1,19 @@
+//! Huxley deploys Docker microservices onto a cluster in your own AWS account,
+//! declared in one `huxley.toml` (Cluster → App → Microservice).
+//!
+//! The pipeline, one module per stage:
+//!
+//! ```text
+//! huxley.toml ──config::parse──▶ config::raw ──config::validate──▶ model
+//! ```
+//!
+//! [`diagnostic`] carries every problem found on the way, with its span, so
+//! that bad input is reported as precisely as good input is compiled.
+
+pub mod cli;
+pub mod config;
+pub mod diagnostic;
+pub mod model;
+pub mod schema;
+#[doc(hidden)]
+pub mod synth;

@@ -1,0 +1,201 @@
+//! Facts about AWS the validator checks against, shipped as data: EC2
+//! instance types with their size, and the known regions.
+//!
+//! The instance table covers the common x86_64 families (Flatcar images are
+//! resolved for x86_64). Sizes are from the EC2 instance type pages; a type
+//! missing here is reported with the nearest known names.
+
+/// An EC2 instance type's capacity.
+#[derive(Debug, PartialEq, Eq)]
+pub struct InstanceType {
+    pub name: &'static str,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+}
+
+macro_rules! family {
+    ($family:literal: $( $size:literal => ($vcpus:expr, $gib:expr) ),* $(,)?) => {
+        [ $( InstanceType {
+            name: concat!($family, ".", $size),
+            vcpus: $vcpus,
+            memory_mib: ($gib * 1024.0) as u64,
+        } ),* ]
+    };
+}
+
+/// General purpose sizes: 4 GiB per vCPU.
+macro_rules! general {
+    ($family:literal, [$($size:literal => $vcpus:expr),*]) => {
+        family!($family: $( $size => ($vcpus, $vcpus as f64 * 4.0) ),*)
+    };
+}
+/// Compute optimised sizes: 2 GiB per vCPU.
+macro_rules! compute {
+    ($family:literal, [$($size:literal => $vcpus:expr),*]) => {
+        family!($family: $( $size => ($vcpus, $vcpus as f64 * 2.0) ),*)
+    };
+}
+/// Memory optimised sizes: 8 GiB per vCPU.
+macro_rules! memory {
+    ($family:literal, [$($size:literal => $vcpus:expr),*]) => {
+        family!($family: $( $size => ($vcpus, $vcpus as f64 * 8.0) ),*)
+    };
+}
+
+static T3: [InstanceType; 7] = family!("t3":
+    "nano" => (2, 0.5), "micro" => (2, 1.0), "small" => (2, 2.0), "medium" => (2, 4.0),
+    "large" => (2, 8.0), "xlarge" => (4, 16.0), "2xlarge" => (8, 32.0));
+static T3A: [InstanceType; 7] = family!("t3a":
+    "nano" => (2, 0.5), "micro" => (2, 1.0), "small" => (2, 2.0), "medium" => (2, 4.0),
+    "large" => (2, 8.0), "xlarge" => (4, 16.0), "2xlarge" => (8, 32.0));
+static M5: [InstanceType; 8] = general!("m5", ["large" => 2, "xlarge" => 4, "2xlarge" => 8,
+    "4xlarge" => 16, "8xlarge" => 32, "12xlarge" => 48, "16xlarge" => 64, "24xlarge" => 96]);
+static M5A: [InstanceType; 8] = general!("m5a", ["large" => 2, "xlarge" => 4, "2xlarge" => 8,
+    "4xlarge" => 16, "8xlarge" => 32, "12xlarge" => 48, "16xlarge" => 64, "24xlarge" => 96]);
+static M6I: [InstanceType; 9] = general!("m6i", ["large" => 2, "xlarge" => 4, "2xlarge" => 8,
+    "4xlarge" => 16, "8xlarge" => 32, "12xlarge" => 48, "16xlarge" => 64, "24xlarge" => 96,
+    "32xlarge" => 128]);
+static M6A: [InstanceType; 10] = general!("m6a", ["large" => 2, "xlarge" => 4, "2xlarge" => 8,
+    "4xlarge" => 16, "8xlarge" => 32, "12xlarge" => 48, "16xlarge" => 64, "24xlarge" => 96,
+    "32xlarge" => 128, "48xlarge" => 192]);
+static M7I: [InstanceType; 9] = general!("m7i", ["large" => 2, "xlarge" => 4, "2xlarge" => 8,
+    "4xlarge" => 16, "8xlarge" => 32, "12xlarge" => 48, "16xlarge" => 64, "24xlarge" => 96,
+    "48xlarge" => 192]);
+static M7A: [InstanceType; 10] = general!("m7a", ["medium" => 1, "large" => 2, "xlarge" => 4,
+    "2xlarge" => 8, "4xlarge" => 16, "8xlarge" => 32, "12xlarge" => 48, "16xlarge" => 64,
+    "24xlarge" => 96, "48xlarge" => 192]);
+static C5: [InstanceType; 8] = compute!("c5", ["large" => 2, "xlarge" => 4, "2xlarge" => 8,
+    "4xlarge" => 16, "9xlarge" => 36, "12xlarge" => 48, "18xlarge" => 72, "24xlarge" => 96]);
+static C6I: [InstanceType; 9] = compute!("c6i", ["large" => 2, "xlarge" => 4, "2xlarge" => 8,
+    "4xlarge" => 16, "8xlarge" => 32, "12xlarge" => 48, "16xlarge" => 64, "24xlarge" => 96,
+    "32xlarge" => 128]);
+static C6A: [InstanceType; 10] = compute!("c6a", ["large" => 2, "xlarge" => 4, "2xlarge" => 8,
+    "4xlarge" => 16, "8xlarge" => 32, "12xlarge" => 48, "16xlarge" => 64, "24xlarge" => 96,
+    "32xlarge" => 128, "48xlarge" => 192]);
+static C7I: [InstanceType; 9] = compute!("c7i", ["large" => 2, "xlarge" => 4, "2xlarge" => 8,
+    "4xlarge" => 16, "8xlarge" => 32, "12xlarge" => 48, "16xlarge" => 64, "24xlarge" => 96,
+    "48xlarge" => 192]);
+static R5: [InstanceType; 8] = memory!("r5", ["large" => 2, "xlarge" => 4, "2xlarge" => 8,
+    "4xlarge" => 16, "8xlarge" => 32, "12xlarge" => 48, "16xlarge" => 64, "24xlarge" => 96]);
+static R6I: [InstanceType; 9] = memory!("r6i", ["large" => 2, "xlarge" => 4, "2xlarge" => 8,
+    "4xlarge" => 16, "8xlarge" => 32, "12xlarge" => 48, "16xlarge" => 64, "24xlarge" => 96,
+    "32xlarge" => 128]);
+static R7I: [InstanceType; 9] = memory!("r7i", ["large" => 2, "xlarge" => 4, "2xlarge" => 8,
+    "4xlarge" => 16, "8xlarge" => 32, "12xlarge" => 48, "16xlarge" => 64, "24xlarge" => 96,
+    "48xlarge" => 192]);
+
+static FAMILIES: [&[InstanceType]; 15] = [
+    &T3, &T3A, &M5, &M5A, &M6I, &M6A, &M7I, &M7A, &C5, &C6I, &C6A, &C7I, &R5, &R6I, &R7I,
+];
+
+/// Every known instance type.
+pub fn instance_types() -> impl Iterator<Item = &'static InstanceType> {
+    FAMILIES.iter().flat_map(|family| family.iter())
+}
+
+/// Looks up an instance type by name.
+pub fn instance_type(name: &str) -> Option<&'static InstanceType> {
+    instance_types().find(|t| t.name == name)
+}
+
+/// Whether a type belongs to an arm64 (Graviton) family, which Huxley does
+/// not support yet: its `g` suffix sits after the generation digit.
+pub fn is_arm64(name: &str) -> bool {
+    let family = name.split('.').next().unwrap_or("");
+    let after_digit = family.trim_start_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = after_digit.trim_start_matches(|c: char| c.is_ascii_digit());
+    suffix.starts_with('g')
+}
+
+/// AWS commercial regions known when this table was written. A region of
+/// the right shape that is missing here draws a warning, not an error, so a
+/// new region works before Huxley learns its name.
+pub const REGIONS: &[&str] = &[
+    "af-south-1",
+    "ap-east-1",
+    "ap-east-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-7",
+    "ca-central-1",
+    "ca-west-1",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-north-1",
+    "eu-south-1",
+    "eu-south-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "il-central-1",
+    "me-central-1",
+    "me-south-1",
+    "mx-central-1",
+    "sa-east-1",
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+];
+
+/// Whether a string has the shape of a region name: `us-west-2`,
+/// `us-gov-west-1`.
+pub fn is_region_shaped(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+        && parts[parts.len() - 1].chars().all(|c| c.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_table_is_consistent() {
+        let mut names: Vec<_> = instance_types().map(|t| t.name).collect();
+        let count = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), count, "duplicate instance type names");
+        let m6i = instance_type("m6i.large").expect("m6i.large");
+        assert_eq!((m6i.vcpus, m6i.memory_mib), (2, 8192));
+        let c5 = instance_type("c5.9xlarge").expect("c5.9xlarge");
+        assert_eq!((c5.vcpus, c5.memory_mib), (36, 73728));
+        assert_eq!(instance_type("t3.nano").map(|t| t.memory_mib), Some(512));
+        assert!(instance_type("m6i.huge").is_none());
+    }
+
+    #[test]
+    fn arm_families_are_recognised() {
+        assert!(is_arm64("m6g.large"));
+        assert!(is_arm64("c7gn.large"));
+        assert!(is_arm64("t4g.small"));
+        assert!(!is_arm64("m6i.large"));
+        assert!(!is_arm64("m5a.large"));
+    }
+
+    #[test]
+    fn region_shapes() {
+        assert!(is_region_shaped("us-west-2"));
+        assert!(is_region_shaped("us-gov-west-1"));
+        assert!(!is_region_shaped("us-west"));
+        assert!(!is_region_shaped("US-west-2"));
+        assert!(!is_region_shaped("uswest2"));
+        let mut sorted = REGIONS.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(sorted, REGIONS, "keep REGIONS sorted");
+    }
+}

@@ -1,0 +1,63 @@
+//! Synthetic configs of any size, for benchmarks and scale tests.
+//!
+//! Not part of the user-facing API.
+
+use std::fmt::Write as _;
+
+/// A valid `huxley.toml` with `apps` apps of `services_per_app` services
+/// each, mixing built and prebuilt images, public names, autoscaling,
+/// secrets and dependencies, so that every check has work to do.
+pub fn config(apps: usize, services_per_app: usize) -> String {
+    let total = apps * services_per_app;
+    // Enough room for the minimum replicas: 250m and 256Mi per service on
+    // m6i.4xlarge nodes (15.8 vCPU, 63.5 GiB allocatable).
+    let nodes = (total / 40).max(2) + 2;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"[cluster]
+name = "synth"
+region = "us-west-2"
+availability-zones = ["us-west-2a", "us-west-2b", "us-west-2c"]
+vpc-cidr = "10.40.0.0/16"
+public-domain = "synth.example.com"
+admin-cidrs = ["203.0.113.0/24"]
+
+[cluster.nodes]
+instance-type = "m6i.4xlarge"
+min = 2
+max = {nodes}
+"#
+    );
+    let mut host_port = 10_000;
+    for a in 0..apps {
+        let _ = write!(s, "\n[apps.app{a}]\nbranch = \"main\"\n");
+        for i in 0..services_per_app {
+            let _ = write!(s, "\n[apps.app{a}.services.svc{i}]\n");
+            if i % 2 == 0 {
+                let _ = writeln!(s, "build = \"services/svc{i}\"");
+            } else {
+                let _ = writeln!(s, "image = \"ghcr.io/synth/svc{i}:1.{a}.{i}\"");
+            }
+            let _ = writeln!(s, "port = 8080\ncpu = \"250m\"\nmemory = \"256Mi\"");
+            if i % 5 == 0 {
+                host_port += 1;
+                let _ = writeln!(s, "host-port = {host_port}\npublic = [\"svc{i}-app{a}\"]");
+            }
+            if i % 3 == 0 {
+                let _ = writeln!(
+                    s,
+                    "replicas = {{ min = 1, max = 4 }}\nscale = {{ target-cpu = 60 }}"
+                );
+            }
+            let _ = writeln!(
+                s,
+                "health = {{ http = \"/healthz\", interval = \"10s\", timeout = \"2s\" }}\nenv = {{ RUST_LOG = \"info\", INDEX = {i} }}\nsecrets = {{ DATABASE_URL = \"ssm:/synth/app{a}/svc{i}/database-url\" }}"
+            );
+            if i > 0 {
+                let _ = writeln!(s, "depends-on = [\"svc{}\"]", i - 1);
+            }
+        }
+    }
+    s
+}
