@@ -243,10 +243,11 @@ mod tests {
     fn redaction_hides_the_value_but_keeps_positions() {
         let source = "k = \"hunter2\"\nz = 1\n";
         let d = [Diagnostic::error("later").at(14..15, "here")];
+        let secret = [Range { start: 4, end: 13 }];
         let text = Report {
             path: "x.toml",
             source,
-            redact: &[4..13],
+            redact: &secret,
             diagnostics: &d,
         }
         .render(false);

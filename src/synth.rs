@@ -61,3 +61,16 @@ max = {nodes}
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn synthetic_configs_are_valid_at_every_size() {
+        for (apps, services) in [(1, 1), (10, 20), (50, 20)] {
+            let checked = crate::config::check(&super::config(apps, services));
+            assert!(checked.diagnostics.is_empty(), "{:?}", checked.diagnostics);
+            let config = checked.config.expect("valid");
+            assert_eq!(config.services().count(), apps * services);
+        }
+    }
+}

@@ -75,11 +75,15 @@ pub fn parse(source: &str) -> Parsed {
             .and_then(|span| cut_innermost(doc.get_mut(), doc_span.clone(), &span));
         match cut {
             Some(cut) => {
-                diagnostics.push(structural_diagnostic(&error, &cut));
-                rejected.0.insert((
-                    cut.table_span.start,
-                    cut.path.last().cloned().unwrap_or_default(),
-                ));
+                let (diagnostic, meant) = structural_diagnostic(&error, &cut);
+                diagnostics.push(diagnostic);
+                let key = cut.path.last().cloned().unwrap_or_default();
+                rejected.0.insert((cut.table_span.start, key));
+                // A misspelt key stands for the one it was meant to be: the
+                // validator must not also report that one as missing.
+                if let Some(meant) = meant {
+                    rejected.0.insert((cut.table_span.start, meant));
+                }
             }
             None => {
                 diagnostics.push(
@@ -180,7 +184,9 @@ fn syntax_diagnostic(error: &toml::de::Error, source: &str) -> Diagnostic {
         .help("see https://toml.io/en/v1.0.0 for the syntax")
 }
 
-fn structural_diagnostic(error: &toml::de::Error, cut: &Cut) -> Diagnostic {
+/// The diagnostic for a deserialization error, and for a misspelt key the
+/// key it was probably meant to be.
+fn structural_diagnostic(error: &toml::de::Error, cut: &Cut) -> (Diagnostic, Option<String>) {
     let key = cut.path.last().map_or("", String::as_str);
     let table = cut.path[..cut.path.len().saturating_sub(1)].join(".");
     let place = if table.is_empty() {
@@ -192,13 +198,21 @@ fn structural_diagnostic(error: &toml::de::Error, cut: &Cut) -> Diagnostic {
         let d = Diagnostic::error(format!("unknown key `{unknown}` {place}"))
             .at(cut.key_span.clone(), "unknown key");
         return match names::did_you_mean(&unknown, expected.iter().map(String::as_str)) {
-            Some(suggestion) => d.help(format!("did you mean `{suggestion}`?")),
-            None if expected.is_empty() => d.help("this table takes no keys"),
-            None => d.help(format!("the keys here are: {}", expected.join(", "))),
+            Some(suggestion) => (
+                d.help(format!("did you mean `{suggestion}`?")),
+                Some(suggestion.to_owned()),
+            ),
+            None if expected.is_empty() => (d.help("this table takes no keys"), None),
+            None => (
+                d.help(format!("the keys here are: {}", expected.join(", "))),
+                None,
+            ),
         };
     }
     let span = error.span().unwrap_or(cut.value_span.clone());
-    Diagnostic::error(format!("wrong type for `{key}` {place}")).at(span, describe(error.message()))
+    let diagnostic = Diagnostic::error(format!("wrong type for `{key}` {place}"))
+        .at(span, describe(error.message()));
+    (diagnostic, None)
 }
 
 /// Rewrites serde's wording ("invalid type: string \"x\", expected i64") in
@@ -284,6 +298,19 @@ port = "eighty"
         let cluster = raw.cluster.expect("cluster");
         assert!(parsed.rejected.contains(&cluster.span, "name"));
         assert!(!parsed.rejected.contains(&cluster.span, "region"));
+    }
+
+    /// Regression: `prot = 8080` also drew "host-port needs a port".
+    #[test]
+    fn a_misspelt_key_counts_as_the_key_it_was_meant_to_be() {
+        let parsed = parse("[apps.a.services.b]\nprot = 80\n");
+        let raw = parsed.raw.expect("raw");
+        let apps = raw.apps.expect("apps");
+        let app = apps.into_values().next().expect("app");
+        let services = app.value.services.expect("services");
+        let service = services.into_values().next().expect("service");
+        assert!(parsed.rejected.contains(&service.span, "prot"));
+        assert!(parsed.rejected.contains(&service.span, "port"));
     }
 
     #[test]

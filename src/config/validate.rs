@@ -44,6 +44,11 @@ pub fn validate(source: &str, raw: &RawConfig, rejected: &Rejected) -> Validated
         public_domain_declared: raw.cluster.as_ref().is_some_and(|c| {
             c.value.public_domain.is_some() || rejected.contains(&c.span, "public-domain")
         }),
+        cluster_name: raw
+            .cluster
+            .as_ref()
+            .and_then(|c| c.value.name.as_ref())
+            .map_or_else(|| "<cluster>".to_owned(), |n| n.value.clone()),
         diagnostics: Vec::new(),
         redact: Vec::new(),
     };
@@ -65,6 +70,8 @@ struct Checker<'a> {
     rejected: &'a Rejected,
     /// Whether `[cluster]` names a public zone, valid or not.
     public_domain_declared: bool,
+    /// The cluster's name as written, for examples in hints.
+    cluster_name: String,
     diagnostics: Vec<Diagnostic>,
     redact: Vec<Range<usize>>,
 }
@@ -689,6 +696,9 @@ impl<'a> Checker<'a> {
             }
         }
 
+        // Clashes are reported at the later of two places, "first" meaning
+        // first in the file, so walk the services in file order.
+        entries.sort_by_key(|e| e.name.span.start);
         self.unit_name_clashes(&entries);
         self.host_port_clashes(&entries, cluster);
         self.public_name_clashes(&entries);
@@ -799,8 +809,9 @@ impl<'a> Checker<'a> {
         let replicas = self.replicas(raw);
         let scale = self.scale(raw, replicas);
         let health = self.health(raw, port);
-        let env = self.env(raw);
-        let secrets = self.secrets(raw);
+        let parameters = format!("/{}/{app}", self.cluster_name);
+        let env = self.env(raw, &parameters);
+        let secrets = self.secrets(raw, &parameters);
         let stateful = raw.stateful.as_ref().is_some_and(|s| s.value);
         let volumes = self.volumes(raw, stateful);
         let depends_on = raw
@@ -945,7 +956,7 @@ impl<'a> Checker<'a> {
                 Diagnostic::error(format!("this CPU request does not fit on one {kind} node"))
                     .at(span, format!("{} requested", quantity::format_cpu(cpu)))
                     .note(format!(
-                        "a {kind} has {} vCPU; {} of it is kept for the OS and agents, leaving {}",
+                        "each {kind} node has {} vCPU; {} of it is kept for the OS and agents, leaving {}",
                         nodes.instance_type.vcpus,
                         quantity::format_cpu(model::NODE_RESERVED_CPU_MILLIS),
                         quantity::format_cpu(nodes.allocatable_cpu_millis())
@@ -965,7 +976,7 @@ impl<'a> Checker<'a> {
                     format!("{} requested", quantity::format_memory(memory)),
                 )
                 .note(format!(
-                    "a {kind} has {}; {} is kept for the OS and agents, leaving {}",
+                    "each {kind} node has {}; {} is kept for the OS and agents, leaving {}",
                     quantity::format_memory(nodes.instance_type.memory_mib),
                     quantity::format_memory(model::NODE_RESERVED_MEMORY_MIB),
                     quantity::format_memory(nodes.allocatable_memory_mib())
@@ -1181,7 +1192,7 @@ impl<'a> Checker<'a> {
         })
     }
 
-    fn env(&mut self, raw: &RawService) -> Option<BTreeMap<String, String>> {
+    fn env(&mut self, raw: &RawService, parameters: &str) -> Option<BTreeMap<String, String>> {
         let before = self.diagnostics.len();
         let mut out = BTreeMap::new();
         for (key, value) in raw.env.iter().flatten() {
@@ -1207,7 +1218,7 @@ impl<'a> Checker<'a> {
                     Diagnostic::warning(format!("`{}` looks like a secret written in plain text", key.value))
                         .at(value.span.clone(), "this value would be written into the generated unit files")
                         .help(format!(
-                            "store it in SSM Parameter Store and reference it: `secrets = {{ {} = \"ssm:/<cluster>/<app>/{}\" }}`",
+                            "store it in SSM Parameter Store and reference it: `secrets = {{ {} = \"ssm:{parameters}/{}\" }}`",
                             key.value,
                             key.value.to_ascii_lowercase().replace('_', "-")
                         )),
@@ -1238,7 +1249,11 @@ impl<'a> Checker<'a> {
         (self.diagnostics.len() == before).then_some(out)
     }
 
-    fn secrets(&mut self, raw: &RawService) -> Option<BTreeMap<String, SecretRef>> {
+    fn secrets(
+        &mut self,
+        raw: &RawService,
+        parameters: &str,
+    ) -> Option<BTreeMap<String, SecretRef>> {
         let before = self.diagnostics.len();
         let mut out = BTreeMap::new();
         for (key, value) in raw.secrets.iter().flatten() {
@@ -1253,7 +1268,7 @@ impl<'a> Checker<'a> {
                         .at(value.span.clone(), "expected `ssm:/path/to/parameter`")
                         .note("secret values must never be written in huxley.toml: they would end up in generated files")
                         .help(format!(
-                            "store it with `aws ssm put-parameter --type SecureString --name /acme/app/{0}` and write `{1} = \"ssm:/acme/app/{0}\"`",
+                            "store it with `aws ssm put-parameter --type SecureString --name {parameters}/{0}` and write `{1} = \"ssm:{parameters}/{0}\"`",
                             key.value.to_ascii_lowercase().replace('_', "-"),
                             key.value
                         )),
@@ -1557,11 +1572,12 @@ fn cluster_nodes_anchor(entries: &[ServiceEntry<'_>]) -> Range<usize> {
     entries.first().map_or(0..0, |e| e.name.span.clone())
 }
 
+/// A dependency edge: from, to, and the span of the `depends-on` entry.
+type Edge<'s> = (&'s str, &'s str, Range<usize>);
+
 /// Every elementary cycle reachable in a dependency graph, once each, as the
 /// list of its edges (from, to, span), starting at its smallest name.
-fn cycles<'s>(
-    edges: &BTreeMap<&'s str, Vec<(&'s str, Range<usize>)>>,
-) -> Vec<Vec<(&'s str, &'s str, Range<usize>)>> {
+fn cycles<'s>(edges: &BTreeMap<&'s str, Vec<(&'s str, Range<usize>)>>) -> Vec<Vec<Edge<'s>>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
@@ -1572,8 +1588,8 @@ fn cycles<'s>(
         node: &'s str,
         edges: &BTreeMap<&'s str, Vec<(&'s str, Range<usize>)>>,
         marks: &mut BTreeMap<&'s str, Mark>,
-        stack: &mut Vec<(&'s str, &'s str, Range<usize>)>,
-        found: &mut BTreeMap<Vec<&'s str>, Vec<(&'s str, &'s str, Range<usize>)>>,
+        stack: &mut Vec<Edge<'s>>,
+        found: &mut BTreeMap<Vec<&'s str>, Vec<Edge<'s>>>,
     ) {
         marks.insert(node, Mark::Active);
         for (to, span) in edges.get(node).into_iter().flatten() {
@@ -1624,7 +1640,7 @@ mod tests {
         g
     }
 
-    fn names(cycles: &[Vec<(&str, &str, Range<usize>)>]) -> Vec<Vec<String>> {
+    fn names(cycles: &[Vec<Edge<'_>>]) -> Vec<Vec<String>> {
         cycles
             .iter()
             .map(|c| c.iter().map(|e| e.0.to_owned()).collect())

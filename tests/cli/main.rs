@@ -1,0 +1,8 @@
+//! The `huxley` binary, driven the way a user drives it.
+//!
+//! One integration test binary (`cargo test --test cli`), one module per
+//! verb. Snapshots are plain files beside their inputs; `HUXLEY_BLESS=1
+//! cargo test` rewrites them and deletes stale ones.
+
+mod support;
+mod validate;

@@ -1,0 +1,225 @@
+//! `huxley validate`, `huxley schema` and `huxley completions`.
+
+use std::path::Path;
+
+use crate::support::{Test, blessing, compare_or_bless, files, report, root};
+
+/// Runs every fixture of `dir` and compares its diagnostics with the
+/// `.stderr` file beside it.
+fn fixtures(dir: &str, expected_code: i32) -> Vec<String> {
+    let dir_path = root().join(dir);
+    let mut failures = Vec::new();
+    let tomls = files(&dir_path, "toml");
+    assert!(!tomls.is_empty(), "no fixtures in {dir}");
+    for toml in &tomls {
+        let name = toml.file_stem().and_then(|s| s.to_str()).expect("name");
+        let relative = format!("{dir}/{name}.toml");
+        let out = Test::new(&["validate", "--color", "never", "-f", &relative]).run();
+        if out.code != expected_code {
+            failures.push(format!(
+                "{relative}: exit {} (expected {expected_code})\n{}",
+                out.code, out.stderr
+            ));
+            continue;
+        }
+        let location = format!("{relative}:");
+        if !out.stderr.contains(&location) {
+            failures.push(format!(
+                "{relative}: no file:line:column in\n{}",
+                out.stderr
+            ));
+        }
+        if let Err(diff) = compare_or_bless(&toml.with_extension("stderr"), &out.stderr) {
+            failures.push(diff);
+        }
+    }
+    if blessing() {
+        for stale in files(&dir_path, "stderr") {
+            if !stale.with_extension("toml").exists() {
+                std::fs::remove_file(&stale).expect("remove stale snapshot");
+            }
+        }
+    }
+    failures
+}
+
+#[test]
+fn every_invalid_fixture_exits_1_with_its_diagnostic() {
+    report(fixtures("tests/invalid", 1));
+}
+
+#[test]
+fn warnings_do_not_fail_validation() {
+    report(fixtures("tests/warnings", 0));
+}
+
+/// Counts the `error:` headers in rendered diagnostics.
+fn errors(stderr: &str) -> usize {
+    stderr.lines().filter(|l| l.starts_with("error:")).count()
+}
+
+#[test]
+fn three_independent_mistakes_give_three_diagnostics() {
+    let out = Test::new(&["validate", "-f", "tests/invalid/three-mistakes.toml"]).run();
+    out.code(1);
+    assert_eq!(errors(&out.stderr), 3, "{}", out.stderr);
+    for place in [":3:8", ":12:11", ":16:1"] {
+        assert!(
+            out.stderr.contains(place),
+            "missing {place} in\n{}",
+            out.stderr
+        );
+    }
+    assert!(
+        out.stderr
+            .ends_with("tests/invalid/three-mistakes.toml: 3 errors\n")
+    );
+}
+
+#[test]
+fn secrets_written_in_plain_text_are_never_echoed() {
+    for (fixture, secret) in [
+        ("tests/invalid/secret-not-reference.toml", "hunter2"),
+        (
+            "tests/invalid/private-ssh-key.toml",
+            "b3BlbnNzaC1rZXktdjEAAAAABG5vbmU",
+        ),
+        (
+            "tests/warnings/env-looks-secret.toml",
+            "tok_live_0123456789",
+        ),
+    ] {
+        let source = std::fs::read_to_string(root().join(fixture)).expect("fixture");
+        assert!(
+            source.contains(secret),
+            "the fixture {fixture} must hold the secret"
+        );
+        let out = Test::new(&["validate", "-f", fixture]).run();
+        assert!(
+            !out.stderr.contains(secret),
+            "{fixture} echoed its secret:\n{}",
+            out.stderr
+        );
+        assert!(!out.stdout.contains(secret));
+    }
+}
+
+#[test]
+fn every_example_validates_and_points_at_the_schema() {
+    let examples = root().join("examples");
+    let mut dirs: Vec<_> = std::fs::read_dir(&examples)
+        .expect("examples/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.join("huxley.toml").exists())
+        .collect();
+    dirs.sort();
+    let names: Vec<_> = dirs
+        .iter()
+        .filter_map(|d| d.file_name()?.to_str())
+        .collect();
+    assert!(names.contains(&"minimal") && names.contains(&"blog") && names.contains(&"platform"));
+    for dir in &dirs {
+        let name = dir.file_name().and_then(|n| n.to_str()).expect("name");
+        let file = format!("examples/{name}/huxley.toml");
+        let out = Test::new(&["validate", "-f", &file]).run();
+        out.code(0);
+        assert!(
+            out.stderr.is_empty(),
+            "{file} has warnings:\n{}",
+            out.stderr
+        );
+        assert!(
+            out.stdout.starts_with(&format!("{file}: valid")),
+            "{}",
+            out.stdout
+        );
+        let first = std::fs::read_to_string(dir.join("huxley.toml")).expect("read");
+        assert!(
+            first.starts_with("#:schema ../../schemas/huxley.schema.json\n"),
+            "{file}"
+        );
+    }
+}
+
+#[test]
+fn the_platform_example_is_as_big_as_promised() {
+    let out = Test::new(&["validate", "-f", "examples/platform/huxley.toml"]).run();
+    out.code(0);
+    assert!(out.stdout.contains("3 apps, 11 services"), "{}", out.stdout);
+}
+
+#[test]
+fn a_missing_file_is_an_io_error() {
+    let out = Test::new(&["validate", "-f", "no/such/huxley.toml"]).run();
+    out.code(2);
+    assert!(
+        out.stderr.contains("cannot read no/such/huxley.toml"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    Test::new(&["validate", "--no-such-flag"]).run().code(2);
+    Test::new(&["no-such-verb"]).run().code(2);
+}
+
+#[test]
+fn colour_is_off_when_piped_and_on_when_asked() {
+    let plain = Test::new(&["validate", "-f", "tests/invalid/unknown-key.toml"]).run();
+    assert!(!plain.stderr.contains('\u{1b}'));
+    let coloured = Test::new(&[
+        "validate",
+        "--color",
+        "always",
+        "-f",
+        "tests/invalid/unknown-key.toml",
+    ])
+    .run();
+    assert!(coloured.stderr.contains('\u{1b}'));
+}
+
+#[test]
+fn schema_command_prints_the_checked_in_schema() {
+    let out = Test::new(&["schema"]).run();
+    out.code(0);
+    let path = root().join("schemas/huxley.schema.json");
+    if let Err(diff) = compare_or_bless(&path, &out.stdout) {
+        panic!("{diff}");
+    }
+    let schema: serde_json::Value = serde_json::from_str(&out.stdout).expect("valid JSON");
+    let service = &schema["$defs"]["RawService"]["properties"];
+    assert!(
+        service["host-port"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("published"))
+    );
+    assert_eq!(schema["$defs"]["RawService"]["additionalProperties"], false);
+    assert!(
+        schema["required"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|v| v == "cluster"))
+    );
+}
+
+#[test]
+fn completions_for_every_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Test::new(&["completions", shell]).run();
+        out.code(0);
+        assert!(out.stdout.contains("validate"), "{shell}");
+    }
+}
+
+#[test]
+fn help_comes_from_doc_comments() {
+    let out = Test::new(&["validate", "--help"]).run();
+    out.code(0);
+    assert!(
+        out.stdout.contains("report every problem"),
+        "{}",
+        out.stdout
+    );
+    assert!(Path::new(env!("CARGO_BIN_EXE_huxley")).exists());
+}
