@@ -11,9 +11,12 @@
 //! that bad input is reported as precisely as good input is compiled.
 
 pub mod cli;
+pub mod compile;
 pub mod config;
 pub mod diagnostic;
+pub mod kick;
 pub mod model;
+pub mod output;
 pub mod schema;
 #[doc(hidden)]
 pub mod synth;

@@ -921,6 +921,17 @@ impl<'a> Checker<'a> {
             self.check(names::relative_name(&name.value), &name.span, || {
                 format!("`{}` is not a valid public name", name.value)
             });
+            let kick = format!("kick-{}", self.cluster_name);
+            if name.value == kick {
+                self.push(
+                    Diagnostic::error(format!("public name `{kick}` is reserved"))
+                        .at(
+                            name.span.clone(),
+                            "the kick server registers this name for its external API",
+                        )
+                        .help("choose another name"),
+                );
+            }
         }
         if let Some(first) = public.first() {
             if raw.host_port.is_none() && !self.rejected.contains(table, "host-port") {
@@ -1242,6 +1253,13 @@ impl<'a> Checker<'a> {
                     .at(key.span.clone(), "in env")
                     .also(other, "in secrets")
                     .help("keep one"),
+                );
+            }
+            if text.contains(['\n', '\r', '\0']) {
+                self.push(
+                    Diagnostic::error(format!("`{}` has a line break in its value", key.value))
+                        .at(value.span.clone(), "environment values are one line")
+                        .help("encode it (for example as base64) or use a file in the image"),
                 );
             }
             out.insert(key.value.clone(), text);

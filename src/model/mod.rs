@@ -8,6 +8,7 @@
 //! stable order and so is everything generated from it.
 
 pub mod aws;
+pub mod naming;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

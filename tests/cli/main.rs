@@ -4,5 +4,6 @@
 //! verb. Snapshots are plain files beside their inputs; `HUXLEY_BLESS=1
 //! cargo test` rewrites them and deletes stale ones.
 
+mod build;
 mod support;
 mod validate;

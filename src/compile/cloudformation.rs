@@ -1,0 +1,734 @@
+//! The cluster's CloudFormation template: network, security groups, the
+//! private zone, the artifact bucket, IAM, the launch template and the node
+//! group.
+//!
+//! Built as a `serde_json::Value`, whose maps are sorted, so the output is
+//! byte-for-byte deterministic. What grows with the number of services is
+//! kept out of the stack: only public host-ports (one ingress rule each) and
+//! the SSM parameters named by `secrets` (one ARN each, in managed policies)
+//! appear here; everything else lives in the units and the kick config.
+//!
+//! Where checkov or cfn-lint flags a deliberate choice, the resource's
+//! Metadata carries the skip and its justification (listed in the README).
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::model::{self, Config, naming};
+
+/// Logical ids and parameter names other stages refer to.
+pub mod ids {
+    pub const NODE_IMAGE_PARAMETER: &str = "NodeImageId";
+    pub const PUBLIC_ZONE_PARAMETER: &str = "PublicZoneId";
+    pub const ARTIFACT_BUCKET: &str = "ArtifactBucket";
+    pub const PRIVATE_ZONE: &str = "PrivateZone";
+    pub const NODE_GROUP: &str = "NodeGroup";
+}
+
+/// The longest an SSM parameter ARN can be beyond the parameter name: the
+/// longest partition and region names and a 12-digit account. Policies are
+/// sized with it, as IAM measures the resolved document.
+const ARN_OVERHEAD: usize = "arn:aws-us-gov:ssm:ap-southeast-4:123456789012:parameter".len();
+
+/// IAM's limit on a managed policy document, in characters without spaces.
+pub const MANAGED_POLICY_LIMIT: usize = 6_144;
+
+/// Everything the template needs beyond the model.
+#[derive(Debug)]
+pub struct TemplateInput<'a> {
+    pub config: &'a Config,
+    /// The Ignition config, with `${ArtifactBucket}` left for `Fn::Sub`.
+    pub user_data: &'a str,
+}
+
+/// Builds the template.
+pub fn template(input: &TemplateInput<'_>) -> Value {
+    let config = input.config;
+    let cluster = &config.cluster;
+    let mut resources = serde_json::Map::new();
+    let mut add = |id: &str, value: Value| {
+        resources.insert(id.to_owned(), value);
+    };
+
+    // --- network -----------------------------------------------------------
+    add(
+        "Vpc",
+        json!({
+            "Type": "AWS::EC2::VPC",
+            "Properties": {
+                "CidrBlock": cluster.vpc_cidr.to_string(),
+                "EnableDnsHostnames": true,
+                "EnableDnsSupport": true,
+                "Tags": tags(config, &[("Name", &naming::stack(config))]),
+            },
+        }),
+    );
+    add(
+        "InternetGateway",
+        json!({
+            "Type": "AWS::EC2::InternetGateway",
+            "Properties": { "Tags": tags(config, &[]) },
+        }),
+    );
+    add(
+        "InternetGatewayAttachment",
+        json!({
+            "Type": "AWS::EC2::VPCGatewayAttachment",
+            "Properties": { "InternetGatewayId": {"Ref": "InternetGateway"}, "VpcId": {"Ref": "Vpc"} },
+        }),
+    );
+    add(
+        "PublicRouteTable",
+        json!({
+            "Type": "AWS::EC2::RouteTable",
+            "Properties": { "VpcId": {"Ref": "Vpc"}, "Tags": tags(config, &[]) },
+        }),
+    );
+    add(
+        "PublicRoute",
+        json!({
+            "Type": "AWS::EC2::Route",
+            "DependsOn": "InternetGatewayAttachment",
+            "Properties": {
+                "RouteTableId": {"Ref": "PublicRouteTable"},
+                "DestinationCidrBlock": "0.0.0.0/0",
+                "GatewayId": {"Ref": "InternetGateway"},
+            },
+        }),
+    );
+    let subnets = subnet_ids(config);
+    for ((id, zone), cidr) in subnets
+        .iter()
+        .zip(&cluster.availability_zones)
+        .zip(subnet_cidrs(config))
+    {
+        add(
+            id,
+            json!({
+                "Type": "AWS::EC2::Subnet",
+                "Metadata": justify(&[], &[("W3010", "The zones are the ones huxley.toml names, on purpose: they must match where the user's other resources live.")]),
+                "Properties": {
+                    "VpcId": {"Ref": "Vpc"},
+                    "AvailabilityZone": zone,
+                    "CidrBlock": cidr,
+                    "MapPublicIpOnLaunch": true,
+                    "Tags": tags(config, &[("Name", &format!("{}-{zone}", naming::stack(config)))]),
+                },
+            }),
+        );
+        add(
+            &format!("{id}RouteTableAssociation"),
+            json!({
+                "Type": "AWS::EC2::SubnetRouteTableAssociation",
+                "Properties": { "SubnetId": {"Ref": id}, "RouteTableId": {"Ref": "PublicRouteTable"} },
+            }),
+        );
+    }
+
+    // --- security group: one resource per rule (see EMULATOR.md) -----------
+    add(
+        "NodeSecurityGroup",
+        json!({
+            "Type": "AWS::EC2::SecurityGroup",
+            "Properties": {
+                "GroupDescription": format!("Huxley cluster {} nodes", cluster.name),
+                "VpcId": {"Ref": "Vpc"},
+                "SecurityGroupEgress": [{
+                    "CidrIp": "0.0.0.0/0",
+                    "IpProtocol": "-1",
+                    "Description": "Image pulls, AWS APIs and service traffic",
+                }],
+                "Tags": tags(config, &[]),
+            },
+        }),
+    );
+    add(
+        "IngressNodes",
+        json!({
+            "Type": "AWS::EC2::SecurityGroupIngress",
+            "Properties": {
+                "GroupId": {"Ref": "NodeSecurityGroup"},
+                "SourceSecurityGroupId": {"Ref": "NodeSecurityGroup"},
+                "IpProtocol": "-1",
+                "Description": "Nodes talk to each other freely",
+            },
+        }),
+    );
+    for rule in ingress_rules(config) {
+        let mut properties = json!({
+            "GroupId": {"Ref": "NodeSecurityGroup"},
+            "IpProtocol": "tcp",
+            "FromPort": rule.port,
+            "ToPort": rule.port,
+            "Description": rule.description,
+        });
+        let key = if rule.cidr.contains(':') {
+            "CidrIpv6"
+        } else {
+            "CidrIp"
+        };
+        properties[key] = json!(rule.cidr);
+        let mut resource =
+            json!({ "Type": "AWS::EC2::SecurityGroupIngress", "Properties": properties });
+        if rule.public && rule.port == 80 {
+            resource["Metadata"] = justify(
+                &[(
+                    "CKV_AWS_260",
+                    "Port 80 serves a service's public names; opening it to the internet is what `public` asks for.",
+                )],
+                &[],
+            );
+        }
+        add(&rule.id, resource);
+    }
+
+    // --- DNS ----------------------------------------------------------------
+    add(
+        ids::PRIVATE_ZONE,
+        json!({
+            "Type": "AWS::Route53::HostedZone",
+            "Properties": {
+                "Name": cluster.private_domain,
+                "HostedZoneConfig": { "Comment": format!("Private names of Huxley cluster {}", cluster.name) },
+                "VPCs": [{ "VPCId": {"Ref": "Vpc"}, "VPCRegion": {"Ref": "AWS::Region"} }],
+                "HostedZoneTags": tags(config, &[]),
+            },
+        }),
+    );
+
+    // --- artifact bucket ----------------------------------------------------
+    let bucket = naming::bucket_pattern(config);
+    add(
+        ids::ARTIFACT_BUCKET,
+        json!({
+            "Type": "AWS::S3::Bucket",
+            "Metadata": justify(
+                &[("CKV_AWS_18", "Access logging needs a second bucket per cluster; this bucket holds only generated artifacts written by `huxley apply`, and CloudTrail records its API use.")],
+                &[],
+            ),
+            "Properties": {
+                "BucketName": {"Fn::Sub": bucket},
+                "BucketEncryption": {
+                    "ServerSideEncryptionConfiguration": [{
+                        "ServerSideEncryptionByDefault": { "SSEAlgorithm": "AES256" },
+                        "BucketKeyEnabled": true,
+                    }],
+                },
+                "PublicAccessBlockConfiguration": {
+                    "BlockPublicAcls": true,
+                    "BlockPublicPolicy": true,
+                    "IgnorePublicAcls": true,
+                    "RestrictPublicBuckets": true,
+                },
+                "OwnershipControls": { "Rules": [{ "ObjectOwnership": "BucketOwnerEnforced" }] },
+                "VersioningConfiguration": { "Status": "Enabled" },
+                "LifecycleConfiguration": {
+                    "Rules": [{
+                        "Id": "expire-old-versions",
+                        "Status": "Enabled",
+                        "NoncurrentVersionExpiration": { "NoncurrentDays": 30 },
+                        "AbortIncompleteMultipartUpload": { "DaysAfterInitiation": 7 },
+                    }],
+                },
+                "Tags": tags(config, &[]),
+            },
+        }),
+    );
+    add(
+        "ArtifactBucketPolicy",
+        json!({
+            "Type": "AWS::S3::BucketPolicy",
+            "Properties": {
+                "Bucket": {"Ref": ids::ARTIFACT_BUCKET},
+                "PolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [{
+                        "Sid": "TlsOnly",
+                        "Effect": "Deny",
+                        "Principal": "*",
+                        "Action": "s3:*",
+                        "Resource": [
+                            {"Fn::GetAtt": [ids::ARTIFACT_BUCKET, "Arn"]},
+                            {"Fn::Sub": format!("arn:${{AWS::Partition}}:s3:::{bucket}/*")},
+                        ],
+                        "Condition": { "Bool": { "aws:SecureTransport": "false" } },
+                    }],
+                },
+            },
+        }),
+    );
+
+    // --- IAM ------------------------------------------------------------------
+    let secret_policies = secret_policy_chunks(config);
+    let mut managed = Vec::new();
+    for (i, arns) in secret_policies.iter().enumerate() {
+        let id = format!("NodeSecretsPolicy{}", i + 1);
+        add(
+            &id,
+            json!({
+                "Type": "AWS::IAM::ManagedPolicy",
+                "Properties": {
+                    "Description": format!("Huxley cluster {}: read the SSM parameters its services' secrets name", cluster.name),
+                    "PolicyDocument": {
+                        "Version": "2012-10-17",
+                        "Statement": [{
+                            "Sid": "ReadServiceSecrets",
+                            "Effect": "Allow",
+                            "Action": ["ssm:GetParameters"],
+                            "Resource": arns.iter().map(|a| json!({"Fn::Sub": a})).collect::<Vec<_>>(),
+                        }],
+                    },
+                },
+            }),
+        );
+        managed.push(json!({"Ref": id}));
+    }
+    let mut role = json!({
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "Description": format!("Nodes of Huxley cluster {}", cluster.name),
+            "AssumeRolePolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Effect": "Allow",
+                    "Principal": { "Service": "ec2.amazonaws.com" },
+                    "Action": "sts:AssumeRole",
+                }],
+            },
+            "Policies": [
+                { "PolicyName": "artifacts", "PolicyDocument": artifacts_policy(config) },
+                { "PolicyName": "kick", "PolicyDocument": kick_policy(config) },
+            ],
+            "Tags": tags(config, &[]),
+        },
+    });
+    if !managed.is_empty() {
+        role["Properties"]["ManagedPolicyArns"] = Value::Array(managed);
+    }
+    add("NodeRole", role);
+    add(
+        "NodeInstanceProfile",
+        json!({
+            "Type": "AWS::IAM::InstanceProfile",
+            "Properties": { "Roles": [{"Ref": "NodeRole"}] },
+        }),
+    );
+
+    // --- nodes ----------------------------------------------------------------
+    let nodes = &cluster.nodes;
+    add(
+        "NodeLaunchTemplate",
+        json!({
+            "Type": "AWS::EC2::LaunchTemplate",
+            "Properties": {
+                "LaunchTemplateData": {
+                    "ImageId": {"Ref": ids::NODE_IMAGE_PARAMETER},
+                    "InstanceType": nodes.instance_type.name,
+                    "IamInstanceProfile": { "Arn": {"Fn::GetAtt": ["NodeInstanceProfile", "Arn"]} },
+                    "SecurityGroupIds": [{"Ref": "NodeSecurityGroup"}],
+                    "BlockDeviceMappings": [{
+                        "DeviceName": "/dev/xvda",
+                        "Ebs": {
+                            "DeleteOnTermination": true,
+                            "Encrypted": true,
+                            "VolumeSize": nodes.disk_gb,
+                            "VolumeType": "gp3",
+                        },
+                    }],
+                    "MetadataOptions": {
+                        "HttpEndpoint": "enabled",
+                        "HttpTokens": "required",
+                        // One hop: the node's agents reach the instance role,
+                        // containers behind Docker's bridge do not.
+                        "HttpPutResponseHopLimit": 1,
+                    },
+                    "Monitoring": { "Enabled": true },
+                    "UserData": { "Fn::Base64": { "Fn::Sub": input.user_data } },
+                    "TagSpecifications": [
+                        { "ResourceType": "instance", "Tags": tags(config, &[("Name", &format!("{}-node", naming::stack(config)))]) },
+                        { "ResourceType": "volume", "Tags": tags(config, &[]) },
+                    ],
+                },
+                "TagSpecifications": [{ "ResourceType": "launch-template", "Tags": tags(config, &[]) }],
+            },
+        }),
+    );
+    let min_in_service = nodes.min.min(nodes.max.saturating_sub(1));
+    add(
+        ids::NODE_GROUP,
+        json!({
+            "Type": "AWS::AutoScaling::AutoScalingGroup",
+            "UpdatePolicy": {
+                "AutoScalingRollingUpdate": {
+                    "MaxBatchSize": 1,
+                    "MinInstancesInService": min_in_service,
+                    "PauseTime": "PT2M",
+                },
+            },
+            "Properties": {
+                "AutoScalingGroupName": naming::node_group(config),
+                "LaunchTemplate": {
+                    "LaunchTemplateId": {"Ref": "NodeLaunchTemplate"},
+                    "Version": {"Fn::GetAtt": ["NodeLaunchTemplate", "LatestVersionNumber"]},
+                },
+                "MinSize": nodes.min.to_string(),
+                "MaxSize": nodes.max.to_string(),
+                "DesiredCapacity": nodes.desired.to_string(),
+                "VPCZoneIdentifier": subnets.iter().map(|id| json!({"Ref": id})).collect::<Vec<_>>(),
+                "HealthCheckType": "EC2",
+                "HealthCheckGracePeriod": 300,
+                "Tags": cluster_tags_propagated(config),
+            },
+        }),
+    );
+
+    // --- parameters and outputs ------------------------------------------------
+    let mut parameters = serde_json::Map::new();
+    parameters.insert(
+        ids::NODE_IMAGE_PARAMETER.to_owned(),
+        json!({
+            "Type": "AWS::EC2::Image::Id",
+            "Description": match &nodes.image {
+                model::NodeImage::Flatcar(channel) => format!("Flatcar Container Linux ({}) AMI, resolved by huxley plan", channel.as_str()),
+                model::NodeImage::Ami(_) => "The AMI named in huxley.toml".to_owned(),
+            },
+        }),
+    );
+    if cluster.public_domain.is_some() {
+        parameters.insert(
+            ids::PUBLIC_ZONE_PARAMETER.to_owned(),
+            json!({
+                "Type": "AWS::Route53::HostedZone::Id",
+                "Description": format!("The existing public hosted zone {}, looked up by huxley plan", cluster.public_domain.as_deref().unwrap_or_default()),
+            }),
+        );
+    }
+    let outputs = json!({
+        "ClusterName": { "Description": "The Huxley cluster", "Value": cluster.name },
+        "VpcId": { "Description": "The cluster's VPC", "Value": {"Ref": "Vpc"} },
+        "SubnetIds": {
+            "Description": "The cluster's subnets, one per availability zone",
+            "Value": {"Fn::Join": [",", subnets.iter().map(|id| json!({"Ref": id})).collect::<Vec<_>>()]},
+        },
+        "PrivateZoneId": { "Description": "The private hosted zone", "Value": {"Ref": ids::PRIVATE_ZONE} },
+        "ArtifactBucketName": { "Description": "Where units, hooks and the kick config live", "Value": {"Ref": ids::ARTIFACT_BUCKET} },
+        "NodeGroupName": { "Description": "The nodes' auto-scaling group", "Value": {"Ref": ids::NODE_GROUP} },
+        "KickServerAddress": {
+            "Description": "The kick server's external API (TLS), which it registers at start",
+            "Value": format!("{}:{}", naming::kick_name(config), model::KICK_EXTERNAL_PORT),
+        },
+    });
+
+    json!({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": format!("Huxley cluster {} (generated by huxley build; do not edit)", cluster.name),
+        "Metadata": { "Huxley": { "Cluster": cluster.name, "Version": env!("CARGO_PKG_VERSION") } },
+        "Parameters": parameters,
+        "Resources": resources,
+        "Outputs": outputs,
+    })
+}
+
+/// The template as pretty JSON with a trailing newline.
+pub fn to_json(template: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(template).expect("a template always serializes");
+    text.push('\n');
+    text
+}
+
+/// One `AWS::EC2::SecurityGroupIngress` rule beyond node-to-node traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressRule {
+    pub id: String,
+    pub port: u16,
+    pub cidr: String,
+    pub description: String,
+    /// Open to the internet for a service's public names.
+    pub public: bool,
+}
+
+/// The ingress rules: public host-ports from anywhere, SSH, git and the
+/// kick API only from `admin-cidrs`. Ids are derived from what a rule
+/// allows, so adding a CIDR does not rename the others' resources.
+pub fn ingress_rules(config: &Config) -> Vec<IngressRule> {
+    let mut rules = Vec::new();
+    let public_ports: BTreeSet<u16> = config
+        .services()
+        .filter(|(_, s)| !s.public.is_empty())
+        .filter_map(|(_, s)| s.host_port)
+        .collect();
+    for port in public_ports {
+        rules.push(IngressRule {
+            id: format!("IngressPublicTcp{port}"),
+            port,
+            cidr: "0.0.0.0/0".to_owned(),
+            description: format!("Public services on host port {port}"),
+            public: true,
+        });
+    }
+    for cidr in &config.cluster.admin_cidrs {
+        let cidr = cidr.to_string();
+        for (name, port, what) in [
+            ("Ssh", model::SSH_PORT, "SSH"),
+            ("Git", model::HOOK_SSH_PORT, "git push to the hook server"),
+            (
+                "Kick",
+                model::KICK_EXTERNAL_PORT,
+                "the kick server's external API",
+            ),
+        ] {
+            rules.push(IngressRule {
+                id: format!("IngressAdmin{name}{}", short_hash(&cidr)),
+                port,
+                cidr: cidr.clone(),
+                description: format!("{what} from admin range {cidr}"),
+                public: false,
+            });
+        }
+    }
+    rules
+}
+
+/// Subnet logical ids, one per zone, named by the zone's letter.
+fn subnet_ids(config: &Config) -> Vec<String> {
+    config
+        .cluster
+        .availability_zones
+        .iter()
+        .map(|zone| {
+            format!(
+                "Subnet{}",
+                zone[config.cluster.region.len()..].to_ascii_uppercase()
+            )
+        })
+        .collect()
+}
+
+/// Subnet ranges carved from the VPC range: the first half is split evenly
+/// among the zones; the second half stays free for private subnets later.
+pub fn subnet_cidrs(config: &Config) -> Vec<String> {
+    let vpc = config.cluster.vpc_cidr;
+    let zones = config.cluster.availability_zones.len();
+    let bits = zones.next_power_of_two().trailing_zeros() as u8;
+    let prefix = (vpc.prefix_len() + bits + 1).min(28);
+    vpc.subnets(prefix)
+        .map(|subnets| subnets.take(zones).map(|s| s.to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// The SSM parameter ARNs the services' secrets name, as `Fn::Sub`
+/// patterns, split into managed policies that each stay under IAM's size
+/// limit.
+pub fn secret_policy_chunks(config: &Config) -> Vec<Vec<String>> {
+    let parameters: BTreeSet<String> = config
+        .services()
+        .flat_map(|(_, s)| s.secrets.values())
+        .map(|secret| match secret {
+            model::SecretRef::Ssm { parameter } => parameter.clone(),
+        })
+        .collect();
+    // The statement around the ARNs, measured without whitespace.
+    const STATEMENT: usize = 160;
+    let mut chunks: Vec<Vec<String>> = Vec::new();
+    let mut size = STATEMENT;
+    for parameter in parameters {
+        let arn = format!(
+            "arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter{parameter}"
+        );
+        let cost = ARN_OVERHEAD + parameter.len() + 3;
+        if chunks.is_empty() || size + cost > MANAGED_POLICY_LIMIT {
+            chunks.push(Vec::new());
+            size = STATEMENT;
+        }
+        size += cost;
+        if let Some(chunk) = chunks.last_mut() {
+            chunk.push(arn);
+        }
+    }
+    chunks
+}
+
+fn artifacts_policy(config: &Config) -> Value {
+    let bucket = naming::bucket_pattern(config);
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ReadArtifacts",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": {"Fn::Sub": format!("arn:${{AWS::Partition}}:s3:::{bucket}/*")},
+            },
+            {
+                "Sid": "ListArtifacts",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket"],
+                "Resource": {"Fn::Sub": format!("arn:${{AWS::Partition}}:s3:::{bucket}")},
+            },
+        ],
+    })
+}
+
+/// What the kick server may do: its zones' records, this cluster's node
+/// group, its own tokens, and publishing the cluster's description.
+fn kick_policy(config: &Config) -> Value {
+    let bucket = naming::bucket_pattern(config);
+    let mut zones = vec![
+        json!({"Fn::Sub": format!("arn:${{AWS::Partition}}:route53:::hostedzone/${{{}}}", ids::PRIVATE_ZONE)}),
+    ];
+    if config.cluster.public_domain.is_some() {
+        zones.push(json!({"Fn::Sub": format!("arn:${{AWS::Partition}}:route53:::hostedzone/${{{}}}", ids::PUBLIC_ZONE_PARAMETER)}));
+    }
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ClusterRecords",
+                "Effect": "Allow",
+                "Action": ["route53:ChangeResourceRecordSets", "route53:ListResourceRecordSets"],
+                "Resource": zones,
+            },
+            {
+                "Sid": "RecordChanges",
+                "Effect": "Allow",
+                "Action": ["route53:GetChange"],
+                "Resource": {"Fn::Sub": "arn:${AWS::Partition}:route53:::change/*"},
+            },
+            {
+                "Sid": "ScaleNodeGroup",
+                "Effect": "Allow",
+                "Action": ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
+                "Resource": {"Fn::Sub": format!(
+                    "arn:${{AWS::Partition}}:autoscaling:${{AWS::Region}}:${{AWS::AccountId}}:autoScalingGroup:*:autoScalingGroupName/{}",
+                    naming::node_group(config)
+                )},
+            },
+            {
+                "Sid": "Describe",
+                "Effect": "Allow",
+                "Action": ["autoscaling:DescribeAutoScalingGroups", "ec2:DescribeInstances", "ec2:DescribeTags"],
+                "Resource": "*",
+            },
+            {
+                "Sid": "Tokens",
+                "Effect": "Allow",
+                "Action": ["ssm:GetParameters"],
+                "Resource": {"Fn::Sub": format!(
+                    "arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter/huxley/{}/tokens/*",
+                    config.cluster.name
+                )},
+            },
+            {
+                "Sid": "PublishDescription",
+                "Effect": "Allow",
+                "Action": ["s3:PutObject"],
+                "Resource": {"Fn::Sub": format!("arn:${{AWS::Partition}}:s3:::{bucket}/published/*")},
+            },
+        ],
+    })
+}
+
+/// Tags for a resource: the cluster tag plus `extra`, sorted by key.
+fn tags(config: &Config, extra: &[(&str, &str)]) -> Value {
+    let mut pairs: Vec<(&str, &str)> = vec![("huxley:cluster", &config.cluster.name)];
+    pairs.extend_from_slice(extra);
+    pairs.sort();
+    Value::Array(
+        pairs
+            .into_iter()
+            .map(|(k, v)| json!({"Key": k, "Value": v}))
+            .collect(),
+    )
+}
+
+fn cluster_tags_propagated(config: &Config) -> Value {
+    json!([
+        { "Key": "huxley:cluster", "Value": config.cluster.name, "PropagateAtLaunch": true },
+    ])
+}
+
+/// Checks a resource deliberately fails, each with its justification: the
+/// checkov skips in the form checkov reads, the cfn-lint rules in cfn-lint's
+/// `ignore_checks`, and every reason under `Huxley.Justifications` so a
+/// reader of the template sees why.
+fn justify(checkov: &[(&str, &str)], cfn_lint: &[(&str, &str)]) -> Value {
+    let mut metadata = serde_json::Map::new();
+    if !checkov.is_empty() {
+        metadata.insert(
+            "checkov".to_owned(),
+            json!({ "skip": checkov.iter().map(|(id, comment)| json!({"id": id, "comment": comment})).collect::<Vec<_>>() }),
+        );
+    }
+    if !cfn_lint.is_empty() {
+        metadata.insert(
+            "cfn-lint".to_owned(),
+            json!({ "config": { "ignore_checks": cfn_lint.iter().map(|(id, _)| *id).collect::<Vec<_>>() } }),
+        );
+    }
+    let reasons: serde_json::Map<String, Value> = checkov
+        .iter()
+        .chain(cfn_lint)
+        .map(|(id, why)| ((*id).to_owned(), json!(why)))
+        .collect();
+    metadata.insert("Huxley".to_owned(), json!({ "Justifications": reasons }));
+    Value::Object(metadata)
+}
+
+/// The first 8 hex digits of SHA-256: a stable, compact id suffix.
+fn short_hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(source: &str) -> Config {
+        crate::config::check(source).config.expect("valid")
+    }
+
+    #[test]
+    fn subnets_take_the_first_half_of_the_vpc() {
+        let c = config(&crate::synth::config(1, 1));
+        // 10.40.0.0/16 across 3 zones: /19s.
+        assert_eq!(
+            subnet_cidrs(&c),
+            ["10.40.0.0/19", "10.40.32.0/19", "10.40.64.0/19"]
+        );
+    }
+
+    #[test]
+    fn secret_policies_split_under_the_iam_limit() {
+        let c = config(&crate::synth::config(20, 20));
+        let chunks = secret_policy_chunks(&c);
+        assert!(chunks.len() > 1, "400 secrets need more than one policy");
+        assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 400);
+        for chunk in &chunks {
+            // Resolved as IAM sees it, in the worst case.
+            let size: usize = chunk
+                .iter()
+                .map(|a| {
+                    a.replace("${AWS::Partition}", "aws-us-gov")
+                        .replace("${AWS::Region}", "ap-southeast-4")
+                        .replace("${AWS::AccountId}", "123456789012")
+                        .len()
+                        + 3
+                })
+                .sum();
+            assert!(size + 160 <= MANAGED_POLICY_LIMIT, "{size}");
+        }
+    }
+
+    #[test]
+    fn admin_rule_ids_do_not_depend_on_order() {
+        let c = config(&crate::synth::config(1, 1));
+        let ids: Vec<_> = ingress_rules(&c).into_iter().map(|r| r.id).collect();
+        assert!(ids.contains(&"IngressPublicTcp10001".to_owned()), "{ids:?}");
+        assert!(ids.iter().any(|id| id.starts_with("IngressAdminSsh")));
+        assert_eq!(short_hash("203.0.113.0/24"), short_hash("203.0.113.0/24"));
+        assert_ne!(short_hash("203.0.113.0/24"), short_hash("198.51.100.0/24"));
+    }
+}

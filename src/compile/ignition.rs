@@ -1,0 +1,113 @@
+//! The Ignition config (spec 3.4) a fresh Flatcar node boots with.
+//!
+//! It stays small and stable: the `core` user's SSH keys, the cluster's
+//! identity in `/etc/huxley/cluster.env`, Docker's registry setting, the
+//! `huxley` binary fetched from the artifact bucket, and the agents' units,
+//! enabled. Service units are *not* here: the node agent fetches them, so
+//! changing a service never changes the user data and never rolls the
+//! nodes. The bucket's name is left as `${ArtifactBucket}` for the
+//! template's `Fn::Sub`; every other `${` is escaped for it.
+
+use serde_json::{Value, json};
+
+use super::templates::Templates;
+use super::units;
+use crate::model::{Config, naming};
+
+/// The config as a JSON value.
+pub fn ignition(config: &Config, templates: &Templates) -> Value {
+    let cluster_env = format!(
+        "HUXLEY_CLUSTER={}\nHUXLEY_REGION={}\nHUXLEY_STACK={}\n",
+        config.cluster.name,
+        config.cluster.region,
+        naming::stack(config)
+    );
+    let daemon = json!({
+        "insecure-registries": [naming::registry(config)],
+        "log-driver": "journald",
+        "live-restore": true,
+    });
+    let units: Vec<Value> = units::agent_units(config, templates)
+        .into_iter()
+        .map(|(name, contents)| json!({ "name": name, "enabled": true, "contents": contents }))
+        .collect();
+    json!({
+        "ignition": { "version": "3.4.0" },
+        "passwd": {
+            "users": [{ "name": "core", "sshAuthorizedKeys": config.cluster.ssh_keys }],
+        },
+        "storage": {
+            "directories": [
+                { "path": "/etc/huxley", "mode": 0o755 },
+                { "path": "/etc/huxley/releases", "mode": 0o755 },
+                { "path": "/etc/huxley/units", "mode": 0o755 },
+            ],
+            "files": [
+                {
+                    "path": "/opt/bin/huxley",
+                    "mode": 0o755,
+                    "contents": { "source": format!("s3://${{ArtifactBucket}}/{}", naming::binary_key()) },
+                },
+                {
+                    "path": "/etc/huxley/cluster.env",
+                    "mode": 0o644,
+                    "contents": { "source": data_url(&cluster_env) },
+                },
+                {
+                    "path": "/etc/docker/daemon.json",
+                    "mode": 0o644,
+                    "contents": { "source": data_url(&format!("{daemon}\n")) },
+                },
+            ],
+        },
+        "systemd": { "units": units },
+    })
+}
+
+/// The config as the text the nodes receive: pretty JSON, newline-ended.
+pub fn to_text(ignition: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(ignition).expect("Ignition always serializes");
+    text.push('\n');
+    text
+}
+
+/// The config prepared for `Fn::Sub`: `${ArtifactBucket}` stays a
+/// substitution, any other `${` becomes the literal `${!`.
+pub fn for_fn_sub(text: &str) -> String {
+    const KEEP: &str = "${ArtifactBucket}";
+    text.split(KEEP)
+        .map(|part| part.replace("${", "${!"))
+        .collect::<Vec<_>>()
+        .join(KEEP)
+}
+
+/// A `data:` URL with percent-encoding, as Ignition reads inline contents.
+fn data_url(text: &str) -> String {
+    let mut url = String::from("data:,");
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            url.push(byte as char);
+        } else {
+            url.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_bucket_is_substituted() {
+        assert_eq!(
+            for_fn_sub("s3://${ArtifactBucket}/x ${HOME} ${ArtifactBucket}"),
+            "s3://${ArtifactBucket}/x ${!HOME} ${ArtifactBucket}"
+        );
+    }
+
+    #[test]
+    fn data_urls_are_percent_encoded() {
+        assert_eq!(data_url("A=b c\n"), "data:,A%3Db%20c%0A");
+    }
+}

@@ -1,0 +1,111 @@
+//! Stage 3: the validated model → artifacts, deterministically.
+//!
+//! The same model gives byte-identical files: maps are sorted, nothing
+//! carries a time or a random id. Four kinds, each in its own module:
+//! [`cloudformation`] (the stack), [`units`] and [`ignition`] (what runs on
+//! the nodes), [`hooks`] (git push → deploy) and [`kick`] (the kick
+//! server's config). Quotas are checked before anything is returned.
+
+pub mod cloudformation;
+pub mod hooks;
+pub mod ignition;
+pub mod kick;
+pub mod quotas;
+pub mod templates;
+pub mod units;
+pub mod yaml;
+
+use std::collections::BTreeMap;
+
+use crate::model::Config;
+pub use quotas::QuotaError;
+use templates::Templates;
+
+/// How to write the CloudFormation template.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TemplateFormat {
+    #[default]
+    Json,
+    Yaml,
+}
+
+/// One generated file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    pub contents: String,
+    /// Hooks are executable.
+    pub executable: bool,
+}
+
+/// Every generated file, by path relative to the output directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Artifacts {
+    pub files: BTreeMap<String, Artifact>,
+    /// Resources in the template, for the summary.
+    pub resources: usize,
+}
+
+impl Artifacts {
+    fn add(&mut self, path: String, contents: String, executable: bool) {
+        self.files.insert(
+            path,
+            Artifact {
+                contents,
+                executable,
+            },
+        );
+    }
+
+    /// The number of files under a directory, for the summary.
+    pub fn count(&self, dir: &str) -> usize {
+        self.files.keys().filter(|p| p.starts_with(dir)).count()
+    }
+
+    /// The template file's path and size.
+    pub fn template(&self) -> Option<(&str, usize)> {
+        self.files
+            .iter()
+            .find(|(p, _)| p.starts_with("cloudformation/"))
+            .map(|(p, a)| (p.as_str(), a.contents.len()))
+    }
+}
+
+/// Compiles a model into its artifacts, or every quota it exceeds.
+pub fn compile(config: &Config, format: TemplateFormat) -> Result<Artifacts, Vec<QuotaError>> {
+    let templates = Templates::new();
+    let mut artifacts = Artifacts::default();
+
+    let ignition_value = ignition::ignition(config, &templates);
+    let ignition_text = ignition::to_text(&ignition_value);
+    let user_data = ignition::for_fn_sub(&ignition_text);
+    let template = cloudformation::template(&cloudformation::TemplateInput {
+        config,
+        user_data: &user_data,
+    });
+    let (template_path, template_text) = match format {
+        TemplateFormat::Json => (
+            "cloudformation/cluster.json",
+            cloudformation::to_json(&template),
+        ),
+        TemplateFormat::Yaml => ("cloudformation/cluster.yaml", yaml::to_yaml(&template)),
+    };
+    let errors = quotas::check(config, &template, template_text.len(), &user_data);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    artifacts.resources = template["Resources"].as_object().map_or(0, |r| r.len());
+    artifacts.add(template_path.to_owned(), template_text, false);
+    artifacts.add("ignition/node.ign".to_owned(), ignition_text, false);
+    for (name, text) in units::units(config, &templates) {
+        artifacts.add(format!("units/{name}"), text, false);
+    }
+    for app in config.apps.values() {
+        artifacts.add(
+            format!("hooks/{}/post-receive", app.name),
+            hooks::post_receive(config, app, &templates),
+            true,
+        );
+    }
+    artifacts.add("kick/kick.toml".to_owned(), kick::kick_toml(config), false);
+    Ok(artifacts)
+}

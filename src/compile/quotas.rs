@@ -1,0 +1,89 @@
+//! AWS quotas a config can reach, checked before anything is written.
+
+use serde_json::Value;
+
+use super::cloudformation::{self, IngressRule};
+use crate::model::{Config, naming};
+
+/// CloudFormation: resources in one stack.
+pub const MAX_RESOURCES: usize = 500;
+/// CloudFormation: a template body passed inline.
+pub const MAX_INLINE_TEMPLATE: usize = 51_200;
+/// CloudFormation: a template passed through S3.
+pub const MAX_TEMPLATE: usize = 1_000_000;
+/// EC2: user data, before base64.
+pub const MAX_USER_DATA: usize = 16 * 1024;
+/// EC2: inbound rules per security group, for each address family.
+pub const MAX_INGRESS_RULES: usize = 60;
+/// IAM: managed policies attached to one role (the default quota).
+pub const MAX_MANAGED_POLICIES: usize = 10;
+
+/// A quota the config would exceed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaError {
+    /// The quota's name as AWS documents it.
+    pub quota: &'static str,
+    pub message: String,
+    pub help: String,
+}
+
+/// Checks every quota; returns all that are exceeded.
+pub fn check(
+    config: &Config,
+    template: &Value,
+    template_bytes: usize,
+    user_data: &str,
+) -> Vec<QuotaError> {
+    let mut errors = Vec::new();
+    let resources = template["Resources"].as_object().map_or(0, |r| r.len());
+    if resources > MAX_RESOURCES {
+        errors.push(QuotaError {
+            quota: "CloudFormation: resources per stack",
+            message: format!("the stack would have {resources} resources; CloudFormation allows {MAX_RESOURCES}"),
+            help: "fewer public host-ports, admin CIDRs or secret parameters; the stack does not grow with services otherwise".into(),
+        });
+    }
+    if template_bytes > MAX_TEMPLATE {
+        errors.push(QuotaError {
+            quota: "CloudFormation: template body size in S3",
+            message: format!("the template is {template_bytes} bytes; CloudFormation accepts at most {MAX_TEMPLATE} through S3"),
+            help: "fewer public host-ports, admin CIDRs or secret parameters".into(),
+        });
+    }
+    // The bucket name replaces `${ArtifactBucket}` on the way to the node.
+    let bucket = naming::bucket_pattern(config).len() + "123456789012ap-southeast-4".len();
+    let substituted = user_data.len() + user_data.matches("${ArtifactBucket}").count() * bucket;
+    if substituted > MAX_USER_DATA {
+        errors.push(QuotaError {
+            quota: "EC2: user data size",
+            message: format!("the Ignition config is {substituted} bytes; EC2 user data holds at most {MAX_USER_DATA}"),
+            help: "fewer or shorter ssh-keys".into(),
+        });
+    }
+    let rules = cloudformation::ingress_rules(config);
+    let family = |v6: bool| {
+        rules
+            .iter()
+            .filter(|r: &&IngressRule| r.cidr.contains(':') == v6)
+            .count()
+    };
+    // Node-to-node traffic is one more IPv4 rule.
+    for (count, name) in [(family(false) + 1, "IPv4"), (family(true), "IPv6")] {
+        if count > MAX_INGRESS_RULES {
+            errors.push(QuotaError {
+                quota: "EC2: inbound rules per security group",
+                message: format!("the node security group would have {count} {name} inbound rules; EC2 allows {MAX_INGRESS_RULES}"),
+                help: "each public host-port is one rule and each admin CIDR three (SSH, git, kick): share host-ports behind fewer ports, or merge admin CIDRs".into(),
+            });
+        }
+    }
+    let policies = cloudformation::secret_policy_chunks(config).len();
+    if policies > MAX_MANAGED_POLICIES {
+        errors.push(QuotaError {
+            quota: "IAM: managed policies per role",
+            message: format!("the services' secrets need {policies} managed policies on the node role; IAM allows {MAX_MANAGED_POLICIES} by default"),
+            help: "use fewer, shared SSM parameters, or raise the quota to 20 in Service Quotas".into(),
+        });
+    }
+    errors
+}

@@ -1,0 +1,168 @@
+//! `kick.toml`: everything the kick server must know about the cluster.
+//!
+//! The compiler ([`crate::compile::kick`]) serializes this type and the
+//! kick server deserializes it, so both sides agree on every key by
+//! construction. It holds names, ports, health checks, resources, replica
+//! bounds and the *names* of the SSM parameters holding tokens, never a
+//! secret value. Zone ids and the bucket name are not known at build time:
+//! the kick server reads them from the stack outputs at start.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The format version, bumped on incompatible changes.
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KickConfig {
+    pub version: u32,
+    pub cluster: ClusterSection,
+    pub listen: Listen,
+    pub tokens: Tokens,
+    pub nodes: NodesSection,
+    pub apps: BTreeMap<String, AppSection>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ClusterSection {
+    pub name: String,
+    pub region: String,
+    /// The CloudFormation stack whose outputs carry zone ids and the bucket.
+    pub stack: String,
+    pub private_zone: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_zone: Option<String>,
+    /// The name kick registers for its own external API.
+    pub kick_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Listen {
+    /// Services' API, reachable inside the VPC.
+    pub internal: String,
+    /// Operators' API over TLS, reachable from `admin-cidrs`.
+    pub external: String,
+}
+
+/// SSM parameter names (never values) of the bearer tokens kick accepts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Tokens {
+    pub admin: String,
+    pub hook: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NodesSection {
+    pub instance_type: String,
+    pub min: u32,
+    pub max: u32,
+    /// What one node offers services, after the OS and agents' reserve.
+    pub allocatable_cpu_millis: u32,
+    pub allocatable_memory_mib: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AppSection {
+    pub branch: String,
+    pub services: BTreeMap<String, ServiceSection>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServiceSection {
+    /// The systemd template unit that runs a replica: `<unit>@<n>.service`.
+    pub unit: String,
+    /// A prebuilt image, or absent when the hook server builds it on push.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// SSM parameter name of this service's own token: it may change only
+    /// its own records and instances.
+    pub token: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
+    /// Fully qualified names kick may register for this service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_names: Vec<String>,
+    pub cpu_millis: u32,
+    pub memory_mib: u64,
+    pub replicas: ReplicaBounds,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale: Option<ScalePolicy>,
+    pub health: HealthCheck,
+    pub stateful: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaBounds {
+    pub min: u32,
+    pub max: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ScalePolicy {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_cpu_percent: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_memory_percent: Option<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HealthCheck {
+    /// `http`, `tcp` or `running`.
+    pub kind: HealthKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(with = "duration_text")]
+    pub interval: Duration,
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+    pub healthy: u32,
+    pub unhealthy: u32,
+    #[serde(with = "duration_text")]
+    pub grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealthKind {
+    Http,
+    Tcp,
+    Running,
+}
+
+/// Durations as the same text users write in huxley.toml ("10s", "1m30s").
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::config::quantity;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&quantity::format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        quantity::duration(&text).map_err(serde::de::Error::custom)
+    }
+}

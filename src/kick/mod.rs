@@ -1,0 +1,4 @@
+//! The kick server ("sidekick"), the cluster's agent. This build holds its
+//! configuration type, which the compiler writes and the server reads.
+
+pub mod config;

@@ -1,0 +1,67 @@
+//! Names derived from the model, in one place, because the compiler, the
+//! planner and the agents must all agree on them.
+//!
+//! Resource names that AWS needs unique are built from the cluster name
+//! (a DNS label of at most 28 characters, so the longest bucket name still
+//! fits in S3's 63).
+
+use super::{App, Config, Service};
+
+/// The CloudFormation stack of a cluster.
+pub fn stack(config: &Config) -> String {
+    format!("huxley-{}", config.cluster.name)
+}
+
+/// The artifact bucket, as a CloudFormation `Fn::Sub` pattern: unique per
+/// account, region and cluster, and computable on a node from its identity
+/// document without a lookup.
+pub fn bucket_pattern(config: &Config) -> String {
+    format!(
+        "huxley-${{AWS::AccountId}}-${{AWS::Region}}-{}",
+        config.cluster.name
+    )
+}
+
+/// The node auto-scaling group, named so IAM statements can name it
+/// without a reference cycle.
+pub fn node_group(config: &Config) -> String {
+    format!("huxley-{}-nodes", config.cluster.name)
+}
+
+/// A service's unit stem: `<app>-<service>`; replicas run as
+/// `<app>-<service>@<n>.service`.
+pub fn unit(app: &App, service: &Service) -> String {
+    format!("{}-{}", app.name, service.name)
+}
+
+/// SSM parameter holding a token the kick server accepts.
+pub fn token_parameter(config: &Config, who: &str) -> String {
+    format!("/huxley/{}/tokens/{who}", config.cluster.name)
+}
+
+/// SSM parameter holding a service's own kick token.
+pub fn service_token_parameter(config: &Config, app: &App, service: &Service) -> String {
+    token_parameter(config, &format!("{}/{}", app.name, service.name))
+}
+
+/// The cluster's image registry, run by the hook server, for images built
+/// on push.
+pub fn registry(config: &Config) -> String {
+    format!("registry.{}:5000", config.cluster.private_domain)
+}
+
+/// The name the kick server registers for its external API: in the public
+/// zone when there is one, so operators can resolve it.
+pub fn kick_name(config: &Config) -> String {
+    let zone = config
+        .cluster
+        .public_domain
+        .as_deref()
+        .unwrap_or(&config.cluster.private_domain);
+    format!("kick-{}.{zone}", config.cluster.name)
+}
+
+/// The object key of the `huxley` binary the nodes boot with.
+pub fn binary_key() -> String {
+    format!("bin/huxley-{}-x86_64-linux", env!("CARGO_PKG_VERSION"))
+}
