@@ -160,8 +160,8 @@ pub fn template(input: &TemplateInput<'_>) -> Value {
         let mut properties = json!({
             "GroupId": {"Ref": "NodeSecurityGroup"},
             "IpProtocol": "tcp",
-            "FromPort": rule.port,
-            "ToPort": rule.port,
+            "FromPort": rule.from_port,
+            "ToPort": rule.to_port,
             "Description": rule.description,
         });
         let key = if rule.cidr.contains(':') {
@@ -172,7 +172,7 @@ pub fn template(input: &TemplateInput<'_>) -> Value {
         properties[key] = json!(rule.cidr);
         let mut resource =
             json!({ "Type": "AWS::EC2::SecurityGroupIngress", "Properties": properties });
-        if rule.public && rule.port == 80 {
+        if rule.public && (rule.from_port..=rule.to_port).contains(&80) {
             resource["Metadata"] = justify(
                 &[(
                     "CKV_AWS_260",
@@ -442,7 +442,8 @@ pub fn to_json(template: &Value) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngressRule {
     pub id: String,
-    pub port: u16,
+    pub from_port: u16,
+    pub to_port: u16,
     pub cidr: String,
     pub description: String,
     /// Open to the internet for a service's public names.
@@ -450,8 +451,10 @@ pub struct IngressRule {
 }
 
 /// The ingress rules: public host-ports from anywhere, SSH, git and the
-/// kick API only from `admin-cidrs`. Ids are derived from what a rule
-/// allows, so adding a CIDR does not rename the others' resources.
+/// kick API only from `admin-cidrs`. Contiguous public host-ports share one
+/// range rule (every port in the range is a public service's, so nothing
+/// more is opened). Ids are derived from what a rule allows, so adding a
+/// CIDR does not rename the other rules' resources.
 pub fn ingress_rules(config: &Config) -> Vec<IngressRule> {
     let mut rules = Vec::new();
     let public_ports: BTreeSet<u16> = config
@@ -459,12 +462,24 @@ pub fn ingress_rules(config: &Config) -> Vec<IngressRule> {
         .filter(|(_, s)| !s.public.is_empty())
         .filter_map(|(_, s)| s.host_port)
         .collect();
-    for port in public_ports {
+    for (from, to) in runs(&public_ports) {
+        let (id, description) = if from == to {
+            (
+                format!("IngressPublicTcp{from}"),
+                format!("Public services on host port {from}"),
+            )
+        } else {
+            (
+                format!("IngressPublicTcp{from}To{to}"),
+                format!("Public services on host ports {from}-{to}"),
+            )
+        };
         rules.push(IngressRule {
-            id: format!("IngressPublicTcp{port}"),
-            port,
+            id,
+            from_port: from,
+            to_port: to,
             cidr: "0.0.0.0/0".to_owned(),
-            description: format!("Public services on host port {port}"),
+            description,
             public: true,
         });
     }
@@ -481,7 +496,8 @@ pub fn ingress_rules(config: &Config) -> Vec<IngressRule> {
         ] {
             rules.push(IngressRule {
                 id: format!("IngressAdmin{name}{}", short_hash(&cidr)),
-                port,
+                from_port: port,
+                to_port: port,
                 cidr: cidr.clone(),
                 description: format!("{what} from admin range {cidr}"),
                 public: false,
@@ -489,6 +505,18 @@ pub fn ingress_rules(config: &Config) -> Vec<IngressRule> {
         }
     }
     rules
+}
+
+/// Maximal runs of consecutive ports, as (first, last).
+fn runs(ports: &BTreeSet<u16>) -> Vec<(u16, u16)> {
+    let mut runs: Vec<(u16, u16)> = Vec::new();
+    for &port in ports {
+        match runs.last_mut() {
+            Some((_, last)) if last.checked_add(1) == Some(port) => *last = port,
+            _ => runs.push((port, port)),
+        }
+    }
+    runs
 }
 
 /// Subnet logical ids, one per zone, named by the zone's letter.
@@ -701,8 +729,29 @@ mod tests {
     }
 
     #[test]
+    fn contiguous_public_ports_share_a_rule() {
+        let ports: BTreeSet<u16> = [80, 443, 444, 445, 8080, 65535].into();
+        assert_eq!(
+            runs(&ports),
+            [(80, 80), (443, 445), (8080, 8080), (65535, 65535)]
+        );
+        let c = config(&crate::synth::config(50, 20));
+        let public: Vec<_> = ingress_rules(&c).into_iter().filter(|r| r.public).collect();
+        assert_eq!(public.len(), 1, "{public:?}");
+        assert_eq!((public[0].from_port, public[0].to_port), (10001, 10200));
+    }
+
+    #[test]
     fn secret_policies_split_under_the_iam_limit() {
-        let c = config(&crate::synth::config(20, 20));
+        let c = config(
+            &crate::synth::Synth {
+                apps: 20,
+                services_per_app: 20,
+                host_port_step: 1,
+                secret_per_service: true,
+            }
+            .render(),
+        );
         let chunks = secret_policy_chunks(&c);
         assert!(chunks.len() > 1, "400 secrets need more than one policy");
         assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 400);

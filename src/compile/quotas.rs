@@ -73,7 +73,7 @@ pub fn check(
             errors.push(QuotaError {
                 quota: "EC2: inbound rules per security group",
                 message: format!("the node security group would have {count} {name} inbound rules; EC2 allows {MAX_INGRESS_RULES}"),
-                help: "each public host-port is one rule and each admin CIDR three (SSH, git, kick): share host-ports behind fewer ports, or merge admin CIDRs".into(),
+                help: "each run of consecutive public host-ports is one rule and each admin CIDR three (SSH, git, kick): number public host-ports consecutively, or merge admin CIDRs".into(),
             });
         }
     }

@@ -315,9 +315,15 @@ fn two_hundred_services_fit_in_one_stack() {
 fn quotas_are_checked_before_anything_is_written() {
     let dir = scratch("quota");
     let file = dir.join("huxley.toml");
-    // 7 apps × 50 services: 70 public host-ports, over the 60 rules a
-    // security group holds.
-    fs::write(&file, huxley::synth::config(7, 50)).expect("write");
+    // 7 apps × 50 services: 70 public host-ports, none adjacent, over the
+    // 60 rules a security group holds.
+    let synth = huxley::synth::Synth {
+        apps: 7,
+        services_per_app: 50,
+        host_port_step: 2,
+        secret_per_service: false,
+    };
+    fs::write(&file, synth.render()).expect("write");
     let out = dir.join("out");
     let run = Test::new(&[
         "build",
