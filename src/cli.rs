@@ -9,11 +9,15 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
+use crate::apply::progress::Progress;
+use crate::apply::{self as applying, PlanOptions};
+use crate::aws::{self, Aws};
 use crate::compile::{self, TemplateFormat};
 use crate::config;
 use crate::diagnostic::{Report, plural};
 use crate::model::Config;
 use crate::output::{self, Difference};
+use crate::plan::{Plan, render};
 
 /// Deploy Docker microservices onto a cluster in your own AWS account,
 /// declared in one huxley.toml (Cluster → App → Microservice).
@@ -60,12 +64,82 @@ enum Command {
         #[arg(long, value_name = "DIR", conflicts_with = "out")]
         check: Option<PathBuf>,
     },
-    /// Print the JSON Schema of huxley.toml.
+    /// Show what `apply` would change in the AWS account, changing nothing.
     ///
-    /// Editors with a TOML language server (taplo, Even Better TOML) use it
-    /// to complete and check keys; the examples point at it with a
-    /// `#:schema` line.
-    Schema,
+    /// Compiles huxley.toml, reads the live stack, its template, the
+    /// artifacts in the bucket and the cluster's DNS records, and prints the
+    /// difference: a summary line first, destroys and replacements before
+    /// everything else. The Flatcar image is resolved here and then kept.
+    Plan {
+        #[command(flatten)]
+        file: FileArg,
+        #[command(flatten)]
+        aws: AwsArgs,
+        /// Print the plan as JSON (schemas/plan.schema.json).
+        #[arg(long)]
+        json: bool,
+        /// Save the plan, for `huxley apply PLANFILE`.
+        #[arg(long, value_name = "PLANFILE")]
+        out: Option<PathBuf>,
+        /// Exit 0 when there are no changes, 2 when there are, 1 on error.
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Look up the newest image of the Flatcar channel instead of keeping
+        /// the one the nodes run.
+        #[arg(long)]
+        refresh_image: bool,
+    },
+    /// Make the AWS account match huxley.toml (or a saved plan).
+    ///
+    /// Shows the plan and asks for confirmation (unless --yes, or a saved
+    /// plan is given), then creates and executes a change set with live
+    /// progress, uploads new artifacts and updates DNS records. Safe to run
+    /// again; after an interruption it picks up where it stopped. A saved
+    /// plan is refused when the live state changed since it was made.
+    Apply {
+        #[command(flatten)]
+        file: FileArg,
+        #[command(flatten)]
+        aws: AwsArgs,
+        /// Apply without asking.
+        #[arg(long)]
+        yes: bool,
+        /// How long to wait for one stack operation, e.g. "30m".
+        #[arg(long, value_name = "DURATION", default_value = "60m", value_parser = duration_arg)]
+        wait_timeout: std::time::Duration,
+        /// See `plan --refresh-image`.
+        #[arg(long)]
+        refresh_image: bool,
+        /// A plan saved by `huxley plan --out`: applied exactly.
+        #[arg(value_name = "PLANFILE")]
+        plan: Option<PathBuf>,
+    },
+    /// Remove the cluster: empty its bucket, delete its stack and records.
+    ///
+    /// Asks for confirmation unless --yes; refuses without --yes when
+    /// standard input is not a terminal.
+    Destroy {
+        #[command(flatten)]
+        file: FileArg,
+        #[command(flatten)]
+        aws: AwsArgs,
+        /// Destroy without asking.
+        #[arg(long)]
+        yes: bool,
+        /// How long to wait for the stack's deletion, e.g. "30m".
+        #[arg(long, value_name = "DURATION", default_value = "60m", value_parser = duration_arg)]
+        wait_timeout: std::time::Duration,
+    },
+    /// Print the JSON Schema of huxley.toml, or of the JSON plan.
+    ///
+    /// Editors with a TOML language server (taplo, Even Better TOML) use the
+    /// config schema to complete and check keys; the examples point at it
+    /// with a `#:schema` line.
+    Schema {
+        /// Which schema.
+        #[arg(value_enum, default_value_t = SchemaKind::Config)]
+        kind: SchemaKind,
+    },
     /// Print a shell completion script.
     ///
     /// For bash: `huxley completions bash > ~/.local/share/bash-completion/completions/huxley`.
@@ -85,6 +159,38 @@ struct FileArg {
         default_value = "huxley.toml"
     )]
     path: PathBuf,
+}
+
+/// Where and as whom to reach AWS; the standard chain decides the rest
+/// (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, SSO, roles).
+#[derive(Debug, clap::Args)]
+struct AwsArgs {
+    /// The AWS profile to use.
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
+    /// The AWS region; must be the cluster's.
+    #[arg(long, value_name = "REGION")]
+    region: Option<String>,
+    /// Print the number of AWS calls made.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+impl AwsArgs {
+    fn connect(&self) -> aws::Connect {
+        aws::Connect {
+            profile: self.profile.clone(),
+            region: self.region.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SchemaKind {
+    /// huxley.toml.
+    Config,
+    /// The JSON plan of `plan --json` and `plan --out`.
+    Plan,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -129,7 +235,53 @@ pub fn main() -> ExitCode {
             format,
             check,
         } => build(&file.path, &out, format, check.as_deref(), cli.color),
-        Command::Schema => print(&crate::schema::huxley_schema()),
+        Command::Plan {
+            file,
+            aws,
+            json,
+            out,
+            detailed_exitcode,
+            refresh_image,
+        } => {
+            let options = PlanArgs {
+                json,
+                out,
+                detailed_exitcode,
+                refresh_image,
+            };
+            run_async(plan(&file.path, &aws, &options, cli.color))
+        }
+        Command::Apply {
+            file,
+            aws,
+            yes,
+            wait_timeout,
+            refresh_image,
+            plan,
+        } => {
+            let options = ApplyArgs {
+                yes,
+                refresh_image,
+                wait_timeout,
+            };
+            run_async(apply(
+                &file.path,
+                &aws,
+                &options,
+                plan.as_deref(),
+                cli.color,
+            ))
+        }
+        Command::Destroy {
+            file,
+            aws,
+            yes,
+            wait_timeout,
+        } => run_async(destroy(&file.path, &aws, yes, wait_timeout, cli.color)),
+        Command::Schema { kind } => match kind {
+            SchemaKind::Config => print(&crate::schema::huxley_schema()),
+            SchemaKind::Plan => print(&crate::schema::plan_schema()),
+        },
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "huxley", &mut std::io::stdout());
             exit::OK
@@ -288,4 +440,308 @@ fn check_against(dir: &Path, artifacts: &compile::Artifacts) -> u8 {
         dir.display()
     );
     exit::INVALID
+}
+
+fn run_async(future: impl std::future::Future<Output = u8>) -> u8 {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(future),
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            exit::USAGE
+        }
+    }
+}
+
+fn duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    crate::config::quantity::duration(text)
+}
+
+#[derive(Debug)]
+struct ApplyArgs {
+    yes: bool,
+    refresh_image: bool,
+    wait_timeout: std::time::Duration,
+}
+
+#[derive(Debug)]
+struct PlanArgs {
+    json: bool,
+    out: Option<PathBuf>,
+    detailed_exitcode: bool,
+    refresh_image: bool,
+}
+
+/// Connects to AWS for a config's cluster, printing the error on failure.
+async fn connect(args: &AwsArgs, region: &str) -> Result<Aws, u8> {
+    Aws::connect(&args.connect(), region).await.map_err(|err| {
+        eprintln!("error: {err}");
+        exit::INVALID
+    })
+}
+
+fn calls(args: &AwsArgs, aws: &Aws) {
+    if args.verbose {
+        eprintln!("AWS calls: {} (endpoint {})", aws.calls(), aws.endpoint());
+    }
+}
+
+async fn plan(path: &Path, args: &AwsArgs, options: &PlanArgs, color: Color) -> u8 {
+    let config = match load(path, color) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let aws = match connect(args, &config.cluster.region).await {
+        Ok(aws) => aws,
+        Err(code) => return code,
+    };
+    let plan = match applying::prepare(
+        &config,
+        &aws,
+        PlanOptions {
+            refresh_image: options.refresh_image,
+        },
+    )
+    .await
+    {
+        Ok(plan) => plan,
+        Err(err) => {
+            eprintln!("error: {err}");
+            calls(args, &aws);
+            return exit::INVALID;
+        }
+    };
+    calls(args, &aws);
+    if let Some(out) = &options.out {
+        if let Err(err) = save_plan(out, &plan) {
+            eprintln!("error: cannot write {}: {err}", out.display());
+            return exit::USAGE;
+        }
+    }
+    if options.json {
+        print(&plan_json(&plan));
+    } else {
+        print(&render::render(
+            &plan,
+            render::Style::new(color.enabled_for(std::io::stdout().is_terminal())),
+        ));
+        if let Some(out) = &options.out {
+            println!(
+                "\nSaved the plan to {}; apply it with `huxley apply {}`.",
+                out.display(),
+                out.display()
+            );
+        }
+    }
+    if options.detailed_exitcode && plan.has_changes() {
+        2
+    } else {
+        exit::OK
+    }
+}
+
+fn plan_json(plan: &Plan) -> String {
+    let mut text = serde_json::to_string_pretty(plan).expect("a plan always serializes");
+    text.push('\n');
+    text
+}
+
+fn save_plan(path: &Path, plan: &Plan) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, plan_json(plan))?;
+    std::fs::rename(&tmp, path)
+}
+
+fn read_plan(path: &Path) -> Result<Plan, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let plan: Plan = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not a Huxley plan: {e}", path.display()))?;
+    if plan.format_version != crate::plan::FORMAT_VERSION {
+        return Err(format!(
+            "{} is a plan of format {}, this huxley reads format {}; make it again with `huxley plan --out`",
+            path.display(),
+            plan.format_version,
+            crate::plan::FORMAT_VERSION
+        ));
+    }
+    Ok(plan)
+}
+
+/// Asks on the terminal; `false` when the answer is not exactly `word`.
+fn confirm(question: &str, word: &str) -> bool {
+    eprint!("{question} Only '{word}' is accepted: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).is_ok() && answer.trim() == word
+}
+
+async fn apply(
+    path: &Path,
+    args: &AwsArgs,
+    options: &ApplyArgs,
+    plan_file: Option<&Path>,
+    color: Color,
+) -> u8 {
+    let ApplyArgs {
+        yes,
+        refresh_image,
+        wait_timeout,
+    } = *options;
+    let terminal = std::io::stderr().is_terminal();
+    let style = render::Style::new(color.enabled_for(std::io::stdout().is_terminal()));
+    let (aws, plan) = if let Some(file) = plan_file {
+        let plan = match read_plan(file) {
+            Ok(plan) => plan,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return exit::USAGE;
+            }
+        };
+        let aws = match connect(args, &plan.region).await {
+            Ok(aws) => aws,
+            Err(code) => return code,
+        };
+        println!("{}", render::summary(&plan));
+        (aws, plan)
+    } else {
+        let config = match load(path, color) {
+            Ok(config) => config,
+            Err(code) => return code,
+        };
+        let aws = match connect(args, &config.cluster.region).await {
+            Ok(aws) => aws,
+            Err(code) => return code,
+        };
+        let mut progress = Progress::new(terminal);
+        progress.wait_limit = wait_timeout;
+        if let Err(err) =
+            applying::settle(&aws, &crate::model::naming::stack(&config), &mut progress).await
+        {
+            drop(progress);
+            eprintln!("error: {err}");
+            return exit::INVALID;
+        }
+        drop(progress);
+        let plan = match applying::prepare(&config, &aws, PlanOptions { refresh_image }).await {
+            Ok(plan) => plan,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return exit::INVALID;
+            }
+        };
+        print(&render::render(&plan, style));
+        if plan.has_changes() && !yes {
+            if !std::io::stdin().is_terminal() {
+                eprintln!(
+                    "error: refusing to apply without --yes: standard input is not a terminal"
+                );
+                return exit::INVALID;
+            }
+            if !confirm("\nApply these changes?", "yes") {
+                eprintln!("Apply cancelled; nothing was changed.");
+                return exit::INVALID;
+            }
+        }
+        (aws, plan)
+    };
+    if !plan.has_changes() {
+        calls(args, &aws);
+        return exit::OK;
+    }
+    let mut progress = Progress::new(terminal);
+    progress.wait_limit = wait_timeout;
+    let result = applying::apply(&aws, &plan, &mut progress).await;
+    progress.finish();
+    calls(args, &aws);
+    match result {
+        Ok(summary) => {
+            let s = plan.summary;
+            println!(
+                "\nApply complete: {} added, {} changed, {} replaced, {} destroyed; {} uploaded, {} updated.",
+                s.add,
+                s.change,
+                s.replace,
+                s.destroy,
+                plural(summary.uploaded, "artifact"),
+                plural(summary.records, "DNS record")
+            );
+            exit::OK
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            exit::INVALID
+        }
+    }
+}
+
+async fn destroy(
+    path: &Path,
+    args: &AwsArgs,
+    yes: bool,
+    wait_timeout: std::time::Duration,
+    color: Color,
+) -> u8 {
+    let config = match load(path, color) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let aws = match connect(args, &config.cluster.region).await {
+        Ok(aws) => aws,
+        Err(code) => return code,
+    };
+    let stack = crate::model::naming::stack(&config);
+    match aws.describe_stack(&stack).await {
+        Ok(None) => {
+            println!("Nothing to destroy: the stack {stack} does not exist.");
+            calls(args, &aws);
+            return exit::OK;
+        }
+        Ok(Some(_)) => {}
+        Err(err) => {
+            eprintln!("error: {err}");
+            return exit::INVALID;
+        }
+    }
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            eprintln!("error: refusing to destroy without --yes: standard input is not a terminal");
+            return exit::INVALID;
+        }
+        let question = format!(
+            "Destroy cluster `{}`: stack {stack}, its artifact bucket and its DNS records? Type the cluster name to confirm.",
+            config.cluster.name
+        );
+        if !confirm(&question, &config.cluster.name) {
+            eprintln!("Destroy cancelled; nothing was changed.");
+            return exit::INVALID;
+        }
+    }
+    let mut progress = Progress::new(std::io::stderr().is_terminal());
+    progress.wait_limit = wait_timeout;
+    let result = applying::destroy(&aws, &config, &mut progress).await;
+    progress.finish();
+    calls(args, &aws);
+    match result {
+        Ok(Some(d)) => {
+            println!(
+                "Destroyed stack {stack} ({}), emptied {} ({}), removed {}.",
+                plural(d.resources, "resource"),
+                d.bucket.as_deref().unwrap_or("no bucket"),
+                plural(d.objects, "object version"),
+                plural(d.records, "DNS ownership record")
+            );
+            exit::OK
+        }
+        Ok(None) => {
+            println!("Nothing to destroy: the stack {stack} does not exist.");
+            exit::OK
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            exit::INVALID
+        }
+    }
 }

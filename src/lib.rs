@@ -10,6 +10,8 @@
 //! [`diagnostic`] carries every problem found on the way, with its span, so
 //! that bad input is reported as precisely as good input is compiled.
 
+pub mod apply;
+pub mod aws;
 pub mod cli;
 pub mod compile;
 pub mod config;
@@ -17,6 +19,9 @@ pub mod diagnostic;
 pub mod kick;
 pub mod model;
 pub mod output;
+pub mod plan;
 pub mod schema;
 #[doc(hidden)]
 pub mod synth;
+#[doc(hidden)]
+pub mod testing;

@@ -14,3 +14,12 @@ pub fn huxley_schema() -> String {
     text.push('\n');
     text
 }
+
+/// The JSON Schema of the JSON plan (`huxley plan --json`, plan files),
+/// checked in as `schemas/plan.schema.json`.
+pub fn plan_schema() -> String {
+    let schema = schemars::schema_for!(crate::plan::Plan);
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema always serializes");
+    text.push('\n');
+    text
+}

@@ -22,6 +22,11 @@ pub fn bucket_pattern(config: &Config) -> String {
     )
 }
 
+/// The artifact bucket's name in an account and region.
+pub fn bucket(cluster: &str, account: &str, region: &str) -> String {
+    format!("huxley-{account}-{region}-{cluster}")
+}
+
 /// The node auto-scaling group, named so IAM statements can name it
 /// without a reference cycle.
 pub fn node_group(config: &Config) -> String {

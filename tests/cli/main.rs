@@ -5,5 +5,6 @@
 //! cargo test` rewrites them and deletes stale ones.
 
 mod build;
+mod deploy;
 mod support;
 mod validate;

@@ -17,22 +17,39 @@ pub fn blessing() -> bool {
 /// One run of `huxley` with arguments.
 pub struct Test {
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Test {
     pub fn new(args: &[&str]) -> Self {
         Self {
             args: args.iter().map(|a| (*a).to_owned()).collect(),
+            env: Vec::new(),
         }
     }
 
-    pub fn run(self) -> Output {
-        let output = Command::new(env!("CARGO_BIN_EXE_huxley"))
+    /// Adds environment variables.
+    pub fn env(mut self, vars: &[(String, String)]) -> Self {
+        self.env.extend(vars.iter().cloned());
+        self
+    }
+
+    /// The command, ready to run or spawn.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_huxley"));
+        command
             .args(&self.args)
             .current_dir(root())
-            .env_remove("NO_COLOR")
-            .output()
-            .expect("the huxley binary runs");
+            .env_remove("NO_COLOR");
+        for var in huxley::testing::FOREIGN_ENV {
+            command.env_remove(var);
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+
+    pub fn run(self) -> Output {
+        let output = self.command().output().expect("the huxley binary runs");
         Output {
             args: self.args.join(" "),
             code: output.status.code().unwrap_or(-1),

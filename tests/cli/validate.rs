@@ -204,6 +204,55 @@ fn schema_command_prints_the_checked_in_schema() {
 }
 
 #[test]
+fn the_plan_schema_is_checked_in() {
+    let out = Test::new(&["schema", "plan"]).run();
+    out.code(0);
+    let path = root().join("schemas/plan.schema.json");
+    if let Err(diff) = compare_or_bless(&path, &out.stdout) {
+        panic!("{diff}");
+    }
+    let schema: serde_json::Value = serde_json::from_str(&out.stdout).expect("valid JSON");
+    for key in [
+        "summary",
+        "resources",
+        "artifacts",
+        "records",
+        "drift",
+        "base",
+        "desired",
+    ] {
+        assert!(
+            schema["required"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|v| v == key)),
+            "{key}"
+        );
+    }
+}
+
+/// Regression guard: a resource type the compiler starts emitting must be
+/// in the replacement table, or plans would guess.
+#[test]
+fn the_replacement_table_covers_every_emitted_type() {
+    for example in ["minimal", "blog", "platform"] {
+        let path = root().join(format!("golden/{example}/cloudformation/cluster.json"));
+        let template: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("golden")).expect("JSON");
+        for resource in template["Resources"]
+            .as_object()
+            .expect("resources")
+            .values()
+        {
+            let kind = resource["Type"].as_str().expect("type");
+            assert!(
+                huxley::plan::diff::knows(kind),
+                "{kind} is not in schemas/cfn-replacement.json: run .venv/bin/python scripts/gen-replacement-table.py"
+            );
+        }
+    }
+}
+
+#[test]
 fn completions_for_every_shell() {
     for shell in ["bash", "zsh", "fish"] {
         let out = Test::new(&["completions", shell]).run();

@@ -1,0 +1,661 @@
+//! Stage 5: making the live state match a plan, and removing a cluster.
+//!
+//! `prepare` compiles the config, reads the live state and computes the
+//! plan. `apply` executes one: it first checks that the live state is still
+//! the one the plan was made against, recovers a stack left mid-way by an
+//! earlier run (waits for one in progress, continues a failed rollback,
+//! deletes one whose creation failed), then creates and executes a change
+//! set while streaming the stack's events, uploads the artifacts that are
+//! new (content-addressed, so unchanged files are not sent again) and
+//! updates the DNS ownership records in batches. Every step can be run
+//! again: a re-run after an interruption picks up where the last one
+//! stopped.
+
+pub mod progress;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::aws::{Aws, AwsError, OWNER_PREFIX, Query, StackSummary, TemplateSource, read_live};
+use crate::compile::{self, TemplateFormat, cloudformation::ids};
+use crate::model::{Config, NodeImage, naming};
+use crate::plan::diff::{self, Target, sha256};
+use crate::plan::manifest::{MANIFEST_KEY, Manifest, blob_key};
+use crate::plan::{Action, Desired, Plan, StackAction};
+use progress::Progress;
+
+/// Templates larger than this go to CloudFormation through the bucket.
+const MAX_INLINE_TEMPLATE: usize = compile::quotas::MAX_INLINE_TEMPLATE;
+
+/// Why an apply or destroy stopped.
+#[derive(Debug)]
+pub enum ApplyError {
+    Aws(AwsError),
+    /// The config exceeds a quota.
+    Quota(Vec<compile::QuotaError>),
+    /// The live state moved since the plan was made.
+    Stale(String),
+    /// The stack update failed: the root cause and the state left behind.
+    Failed {
+        cause: String,
+        state: String,
+    },
+    /// Anything the user must act on.
+    Refused(String),
+}
+
+impl From<AwsError> for ApplyError {
+    fn from(err: AwsError) -> Self {
+        Self::Aws(err)
+    }
+}
+
+impl std::fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Aws(err) => write!(f, "{err}"),
+            Self::Quota(errors) => {
+                for e in errors {
+                    writeln!(f, "{} ({})", e.message, e.quota)?;
+                }
+                Ok(())
+            }
+            Self::Stale(why) => write!(
+                f,
+                "the plan is stale: {why}\nhelp: run `huxley plan` again and apply the new plan"
+            ),
+            Self::Failed { cause, state } => write!(
+                f,
+                "the stack update failed: {cause}\nthe stack is now {state}; fix the cause and run `huxley apply` again"
+            ),
+            Self::Refused(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+/// Options that change what a plan resolves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanOptions {
+    /// Resolve the Flatcar channel to its newest image even when the live
+    /// stack already runs one.
+    pub refresh_image: bool,
+}
+
+/// Compiles the config, reads the live state and computes the plan.
+pub async fn prepare(config: &Config, aws: &Aws, options: PlanOptions) -> Result<Plan, ApplyError> {
+    let artifacts = compile::compile(config, TemplateFormat::Json).map_err(ApplyError::Quota)?;
+    let stack = naming::stack(config);
+    let read = read_live(
+        aws,
+        &Query {
+            stack: &stack,
+            cluster: &config.cluster.name,
+            public_domain: config.cluster.public_domain.as_deref(),
+        },
+    )
+    .await?;
+
+    let mut notes = Vec::new();
+    let image = match &config.cluster.nodes.image {
+        NodeImage::Ami(id) => id.clone(),
+        NodeImage::Flatcar(channel) => {
+            let live = read
+                .stack
+                .as_ref()
+                .and_then(|s| s.parameters.get(ids::NODE_IMAGE_PARAMETER));
+            match live {
+                Some(id) if !options.refresh_image => {
+                    notes.push(format!(
+                        "the nodes keep their image {id} (Flatcar {}); `--refresh-image` looks up the newest",
+                        channel.as_str()
+                    ));
+                    id.clone()
+                }
+                _ => aws.newest_flatcar(channel.as_str()).await?,
+            }
+        }
+    };
+    let mut parameters = BTreeMap::from([(ids::NODE_IMAGE_PARAMETER.to_owned(), image)]);
+    if let Some(zone) = &read.public_zone_id {
+        parameters.insert(ids::PUBLIC_ZONE_PARAMETER.to_owned(), zone.clone());
+    }
+
+    let mut files = BTreeMap::new();
+    let mut template_body = String::new();
+    for (path, artifact) in artifacts.files {
+        if path.starts_with("cloudformation/") {
+            template_body = artifact.contents;
+        } else {
+            files.insert(path, artifact.contents);
+        }
+    }
+    let desired = Desired {
+        template_body,
+        parameters,
+        artifacts: files,
+        records: ownership_records(config),
+        public_zone_id: read.public_zone_id.clone(),
+    };
+    let target = Target {
+        cluster: config.cluster.name.clone(),
+        region: config.cluster.region.clone(),
+        stack,
+    };
+    let mut plan = diff::plan(&target, desired, &read.live);
+    plan.notes.extend(notes);
+    Ok(plan)
+}
+
+/// The ownership records a cluster keeps in its public zone: one per public
+/// name of a service, and one for the kick server's name.
+pub fn ownership_records(config: &Config) -> BTreeMap<String, String> {
+    let mut records = BTreeMap::new();
+    let cluster = &config.cluster.name;
+    if config.cluster.public_domain.is_none() {
+        return records;
+    }
+    for (app, service) in config.services() {
+        for name in config.public_names(service) {
+            records.insert(
+                format!("{OWNER_PREFIX}{name}"),
+                format!(
+                    "\"heritage=huxley,cluster={cluster},app={},service={}\"",
+                    app.name, service.name
+                ),
+            );
+        }
+    }
+    records.insert(
+        format!("{OWNER_PREFIX}{}", naming::kick_name(config)),
+        format!("\"heritage=huxley,cluster={cluster},app=huxley,service=kick\""),
+    );
+    records
+}
+
+/// Waits for a stack that another run left in progress, and recovers one
+/// that cannot be updated as it is. Returns the stack's state afterwards.
+pub async fn settle(
+    aws: &Aws,
+    stack: &str,
+    progress: &mut Progress,
+) -> Result<Option<StackSummary>, ApplyError> {
+    let Some(summary) = aws.describe_stack(stack).await? else {
+        return Ok(None);
+    };
+    if is_review(&summary.status) {
+        // Only an unexecuted change set: nothing runs, nothing to wait for.
+        return Ok(Some(summary));
+    }
+    if summary.status.ends_with("_IN_PROGRESS") {
+        progress.line(&format!(
+            "the stack is {}: waiting for it to finish",
+            summary.status
+        ));
+        return Ok(wait(aws, stack, progress).await?.0);
+    }
+    if summary.status == "UPDATE_ROLLBACK_FAILED" {
+        progress.line("the stack's last rollback failed: continuing it");
+        aws.continue_update_rollback(stack).await?;
+        return Ok(wait(aws, stack, progress).await?.0);
+    }
+    Ok(Some(summary))
+}
+
+/// Executes a plan.
+pub async fn apply(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<Summary, ApplyError> {
+    check_base(aws, plan).await?;
+    let mut summary = Summary::default();
+    let stack = plan.stack.as_str();
+
+    if plan.stack_action == StackAction::Recreate {
+        progress.line(&format!("deleting the failed stack {stack} first"));
+        if let Some(left) = delete_stack(aws, stack, progress).await? {
+            return Err(ApplyError::Failed {
+                cause: left
+                    .status_reason
+                    .unwrap_or_else(|| "the failed stack was not deleted".into()),
+                state: left.status,
+            });
+        }
+    }
+
+    // On an update, the new artifacts are in the bucket before the stack
+    // changes, so new nodes boot with them.
+    let live_bucket = aws
+        .describe_stack(stack)
+        .await?
+        .filter(|s| !is_review(&s.status))
+        .and_then(|s| s.bucket(&plan.cluster));
+    if let Some(bucket) = &live_bucket {
+        summary.uploaded += upload(aws, bucket, plan, progress).await?;
+    }
+
+    if plan.stack_action != StackAction::None {
+        let create = matches!(
+            plan.stack_action,
+            StackAction::Create | StackAction::Recreate
+        );
+        let template =
+            template_source(aws, live_bucket.as_deref(), &plan.desired.template_body).await?;
+        let change_set = format!(
+            "huxley-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        );
+        progress.line(&format!("creating change set {change_set}"));
+        aws.create_change_set(
+            stack,
+            &change_set,
+            create,
+            &template,
+            &plan.desired.parameters,
+            &[("huxley:cluster", &plan.cluster)],
+        )
+        .await?;
+        let state = aws.wait_change_set(stack, &change_set).await?;
+        if state.status == "FAILED" {
+            let reason = state.reason.unwrap_or_default();
+            let _ = aws.delete_change_set(stack, &change_set).await;
+            if reason.contains("didn't contain changes") || reason.contains("No updates") {
+                progress.line("CloudFormation found nothing to change in the stack");
+            } else {
+                return Err(ApplyError::Failed {
+                    cause: format!("the change set was rejected: {reason}"),
+                    state: "unchanged".into(),
+                });
+            }
+        } else {
+            for (action, id, kind, replacement) in &state.changes {
+                let replacement = replacement
+                    .as_deref()
+                    .map(|r| format!(" (replacement: {r})"))
+                    .unwrap_or_default();
+                progress.line(&format!(
+                    "  change set: {action} {id} ({kind}){replacement}"
+                ));
+            }
+            aws.execute_change_set(stack, &change_set).await?;
+            let (after, failure) = wait(aws, stack, progress).await?;
+            let status = after
+                .as_ref()
+                .map_or("gone".to_owned(), |s| s.status.clone());
+            if let Some(cause) = failure {
+                return Err(ApplyError::Failed {
+                    cause,
+                    state: status,
+                });
+            }
+            if !status.ends_with("_COMPLETE") || status.contains("ROLLBACK") {
+                return Err(ApplyError::Failed {
+                    cause: after
+                        .and_then(|s| s.status_reason)
+                        .unwrap_or_else(|| "no reason given".into()),
+                    state: status,
+                });
+            }
+            summary.stack = Some(status);
+        }
+    }
+
+    if live_bucket.is_none() {
+        let bucket = aws
+            .describe_stack(stack)
+            .await?
+            .and_then(|s| s.bucket(&plan.cluster))
+            .ok_or_else(|| {
+                ApplyError::Refused(format!(
+                    "the stack {stack} is gone, or its id is not an ARN"
+                ))
+            })?;
+        summary.uploaded += upload(aws, &bucket, plan, progress).await?;
+    }
+
+    if !plan.records.is_empty() {
+        let zone = plan
+            .desired
+            .public_zone_id
+            .as_deref()
+            .ok_or_else(|| ApplyError::Refused("DNS changes without a public zone".into()))?;
+        let changes: Vec<(String, String, bool)> = plan
+            .records
+            .iter()
+            .map(|r| (r.name.clone(), r.value.clone(), r.action != Action::Remove))
+            .collect();
+        let requests = aws.change_txt_records(zone, &changes).await?;
+        progress.line(&format!(
+            "updated {} DNS records in {requests} request(s)",
+            changes.len()
+        ));
+        summary.records = changes.len();
+    }
+    Ok(summary)
+}
+
+/// What an apply did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub stack: Option<String>,
+    pub uploaded: usize,
+    pub records: usize,
+}
+
+/// A stack that holds only a change set never executed: it has no
+/// resources yet, and is created with a `CREATE` change set.
+pub fn is_review(status: &str) -> bool {
+    status == "REVIEW_IN_PROGRESS"
+}
+
+/// Refuses a plan whose live state has moved.
+async fn check_base(aws: &Aws, plan: &Plan) -> Result<(), ApplyError> {
+    let live = aws
+        .describe_stack(&plan.stack)
+        .await?
+        .filter(|s| !is_review(&s.status));
+    let base = &plan.base;
+    match (&base.stack_id, &live) {
+        (None, None) => return Ok(()),
+        (None, Some(_)) => {
+            return Err(ApplyError::Stale(format!(
+                "the plan expected no stack, but {} now exists",
+                plan.stack
+            )));
+        }
+        (Some(_), None) => {
+            return Err(ApplyError::Stale(format!(
+                "the stack {} was deleted since the plan was made",
+                plan.stack
+            )));
+        }
+        (Some(id), Some(stack)) if *id != stack.id => {
+            return Err(ApplyError::Stale(format!(
+                "the stack {} was replaced since the plan was made",
+                plan.stack
+            )));
+        }
+        _ => {}
+    }
+    let Some(stack) = live else { return Ok(()) };
+    if base.stack_status.as_deref() != Some(stack.status.as_str()) {
+        return Err(ApplyError::Stale(format!(
+            "the stack was {} when planned and is {} now",
+            base.stack_status.as_deref().unwrap_or("absent"),
+            stack.status
+        )));
+    }
+    if stack.status != "ROLLBACK_COMPLETE" {
+        let template = sha256(&aws.get_template(&plan.stack).await?);
+        if base.template_sha256.as_deref() != Some(template.as_str()) {
+            return Err(ApplyError::Stale(
+                "the stack's template changed since the plan was made (another apply ran)".into(),
+            ));
+        }
+    }
+    if let Some(bucket) = stack.bucket(&plan.cluster) {
+        let manifest = aws
+            .get_object(&bucket, MANIFEST_KEY)
+            .await?
+            .map(|b| sha256(&String::from_utf8_lossy(&b)));
+        if manifest != base.manifest_sha256 {
+            return Err(ApplyError::Stale(
+                "the artifacts in the bucket changed since the plan was made (another apply ran)"
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Uploads the blobs the bucket lacks, the `huxley` binary the nodes boot
+/// with when it is missing, and the manifest last.
+async fn upload(
+    aws: &Aws,
+    bucket: &str,
+    plan: &Plan,
+    progress: &mut Progress,
+) -> Result<usize, ApplyError> {
+    let manifest = Manifest::new(&plan.desired.artifacts);
+    let live_manifest: Option<Manifest> = aws
+        .get_object(bucket, MANIFEST_KEY)
+        .await?
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    if live_manifest.as_ref() == Some(&manifest) {
+        return Ok(0);
+    }
+    let present: std::collections::BTreeSet<String> = live_manifest
+        .iter()
+        .flat_map(|m| m.files.values().map(|e| e.sha256.clone()))
+        .collect();
+    let mut uploaded = 0;
+    let mut sent = std::collections::BTreeSet::new();
+    for entry in manifest.files.values() {
+        if present.contains(&entry.sha256) || !sent.insert(entry.sha256.clone()) {
+            continue;
+        }
+        aws.put_object(
+            bucket,
+            &blob_key(&entry.sha256),
+            entry.content.clone().into_bytes(),
+            "text/plain; charset=utf-8",
+        )
+        .await?;
+        uploaded += 1;
+    }
+    let binary = naming::binary_key();
+    if !aws.object_exists(bucket, &binary).await? {
+        match node_binary() {
+            Some(bytes) => {
+                aws.put_object(bucket, &binary, bytes, "application/octet-stream").await?;
+                uploaded += 1;
+            }
+            None => progress.line(&format!(
+                "note: {binary} is not in the bucket and this huxley is not an x86_64 Linux build; upload one before nodes boot"
+            )),
+        }
+    }
+    aws.put_object(
+        bucket,
+        MANIFEST_KEY,
+        manifest.to_json().into_bytes(),
+        "application/json",
+    )
+    .await?;
+    progress.line(&format!(
+        "uploaded {uploaded} new artifact(s) and the manifest to s3://{bucket}"
+    ));
+    Ok(uploaded)
+}
+
+/// The `huxley` binary the nodes boot with: `HUXLEY_NODE_BINARY` when set
+/// (a Linux build, from a Mac say), else this very binary when it can run
+/// on the nodes.
+fn node_binary() -> Option<Vec<u8>> {
+    if let Some(path) = std::env::var_os("HUXLEY_NODE_BINARY") {
+        return std::fs::read(path).ok();
+    }
+    if !(cfg!(target_os = "linux") && cfg!(target_arch = "x86_64")) {
+        return None;
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|path| std::fs::read(path).ok())
+}
+
+async fn template_source(
+    aws: &Aws,
+    bucket: Option<&str>,
+    body: &str,
+) -> Result<TemplateSource, ApplyError> {
+    if body.len() <= MAX_INLINE_TEMPLATE {
+        return Ok(TemplateSource::Body(body.to_owned()));
+    }
+    let Some(bucket) = bucket else {
+        return Err(ApplyError::Refused(format!(
+            "the template is {} bytes, over CloudFormation's {MAX_INLINE_TEMPLATE} for inline templates, and the bucket that would carry it does not exist yet; create the cluster with fewer public host-ports, admin CIDRs or secrets first",
+            body.len()
+        )));
+    };
+    let key = format!("huxley/templates/{}.json", sha256(body));
+    aws.put_object(bucket, &key, body.as_bytes().to_vec(), "application/json")
+        .await?;
+    let url = if aws.endpoint().starts_with("http") {
+        format!("{}/{bucket}/{key}", aws.endpoint().trim_end_matches('/'))
+    } else {
+        format!("https://{bucket}.s3.{}.amazonaws.com/{key}", aws.region())
+    };
+    Ok(TemplateSource::Url(url))
+}
+
+/// Polls the stack until it leaves every `_IN_PROGRESS` state, showing its
+/// events. Returns its final state (`None` once deleted) and, when it
+/// failed, the root cause: the first failed resource and its reason, not
+/// the rollback noise after it.
+pub async fn wait(
+    aws: &Aws,
+    stack: &str,
+    progress: &mut Progress,
+) -> Result<(Option<StackSummary>, Option<String>), AwsError> {
+    let mut seen: std::collections::BTreeSet<String> = aws
+        .stack_events(stack)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let mut root_cause: Option<String> = None;
+    let mut delay = Duration::from_millis(250);
+    let deadline = tokio::time::Instant::now() + progress.wait_limit;
+    loop {
+        let summary = aws.describe_stack(stack).await?;
+        if summary.is_some() {
+            for event in aws.stack_events(stack).await.unwrap_or_default() {
+                if seen.insert(event.id.clone()) {
+                    progress.event(&event);
+                    let noise = event
+                        .reason
+                        .as_deref()
+                        .is_some_and(|r| r.contains("cancelled"));
+                    if event.failed() && !noise && root_cause.is_none() {
+                        root_cause = Some(format!(
+                            "{} ({}): {}",
+                            event.logical_id,
+                            event.resource_type,
+                            event.reason.clone().unwrap_or_else(|| event.status.clone())
+                        ));
+                    }
+                }
+            }
+        }
+        match &summary {
+            None => return Ok((None, None)),
+            Some(s) if !s.status.ends_with("_IN_PROGRESS") => {
+                let failed = s.status.contains("FAILED") || s.status.contains("ROLLBACK");
+                let cause = if failed {
+                    Some(root_cause.unwrap_or_else(|| {
+                        s.status_reason.clone().unwrap_or_else(|| s.status.clone())
+                    }))
+                } else {
+                    None
+                };
+                progress.done(&s.status);
+                return Ok((summary, cause));
+            }
+            Some(s) if is_review(&s.status) => return Ok((summary, None)),
+            Some(s) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(AwsError::StackFailed {
+                        status: s.status.clone(),
+                        cause: format!(
+                            "still in progress after {}s; huxley stopped waiting (the operation goes on in AWS): run `huxley apply` again to pick it up",
+                            progress.wait_limit.as_secs()
+                        ),
+                    });
+                }
+                progress.status(&s.status);
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Deletes a stack and waits for it to go; returns what is left, if
+/// anything.
+async fn delete_stack(
+    aws: &Aws,
+    stack: &str,
+    progress: &mut Progress,
+) -> Result<Option<StackSummary>, ApplyError> {
+    if let Err(err) = aws.delete_stack(stack).await {
+        // Some endpoints (the local emulator) delete synchronously and
+        // report a failure on the way while the stack is in fact gone: the
+        // stack's state decides.
+        if aws.describe_stack(stack).await?.is_some() {
+            return Err(err.into());
+        }
+        progress.line(&format!(
+            "note: the endpoint reported an error, but the stack is gone: {err}"
+        ));
+    }
+    Ok(wait(aws, stack, progress).await?.0)
+}
+
+/// What a destroy removed.
+#[derive(Debug, Default)]
+pub struct Destroyed {
+    pub resources: usize,
+    pub objects: usize,
+    pub records: usize,
+    pub bucket: Option<String>,
+}
+
+/// Removes the cluster: empties the bucket, deletes the ownership records,
+/// deletes the stack and waits for it to go.
+pub async fn destroy(
+    aws: &Aws,
+    config: &Config,
+    progress: &mut Progress,
+) -> Result<Option<Destroyed>, ApplyError> {
+    let stack = naming::stack(config);
+    let Some(summary) = settle(aws, &stack, progress).await? else {
+        return Ok(None);
+    };
+    let mut destroyed = Destroyed::default();
+    if summary.status != "ROLLBACK_COMPLETE" {
+        let template: serde_json::Value =
+            serde_json::from_str(&aws.get_template(&stack).await?).unwrap_or_default();
+        destroyed.resources = template["Resources"].as_object().map_or(0, |r| r.len());
+    }
+    if let Some(bucket) = summary.bucket(&config.cluster.name) {
+        destroyed.objects = aws.empty_bucket(&bucket).await?;
+        progress.line(&format!(
+            "emptied s3://{bucket}: {} object versions",
+            destroyed.objects
+        ));
+        destroyed.bucket = Some(bucket);
+    }
+    if let Some(domain) = &config.cluster.public_domain {
+        let zone = aws.public_zone_id(domain).await?;
+        let records =
+            crate::aws::live::owned(&aws.list_records(&zone).await?, &config.cluster.name);
+        let changes: Vec<(String, String, bool)> = records
+            .into_iter()
+            .map(|(name, value)| (name, value, false))
+            .collect();
+        if !changes.is_empty() {
+            aws.change_txt_records(&zone, &changes).await?;
+        }
+        destroyed.records = changes.len();
+    }
+    progress.line(&format!("deleting stack {stack}"));
+    let after = delete_stack(aws, &stack, progress).await?;
+    if let Some(after) = after {
+        return Err(ApplyError::Failed {
+            cause: after
+                .status_reason
+                .unwrap_or_else(|| "the stack was not deleted".into()),
+            state: after.status,
+        });
+    }
+    Ok(Some(destroyed))
+}

@@ -1,0 +1,126 @@
+//! The only module that talks to AWS, through the official SDK and
+//! `aws-config`'s standard chain (environment, profiles, SSO, roles), with
+//! the endpoint from the SDK's own override (`AWS_ENDPOINT_URL`).
+//!
+//! Every call is counted (`--verbose` prints the count), bounded in retries
+//! and time, and its failure is turned into an [`AwsError`] that says what
+//! went wrong in the user's terms: no or expired credentials, access denied
+//! (naming the action), an unreachable endpoint, a missing zone.
+
+mod error;
+pub mod live;
+mod ops;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_credential_types::provider::ProvideCredentials;
+
+pub use error::AwsError;
+pub use live::{LiveRead, OWNER_PREFIX, Query, read_live};
+pub use ops::{ChangeSetState, RecordSet, StackEvent, StackSummary, TemplateSource};
+
+/// Flatcar's publisher account, whose images `flatcar-*` resolves to.
+pub const FLATCAR_OWNER: &str = "075585003325";
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone, Default)]
+pub struct Connect {
+    pub profile: Option<String>,
+    pub region: Option<String>,
+}
+
+/// Clients for the services Huxley uses, and a count of the calls made.
+#[derive(Debug, Clone)]
+pub struct Aws {
+    pub(crate) cfn: aws_sdk_cloudformation::Client,
+    pub(crate) route53: aws_sdk_route53::Client,
+    pub(crate) ec2: aws_sdk_ec2::Client,
+    pub(crate) s3: aws_sdk_s3::Client,
+    calls: Arc<AtomicUsize>,
+    region: String,
+    endpoint: String,
+}
+
+impl Aws {
+    /// Loads the configuration and checks that credentials can be had,
+    /// before any call, so a missing login is reported as such.
+    pub async fn connect(options: &Connect, config_region: &str) -> Result<Self, AwsError> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .operation_attempt_timeout(Duration::from_secs(30))
+                    .operation_timeout(Duration::from_secs(90))
+                    .build(),
+            )
+            .retry_config(RetryConfig::standard().with_max_attempts(3));
+        if let Some(profile) = &options.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(region) = &options.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        let sdk = loader.load().await;
+        let region = match sdk.region() {
+            None => config_region.to_owned(),
+            Some(region) if region.as_ref() == config_region => config_region.to_owned(),
+            Some(region) => {
+                return Err(AwsError::RegionMismatch {
+                    session: region.to_string(),
+                    config: config_region.to_owned(),
+                });
+            }
+        };
+        let sdk = sdk
+            .into_builder()
+            .region(aws_config::Region::new(region.clone()))
+            .build();
+        let Some(credentials) = sdk.credentials_provider() else {
+            return Err(AwsError::NoCredentials(
+                "no credentials provider is configured".into(),
+            ));
+        };
+        if let Err(err) = credentials.provide_credentials().await {
+            return Err(error::credentials(err));
+        }
+        let endpoint = sdk
+            .endpoint_url()
+            .map_or_else(|| format!("AWS ({region})"), str::to_owned);
+        // A custom endpoint (a local emulator, a proxy) is reached by path,
+        // not by bucket subdomains.
+        let s3_config = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(sdk.endpoint_url().is_some())
+            .build();
+        Ok(Self {
+            cfn: aws_sdk_cloudformation::Client::new(&sdk),
+            route53: aws_sdk_route53::Client::new(&sdk),
+            ec2: aws_sdk_ec2::Client::new(&sdk),
+            s3: aws_sdk_s3::Client::from_conf(s3_config),
+            calls: Arc::new(AtomicUsize::new(0)),
+            region,
+            endpoint,
+        })
+    }
+
+    /// Calls made so far (each page of a paginated call counts).
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub(crate) fn count(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,181 @@
+//! Stage 4: what `apply` would change, as a pure function of the desired
+//! state (the build, with the image and zone resolved) and the live state
+//! (read by [`crate::aws`]).
+//!
+//! The plan is Huxley's own diff: the live template from `GetTemplate`
+//! against the new one, resource by resource, with replacement decided from
+//! the CloudFormation resource schemas (`schemas/cfn-replacement.json`).
+//! It is serialized as the documented JSON plan (`--json`,
+//! `schemas/plan.schema.json`) and as the plan file `apply` executes.
+
+pub mod diff;
+pub mod manifest;
+pub mod render;
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The plan format's version; a plan file of another version is refused.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Everything `apply` needs to make the live state match, and what it
+/// would change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct Plan {
+    /// [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// The Huxley version that made the plan.
+    pub huxley_version: String,
+    pub cluster: String,
+    pub region: String,
+    pub stack: String,
+    /// What happens to the stack as a whole.
+    pub stack_action: StackAction,
+    /// Counts for the summary line.
+    pub summary: Summary,
+    /// Resource changes, destroys and replacements first.
+    pub resources: Vec<ResourceChange>,
+    /// Stack parameters whose values change.
+    pub parameters: Vec<ParameterChange>,
+    /// Changed artifacts (units, hooks, kick config, Ignition).
+    pub artifacts: Vec<ArtifactChange>,
+    /// Huxley's ownership records in the public zone.
+    pub records: Vec<RecordChange>,
+    /// What changed outside Huxley: the stack's drift, hand-edited records.
+    pub drift: Vec<String>,
+    /// Consequences worth knowing, such as nodes being replaced.
+    pub notes: Vec<String>,
+    /// The live state the plan was made against: `apply` refuses a plan
+    /// whose base no longer matches.
+    pub base: Base,
+    /// What `apply` sends: the template, parameters, artifacts, records.
+    pub desired: Desired,
+}
+
+impl Plan {
+    pub fn has_changes(&self) -> bool {
+        self.stack_action != StackAction::None
+            || !self.artifacts.is_empty()
+            || !self.records.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StackAction {
+    /// No stack yet: it is created.
+    Create,
+    /// The stack changes.
+    Update,
+    /// A stack left by a failed creation (`ROLLBACK_COMPLETE`) cannot be
+    /// updated: it is deleted and created again.
+    Recreate,
+    /// The stack stays as it is.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Summary {
+    pub add: usize,
+    pub change: usize,
+    pub replace: usize,
+    pub destroy: usize,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Remove,
+    Replace,
+    Add,
+    Modify,
+}
+
+/// Whether a property change replaces its resource.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Replacement {
+    Never,
+    /// "Conditional" in CloudFormation's words: it depends on other values.
+    Conditional,
+    Always,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ResourceChange {
+    pub logical_id: String,
+    pub resource_type: String,
+    pub action: Action,
+    /// For `modify`: `conditional` when a change may replace it.
+    pub replacement: Replacement,
+    /// Changed property paths, such as `LaunchTemplateData.InstanceType`.
+    pub properties: Vec<PropertyChange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PropertyChange {
+    pub path: String,
+    /// Absent when the property is added.
+    pub before: Option<Value>,
+    /// Absent when the property is removed.
+    pub after: Option<Value>,
+    pub replacement: Replacement,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ParameterChange {
+    pub name: String,
+    pub before: Option<String>,
+    pub after: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ArtifactChange {
+    pub path: String,
+    pub action: Action,
+    /// A unified diff from the live file to the new one.
+    pub diff: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RecordChange {
+    pub name: String,
+    /// `add` (UPSERT), `modify` (UPSERT over a hand-edited value) or
+    /// `remove` (DELETE).
+    pub action: Action,
+    pub value: String,
+}
+
+/// A fingerprint of the live state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Base {
+    /// The stack's id, absent when there was no stack.
+    pub stack_id: Option<String>,
+    pub stack_status: Option<String>,
+    /// SHA-256 of the live template body.
+    pub template_sha256: Option<String>,
+    /// SHA-256 of the live artifact manifest.
+    pub manifest_sha256: Option<String>,
+}
+
+/// What `apply` sends to AWS.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Desired {
+    pub template_body: String,
+    pub parameters: BTreeMap<String, String>,
+    /// Artifact path → contents. Never holds a secret value: secrets are
+    /// references by construction.
+    pub artifacts: BTreeMap<String, String>,
+    /// Ownership record name → TXT value, in the public zone.
+    pub records: BTreeMap<String, String>,
+    /// The public zone's id, when the cluster has one.
+    pub public_zone_id: Option<String>,
+}

@@ -1,0 +1,485 @@
+//! `huxley plan`, `apply` and `destroy` end to end: the real binary, the
+//! real SDK, the local AWS emulator (one per test process, started on first
+//! use and stopped when the process ends). Each test has a cluster and a
+//! public zone of its own, so the tests run in parallel.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use huxley::testing::{
+    Emulator, StatusProxy, client_env, create_empty_stack, create_public_zone, free_port,
+    stand_in_binary,
+};
+use serde_json::Value;
+
+use crate::support::{Output, Test, root};
+
+const REGION: &str = "us-west-2";
+
+/// A cluster of one test: its config file and the environment to reach
+/// the emulator.
+struct Cluster {
+    name: String,
+    file: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Cluster {
+    /// The blog example renamed to `name`, with its public zone created.
+    fn new(name: &str) -> Self {
+        let emulator = Emulator::shared(&root());
+        let domain = format!("{name}.example.com");
+        create_public_zone(&emulator.endpoint(), REGION, &domain);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("deploy")
+            .join(name);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("scratch dir");
+        let file = dir.join("huxley.toml");
+        let mut env = emulator.env(REGION);
+        env.push((
+            "HUXLEY_NODE_BINARY".into(),
+            stand_in_binary().display().to_string(),
+        ));
+        let cluster = Self {
+            name: name.to_owned(),
+            file,
+            env,
+        };
+        cluster.write(&blog(name));
+        cluster
+    }
+
+    fn write(&self, text: &str) {
+        fs::write(&self.file, text).expect("write huxley.toml");
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let file = self.file.display().to_string();
+        let mut all = args.to_vec();
+        all.extend(["-f", &file]);
+        Test::new(&all).env(&self.env).run()
+    }
+
+    fn plan_json(&self) -> Value {
+        let out = self.run(&["plan", "--json"]);
+        out.code(0);
+        serde_json::from_str(&out.stdout).expect("the JSON plan parses")
+    }
+
+    /// The cluster's stack, as Huxley names it.
+    fn stack(&self) -> String {
+        format!("huxley-{}", self.name)
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.file.parent().expect("dir").to_path_buf()
+    }
+}
+
+/// examples/blog with another cluster name and domains.
+fn blog(name: &str) -> String {
+    fs::read_to_string(root().join("examples/blog/huxley.toml"))
+        .expect("examples/blog")
+        .replace("name = \"acme\"", &format!("name = \"{name}\""))
+        .replace("acme.example.com", &format!("{name}.example.com"))
+        .replace("acme.internal", &format!("{name}.internal"))
+        .replace("ssm:/acme/", &format!("ssm:/{name}/"))
+}
+
+/// The logical ids and actions of a JSON plan's resources.
+fn resource_actions(plan: &Value) -> Vec<(String, String)> {
+    plan["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .map(|r| {
+            (
+                r["logical_id"].as_str().unwrap_or_default().to_owned(),
+                r["action"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn artifact_actions(plan: &Value) -> Vec<(String, String)> {
+    plan["artifacts"]
+        .as_array()
+        .expect("artifacts")
+        .iter()
+        .map(|a| {
+            (
+                a["path"].as_str().unwrap_or_default().to_owned(),
+                a["action"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+#[test]
+fn plan_apply_edit_apply_destroy() {
+    let cluster = Cluster::new("scenario");
+
+    // An empty account: everything to add, exit 2 with --detailed-exitcode.
+    let plan = cluster.run(&["plan", "--detailed-exitcode", "--verbose"]);
+    plan.code(2);
+    assert!(
+        plan.stdout
+            .starts_with("Plan: 23 to add, 0 to change, 0 to replace, 0 to destroy."),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains("NodeImageId: (unset) → ami-0f1a7c0000000a002"),
+        "the newest x86_64 stable image: {}",
+        plan.stdout
+    );
+    assert!(plan.stderr.contains("AWS calls: 4 "), "{}", plan.stderr);
+
+    let apply = cluster.run(&["apply", "--yes"]);
+    apply.code(0);
+    assert!(
+        apply.stdout.contains("Apply complete: 23 added"),
+        "{}",
+        apply.stdout
+    );
+    assert!(apply.stderr.contains("CREATE_COMPLETE"), "{}", apply.stderr);
+
+    // Nothing left to do, and a second apply does nothing.
+    let plan = cluster.run(&["plan", "--detailed-exitcode"]);
+    plan.code(0);
+    assert!(plan.stdout.starts_with("No changes."), "{}", plan.stdout);
+    let again = cluster.run(&["apply", "--yes", "--verbose"]);
+    again.code(0);
+    assert!(again.stdout.starts_with("No changes."), "{}", again.stdout);
+    assert!(
+        !again.stderr.contains("change set"),
+        "a no-op apply must not touch the stack: {}",
+        again.stderr
+    );
+
+    // Edit: add a service, change a host-port, change the instance type.
+    let edited = blog("scenario")
+        .replace(
+            "instance-type = \"m6i.large\"",
+            "instance-type = \"m6i.xlarge\"",
+        )
+        .replace("host-port = 80\n", "host-port = 8080\n")
+        + "\n[apps.blog.services.worker]\nimage = \"ghcr.io/acme/worker:2.0\"\n";
+    cluster.write(&edited);
+    let plan = cluster.plan_json();
+    assert_eq!(
+        resource_actions(&plan),
+        pairs(&[
+            ("IngressPublicTcp80", "remove"),
+            ("IngressPublicTcp8080", "add"),
+            ("NodeLaunchTemplate", "modify")
+        ])
+    );
+    let launch = &plan["resources"][2]["properties"];
+    assert_eq!(launch.as_array().map(Vec::len), Some(1), "{launch}");
+    assert_eq!(launch[0]["path"], "LaunchTemplateData.InstanceType");
+    assert_eq!(
+        (launch[0]["before"].as_str(), launch[0]["after"].as_str()),
+        (Some("m6i.large"), Some("m6i.xlarge"))
+    );
+    assert_eq!(
+        artifact_actions(&plan),
+        pairs(&[
+            ("units/blog-worker@.service", "add"),
+            ("kick/kick.toml", "modify"),
+            ("units/blog-web@.service", "modify")
+        ])
+    );
+    let text = cluster.run(&["plan"]);
+    assert!(
+        text.stdout
+            .contains("NodeLaunchTemplate (AWS::EC2::LaunchTemplate) → replaces every node"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout
+            .contains("Every node is replaced, one at a time."),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.find("Destroyed or replaced:") < text.stdout.find("Resources:"),
+        "destroys come first"
+    );
+
+    let apply = cluster.run(&["apply", "--yes"]);
+    apply.code(0);
+    assert!(
+        apply
+            .stdout
+            .contains("Apply complete: 1 added, 1 changed, 0 replaced, 1 destroyed"),
+        "{}",
+        apply.stdout
+    );
+    cluster.run(&["plan", "--detailed-exitcode"]).code(0);
+
+    // Destroy refuses without --yes when nobody can answer, then removes
+    // the stack, the bucket and the records.
+    let refused = cluster.run(&["destroy"]);
+    refused.code(1);
+    assert!(
+        refused.stderr.contains("refusing to destroy without --yes"),
+        "{}",
+        refused.stderr
+    );
+    let destroy = cluster.run(&["destroy", "--yes"]);
+    destroy.code(0);
+    assert!(
+        destroy
+            .stdout
+            .contains("Destroyed stack huxley-scenario (23 resources)"),
+        "{}",
+        destroy.stdout
+    );
+    assert!(
+        destroy.stdout.contains("removed 3 DNS ownership records"),
+        "{}",
+        destroy.stdout
+    );
+    let plan = cluster.run(&["plan", "--detailed-exitcode"]);
+    plan.code(2);
+    assert!(
+        plan.stdout.contains("The stack does not exist yet"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("Also 12 artifacts and 3 DNS records"),
+        "the bucket and records are gone too: {}",
+        plan.stdout
+    );
+}
+
+#[test]
+fn a_saved_plan_is_applied_exactly_and_refused_once_stale() {
+    let cluster = Cluster::new("saved");
+    let dir = cluster.dir();
+    let first = dir.join("first.json");
+    let first = first.display().to_string();
+    cluster.run(&["plan", "--out", &first]).code(0);
+    let apply = Test::new(&["apply", &first]).env(&cluster.env).run();
+    apply.code(0);
+    assert!(
+        apply.stdout.contains("Apply complete: 23 added"),
+        "{}",
+        apply.stdout
+    );
+
+    // Two plans against the same live state; applying one makes the other
+    // stale.
+    cluster.write(&blog("saved").replace("max = 10", "max = 12"));
+    let a = dir.join("a.json").display().to_string();
+    let b = dir.join("b.json").display().to_string();
+    cluster.run(&["plan", "--out", &a]).code(0);
+    cluster.run(&["plan", "--out", &b]).code(0);
+    Test::new(&["apply", &a]).env(&cluster.env).run().code(0);
+    let stale = Test::new(&["apply", &b]).env(&cluster.env).run();
+    stale.code(1);
+    assert!(
+        stale.stderr.contains("the plan is stale"),
+        "{}",
+        stale.stderr
+    );
+    assert!(
+        stale.stderr.contains("run `huxley plan` again"),
+        "{}",
+        stale.stderr
+    );
+}
+
+#[test]
+fn an_interrupted_apply_converges_when_run_again() {
+    let cluster = Cluster::new("interrupted");
+    let file = cluster.file.display().to_string();
+    let mut child = Test::new(&["apply", "--yes", "-f", &file])
+        .env(&cluster.env)
+        .command()
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn apply");
+    // Kill it as soon as it has created its change set.
+    let stderr = child.stderr.take().expect("stderr");
+    for line in BufReader::new(stderr).lines() {
+        if line.expect("a line").contains("creating change set") {
+            break;
+        }
+    }
+    child.kill().expect("kill apply");
+    let _ = child.wait();
+
+    let rerun = cluster.run(&["apply", "--yes"]);
+    rerun.code(0);
+    let plan = cluster.run(&["plan", "--detailed-exitcode"]);
+    plan.code(0);
+    assert!(plan.stdout.starts_with("No changes."), "{}", plan.stdout);
+}
+
+/// A cluster reached through a [`StatusProxy`], to put its stack in a state
+/// the emulator cannot reach by itself.
+fn through_proxy(cluster: &mut Cluster) -> StatusProxy {
+    let proxy = StatusProxy::start(Emulator::shared(&root()).port);
+    cluster.env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
+    cluster
+        .env
+        .push(("AWS_ENDPOINT_URL".into(), proxy.endpoint()));
+    proxy
+}
+
+#[test]
+fn a_stack_whose_creation_failed_is_deleted_and_created_again() {
+    let mut cluster = Cluster::new("rolledback");
+    let proxy = through_proxy(&mut cluster);
+    // What a failed creation leaves: a stack without resources.
+    create_empty_stack(
+        &Emulator::shared(&root()).endpoint(),
+        REGION,
+        "huxley-rolledback",
+    );
+    proxy.set_status("huxley-rolledback", "ROLLBACK_COMPLETE");
+
+    let plan = cluster.run(&["plan"]);
+    plan.code(0);
+    assert!(
+        plan.stdout
+            .contains("The stack is deleted and created again."),
+        "{}",
+        plan.stdout
+    );
+    let apply = cluster.run(&["apply", "--yes"]);
+    apply.code(0);
+    assert!(
+        apply
+            .stderr
+            .contains("deleting the failed stack huxley-rolledback first"),
+        "{}",
+        apply.stderr
+    );
+    assert!(!proxy.rewriting(), "the stack was deleted");
+    cluster.run(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn a_stack_whose_update_rolled_back_is_updated() {
+    let mut cluster = Cluster::new("updaterolledback");
+    let proxy = through_proxy(&mut cluster);
+    cluster.run(&["apply", "--yes"]).code(0);
+    proxy.set_status(&cluster.stack(), "UPDATE_ROLLBACK_COMPLETE");
+    cluster.write(&blog("updaterolledback").replace("max = 10", "max = 12"));
+
+    let apply = cluster.run(&["apply", "--yes"]);
+    apply.code(0);
+    assert!(
+        apply.stdout.contains("Apply complete: 0 added, 1 changed"),
+        "{}",
+        apply.stdout
+    );
+    assert!(!proxy.rewriting(), "the change set was executed");
+    cluster.run(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn missing_credentials_are_reported_as_such() {
+    let cluster = Cluster::new("nocreds");
+    let env: Vec<(String, String)> = cluster
+        .env
+        .iter()
+        .filter(|(k, _)| {
+            !k.starts_with("AWS_ACCESS_KEY_ID") && !k.starts_with("AWS_SECRET_ACCESS_KEY")
+        })
+        .cloned()
+        .collect();
+    let file = cluster.file.display().to_string();
+    let mut command = Test::new(&["plan", "-f", &file]).env(&env).command();
+    command
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY");
+    let out = command.output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no AWS credentials found"), "{stderr}");
+    assert!(stderr.contains("help: set AWS_PROFILE"), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_endpoint_fails_clearly_and_does_not_hang() {
+    let cluster = Cluster::new("unreachable");
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let env = client_env(&down, REGION);
+    let file = cluster.file.display().to_string();
+    let out = Test::new(&["plan", "-f", &file]).env(&env).run();
+    out.code(1);
+    assert!(
+        out.stderr.contains(&format!("cannot reach {down}")),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn the_session_region_must_be_the_clusters() {
+    let cluster = Cluster::new("region");
+    let file = cluster.file.display().to_string();
+    let out = Test::new(&["plan", "-f", &file, "--region", "eu-west-1"])
+        .env(&cluster.env)
+        .run();
+    out.code(1);
+    assert!(
+        out.stderr.contains(
+            "the AWS session is for region eu-west-1, but huxley.toml's cluster is in us-west-2"
+        ),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_missing_public_zone_is_named() {
+    let cluster = Cluster::new("nozone");
+    cluster.write(&blog("nozone").replace("nozone.example.com", "elsewhere.example.org"));
+    let out = cluster.run(&["plan"]);
+    out.code(1);
+    assert!(
+        out.stderr.contains(
+            "the public hosted zone elsewhere.example.org does not exist in this account"
+        ),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn apply_refuses_without_yes_when_nobody_can_answer() {
+    let cluster = Cluster::new("noanswer");
+    let out = cluster.run(&["apply"]);
+    out.code(1);
+    assert!(
+        out.stderr.contains("refusing to apply without --yes"),
+        "{}",
+        out.stderr
+    );
+    let plan = cluster.run(&["plan", "--detailed-exitcode"]);
+    plan.code(2);
+    assert!(
+        plan.stdout.contains("The stack does not exist yet"),
+        "nothing was created: {}",
+        plan.stdout
+    );
+}
