@@ -531,20 +531,8 @@ impl Aws {
         zone: &str,
         changes: &[(String, String, bool)],
     ) -> Result<usize, AwsError> {
-        let mut batches: Vec<Vec<Change>> = Vec::new();
-        let (mut records, mut chars) = (0, 0);
+        let mut all = Vec::with_capacity(changes.len());
         for (name, value, upsert) in changes {
-            let weight = if *upsert { 2 } else { 1 };
-            if batches.is_empty()
-                || records + weight > MAX_BATCH_RECORDS
-                || chars + value.len() * weight > MAX_BATCH_CHARS
-            {
-                batches.push(Vec::new());
-                records = 0;
-                chars = 0;
-            }
-            records += weight;
-            chars += value.len() * weight;
             let set = ResourceRecordSet::builder()
                 .name(name)
                 .r#type(RrType::Txt)
@@ -566,9 +554,14 @@ impl Aws {
                 .resource_record_set(set)
                 .build()
                 .map_err(build_error)?;
-            if let Some(batch) = batches.last_mut() {
-                batch.push(change);
-            }
+            all.push(change);
+        }
+        let mut batches: Vec<Vec<Change>> = Vec::new();
+        let mut rest = all.as_slice();
+        for size in batch_sizes(changes) {
+            let (batch, tail) = rest.split_at(size);
+            batches.push(batch.to_vec());
+            rest = tail;
         }
         for batch in &batches {
             self.count();
@@ -635,9 +628,61 @@ impl Aws {
     }
 }
 
+/// How many changes go into each Route53 request, in order: a request
+/// holds at most 1,000 records and 32,000 characters of values, an UPSERT
+/// counting twice (as Route53 counts it).
+fn batch_sizes(changes: &[(String, String, bool)]) -> Vec<usize> {
+    let mut sizes: Vec<usize> = Vec::new();
+    let (mut records, mut chars) = (0, 0);
+    for (_, value, upsert) in changes {
+        let weight = if *upsert { 2 } else { 1 };
+        if sizes.is_empty()
+            || records + weight > MAX_BATCH_RECORDS
+            || chars + value.len() * weight > MAX_BATCH_CHARS
+        {
+            sizes.push(0);
+            records = 0;
+            chars = 0;
+        }
+        records += weight;
+        chars += value.len() * weight;
+        if let Some(last) = sizes.last_mut() {
+            *last += 1;
+        }
+    }
+    sizes
+}
+
 fn build_error(e: impl std::fmt::Display) -> AwsError {
     AwsError::Other {
         action: "building a Route53 request".into(),
         detail: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changes(n: usize, value: &str, upsert: bool) -> Vec<(String, String, bool)> {
+        (0..n)
+            .map(|i| (format!("n{i}"), value.to_owned(), upsert))
+            .collect()
+    }
+
+    #[test]
+    fn upserts_count_twice_against_the_record_limit() {
+        assert_eq!(batch_sizes(&changes(1200, "\"v\"", true)), [500, 500, 200]);
+        assert_eq!(batch_sizes(&changes(1200, "\"v\"", false)), [1000, 200]);
+        assert!(batch_sizes(&[]).is_empty());
+    }
+
+    #[test]
+    fn long_values_are_split_by_characters() {
+        // 4,000 characters, counted twice for an upsert: four per 32,000.
+        assert_eq!(
+            batch_sizes(&changes(10, &"x".repeat(4_000), true)),
+            [4, 4, 2]
+        );
     }
 }
