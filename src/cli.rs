@@ -101,12 +101,8 @@ enum Command {
         file: FileArg,
         #[command(flatten)]
         aws: AwsArgs,
-        /// Apply without asking.
-        #[arg(long)]
-        yes: bool,
-        /// How long to wait for one stack operation, e.g. "30m".
-        #[arg(long, value_name = "DURATION", default_value = "60m", value_parser = duration_arg)]
-        wait_timeout: std::time::Duration,
+        #[command(flatten)]
+        run: RunArgs,
         /// See `plan --refresh-image`.
         #[arg(long)]
         refresh_image: bool,
@@ -123,12 +119,8 @@ enum Command {
         file: FileArg,
         #[command(flatten)]
         aws: AwsArgs,
-        /// Destroy without asking.
-        #[arg(long)]
-        yes: bool,
-        /// How long to wait for the stack's deletion, e.g. "30m".
-        #[arg(long, value_name = "DURATION", default_value = "60m", value_parser = duration_arg)]
-        wait_timeout: std::time::Duration,
+        #[command(flatten)]
+        run: RunArgs,
     },
     /// Print the JSON Schema of huxley.toml, or of the JSON plan.
     ///
@@ -183,6 +175,18 @@ impl AwsArgs {
             region: self.region.clone(),
         }
     }
+}
+
+/// How a change to the account runs: whether to ask first, how long to
+/// wait for the stack.
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct RunArgs {
+    /// Go ahead without asking.
+    #[arg(long)]
+    yes: bool,
+    /// How long to wait for one stack operation, e.g. "30m".
+    #[arg(long, value_name = "DURATION", default_value = "60m", value_parser = duration_arg)]
+    wait_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -254,30 +258,18 @@ pub fn main() -> ExitCode {
         Command::Apply {
             file,
             aws,
-            yes,
-            wait_timeout,
+            run,
             refresh_image,
             plan,
-        } => {
-            let options = ApplyArgs {
-                yes,
-                refresh_image,
-                wait_timeout,
-            };
-            run_async(apply(
-                &file.path,
-                &aws,
-                &options,
-                plan.as_deref(),
-                cli.color,
-            ))
-        }
-        Command::Destroy {
-            file,
-            aws,
-            yes,
-            wait_timeout,
-        } => run_async(destroy(&file.path, &aws, yes, wait_timeout, cli.color)),
+        } => run_async(apply(
+            &file.path,
+            &aws,
+            run,
+            refresh_image,
+            plan.as_deref(),
+            cli.color,
+        )),
+        Command::Destroy { file, aws, run } => run_async(destroy(&file.path, &aws, run, cli.color)),
         Command::Schema { kind } => match kind {
             SchemaKind::Config => print(&crate::schema::huxley_schema()),
             SchemaKind::Plan => print(&crate::schema::plan_schema()),
@@ -460,13 +452,6 @@ fn duration_arg(text: &str) -> Result<std::time::Duration, String> {
 }
 
 #[derive(Debug)]
-struct ApplyArgs {
-    yes: bool,
-    refresh_image: bool,
-    wait_timeout: std::time::Duration,
-}
-
-#[derive(Debug)]
 struct PlanArgs {
     json: bool,
     out: Option<PathBuf>,
@@ -581,15 +566,12 @@ fn confirm(question: &str, word: &str) -> bool {
 async fn apply(
     path: &Path,
     args: &AwsArgs,
-    options: &ApplyArgs,
+    run: RunArgs,
+    refresh_image: bool,
     plan_file: Option<&Path>,
     color: Color,
 ) -> u8 {
-    let ApplyArgs {
-        yes,
-        refresh_image,
-        wait_timeout,
-    } = *options;
+    let RunArgs { yes, wait_timeout } = run;
     let terminal = std::io::stderr().is_terminal();
     let style = render::Style::new(color.enabled_for(std::io::stdout().is_terminal()));
     let (aws, plan) = if let Some(file) = plan_file {
@@ -677,13 +659,8 @@ async fn apply(
     }
 }
 
-async fn destroy(
-    path: &Path,
-    args: &AwsArgs,
-    yes: bool,
-    wait_timeout: std::time::Duration,
-    color: Color,
-) -> u8 {
+async fn destroy(path: &Path, args: &AwsArgs, run: RunArgs, color: Color) -> u8 {
+    let RunArgs { yes, wait_timeout } = run;
     let config = match load(path, color) {
         Ok(config) => config,
         Err(code) => return code,

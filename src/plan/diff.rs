@@ -361,44 +361,46 @@ fn diff_values(
     }
 }
 
+/// The entries of two maps that differ, as (key, action, old, new) in key
+/// order: `add` when only `desired` has it, `remove` when only `live` has
+/// it, `modify` when the values differ.
+fn map_changes<'a>(
+    live: &'a BTreeMap<String, String>,
+    desired: &'a BTreeMap<String, String>,
+) -> Vec<(&'a String, Action, Option<&'a String>, Option<&'a String>)> {
+    let keys: BTreeSet<&String> = live.keys().chain(desired.keys()).collect();
+    keys.into_iter()
+        .filter_map(|key| match (live.get(key), desired.get(key)) {
+            (None, Some(new)) => Some((key, Action::Add, None, Some(new))),
+            (Some(old), None) => Some((key, Action::Remove, Some(old), None)),
+            (Some(old), Some(new)) if old != new => {
+                Some((key, Action::Modify, Some(old), Some(new)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 fn diff_artifacts(
     live: Option<&BTreeMap<String, String>>,
     desired: &BTreeMap<String, String>,
 ) -> Vec<ArtifactChange> {
     let empty = BTreeMap::new();
-    let live = live.unwrap_or(&empty);
-    let mut changes = Vec::new();
-    let unified = |path: &str, a: &str, b: &str| {
-        similar::TextDiff::from_lines(a, b)
+    let mut changes: Vec<ArtifactChange> = map_changes(live.unwrap_or(&empty), desired)
+        .into_iter()
+        .map(|(path, action, old, new)| ArtifactChange {
+            path: path.clone(),
+            action,
+            diff: similar::TextDiff::from_lines(
+                old.map_or("", String::as_str),
+                new.map_or("", String::as_str),
+            )
             .unified_diff()
             .context_radius(3)
             .header(&format!("live: {path}"), &format!("new: {path}"))
-            .to_string()
-    };
-    for (path, text) in desired {
-        match live.get(path) {
-            None => changes.push(ArtifactChange {
-                path: path.clone(),
-                action: Action::Add,
-                diff: unified(path, "", text),
-            }),
-            Some(old) if old != text => changes.push(ArtifactChange {
-                path: path.clone(),
-                action: Action::Modify,
-                diff: unified(path, old, text),
-            }),
-            Some(_) => {}
-        }
-    }
-    for (path, old) in live {
-        if !desired.contains_key(path) {
-            changes.push(ArtifactChange {
-                path: path.clone(),
-                action: Action::Remove,
-                diff: unified(path, old, ""),
-            });
-        }
-    }
+            .to_string(),
+        })
+        .collect();
     changes.sort_by(|a, b| (a.action, &a.path).cmp(&(b.action, &b.path)));
     changes
 }
@@ -407,37 +409,22 @@ fn diff_records(
     live: &BTreeMap<String, String>,
     desired: &BTreeMap<String, String>,
 ) -> (Vec<RecordChange>, Vec<String>) {
-    let mut changes = Vec::new();
     let mut drift = Vec::new();
-    for (name, value) in desired {
-        match live.get(name) {
-            None => changes.push(RecordChange {
-                name: name.clone(),
-                action: Action::Add,
-                value: value.clone(),
-            }),
-            Some(old) if old != value => {
+    let mut changes: Vec<RecordChange> = map_changes(live, desired)
+        .into_iter()
+        .map(|(name, action, old, new)| {
+            if let (Some(old), Some(new)) = (old, new) {
                 drift.push(format!(
-                    "the record {name} was changed outside Huxley: {old} (apply restores {value})"
+                    "the record {name} was changed outside Huxley: {old} (apply restores {new})"
                 ));
-                changes.push(RecordChange {
-                    name: name.clone(),
-                    action: Action::Modify,
-                    value: value.clone(),
-                });
             }
-            Some(_) => {}
-        }
-    }
-    for (name, value) in live {
-        if !desired.contains_key(name) {
-            changes.push(RecordChange {
+            RecordChange {
                 name: name.clone(),
-                action: Action::Remove,
-                value: value.clone(),
-            });
-        }
-    }
+                action,
+                value: new.or(old).cloned().unwrap_or_default(),
+            }
+        })
+        .collect();
     changes.sort_by(|a, b| (a.action, &a.name).cmp(&(b.action, &b.name)));
     (changes, drift)
 }

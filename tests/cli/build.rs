@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::support::{Test, blessing, report, root};
+use crate::support::{Output, Test, blessing, report, root};
 
 /// A fresh directory for one test, under cargo's scratch space.
 fn scratch(name: &str) -> PathBuf {
@@ -46,6 +46,18 @@ fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
     walk(dir, dir, &mut out);
     out.sort();
     out
+}
+
+/// `huxley build -f FILE -o OUT`.
+fn build(file: &Path, out: &Path) -> Output {
+    Test::new(&[
+        "build",
+        "-f",
+        file.to_str().expect("utf-8"),
+        "-o",
+        out.to_str().expect("utf-8"),
+    ])
+    .run()
 }
 
 #[test]
@@ -287,14 +299,7 @@ fn two_hundred_services_fit_in_one_stack() {
     let file = dir.join("huxley.toml");
     fs::write(&file, huxley::synth::config(10, 20)).expect("write");
     let out = dir.join("out");
-    let run = Test::new(&[
-        "build",
-        "-f",
-        file.to_str().expect("utf-8"),
-        "-o",
-        out.to_str().expect("utf-8"),
-    ])
-    .run();
+    let run = build(&file, &out);
     run.code(0);
     assert_eq!(
         fs::read_dir(out.join("units")).expect("units").count(),
@@ -325,14 +330,7 @@ fn quotas_are_checked_before_anything_is_written() {
     };
     fs::write(&file, synth.render()).expect("write");
     let out = dir.join("out");
-    let run = Test::new(&[
-        "build",
-        "-f",
-        file.to_str().expect("utf-8"),
-        "-o",
-        out.to_str().expect("utf-8"),
-    ])
-    .run();
+    let run = build(&file, &out);
     run.code(1);
     assert!(
         run.stderr.contains("EC2: inbound rules per security group"),
