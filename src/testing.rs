@@ -339,6 +339,21 @@ fn with_sdk<T>(
     })
 }
 
+/// Huxley's AWS clients for the emulator at `endpoint`, with dummy
+/// credentials, for tests that drive a library part (the kick server's
+/// writer) directly.
+pub async fn aws(endpoint: &str, region: &str) -> crate::aws::Aws {
+    let credentials =
+        aws_sdk_route53::config::Credentials::new("testing", "testing", None, None, "huxley-tests");
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new(region.to_owned()))
+        .credentials_provider(credentials)
+        .load()
+        .await;
+    crate::aws::Aws::from_config(&config, region.to_owned())
+}
+
 /// Leaves a stack as a failed creation does: no resources, only a change
 /// set (the emulator shows it as `REVIEW_IN_PROGRESS`; put a
 /// [`StatusProxy`] in front to show it as `ROLLBACK_COMPLETE`).

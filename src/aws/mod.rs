@@ -22,7 +22,10 @@ use aws_credential_types::provider::ProvideCredentials;
 
 pub use error::AwsError;
 pub use live::{LiveRead, OWNER_PREFIX, Query, read_live};
-pub use ops::{ChangeSetState, RecordSet, StackEvent, StackSummary, TemplateSource};
+pub use ops::{
+    ChangeError, ChangeSetState, RecordChange, RecordSet, StackEvent, StackSummary, TemplateSource,
+    batch_sizes,
+};
 
 /// Flatcar's publisher account, whose images `flatcar-*` resolves to.
 pub const FLATCAR_OWNER: &str = "075585003325";
@@ -88,23 +91,28 @@ impl Aws {
         if let Err(err) = credentials.provide_credentials().await {
             return Err(error::credentials(err));
         }
+        Ok(Self::from_config(&sdk, region))
+    }
+
+    /// Clients for a loaded SDK configuration.
+    pub fn from_config(sdk: &aws_config::SdkConfig, region: String) -> Self {
         let endpoint = sdk
             .endpoint_url()
             .map_or_else(|| format!("AWS ({region})"), str::to_owned);
         // A custom endpoint (a local emulator, a proxy) is reached by path,
         // not by bucket subdomains.
-        let s3_config = aws_sdk_s3::config::Builder::from(&sdk)
+        let s3_config = aws_sdk_s3::config::Builder::from(sdk)
             .force_path_style(sdk.endpoint_url().is_some())
             .build();
-        Ok(Self {
-            cfn: aws_sdk_cloudformation::Client::new(&sdk),
-            route53: aws_sdk_route53::Client::new(&sdk),
-            ec2: aws_sdk_ec2::Client::new(&sdk),
+        Self {
+            cfn: aws_sdk_cloudformation::Client::new(sdk),
+            route53: aws_sdk_route53::Client::new(sdk),
+            ec2: aws_sdk_ec2::Client::new(sdk),
             s3: aws_sdk_s3::Client::from_conf(s3_config),
             calls: Arc::new(AtomicUsize::new(0)),
             region,
             endpoint,
-        })
+        }
     }
 
     /// Calls made so far (each page of a paginated call counts).

@@ -558,7 +558,11 @@ impl Aws {
         }
         let mut batches: Vec<Vec<Change>> = Vec::new();
         let mut rest = all.as_slice();
-        for size in batch_sizes(changes) {
+        for size in batch_sizes(
+            changes
+                .iter()
+                .map(|(_, value, upsert)| (1, value.len(), *upsert)),
+        ) {
             let (batch, tail) = rest.split_at(size);
             batches.push(batch.to_vec());
             rest = tail;
@@ -628,24 +632,118 @@ impl Aws {
     }
 }
 
-/// How many changes go into each Route53 request, in order: a request
-/// holds at most 1,000 records and 32,000 characters of values, an UPSERT
-/// counting twice (as Route53 counts it).
-fn batch_sizes(changes: &[(String, String, bool)]) -> Vec<usize> {
+/// One record set to upsert or delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordChange {
+    pub upsert: bool,
+    /// Fully qualified, without the trailing dot.
+    pub name: String,
+    /// `A`, `AAAA`, `CNAME`, `SRV` or `TXT`.
+    pub kind: String,
+    pub ttl: i64,
+    pub values: Vec<String>,
+}
+
+/// Why a change batch did not commit.
+#[derive(Debug)]
+pub enum ChangeError {
+    /// Route53 refused the batch as a whole (`InvalidChangeBatch`,
+    /// `InvalidInput`): one of its changes is bad.
+    Rejected(String),
+    /// Throttled, or an earlier change still in flight: try again later.
+    Busy(String),
+    Other(AwsError),
+}
+
+impl Aws {
+    /// Applies a batch of record changes atomically.
+    pub async fn change_records(
+        &self,
+        zone: &str,
+        changes: &[RecordChange],
+    ) -> Result<(), ChangeError> {
+        let mut built = Vec::with_capacity(changes.len());
+        for change in changes {
+            let mut set = ResourceRecordSet::builder()
+                .name(&change.name)
+                .r#type(RrType::from(change.kind.as_str()))
+                .ttl(change.ttl);
+            for value in &change.values {
+                set = set.resource_records(
+                    ResourceRecord::builder()
+                        .value(value)
+                        .build()
+                        .map_err(|e| ChangeError::Other(build_error(e)))?,
+                );
+            }
+            let set = set
+                .build()
+                .map_err(|e| ChangeError::Other(build_error(e)))?;
+            built.push(
+                Change::builder()
+                    .action(if change.upsert {
+                        ChangeAction::Upsert
+                    } else {
+                        ChangeAction::Delete
+                    })
+                    .resource_record_set(set)
+                    .build()
+                    .map_err(|e| ChangeError::Other(build_error(e)))?,
+            );
+        }
+        let batch = ChangeBatch::builder()
+            .set_changes(Some(built))
+            .build()
+            .map_err(|e| ChangeError::Other(build_error(e)))?;
+        self.count();
+        match self
+            .route53
+            .change_resource_record_sets()
+            .hosted_zone_id(zone)
+            .change_batch(batch)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                use aws_sdk_s3::error::ProvideErrorMetadata as _;
+                let message = err.message().unwrap_or_default().to_owned();
+                match err.code() {
+                    Some("InvalidChangeBatch" | "InvalidInput") => {
+                        Err(ChangeError::Rejected(message))
+                    }
+                    Some("Throttling" | "ThrottlingException" | "PriorRequestNotComplete") => {
+                        Err(ChangeError::Busy(message))
+                    }
+                    _ => Err(ChangeError::Other(
+                        self.err("route53:ChangeResourceRecordSets", err),
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// How many changes go into each Route53 request, in order. Each change is
+/// given as (number of values, characters of values, is an UPSERT): a
+/// request holds at most 1,000 values and 32,000 characters, an UPSERT
+/// counting twice (as Route53 counts them).
+pub fn batch_sizes(changes: impl IntoIterator<Item = (usize, usize, bool)>) -> Vec<usize> {
     let mut sizes: Vec<usize> = Vec::new();
     let (mut records, mut chars) = (0, 0);
-    for (_, value, upsert) in changes {
-        let weight = if *upsert { 2 } else { 1 };
+    for (values, length, upsert) in changes {
+        let weight = if upsert { 2 } else { 1 };
+        let (values, length) = (values * weight, length * weight);
         if sizes.is_empty()
-            || records + weight > MAX_BATCH_RECORDS
-            || chars + value.len() * weight > MAX_BATCH_CHARS
+            || records + values > MAX_BATCH_RECORDS
+            || chars + length > MAX_BATCH_CHARS
         {
             sizes.push(0);
             records = 0;
             chars = 0;
         }
-        records += weight;
-        chars += value.len() * weight;
+        records += values;
+        chars += length;
         if let Some(last) = sizes.last_mut() {
             *last += 1;
         }
@@ -664,25 +762,26 @@ fn build_error(e: impl std::fmt::Display) -> AwsError {
 mod tests {
     use super::*;
 
-    fn changes(n: usize, value: &str, upsert: bool) -> Vec<(String, String, bool)> {
-        (0..n)
-            .map(|i| (format!("n{i}"), value.to_owned(), upsert))
-            .collect()
+    fn changes(n: usize, values: usize, length: usize, upsert: bool) -> Vec<(usize, usize, bool)> {
+        vec![(values, length, upsert); n]
     }
 
     #[test]
     fn upserts_count_twice_against_the_record_limit() {
-        assert_eq!(batch_sizes(&changes(1200, "\"v\"", true)), [500, 500, 200]);
-        assert_eq!(batch_sizes(&changes(1200, "\"v\"", false)), [1000, 200]);
-        assert!(batch_sizes(&[]).is_empty());
+        assert_eq!(batch_sizes(changes(1200, 1, 3, true)), [500, 500, 200]);
+        assert_eq!(batch_sizes(changes(1200, 1, 3, false)), [1000, 200]);
+        assert!(batch_sizes(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn every_value_of_a_multi_value_record_counts() {
+        // Ten healthy replicas behind each name, upserted: 50 names a request.
+        assert_eq!(batch_sizes(changes(120, 10, 100, true)), [50, 50, 20]);
     }
 
     #[test]
     fn long_values_are_split_by_characters() {
         // 4,000 characters, counted twice for an upsert: four per 32,000.
-        assert_eq!(
-            batch_sizes(&changes(10, &"x".repeat(4_000), true)),
-            [4, 4, 2]
-        );
+        assert_eq!(batch_sizes(changes(10, 1, 4_000, true)), [4, 4, 2]);
     }
 }

@@ -2,3 +2,4 @@
 //! configuration type, which the compiler writes and the server reads.
 
 pub mod config;
+pub mod dns;

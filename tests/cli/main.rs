@@ -6,5 +6,6 @@
 
 mod build;
 mod deploy;
+mod kick;
 mod support;
 mod validate;
