@@ -22,7 +22,10 @@ fn a_record(name: &str, ip: &str) -> RecordChange {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
 }
 
 #[test]
@@ -46,9 +49,15 @@ fn a_thousand_concurrent_changes_commit_in_a_handful_of_requests() {
             assert_eq!(task.await.expect("join"), Ok(()));
         }
         let requests = writer.metrics.requests.load(Ordering::Relaxed);
-        assert!(requests <= 5, "1,000 changes took {requests} ChangeResourceRecordSets calls");
+        assert!(
+            requests <= 5,
+            "1,000 changes took {requests} ChangeResourceRecordSets calls"
+        );
         let records = aws.list_records(&zone).await.expect("list");
-        let written = records.iter().filter(|r| r.kind == "A" && r.name.ends_with(".web.blog.burst.internal")).count();
+        let written = records
+            .iter()
+            .filter(|r| r.kind == "A" && r.name.ends_with(".web.blog.burst.internal"))
+            .count();
         assert_eq!(written, 1000, "every record is in the zone");
     });
 }
@@ -64,21 +73,36 @@ fn one_bad_change_fails_alone_and_the_rest_commit() {
         for i in 0..20 {
             let (writer, zone) = (writer.clone(), zone.clone());
             tasks.push(tokio::spawn(async move {
-                writer.submit(&zone, a_record(&format!("ok{i}.bisect.internal"), "10.0.0.1")).await
+                writer
+                    .submit(
+                        &zone,
+                        a_record(&format!("ok{i}.bisect.internal"), "10.0.0.1"),
+                    )
+                    .await
             }));
         }
         // A name outside the zone: Route53 rejects the batch that holds it.
         let bad = {
             let (writer, zone) = (writer.clone(), zone.clone());
-            tokio::spawn(async move { writer.submit(&zone, a_record("stray.example.org", "10.0.0.9")).await })
+            tokio::spawn(async move {
+                writer
+                    .submit(&zone, a_record("stray.example.org", "10.0.0.9"))
+                    .await
+            })
         };
         for task in tasks {
             assert_eq!(task.await.expect("join"), Ok(()));
         }
-        let error = bad.await.expect("join").expect_err("the stray name is rejected");
+        let error = bad
+            .await
+            .expect("join")
+            .expect_err("the stray name is rejected");
         assert!(error.contains("Route53 rejected the change"), "{error}");
         assert_eq!(writer.metrics.rejected.load(Ordering::Relaxed), 1);
         let records = aws.list_records(&zone).await.expect("list");
-        assert_eq!(records.iter().filter(|r| r.name.starts_with("ok")).count(), 20);
+        assert_eq!(
+            records.iter().filter(|r| r.name.starts_with("ok")).count(),
+            20
+        );
     });
 }
