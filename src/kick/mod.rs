@@ -1,6 +1,10 @@
 //! The kick server ("sidekick"), the cluster's agent. This build holds its
 //! configuration type, which the compiler writes and the server reads.
 
+pub mod api;
+pub mod auth;
 pub mod config;
 pub mod dns;
+pub mod health;
 pub mod registry;
+pub mod server;

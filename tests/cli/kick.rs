@@ -106,3 +106,420 @@ fn one_bad_change_fails_alone_and_the_rest_commit() {
         );
     });
 }
+
+// ----- the API on loopback -------------------------------------------------
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use huxley::kick::api::{Kick, Zone, Zones};
+use huxley::kick::auth::Tokens;
+use huxley::kick::config::KickConfig;
+use serde_json::{Value, json};
+
+/// A kick server for cluster `name` on 127.0.0.1, with its zones in the
+/// emulator and tokens `admin`, `web` (blog.web) and `api` (blog.api).
+struct Harness {
+    base: String,
+    kick: Arc<Kick>,
+    aws: Arc<huxley::aws::Aws>,
+    zones: Zones,
+    config: KickConfig,
+    tokens_dir: std::path::PathBuf,
+}
+
+fn kick_config(name: &str) -> KickConfig {
+    let toml = format!(
+        r#"[cluster]
+name = "{name}"
+region = "us-west-2"
+availability-zones = ["us-west-2a", "us-west-2b"]
+public-domain = "{name}.example.com"
+private-domain = "{name}.internal"
+
+[cluster.nodes]
+instance-type = "m6i.large"
+min = 2
+max = 4
+
+[apps.blog.services.web]
+image = "nginx:1.27"
+port = 8080
+host-port = 80
+public = ["www"]
+health = {{ http = "/healthz", interval = "1s", timeout = "500ms", healthy = 2, unhealthy = 2 }}
+
+[apps.blog.services.api]
+image = "ghcr.io/acme/api:1.4.2"
+port = 9000
+"#
+    );
+    let checked = huxley::config::check(&toml);
+    huxley::compile::kick::kick_config(&checked.config.expect("valid test config"))
+}
+
+async fn harness(name: &str) -> Harness {
+    let emulator = Emulator::shared(&root());
+    let endpoint = emulator.endpoint();
+    let (private, public) = {
+        let (e1, e2) = (endpoint.clone(), endpoint.clone());
+        let (p1, p2) = (format!("{name}.internal"), format!("{name}.example.com"));
+        let a = tokio::task::spawn_blocking(move || create_public_zone(&e1, REGION, &p1))
+            .await
+            .expect("zone");
+        let b = tokio::task::spawn_blocking(move || create_public_zone(&e2, REGION, &p2))
+            .await
+            .expect("zone");
+        (a, b)
+    };
+    let zones = Zones {
+        private: Zone {
+            id: private,
+            name: format!("{name}.internal"),
+        },
+        public: Some(Zone {
+            id: public,
+            name: format!("{name}.example.com"),
+        }),
+    };
+    let config = kick_config(name);
+    let tokens_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("kick")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&tokens_dir);
+    std::fs::create_dir_all(tokens_dir.join("blog")).expect("tokens dir");
+    std::fs::write(tokens_dir.join("admin"), "admin-token").expect("token");
+    std::fs::write(tokens_dir.join("blog/web"), "web-token").expect("token");
+    std::fs::write(tokens_dir.join("blog/api"), "api-token").expect("token");
+    let aws = Arc::new(aws(&endpoint, REGION).await);
+    let mut harness = Harness {
+        base: String::new(),
+        kick: start_kick(&config, &tokens_dir, &aws, &zones).await,
+        aws,
+        zones,
+        config,
+        tokens_dir,
+    };
+    harness.base = serve(Arc::clone(&harness.kick)).await;
+    harness
+}
+
+async fn start_kick(
+    config: &KickConfig,
+    tokens_dir: &std::path::Path,
+    aws: &Arc<huxley::aws::Aws>,
+    zones: &Zones,
+) -> Arc<Kick> {
+    let tokens = Tokens::from_dir(tokens_dir, config).expect("tokens");
+    let settings = Settings {
+        requests_per_second: 50.0,
+        ..Settings::default()
+    };
+    huxley::kick::server::start(
+        config.clone(),
+        tokens,
+        Arc::clone(aws),
+        zones.clone(),
+        settings,
+    )
+    .await
+    .expect("kick starts")
+}
+
+async fn serve(kick: Arc<Kick>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(huxley::kick::server::serve(kick, listener));
+    format!("http://{address}")
+}
+
+async fn call(
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let mut request = client.request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("kick answers");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// The zone's records, excluding SOA and NS: (name, type, values).
+async fn records(aws: &huxley::aws::Aws, zone: &str) -> Vec<(String, String, Vec<String>)> {
+    aws.list_records(zone)
+        .await
+        .expect("list")
+        .into_iter()
+        .filter(|r| r.kind != "SOA" && r.kind != "NS")
+        .map(|r| (r.name, r.kind, r.values))
+        .collect()
+}
+
+#[test]
+fn requests_are_authenticated_and_scoped_and_rejected_ones_change_nothing() {
+    runtime().block_on(async {
+        let h = harness("kickauth").await;
+        let get = reqwest::Method::GET;
+        let (put, post, delete) = (reqwest::Method::PUT, reqwest::Method::POST, reqwest::Method::DELETE);
+        assert_eq!(call(get.clone(), &format!("{}/healthz", h.base), None, None).await.0, 200);
+        assert_eq!(call(get.clone(), &format!("{}/v1/cluster", h.base), None, None).await.0, 401);
+        assert_eq!(call(get.clone(), &format!("{}/v1/cluster", h.base), Some("wrong"), None).await.0, 401);
+        assert_eq!(call(get.clone(), &format!("{}/v1/cluster", h.base), Some("web-token"), None).await.0, 403);
+        let (status, described) = call(get.clone(), &format!("{}/v1/cluster", h.base), Some("admin-token"), None).await;
+        assert_eq!(status, 200);
+        assert_eq!(described["cluster"], "kickauth");
+        assert_eq!(call(get.clone(), &format!("{}/v1/apps/nope", h.base), Some("admin-token"), None).await.0, 404);
+        assert_eq!(call(get.clone(), &format!("{}/v1/apps/blog/services/web", h.base), Some("api-token"), None).await.0, 403);
+        assert_eq!(call(get.clone(), &format!("{}/v1/apps/blog/services/web", h.base), Some("web-token"), None).await.0, 200);
+
+        let web = json!({"app": "blog", "service": "web", "node": "i-1", "address": "127.0.0.1", "port": 1});
+        let (status, body) = call(post.clone(), &format!("{}/v1/instances", h.base), Some("api-token"), Some(web.clone())).await;
+        assert_eq!(status, 403, "{body}");
+        let (status, body) = call(post.clone(), &format!("{}/v1/instances", h.base), Some("web-token"), Some(json!({"app": "blog"}))).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().is_some_and(|e| e.contains("malformed body")), "{body}");
+        assert_eq!(call(put.clone(), &format!("{}/v1/instances/nope/heartbeat", h.base), Some("web-token"), None).await.0, 404);
+
+        let outside = json!({"name": "www.elsewhere.org", "type": "A", "values": ["10.0.0.1"]});
+        let (status, body) = call(put.clone(), &format!("{}/v1/records", h.base), Some("web-token"), Some(outside)).await;
+        assert_eq!(status, 403, "{body}");
+        assert!(body["error"].as_str().is_some_and(|e| e.contains("outside the cluster's zones")), "{body}");
+        let other = json!({"name": "api.blog.kickauth.internal", "type": "A", "values": ["10.0.0.1"]});
+        assert_eq!(call(put.clone(), &format!("{}/v1/records", h.base), Some("web-token"), Some(other)).await.0, 403);
+        let bad_type = json!({"name": "www.kickauth.example.com", "type": "MX", "values": ["10 mail"]});
+        assert_eq!(call(put.clone(), &format!("{}/v1/records", h.base), Some("web-token"), Some(bad_type)).await.0, 400);
+        let no_token = json!({"name": "www.kickauth.example.com", "type": "A", "values": ["10.0.0.1"]});
+        assert_eq!(call(delete, &format!("{}/v1/records", h.base), None, Some(no_token)).await.0, 401);
+
+        for zone in [&h.zones.private.id, &h.zones.public.as_ref().expect("public").id] {
+            assert!(records(&h.aws, zone).await.is_empty(), "a rejected request changed Route53");
+        }
+    });
+}
+
+#[test]
+fn records_are_written_with_an_ownership_record_and_foreign_names_are_refused() {
+    runtime().block_on(async {
+        let h = harness("kickrecords").await;
+        let public = h.zones.public.clone().expect("public");
+        let record =
+            json!({"name": "www.kickrecords.example.com", "type": "A", "values": ["10.0.0.7"]});
+        let (status, body) = call(
+            reqwest::Method::PUT,
+            &format!("{}/v1/records", h.base),
+            Some("web-token"),
+            Some(record.clone()),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let live = records(&h.aws, &public.id).await;
+        assert!(
+            live.contains(&(
+                "www.kickrecords.example.com".into(),
+                "A".into(),
+                vec!["10.0.0.7".into()]
+            )),
+            "{live:?}"
+        );
+        assert!(
+            live.iter()
+                .any(|(n, t, v)| n == "_huxley-owner.www.kickrecords.example.com"
+                    && t == "TXT"
+                    && v[0].contains("cluster=kickrecords,")),
+            "{live:?}"
+        );
+
+        // A restarted kick knows the name is its own, and what it holds.
+        let restarted = start_kick(&h.config, &h.tokens_dir, &h.aws, &h.zones).await;
+        assert!(
+            restarted
+                .owned
+                .lock()
+                .expect("owned")
+                .contains("www.kickrecords.example.com")
+        );
+        assert_eq!(
+            restarted
+                .published
+                .lock()
+                .expect("published")
+                .get(&("www.kickrecords.example.com".to_owned(), "A".to_owned())),
+            Some(&vec!["10.0.0.7".to_owned()])
+        );
+        let base = serve(restarted).await;
+        let (status, _) = call(
+            reqwest::Method::DELETE,
+            &format!("{base}/v1/records"),
+            Some("web-token"),
+            Some(record),
+        )
+        .await;
+        assert_eq!(status, 204);
+        let live = records(&h.aws, &public.id).await;
+        assert!(
+            !live
+                .iter()
+                .any(|(n, t, _)| n == "www.kickrecords.example.com" && t == "A"),
+            "{live:?}"
+        );
+    });
+}
+
+#[test]
+fn a_name_that_is_not_huxleys_is_never_overwritten() {
+    runtime().block_on(async {
+        let emulator = Emulator::shared(&root());
+        // The public zone already holds www, written by someone else.
+        let zone = {
+            let endpoint = emulator.endpoint();
+            tokio::task::spawn_blocking(move || {
+                create_public_zone(&endpoint, REGION, "kickforeign.example.com")
+            })
+            .await
+            .expect("zone")
+        };
+        let aws = Arc::new(aws(&emulator.endpoint(), REGION).await);
+        aws.change_records(
+            &zone,
+            &[a_record("www.kickforeign.example.com", "192.0.2.1")],
+        )
+        .await
+        .expect("seed");
+        let private = {
+            let endpoint = emulator.endpoint();
+            tokio::task::spawn_blocking(move || {
+                create_public_zone(&endpoint, REGION, "kickforeign.internal")
+            })
+            .await
+            .expect("zone")
+        };
+        let zones = Zones {
+            private: Zone {
+                id: private,
+                name: "kickforeign.internal".into(),
+            },
+            public: Some(Zone {
+                id: zone.clone(),
+                name: "kickforeign.example.com".into(),
+            }),
+        };
+        let config = kick_config("kickforeign");
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("kick/kickforeign");
+        std::fs::create_dir_all(dir.join("blog")).expect("dir");
+        std::fs::write(dir.join("admin"), "admin-token").expect("token");
+        std::fs::write(dir.join("blog/web"), "web-token").expect("token");
+        let base = serve(start_kick(&config, &dir, &aws, &zones).await).await;
+        let record =
+            json!({"name": "www.kickforeign.example.com", "type": "A", "values": ["10.0.0.7"]});
+        let (status, body) = call(
+            reqwest::Method::PUT,
+            &format!("{base}/v1/records"),
+            Some("web-token"),
+            Some(record),
+        )
+        .await;
+        assert_eq!(status, 409, "{body}");
+        let live = records(&aws, &zone).await;
+        assert_eq!(
+            live,
+            [(
+                "www.kickforeign.example.com".into(),
+                "A".into(),
+                vec!["192.0.2.1".into()]
+            )]
+        );
+    });
+}
+
+/// A tiny HTTP service whose `/healthz` answers 200 or 503.
+async fn test_service(healthy: Arc<AtomicBool>) -> SocketAddr {
+    let app = axum::Router::new().route(
+        "/healthz",
+        axum::routing::get(move || {
+            let healthy = Arc::clone(&healthy);
+            async move {
+                if healthy.load(Ordering::Relaxed) {
+                    (axum::http::StatusCode::OK, "ok")
+                } else {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down")
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
+
+/// Waits (bounded) until the private name's A record is `expected`.
+async fn until_dns(h: &Harness, expected: Option<&str>) -> Vec<(String, String, Vec<String>)> {
+    let name = "web.blog.kickhealth.internal";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let live = records(&h.aws, &h.zones.private.id).await;
+        let current = live
+            .iter()
+            .find(|(n, t, _)| n == name && t == "A")
+            .map(|(_, _, v)| v.clone());
+        if current.as_deref() == expected.map(|e| vec![e.to_owned()]).as_deref() {
+            return live;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} never became {expected:?}: {live:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[test]
+fn health_checks_decide_what_dns_answers() {
+    runtime().block_on(async {
+        let h = harness("kickhealth").await;
+        let healthy = Arc::new(AtomicBool::new(true));
+        let service = test_service(Arc::clone(&healthy)).await;
+        let registration = json!({"app": "blog", "service": "web", "node": "i-1", "address": "127.0.0.1", "port": service.port(), "version": "abc123"});
+        let (status, body) = call(reqwest::Method::POST, &format!("{}/v1/instances", h.base), Some("web-token"), Some(registration)).await;
+        assert_eq!(status, 201, "{body}");
+
+        until_dns(&h, Some("127.0.0.1")).await;
+        let (_, described) = call(reqwest::Method::GET, &format!("{}/v1/apps/blog/services/web", h.base), Some("admin-token"), None).await;
+        assert_eq!((described["running"].as_u64(), described["healthy"].as_u64()), (Some(1), Some(1)), "{described}");
+        assert_eq!(described["instances"][0]["last_check_output"], "HTTP 200");
+
+        healthy.store(false, Ordering::Relaxed);
+        until_dns(&h, None).await;
+        let (_, described) = call(reqwest::Method::GET, &format!("{}/v1/cluster", h.base), Some("admin-token"), None).await;
+        let web = &described["apps"]["blog"]["services"]["web"];
+        assert_eq!(web["instances"][0]["health"], "unhealthy", "{described}");
+        assert_eq!(web["instances"][0]["last_check_output"], "HTTP 503");
+        assert_eq!(described["nodes"]["i-1"]["cpu_requested_millis"], 250);
+
+        healthy.store(true, Ordering::Relaxed);
+        until_dns(&h, Some("127.0.0.1")).await;
+
+        let (status, metrics) = call(reqwest::Method::GET, &format!("{}/metrics", h.base), Some("admin-token"), None).await;
+        assert_eq!(status, 200);
+        let text = metrics.as_str().unwrap_or_default();
+        assert!(text.contains("huxley_kick_instances{app=\"blog\",service=\"web\",health=\"healthy\"} 1"), "{text}");
+        assert!(text.contains("huxley_kick_route53_requests_total"), "{text}");
+    });
+}

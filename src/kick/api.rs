@@ -1,0 +1,623 @@
+//! The kick server's HTTP API (axum), versioned under `/v1`.
+//!
+//! Every route but `/healthz` needs a bearer token: 401 without a valid
+//! one, 403 when its scope does not cover the target, 404 for unknown
+//! names, 400 for malformed bodies (bodies are limited to 64 KiB), 409 for
+//! a DNS name that exists but is not Huxley's. Record writes answer once
+//! Route53 has committed them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::auth::{Scope, Tokens};
+use super::config::KickConfig;
+use super::dns::Writer;
+use super::registry::{Registration, Registry, Status};
+use crate::aws::RecordChange;
+
+/// A hosted zone kick writes to.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    pub id: String,
+    pub name: String,
+}
+
+/// The zones of the cluster.
+#[derive(Debug, Clone)]
+pub struct Zones {
+    pub private: Zone,
+    pub public: Option<Zone>,
+}
+
+impl Zones {
+    /// The zone a name lies in, if any.
+    pub fn of(&self, name: &str) -> Option<&Zone> {
+        let inside = |zone: &Zone| name == zone.name || name.ends_with(&format!(".{}", zone.name));
+        std::iter::once(&self.private)
+            .chain(self.public.as_ref())
+            .find(|zone| inside(zone))
+    }
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct Kick {
+    pub config: KickConfig,
+    pub registry: Mutex<Registry>,
+    pub tokens: Tokens,
+    pub writer: Writer,
+    pub zones: Zones,
+    /// Record sets kick has written and their values: (name, type) → values.
+    pub published: Mutex<BTreeMap<(String, String), Vec<String>>>,
+    /// Names kick owns (their `_huxley-owner.` record is kick's).
+    pub owned: Mutex<BTreeSet<String>>,
+    /// Names that exist in the zones and are not Huxley's: never touched.
+    pub foreign: Mutex<BTreeSet<String>>,
+    pub requests: AtomicU64,
+}
+
+/// The body of a record write.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordRequest {
+    /// A fully qualified name the calling service may use.
+    pub name: String,
+    /// A, AAAA, CNAME, SRV or TXT.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Time to live in seconds; default 60.
+    #[serde(default)]
+    pub ttl: Option<i64>,
+    /// The record's values; ignored on delete.
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+/// The self-description of the cluster (`GET /v1/cluster`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct ClusterDescription {
+    pub cluster: String,
+    /// Seconds since the Unix epoch when this description was made.
+    pub generated_at: u64,
+    pub apps: BTreeMap<String, AppDescription>,
+    pub nodes: BTreeMap<String, NodeDescription>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct AppDescription {
+    pub services: BTreeMap<String, ServiceDescription>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct ServiceDescription {
+    pub private_name: Option<String>,
+    pub public_names: Vec<String>,
+    pub desired: u32,
+    pub running: usize,
+    pub healthy: usize,
+    pub instances: Vec<InstanceDescription>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct InstanceDescription {
+    pub id: String,
+    pub node: String,
+    pub address: IpAddr,
+    pub port: u16,
+    pub version: Option<String>,
+    pub health: Status,
+    pub last_check_output: String,
+}
+
+/// A node's capacity: what its replicas request against what it offers.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct NodeDescription {
+    pub instances: usize,
+    pub cpu_requested_millis: u64,
+    pub cpu_allocatable_millis: u32,
+    pub memory_requested_mib: u64,
+    pub memory_allocatable_mib: u64,
+}
+
+/// The router, with the body limit.
+pub fn router(kick: Arc<Kick>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/v1/cluster", get(describe_cluster))
+        .route("/v1/apps/{app}", get(describe_app))
+        .route("/v1/apps/{app}/services/{service}", get(describe_service))
+        .route("/v1/instances", post(register))
+        .route("/v1/instances/{id}", axum::routing::delete(deregister))
+        .route("/v1/instances/{id}/heartbeat", put(heartbeat))
+        .route("/v1/records", put(put_record).delete(delete_record))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .with_state(kick)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// A refused request, boxed: a response is large, and most calls succeed.
+type Refusal = Box<Response>;
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
+    Box::new(error(status, message))
+}
+
+/// The caller's scope, or the 401 to answer.
+fn authenticate(kick: &Kick, headers: &HeaderMap) -> Result<Scope, Refusal> {
+    kick.requests.fetch_add(1, Ordering::Relaxed);
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    token
+        .and_then(|t| kick.tokens.scope(t.trim()))
+        .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "missing or invalid bearer token"))
+}
+
+fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, Refusal> {
+    payload
+        .map(|Json(value)| value)
+        .map_err(|rejection| match rejection {
+            JsonRejection::BytesRejection(_) => {
+                refuse(StatusCode::PAYLOAD_TOO_LARGE, "the body is over 64 KiB")
+            }
+            other => refuse(
+                StatusCode::BAD_REQUEST,
+                format!("malformed body: {}", other.body_text()),
+            ),
+        })
+}
+
+fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+async fn register(
+    State(kick): State<Arc<Kick>>,
+    headers: HeaderMap,
+    payload: Result<Json<Registration>, JsonRejection>,
+) -> Response {
+    let scope = match authenticate(&kick, &headers) {
+        Ok(scope) => scope,
+        Err(response) => return *response,
+    };
+    let registration = match body(payload) {
+        Ok(r) => r,
+        Err(response) => return *response,
+    };
+    if !scope.covers(&registration.app, &registration.service) {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this token may not register instances of {}.{}",
+                registration.app, registration.service
+            ),
+        );
+    }
+    let result = kick
+        .registry
+        .lock()
+        .expect("registry")
+        .register(&registration, now());
+    match result {
+        Ok(id) => (StatusCode::CREATED, Json(json!({ "id": id }))).into_response(),
+        Err(err) => error(StatusCode::NOT_FOUND, err.to_string()),
+    }
+}
+
+/// Checks that the caller may act on an instance; its (app, service).
+fn instance_scope(kick: &Kick, headers: &HeaderMap, id: &str) -> Result<(String, String), Refusal> {
+    let scope = authenticate(kick, headers)?;
+    let located = kick
+        .registry
+        .lock()
+        .expect("registry")
+        .locate(id)
+        .map(|(a, s)| (a.to_owned(), s.to_owned()));
+    let Some((app, service)) = located else {
+        return Err(refuse(StatusCode::NOT_FOUND, format!("no instance {id}")));
+    };
+    if !scope.covers(&app, &service) {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            format!("this token may not act on instances of {app}.{service}"),
+        ));
+    }
+    Ok((app, service))
+}
+
+async fn heartbeat(
+    State(kick): State<Arc<Kick>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(response) = instance_scope(&kick, &headers, &id) {
+        return *response;
+    }
+    match kick
+        .registry
+        .lock()
+        .expect("registry")
+        .heartbeat(&id, now())
+    {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(err) => error(StatusCode::NOT_FOUND, err.to_string()),
+    }
+}
+
+async fn deregister(
+    State(kick): State<Arc<Kick>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let (app, service) = match instance_scope(&kick, &headers, &id) {
+        Ok(pair) => pair,
+        Err(response) => return *response,
+    };
+    let removed = kick.registry.lock().expect("registry").deregister(&id);
+    match removed {
+        Ok(_) => {
+            super::health::sync_dns(&kick, &app, &service).await;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(err) => error(StatusCode::NOT_FOUND, err.to_string()),
+    }
+}
+
+const RECORD_TYPES: [&str; 5] = ["A", "AAAA", "CNAME", "SRV", "TXT"];
+
+/// Checks a record request: the caller's scope, the zone, the names the
+/// caller may use, and ownership. Returns the zone id and the normalized
+/// name.
+fn record_target(
+    kick: &Kick,
+    headers: &HeaderMap,
+    request: &RecordRequest,
+) -> Result<(String, String), Refusal> {
+    let scope = authenticate(kick, headers)?;
+    if !RECORD_TYPES.contains(&request.kind.as_str()) {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!("type must be one of {}", RECORD_TYPES.join(", ")),
+        ));
+    }
+    let name = request.name.trim_end_matches('.').to_ascii_lowercase();
+    let Some(zone) = kick.zones.of(&name) else {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            format!("{name} is outside the cluster's zones"),
+        ));
+    };
+    let allowed = kick.config.apps.iter().any(|(app, section)| {
+        section.services.iter().any(|(service, s)| {
+            scope.covers(app, service)
+                && (s.private_name.as_deref() == Some(name.as_str())
+                    || s.public_names.contains(&name))
+        })
+    });
+    if !allowed {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            format!("this token may not change {name}"),
+        ));
+    }
+    if kick.foreign.lock().expect("foreign").contains(&name) {
+        return Err(refuse(
+            StatusCode::CONFLICT,
+            format!("{name} exists and is not Huxley's: kick never overwrites it"),
+        ));
+    }
+    Ok((zone.id.clone(), name))
+}
+
+async fn put_record(
+    State(kick): State<Arc<Kick>>,
+    headers: HeaderMap,
+    payload: Result<Json<RecordRequest>, JsonRejection>,
+) -> Response {
+    let request = match body(payload) {
+        Ok(r) => r,
+        Err(response) => {
+            // Authentication still comes first.
+            return authenticate(&kick, &headers)
+                .err()
+                .map_or(*response, |r| *r);
+        }
+    };
+    let (zone, name) = match record_target(&kick, &headers, &request) {
+        Ok(target) => target,
+        Err(response) => return *response,
+    };
+    if request.values.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "values must not be empty");
+    }
+    if let Err(reason) = own(&kick, &zone, &name).await {
+        return error(StatusCode::BAD_GATEWAY, reason);
+    }
+    let change = RecordChange {
+        upsert: true,
+        name: name.clone(),
+        kind: request.kind.clone(),
+        ttl: request.ttl.unwrap_or(60),
+        values: request.values.clone(),
+    };
+    match kick.writer.submit(&zone, change).await {
+        Ok(()) => {
+            kick.published
+                .lock()
+                .expect("published")
+                .insert((name.clone(), request.kind.clone()), request.values);
+            (
+                StatusCode::OK,
+                Json(json!({ "name": name, "type": request.kind, "committed": true })),
+            )
+                .into_response()
+        }
+        Err(reason) => error(StatusCode::BAD_REQUEST, reason),
+    }
+}
+
+async fn delete_record(
+    State(kick): State<Arc<Kick>>,
+    headers: HeaderMap,
+    payload: Result<Json<RecordRequest>, JsonRejection>,
+) -> Response {
+    let request = match body(payload) {
+        Ok(r) => r,
+        Err(response) => {
+            return authenticate(&kick, &headers)
+                .err()
+                .map_or(*response, |r| *r);
+        }
+    };
+    let (zone, name) = match record_target(&kick, &headers, &request) {
+        Ok(target) => target,
+        Err(response) => return *response,
+    };
+    let key = (name.clone(), request.kind.clone());
+    let Some((values, ttl)) = kick
+        .published
+        .lock()
+        .expect("published")
+        .get(&key)
+        .map(|v| (v.clone(), 60))
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no {} record at {name}", request.kind),
+        );
+    };
+    let change = RecordChange {
+        upsert: false,
+        name: name.clone(),
+        kind: request.kind.clone(),
+        ttl,
+        values,
+    };
+    match kick.writer.submit(&zone, change).await {
+        Ok(()) => {
+            kick.published.lock().expect("published").remove(&key);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(reason) => error(StatusCode::BAD_GATEWAY, reason),
+    }
+}
+
+/// Writes the ownership record of a name once.
+pub async fn own(kick: &Kick, zone: &str, name: &str) -> Result<(), String> {
+    if kick.owned.lock().expect("owned").contains(name) {
+        return Ok(());
+    }
+    let change = RecordChange {
+        upsert: true,
+        name: format!("{}{name}", crate::aws::OWNER_PREFIX),
+        kind: "TXT".into(),
+        ttl: 300,
+        values: vec![format!(
+            "\"heritage=huxley,cluster={},owner=kick\"",
+            kick.config.cluster.name
+        )],
+    };
+    kick.writer.submit(zone, change).await?;
+    kick.owned.lock().expect("owned").insert(name.to_owned());
+    Ok(())
+}
+
+fn require_admin(kick: &Kick, headers: &HeaderMap) -> Result<(), Refusal> {
+    match authenticate(kick, headers)? {
+        Scope::Admin => Ok(()),
+        _ => Err(refuse(StatusCode::FORBIDDEN, "this needs the admin token")),
+    }
+}
+
+async fn describe_cluster(State(kick): State<Arc<Kick>>, headers: HeaderMap) -> Response {
+    if let Err(response) = require_admin(&kick, &headers) {
+        return *response;
+    }
+    Json(describe(&kick)).into_response()
+}
+
+async fn describe_app(
+    State(kick): State<Arc<Kick>>,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+) -> Response {
+    if let Err(response) = require_admin(&kick, &headers) {
+        return *response;
+    }
+    match describe(&kick).apps.remove(&app) {
+        Some(description) => Json(description).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no app {app}")),
+    }
+}
+
+async fn describe_service(
+    State(kick): State<Arc<Kick>>,
+    headers: HeaderMap,
+    Path((app, service)): Path<(String, String)>,
+) -> Response {
+    let scope = match authenticate(&kick, &headers) {
+        Ok(scope) => scope,
+        Err(response) => return *response,
+    };
+    let description = describe(&kick)
+        .apps
+        .remove(&app)
+        .and_then(|mut a| a.services.remove(&service));
+    match description {
+        None => error(StatusCode::NOT_FOUND, format!("no service {app}.{service}")),
+        Some(_) if !scope.covers(&app, &service) => error(
+            StatusCode::FORBIDDEN,
+            format!("this token may not read {app}.{service}"),
+        ),
+        Some(description) => Json(description).into_response(),
+    }
+}
+
+/// The cluster's description as of now.
+pub fn describe(kick: &Kick) -> ClusterDescription {
+    let registry = kick.registry.lock().expect("registry");
+    let nodes_config = &kick.config.nodes;
+    let mut nodes: BTreeMap<String, NodeDescription> = BTreeMap::new();
+    let apps = registry
+        .apps
+        .iter()
+        .map(|(app, services)| {
+            let services = services
+                .iter()
+                .map(|(name, state)| {
+                    for instance in state.instances.values() {
+                        let node = nodes
+                            .entry(instance.node.clone())
+                            .or_insert(NodeDescription {
+                                instances: 0,
+                                cpu_requested_millis: 0,
+                                cpu_allocatable_millis: nodes_config.allocatable_cpu_millis,
+                                memory_requested_mib: 0,
+                                memory_allocatable_mib: nodes_config.allocatable_memory_mib,
+                            });
+                        node.instances += 1;
+                        node.cpu_requested_millis += u64::from(state.config.cpu_millis);
+                        node.memory_requested_mib += state.config.memory_mib;
+                    }
+                    let instances: Vec<InstanceDescription> = state
+                        .instances
+                        .values()
+                        .map(|i| InstanceDescription {
+                            id: i.id.clone(),
+                            node: i.node.clone(),
+                            address: i.address,
+                            port: i.port,
+                            version: i.version.clone(),
+                            health: i.health.status,
+                            last_check_output: i.health.last_output.clone(),
+                        })
+                        .collect();
+                    let description = ServiceDescription {
+                        private_name: state.config.private_name.clone(),
+                        public_names: state.config.public_names.clone(),
+                        desired: state.config.replicas.min,
+                        running: instances.len(),
+                        healthy: instances
+                            .iter()
+                            .filter(|i| i.health == Status::Healthy)
+                            .count(),
+                        instances,
+                    };
+                    (name.clone(), description)
+                })
+                .collect();
+            (app.clone(), AppDescription { services })
+        })
+        .collect();
+    ClusterDescription {
+        cluster: registry.cluster.clone(),
+        generated_at: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        apps,
+        nodes,
+    }
+}
+
+async fn metrics(State(kick): State<Arc<Kick>>, headers: HeaderMap) -> Response {
+    if let Err(response) = authenticate(&kick, &headers) {
+        return *response;
+    }
+    let m = &kick.writer.metrics;
+    let mut text = String::new();
+    let mut counter = |name: &str, help: &str, value: u64| {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+        ));
+    };
+    counter(
+        "huxley_kick_requests_total",
+        "API requests received.",
+        kick.requests.load(Ordering::Relaxed),
+    );
+    counter(
+        "huxley_kick_route53_requests_total",
+        "ChangeResourceRecordSets calls.",
+        m.requests.load(Ordering::Relaxed),
+    );
+    counter(
+        "huxley_kick_route53_changes_total",
+        "Record changes committed.",
+        m.changes.load(Ordering::Relaxed),
+    );
+    counter(
+        "huxley_kick_route53_rejected_total",
+        "Record changes Route53 rejected.",
+        m.rejected.load(Ordering::Relaxed),
+    );
+    counter(
+        "huxley_kick_route53_retries_total",
+        "Throttled requests retried.",
+        m.retries.load(Ordering::Relaxed),
+    );
+    text.push_str(&format!(
+        "# HELP huxley_kick_route53_largest_batch Most changes in one request.\n# TYPE huxley_kick_route53_largest_batch gauge\nhuxley_kick_route53_largest_batch {}\n",
+        m.largest_batch.load(Ordering::Relaxed)
+    ));
+    let registry = kick.registry.lock().expect("registry");
+    text.push_str("# HELP huxley_kick_instances Registered instances by health.\n# TYPE huxley_kick_instances gauge\n");
+    for (app, services) in &registry.apps {
+        for (service, state) in services {
+            for status in [Status::Healthy, Status::Unhealthy, Status::Unknown] {
+                let count = state
+                    .instances
+                    .values()
+                    .filter(|i| i.health.status == status)
+                    .count();
+                let label = serde_json::to_value(status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                text.push_str(&format!("huxley_kick_instances{{app=\"{app}\",service=\"{service}\",health=\"{label}\"}} {count}\n"));
+            }
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// How long DNS and health keep in step: the reaper's period.
+pub const REAP_EVERY: Duration = Duration::from_secs(30);

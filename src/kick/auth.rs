@@ -1,0 +1,142 @@
+//! Bearer tokens and what each may do.
+//!
+//! Tokens are read once at start, compared in constant time, and never
+//! logged or echoed. The admin token reads everything; the hook's deploys;
+//! a service token acts only on its own service's instances and names.
+
+use std::path::Path;
+
+use subtle::ConstantTimeEq;
+
+use super::config::KickConfig;
+
+/// Who a request acts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Admin,
+    Hook,
+    Service { app: String, service: String },
+}
+
+impl Scope {
+    /// Whether this scope may act on `app.service`.
+    pub fn covers(&self, app: &str, service: &str) -> bool {
+        match self {
+            Scope::Admin => true,
+            Scope::Hook => false,
+            Scope::Service { app: a, service: s } => a == app && s == service,
+        }
+    }
+}
+
+/// The tokens kick accepts.
+#[derive(Clone)]
+pub struct Tokens {
+    entries: Vec<(Vec<u8>, Scope)>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a token.
+        f.debug_struct("Tokens")
+            .field("count", &self.entries.len())
+            .finish()
+    }
+}
+
+impl Tokens {
+    /// Reads the tokens from a directory holding `admin`, `hook` and
+    /// `<app>/<service>` files (the layout the node agent writes from the
+    /// SSM parameters the config names). A missing service file means that
+    /// service has no token yet.
+    pub fn from_dir(dir: &Path, config: &KickConfig) -> std::io::Result<Self> {
+        let read = |path: &Path| -> std::io::Result<Option<Vec<u8>>> {
+            match std::fs::read_to_string(path) {
+                Ok(text) if !text.trim().is_empty() => Ok(Some(text.trim().as_bytes().to_vec())),
+                Ok(_) => Ok(None),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(err) => Err(err),
+            }
+        };
+        let mut entries = Vec::new();
+        let admin = read(&dir.join("admin"))?.ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no admin token in {}", dir.display()),
+            )
+        })?;
+        entries.push((admin, Scope::Admin));
+        if let Some(hook) = read(&dir.join("hook"))? {
+            entries.push((hook, Scope::Hook));
+        }
+        for (app, section) in &config.apps {
+            for service in section.services.keys() {
+                if let Some(token) = read(&dir.join(app).join(service))? {
+                    entries.push((
+                        token,
+                        Scope::Service {
+                            app: app.clone(),
+                            service: service.clone(),
+                        },
+                    ));
+                }
+            }
+        }
+        Ok(Self { entries })
+    }
+
+    /// The scope of a presented token, comparing against every known token
+    /// in constant time.
+    pub fn scope(&self, presented: &str) -> Option<Scope> {
+        let presented = presented.as_bytes();
+        let mut found = None;
+        for (token, scope) in &self.entries {
+            if bool::from(token.as_slice().ct_eq(presented)) && found.is_none() {
+                found = Some(scope.clone());
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_map_to_scopes_and_never_print() {
+        let checked = crate::config::check(&crate::synth::config(1, 2));
+        let config = crate::compile::kick::kick_config(&checked.config.expect("valid"));
+        let dir = std::env::temp_dir().join(format!("huxley-tokens-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("app0")).expect("dir");
+        std::fs::write(dir.join("admin"), "admin-secret\n").expect("write");
+        std::fs::write(dir.join("app0/svc1"), "svc1-secret").expect("write");
+        let tokens = Tokens::from_dir(&dir, &config).expect("tokens");
+        assert_eq!(tokens.scope("admin-secret"), Some(Scope::Admin));
+        assert_eq!(
+            tokens.scope("svc1-secret"),
+            Some(Scope::Service {
+                app: "app0".into(),
+                service: "svc1".into()
+            })
+        );
+        assert_eq!(tokens.scope("admin-secre"), None);
+        assert_eq!(tokens.scope(""), None);
+        assert!(!format!("{tokens:?}").contains("secret"));
+        assert!(
+            Scope::Service {
+                app: "app0".into(),
+                service: "svc1".into()
+            }
+            .covers("app0", "svc1")
+        );
+        assert!(
+            !Scope::Service {
+                app: "app0".into(),
+                service: "svc1".into()
+            }
+            .covers("app0", "svc0")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
