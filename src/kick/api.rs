@@ -137,6 +137,7 @@ pub fn router(kick: Arc<Kick>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi))
         .route("/v1/cluster", get(describe_cluster))
         .route("/v1/apps/{app}", get(describe_app))
         .route("/v1/apps/{app}/services/{service}", get(describe_service))
@@ -556,6 +557,13 @@ pub fn describe(kick: &Kick) -> ClusterDescription {
         apps,
         nodes,
     }
+}
+
+async fn openapi(State(kick): State<Arc<Kick>>, headers: HeaderMap) -> Response {
+    if let Err(response) = authenticate(&kick, &headers) {
+        return *response;
+    }
+    Json(super::openapi::document()).into_response()
 }
 
 async fn metrics(State(kick): State<Arc<Kick>>, headers: HeaderMap) -> Response {

@@ -6,5 +6,6 @@ pub mod auth;
 pub mod config;
 pub mod dns;
 pub mod health;
+pub mod openapi;
 pub mod registry;
 pub mod server;

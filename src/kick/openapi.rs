@@ -1,0 +1,118 @@
+//! The OpenAPI 3.1 document of the kick server's API, built from the same
+//! types the handlers read and write, served at `/v1/openapi.json` and
+//! checked in as `schemas/kick.openapi.json` (a test keeps it current).
+
+use schemars::generate::SchemaSettings;
+use serde_json::{Value, json};
+
+use super::api::{AppDescription, ClusterDescription, RecordRequest, ServiceDescription};
+use super::registry::Registration;
+
+/// The document.
+pub fn document() -> Value {
+    let mut generator = SchemaSettings::draft2020_12()
+        .with(|s| s.definitions_path = "/components/schemas".into())
+        .into_generator();
+    let registration = generator.subschema_for::<Registration>();
+    let record = generator.subschema_for::<RecordRequest>();
+    let cluster = generator.subschema_for::<ClusterDescription>();
+    let app = generator.subschema_for::<AppDescription>();
+    let service = generator.subschema_for::<ServiceDescription>();
+    let mut schemas = generator.take_definitions(true);
+    schemas.insert(
+        "Error".into(),
+        json!({ "type": "object", "required": ["error"], "properties": { "error": { "type": "string" } } }),
+    );
+    let error = |description: &str| json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+    let json_body = |schema: &schemars::Schema| json!({ "required": true, "content": { "application/json": { "schema": schema } } });
+    let ok = |description: &str, schema: &schemars::Schema| json!({ "description": description, "content": { "application/json": { "schema": schema } } });
+    let denied = json!({ "401": error("no valid bearer token"), "403": error("the token's scope does not cover this") });
+    let with = |mut responses: Value| {
+        if let (Some(map), Some(extra)) = (responses.as_object_mut(), denied.as_object()) {
+            map.extend(extra.clone());
+        }
+        responses
+    };
+    let parameter = |name: &str| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } });
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Huxley kick server",
+            "version": "1",
+            "description": "The cluster's agent: instance registry, health, DNS records and the cluster's self-description. Every operation but /healthz needs a bearer token: the admin token reads everything; a service token acts on its own service only.",
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": schemas,
+        },
+        "security": [{ "bearer": [] }],
+        "paths": {
+            "/healthz": { "get": {
+                "operationId": "healthz", "summary": "Liveness.", "security": [],
+                "responses": { "200": { "description": "alive", "content": { "text/plain": { "schema": { "type": "string" } } } } },
+            } },
+            "/v1/openapi.json": { "get": {
+                "operationId": "openapi", "summary": "This document.",
+                "responses": with(json!({ "200": { "description": "the OpenAPI document", "content": { "application/json": { "schema": { "type": "object" } } } } })),
+            } },
+            "/metrics": { "get": {
+                "operationId": "metrics", "summary": "Prometheus metrics.",
+                "responses": with(json!({ "200": { "description": "metrics", "content": { "text/plain": { "schema": { "type": "string" } } } } })),
+            } },
+            "/v1/cluster": { "get": {
+                "operationId": "describeCluster", "summary": "The whole cluster (admin).",
+                "responses": with(json!({ "200": ok("the description", &cluster) })),
+            } },
+            "/v1/apps/{app}": { "get": {
+                "operationId": "describeApp", "summary": "One app (admin).", "parameters": [parameter("app")],
+                "responses": with(json!({ "200": ok("the app", &app), "404": error("no such app") })),
+            } },
+            "/v1/apps/{app}/services/{service}": { "get": {
+                "operationId": "describeService", "summary": "One service.", "parameters": [parameter("app"), parameter("service")],
+                "responses": with(json!({ "200": ok("the service", &service), "404": error("no such service") })),
+            } },
+            "/v1/instances": { "post": {
+                "operationId": "register", "summary": "Register an instance of the caller's service.",
+                "requestBody": json_body(&registration),
+                "responses": with(json!({
+                    "201": { "description": "registered", "content": { "application/json": { "schema": { "type": "object", "required": ["id"], "properties": { "id": { "type": "string" } } } } } },
+                    "400": error("malformed body"), "404": error("no such service"), "413": error("body over 64 KiB"),
+                })),
+            } },
+            "/v1/instances/{id}": { "delete": {
+                "operationId": "deregister", "summary": "Deregister an instance.", "parameters": [parameter("id")],
+                "responses": with(json!({ "204": { "description": "deregistered" }, "404": error("no such instance") })),
+            } },
+            "/v1/instances/{id}/heartbeat": { "put": {
+                "operationId": "heartbeat", "summary": "Say an instance is alive.", "parameters": [parameter("id")],
+                "responses": with(json!({ "204": { "description": "noted" }, "404": error("no such instance") })),
+            } },
+            "/v1/records": {
+                "put": {
+                    "operationId": "putRecord", "summary": "Create or change one of the caller's records; answers once Route53 has committed it.",
+                    "requestBody": json_body(&record),
+                    "responses": with(json!({
+                        "200": { "description": "committed", "content": { "application/json": { "schema": { "type": "object" } } } },
+                        "400": error("malformed body, or Route53 refused the record"), "409": error("the name exists and is not Huxley's"),
+                        "413": error("body over 64 KiB"), "502": error("Route53 could not be reached"),
+                    })),
+                },
+                "delete": {
+                    "operationId": "deleteRecord", "summary": "Remove one of the caller's records.",
+                    "requestBody": json_body(&record),
+                    "responses": with(json!({
+                        "204": { "description": "removed" }, "400": error("malformed body"), "404": error("no such record"),
+                        "409": error("the name is not Huxley's"), "413": error("body over 64 KiB"), "502": error("Route53 could not be reached"),
+                    })),
+                },
+            },
+        },
+    })
+}
+
+/// The document as pretty JSON with a trailing newline.
+pub fn to_json() -> String {
+    let mut text = serde_json::to_string_pretty(&document()).expect("the document serializes");
+    text.push('\n');
+    text
+}
