@@ -181,12 +181,23 @@ pub struct Registration {
     pub service: String,
     /// The node (EC2 instance id or host name) the replica runs on.
     pub node: String,
-    /// The address the replica is reached at.
+    /// The address the replica is reached at (IPv4 or IPv6).
+    #[schemars(schema_with = "ip_schema")]
     pub address: IpAddr,
+    #[schemars(range(min = 1))]
+    #[serde(deserialize_with = "super::api::integral::value")]
     pub port: u16,
     /// The deployed version (commit or image tag).
     #[serde(default)]
     pub version: Option<String>,
+}
+
+/// An IP address, as JSON Schema's standard formats say it.
+fn ip_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "anyOf": [{ "format": "ipv4" }, { "format": "ipv6" }],
+    })
 }
 
 impl Registry {

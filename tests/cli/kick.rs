@@ -560,3 +560,46 @@ fn the_openapi_document_is_served_and_checked_in() {
         assert_eq!(served, document);
     });
 }
+
+/// schemathesis (PyPI, in .venv/) sends generated requests to a running
+/// kick server and checks every answer against the OpenAPI document: no
+/// server errors, documented status codes, content types and bodies.
+#[test]
+fn the_api_keeps_its_openapi_contract_under_schemathesis() {
+    let schemathesis = root().join(".venv/bin/schemathesis");
+    assert!(
+        schemathesis.exists(),
+        "run scripts/test.sh to install schemathesis into .venv/"
+    );
+    runtime().block_on(async {
+        let h = harness("kickfuzz").await;
+        let base = h.base.clone();
+        let output = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(schemathesis)
+                .current_dir(root())
+                .args(["run", "schemas/kick.openapi.json", "--url", &base])
+                .args(["-H", "Authorization: Bearer admin-token"])
+                .args([
+                    "--checks",
+                    "all",
+                    "--max-examples",
+                    "25",
+                    "--generation-deterministic",
+                    "--request-timeout",
+                    "10",
+                ])
+                .env("SCHEMATHESIS_HOOKS", "")
+                .env("NO_COLOR", "1")
+                .output()
+                .expect("run schemathesis")
+        })
+        .await
+        .expect("join");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "schemathesis found problems:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    });
+}
