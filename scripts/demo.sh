@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job, end to end, on the local AWS emulator: build huxley,
 # validate and compile every example, then for examples/blog: plan, apply,
-# plan again (no changes), with the emulator started and stopped here.
+# plan again (no changes), run the cluster's kick server, register one
+# instance with it, and describe the cluster. The emulator and the kick
+# server are started and stopped here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,5 +35,24 @@ step "huxley apply -f examples/blog/huxley.toml --yes"
 "$huxley" apply -f examples/blog/huxley.toml --yes
 step "huxley plan -f examples/blog/huxley.toml --detailed-exitcode (expect: no changes)"
 "$huxley" plan -f examples/blog/huxley.toml --detailed-exitcode --verbose
+
+step "huxley kick serve (the cluster's agent, here on 127.0.0.1) and one registered instance"
+tokens=$(mktemp -d)
+mkdir -p "$tokens/blog"
+head -c 24 /dev/urandom | base64 > "$tokens/admin"
+head -c 24 /dev/urandom | base64 > "$tokens/blog/web"
+port=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$huxley" kick serve --config out/blog/kick/kick.toml --tokens "$tokens" --listen "127.0.0.1:$port" &
+kick=$!
+trap 'kill "$kick" "$HUXLEY_EMULATOR_PID" 2>/dev/null || true; rm -rf "$tokens"' EXIT
+until curl -fsS "http://127.0.0.1:$port/healthz" > /dev/null 2>&1; do sleep 0.2; done
+curl -fsS -X POST "http://127.0.0.1:$port/v1/instances" \
+  -H "Authorization: Bearer $(cat "$tokens/blog/web")" -H 'Content-Type: application/json' \
+  -d '{"app": "blog", "service": "web", "node": "i-0demo", "address": "10.40.1.5", "port": 80, "version": "demo"}'
 echo
-echo "demo: examples built under out/; examples/blog planned, applied and in sync on the emulator"
+sleep 2
+
+step "huxley cluster describe acme"
+"$huxley" cluster describe acme
+echo
+echo "demo: examples built under out/; examples/blog planned, applied, in sync, and described on the emulator"

@@ -122,6 +122,17 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Describe or list clusters.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// The kick server, the cluster's agent (run on the nodes by
+    /// huxley-kick.service).
+    Kick {
+        #[command(subcommand)]
+        command: KickCommand,
+    },
     /// Print the JSON Schema of huxley.toml, or of the JSON plan.
     ///
     /// Editors with a TOML language server (taplo, Even Better TOML) use the
@@ -151,6 +162,58 @@ struct FileArg {
         default_value = "huxley.toml"
     )]
     path: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Show a cluster: apps, services with replicas desired, running and
+    /// healthy, instances with node, address and health, DNS names, and
+    /// each node's capacity.
+    ///
+    /// Reads the description the cluster's kick server publishes to the
+    /// artifact bucket whenever it changes, and says how old it is.
+    Describe {
+        /// The cluster's name.
+        name: String,
+        /// Print the description as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// List the Huxley clusters in the account and region.
+    List {
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KickCommand {
+    /// Serve the kick server's API to the cluster's services.
+    ///
+    /// Reads kick.toml, rebuilds what it owns from the cluster's zones,
+    /// checks every registered instance's health, keeps the services' DNS
+    /// names on their healthy instances, and publishes the cluster's
+    /// description to the artifact bucket. Serves the internal API (plain
+    /// HTTP, for the VPC) on --listen; the operators' TLS listener is not
+    /// in this build.
+    Serve {
+        /// kick.toml, as `huxley build` writes it.
+        #[arg(long, value_name = "PATH")]
+        config: PathBuf,
+        /// A directory with the tokens: `admin`, `hook`, `<app>/<service>`.
+        #[arg(long, value_name = "DIR")]
+        tokens: PathBuf,
+        /// Where to serve the internal API.
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:7400")]
+        listen: std::net::SocketAddr,
+        /// Route53 requests per second, at most.
+        #[arg(long, value_name = "N", default_value_t = 5.0)]
+        route53_rate: f64,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
 }
 
 /// Where and as whom to reach AWS; the standard chain decides the rest
@@ -270,6 +333,22 @@ pub fn main() -> ExitCode {
             cli.color,
         )),
         Command::Destroy { file, aws, run } => run_async(destroy(&file.path, &aws, run, cli.color)),
+        Command::Cluster { command } => match command {
+            ClusterCommand::Describe { name, json, aws } => {
+                run_async(cluster_describe(&name, json, &aws, cli.color))
+            }
+            ClusterCommand::List { aws } => run_async(cluster_list(&aws)),
+        },
+        Command::Kick {
+            command:
+                KickCommand::Serve {
+                    config,
+                    tokens,
+                    listen,
+                    route53_rate,
+                    aws,
+                },
+        } => run_async(kick_serve(&config, &tokens, listen, route53_rate, &aws)),
         Command::Schema { kind } => match kind {
             SchemaKind::Config => print(&crate::schema::huxley_schema()),
             SchemaKind::Plan => print(&crate::schema::plan_schema()),
@@ -461,10 +540,12 @@ struct PlanArgs {
 
 /// Connects to AWS for a config's cluster, printing the error on failure.
 async fn connect(args: &AwsArgs, region: &str) -> Result<Aws, u8> {
-    Aws::connect(&args.connect(), region).await.map_err(|err| {
-        eprintln!("error: {err}");
-        exit::INVALID
-    })
+    Aws::connect(&args.connect(), Some(region))
+        .await
+        .map_err(|err| {
+            eprintln!("error: {err}");
+            exit::INVALID
+        })
 }
 
 fn calls(args: &AwsArgs, aws: &Aws) {
@@ -719,6 +800,213 @@ async fn destroy(path: &Path, args: &AwsArgs, run: RunArgs, color: Color) -> u8 
         Err(err) => {
             eprintln!("error: {err}");
             exit::INVALID
+        }
+    }
+}
+
+async fn connect_session(args: &AwsArgs) -> Result<Aws, u8> {
+    Aws::connect(&args.connect(), None).await.map_err(|err| {
+        eprintln!("error: {err}");
+        exit::INVALID
+    })
+}
+
+async fn cluster_describe(name: &str, json: bool, args: &AwsArgs, color: Color) -> u8 {
+    let aws = match connect_session(args).await {
+        Ok(aws) => aws,
+        Err(code) => return code,
+    };
+    let stack = format!("huxley-{name}");
+    let result = async {
+        let summary = aws
+            .describe_stack(&stack)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no cluster {name} in {} (no stack {stack})", aws.region()))?;
+        let bucket = summary.bucket(name).ok_or_else(|| format!("the stack {stack} names no artifact bucket"))?;
+        let bytes = aws
+            .get_object(&bucket, crate::kick::publish::DESCRIPTION_KEY)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("cluster {name} has no published description yet: its kick server publishes one once it runs"))?;
+        serde_json::from_slice::<crate::kick::api::ClusterDescription>(&bytes)
+            .map_err(|e| format!("the published description of {name} does not parse: {e}"))
+    }
+    .await;
+    calls(args, &aws);
+    let description = match result {
+        Ok(description) => description,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return exit::INVALID;
+        }
+    };
+    if json {
+        let mut text =
+            serde_json::to_string_pretty(&description).expect("a description serializes");
+        text.push('\n');
+        return print(&text);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let source = format!(
+        "published copy from the kick server, {} old",
+        crate::kick::describe::age(now.saturating_sub(description.generated_at))
+    );
+    let style = render::Style::new(color.enabled_for(std::io::stdout().is_terminal()));
+    print(&crate::kick::describe::render(&description, &source, style))
+}
+
+async fn cluster_list(args: &AwsArgs) -> u8 {
+    let aws = match connect_session(args).await {
+        Ok(aws) => aws,
+        Err(code) => return code,
+    };
+    let stacks = aws.huxley_stacks().await;
+    calls(args, &aws);
+    match stacks {
+        Ok(stacks) if stacks.is_empty() => {
+            println!("No Huxley clusters in {}.", aws.region());
+            exit::OK
+        }
+        Ok(stacks) => {
+            for (name, status) in stacks {
+                println!("{name:<30} {status:<24} {}", aws.region());
+            }
+            exit::OK
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            exit::INVALID
+        }
+    }
+}
+
+async fn kick_serve(
+    config_path: &Path,
+    tokens: &Path,
+    listen: std::net::SocketAddr,
+    rate: f64,
+    args: &AwsArgs,
+) -> u8 {
+    use crate::kick::{api, config::KickConfig, dns, server};
+    let config: KickConfig = match std::fs::read_to_string(config_path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| toml::from_str(&text).map_err(|e| e.to_string()))
+    {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: cannot read {}: {err}", config_path.display());
+            return exit::USAGE;
+        }
+    };
+    let tokens = match crate::kick::auth::Tokens::from_dir(tokens, &config) {
+        Ok(tokens) => tokens,
+        Err(err) => {
+            eprintln!(
+                "error: cannot read the tokens in {}: {err}",
+                tokens.display()
+            );
+            return exit::USAGE;
+        }
+    };
+    let aws = match connect(args, &config.cluster.region).await {
+        Ok(aws) => std::sync::Arc::new(aws),
+        Err(code) => return code,
+    };
+    let setup = async {
+        // The private zone is the stack's own resource: found by id, not
+        // by a name another zone could share.
+        let private = aws
+            .stack_resource(
+                &config.cluster.stack,
+                crate::compile::cloudformation::ids::PRIVATE_ZONE,
+            )
+            .await?
+            .map(|id| id.trim_start_matches("/hostedzone/").to_owned())
+            .ok_or_else(|| aws::AwsError::StackResourceMissing {
+                stack: config.cluster.stack.clone(),
+                resource: "private zone".into(),
+            })?;
+        let public = match &config.cluster.public_zone {
+            Some(name) => Some(api::Zone {
+                id: aws.public_zone_id(name).await?,
+                name: name.clone(),
+            }),
+            None => None,
+        };
+        let stack = aws.describe_stack(&config.cluster.stack).await?;
+        let bucket = stack.and_then(|s| s.bucket(&config.cluster.name));
+        Ok::<_, aws::AwsError>((
+            api::Zones {
+                private: api::Zone {
+                    id: private,
+                    name: config.cluster.private_zone.clone(),
+                },
+                public,
+            },
+            bucket,
+        ))
+    };
+    let (zones, bucket) = match setup.await {
+        Ok(found) => found,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return exit::INVALID;
+        }
+    };
+    let Some(bucket) = bucket else {
+        eprintln!(
+            "error: the stack {} does not exist: run `huxley apply` first",
+            config.cluster.stack
+        );
+        return exit::INVALID;
+    };
+    let settings = dns::Settings {
+        requests_per_second: rate,
+        ..dns::Settings::default()
+    };
+    let cluster = config.cluster.name.clone();
+    let kick =
+        match server::start(config, tokens, std::sync::Arc::clone(&aws), zones, settings).await {
+            Ok(kick) => kick,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return exit::INVALID;
+            }
+        };
+    crate::kick::publish::spawn(
+        std::sync::Arc::clone(&kick),
+        aws,
+        bucket.clone(),
+        std::time::Duration::from_secs(1),
+    );
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("error: cannot listen on {listen}: {err}");
+            return exit::USAGE;
+        }
+    };
+    let address = listener
+        .local_addr()
+        .map_or(listen.to_string(), |a| a.to_string());
+    eprintln!(
+        "kick: cluster {cluster}: internal API on http://{address}; publishing to s3://{bucket}/{}",
+        crate::kick::publish::DESCRIPTION_KEY
+    );
+    tokio::select! {
+        result = server::serve(kick, listener) => match result {
+            Ok(()) => exit::OK,
+            Err(err) => {
+                eprintln!("error: the API stopped: {err}");
+                exit::INVALID
+            }
+        },
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("kick: stopping");
+            exit::OK
         }
     }
 }

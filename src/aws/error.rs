@@ -20,6 +20,8 @@ pub enum AwsError {
     Unreachable { endpoint: String, detail: String },
     /// The public zone huxley.toml names does not exist in the account.
     ZoneNotFound(String),
+    /// A resource the stack should hold is not there.
+    StackResourceMissing { stack: String, resource: String },
     /// No image matches a Flatcar channel.
     ImageNotFound(String),
     /// The stack ended in a failed state.
@@ -54,6 +56,10 @@ impl fmt::Display for AwsError {
             Self::ZoneNotFound(zone) => write!(
                 f,
                 "the public hosted zone {zone} does not exist in this account\nhelp: create it in Route53, or fix cluster.public-domain"
+            ),
+            Self::StackResourceMissing { stack, resource } => write!(
+                f,
+                "the stack {stack} has no {resource}\nhelp: run `huxley apply` to create or repair the cluster"
             ),
             Self::ImageNotFound(what) => write!(f, "no machine image found: {what}"),
             Self::StackFailed { status, cause } => write!(f, "the stack is {status}: {cause}"),

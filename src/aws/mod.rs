@@ -52,7 +52,10 @@ pub struct Aws {
 impl Aws {
     /// Loads the configuration and checks that credentials can be had,
     /// before any call, so a missing login is reported as such.
-    pub async fn connect(options: &Connect, config_region: &str) -> Result<Self, AwsError> {
+    /// `config_region` is the cluster's region when a config names one:
+    /// the session must agree with it. Without one, the session's region is
+    /// used.
+    pub async fn connect(options: &Connect, config_region: Option<&str>) -> Result<Self, AwsError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .timeout_config(
                 TimeoutConfig::builder()
@@ -69,13 +72,20 @@ impl Aws {
             loader = loader.region(aws_config::Region::new(region.clone()));
         }
         let sdk = loader.load().await;
-        let region = match sdk.region() {
-            None => config_region.to_owned(),
-            Some(region) if region.as_ref() == config_region => config_region.to_owned(),
-            Some(region) => {
+        let region = match (sdk.region(), config_region) {
+            (None, Some(config)) => config.to_owned(),
+            (Some(region), Some(config)) if region.as_ref() == config => config.to_owned(),
+            (Some(region), Some(config)) => {
                 return Err(AwsError::RegionMismatch {
                     session: region.to_string(),
-                    config: config_region.to_owned(),
+                    config: config.to_owned(),
+                });
+            }
+            (Some(region), None) => region.to_string(),
+            (None, None) => {
+                return Err(AwsError::Other {
+                    action: "choosing a region".into(),
+                    detail: "no AWS region is set: pass --region or set AWS_REGION".into(),
                 });
             }
         };

@@ -317,6 +317,37 @@ impl Aws {
         Ok(events)
     }
 
+    /// The physical id of one of a stack's resources.
+    pub async fn stack_resource(
+        &self,
+        stack: &str,
+        logical_id: &str,
+    ) -> Result<Option<String>, AwsError> {
+        let mut token: Option<String> = None;
+        loop {
+            self.count();
+            let page = self
+                .cfn
+                .list_stack_resources()
+                .stack_name(stack)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.err("cloudformation:ListStackResources", e))?;
+            if let Some(found) = page
+                .stack_resource_summaries()
+                .iter()
+                .find(|r| r.logical_resource_id() == Some(logical_id))
+            {
+                return Ok(found.physical_resource_id().map(str::to_owned));
+            }
+            match page.next_token() {
+                Some(next) => token = Some(next.to_owned()),
+                None => return Ok(None),
+            }
+        }
+    }
+
     pub async fn delete_stack(&self, stack: &str) -> Result<(), AwsError> {
         self.count();
         self.cfn
@@ -482,6 +513,41 @@ impl Aws {
             .find(|z| z.name() == wanted && !z.config().is_some_and(|c| c.private_zone()))
             .map(|z| z.id().trim_start_matches("/hostedzone/").to_owned())
             .ok_or_else(|| AwsError::ZoneNotFound(name.to_owned()))
+    }
+
+    /// The names of the stacks that are Huxley clusters, with their status.
+    pub async fn huxley_stacks(&self) -> Result<Vec<(String, String)>, AwsError> {
+        let mut stacks = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            self.count();
+            let page = self
+                .cfn
+                .list_stacks()
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.err("cloudformation:ListStacks", e))?;
+            for summary in page.stack_summaries() {
+                let status = summary
+                    .stack_status()
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default();
+                let name = summary.stack_name().unwrap_or_default();
+                if let Some(cluster) = name.strip_prefix("huxley-")
+                    && status != "DELETE_COMPLETE"
+                {
+                    stacks.push((cluster.to_owned(), status));
+                }
+            }
+            match page.next_token() {
+                Some(next) => token = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        stacks.sort();
+        stacks.dedup();
+        Ok(stacks)
     }
 
     /// Every record set in a zone.

@@ -4,8 +4,10 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod describe;
 pub mod dns;
 pub mod health;
 pub mod openapi;
+pub mod publish;
 pub mod registry;
 pub mod server;

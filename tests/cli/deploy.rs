@@ -63,6 +63,11 @@ impl Cluster {
         Test::new(&all).env(&self.env).run()
     }
 
+    /// Runs `huxley` with this cluster's environment but no `-f`.
+    fn run_bare(&self, args: &[&str]) -> Output {
+        Test::new(args).env(&self.env).run()
+    }
+
     fn plan_json(&self) -> Value {
         let out = self.run(&["plan", "--json"]);
         out.code(0);
@@ -481,5 +486,138 @@ fn apply_refuses_without_yes_when_nobody_can_answer() {
         plan.stdout.contains("The stack does not exist yet"),
         "nothing was created: {}",
         plan.stdout
+    );
+}
+
+/// Kills a child process when dropped, so a failed assertion leaves no
+/// kick server behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_kick_server_publishes_what_cluster_describe_shows() {
+    let cluster = Cluster::new("described");
+    cluster.run(&["apply", "--yes"]).code(0);
+    let dir = cluster.dir();
+    let out = dir.join("out");
+    cluster
+        .run(&["build", "-o", out.to_str().expect("utf-8")])
+        .code(0);
+    let tokens = dir.join("tokens");
+    fs::create_dir_all(tokens.join("blog")).expect("tokens");
+    fs::write(tokens.join("admin"), "admin-token").expect("token");
+    fs::write(tokens.join("blog/web"), "web-token").expect("token");
+
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let kick_toml = out.join("kick/kick.toml");
+    let log_path = dir.join("kick.log");
+    let log = fs::File::create(&log_path).expect("log");
+    let _kick = KillOnDrop(
+        Test::new(&[
+            "kick",
+            "serve",
+            "--config",
+            kick_toml.to_str().expect("utf-8"),
+            "--tokens",
+            tokens.to_str().expect("utf-8"),
+            "--listen",
+            &listen,
+        ])
+        .env(&cluster.env)
+        .command()
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start kick"),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let base = format!("http://{listen}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while client.get(format!("{base}/healthz")).send().await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "kick did not start: {}", fs::read_to_string(&log_path).unwrap_or_default());
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        let registration = serde_json::json!({"app": "blog", "service": "web", "node": "i-0abc", "address": "10.40.1.5", "port": 8080, "version": "abc123"});
+        let response = client.post(format!("{base}/v1/instances")).bearer_auth("web-token").json(&registration).send().await.expect("register");
+        assert_eq!(response.status().as_u16(), 201);
+    });
+
+    // The published copy reaches the bucket within a few seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let described = loop {
+        let out = cluster.run_bare(&["cluster", "describe", "described", "--json"]);
+        if out.code == 0 {
+            let value: Value = serde_json::from_str(&out.stdout).expect("JSON");
+            if value["apps"]["blog"]["services"]["web"]["running"] == 1 {
+                break value;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no description with the instance: {}{}",
+            out.stdout,
+            out.stderr
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    assert_eq!(described["cluster"], "described");
+    assert_eq!(
+        described["apps"]["blog"]["services"]["web"]["instances"][0]["node"],
+        "i-0abc"
+    );
+    let text = cluster.run_bare(&["cluster", "describe", "described"]);
+    text.code(0);
+    assert!(
+        text.stdout
+            .starts_with("cluster described (published copy from the kick server, "),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout
+            .contains("web              2 desired, 1 running, 0 healthy"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains(
+            "web.blog.described.internal, www.described.example.com, described.example.com"
+        ),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("i-0abc               10.40.1.5:8080"),
+        "{}",
+        text.stdout
+    );
+    assert!(text.stdout.contains("cpu 500m of 1800m"), "{}", text.stdout);
+    let list = cluster.run_bare(&["cluster", "list"]);
+    list.code(0);
+    assert!(
+        list.stdout.lines().any(|l| l.starts_with("described ")),
+        "{}",
+        list.stdout
+    );
+    let missing = cluster.run_bare(&["cluster", "describe", "nosuchcluster"]);
+    missing.code(1);
+    assert!(
+        missing
+            .stderr
+            .contains("no cluster nosuchcluster in us-west-2"),
+        "{}",
+        missing.stderr
     );
 }

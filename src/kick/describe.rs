@@ -1,0 +1,90 @@
+//! A cluster's description as text for people: apps, services with their
+//! replicas (desired / running / healthy) and names, instances with node,
+//! address, health and last check, then each node's capacity.
+
+use std::fmt::Write as _;
+
+use super::api::ClusterDescription;
+use super::registry::Status;
+use crate::config::quantity::{format_cpu, format_memory};
+use crate::plan::render::Style;
+
+/// Renders the description; `source` says where it came from and how old
+/// it is.
+pub fn render(description: &ClusterDescription, source: &str, style: Style) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} {}",
+        style.bold(&format!("cluster {}", description.cluster)),
+        style.dim(&format!("({source})"))
+    );
+    for (app, services) in &description.apps {
+        let _ = writeln!(out, "\n{}", style.bold(app));
+        for (name, service) in &services.services {
+            let names: Vec<&str> = service
+                .private_name
+                .iter()
+                .chain(&service.public_names)
+                .map(String::as_str)
+                .collect();
+            let replicas = format!(
+                "{} desired, {} running, {} healthy",
+                service.desired, service.running, service.healthy
+            );
+            let replicas = if service.healthy < service.desired as usize {
+                style.yellow(&replicas)
+            } else {
+                replicas
+            };
+            let _ = writeln!(out, "  {name:<16} {replicas}");
+            if !names.is_empty() {
+                let _ = writeln!(out, "  {:<16} {}", "", style.dim(&names.join(", ")));
+            }
+            for instance in &service.instances {
+                let health = match instance.health {
+                    Status::Healthy => style.green("healthy"),
+                    Status::Unhealthy => style.red("unhealthy"),
+                    Status::Unknown => style.yellow("unknown"),
+                };
+                let address = match instance.address {
+                    std::net::IpAddr::V4(a) => format!("{a}:{}", instance.port),
+                    std::net::IpAddr::V6(a) => format!("[{a}]:{}", instance.port),
+                };
+                let _ = writeln!(
+                    out,
+                    "    {:<20} {:<22} {health:<9} {:<14} {}",
+                    instance.node,
+                    address,
+                    instance.last_check_output,
+                    instance.version.as_deref().unwrap_or("-")
+                );
+            }
+        }
+    }
+    if !description.nodes.is_empty() {
+        let _ = writeln!(out, "\n{}", style.bold("nodes"));
+        for (node, capacity) in &description.nodes {
+            let _ = writeln!(
+                out,
+                "  {node:<20} {:>3} replicas  cpu {} of {}  memory {} of {}",
+                capacity.instances,
+                format_cpu(capacity.cpu_requested_millis as u32),
+                format_cpu(capacity.cpu_allocatable_millis),
+                format_memory(capacity.memory_requested_mib),
+                format_memory(capacity.memory_allocatable_mib)
+            );
+        }
+    }
+    out
+}
+
+/// "12s", "4m", "3h", "2d".
+pub fn age(seconds: u64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
