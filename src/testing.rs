@@ -311,6 +311,19 @@ pub fn stand_in_binary() -> PathBuf {
     path
 }
 
+/// An SDK configuration for the emulator at `endpoint`, with dummy
+/// credentials given explicitly (no environment needed).
+async fn sdk_config(endpoint: &str, region: &str) -> aws_config::SdkConfig {
+    let credentials =
+        aws_sdk_route53::config::Credentials::new("testing", "testing", None, None, "huxley-tests");
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new(region.to_owned()))
+        .credentials_provider(credentials)
+        .load()
+        .await
+}
+
 /// Runs `f` with an SDK configuration for the emulator at `endpoint`.
 fn with_sdk<T>(
     endpoint: &str,
@@ -321,37 +334,14 @@ fn with_sdk<T>(
         .enable_all()
         .build()
         .expect("a runtime");
-    runtime.block_on(async {
-        let credentials = aws_sdk_route53::config::Credentials::new(
-            "testing",
-            "testing",
-            None,
-            None,
-            "huxley-tests",
-        );
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(endpoint)
-            .region(aws_config::Region::new(region.to_owned()))
-            .credentials_provider(credentials)
-            .load()
-            .await;
-        f(&config).await
-    })
+    runtime.block_on(async { f(&sdk_config(endpoint, region).await).await })
 }
 
 /// Huxley's AWS clients for the emulator at `endpoint`, with dummy
 /// credentials, for tests that drive a library part (the kick server's
 /// writer) directly.
 pub async fn aws(endpoint: &str, region: &str) -> crate::aws::Aws {
-    let credentials =
-        aws_sdk_route53::config::Credentials::new("testing", "testing", None, None, "huxley-tests");
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new(region.to_owned()))
-        .credentials_provider(credentials)
-        .load()
-        .await;
-    crate::aws::Aws::from_config(&config, region.to_owned())
+    crate::aws::Aws::from_config(&sdk_config(endpoint, region).await, region.to_owned())
 }
 
 /// Leaves a stack as a failed creation does: no resources, only a change

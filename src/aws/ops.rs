@@ -77,6 +77,7 @@ pub struct ChangeSetState {
 pub struct RecordSet {
     pub name: String,
     pub kind: String,
+    pub ttl: Option<i64>,
     pub values: Vec<String>,
 }
 
@@ -571,6 +572,7 @@ impl Aws {
                 records.push(RecordSet {
                     name: set.name().trim_end_matches('.').to_owned(),
                     kind: set.r#type().as_str().to_owned(),
+                    ttl: set.ttl(),
                     values: set
                         .resource_records()
                         .iter()

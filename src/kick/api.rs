@@ -60,8 +60,10 @@ pub struct Kick {
     pub tokens: Tokens,
     pub writer: Writer,
     pub zones: Zones,
-    /// Record sets kick has written and their values: (name, type) → values.
-    pub published: Mutex<BTreeMap<(String, String), Vec<String>>>,
+    /// Record sets kick has written, as last committed: (name, type) →
+    /// the change. Route53 deletes a record set only when the request
+    /// matches it exactly (values and TTL), so this is what a delete sends.
+    pub published: Mutex<BTreeMap<(String, String), RecordChange>>,
     /// Names kick owns (their `_huxley-owner.` record is kick's).
     pub owned: Mutex<BTreeSet<String>>,
     /// Names that exist in the zones and are not Huxley's: never touched.
@@ -321,10 +323,9 @@ const RECORD_TYPES: [&str; 5] = ["A", "AAAA", "CNAME", "SRV", "TXT"];
 /// name.
 fn record_target(
     kick: &Kick,
-    headers: &HeaderMap,
+    scope: &Scope,
     request: &RecordRequest,
 ) -> Result<(String, String), Refusal> {
-    let scope = authenticate(kick, headers)?;
     if !RECORD_TYPES.contains(&request.kind.as_str()) {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
@@ -360,22 +361,26 @@ fn record_target(
     Ok((zone.id.clone(), name))
 }
 
+/// The preamble of a record request: the token first, then the body, then
+/// the target. Returns the request, its zone id and the normalized name.
+fn record_request(
+    kick: &Kick,
+    headers: &HeaderMap,
+    payload: Result<Json<RecordRequest>, JsonRejection>,
+) -> Result<(RecordRequest, String, String), Refusal> {
+    let scope = authenticate(kick, headers)?;
+    let request = body(payload)?;
+    let (zone, name) = record_target(kick, &scope, &request)?;
+    Ok((request, zone, name))
+}
+
 async fn put_record(
     State(kick): State<Arc<Kick>>,
     headers: HeaderMap,
     payload: Result<Json<RecordRequest>, JsonRejection>,
 ) -> Response {
-    let request = match body(payload) {
-        Ok(r) => r,
-        Err(response) => {
-            // Authentication still comes first.
-            return authenticate(&kick, &headers)
-                .err()
-                .map_or(*response, |r| *r);
-        }
-    };
-    let (zone, name) = match record_target(&kick, &headers, &request) {
-        Ok(target) => target,
+    let (request, zone, name) = match record_request(&kick, &headers, payload) {
+        Ok(parts) => parts,
         Err(response) => return *response,
     };
     if request.values.is_empty() {
@@ -391,12 +396,12 @@ async fn put_record(
         ttl: request.ttl.unwrap_or(60),
         values: request.values.clone(),
     };
-    match kick.writer.submit(&zone, change).await {
+    match kick.writer.submit(&zone, change.clone()).await {
         Ok(()) => {
             kick.published
                 .lock()
                 .expect("published")
-                .insert((name.clone(), request.kind.clone()), request.values);
+                .insert((name.clone(), request.kind.clone()), change);
             (
                 StatusCode::OK,
                 Json(json!({ "name": name, "type": request.kind, "committed": true })),
@@ -412,26 +417,12 @@ async fn delete_record(
     headers: HeaderMap,
     payload: Result<Json<RecordRequest>, JsonRejection>,
 ) -> Response {
-    let request = match body(payload) {
-        Ok(r) => r,
-        Err(response) => {
-            return authenticate(&kick, &headers)
-                .err()
-                .map_or(*response, |r| *r);
-        }
-    };
-    let (zone, name) = match record_target(&kick, &headers, &request) {
-        Ok(target) => target,
+    let (request, zone, name) = match record_request(&kick, &headers, payload) {
+        Ok(parts) => parts,
         Err(response) => return *response,
     };
     let key = (name.clone(), request.kind.clone());
-    let Some((values, ttl)) = kick
-        .published
-        .lock()
-        .expect("published")
-        .get(&key)
-        .map(|v| (v.clone(), 60))
-    else {
+    let Some(current) = kick.published.lock().expect("published").get(&key).cloned() else {
         return error(
             StatusCode::NOT_FOUND,
             format!("no {} record at {name}", request.kind),
@@ -439,10 +430,7 @@ async fn delete_record(
     };
     let change = RecordChange {
         upsert: false,
-        name: name.clone(),
-        kind: request.kind.clone(),
-        ttl,
-        values,
+        ..current
     };
     match kick.writer.submit(&zone, change).await {
         Ok(()) => {

@@ -234,15 +234,13 @@ pub async fn sync_dns(kick: &Kick, app: &str, service: &str) {
         ] {
             let key = (name.clone(), kind.to_owned());
             let current = kick.published.lock().expect("published").get(&key).cloned();
-            let change = match (&current, values.is_empty()) {
-                (Some(old), _) if *old == values => continue,
+            let change = match (current, values.is_empty()) {
+                (Some(old), _) if old.values == values => continue,
                 (None, true) => continue,
+                // Route53 deletes only the exact record set: send the last one.
                 (Some(old), true) => RecordChange {
                     upsert: false,
-                    name: name.clone(),
-                    kind: kind.to_owned(),
-                    ttl: 30,
-                    values: old.clone(),
+                    ..old
                 },
                 (_, false) => RecordChange {
                     upsert: true,
@@ -255,11 +253,10 @@ pub async fn sync_dns(kick: &Kick, app: &str, service: &str) {
             if own(kick, &zone, &name).await.is_err() {
                 continue;
             }
-            let upsert = change.upsert;
-            if kick.writer.submit(&zone, change).await.is_ok() {
+            if kick.writer.submit(&zone, change.clone()).await.is_ok() {
                 let mut published = kick.published.lock().expect("published");
-                if upsert {
-                    published.insert(key, values);
+                if change.upsert {
+                    published.insert(key, change);
                 } else {
                     published.remove(&key);
                 }

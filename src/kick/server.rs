@@ -15,7 +15,7 @@ use super::auth::Tokens;
 use super::config::KickConfig;
 use super::dns::{Settings, Writer};
 use super::registry::Registry;
-use crate::aws::{Aws, AwsError, OWNER_PREFIX};
+use crate::aws::{Aws, AwsError, OWNER_PREFIX, RecordChange};
 
 /// Builds the server's state, reading what it owns from the zones.
 pub async fn start(
@@ -29,7 +29,7 @@ pub async fn start(
     let mut owned = BTreeSet::new();
     let mut foreign = BTreeSet::new();
     let mut published = BTreeMap::new();
-    let mut present: Vec<(String, String, Vec<String>)> = Vec::new();
+    let mut present = Vec::new();
     for zone in std::iter::once(&zones.private).chain(zones.public.as_ref()) {
         for record in aws.list_records(&zone.id).await? {
             if let Some(name) = record.name.strip_prefix(OWNER_PREFIX) {
@@ -37,15 +37,25 @@ pub async fn start(
                     owned.insert(name.to_owned());
                 }
             } else if !matches!(record.kind.as_str(), "SOA" | "NS") {
-                present.push((record.name, record.kind, record.values));
+                present.push(record);
             }
         }
     }
-    for (name, kind, values) in present {
-        if owned.contains(&name) {
-            published.insert((name, kind), values);
+    for record in present {
+        if owned.contains(&record.name) {
+            let key = (record.name.clone(), record.kind.clone());
+            published.insert(
+                key,
+                RecordChange {
+                    upsert: true,
+                    ttl: record.ttl.unwrap_or(60),
+                    name: record.name,
+                    kind: record.kind,
+                    values: record.values,
+                },
+            );
         } else {
-            foreign.insert(name);
+            foreign.insert(record.name);
         }
     }
     let writer = Writer::spawn(aws, settings);
