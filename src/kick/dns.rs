@@ -225,12 +225,12 @@ fn commit<'a, A: Route53Api>(
                     metrics.retries.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(backoff(attempt)).await;
                 }
-                Err(ChangeError::Rejected(reason)) if batch.len() > 1 => {
+                // One change in the batch is bad: split until it stands alone.
+                Err(ChangeError::Rejected(_)) if batch.len() > 1 => {
                     let mut left = batch;
                     let right = left.split_off(left.len() / 2);
                     commit(api, zone, left, pacer, settings, metrics).await;
                     commit(api, zone, right, pacer, settings, metrics).await;
-                    let _ = reason;
                     return;
                 }
                 Err(ChangeError::Rejected(reason)) => {
