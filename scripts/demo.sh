@@ -45,11 +45,15 @@ port=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0
 "$huxley" kick serve --config out/blog/kick/kick.toml --tokens "$tokens" --listen "127.0.0.1:$port" &
 kick=$!
 trap 'kill "$kick" "$HUXLEY_EMULATOR_PID" 2>/dev/null || true; rm -rf "$tokens"' EXIT
-until curl -fsS "http://127.0.0.1:$port/healthz" > /dev/null 2>&1; do sleep 0.2; done
-curl -fsS -X POST "http://127.0.0.1:$port/v1/instances" \
-  -H "Authorization: Bearer $(cat "$tokens/blog/web")" -H 'Content-Type: application/json' \
-  -d '{"app": "blog", "service": "web", "node": "i-0demo", "address": "10.40.1.5", "port": 80, "version": "demo"}'
-echo
+until huxley_http_ok "http://127.0.0.1:$port/healthz"; do sleep 0.2; done
+.venv/bin/python - "http://127.0.0.1:$port/v1/instances" "$tokens/blog/web" <<'PY'
+import json, sys, urllib.request
+token = open(sys.argv[2]).read().strip()
+body = {"app": "blog", "service": "web", "node": "i-0demo", "address": "10.40.1.5", "port": 80, "version": "demo"}
+request = urllib.request.Request(sys.argv[1], data=json.dumps(body).encode(), method="POST",
+                                 headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+print("registered:", urllib.request.urlopen(request, timeout=10).read().decode())
+PY
 sleep 2
 
 step "huxley cluster describe acme"

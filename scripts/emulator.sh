@@ -6,6 +6,11 @@
 #   huxley_emulator_zone NAME    create a public hosted zone, as the user's own
 set -euo pipefail
 
+# Whether a GET of the URL answers 2xx (Python's urllib: no curl needed).
+huxley_http_ok() {
+  .venv/bin/python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$1" > /dev/null 2>&1
+}
+
 huxley_emulator_start() {
   local port
   port=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -17,7 +22,7 @@ huxley_emulator_start() {
   export AWS_CONFIG_FILE=/nonexistent AWS_SHARED_CREDENTIALS_FILE=/nonexistent AWS_EC2_METADATA_DISABLED=true
   unset AWS_PROFILE AWS_DEFAULT_PROFILE AWS_SESSION_TOKEN
   local tries=0
-  until curl -fsS "$AWS_ENDPOINT_URL/moto-api/" > /dev/null 2>&1; do
+  until huxley_http_ok "$AWS_ENDPOINT_URL/moto-api/"; do
     tries=$((tries + 1))
     if [[ $tries -gt 150 ]]; then
       echo "error: the emulator did not start; its log:" >&2
