@@ -170,14 +170,22 @@ enum ClusterCommand {
     /// healthy, instances with node, address and health, DNS names, and
     /// each node's capacity.
     ///
-    /// Reads the description the cluster's kick server publishes to the
-    /// artifact bucket whenever it changes, and says how old it is.
+    /// Asks the cluster's kick server over its external TLS API (pinned to
+    /// the certificate fingerprint the server published), and when it
+    /// cannot be reached shows the copy the server publishes to the
+    /// artifact bucket whenever the cluster changes, saying how old it is.
     Describe {
         /// The cluster's name.
         name: String,
         /// Print the description as JSON.
         #[arg(long)]
         json: bool,
+        /// The kick server's external API, e.g. https://kick-acme.example.com:7443
+        /// (default: the stack's KickServerAddress output). Its certificate
+        /// must match the fingerprint the server published; the admin token
+        /// comes from HUXLEY_TOKEN.
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
         #[command(flatten)]
         aws: AwsArgs,
     },
@@ -196,8 +204,9 @@ enum KickCommand {
     /// checks every registered instance's health, keeps the services' DNS
     /// names on their healthy instances, and publishes the cluster's
     /// description to the artifact bucket. Serves the internal API (plain
-    /// HTTP, for the VPC) on --listen; the operators' TLS listener is not
-    /// in this build.
+    /// HTTP, for the VPC) on --listen and, with --external, the same API
+    /// for operators over TLS, with a self-signed certificate kept in
+    /// --state-dir whose fingerprint it publishes for the CLI to pin.
     Serve {
         /// kick.toml, as `huxley build` writes it.
         #[arg(long, value_name = "PATH")]
@@ -208,6 +217,12 @@ enum KickCommand {
         /// Where to serve the internal API.
         #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:7400")]
         listen: std::net::SocketAddr,
+        /// Where to serve the operators' API over TLS.
+        #[arg(long, value_name = "ADDR")]
+        external: Option<std::net::SocketAddr>,
+        /// Where the TLS certificate and key are kept across restarts.
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/huxley/kick")]
+        state_dir: PathBuf,
         /// Route53 requests per second, at most.
         #[arg(long, value_name = "N", default_value_t = 5.0)]
         route53_rate: f64,
@@ -334,9 +349,18 @@ pub fn main() -> ExitCode {
         )),
         Command::Destroy { file, aws, run } => run_async(destroy(&file.path, &aws, run, cli.color)),
         Command::Cluster { command } => match command {
-            ClusterCommand::Describe { name, json, aws } => {
-                run_async(cluster_describe(&name, json, &aws, cli.color))
-            }
+            ClusterCommand::Describe {
+                name,
+                json,
+                endpoint,
+                aws,
+            } => run_async(cluster_describe(
+                &name,
+                json,
+                endpoint.as_deref(),
+                &aws,
+                cli.color,
+            )),
             ClusterCommand::List { aws } => run_async(cluster_list(&aws)),
         },
         Command::Kick {
@@ -345,10 +369,19 @@ pub fn main() -> ExitCode {
                     config,
                     tokens,
                     listen,
+                    external,
+                    state_dir,
                     route53_rate,
                     aws,
                 },
-        } => run_async(kick_serve(&config, &tokens, listen, route53_rate, &aws)),
+        } => {
+            let listeners = Listeners {
+                internal: listen,
+                external,
+                state_dir,
+            };
+            run_async(kick_serve(&config, &tokens, &listeners, route53_rate, &aws))
+        }
         Command::Schema { kind } => match kind {
             SchemaKind::Config => print(&crate::schema::huxley_schema()),
             SchemaKind::Plan => print(&crate::schema::plan_schema()),
@@ -811,51 +844,144 @@ async fn connect_session(args: &AwsArgs) -> Result<Aws, u8> {
     })
 }
 
-async fn cluster_describe(name: &str, json: bool, args: &AwsArgs, color: Color) -> u8 {
+async fn cluster_describe(
+    name: &str,
+    json: bool,
+    endpoint: Option<&str>,
+    args: &AwsArgs,
+    color: Color,
+) -> u8 {
+    use crate::kick::api::ClusterDescription;
     let aws = match connect_session(args).await {
         Ok(aws) => aws,
         Err(code) => return code,
     };
     let stack = format!("huxley-{name}");
-    let result = async {
+    let found = async {
         let summary = aws
             .describe_stack(&stack)
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("no cluster {name} in {} (no stack {stack})", aws.region()))?;
-        let bucket = summary.bucket(name).ok_or_else(|| format!("the stack {stack} names no artifact bucket"))?;
-        let bytes = aws
-            .get_object(&bucket, crate::kick::publish::DESCRIPTION_KEY)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("cluster {name} has no published description yet: its kick server publishes one once it runs"))?;
-        serde_json::from_slice::<crate::kick::api::ClusterDescription>(&bytes)
-            .map_err(|e| format!("the published description of {name} does not parse: {e}"))
+        let bucket = summary
+            .bucket(name)
+            .ok_or_else(|| format!("the stack {stack} names no artifact bucket"))?;
+        let endpoint = endpoint.map(str::to_owned).or_else(|| {
+            summary
+                .outputs
+                .get("KickServerAddress")
+                .map(|a| format!("https://{a}"))
+        });
+        Ok::<_, String>((bucket, endpoint))
     }
     .await;
-    calls(args, &aws);
-    let description = match result {
-        Ok(description) => description,
+    let (bucket, endpoint) = match found {
+        Ok(found) => found,
         Err(err) => {
+            calls(args, &aws);
             eprintln!("error: {err}");
             return exit::INVALID;
         }
     };
+    let mut live = None;
+    if let Some(endpoint) = &endpoint {
+        match live_description(&aws, &bucket, endpoint).await {
+            Ok(description) => live = Some(description),
+            Err(why) => eprintln!(
+                "note: cannot ask the kick server at {endpoint}: {why}; showing the published copy"
+            ),
+        }
+    }
+    let (description, source) = match live {
+        Some(description) => (
+            description,
+            format!(
+                "live from the kick server at {}",
+                endpoint.unwrap_or_default()
+            ),
+        ),
+        None => {
+            let published = async {
+                let bytes = aws
+                    .get_object(&bucket, crate::kick::publish::DESCRIPTION_KEY)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("cluster {name} has no published description yet: its kick server publishes one once it runs"))?;
+                serde_json::from_slice::<ClusterDescription>(&bytes).map_err(|e| format!("the published description of {name} does not parse: {e}"))
+            }
+            .await;
+            match published {
+                Ok(description) => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    let age =
+                        crate::kick::describe::age(now.saturating_sub(description.generated_at));
+                    (
+                        description,
+                        format!("published copy from the kick server, {age} old"),
+                    )
+                }
+                Err(err) => {
+                    calls(args, &aws);
+                    eprintln!("error: {err}");
+                    return exit::INVALID;
+                }
+            }
+        }
+    };
+    calls(args, &aws);
     if json {
         let mut text =
             serde_json::to_string_pretty(&description).expect("a description serializes");
         text.push('\n');
         return print(&text);
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let source = format!(
-        "published copy from the kick server, {} old",
-        crate::kick::describe::age(now.saturating_sub(description.generated_at))
-    );
     let style = render::Style::new(color.enabled_for(std::io::stdout().is_terminal()));
     print(&crate::kick::describe::render(&description, &source, style))
+}
+
+/// Asks the kick server's external API, trusting only the certificate
+/// whose fingerprint the server published to the bucket.
+async fn live_description(
+    aws: &Aws,
+    bucket: &str,
+    endpoint: &str,
+) -> Result<crate::kick::api::ClusterDescription, String> {
+    let token = std::env::var("HUXLEY_TOKEN")
+        .map_err(|_| "HUXLEY_TOKEN (the admin token) is not set".to_owned())?;
+    let fingerprint = aws
+        .get_object(bucket, crate::kick::tls::FINGERPRINT_KEY)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "the server has published no certificate fingerprint".to_owned())?;
+    crate::kick::tls::ensure_provider();
+    let tls = crate::kick::tls::pinned_client(&String::from_utf8_lossy(&fingerprint))
+        .map_err(|e| e.to_string())?;
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let response = client
+        .get(format!("{}/v1/cluster", endpoint.trim_end_matches('/')))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .map_err(|e| {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(inner) = source {
+                text = format!("{text}: {inner}");
+                source = inner.source();
+            }
+            text
+        })?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("it answered {status}"));
+    }
+    response.json().await.map_err(|e| e.to_string())
 }
 
 async fn cluster_list(args: &AwsArgs) -> u8 {
@@ -883,13 +1009,22 @@ async fn cluster_list(args: &AwsArgs) -> u8 {
     }
 }
 
+/// Where `kick serve` listens, and where it keeps its certificate.
+#[derive(Debug)]
+struct Listeners {
+    internal: std::net::SocketAddr,
+    external: Option<std::net::SocketAddr>,
+    state_dir: PathBuf,
+}
+
 async fn kick_serve(
     config_path: &Path,
     tokens: &Path,
-    listen: std::net::SocketAddr,
+    listeners: &Listeners,
     rate: f64,
     args: &AwsArgs,
 ) -> u8 {
+    let listen = listeners.internal;
     use crate::kick::{api, config::KickConfig, dns, server};
     let config: KickConfig = match std::fs::read_to_string(config_path)
         .map_err(|e| e.to_string())
@@ -976,6 +1111,49 @@ async fn kick_serve(
                 return exit::INVALID;
             }
         };
+    let external = match listeners.external {
+        None => None,
+        Some(address) => {
+            let names = vec![
+                kick.config.cluster.kick_name.clone(),
+                "localhost".to_owned(),
+                address.ip().to_string(),
+            ];
+            let identity = match crate::kick::tls::load_or_create(&listeners.state_dir, &names) {
+                Ok(identity) => identity,
+                Err(err) => {
+                    eprintln!(
+                        "error: cannot keep the TLS certificate in {}: {err}",
+                        listeners.state_dir.display()
+                    );
+                    return exit::USAGE;
+                }
+            };
+            let published = aws
+                .put_object(
+                    &bucket,
+                    crate::kick::tls::FINGERPRINT_KEY,
+                    format!("{}\n", identity.fingerprint).into_bytes(),
+                    "text/plain",
+                )
+                .await;
+            if let Err(err) = published {
+                eprintln!("error: cannot publish the certificate's fingerprint: {err}");
+                return exit::INVALID;
+            }
+            let listener = match tokio::net::TcpListener::bind(address).await {
+                Ok(tcp) => crate::kick::tls::TlsListener::new(tcp, &identity),
+                Err(err) => Err(err),
+            };
+            match listener {
+                Ok(listener) => Some((listener, identity.fingerprint)),
+                Err(err) => {
+                    eprintln!("error: cannot listen on {address}: {err}");
+                    return exit::USAGE;
+                }
+            }
+        }
+    };
     crate::kick::publish::spawn(
         std::sync::Arc::clone(&kick),
         aws,
@@ -996,11 +1174,35 @@ async fn kick_serve(
         "kick: cluster {cluster}: internal API on http://{address}; publishing to s3://{bucket}/{}",
         crate::kick::publish::DESCRIPTION_KEY
     );
+    let external_api = async {
+        match external {
+            Some((listener, fingerprint)) => {
+                let address = axum::serve::Listener::local_addr(&listener)
+                    .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+                eprintln!(
+                    "kick: external API on https://{address}, certificate sha256 {fingerprint}"
+                );
+                axum::serve(
+                    listener,
+                    crate::kick::api::router(std::sync::Arc::clone(&kick)),
+                )
+                .await
+            }
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
-        result = server::serve(kick, listener) => match result {
+        result = server::serve(std::sync::Arc::clone(&kick), listener) => match result {
             Ok(()) => exit::OK,
             Err(err) => {
-                eprintln!("error: the API stopped: {err}");
+                eprintln!("error: the internal API stopped: {err}");
+                exit::INVALID
+            }
+        },
+        result = external_api => match result {
+            Ok(()) => exit::OK,
+            Err(err) => {
+                eprintln!("error: the external API stopped: {err}");
                 exit::INVALID
             }
         },

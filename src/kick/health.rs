@@ -29,6 +29,7 @@ pub fn spawn(kick: Arc<Kick>) {
                 .map(move |s| (app.clone(), s.clone()))
         })
         .collect();
+    super::tls::ensure_provider();
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

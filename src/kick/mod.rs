@@ -11,3 +11,4 @@ pub mod openapi;
 pub mod publish;
 pub mod registry;
 pub mod server;
+pub mod tls;

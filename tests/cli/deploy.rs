@@ -516,6 +516,8 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
 
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
+    let external = format!("127.0.0.1:{}", free_port());
+    let state = dir.join("kick-state");
     let kick_toml = out.join("kick/kick.toml");
     let log_path = dir.join("kick.log");
     let log = fs::File::create(&log_path).expect("log");
@@ -529,6 +531,10 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
             tokens.to_str().expect("utf-8"),
             "--listen",
             &listen,
+            "--external",
+            &external,
+            "--state-dir",
+            state.to_str().expect("utf-8"),
         ])
         .env(&cluster.env)
         .command()
@@ -542,7 +548,8 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let client = reqwest::Client::new();
+        huxley::kick::tls::ensure_provider();
+    let client = reqwest::Client::new();
         let base = format!("http://{listen}");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while client.get(format!("{base}/healthz")).send().await.is_err() {
@@ -611,6 +618,85 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
         "{}",
         list.stdout
     );
+
+    // Live, over TLS, trusting only the certificate the server published.
+    let endpoint = format!("https://{external}");
+    let mut with_token = cluster.env.clone();
+    with_token.push(("HUXLEY_TOKEN".into(), "admin-token".into()));
+    let live = Test::new(&["cluster", "describe", "described", "--endpoint", &endpoint])
+        .env(&with_token)
+        .run();
+    live.code(0);
+    assert!(
+        live.stdout.starts_with(&format!(
+            "cluster described (live from the kick server at {endpoint})"
+        )),
+        "{}{}",
+        live.stdout,
+        live.stderr
+    );
+    assert!(live.stdout.contains("i-0abc"), "{}", live.stdout);
+    // Without a token, or when the certificate does not match what was
+    // published, it falls back to the published copy and says why.
+    let no_token = cluster.run_bare(&["cluster", "describe", "described", "--endpoint", &endpoint]);
+    no_token.code(0);
+    assert!(
+        no_token
+            .stderr
+            .contains("HUXLEY_TOKEN (the admin token) is not set"),
+        "{}",
+        no_token.stderr
+    );
+    assert!(
+        no_token
+            .stdout
+            .contains("(published copy from the kick server"),
+        "{}",
+        no_token.stdout
+    );
+    let emulator = Emulator::shared(&root());
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    tokio.block_on(async {
+        let aws = huxley::testing::aws(&emulator.endpoint(), REGION).await;
+        let wrong = format!("{}\n", "0".repeat(64)).into_bytes();
+        aws.put_object(
+            "huxley-123456789012-us-west-2-described",
+            huxley::kick::tls::FINGERPRINT_KEY,
+            wrong,
+            "text/plain",
+        )
+        .await
+        .expect("tamper");
+    });
+    let pinned = Test::new(&["cluster", "describe", "described", "--endpoint", &endpoint])
+        .env(&with_token)
+        .run();
+    pinned.code(0);
+    assert!(
+        pinned
+            .stderr
+            .contains("does not match the fingerprint it published"),
+        "{}",
+        pinned.stderr
+    );
+    assert!(
+        pinned
+            .stdout
+            .contains("(published copy from the kick server"),
+        "{}",
+        pinned.stdout
+    );
+    // The certificate is kept across restarts: its key is the owner's only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(state.join("kick-key.der"))
+        .expect("key kept")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
     let missing = cluster.run_bare(&["cluster", "describe", "nosuchcluster"]);
     missing.code(1);
     assert!(

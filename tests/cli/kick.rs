@@ -242,6 +242,7 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
+    huxley::kick::tls::ensure_provider();
     let client = reqwest::Client::new();
     let mut request = client.request(method, url);
     if let Some(token) = token {

@@ -1,0 +1,259 @@
+//! TLS for the kick server's external (operators') API, and the pinning
+//! the CLI uses to reach it.
+//!
+//! Without a certificate of the user's own, kick makes a self-signed one on
+//! first start (rcgen), keeps it in its state directory across restarts,
+//! and publishes its SHA-256 fingerprint to the artifact bucket, where the
+//! CLI reads it with the user's AWS rights. The CLI then accepts exactly
+//! that certificate: the fingerprint replaces the CA chain, and the TLS
+//! handshake's signatures are still verified. Verification is never
+//! turned off.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// Where the fingerprint is published in the bucket.
+pub const FINGERPRINT_KEY: &str = "huxley/published/kick-tls.sha256";
+
+/// The server's certificate and key.
+#[derive(Clone)]
+pub struct Identity {
+    pub cert: Vec<u8>,
+    key: Vec<u8>,
+    /// Hex SHA-256 of the certificate (DER).
+    pub fingerprint: String,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("Identity")
+            .field("fingerprint", &self.fingerprint)
+            .finish()
+    }
+}
+
+/// Installs the process's default TLS crypto provider (aws-lc-rs), which
+/// HTTP clients need before they are built. Safe to call more than once.
+pub fn ensure_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Hex SHA-256 of bytes.
+pub fn fingerprint(der: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Loads the identity kept in `dir`, or makes a self-signed one for
+/// `names` and keeps it there (the key readable by its owner only).
+pub fn load_or_create(dir: &Path, names: &[String]) -> io::Result<Identity> {
+    let (cert_path, key_path) = (dir.join("kick-cert.der"), dir.join("kick-key.der"));
+    if cert_path.exists() && key_path.exists() {
+        let cert = std::fs::read(&cert_path)?;
+        let key = std::fs::read(&key_path)?;
+        return Ok(Identity {
+            fingerprint: fingerprint(&cert),
+            cert,
+            key,
+        });
+    }
+    std::fs::create_dir_all(dir)?;
+    let made = rcgen::generate_simple_self_signed(names.to_vec()).map_err(io::Error::other)?;
+    let cert = made.cert.der().to_vec();
+    let key = made.signing_key.serialize_der();
+    write_private(&key_path, &key)?;
+    std::fs::write(&cert_path, &cert)?;
+    Ok(Identity {
+        fingerprint: fingerprint(&cert),
+        cert,
+        key,
+    })
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
+}
+
+/// A TCP listener that speaks TLS, for `axum::serve`. A handshake that
+/// does not finish within ten seconds is dropped, so a slow client cannot
+/// hold the listener.
+pub struct TlsListener {
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+}
+
+impl std::fmt::Debug for TlsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsListener")
+            .field("address", &self.tcp.local_addr().ok())
+            .finish()
+    }
+}
+
+impl TlsListener {
+    pub fn new(tcp: TcpListener, identity: &Identity) -> io::Result<Self> {
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(io::Error::other)?
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(identity.cert.clone())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key.clone())),
+            )
+            .map_err(io::Error::other)?;
+        Ok(Self {
+            tcp,
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+        })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, address)) = self.tcp.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            if let Ok(Ok(tls)) =
+                tokio::time::timeout(Duration::from_secs(10), self.acceptor.accept(tcp)).await
+            {
+                return (tls, address);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// A client configuration that trusts exactly the certificate with this
+/// SHA-256 fingerprint.
+pub fn pinned_client(fingerprint: &str) -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = provider();
+    Ok(
+        rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned {
+                fingerprint: fingerprint.trim().to_ascii_lowercase(),
+                provider,
+            }))
+            .with_no_client_auth(),
+    )
+}
+
+/// Accepts the one certificate whose fingerprint is pinned, and checks the
+/// handshake's signatures with it as any verifier does.
+#[derive(Debug)]
+struct Pinned {
+    fingerprint: String,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if fingerprint(end_entity) == self.fingerprint {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "the kick server's certificate does not match the fingerprint it published".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_identity_is_kept_across_restarts_with_a_private_key() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("huxley-tls-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let first = load_or_create(&dir, &["kick-acme.example.com".into()]).expect("made");
+        let again = load_or_create(&dir, &["kick-acme.example.com".into()]).expect("loaded");
+        assert_eq!(first.fingerprint, again.fingerprint);
+        assert_eq!(first.fingerprint.len(), 64);
+        let mode = std::fs::metadata(dir.join("kick-key.der"))
+            .expect("key")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!format!("{first:?}").contains("key:"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
