@@ -42,7 +42,9 @@ mkdir -p "$tokens/blog"
 head -c 24 /dev/urandom | base64 > "$tokens/admin"
 head -c 24 /dev/urandom | base64 > "$tokens/blog/web"
 port=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$huxley" kick serve --config out/blog/kick/kick.toml --tokens "$tokens" --listen "127.0.0.1:$port" &
+external=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$huxley" kick serve --config out/blog/kick/kick.toml --tokens "$tokens" --listen "127.0.0.1:$port" \
+  --external "127.0.0.1:$external" --state-dir "$tokens/state" &
 kick=$!
 trap 'kill "$kick" "$HUXLEY_EMULATOR_PID" 2>/dev/null || true; rm -rf "$tokens"' EXIT
 until huxley_http_ok "http://127.0.0.1:$port/healthz"; do sleep 0.2; done
@@ -56,7 +58,7 @@ print("registered:", urllib.request.urlopen(request, timeout=10).read().decode()
 PY
 sleep 2
 
-step "huxley cluster describe acme"
-"$huxley" cluster describe acme
+step "huxley cluster describe acme (live, over TLS pinned to the certificate the kick server published)"
+HUXLEY_TOKEN=$(cat "$tokens/admin") "$huxley" cluster describe acme --endpoint "https://127.0.0.1:$external"
 echo
 echo "demo: examples built under out/; examples/blog planned, applied, in sync, and described on the emulator"
