@@ -581,6 +581,14 @@ async fn connect(args: &AwsArgs, region: &str) -> Result<Aws, u8> {
         })
 }
 
+/// Reads a huxley.toml and connects to AWS for its cluster's region,
+/// printing what went wrong; the exit status on failure.
+async fn load_and_connect(path: &Path, args: &AwsArgs, color: Color) -> Result<(Config, Aws), u8> {
+    let config = load(path, color)?;
+    let aws = connect(args, &config.cluster.region).await?;
+    Ok((config, aws))
+}
+
 fn calls(args: &AwsArgs, aws: &Aws) {
     if args.verbose {
         eprintln!("AWS calls: {} (endpoint {})", aws.calls(), aws.endpoint());
@@ -588,12 +596,8 @@ fn calls(args: &AwsArgs, aws: &Aws) {
 }
 
 async fn plan(path: &Path, args: &AwsArgs, options: &PlanArgs, color: Color) -> u8 {
-    let config = match load(path, color) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    let aws = match connect(args, &config.cluster.region).await {
-        Ok(aws) => aws,
+    let (config, aws) = match load_and_connect(path, args, color).await {
+        Ok(pair) => pair,
         Err(code) => return code,
     };
     let plan = match applying::prepare(
@@ -703,16 +707,11 @@ async fn apply(
         println!("{}", render::summary(&plan));
         (aws, plan)
     } else {
-        let config = match load(path, color) {
-            Ok(config) => config,
+        let (config, aws) = match load_and_connect(path, args, color).await {
+            Ok(pair) => pair,
             Err(code) => return code,
         };
-        let aws = match connect(args, &config.cluster.region).await {
-            Ok(aws) => aws,
-            Err(code) => return code,
-        };
-        let mut progress = Progress::new(terminal);
-        progress.wait_limit = wait_timeout;
+        let mut progress = Progress::new(terminal, wait_timeout);
         if let Err(err) =
             applying::settle(&aws, &crate::model::naming::stack(&config), &mut progress).await
         {
@@ -747,8 +746,7 @@ async fn apply(
         calls(args, &aws);
         return exit::OK;
     }
-    let mut progress = Progress::new(terminal);
-    progress.wait_limit = wait_timeout;
+    let mut progress = Progress::new(terminal, wait_timeout);
     let result = applying::apply(&aws, &plan, &mut progress).await;
     progress.finish();
     calls(args, &aws);
@@ -775,12 +773,8 @@ async fn apply(
 
 async fn destroy(path: &Path, args: &AwsArgs, run: RunArgs, color: Color) -> u8 {
     let RunArgs { yes, wait_timeout } = run;
-    let config = match load(path, color) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    let aws = match connect(args, &config.cluster.region).await {
-        Ok(aws) => aws,
+    let (config, aws) = match load_and_connect(path, args, color).await {
+        Ok(pair) => pair,
         Err(code) => return code,
     };
     let stack = crate::model::naming::stack(&config);
@@ -810,8 +804,7 @@ async fn destroy(path: &Path, args: &AwsArgs, run: RunArgs, color: Color) -> u8 
             return exit::INVALID;
         }
     }
-    let mut progress = Progress::new(std::io::stderr().is_terminal());
-    progress.wait_limit = wait_timeout;
+    let mut progress = Progress::new(std::io::stderr().is_terminal(), wait_timeout);
     let result = applying::destroy(&aws, &config, &mut progress).await;
     progress.finish();
     calls(args, &aws);

@@ -395,7 +395,7 @@ async fn check_base(aws: &Aws, plan: &Plan) -> Result<(), ApplyError> {
         let manifest = aws
             .get_object(&bucket, MANIFEST_KEY)
             .await?
-            .map(|b| sha256(&String::from_utf8_lossy(&b)));
+            .map(|b| sha256(String::from_utf8_lossy(&b).as_bytes()));
         if manifest != base.manifest_sha256 {
             return Err(ApplyError::Stale(
                 "the artifacts in the bucket changed since the plan was made (another apply ran)"

@@ -19,9 +19,9 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A spinner when `terminal`, plain lines otherwise; waits of up to an
-    /// hour.
-    pub fn new(terminal: bool) -> Self {
+    /// A spinner when `terminal`, plain lines otherwise; stack operations
+    /// waited for up to `wait_limit` each.
+    pub fn new(terminal: bool, wait_limit: Duration) -> Self {
         let spinner = terminal.then(|| {
             let bar = ProgressBar::new_spinner();
             bar.set_style(
@@ -33,7 +33,7 @@ impl Progress {
         });
         Self {
             spinner,
-            wait_limit: Duration::from_secs(3600),
+            wait_limit,
         }
     }
 

@@ -14,7 +14,6 @@
 use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::model::{self, Config, naming};
 
@@ -706,8 +705,7 @@ fn justify(checkov: &[(&str, &str)], cfn_lint: &[(&str, &str)]) -> Value {
 
 /// The first 8 hex digits of SHA-256: a stable, compact id suffix.
 fn short_hash(text: &str) -> String {
-    let digest = Sha256::digest(text.as_bytes());
-    digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
+    crate::plan::diff::sha256(text)[..8].to_owned()
 }
 
 #[cfg(test)]

@@ -56,11 +56,7 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// Hex SHA-256 of bytes.
 pub fn fingerprint(der: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::plan::diff::sha256(der)
 }
 
 /// Loads the identity kept in `dir`, or makes a self-signed one for

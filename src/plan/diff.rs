@@ -147,9 +147,9 @@ pub fn plan(target: &Target, desired: Desired, live: &Live) -> Plan {
     }
 }
 
-/// Hex SHA-256 of a text.
-pub fn sha256(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
+/// Hex SHA-256 of bytes (text, a certificate): the one digest helper.
+pub fn sha256(data: impl AsRef<[u8]>) -> String {
+    Sha256::digest(data.as_ref())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
