@@ -203,7 +203,7 @@ pub async fn settle(
 
 /// Executes a plan.
 pub async fn apply(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<Summary, ApplyError> {
-    check_base(aws, plan).await?;
+    let live = check_base(aws, plan).await?;
     let mut summary = Summary::default();
     let stack = plan.stack.as_str();
 
@@ -220,11 +220,10 @@ pub async fn apply(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<Su
     }
 
     // On an update, the new artifacts are in the bucket before the stack
-    // changes, so new nodes boot with them.
-    let live_bucket = aws
-        .describe_stack(stack)
-        .await?
-        .filter(|s| !is_review(&s.status))
+    // changes, so new nodes boot with them. A recreated stack is gone by
+    // now, and so is its bucket.
+    let live_bucket = live
+        .filter(|_| plan.stack_action != StackAction::Recreate)
         .and_then(|s| s.bucket(&plan.cluster));
     if let Some(bucket) = &live_bucket {
         summary.uploaded += upload(aws, bucket, plan, progress).await?;
@@ -346,15 +345,16 @@ pub fn is_review(status: &str) -> bool {
     status == "REVIEW_IN_PROGRESS"
 }
 
-/// Refuses a plan whose live state has moved.
-async fn check_base(aws: &Aws, plan: &Plan) -> Result<(), ApplyError> {
+/// Refuses a plan whose live state has moved; returns the live stack
+/// (none when there is none, or only an unexecuted change set).
+async fn check_base(aws: &Aws, plan: &Plan) -> Result<Option<StackSummary>, ApplyError> {
     let live = aws
         .describe_stack(&plan.stack)
         .await?
         .filter(|s| !is_review(&s.status));
     let base = &plan.base;
     match (&base.stack_id, &live) {
-        (None, None) => return Ok(()),
+        (None, None) => return Ok(None),
         (None, Some(_)) => {
             return Err(ApplyError::Stale(format!(
                 "the plan expected no stack, but {} now exists",
@@ -375,7 +375,7 @@ async fn check_base(aws: &Aws, plan: &Plan) -> Result<(), ApplyError> {
         }
         _ => {}
     }
-    let Some(stack) = live else { return Ok(()) };
+    let Some(stack) = live else { return Ok(None) };
     if base.stack_status.as_deref() != Some(stack.status.as_str()) {
         return Err(ApplyError::Stale(format!(
             "the stack was {} when planned and is {} now",
@@ -403,7 +403,7 @@ async fn check_base(aws: &Aws, plan: &Plan) -> Result<(), ApplyError> {
             ));
         }
     }
-    Ok(())
+    Ok(Some(stack))
 }
 
 /// Uploads the blobs the bucket lacks, the `huxley` binary the nodes boot
