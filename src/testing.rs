@@ -362,6 +362,44 @@ pub fn create_empty_stack(endpoint: &str, region: &str, stack: &str) {
     });
 }
 
+/// Launches `count` nodes of cluster `cluster` in the emulator (EC2
+/// instances tagged as the node group tags them); returns their ids.
+pub async fn run_nodes(aws: &crate::aws::Aws, cluster: &str, count: i32) -> Vec<String> {
+    use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+    let output = aws
+        .ec2
+        .run_instances()
+        // An image the emulator knows (tests/emulator/flatcar-amis.json).
+        .image_id("ami-0f1a7c0000000a001")
+        .instance_type(aws_sdk_ec2::types::InstanceType::M6iLarge)
+        .min_count(count)
+        .max_count(count)
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Instance)
+                .tags(Tag::builder().key("huxley:cluster").value(cluster).build())
+                .build(),
+        )
+        .send()
+        .await
+        .expect("launch nodes");
+    output
+        .instances()
+        .iter()
+        .filter_map(|i| i.instance_id().map(str::to_owned))
+        .collect()
+}
+
+/// Terminates nodes in the emulator.
+pub async fn terminate_nodes(aws: &crate::aws::Aws, ids: &[String]) {
+    aws.ec2
+        .terminate_instances()
+        .set_instance_ids(Some(ids.to_vec()))
+        .send()
+        .await
+        .expect("terminate nodes");
+}
+
 /// Creates a public hosted zone in the emulator, as a user's existing zone,
 /// through the real SDK; returns its id.
 pub fn create_public_zone(endpoint: &str, region: &str, name: &str) -> String {

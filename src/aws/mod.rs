@@ -23,8 +23,8 @@ use aws_credential_types::provider::ProvideCredentials;
 pub use error::AwsError;
 pub use live::{LiveRead, OWNER_PREFIX, Query, read_live};
 pub use ops::{
-    ChangeError, ChangeSetState, RecordChange, RecordSet, StackEvent, StackSummary, TemplateSource,
-    batch_sizes,
+    ChangeError, ChangeSetState, Node, RecordChange, RecordSet, StackEvent, StackSummary,
+    TemplateSource, batch_sizes,
 };
 
 /// Flatcar's publisher account, whose images `flatcar-*` resolves to.

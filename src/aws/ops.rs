@@ -698,6 +698,58 @@ impl Aws {
                 ))
             })
     }
+
+    /// The cluster's nodes: its pending and running EC2 instances (those
+    /// tagged `huxley:cluster=<cluster>`), sorted by id.
+    pub async fn cluster_nodes(&self, cluster: &str) -> Result<Vec<Node>, AwsError> {
+        use aws_sdk_ec2::types::Filter;
+        let mut nodes = Vec::new();
+        let mut pages = self
+            .ec2
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name("tag:huxley:cluster")
+                    .values(cluster)
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .values("pending")
+                    .values("running")
+                    .build(),
+            )
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            self.count();
+            let page = page.map_err(|e| self.err("ec2:DescribeInstances", e))?;
+            for instance in page.reservations().iter().flat_map(|r| r.instances()) {
+                let Some(id) = instance.instance_id() else {
+                    continue;
+                };
+                nodes.push(Node {
+                    id: id.to_owned(),
+                    address: instance.private_ip_address().and_then(|a| a.parse().ok()),
+                    instance_type: instance
+                        .instance_type()
+                        .map(|t| t.as_str().to_owned())
+                        .unwrap_or_default(),
+                });
+            }
+        }
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(nodes)
+    }
+}
+
+/// A node of the cluster: an EC2 instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub id: String,
+    pub address: Option<std::net::IpAddr>,
+    pub instance_type: String,
 }
 
 /// One record set to upsert or delete.

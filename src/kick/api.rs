@@ -25,8 +25,9 @@ use serde_json::json;
 use super::auth::{Scope, Tokens};
 use super::config::KickConfig;
 use super::dns::Writer;
-use super::registry::{Registration, Registry, Status};
-use crate::aws::RecordChange;
+use super::nodes::Nodes;
+use super::registry::{Registration, Registry, RegistryError, Status};
+use crate::aws::{Aws, RecordChange};
 
 /// A hosted zone kick writes to.
 #[derive(Debug, Clone)]
@@ -60,10 +61,12 @@ pub struct Kick {
     pub tokens: Tokens,
     pub writer: Writer,
     pub zones: Zones,
-    /// Record sets kick has written, as last committed: (name, type) →
-    /// the change. Route53 deletes a record set only when the request
-    /// matches it exactly (values and TTL), so this is what a delete sends.
-    pub published: Mutex<BTreeMap<(String, String), RecordChange>>,
+    pub aws: Arc<Aws>,
+    /// The cluster's nodes, as EC2 lists them.
+    pub nodes: Mutex<Nodes>,
+    /// The last `GET /v1/cluster` body, with the (registry, nodes)
+    /// generations it was made at: served again until either moves.
+    pub described: Mutex<Option<((u64, u64), axum::body::Bytes)>>,
     /// Names kick owns (their `_huxley-owner.` record is kick's).
     pub owned: Mutex<BTreeSet<String>>,
     /// Names that exist in the zones and are not Huxley's: never touched.
@@ -158,6 +161,10 @@ pub struct InstanceDescription {
 /// A node's capacity: what its replicas request against what it offers.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct NodeDescription {
+    /// The EC2 instance type; empty for a node EC2 no longer lists.
+    pub instance_type: String,
+    /// The node's private address.
+    pub address: Option<IpAddr>,
     pub instances: usize,
     pub cpu_requested_millis: u64,
     pub cpu_allocatable_millis: u32,
@@ -237,23 +244,72 @@ async fn register(
         Ok(r) => r,
         Err(response) => return *response,
     };
-    if !scope.covers(&registration.app, &registration.service) {
+    let (app, service) = (registration.app.clone(), registration.service.clone());
+    if !scope.covers(&app, &service) {
         return error(
             StatusCode::FORBIDDEN,
-            format!(
-                "this token may not register instances of {}.{}",
-                registration.app, registration.service
-            ),
+            format!("this token may not register instances of {app}.{service}"),
         );
+    }
+    if kick
+        .registry
+        .lock()
+        .expect("registry")
+        .service(&app, &service)
+        .is_none()
+    {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no service {app}.{service} in this cluster"),
+        );
+    }
+    if let Err(err) = registration.check() {
+        return error(StatusCode::BAD_REQUEST, err.to_string());
+    }
+    match super::nodes::known(&kick, &registration.node).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no node {} in cluster {}: register with the EC2 instance id of one of its running nodes",
+                    registration.node, kick.config.cluster.name
+                ),
+            );
+        }
+        Err(err) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot list the cluster's nodes: {err}"),
+            );
+        }
     }
     let result = kick
         .registry
         .lock()
         .expect("registry")
         .register(&registration, now());
-    match result {
-        Ok(id) => (StatusCode::CREATED, Json(json!({ "id": id }))).into_response(),
-        Err(err) => error(StatusCode::NOT_FOUND, err.to_string()),
+    let id = match result {
+        Ok(id) => id,
+        Err(err @ RegistryError::Invalid(_)) => {
+            return error(StatusCode::BAD_REQUEST, err.to_string());
+        }
+        Err(err @ RegistryError::Full { .. }) => {
+            return error(StatusCode::CONFLICT, err.to_string());
+        }
+        Err(err) => return error(StatusCode::NOT_FOUND, err.to_string()),
+    };
+    // Acknowledged only once Route53 holds it: a restarted kick finds it.
+    match super::health::sync_replicas(&kick, &app, &service).await {
+        Ok(()) => (
+            StatusCode::CREATED,
+            Json(json!({ "id": id, "committed": true })),
+        )
+            .into_response(),
+        Err(reason) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the registration is not recorded in Route53 yet ({reason}); register again"),
+        ),
     }
 }
 
@@ -310,7 +366,15 @@ async fn deregister(
     match removed {
         Ok(_) => {
             super::health::sync_dns(&kick, &app, &service).await;
-            StatusCode::NO_CONTENT.into_response()
+            match super::health::sync_replicas(&kick, &app, &service).await {
+                Ok(()) => StatusCode::NO_CONTENT.into_response(),
+                Err(reason) => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "the instance is deregistered, but Route53 still lists it ({reason}); a later change removes it"
+                    ),
+                ),
+            }
         }
         Err(err) => error(StatusCode::NOT_FOUND, err.to_string()),
     }
@@ -396,18 +460,12 @@ async fn put_record(
         ttl: request.ttl.unwrap_or(60),
         values: request.values.clone(),
     };
-    match kick.writer.submit(&zone, change.clone()).await {
-        Ok(()) => {
-            kick.published
-                .lock()
-                .expect("published")
-                .insert((name.clone(), request.kind.clone()), change);
-            (
-                StatusCode::OK,
-                Json(json!({ "name": name, "type": request.kind, "committed": true })),
-            )
-                .into_response()
-        }
+    match kick.writer.submit(&zone, change).await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({ "name": name, "type": request.kind, "committed": true })),
+        )
+            .into_response(),
         Err(reason) => error(StatusCode::BAD_REQUEST, reason),
     }
 }
@@ -421,8 +479,7 @@ async fn delete_record(
         Ok(parts) => parts,
         Err(response) => return *response,
     };
-    let key = (name.clone(), request.kind.clone());
-    let Some(current) = kick.published.lock().expect("published").get(&key).cloned() else {
+    let Some(current) = kick.writer.published(&name, &request.kind) else {
         return error(
             StatusCode::NOT_FOUND,
             format!("no {} record at {name}", request.kind),
@@ -433,10 +490,7 @@ async fn delete_record(
         ..current
     };
     match kick.writer.submit(&zone, change).await {
-        Ok(()) => {
-            kick.published.lock().expect("published").remove(&key);
-            StatusCode::NO_CONTENT.into_response()
-        }
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(reason) => error(StatusCode::BAD_GATEWAY, reason),
     }
 }
@@ -472,7 +526,32 @@ async fn describe_cluster(State(kick): State<Arc<Kick>>, headers: HeaderMap) -> 
     if let Err(response) = require_admin(&kick, &headers) {
         return *response;
     }
-    Json(describe(&kick)).into_response()
+    let body = described_body(&kick);
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The description as JSON, made again only when the registry or the node
+/// list changed since the last one.
+fn described_body(kick: &Kick) -> axum::body::Bytes {
+    let generations = || {
+        (
+            kick.registry.lock().expect("registry").generation,
+            kick.nodes.lock().expect("nodes").generation,
+        )
+    };
+    let current = generations();
+    if let Some((made_at, body)) = kick.described.lock().expect("described").as_ref()
+        && *made_at == current
+    {
+        return body.clone();
+    }
+    // Generations read before describing: a change racing with it makes
+    // the next request describe again.
+    let body = axum::body::Bytes::from(
+        serde_json::to_vec(&describe(kick)).expect("a description serializes"),
+    );
+    *kick.described.lock().expect("described") = Some((current, body.clone()));
+    body
 }
 
 async fn describe_app(
@@ -516,7 +595,23 @@ async fn describe_service(
 pub fn describe(kick: &Kick) -> ClusterDescription {
     let registry = kick.registry.lock().expect("registry");
     let nodes_config = &kick.config.nodes;
-    let mut nodes: BTreeMap<String, NodeDescription> = BTreeMap::new();
+    let empty = |instance_type: String, address: Option<IpAddr>| NodeDescription {
+        instance_type,
+        address,
+        instances: 0,
+        cpu_requested_millis: 0,
+        cpu_allocatable_millis: nodes_config.allocatable_cpu_millis,
+        memory_requested_mib: 0,
+        memory_allocatable_mib: nodes_config.allocatable_memory_mib,
+    };
+    let mut nodes: BTreeMap<String, NodeDescription> = kick
+        .nodes
+        .lock()
+        .expect("nodes")
+        .known
+        .values()
+        .map(|n| (n.id.clone(), empty(n.instance_type.clone(), n.address)))
+        .collect();
     let apps = registry
         .apps
         .iter()
@@ -527,13 +622,7 @@ pub fn describe(kick: &Kick) -> ClusterDescription {
                     for instance in state.instances.values() {
                         let node = nodes
                             .entry(instance.node.clone())
-                            .or_insert(NodeDescription {
-                                instances: 0,
-                                cpu_requested_millis: 0,
-                                cpu_allocatable_millis: nodes_config.allocatable_cpu_millis,
-                                memory_requested_mib: 0,
-                                memory_allocatable_mib: nodes_config.allocatable_memory_mib,
-                            });
+                            .or_insert_with(|| empty(String::new(), None));
                         node.instances += 1;
                         node.cpu_requested_millis += u64::from(state.config.cpu_millis);
                         node.memory_requested_mib += state.config.memory_mib;

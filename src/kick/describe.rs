@@ -65,18 +65,47 @@ pub fn render(description: &ClusterDescription, source: &str, style: Style) -> S
     if !description.nodes.is_empty() {
         let _ = writeln!(out, "\n{}", style.bold("nodes"));
         for (node, capacity) in &description.nodes {
+            let replicas = match capacity.instances {
+                1 => "1 replica".to_owned(),
+                n => format!("{n} replicas"),
+            };
+            let address = capacity
+                .address
+                .map_or_else(|| "-".to_owned(), |a| a.to_string());
             let _ = writeln!(
                 out,
-                "  {node:<20} {:>3} replicas  cpu {} of {}  memory {} of {}",
-                capacity.instances,
-                format_cpu(capacity.cpu_requested_millis as u32),
-                format_cpu(capacity.cpu_allocatable_millis),
-                format_memory(capacity.memory_requested_mib),
-                format_memory(capacity.memory_allocatable_mib)
+                "  {node:<20} {:<11} {address:<15} {replicas:>12}  cpu {} of {}  memory {} of {}",
+                if capacity.instance_type.is_empty() {
+                    "-"
+                } else {
+                    &capacity.instance_type
+                },
+                cpu(capacity.cpu_requested_millis),
+                cpu(u64::from(capacity.cpu_allocatable_millis)),
+                memory(capacity.memory_requested_mib),
+                memory(capacity.memory_allocatable_mib)
             );
         }
     }
     out
+}
+
+/// A CPU quantity as huxley.toml writes it; nothing is "0".
+fn cpu(millis: u64) -> String {
+    match u32::try_from(millis) {
+        Ok(0) => "0".into(),
+        Ok(m) => format_cpu(m),
+        Err(_) => format!("{millis}m"),
+    }
+}
+
+/// A memory quantity as huxley.toml writes it; nothing is "0".
+fn memory(mib: u64) -> String {
+    if mib == 0 {
+        "0".into()
+    } else {
+        format_memory(mib)
+    }
 }
 
 /// "12s", "4m", "3h", "2d".

@@ -7,13 +7,23 @@
 //! When Route53 rejects a batch (it is atomic: one bad change fails all),
 //! the batch is split in halves and retried until the bad change stands
 //! alone; only its caller gets the error. Two changes to the same record set
-//! in one window are merged, the later winning, as Route53 refuses a batch
-//! that names a record set twice.
+//! in one window are merged, as Route53 refuses a batch that names a record
+//! set twice.
+//!
+//! Callers compute a record set from shared state (the registry) and then
+//! submit it; two callers can reach the writer in the other order than
+//! they computed. So each change carries a ticket taken while computing
+//! ([`Writer::ticket`]): of two changes to one record set the higher ticket
+//! wins, and a change older than one already committed is not sent at all
+//! (its caller is told it is committed: a newer state, computed after its
+//! own, is). The writer keeps the record sets as last committed
+//! ([`Writer::published`]), which is what a delete must send: Route53
+//! deletes a record set only when the request matches it exactly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -76,13 +86,19 @@ pub struct Metrics {
 struct Job {
     zone: String,
     change: RecordChange,
+    ticket: u64,
     reply: oneshot::Sender<Result<(), String>>,
 }
+
+/// Record sets as last committed: (name, type) → the change that wrote them.
+pub type Published = BTreeMap<(String, String), RecordChange>;
 
 /// The handle services use to submit changes.
 #[derive(Debug, Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Job>,
+    tickets: Arc<AtomicU64>,
+    published: Arc<Mutex<Published>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -91,27 +107,66 @@ impl std::fmt::Debug for Job {
         f.debug_struct("Job")
             .field("zone", &self.zone)
             .field("change", &self.change)
+            .field("ticket", &self.ticket)
             .finish()
     }
 }
 
 impl Writer {
-    /// Starts the writer's task.
-    pub fn spawn<A: Route53Api>(api: Arc<A>, settings: Settings) -> Self {
+    /// Starts the writer's task, knowing the record sets already in the
+    /// zones that it may change.
+    pub fn spawn<A: Route53Api>(api: Arc<A>, settings: Settings, published: Published) -> Self {
         let (tx, rx) = mpsc::channel(65_536);
-        let metrics = Arc::new(Metrics::default());
-        tokio::spawn(run(api, rx, settings, Arc::clone(&metrics)));
-        Self { tx, metrics }
+        let writer = Self {
+            tx,
+            tickets: Arc::new(AtomicU64::new(1)),
+            published: Arc::new(Mutex::new(published)),
+            metrics: Arc::new(Metrics::default()),
+        };
+        tokio::spawn(run(api, rx, settings, writer.clone()));
+        writer
+    }
+
+    /// A ticket for a change about to be computed: take it while holding
+    /// the state the change is computed from.
+    pub fn ticket(&self) -> u64 {
+        self.tickets.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The record set (name, type) as last committed.
+    pub fn published(&self, name: &str, kind: &str) -> Option<RecordChange> {
+        self.published
+            .lock()
+            .expect("published")
+            .get(&(name.to_owned(), kind.to_owned()))
+            .cloned()
+    }
+
+    /// Every record set as last committed.
+    pub fn all_published(&self) -> Published {
+        self.published.lock().expect("published").clone()
     }
 
     /// Submits a change and waits until Route53 has committed it, or says
     /// why it did not.
     pub async fn submit(&self, zone: &str, change: RecordChange) -> Result<(), String> {
+        let ticket = self.ticket();
+        self.submit_ticketed(zone, change, ticket).await
+    }
+
+    /// Submits a change computed under `ticket` (see [`Writer::ticket`]).
+    pub async fn submit_ticketed(
+        &self,
+        zone: &str,
+        change: RecordChange,
+        ticket: u64,
+    ) -> Result<(), String> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Job {
                 zone: zone.to_owned(),
                 change,
+                ticket,
                 reply,
             })
             .await
@@ -142,19 +197,26 @@ impl Pacer {
     }
 }
 
-/// A record set's changes merged: the last one, and everyone who asked.
+/// A record set's changes merged: the newest one, and everyone who asked.
 struct Entry {
     change: RecordChange,
+    ticket: u64,
     replies: Vec<oneshot::Sender<Result<(), String>>>,
 }
+
+/// A record set in a zone: (zone, name, type).
+type SetKey = (String, String, String);
 
 async fn run<A: Route53Api>(
     api: Arc<A>,
     mut rx: mpsc::Receiver<Job>,
     settings: Settings,
-    metrics: Arc<Metrics>,
+    writer: Writer,
 ) {
+    let metrics = Arc::clone(&writer.metrics);
     let mut pacer = Pacer::new(settings.requests_per_second);
+    // The ticket of the change last committed to each record set.
+    let mut committed: HashMap<SetKey, u64> = HashMap::new();
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         let deadline = Instant::now() + settings.window;
@@ -165,10 +227,19 @@ async fn run<A: Route53Api>(
         let mut zones: BTreeMap<String, BTreeMap<(String, String), Entry>> = BTreeMap::new();
         for job in jobs {
             let key = (job.change.name.clone(), job.change.kind.clone());
+            let set = (job.zone.clone(), key.0.clone(), key.1.clone());
+            if committed.get(&set).is_some_and(|&t| t > job.ticket) {
+                // A newer state of this record set is already in Route53.
+                let _ = job.reply.send(Ok(()));
+                continue;
+            }
             let entries = zones.entry(job.zone).or_default();
             match entries.get_mut(&key) {
                 Some(entry) => {
-                    entry.change = job.change;
+                    if job.ticket > entry.ticket {
+                        entry.change = job.change;
+                        entry.ticket = job.ticket;
+                    }
                     entry.replies.push(job.reply);
                 }
                 None => {
@@ -176,6 +247,7 @@ async fn run<A: Route53Api>(
                         key,
                         Entry {
                             change: job.change,
+                            ticket: job.ticket,
                             replies: vec![job.reply],
                         },
                     );
@@ -193,13 +265,28 @@ async fn run<A: Route53Api>(
             }));
             for size in sizes {
                 let batch: Vec<Entry> = entries.drain(..size).collect();
-                commit(api.as_ref(), &zone, batch, &mut pacer, &settings, &metrics).await;
+                let done =
+                    commit(api.as_ref(), &zone, batch, &mut pacer, &settings, &metrics).await;
+                let mut published = writer.published.lock().expect("published");
+                for (change, ticket) in done {
+                    let key = (change.name.clone(), change.kind.clone());
+                    committed.insert((zone.clone(), key.0.clone(), key.1.clone()), ticket);
+                    if change.upsert {
+                        published.insert(key, change);
+                    } else {
+                        published.remove(&key);
+                    }
+                }
             }
         }
     }
 }
 
-/// Commits a batch, bisecting it when Route53 rejects it.
+/// What a batch committed: each change with its ticket.
+type Committed = Vec<(RecordChange, u64)>;
+
+/// Commits a batch, bisecting it when Route53 rejects it; returns the
+/// changes committed.
 fn commit<'a, A: Route53Api>(
     api: &'a A,
     zone: &'a str,
@@ -207,7 +294,7 @@ fn commit<'a, A: Route53Api>(
     pacer: &'a mut Pacer,
     settings: &'a Settings,
     metrics: &'a Metrics,
-) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+) -> std::pin::Pin<Box<dyn Future<Output = Committed> + Send + 'a>> {
     Box::pin(async move {
         let changes: Vec<RecordChange> = batch.iter().map(|e| e.change.clone()).collect();
         let mut attempt = 0;
@@ -229,9 +316,9 @@ fn commit<'a, A: Route53Api>(
                 Err(ChangeError::Rejected(_)) if batch.len() > 1 => {
                     let mut left = batch;
                     let right = left.split_off(left.len() / 2);
-                    commit(api, zone, left, pacer, settings, metrics).await;
-                    commit(api, zone, right, pacer, settings, metrics).await;
-                    return;
+                    let mut done = commit(api, zone, left, pacer, settings, metrics).await;
+                    done.extend(commit(api, zone, right, pacer, settings, metrics).await);
+                    return done;
                 }
                 Err(ChangeError::Rejected(reason)) => {
                     metrics.rejected.fetch_add(1, Ordering::Relaxed);
@@ -249,11 +336,16 @@ fn commit<'a, A: Route53Api>(
                 }
             }
         };
+        let mut done = Vec::new();
         for entry in batch {
+            if result.is_ok() {
+                done.push((entry.change, entry.ticket));
+            }
             for reply in entry.replies {
                 let _ = reply.send(result.clone());
             }
         }
+        done
     })
 }
 
@@ -331,7 +423,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_changes_share_a_request() {
         let zone = Arc::new(Zone::default());
-        let writer = Writer::spawn(Arc::clone(&zone), fast());
+        let writer = Writer::spawn(Arc::clone(&zone), fast(), Published::new());
         let tasks: Vec<_> = (0..300)
             .map(|i| {
                 let writer = writer.clone();
@@ -357,7 +449,7 @@ mod tests {
     #[tokio::test]
     async fn one_bad_change_fails_only_its_caller() {
         let zone = Arc::new(Zone::default());
-        let writer = Writer::spawn(Arc::clone(&zone), fast());
+        let writer = Writer::spawn(Arc::clone(&zone), fast(), Published::new());
         let mut tasks = Vec::new();
         for i in 0..15 {
             let writer = writer.clone();
@@ -390,7 +482,7 @@ mod tests {
     async fn throttling_is_retried() {
         let zone = Arc::new(Zone::default());
         *zone.busy.lock().expect("busy") = 2;
-        let writer = Writer::spawn(Arc::clone(&zone), fast());
+        let writer = Writer::spawn(Arc::clone(&zone), fast(), Published::new());
         assert_eq!(writer.submit("Z", upsert("a.x", "10.0.0.1")).await, Ok(()));
         assert_eq!(zone.calls.lock().expect("calls").len(), 3);
         assert_eq!(writer.metrics.retries.load(Ordering::Relaxed), 2);
@@ -399,7 +491,7 @@ mod tests {
     #[tokio::test]
     async fn changes_to_one_record_set_are_merged_last_wins() {
         let zone = Arc::new(Zone::default());
-        let writer = Writer::spawn(Arc::clone(&zone), fast());
+        let writer = Writer::spawn(Arc::clone(&zone), fast(), Published::new());
         let a = {
             let w = writer.clone();
             tokio::spawn(async move { w.submit("Z", upsert("a.x", "10.0.0.1")).await })
@@ -415,6 +507,45 @@ mod tests {
         assert_eq!(zone.calls.lock().expect("calls").as_slice(), [1]);
     }
 
+    #[tokio::test]
+    async fn an_older_state_never_replaces_a_newer_one() {
+        let zone = Arc::new(Zone::default());
+        let writer = Writer::spawn(Arc::clone(&zone), fast(), Published::new());
+        let (old, new) = (writer.ticket(), writer.ticket());
+        // Computed in one order, submitted in the other, in one window...
+        let newer = {
+            let w = writer.clone();
+            tokio::spawn(
+                async move { w.submit_ticketed("Z", upsert("a.x", "10.0.0.2"), new).await },
+            )
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(
+            writer
+                .submit_ticketed("Z", upsert("a.x", "10.0.0.1"), old)
+                .await,
+            Ok(())
+        );
+        assert_eq!(newer.await.expect("join"), Ok(()));
+        // ...and in a later window: the older change is not sent at all.
+        assert_eq!(
+            writer
+                .submit_ticketed("Z", upsert("a.x", "10.0.0.1"), old)
+                .await,
+            Ok(())
+        );
+        let records = zone.records.lock().expect("records").clone();
+        assert_eq!(
+            records.get(&("a.x".into(), "A".into())),
+            Some(&vec!["10.0.0.2".to_owned()])
+        );
+        assert_eq!(zone.calls.lock().expect("calls").as_slice(), [1]);
+        assert_eq!(
+            writer.published("a.x", "A").map(|c| c.values),
+            Some(vec!["10.0.0.2".to_owned()])
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn requests_are_paced() {
         let zone = Arc::new(Zone::default());
@@ -423,7 +554,7 @@ mod tests {
             window: Duration::from_millis(1),
             max_attempts: 3,
         };
-        let writer = Writer::spawn(Arc::clone(&zone), settings);
+        let writer = Writer::spawn(Arc::clone(&zone), settings, Published::new());
         let start = Instant::now();
         for i in 0..6 {
             writer

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use super::api::{Kick, REAP_EVERY, own};
 use super::config::HealthKind;
-use super::registry::DEREGISTER_AFTER;
+use super::registry::{DEREGISTER_AFTER, replicas_name};
 use crate::aws::RecordChange;
 
 /// Starts the check loops of every service and the reaper.
@@ -50,6 +50,9 @@ pub fn spawn(kick: Arc<Kick>) {
                 .reap(SystemTime::now(), DEREGISTER_AFTER);
             for (app, service) in touched {
                 sync_dns(&kick, &app, &service).await;
+                // On failure the record keeps the reaped instance until the
+                // service's next change rewrites it.
+                let _ = sync_replicas(&kick, &app, &service).await;
             }
         }
     });
@@ -192,9 +195,58 @@ async fn tcp(address: IpAddr, port: u16, timeout: Duration) -> (bool, String) {
     }
 }
 
+/// The change that makes record set (name, kind) hold `values` (none:
+/// absent), given what it holds now; `None` when it already does.
+fn change_towards(
+    current: Option<RecordChange>,
+    name: &str,
+    kind: &str,
+    ttl: i64,
+    values: Vec<String>,
+) -> Option<RecordChange> {
+    match (current, values.is_empty()) {
+        (Some(old), _) if old.values == values => None,
+        (None, true) => None,
+        // Route53 deletes only the exact record set: send the last one.
+        (Some(old), true) => Some(RecordChange {
+            upsert: false,
+            ..old
+        }),
+        (_, false) => Some(RecordChange {
+            upsert: true,
+            name: name.to_owned(),
+            kind: kind.to_owned(),
+            ttl,
+            values,
+        }),
+    }
+}
+
+/// Rewrites a service's replicas record (its instances, in the private
+/// zone) to match the registry; returns once Route53 has it.
+pub async fn sync_replicas(kick: &Kick, app: &str, service: &str) -> Result<(), String> {
+    let (values, ticket) = {
+        let registry = kick.registry.lock().expect("registry");
+        let Some(state) = registry.service(app, service) else {
+            return Ok(());
+        };
+        (state.replica_values(), kick.writer.ticket())
+    };
+    let name = replicas_name(app, service, &kick.zones.private.name);
+    let current = kick.writer.published(&name, "TXT");
+    match change_towards(current, &name, "TXT", 60, values) {
+        Some(change) => {
+            kick.writer
+                .submit_ticketed(&kick.zones.private.id, change, ticket)
+                .await
+        }
+        None => Ok(()),
+    }
+}
+
 /// Rewrites a service's names to carry exactly its healthy addresses.
 pub async fn sync_dns(kick: &Kick, app: &str, service: &str) {
-    let (addresses, names) = {
+    let (addresses, names, ticket) = {
         let registry = kick.registry.lock().expect("registry");
         let Some(state) = registry.service(app, service) else {
             return;
@@ -206,7 +258,7 @@ pub async fn sync_dns(kick: &Kick, app: &str, service: &str) {
             .chain(state.config.public_names.iter())
             .cloned()
             .collect();
-        (state.healthy_addresses(), names)
+        (state.healthy_addresses(), names, kick.writer.ticket())
     };
     for name in names {
         let Some(zone) = kick.zones.of(&name).map(|z| z.id.clone()) else {
@@ -215,53 +267,22 @@ pub async fn sync_dns(kick: &Kick, app: &str, service: &str) {
         if kick.foreign.lock().expect("foreign").contains(&name) {
             continue;
         }
-        for (kind, values) in [
-            (
-                "A",
-                addresses
-                    .iter()
-                    .filter(|a| a.is_ipv4())
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>(),
-            ),
-            (
-                "AAAA",
-                addresses
-                    .iter()
-                    .filter(|a| a.is_ipv6())
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>(),
-            ),
-        ] {
-            let key = (name.clone(), kind.to_owned());
-            let current = kick.published.lock().expect("published").get(&key).cloned();
-            let change = match (current, values.is_empty()) {
-                (Some(old), _) if old.values == values => continue,
-                (None, true) => continue,
-                // Route53 deletes only the exact record set: send the last one.
-                (Some(old), true) => RecordChange {
-                    upsert: false,
-                    ..old
-                },
-                (_, false) => RecordChange {
-                    upsert: true,
-                    name: name.clone(),
-                    kind: kind.to_owned(),
-                    ttl: 30,
-                    values: values.clone(),
-                },
+        for (kind, v6) in [("A", false), ("AAAA", true)] {
+            let values: Vec<String> = addresses
+                .iter()
+                .filter(|a| a.is_ipv6() == v6)
+                .map(ToString::to_string)
+                .collect();
+            let current = kick.writer.published(&name, kind);
+            let Some(change) = change_towards(current, &name, kind, 30, values) else {
+                continue;
             };
             if own(kick, &zone, &name).await.is_err() {
                 continue;
             }
-            if kick.writer.submit(&zone, change.clone()).await.is_ok() {
-                let mut published = kick.published.lock().expect("published");
-                if change.upsert {
-                    published.insert(key, change);
-                } else {
-                    published.remove(&key);
-                }
-            }
+            // A failure leaves the record as it was; the next change of
+            // this service's health rewrites it.
+            let _ = kick.writer.submit_ticketed(&zone, change, ticket).await;
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod describe;
 pub mod dns;
 pub mod health;
+pub mod nodes;
 pub mod openapi;
 pub mod publish;
 pub mod registry;

@@ -72,16 +72,18 @@ pub fn document() -> Value {
                 "responses": with(json!({ "200": ok("the service", &service), "404": error("no such service") })),
             } },
             "/v1/instances": { "post": {
-                "operationId": "register", "summary": "Register an instance of the caller's service.",
+                "operationId": "register", "summary": "Register an instance of the caller's service; answers once Route53 holds the registration (the service's replicas record), so a restarted kick finds it. Registering again is harmless.",
                 "requestBody": json_body(&registration),
                 "responses": with(json!({
-                    "201": { "description": "registered", "content": { "application/json": { "schema": { "type": "object", "required": ["id"], "properties": { "id": { "type": "string" } } } } } },
-                    "400": error("malformed body"), "404": error("no such service"), "413": error("body over 64 KiB"),
+                    "201": { "description": "registered and committed to Route53", "content": { "application/json": { "schema": { "type": "object", "required": ["id", "committed"], "properties": { "id": { "type": "string" }, "committed": { "type": "boolean" } } } } } },
+                    "400": error("malformed body, or a node or version kick cannot record"), "404": error("no such service, or no such node in the cluster"),
+                    "409": error("the service's replicas record is full"), "413": error("body over 64 KiB"),
+                    "503": error("Route53 or EC2 could not be reached: register again"),
                 })),
             } },
             "/v1/instances/{id}": { "delete": {
                 "operationId": "deregister", "summary": "Deregister an instance.", "parameters": [parameter("id")],
-                "responses": with(json!({ "204": { "description": "deregistered" }, "404": error("no such instance") })),
+                "responses": with(json!({ "204": { "description": "deregistered" }, "404": error("no such instance"), "503": error("deregistered, but Route53 could not be reached: a later change removes it") })),
             } },
             "/v1/instances/{id}/heartbeat": { "put": {
                 "operationId": "heartbeat", "summary": "Say an instance is alive.", "parameters": [parameter("id")],

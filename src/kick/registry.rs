@@ -9,6 +9,13 @@
 //! three times as long before it carries traffic again (damping). One that
 //! stays unhealthy past `deregister-after` is removed. DNS names carry only
 //! healthy instances.
+//!
+//! Durable state lives in Route53, not in memory: each service's instances
+//! are a TXT record set `_huxley-replicas.<service>.<app>.<private zone>`,
+//! one string per instance (`node=… address=… port=… version=…`), written
+//! before a registration is acknowledged; which of them are healthy is what
+//! the service's DNS names carry. A restarted kick rebuilds the registry
+//! from both ([`Registry::restore`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
@@ -146,13 +153,30 @@ impl ServiceState {
         addresses.dedup();
         addresses
     }
+
+    /// The replicas record's values: one string per instance, sorted.
+    pub fn replica_values(&self) -> Vec<String> {
+        let mut values: Vec<String> = self.instances.values().map(replica_value).collect();
+        values.sort();
+        values
+    }
 }
 
 /// Why a registry operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegistryError {
-    UnknownService { app: String, service: String },
+    UnknownService {
+        app: String,
+        service: String,
+    },
     UnknownInstance(String),
+    /// A registration field kick cannot record.
+    Invalid(String),
+    /// The service's replicas record cannot hold another instance.
+    Full {
+        app: String,
+        service: String,
+    },
 }
 
 impl std::fmt::Display for RegistryError {
@@ -162,6 +186,11 @@ impl std::fmt::Display for RegistryError {
                 write!(f, "no service {app}.{service} in this cluster")
             }
             Self::UnknownInstance(id) => write!(f, "no instance {id}"),
+            Self::Invalid(why) => f.write_str(why),
+            Self::Full { app, service } => write!(
+                f,
+                "{app}.{service} has as many instances as its Route53 replicas record can hold ({REPLICAS_MAX_CHARS} characters, about 400 instances): deregister some first"
+            ),
         }
     }
 }
@@ -171,6 +200,11 @@ impl std::fmt::Display for RegistryError {
 pub struct Registry {
     pub cluster: String,
     pub apps: BTreeMap<String, BTreeMap<String, ServiceState>>,
+    /// Bumped on every change the description shows, so a description
+    /// made at one generation stands until the next.
+    pub generation: u64,
+    /// Instance id → (app, service).
+    index: std::collections::HashMap<String, (String, String)>,
 }
 
 /// What registering an instance needs.
@@ -179,7 +213,9 @@ pub struct Registry {
 pub struct Registration {
     pub app: String,
     pub service: String,
-    /// The node (EC2 instance id or host name) the replica runs on.
+    /// The node the replica runs on: the EC2 instance id of one of the
+    /// cluster's nodes.
+    #[schemars(length(min = 1, max = 32), extend("pattern" = "^[A-Za-z0-9._:@+/-]+$"))]
     pub node: String,
     /// The address the replica is reached at (IPv4 or IPv6).
     #[schemars(schema_with = "ip_schema")]
@@ -187,9 +223,81 @@ pub struct Registration {
     #[schemars(range(min = 1))]
     #[serde(deserialize_with = "super::api::integral::value")]
     pub port: u16,
-    /// The deployed version (commit or image tag).
+    /// The deployed version (commit, image tag or digest): letters, digits
+    /// and `._:@+/-`, at most 128 characters.
     #[serde(default)]
+    #[schemars(length(min = 1, max = 128), extend("pattern" = "^[A-Za-z0-9._:@+/-]+$"))]
     pub version: Option<String>,
+}
+
+/// Characters a node id or version may hold: they are written into a TXT
+/// record, space-separated.
+fn recordable(text: &str) -> bool {
+    text.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._:@+/-".contains(c))
+}
+
+impl Registration {
+    /// Refuses what cannot be recorded in the replicas record.
+    pub fn check(&self) -> Result<(), RegistryError> {
+        if self.node.is_empty() || self.node.len() > 32 || !recordable(&self.node) {
+            return Err(RegistryError::Invalid(format!(
+                "node `{}` is not a node id: use the EC2 instance id (letters, digits, `-`)",
+                self.node
+            )));
+        }
+        if let Some(version) = &self.version
+            && (version.is_empty() || version.len() > 128 || !recordable(version))
+        {
+            return Err(RegistryError::Invalid(
+                "version must be 1 to 128 letters, digits or `._:@+/-` (a commit, image tag or digest)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The most characters a service's replicas record may hold: Route53
+/// takes at most 32,000 characters of values in one request.
+pub const REPLICAS_MAX_CHARS: usize = 30_000;
+
+/// The prefix of the TXT record set holding a service's instances.
+pub const REPLICAS_PREFIX: &str = "_huxley-replicas.";
+
+/// The name of the TXT record set holding `app.service`'s instances.
+pub fn replicas_name(app: &str, service: &str, private_zone: &str) -> String {
+    format!("{REPLICAS_PREFIX}{service}.{app}.{private_zone}")
+}
+
+/// One instance as a TXT string (quoted, as Route53 wants it).
+fn replica_value(instance: &Instance) -> String {
+    let mut text = format!(
+        "node={} address={} port={}",
+        instance.node, instance.address, instance.port
+    );
+    if let Some(version) = &instance.version {
+        text.push_str(&format!(" version={version}"));
+    }
+    format!("\"{text}\"")
+}
+
+/// Reads one TXT string of a replicas record; `None` when it is not one.
+pub fn parse_replica(app: &str, service: &str, value: &str) -> Option<Registration> {
+    let text = value.trim().trim_matches('"');
+    let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
+    for pair in text.split_whitespace() {
+        let (key, value) = pair.split_once('=')?;
+        fields.insert(key, value);
+    }
+    Some(Registration {
+        app: app.to_owned(),
+        service: service.to_owned(),
+        node: (*fields.get("node")?).to_owned(),
+        address: fields.get("address")?.parse().ok()?,
+        port: fields.get("port")?.parse().ok()?,
+        version: fields.get("version").map(|v| (*v).to_owned()),
+    })
 }
 
 /// An IP address, as JSON Schema's standard formats say it.
@@ -226,6 +334,8 @@ impl Registry {
         Self {
             cluster: config.cluster.name.clone(),
             apps,
+            generation: 0,
+            index: std::collections::HashMap::new(),
         }
     }
 
@@ -254,8 +364,23 @@ impl Registry {
         registration: &Registration,
         now: SystemTime,
     ) -> Result<String, RegistryError> {
+        registration.check()?;
         let id = instance_id(registration);
         let state = self.service_mut(&registration.app, &registration.service)?;
+        let is_new = !state.instances.contains_key(&id);
+        if is_new {
+            let used: usize = state
+                .instances
+                .values()
+                .map(|i| replica_value(i).len())
+                .sum();
+            if used + 240 > REPLICAS_MAX_CHARS {
+                return Err(RegistryError::Full {
+                    app: registration.app.clone(),
+                    service: registration.service.clone(),
+                });
+            }
+        }
         let entry = state
             .instances
             .entry(id.clone())
@@ -269,19 +394,45 @@ impl Registry {
                 last_heartbeat: now,
                 health: Health::default(),
             });
+        let visible = is_new || entry.version != registration.version;
         entry.version = registration.version.clone();
         entry.last_heartbeat = now;
+        if visible {
+            self.generation += 1;
+        }
+        self.index.insert(
+            id.clone(),
+            (registration.app.clone(), registration.service.clone()),
+        );
+        Ok(id)
+    }
+
+    /// Puts back an instance read from its replicas record after a
+    /// restart: healthy when the service's DNS answer carries its address
+    /// (DNS carries exactly the healthy instances), otherwise unknown until
+    /// checked. Its grace period and heartbeat start now.
+    pub fn restore(
+        &mut self,
+        registration: &Registration,
+        healthy: bool,
+        now: SystemTime,
+    ) -> Result<String, RegistryError> {
+        let id = self.register(registration, now)?;
+        if healthy {
+            let state = self.service_mut(&registration.app, &registration.service)?;
+            if let Some(instance) = state.instances.get_mut(&id) {
+                instance.health.status = Status::Healthy;
+                self.generation += 1;
+            }
+        }
         Ok(id)
     }
 
     /// Finds an instance by id: (app, service).
     pub fn locate(&self, id: &str) -> Option<(&str, &str)> {
-        self.apps.iter().find_map(|(app, services)| {
-            services
-                .iter()
-                .find(|(_, s)| s.instances.contains_key(id))
-                .map(|(service, _)| (app.as_str(), service.as_str()))
-        })
+        self.index
+            .get(id)
+            .map(|(app, service)| (app.as_str(), service.as_str()))
     }
 
     pub fn heartbeat(&mut self, id: &str, now: SystemTime) -> Result<(), RegistryError> {
@@ -302,6 +453,8 @@ impl Registry {
             .map(|(a, s)| (a.to_owned(), s.to_owned()))
             .ok_or_else(|| RegistryError::UnknownInstance(id.to_owned()))?;
         self.service_mut(&app, &service)?.instances.remove(id);
+        self.index.remove(id);
+        self.generation += 1;
         Ok((app, service))
     }
 
@@ -318,10 +471,12 @@ impl Registry {
         let state = self.service_mut(&app, &service).ok()?;
         let check = state.config.health.clone();
         let instance = state.instances.get_mut(id)?;
-        instance
-            .health
-            .record(&check, passed, output, now)
-            .then_some((app, service))
+        let output_changed = instance.health.last_output != output;
+        let changed = instance.health.record(&check, passed, output, now);
+        if changed || output_changed {
+            self.generation += 1;
+        }
+        changed.then_some((app, service))
     }
 
     /// Removes instances unhealthy for longer than `after`; returns the
@@ -331,12 +486,19 @@ impl Registry {
         for (app, services) in &mut self.apps {
             for (name, state) in services {
                 let before = state.instances.len();
-                state.instances.retain(|_, i| {
-                    i.health
+                let index = &mut self.index;
+                state.instances.retain(|id, i| {
+                    let keep = i
+                        .health
                         .unhealthy_since
-                        .is_none_or(|since| now.duration_since(since).unwrap_or_default() <= after)
+                        .is_none_or(|since| now.duration_since(since).unwrap_or_default() <= after);
+                    if !keep {
+                        index.remove(id);
+                    }
+                    keep
                 });
                 if state.instances.len() != before {
+                    self.generation += 1;
                     touched.push((app.clone(), name.clone()));
                 }
             }
@@ -460,6 +622,43 @@ mod tests {
             r.register(&stray, at(0)),
             Err(RegistryError::UnknownService { .. })
         ));
+        let mut spaced = registration("10.0.0.1");
+        spaced.version = Some("v1 node=i-evil".into());
+        assert!(matches!(
+            r.register(&spaced, at(0)),
+            Err(RegistryError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn the_replicas_record_reads_back_as_the_instances_it_was_written_from() {
+        let mut r = Registry::new(&config());
+        let mut v6 = registration("fd00::1");
+        v6.version = None;
+        r.register(&registration("10.0.0.1"), at(0)).expect("a");
+        r.register(&v6, at(0)).expect("b");
+        let values = r.service("app0", "svc0").expect("service").replica_values();
+        assert_eq!(
+            values,
+            [
+                "\"node=i-1 address=10.0.0.1 port=8080 version=abc\"",
+                "\"node=i-1 address=fd00::1 port=8080\"",
+            ]
+        );
+        let mut rebuilt = Registry::new(&config());
+        for value in &values {
+            let registration = parse_replica("app0", "svc0", value).expect("parses");
+            rebuilt
+                .restore(&registration, value.contains("10.0.0.1"), at(50))
+                .expect("restored");
+        }
+        let service = rebuilt.service("app0", "svc0").expect("service");
+        assert_eq!(service.replica_values(), values);
+        assert_eq!(
+            service.healthy_addresses(),
+            ["10.0.0.1".parse::<IpAddr>().expect("ip")]
+        );
+        assert_eq!(parse_replica("app0", "svc0", "\"heritage=huxley\""), None);
     }
 
     #[test]

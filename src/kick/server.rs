@@ -1,23 +1,35 @@
-//! Starting the kick server: state rebuilt from Route53, the check loops,
-//! and the API on a listener.
+//! Starting the kick server: state rebuilt from Route53 and EC2, the check
+//! loops, and the API on a listener.
 //!
-//! Nothing that matters lives only in memory: at start kick reads both
-//! zones, takes the names whose ownership record names this cluster as its
-//! own (and the values it published under them), and marks every other
-//! existing name as foreign, never to be touched.
+//! Nothing that matters lives only in memory. At start kick reads both
+//! zones and the cluster's EC2 instances, then:
+//! - takes the names whose ownership record names this cluster as its own
+//!   (and the record sets it published under them), and marks every other
+//!   existing name as foreign, never to be touched;
+//! - rebuilds the registry from each service's replicas record, keeping
+//!   the instances whose node EC2 still lists, healthy when the service's
+//!   DNS answer carries them;
+//! - brings the DNS answers and replicas records of those services in line
+//!   with that registry (an instance whose node is gone leaves both)
+//!   before it serves.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use super::api::{self, Kick, Zones};
 use super::auth::Tokens;
 use super::config::KickConfig;
-use super::dns::{Settings, Writer};
-use super::registry::Registry;
+use super::dns::{Published, Settings, Writer};
+use super::health::{sync_dns, sync_replicas};
+use super::nodes::Nodes;
+use super::registry::{REPLICAS_PREFIX, Registry, parse_replica};
 use crate::aws::{Aws, AwsError, OWNER_PREFIX, RecordChange};
 
-/// Builds the server's state, reading what it owns from the zones.
+/// Builds the server's state from Route53 and EC2, and reconciles both
+/// with it.
 pub async fn start(
     config: KickConfig,
     tokens: Tokens,
@@ -28,7 +40,7 @@ pub async fn start(
     let marker = format!("cluster={},", config.cluster.name);
     let mut owned = BTreeSet::new();
     let mut foreign = BTreeSet::new();
-    let mut published = BTreeMap::new();
+    let mut published = Published::new();
     let mut present = Vec::new();
     for zone in std::iter::once(&zones.private).chain(zones.public.as_ref()) {
         for record in aws.list_records(&zone.id).await? {
@@ -41,37 +53,119 @@ pub async fn start(
             }
         }
     }
+    let mut replicas = Vec::new();
     for record in present {
-        if owned.contains(&record.name) {
-            let key = (record.name.clone(), record.kind.clone());
-            published.insert(
-                key,
-                RecordChange {
-                    upsert: true,
-                    ttl: record.ttl.unwrap_or(60),
-                    name: record.name,
-                    kind: record.kind,
-                    values: record.values,
-                },
-            );
+        let key = (record.name.clone(), record.kind.clone());
+        let change = RecordChange {
+            upsert: true,
+            ttl: record.ttl.unwrap_or(60),
+            name: record.name,
+            kind: record.kind,
+            values: record.values,
+        };
+        if change.name.starts_with(REPLICAS_PREFIX) && change.kind == "TXT" {
+            replicas.push(change.clone());
+            published.insert(key, change);
+        } else if owned.contains(&change.name) {
+            published.insert(key, change);
         } else {
-            foreign.insert(record.name);
+            foreign.insert(change.name);
         }
     }
-    let writer = Writer::spawn(aws, settings);
+    let nodes = Nodes::from_list(aws.cluster_nodes(&config.cluster.name).await?);
+    let registry = rebuild(&config, &zones, &replicas, &published, &nodes);
+    // The services with a replicas record: their DNS answers follow the
+    // registry. Others' names are left as their services wrote them.
+    let managed: Vec<(String, String)> = registry
+        .apps
+        .iter()
+        .flat_map(|(app, services)| services.keys().map(move |s| (app.clone(), s.clone())))
+        .filter(|(app, service)| {
+            let name = super::registry::replicas_name(app, service, &zones.private.name);
+            replicas.iter().any(|r| r.name == name)
+        })
+        .collect();
+    let writer = Writer::spawn(Arc::clone(&aws), settings, published);
     let kick = Arc::new(Kick {
-        registry: Mutex::new(Registry::new(&config)),
+        registry: Mutex::new(registry),
         config,
         tokens,
         writer,
         zones,
-        published: Mutex::new(published),
+        aws,
+        nodes: Mutex::new(nodes),
+        described: Mutex::new(None),
         owned: Mutex::new(owned),
         foreign: Mutex::new(foreign),
         requests: AtomicU64::new(0),
     });
+    reconcile(&kick, managed).await;
     super::health::spawn(Arc::clone(&kick));
     Ok(kick)
+}
+
+/// The registry as the replicas records and DNS answers describe it.
+fn rebuild(
+    config: &KickConfig,
+    zones: &Zones,
+    replicas: &[RecordChange],
+    published: &Published,
+    nodes: &Nodes,
+) -> Registry {
+    let mut registry = Registry::new(config);
+    let now = SystemTime::now();
+    let suffix = format!(".{}", zones.private.name);
+    for record in replicas {
+        let Some((service, app)) = record
+            .name
+            .strip_prefix(REPLICAS_PREFIX)
+            .and_then(|rest| rest.strip_suffix(&suffix))
+            .and_then(|rest| rest.split_once('.'))
+        else {
+            continue;
+        };
+        let Some(section) = config.apps.get(app).and_then(|a| a.services.get(service)) else {
+            continue;
+        };
+        // DNS carries exactly the healthy instances: read their addresses
+        // from the service's first name.
+        let healthy: BTreeSet<IpAddr> = section
+            .private_name
+            .iter()
+            .chain(&section.public_names)
+            .take(1)
+            .flat_map(|name| {
+                ["A", "AAAA"]
+                    .into_iter()
+                    .filter_map(|kind| published.get(&(name.clone(), kind.to_owned())))
+                    .flat_map(|c| c.values.iter().filter_map(|v| v.parse().ok()))
+            })
+            .collect();
+        for value in &record.values {
+            let Some(registration) = parse_replica(app, service, value) else {
+                continue;
+            };
+            if nodes.known.contains_key(&registration.node) {
+                let _ =
+                    registry.restore(&registration, healthy.contains(&registration.address), now);
+            }
+        }
+    }
+    registry
+}
+
+/// Brings the DNS answers and replicas records of `services` in line with
+/// the registry, all at once (the writer batches them).
+async fn reconcile(kick: &Arc<Kick>, services: Vec<(String, String)>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (app, service) in services {
+        let kick = Arc::clone(kick);
+        tasks.spawn(async move {
+            sync_dns(&kick, &app, &service).await;
+            let _ = sync_replicas(&kick, &app, &service).await;
+        });
+    }
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Serves the API on a listener until the task is dropped.

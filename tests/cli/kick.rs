@@ -35,7 +35,7 @@ fn a_thousand_concurrent_changes_commit_in_a_handful_of_requests() {
     runtime().block_on(async {
         let aws = Arc::new(aws(&emulator.endpoint(), REGION).await);
         // The default pacing: 5 requests a second.
-        let writer = Writer::spawn(Arc::clone(&aws), Settings::default());
+        let writer = Writer::spawn(Arc::clone(&aws), Settings::default(), Default::default());
         let tasks: Vec<_> = (0..1000)
             .map(|i| {
                 let writer = writer.clone();
@@ -68,7 +68,7 @@ fn one_bad_change_fails_alone_and_the_rest_commit() {
     let zone = create_public_zone(&emulator.endpoint(), REGION, "bisect.internal");
     runtime().block_on(async {
         let aws = Arc::new(aws(&emulator.endpoint(), REGION).await);
-        let writer = Writer::spawn(Arc::clone(&aws), Settings::default());
+        let writer = Writer::spawn(Arc::clone(&aws), Settings::default(), Default::default());
         let mut tasks = Vec::new();
         for i in 0..20 {
             let (writer, zone) = (writer.clone(), zone.clone());
@@ -127,6 +127,8 @@ struct Harness {
     zones: Zones,
     config: KickConfig,
     tokens_dir: std::path::PathBuf,
+    /// The cluster's nodes: EC2 instances in the emulator.
+    nodes: Vec<String>,
 }
 
 fn kick_config(name: &str) -> KickConfig {
@@ -160,6 +162,16 @@ port = 9000
 }
 
 async fn harness(name: &str) -> Harness {
+    let settings = Settings {
+        requests_per_second: 50.0,
+        ..Settings::default()
+    };
+    harness_for(name, kick_config(name), settings).await
+}
+
+/// A harness for any kick config whose zones are `<name>.internal` and
+/// `<name>.example.com`.
+async fn harness_for(name: &str, config: KickConfig, settings: Settings) -> Harness {
     let emulator = Emulator::shared(&root());
     let endpoint = emulator.endpoint();
     let (private, public) = {
@@ -183,7 +195,6 @@ async fn harness(name: &str) -> Harness {
             name: format!("{name}.example.com"),
         }),
     };
-    let config = kick_config(name);
     let tokens_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("kick")
         .join(name);
@@ -193,13 +204,15 @@ async fn harness(name: &str) -> Harness {
     std::fs::write(tokens_dir.join("blog/web"), "web-token").expect("token");
     std::fs::write(tokens_dir.join("blog/api"), "api-token").expect("token");
     let aws = Arc::new(aws(&endpoint, REGION).await);
+    let nodes = huxley::testing::run_nodes(&aws, name, 2).await;
     let mut harness = Harness {
         base: String::new(),
-        kick: start_kick(&config, &tokens_dir, &aws, &zones).await,
+        kick: start_kick_with(&config, &tokens_dir, &aws, &zones, settings).await,
         aws,
         zones,
         config,
         tokens_dir,
+        nodes,
     };
     harness.base = serve(Arc::clone(&harness.kick)).await;
     harness
@@ -211,11 +224,21 @@ async fn start_kick(
     aws: &Arc<huxley::aws::Aws>,
     zones: &Zones,
 ) -> Arc<Kick> {
-    let tokens = Tokens::from_dir(tokens_dir, config).expect("tokens");
     let settings = Settings {
         requests_per_second: 50.0,
         ..Settings::default()
     };
+    start_kick_with(config, tokens_dir, aws, zones, settings).await
+}
+
+async fn start_kick_with(
+    config: &KickConfig,
+    tokens_dir: &std::path::Path,
+    aws: &Arc<huxley::aws::Aws>,
+    zones: &Zones,
+    settings: Settings,
+) -> Arc<Kick> {
+    let tokens = Tokens::from_dir(tokens_dir, config).expect("tokens");
     huxley::kick::server::start(
         config.clone(),
         tokens,
@@ -288,7 +311,7 @@ fn requests_are_authenticated_and_scoped_and_rejected_ones_change_nothing() {
         assert_eq!(call(get.clone(), &format!("{}/v1/apps/blog/services/web", h.base), Some("api-token"), None).await.0, 403);
         assert_eq!(call(get.clone(), &format!("{}/v1/apps/blog/services/web", h.base), Some("web-token"), None).await.0, 200);
 
-        let web = json!({"app": "blog", "service": "web", "node": "i-1", "address": "127.0.0.1", "port": 1});
+        let web = json!({"app": "blog", "service": "web", "node": h.nodes[0], "address": "127.0.0.1", "port": 1});
         let (status, body) = call(post.clone(), &format!("{}/v1/instances", h.base), Some("api-token"), Some(web.clone())).await;
         assert_eq!(status, 403, "{body}");
         let (status, body) = call(post.clone(), &format!("{}/v1/instances", h.base), Some("web-token"), Some(json!({"app": "blog"}))).await;
@@ -356,11 +379,9 @@ fn records_are_written_with_an_ownership_record_and_foreign_names_are_refused() 
         );
         // With its TTL: Route53 deletes only an exact match.
         let held = restarted
-            .published
-            .lock()
-            .expect("published")
-            .get(&("www.kickrecords.example.com".to_owned(), "A".to_owned()))
-            .map(|c| (c.ttl, c.values.clone()));
+            .writer
+            .published("www.kickrecords.example.com", "A")
+            .map(|c| (c.ttl, c.values));
         assert_eq!(held, Some((300, vec!["10.0.0.7".to_owned()])));
         let base = serve(restarted).await;
         let (status, _) = call(
@@ -447,8 +468,14 @@ fn a_name_that_is_not_huxleys_is_never_overwritten() {
     });
 }
 
-/// A tiny HTTP service whose `/healthz` answers 200 or 503.
+/// A tiny HTTP service on 127.0.0.1 whose `/healthz` answers 200 or 503.
 async fn test_service(healthy: Arc<AtomicBool>) -> SocketAddr {
+    test_service_on("127.0.0.1", healthy).await
+}
+
+/// A tiny HTTP service on a loopback address whose `/healthz` answers 200
+/// or 503.
+async fn test_service_on(ip: &str, healthy: Arc<AtomicBool>) -> SocketAddr {
     let app = axum::Router::new().route(
         "/healthz",
         axum::routing::get(move || {
@@ -462,9 +489,7 @@ async fn test_service(healthy: Arc<AtomicBool>) -> SocketAddr {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind");
     let address = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, app).await });
     address
@@ -497,7 +522,7 @@ fn health_checks_decide_what_dns_answers() {
         let h = harness("kickhealth").await;
         let healthy = Arc::new(AtomicBool::new(true));
         let service = test_service(Arc::clone(&healthy)).await;
-        let registration = json!({"app": "blog", "service": "web", "node": "i-1", "address": "127.0.0.1", "port": service.port(), "version": "abc123"});
+        let registration = json!({"app": "blog", "service": "web", "node": h.nodes[0], "address": "127.0.0.1", "port": service.port(), "version": "abc123"});
         let (status, body) = call(reqwest::Method::POST, &format!("{}/v1/instances", h.base), Some("web-token"), Some(registration)).await;
         assert_eq!(status, 201, "{body}");
 
@@ -512,7 +537,9 @@ fn health_checks_decide_what_dns_answers() {
         let web = &described["apps"]["blog"]["services"]["web"];
         assert_eq!(web["instances"][0]["health"], "unhealthy", "{described}");
         assert_eq!(web["instances"][0]["last_check_output"], "HTTP 503");
-        assert_eq!(described["nodes"]["i-1"]["cpu_requested_millis"], 250);
+        assert_eq!(described["nodes"][&h.nodes[0]]["cpu_requested_millis"], 250);
+        assert_eq!(described["nodes"][&h.nodes[1]]["instances"], 0, "an empty node is described too");
+        assert_eq!(described["nodes"][&h.nodes[1]]["instance_type"], "m6i.large");
 
         healthy.store(true, Ordering::Relaxed);
         until_dns(&h, Some("127.0.0.1")).await;
@@ -602,5 +629,173 @@ fn the_api_keeps_its_openapi_contract_under_schemathesis() {
             "schemathesis found problems:\n{stdout}\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
+    });
+}
+
+/// The description without the moment it was made.
+fn timeless(mut description: Value) -> Value {
+    if let Some(object) = description.as_object_mut() {
+        object.remove("generated_at");
+    }
+    description
+}
+
+/// Polls `GET /v1/cluster` (bounded) until `done` holds; returns it.
+async fn describe_until(base: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, described) = call(
+            reqwest::Method::GET,
+            &format!("{base}/v1/cluster"),
+            Some("admin-token"),
+            None,
+        )
+        .await;
+        if status == 200 && done(&described) {
+            return timeless(described);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never {what}: {described}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[test]
+fn a_restarted_kick_rebuilds_its_registry_from_route53_and_ec2() {
+    // The test services outlive every kick: they run on their own runtime.
+    let services = runtime();
+    let healthy = services.block_on(test_service_on(
+        "127.0.0.1",
+        Arc::new(AtomicBool::new(true)),
+    ));
+    let failing = services.block_on(test_service_on(
+        "127.0.0.2",
+        Arc::new(AtomicBool::new(false)),
+    ));
+
+    // The first kick runs on a runtime of its own: dropping it stops kick
+    // (its API, check loops and writer) as a crash would.
+    let first = runtime();
+    let h = first.block_on(harness("kickrestart"));
+    let (config, zones, tokens_dir, nodes) = (
+        h.config.clone(),
+        h.zones.clone(),
+        h.tokens_dir.clone(),
+        h.nodes.clone(),
+    );
+    let before = first.block_on(async {
+        for (service, node, version) in [(healthy, &nodes[0], "v1"), (failing, &nodes[1], "v2")] {
+            let registration = json!({"app": "blog", "service": "web", "node": node, "address": service.ip().to_string(), "port": service.port(), "version": version});
+            let (status, body) = call(reqwest::Method::POST, &format!("{}/v1/instances", h.base), Some("web-token"), Some(registration)).await;
+            assert_eq!((status, body["committed"].as_bool()), (201, Some(true)), "{body}");
+        }
+        let described = describe_until(&h.base, "one healthy and one unhealthy instance", |d| {
+            let web = &d["apps"]["blog"]["services"]["web"];
+            web["healthy"] == 1 && web["instances"].as_array().is_some_and(|i| i.iter().any(|i| i["health"] == "unhealthy"))
+        })
+        .await;
+        // ...and DNS carries the healthy one.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !records(&h.aws, &h.zones.private.id).await.iter().any(|(n, t, v)| n == "web.blog.kickrestart.internal" && t == "A" && v == &["127.0.0.1"]) {
+            assert!(tokio::time::Instant::now() < deadline, "DNS never carried the healthy instance");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        described
+    });
+    drop(h);
+    drop(first);
+
+    let second = runtime();
+    second.block_on(async {
+        let aws = Arc::new(aws(&Emulator::shared(&root()).endpoint(), REGION).await);
+        let dns_before = records(&aws, &zones.private.id).await;
+        let kick = start_kick(&config, &tokens_dir, &aws, &zones).await;
+        assert!(
+            kick.owned
+                .lock()
+                .expect("owned")
+                .contains("web.blog.kickrestart.internal"),
+            "{dns_before:?}"
+        );
+        let base = serve(Arc::clone(&kick)).await;
+        // Restored at once (health from what DNS carries), then re-checked:
+        // the description comes back the same, and DNS never moved.
+        let after = describe_until(&base, "the description from before the restart", |d| {
+            timeless(d.clone()) == before
+        })
+        .await;
+        assert_eq!(after, before);
+        assert_eq!(records(&aws, &zones.private.id).await, dns_before);
+    });
+    drop(second);
+
+    // A node that is gone takes its instances with it, from the registry
+    // and from Route53, at the next start.
+    let third = runtime();
+    third.block_on(async {
+        let aws = Arc::new(aws(&Emulator::shared(&root()).endpoint(), REGION).await);
+        huxley::testing::terminate_nodes(&aws, &nodes[1..]).await;
+        let kick = start_kick(&config, &tokens_dir, &aws, &zones).await;
+        let base = serve(kick).await;
+        let (_, described) = call(
+            reqwest::Method::GET,
+            &format!("{base}/v1/cluster"),
+            Some("admin-token"),
+            None,
+        )
+        .await;
+        let instances = described["apps"]["blog"]["services"]["web"]["instances"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(instances.len(), 1, "{described}");
+        assert_eq!(instances[0]["node"], nodes[0].as_str());
+        let replicas = records(&aws, &zones.private.id)
+            .await
+            .into_iter()
+            .find(|(name, _, _)| name == "_huxley-replicas.web.blog.kickrestart.internal")
+            .map(|(_, _, values)| values);
+        assert_eq!(replicas.map(|v| v.len()), Some(1));
+    });
+}
+
+#[test]
+fn a_thousand_concurrent_registrations_are_all_recorded_in_a_handful_of_requests() {
+    runtime().block_on(async {
+        // 100 services (10 apps of 10), 10 replicas each, at the default
+        // pace of 5 Route53 requests a second.
+        let toml = huxley::synth::config(10, 10).replace("synth", "kickburst");
+        let checked = huxley::config::check(&toml);
+        let config = huxley::compile::kick::kick_config(&checked.config.expect("valid synthetic config"));
+        let h = harness_for("kickburst", config, Settings::default()).await;
+        let requests = || h.kick.writer.metrics.requests.load(Ordering::Relaxed);
+        let before = requests();
+        let client = reqwest::Client::new();
+        let tasks: Vec<_> = (0..1000)
+            .map(|i| {
+                let service = i % 100;
+                let registration = json!({
+                    "app": format!("app{}", service / 10), "service": format!("svc{}", service % 10),
+                    "node": h.nodes[i % 2], "address": format!("10.50.{}.{}", i / 250, i % 250 + 1), "port": 8080,
+                });
+                let request = client.post(format!("{}/v1/instances", h.base)).bearer_auth("admin-token").json(&registration);
+                tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.expect("join").expect("kick answers"), 201);
+        }
+        let used = requests() - before;
+        assert!(used <= 20, "1,000 registrations took {used} ChangeResourceRecordSets calls");
+        // Every registration is in Route53, none lost.
+        let recorded: usize = records(&h.aws, &h.zones.private.id)
+            .await
+            .iter()
+            .filter(|(name, kind, _)| name.starts_with("_huxley-replicas.") && kind == "TXT")
+            .map(|(_, _, values)| values.len())
+            .sum();
+        assert_eq!(recorded, 1000);
     });
 }

@@ -1,0 +1,66 @@
+//! The cluster's nodes, as EC2 knows them: the instances tagged
+//! `huxley:cluster=<name>`. Read at start and again when a registration
+//! names a node kick has not seen (at most every two seconds), so a node
+//! the autoscaler just launched is found without polling EC2 on every call.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::api::Kick;
+use crate::aws::{AwsError, Node};
+
+/// How often a miss may send kick back to EC2.
+const REFRESH_AT_MOST_EVERY: Duration = Duration::from_secs(2);
+
+/// The nodes kick knows, and when it last asked EC2.
+#[derive(Debug, Default)]
+pub struct Nodes {
+    pub known: BTreeMap<String, Node>,
+    refreshed: Option<Instant>,
+    /// Bumped when the list changes (the description shows it).
+    pub generation: u64,
+}
+
+impl Nodes {
+    /// Nodes as just read from EC2.
+    pub fn from_list(list: Vec<Node>) -> Self {
+        Self {
+            known: list.into_iter().map(|n| (n.id.clone(), n)).collect(),
+            refreshed: Some(Instant::now()),
+            generation: 0,
+        }
+    }
+
+    /// Takes a fresh list from EC2.
+    fn replace(&mut self, list: Vec<Node>) {
+        let known: BTreeMap<String, Node> = list.into_iter().map(|n| (n.id.clone(), n)).collect();
+        if known != self.known {
+            self.generation += 1;
+        }
+        self.known = known;
+        self.refreshed = Some(Instant::now());
+    }
+}
+
+/// Whether `id` is one of the cluster's nodes, asking EC2 again when it is
+/// not known and the last answer is old enough.
+pub async fn known(kick: &Kick, id: &str) -> Result<bool, AwsError> {
+    {
+        let nodes = kick.nodes.lock().expect("nodes");
+        if nodes.known.contains_key(id) {
+            return Ok(true);
+        }
+        if nodes
+            .refreshed
+            .is_some_and(|at| at.elapsed() < REFRESH_AT_MOST_EVERY)
+        {
+            return Ok(false);
+        }
+    }
+    let list = kick.aws.cluster_nodes(&kick.config.cluster.name).await?;
+    let mut nodes = kick.nodes.lock().expect("nodes");
+    nodes.replace(list);
+    Ok(nodes.known.contains_key(id))
+}
