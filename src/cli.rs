@@ -212,17 +212,28 @@ enum KickCommand {
         #[arg(long, value_name = "PATH")]
         config: PathBuf,
         /// A directory with the tokens: `admin`, `hook`, `<app>/<service>`.
+        /// Without it, kick reads them from the SSM parameters kick.toml
+        /// names (`huxley apply` creates them).
         #[arg(long, value_name = "DIR")]
-        tokens: PathBuf,
-        /// Where to serve the internal API.
-        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:7400")]
-        listen: std::net::SocketAddr,
-        /// Where to serve the operators' API over TLS.
+        tokens: Option<PathBuf>,
+        /// Where to serve the internal API [default: kick.toml's
+        /// listen.internal].
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// Where to serve the operators' API over TLS [default: kick.toml's
+        /// listen.external].
         #[arg(long, value_name = "ADDR")]
         external: Option<std::net::SocketAddr>,
         /// Where the TLS certificate and key are kept across restarts.
         #[arg(long, value_name = "DIR", default_value = "/var/lib/huxley/kick")]
         state_dir: PathBuf,
+        /// Your own certificate for the operators' API (PEM, intermediates
+        /// after it), instead of the self-signed one; needs --tls-key.
+        #[arg(long, value_name = "PATH", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+        #[arg(long, value_name = "PATH", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         /// Route53 requests per second, at most.
         #[arg(long, value_name = "N", default_value_t = 5.0)]
         route53_rate: f64,
@@ -371,6 +382,8 @@ pub fn main() -> ExitCode {
                     listen,
                     external,
                     state_dir,
+                    tls_cert,
+                    tls_key,
                     route53_rate,
                     aws,
                 },
@@ -379,8 +392,15 @@ pub fn main() -> ExitCode {
                 internal: listen,
                 external,
                 state_dir,
+                own_certificate: tls_cert.zip(tls_key),
             };
-            run_async(kick_serve(&config, &tokens, &listeners, route53_rate, &aws))
+            run_async(kick_serve(
+                &config,
+                tokens.as_deref(),
+                &listeners,
+                route53_rate,
+                &aws,
+            ))
         }
         Command::Schema { kind } => match kind {
             SchemaKind::Config => print(&crate::schema::huxley_schema()),
@@ -762,6 +782,9 @@ async fn apply(
                 plural(summary.uploaded, "artifact"),
                 plural(summary.records, "DNS record")
             );
+            if summary.tokens > 0 {
+                println!("Kick tokens: {} created or removed in SSM.", summary.tokens);
+            }
             exit::OK
         }
         Err(err) => {
@@ -878,7 +901,7 @@ async fn cluster_describe(
     };
     let mut live = None;
     if let Some(endpoint) = &endpoint {
-        match live_description(&aws, &bucket, endpoint).await {
+        match live_description(&aws, name, &bucket, endpoint).await {
             Ok(description) => live = Some(description),
             Err(why) => eprintln!(
                 "note: cannot ask the kick server at {endpoint}: {why}; showing the published copy"
@@ -938,11 +961,25 @@ async fn cluster_describe(
 /// whose fingerprint the server published to the bucket.
 async fn live_description(
     aws: &Aws,
+    cluster: &str,
     bucket: &str,
     endpoint: &str,
 ) -> Result<crate::kick::api::ClusterDescription, String> {
-    let token = std::env::var("HUXLEY_TOKEN")
-        .map_err(|_| "HUXLEY_TOKEN (the admin token) is not set".to_owned())?;
+    let token = match std::env::var("HUXLEY_TOKEN") {
+        Ok(token) => token,
+        Err(_) => {
+            // The admin token `huxley apply` created, read with the
+            // user's own AWS rights.
+            let parameter = crate::model::naming::cluster_token_parameter(cluster, "admin");
+            aws.secure_parameters(std::slice::from_ref(&parameter))
+                .await
+                .map_err(|e| format!("HUXLEY_TOKEN is not set, and {parameter} cannot be read: {e}"))?
+                .remove(&parameter)
+                .ok_or_else(|| {
+                    format!("HUXLEY_TOKEN is not set, and SSM has no {parameter} (`huxley apply` creates it)")
+                })?
+        }
+    };
     let fingerprint = aws
         .get_object(bucket, crate::kick::tls::FINGERPRINT_KEY)
         .await
@@ -1005,19 +1042,20 @@ async fn cluster_list(args: &AwsArgs) -> u8 {
 /// Where `kick serve` listens, and where it keeps its certificate.
 #[derive(Debug)]
 struct Listeners {
-    internal: std::net::SocketAddr,
+    internal: Option<std::net::SocketAddr>,
     external: Option<std::net::SocketAddr>,
     state_dir: PathBuf,
+    /// The user's certificate and key files.
+    own_certificate: Option<(PathBuf, PathBuf)>,
 }
 
 async fn kick_serve(
     config_path: &Path,
-    tokens: &Path,
+    tokens_dir: Option<&Path>,
     listeners: &Listeners,
     rate: f64,
     args: &AwsArgs,
 ) -> u8 {
-    let listen = listeners.internal;
     use crate::kick::{api, config::KickConfig, dns, server};
     let config: KickConfig = match std::fs::read_to_string(config_path)
         .map_err(|e| e.to_string())
@@ -1029,19 +1067,50 @@ async fn kick_serve(
             return exit::USAGE;
         }
     };
-    let tokens = match crate::kick::auth::Tokens::from_dir(tokens, &config) {
-        Ok(tokens) => tokens,
-        Err(err) => {
-            eprintln!(
-                "error: cannot read the tokens in {}: {err}",
-                tokens.display()
-            );
+    let address = |given: Option<std::net::SocketAddr>, configured: &str| {
+        given.map_or_else(
+            || {
+                configured.parse::<std::net::SocketAddr>().map_err(|e| {
+                    format!(
+                        "listen address `{configured}` in {}: {e}",
+                        config_path.display()
+                    )
+                })
+            },
+            Ok,
+        )
+    };
+    let (listen, external) = match (
+        address(listeners.internal, &config.listen.internal),
+        address(listeners.external, &config.listen.external),
+    ) {
+        (Ok(internal), Ok(external)) => (internal, external),
+        (Err(err), _) | (_, Err(err)) => {
+            eprintln!("error: {err}");
             return exit::USAGE;
         }
     };
     let aws = match connect(args, &config.cluster.region).await {
         Ok(aws) => std::sync::Arc::new(aws),
         Err(code) => return code,
+    };
+    let tokens = match tokens_dir {
+        Some(dir) => crate::kick::auth::Tokens::from_dir(dir, &config)
+            .map_err(|err| format!("cannot read the tokens in {}: {err}", dir.display())),
+        None => {
+            let names = crate::kick::auth::Tokens::parameter_names(&config);
+            match aws.secure_parameters(&names).await {
+                Ok(values) => crate::kick::auth::Tokens::from_parameters(&values, &config),
+                Err(err) => Err(format!("cannot read the tokens from SSM: {err}")),
+            }
+        }
+    };
+    let tokens = match tokens {
+        Ok(tokens) => tokens,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return exit::INVALID;
+        }
     };
     let setup = async {
         // The private zone is the stack's own resource: found by id, not
@@ -1104,46 +1173,51 @@ async fn kick_serve(
                 return exit::INVALID;
             }
         };
-    let external = match listeners.external {
-        None => None,
-        Some(address) => {
-            let names = vec![
-                kick.config.cluster.kick_name.clone(),
-                "localhost".to_owned(),
-                address.ip().to_string(),
-            ];
-            let identity = match crate::kick::tls::load_or_create(&listeners.state_dir, &names) {
-                Ok(identity) => identity,
-                Err(err) => {
-                    eprintln!(
-                        "error: cannot keep the TLS certificate in {}: {err}",
-                        listeners.state_dir.display()
-                    );
-                    return exit::USAGE;
-                }
-            };
-            let published = aws
-                .put_object(
-                    &bucket,
-                    crate::kick::tls::FINGERPRINT_KEY,
-                    format!("{}\n", identity.fingerprint).into_bytes(),
-                    "text/plain",
+    let external = {
+        let address = external;
+        let names = vec![
+            kick.config.cluster.kick_name.clone(),
+            "localhost".to_owned(),
+            address.ip().to_string(),
+        ];
+        let identity = match &listeners.own_certificate {
+            Some((cert, key)) => crate::kick::tls::load_pem(cert, key)
+                .map_err(|err| format!("cannot use the certificate {}: {err}", cert.display())),
+            None => crate::kick::tls::load_or_create(&listeners.state_dir, &names).map_err(|err| {
+                format!(
+                    "cannot keep the TLS certificate in {}: {err}",
+                    listeners.state_dir.display()
                 )
-                .await;
-            if let Err(err) = published {
-                eprintln!("error: cannot publish the certificate's fingerprint: {err}");
-                return exit::INVALID;
+            }),
+        };
+        let identity = match identity {
+            Ok(identity) => identity,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return exit::USAGE;
             }
-            let listener = match tokio::net::TcpListener::bind(address).await {
-                Ok(tcp) => crate::kick::tls::TlsListener::new(tcp, &identity),
-                Err(err) => Err(err),
-            };
-            match listener {
-                Ok(listener) => Some((listener, identity.fingerprint)),
-                Err(err) => {
-                    eprintln!("error: cannot listen on {address}: {err}");
-                    return exit::USAGE;
-                }
+        };
+        let published = aws
+            .put_object(
+                &bucket,
+                crate::kick::tls::FINGERPRINT_KEY,
+                format!("{}\n", identity.fingerprint).into_bytes(),
+                "text/plain",
+            )
+            .await;
+        if let Err(err) = published {
+            eprintln!("error: cannot publish the certificate's fingerprint: {err}");
+            return exit::INVALID;
+        }
+        let listener = match tokio::net::TcpListener::bind(address).await {
+            Ok(tcp) => crate::kick::tls::TlsListener::new(tcp, &identity),
+            Err(err) => Err(err),
+        };
+        match listener {
+            Ok(listener) => Some((listener, identity.fingerprint)),
+            Err(err) => {
+                eprintln!("error: cannot listen on {address}: {err}");
+                return exit::USAGE;
             }
         }
     };

@@ -143,7 +143,31 @@ pub async fn prepare(config: &Config, aws: &Aws, options: PlanOptions) -> Result
     };
     let mut plan = diff::plan(&target, desired, &read.live);
     plan.notes.extend(notes);
+    let existing = aws.parameter_names(&tokens_path(config)).await?;
+    plan.tokens = crate::plan::token_changes(&token_parameters(config), &existing);
     Ok(plan)
+}
+
+/// Where a cluster's kick tokens live in SSM Parameter Store.
+fn tokens_path(config: &Config) -> String {
+    format!("/huxley/{}/tokens/", config.cluster.name)
+}
+
+/// The token parameters the kick config names: admin, hook, each service.
+pub fn token_parameters(config: &Config) -> Vec<String> {
+    crate::kick::auth::Tokens::parameter_names(&compile::kick::kick_config(config))
+}
+
+/// A new bearer token: 32 bytes from the system's secure random source, as
+/// hex.
+fn new_token() -> Result<String, ApplyError> {
+    crate::kick::tls::ensure_provider();
+    let mut bytes = [0u8; 32];
+    rustls::crypto::aws_lc_rs::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .map_err(|_| ApplyError::Refused("the system's random source failed".into()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The ownership records a cluster keeps in its public zone: one per public
@@ -206,6 +230,28 @@ pub async fn apply(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<Su
     let live = check_base(aws, plan).await?;
     let mut summary = Summary::default();
     let stack = plan.stack.as_str();
+
+    // Tokens first: the kick server reads them when its node boots.
+    let added: Vec<&str> = plan
+        .tokens
+        .iter()
+        .filter(|t| t.action == Action::Add)
+        .map(|t| t.name.as_str())
+        .collect();
+    for name in &added {
+        let description = format!(
+            "Huxley cluster {}: a kick server bearer token",
+            plan.cluster
+        );
+        aws.create_secure_parameter(name, &new_token()?, &description)
+            .await?;
+    }
+    if !added.is_empty() {
+        progress.line(&format!(
+            "created {} in SSM (SecureString)",
+            crate::diagnostic::plural(added.len(), "kick token")
+        ));
+    }
 
     if plan.stack_action == StackAction::Recreate {
         progress.line(&format!("deleting the failed stack {stack} first"));
@@ -328,6 +374,21 @@ pub async fn apply(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<Su
         ));
         summary.records = changes.len();
     }
+
+    let removed: Vec<String> = plan
+        .tokens
+        .iter()
+        .filter(|t| t.action == Action::Remove)
+        .map(|t| t.name.clone())
+        .collect();
+    if !removed.is_empty() {
+        aws.delete_parameters(&removed).await?;
+        progress.line(&format!(
+            "removed {} of services no longer in huxley.toml",
+            crate::diagnostic::plural(removed.len(), "kick token")
+        ));
+    }
+    summary.tokens = added.len() + removed.len();
     Ok(summary)
 }
 
@@ -337,6 +398,7 @@ pub struct Summary {
     pub stack: Option<String>,
     pub uploaded: usize,
     pub records: usize,
+    pub tokens: usize,
 }
 
 /// A stack that holds only a change set never executed: it has no
@@ -656,6 +718,15 @@ pub async fn destroy(
                 .unwrap_or_else(|| "the stack was not deleted".into()),
             state: after.status,
         });
+    }
+    // The tokens go last: a stack that failed to delete keeps working.
+    let tokens = aws.parameter_names(&tokens_path(config)).await?;
+    if !tokens.is_empty() {
+        aws.delete_parameters(&tokens).await?;
+        progress.line(&format!(
+            "deleted {} from SSM",
+            crate::diagnostic::plural(tokens.len(), "kick token")
+        ));
     }
     Ok(Some(destroyed))
 }

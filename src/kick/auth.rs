@@ -85,6 +85,59 @@ impl Tokens {
         Ok(Self { entries })
     }
 
+    /// The tokens from the SSM parameters the config names, as
+    /// `huxley apply` created them: `values` maps parameter names to their
+    /// decrypted values. The admin token must be there; a service without
+    /// its parameter has no token yet.
+    pub fn from_parameters(
+        values: &std::collections::BTreeMap<String, String>,
+        config: &KickConfig,
+    ) -> Result<Self, String> {
+        let get = |name: &str| {
+            values
+                .get(name)
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+                .map(|v| v.as_bytes().to_vec())
+        };
+        let admin = get(&config.tokens.admin).ok_or_else(|| {
+            format!(
+                "no admin token in SSM parameter {}: `huxley apply` creates it",
+                config.tokens.admin
+            )
+        })?;
+        let mut entries = vec![(admin, Scope::Admin)];
+        if let Some(hook) = get(&config.tokens.hook) {
+            entries.push((hook, Scope::Hook));
+        }
+        for (app, section) in &config.apps {
+            for (service, s) in &section.services {
+                if let Some(token) = get(&s.token) {
+                    entries.push((
+                        token,
+                        Scope::Service {
+                            app: app.clone(),
+                            service: service.clone(),
+                        },
+                    ));
+                }
+            }
+        }
+        Ok(Self { entries })
+    }
+
+    /// Every parameter name the config holds tokens in.
+    pub fn parameter_names(config: &KickConfig) -> Vec<String> {
+        let mut names = vec![config.tokens.admin.clone(), config.tokens.hook.clone()];
+        names.extend(
+            config
+                .apps
+                .values()
+                .flat_map(|a| a.services.values().map(|s| s.token.clone())),
+        );
+        names
+    }
+
     /// The scope of a presented token, comparing against every known token
     /// in constant time.
     pub fn scope(&self, presented: &str) -> Option<Scope> {

@@ -1,7 +1,8 @@
 //! TLS for the kick server's external (operators') API, and the pinning
 //! the CLI uses to reach it.
 //!
-//! Without a certificate of the user's own, kick makes a self-signed one on
+//! With a certificate of the user's own (`--tls-cert`/`--tls-key`), kick
+//! serves it; without one, kick makes a self-signed one on
 //! first start (rcgen), keeps it in its state directory across restarts,
 //! and publishes its SHA-256 fingerprint to the artifact bucket, where the
 //! CLI reads it with the user's AWS rights. The CLI then accepts exactly
@@ -29,8 +30,11 @@ pub const FINGERPRINT_KEY: &str = "huxley/published/kick-tls.sha256";
 /// The server's certificate and key.
 #[derive(Clone)]
 pub struct Identity {
+    /// The server's own certificate (DER).
     pub cert: Vec<u8>,
-    key: Vec<u8>,
+    /// Intermediate certificates sent after it, for a CA-issued pair.
+    chain: Vec<Vec<u8>>,
+    key: Arc<PrivateKeyDer<'static>>,
     /// Hex SHA-256 of the certificate (DER).
     pub fingerprint: String,
 }
@@ -69,7 +73,8 @@ pub fn load_or_create(dir: &Path, names: &[String]) -> io::Result<Identity> {
         return Ok(Identity {
             fingerprint: fingerprint(&cert),
             cert,
-            key,
+            chain: Vec::new(),
+            key: Arc::new(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key))),
         });
     }
     std::fs::create_dir_all(dir)?;
@@ -81,8 +86,58 @@ pub fn load_or_create(dir: &Path, names: &[String]) -> io::Result<Identity> {
     Ok(Identity {
         fingerprint: fingerprint(&cert),
         cert,
-        key,
+        chain: Vec::new(),
+        key: Arc::new(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key))),
     })
+}
+
+/// The user's own certificate and key (PEM files: the certificate first,
+/// then any intermediates; the key in PKCS#8, PKCS#1 or SEC1). The
+/// fingerprint the CLI pins is the server certificate's.
+pub fn load_pem(cert_path: &Path, key_path: &Path) -> io::Result<Identity> {
+    use rustls::pki_types::pem::PemObject;
+    let invalid = |path: &Path, err: rustls::pki_types::pem::Error| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {err}", path.display()),
+        )
+    };
+    let mut certs = CertificateDer::pem_file_iter(cert_path)
+        .map_err(|e| invalid(cert_path, e))?
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(cert_path, e))?;
+    if certs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: no certificate in it", cert_path.display()),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| invalid(key_path, e))?;
+    let cert = certs.remove(0);
+    let identity = Identity {
+        fingerprint: fingerprint(&cert),
+        cert,
+        chain: certs,
+        key: Arc::new(key),
+    };
+    // A key that does not match the certificate fails here, not at the
+    // first handshake.
+    server_config(&identity)?;
+    Ok(identity)
+}
+
+fn server_config(identity: &Identity) -> io::Result<rustls::ServerConfig> {
+    let chain = std::iter::once(&identity.cert)
+        .chain(&identity.chain)
+        .map(|c| CertificateDer::from(c.clone()))
+        .collect();
+    rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(chain, identity.key.clone_key())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -115,15 +170,7 @@ impl std::fmt::Debug for TlsListener {
 
 impl TlsListener {
     pub fn new(tcp: TcpListener, identity: &Identity) -> io::Result<Self> {
-        let config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(io::Error::other)?
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(identity.cert.clone())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key.clone())),
-            )
-            .map_err(io::Error::other)?;
+        let config = server_config(identity)?;
         Ok(Self {
             tcp,
             acceptor: TlsAcceptor::from(Arc::new(config)),
@@ -234,6 +281,28 @@ impl ServerCertVerifier for Pinned {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_users_own_pair_is_served_and_a_mismatched_key_is_refused() {
+        let dir = std::env::temp_dir().join(format!("huxley-tls-own-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let made = |name: &str| {
+            rcgen::generate_simple_self_signed(vec![name.to_owned()]).expect("a certificate")
+        };
+        let (ours, other) = (made("kick.acme.example.com"), made("other.example.com"));
+        std::fs::write(dir.join("cert.pem"), ours.cert.pem()).expect("write");
+        std::fs::write(dir.join("key.pem"), ours.signing_key.serialize_pem()).expect("write");
+        std::fs::write(dir.join("other-key.pem"), other.signing_key.serialize_pem())
+            .expect("write");
+        let identity = load_pem(&dir.join("cert.pem"), &dir.join("key.pem")).expect("loads");
+        assert_eq!(identity.fingerprint, fingerprint(ours.cert.der()));
+        let mismatched = load_pem(&dir.join("cert.pem"), &dir.join("other-key.pem"));
+        assert!(mismatched.is_err());
+        let missing = load_pem(&dir.join("nope.pem"), &dir.join("key.pem"))
+            .expect_err("no such file");
+        assert!(missing.to_string().contains("nope.pem"), "{missing}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn the_identity_is_kept_across_restarts_with_a_private_key() {

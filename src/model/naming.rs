@@ -41,7 +41,12 @@ pub fn unit(app: &App, service: &Service) -> String {
 
 /// SSM parameter holding a token the kick server accepts.
 pub fn token_parameter(config: &Config, who: &str) -> String {
-    format!("/huxley/{}/tokens/{who}", config.cluster.name)
+    cluster_token_parameter(&config.cluster.name, who)
+}
+
+/// SSM parameter holding a token of cluster `cluster`.
+pub fn cluster_token_parameter(cluster: &str, who: &str) -> String {
+    format!("/huxley/{cluster}/tokens/{who}")
 }
 
 /// SSM parameter holding a service's own kick token.

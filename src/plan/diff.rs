@@ -140,6 +140,7 @@ pub fn plan(target: &Target, desired: Desired, live: &Live) -> Plan {
         parameters,
         artifacts,
         records,
+        tokens: Vec::new(),
         drift,
         notes,
         base,

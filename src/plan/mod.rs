@@ -45,6 +45,12 @@ pub struct Plan {
     pub artifacts: Vec<ArtifactChange>,
     /// Huxley's ownership records in the public zone.
     pub records: Vec<RecordChange>,
+    /// The kick server's bearer tokens, SecureString parameters in SSM
+    /// under `/huxley/<cluster>/tokens/`: created with a random value
+    /// (never shown) for the admin, the hook server and each service, and
+    /// removed when their service is.
+    #[serde(default)]
+    pub tokens: Vec<TokenChange>,
     /// What changed outside Huxley: the stack's drift, hand-edited records.
     pub drift: Vec<String>,
     /// Consequences worth knowing, such as nodes being replaced.
@@ -61,6 +67,63 @@ impl Plan {
         self.stack_action != StackAction::None
             || !self.artifacts.is_empty()
             || !self.records.is_empty()
+            || !self.tokens.is_empty()
+    }
+}
+
+/// A token parameter created or removed: its name, never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TokenChange {
+    pub name: String,
+    /// `add` or `remove`.
+    pub action: Action,
+}
+
+/// The token parameters to create and to remove, given the ones wanted and
+/// the ones that exist.
+pub fn token_changes(wanted: &[String], existing: &[String]) -> Vec<TokenChange> {
+    let mut changes: Vec<TokenChange> = existing
+        .iter()
+        .filter(|name| !wanted.contains(name))
+        .map(|name| TokenChange {
+            name: name.clone(),
+            action: Action::Remove,
+        })
+        .collect();
+    let mut added: Vec<&String> = wanted.iter().filter(|n| !existing.contains(n)).collect();
+    added.sort();
+    added.dedup();
+    changes.extend(added.into_iter().map(|name| TokenChange {
+        name: name.clone(),
+        action: Action::Add,
+    }));
+    changes
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_created_for_new_services_and_removed_with_old_ones() {
+        let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let changes = token_changes(
+            &names(&["/t/admin", "/t/hook", "/t/blog/web"]),
+            &names(&["/t/admin", "/t/blog/old"]),
+        );
+        let summary: Vec<(&str, Action)> = changes
+            .iter()
+            .map(|c| (c.name.as_str(), c.action))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("/t/blog/old", Action::Remove),
+                ("/t/blog/web", Action::Add),
+                ("/t/hook", Action::Add)
+            ]
+        );
+        assert!(token_changes(&names(&["/t/admin"]), &names(&["/t/admin"])).is_empty());
     }
 }
 

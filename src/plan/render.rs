@@ -58,13 +58,18 @@ pub fn summary(plan: &Plan) -> String {
     let extra: Vec<String> = [
         (plan.artifacts.len(), "artifact"),
         (plan.records.len(), "DNS record"),
+        (plan.tokens.len(), "kick token"),
     ]
     .iter()
     .filter(|(n, _)| *n > 0)
     .map(|(n, what)| crate::diagnostic::plural(*n, what))
     .collect();
     if !extra.is_empty() {
-        let _ = write!(line, " Also {} to update.", extra.join(" and "));
+        let listed = match extra.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+            _ => extra.join(""),
+        };
+        let _ = write!(line, " Also {listed} to update.");
     }
     if rolls_nodes(plan) {
         line.push_str(" Every node is replaced, one at a time.");
@@ -160,6 +165,18 @@ pub fn render(plan: &Plan, style: Style) -> String {
                 record.name,
                 record.value
             );
+        }
+    }
+    if !plan.tokens.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{}",
+            style.bold(
+                "Kick tokens (SSM SecureString parameters; values are generated and never shown):"
+            )
+        );
+        for token in &plan.tokens {
+            let _ = writeln!(out, "  {} {}", mark(token.action, style), token.name);
         }
     }
     if !plan.drift.is_empty() {

@@ -149,10 +149,29 @@ fn plan_apply_edit_apply_destroy() {
         "the newest x86_64 stable image: {}",
         plan.stdout
     );
-    assert!(plan.stderr.contains("AWS calls: 4 "), "{}", plan.stderr);
+    assert!(plan.stderr.contains("AWS calls: 5 "), "{}", plan.stderr);
+    // The kick tokens: named, their values never shown.
+    assert!(
+        plan.stdout
+            .contains("Kick tokens (SSM SecureString parameters; values are generated and never shown):\n  + /huxley/scenario/tokens/admin\n"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("and 5 kick tokens to update."),
+        "{}",
+        plan.stdout
+    );
 
     let apply = cluster.run(&["apply", "--yes"]);
     apply.code(0);
+    assert!(
+        apply
+            .stdout
+            .contains("Kick tokens: 5 created or removed in SSM."),
+        "{}",
+        apply.stdout
+    );
     assert!(
         apply.stdout.contains("Apply complete: 23 added"),
         "{}",
@@ -206,6 +225,10 @@ fn plan_apply_edit_apply_destroy() {
             ("units/blog-web@.service", "modify")
         ])
     );
+    assert_eq!(
+        plan["tokens"],
+        serde_json::json!([{"name": "/huxley/scenario/tokens/blog/worker", "action": "add"}])
+    );
     let text = cluster.run(&["plan"]);
     assert!(
         text.stdout
@@ -258,6 +281,11 @@ fn plan_apply_edit_apply_destroy() {
         "{}",
         destroy.stdout
     );
+    assert!(
+        destroy.stderr.contains("deleted 6 kick tokens from SSM"),
+        "{}",
+        destroy.stderr
+    );
     let plan = cluster.run(&["plan", "--detailed-exitcode"]);
     plan.code(2);
     assert!(
@@ -266,8 +294,9 @@ fn plan_apply_edit_apply_destroy() {
         plan.stdout
     );
     assert!(
-        plan.stdout.contains("Also 12 artifacts and 3 DNS records"),
-        "the bucket and records are gone too: {}",
+        plan.stdout
+            .contains("Also 12 artifacts, 3 DNS records and 6 kick tokens"),
+        "the bucket, records and tokens are gone too: {}",
         plan.stdout
     );
 }
@@ -509,10 +538,34 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
     cluster
         .run(&["build", "-o", out.to_str().expect("utf-8")])
         .code(0);
-    let tokens = dir.join("tokens");
-    fs::create_dir_all(tokens.join("blog")).expect("tokens");
-    fs::write(tokens.join("admin"), "admin-token").expect("token");
-    fs::write(tokens.join("blog/web"), "web-token").expect("token");
+    // apply created the kick tokens in SSM: the admin's, the hook
+    // server's and one per service, as SecureStrings.
+    let web_token = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            let aws = huxley::testing::aws(&Emulator::shared(&root()).endpoint(), REGION).await;
+            let names = aws
+                .parameter_names("/huxley/described/tokens/")
+                .await
+                .expect("list");
+            assert_eq!(
+                names,
+                ["admin", "blog/api", "blog/redis", "blog/web", "hook"]
+                    .map(|n| format!("/huxley/described/tokens/{n}"))
+            );
+            let values = aws.secure_parameters(&names).await.expect("read");
+            assert!(
+                values.values().all(|v| v.len() == 64),
+                "32 random bytes, hex"
+            );
+            values["/huxley/described/tokens/blog/web"].clone()
+        });
+    // apply did not print them.
+    let replan = cluster.run(&["plan"]);
+    replan.code(0);
+    assert!(!replan.stdout.contains(&web_token));
 
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
@@ -539,8 +592,6 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
             "serve",
             "--config",
             kick_toml.to_str().expect("utf-8"),
-            "--tokens",
-            tokens.to_str().expect("utf-8"),
             "--listen",
             &listen,
             "--external",
@@ -569,7 +620,7 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
         let registration = serde_json::json!({"app": "blog", "service": "web", "node": node, "address": "10.40.1.5", "port": 8080, "version": "abc123"});
-        let response = client.post(format!("{base}/v1/instances")).bearer_auth("web-token").json(&registration).send().await.expect("register");
+        let response = client.post(format!("{base}/v1/instances")).bearer_auth(&web_token).json(&registration).send().await.expect("register");
         assert_eq!(response.status().as_u16(), 201);
     });
 
@@ -643,13 +694,10 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
         list.stdout
     );
 
-    // Live, over TLS, trusting only the certificate the server published.
+    // Live, over TLS, trusting only the certificate the server published,
+    // with the admin token read from SSM with the user's AWS rights.
     let endpoint = format!("https://{external}");
-    let mut with_token = cluster.env.clone();
-    with_token.push(("HUXLEY_TOKEN".into(), "admin-token".into()));
-    let live = Test::new(&["cluster", "describe", "described", "--endpoint", &endpoint])
-        .env(&with_token)
-        .run();
+    let live = cluster.run_bare(&["cluster", "describe", "described", "--endpoint", &endpoint]);
     live.code(0);
     assert!(
         live.stdout.starts_with(&format!(
@@ -660,14 +708,16 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
         live.stderr
     );
     assert!(live.stdout.contains(&node), "{}", live.stdout);
-    // Without a token, or when the certificate does not match what was
+    // With a wrong token, or when the certificate does not match what was
     // published, it falls back to the published copy and says why.
-    let no_token = cluster.run_bare(&["cluster", "describe", "described", "--endpoint", &endpoint]);
+    let mut with_token = cluster.env.clone();
+    with_token.push(("HUXLEY_TOKEN".into(), "not-the-admin-token".into()));
+    let no_token = Test::new(&["cluster", "describe", "described", "--endpoint", &endpoint])
+        .env(&with_token)
+        .run();
     no_token.code(0);
     assert!(
-        no_token
-            .stderr
-            .contains("HUXLEY_TOKEN (the admin token) is not set"),
+        no_token.stderr.contains("it answered 401"),
         "{}",
         no_token.stderr
     );
@@ -695,9 +745,7 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
         .await
         .expect("tamper");
     });
-    let pinned = Test::new(&["cluster", "describe", "described", "--endpoint", &endpoint])
-        .env(&with_token)
-        .run();
+    let pinned = cluster.run_bare(&["cluster", "describe", "described", "--endpoint", &endpoint]);
     pinned.code(0);
     assert!(
         pinned
