@@ -298,8 +298,8 @@ mod tests {
         assert_eq!(identity.fingerprint, fingerprint(ours.cert.der()));
         let mismatched = load_pem(&dir.join("cert.pem"), &dir.join("other-key.pem"));
         assert!(mismatched.is_err());
-        let missing = load_pem(&dir.join("nope.pem"), &dir.join("key.pem"))
-            .expect_err("no such file");
+        let missing =
+            load_pem(&dir.join("nope.pem"), &dir.join("key.pem")).expect_err("no such file");
         assert!(missing.to_string().contains("nope.pem"), "{missing}");
         let _ = std::fs::remove_dir_all(&dir);
     }
