@@ -36,29 +36,32 @@ step "huxley apply -f examples/blog/huxley.toml --yes"
 step "huxley plan -f examples/blog/huxley.toml --detailed-exitcode (expect: no changes)"
 "$huxley" plan -f examples/blog/huxley.toml --detailed-exitcode --verbose
 
-step "huxley kick serve (the cluster's agent, here on 127.0.0.1) and one registered instance"
-tokens=$(mktemp -d)
-mkdir -p "$tokens/blog"
-head -c 24 /dev/urandom | base64 > "$tokens/admin"
-head -c 24 /dev/urandom | base64 > "$tokens/blog/web"
+step "huxley kick serve (the cluster's agent, here on 127.0.0.1, tokens from SSM) and one registered instance"
+state=$(mktemp -d)
 port=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 external=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$huxley" kick serve --config out/blog/kick/kick.toml --tokens "$tokens" --listen "127.0.0.1:$port" \
-  --external "127.0.0.1:$external" --state-dir "$tokens/state" &
+"$huxley" kick serve --config out/blog/kick/kick.toml --listen "127.0.0.1:$port" \
+  --external "127.0.0.1:$external" --state-dir "$state" &
 kick=$!
-trap 'kill "$kick" "$HUXLEY_EMULATOR_PID" 2>/dev/null || true; rm -rf "$tokens"' EXIT
+trap 'kill "$kick" "$HUXLEY_EMULATOR_PID" 2>/dev/null || true; rm -rf "$state"' EXIT
 until huxley_http_ok "http://127.0.0.1:$port/healthz"; do sleep 0.2; done
-.venv/bin/python - "http://127.0.0.1:$port/v1/instances" "$tokens/blog/web" <<'PY'
+# As a node agent would: blog.web's token from SSM (apply created it), on
+# one of the cluster's nodes (the emulator launched them for the node group).
+.venv/bin/python - "http://127.0.0.1:$port/v1/instances" <<'PY'
 import json, sys, urllib.request
-token = open(sys.argv[2]).read().strip()
-body = {"app": "blog", "service": "web", "node": "i-0demo", "address": "10.40.1.5", "port": 80, "version": "demo"}
+import boto3
+token = boto3.client("ssm").get_parameter(Name="/huxley/acme/tokens/blog/web", WithDecryption=True)["Parameter"]["Value"]
+reservations = boto3.client("ec2").describe_instances(
+    Filters=[{"Name": "tag:huxley:cluster", "Values": ["acme"]}, {"Name": "instance-state-name", "Values": ["running"]}])["Reservations"]
+node = sorted(i["InstanceId"] for r in reservations for i in r["Instances"])[0]
+body = {"app": "blog", "service": "web", "node": node, "address": "10.40.1.5", "port": 80, "version": "demo"}
 request = urllib.request.Request(sys.argv[1], data=json.dumps(body).encode(), method="POST",
                                  headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
-print("registered:", urllib.request.urlopen(request, timeout=10).read().decode())
+print("registered:", urllib.request.urlopen(request, timeout=30).read().decode())
 PY
 sleep 2
 
-step "huxley cluster describe acme (live, over TLS pinned to the certificate the kick server published)"
-HUXLEY_TOKEN=$(cat "$tokens/admin") "$huxley" cluster describe acme --endpoint "https://127.0.0.1:$external"
+step "huxley cluster describe acme (live, over TLS pinned to the certificate the kick server published; admin token from SSM)"
+"$huxley" cluster describe acme --endpoint "https://127.0.0.1:$external"
 echo
 echo "demo: examples built under out/; examples/blog planned, applied, in sync, and described on the emulator"
