@@ -50,8 +50,8 @@ until huxley_http_ok "http://127.0.0.1:$port/healthz"; do sleep 0.2; done
 .venv/bin/python - "http://127.0.0.1:$port/v1/instances" <<'PY'
 import json, sys, urllib.request
 import boto3
-token = boto3.client("ssm").get_parameter(Name="/huxley/acme/tokens/blog/web", WithDecryption=True)["Parameter"]["Value"]
-reservations = boto3.client("ec2").describe_instances(
+token = boto3.client("ssm", region_name="us-west-2").get_parameter(Name="/huxley/acme/tokens/blog/web", WithDecryption=True)["Parameter"]["Value"]
+reservations = boto3.client("ec2", region_name="us-west-2").describe_instances(
     Filters=[{"Name": "tag:huxley:cluster", "Values": ["acme"]}, {"Name": "instance-state-name", "Values": ["running"]}])["Reservations"]
 node = sorted(i["InstanceId"] for r in reservations for i in r["Instances"])[0]
 body = {"app": "blog", "service": "web", "node": node, "address": "10.40.1.5", "port": 80, "version": "demo"}
