@@ -50,39 +50,27 @@ impl Tokens {
     /// SSM parameters the config names). A missing service file means that
     /// service has no token yet.
     pub fn from_dir(dir: &Path, config: &KickConfig) -> std::io::Result<Self> {
-        let read = |path: &Path| -> std::io::Result<Option<Vec<u8>>> {
-            match std::fs::read_to_string(path) {
-                Ok(text) if !text.trim().is_empty() => Ok(Some(text.trim().as_bytes().to_vec())),
-                Ok(_) => Ok(None),
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(err) => Err(err),
-            }
-        };
-        let mut entries = Vec::new();
-        let admin = read(&dir.join("admin"))?.ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("no admin token in {}", dir.display()),
-            )
-        })?;
-        entries.push((admin, Scope::Admin));
-        if let Some(hook) = read(&dir.join("hook"))? {
-            entries.push((hook, Scope::Hook));
-        }
-        for (app, section) in &config.apps {
-            for service in section.services.keys() {
-                if let Some(token) = read(&dir.join(app).join(service))? {
-                    entries.push((
-                        token,
-                        Scope::Service {
-                            app: app.clone(),
-                            service: service.clone(),
-                        },
-                    ));
+        Self::collect(
+            config,
+            |scope| {
+                let path = match scope {
+                    Scope::Admin => dir.join("admin"),
+                    Scope::Hook => dir.join("hook"),
+                    Scope::Service { app, service } => dir.join(app).join(service),
+                };
+                match std::fs::read_to_string(path) {
+                    Ok(text) => Ok(Some(text)),
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(err) => Err(err),
                 }
-            }
-        }
-        Ok(Self { entries })
+            },
+            || {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("no admin token in {}", dir.display()),
+                )
+            },
+        )
     }
 
     /// The tokens from the SSM parameters the config names, as
@@ -93,34 +81,53 @@ impl Tokens {
         values: &std::collections::BTreeMap<String, String>,
         config: &KickConfig,
     ) -> Result<Self, String> {
-        let get = |name: &str| {
-            values
-                .get(name)
-                .map(|v| v.trim())
-                .filter(|v| !v.is_empty())
-                .map(|v| v.as_bytes().to_vec())
-        };
-        let admin = get(&config.tokens.admin).ok_or_else(|| {
-            format!(
-                "no admin token in SSM parameter {}: `huxley apply` creates it",
-                config.tokens.admin
-            )
-        })?;
-        let mut entries = vec![(admin, Scope::Admin)];
-        if let Some(hook) = get(&config.tokens.hook) {
-            entries.push((hook, Scope::Hook));
-        }
-        for (app, section) in &config.apps {
-            for (service, s) in &section.services {
-                if let Some(token) = get(&s.token) {
-                    entries.push((
-                        token,
-                        Scope::Service {
-                            app: app.clone(),
-                            service: service.clone(),
-                        },
-                    ));
-                }
+        Self::collect(
+            config,
+            |scope| {
+                let name = match scope {
+                    Scope::Admin => Some(&config.tokens.admin),
+                    Scope::Hook => Some(&config.tokens.hook),
+                    Scope::Service { app, service } => config
+                        .apps
+                        .get(app)
+                        .and_then(|a| a.services.get(service))
+                        .map(|s| &s.token),
+                };
+                Ok(name.and_then(|n| values.get(n)).cloned())
+            },
+            || {
+                format!(
+                    "no admin token in SSM parameter {}: `huxley apply` creates it",
+                    config.tokens.admin
+                )
+            },
+        )
+    }
+
+    /// The tokens `read` finds for the admin, the hook and each service of
+    /// the config (blank ones count as absent); the admin's is required.
+    fn collect<E>(
+        config: &KickConfig,
+        mut read: impl FnMut(&Scope) -> Result<Option<String>, E>,
+        no_admin: impl FnOnce() -> E,
+    ) -> Result<Self, E> {
+        let scopes = [Scope::Admin, Scope::Hook]
+            .into_iter()
+            .chain(config.apps.iter().flat_map(|(app, section)| {
+                section.services.keys().map(move |service| Scope::Service {
+                    app: app.clone(),
+                    service: service.clone(),
+                })
+            }));
+        let mut entries = Vec::new();
+        for scope in scopes {
+            let token = read(&scope)?
+                .map(|text| text.trim().as_bytes().to_vec())
+                .filter(|token| !token.is_empty());
+            match token {
+                Some(token) => entries.push((token, scope)),
+                None if scope == Scope::Admin => return Err(no_admin()),
+                None => {}
             }
         }
         Ok(Self { entries })
