@@ -143,7 +143,7 @@ async fn check_loop(kick: Arc<Kick>, client: reqwest::Client, app: String, servi
 }
 
 /// Runs futures concurrently and collects their outputs in order.
-async fn futures_join<F: std::future::Future + Send + 'static>(
+pub(super) async fn futures_join<F: std::future::Future + Send + 'static>(
     futures: impl Iterator<Item = F>,
 ) -> Vec<F::Output>
 where

@@ -23,7 +23,7 @@ use super::api::{self, Kick, Zones};
 use super::auth::Tokens;
 use super::config::KickConfig;
 use super::dns::{Published, Settings, Writer};
-use super::health::{sync_dns, sync_replicas};
+use super::health::{futures_join, sync_dns, sync_replicas};
 use super::nodes::Nodes;
 use super::registry::{REPLICAS_PREFIX, Registry, parse_replica};
 use crate::aws::{Aws, AwsError, OWNER_PREFIX, RecordChange};
@@ -73,18 +73,7 @@ pub async fn start(
         }
     }
     let nodes = Nodes::from_list(aws.cluster_nodes(&config.cluster.name).await?);
-    let registry = rebuild(&config, &zones, &replicas, &published, &nodes);
-    // The services with a replicas record: their DNS answers follow the
-    // registry. Others' names are left as their services wrote them.
-    let managed: Vec<(String, String)> = registry
-        .apps
-        .iter()
-        .flat_map(|(app, services)| services.keys().map(move |s| (app.clone(), s.clone())))
-        .filter(|(app, service)| {
-            let name = super::registry::replicas_name(app, service, &zones.private.name);
-            replicas.iter().any(|r| r.name == name)
-        })
-        .collect();
+    let (registry, managed) = rebuild(&config, &zones, &replicas, &published, &nodes);
     let writer = Writer::spawn(Arc::clone(&aws), settings, published);
     let kick = Arc::new(Kick {
         registry: Mutex::new(registry),
@@ -104,15 +93,18 @@ pub async fn start(
     Ok(kick)
 }
 
-/// The registry as the replicas records and DNS answers describe it.
+/// The registry as the replicas records and DNS answers describe it, and
+/// the services that have a replicas record: their DNS answers follow the
+/// registry; other services' names are left as their services wrote them.
 fn rebuild(
     config: &KickConfig,
     zones: &Zones,
     replicas: &[RecordChange],
     published: &Published,
     nodes: &Nodes,
-) -> Registry {
+) -> (Registry, Vec<(String, String)>) {
     let mut registry = Registry::new(config);
+    let mut managed = Vec::new();
     let now = SystemTime::now();
     let suffix = format!(".{}", zones.private.name);
     for record in replicas {
@@ -127,6 +119,7 @@ fn rebuild(
         let Some(section) = config.apps.get(app).and_then(|a| a.services.get(service)) else {
             continue;
         };
+        managed.push((app.to_owned(), service.to_owned()));
         // DNS carries exactly the healthy instances: read their addresses
         // from the service's first name.
         let healthy: BTreeSet<IpAddr> = section
@@ -151,21 +144,20 @@ fn rebuild(
             }
         }
     }
-    registry
+    (registry, managed)
 }
 
 /// Brings the DNS answers and replicas records of `services` in line with
 /// the registry, all at once (the writer batches them).
 async fn reconcile(kick: &Arc<Kick>, services: Vec<(String, String)>) {
-    let mut tasks = tokio::task::JoinSet::new();
-    for (app, service) in services {
+    futures_join(services.into_iter().map(|(app, service)| {
         let kick = Arc::clone(kick);
-        tasks.spawn(async move {
+        async move {
             sync_dns(&kick, &app, &service).await;
             let _ = sync_replicas(&kick, &app, &service).await;
-        });
-    }
-    while tasks.join_next().await.is_some() {}
+        }
+    }))
+    .await;
 }
 
 /// Serves the API on a listener until the task is dropped.
