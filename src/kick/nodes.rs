@@ -26,11 +26,9 @@ pub struct Nodes {
 impl Nodes {
     /// Nodes as just read from EC2.
     pub fn from_list(list: Vec<Node>) -> Self {
-        Self {
-            known: list.into_iter().map(|n| (n.id.clone(), n)).collect(),
-            refreshed: Some(Instant::now()),
-            generation: 0,
-        }
+        let mut nodes = Self::default();
+        nodes.replace(list);
+        nodes
     }
 
     /// Takes a fresh list from EC2.
