@@ -143,14 +143,11 @@ pub async fn prepare(config: &Config, aws: &Aws, options: PlanOptions) -> Result
     };
     let mut plan = diff::plan(&target, desired, &read.live);
     plan.notes.extend(notes);
-    let existing = aws.parameter_names(&tokens_path(config)).await?;
+    let existing = aws
+        .parameter_names(&naming::tokens_path(&config.cluster.name))
+        .await?;
     plan.tokens = crate::plan::token_changes(&token_parameters(config), &existing);
     Ok(plan)
-}
-
-/// Where a cluster's kick tokens live in SSM Parameter Store.
-fn tokens_path(config: &Config) -> String {
-    format!("/huxley/{}/tokens/", config.cluster.name)
 }
 
 /// The token parameters the kick config names: admin, hook, each service.
@@ -720,7 +717,9 @@ pub async fn destroy(
         });
     }
     // The tokens go last: a stack that failed to delete keeps working.
-    let tokens = aws.parameter_names(&tokens_path(config)).await?;
+    let tokens = aws
+        .parameter_names(&naming::tokens_path(&config.cluster.name))
+        .await?;
     if !tokens.is_empty() {
         aws.delete_parameters(&tokens).await?;
         progress.line(&format!(

@@ -46,7 +46,12 @@ pub fn token_parameter(config: &Config, who: &str) -> String {
 
 /// SSM parameter holding a token of cluster `cluster`.
 pub fn cluster_token_parameter(cluster: &str, who: &str) -> String {
-    format!("/huxley/{cluster}/tokens/{who}")
+    format!("{}{who}", tokens_path(cluster))
+}
+
+/// Where a cluster's kick tokens live in SSM Parameter Store.
+pub fn tokens_path(cluster: &str) -> String {
+    format!("/huxley/{cluster}/tokens/")
 }
 
 /// SSM parameter holding a service's own kick token.
