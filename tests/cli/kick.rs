@@ -495,15 +495,18 @@ async fn test_service_on(ip: &str, healthy: Arc<AtomicBool>) -> SocketAddr {
     address
 }
 
-/// Waits (bounded) until the private name's A record is `expected`.
+/// Waits (bounded) until blog.web's private name's A record is `expected`.
 async fn until_dns(h: &Harness, expected: Option<&str>) -> Vec<(String, String, Vec<String>)> {
-    let name = "web.blog.kickhealth.internal";
+    let name = h.config.apps["blog"].services["web"]
+        .private_name
+        .clone()
+        .expect("blog.web has a private name");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let live = records(&h.aws, &h.zones.private.id).await;
         let current = live
             .iter()
-            .find(|(n, t, _)| n == name && t == "A")
+            .find(|(n, t, _)| *n == name && t == "A")
             .map(|(_, _, v)| v.clone());
         if current.as_deref() == expected.map(|e| vec![e.to_owned()]).as_deref() {
             return live;
@@ -697,11 +700,7 @@ fn a_restarted_kick_rebuilds_its_registry_from_route53_and_ec2() {
         })
         .await;
         // ...and DNS carries the healthy one.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while !records(&h.aws, &h.zones.private.id).await.iter().any(|(n, t, v)| n == "web.blog.kickrestart.internal" && t == "A" && v == &["127.0.0.1"]) {
-            assert!(tokio::time::Instant::now() < deadline, "DNS never carried the healthy instance");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        until_dns(&h, Some("127.0.0.1")).await;
         described
     });
     drop(h);
