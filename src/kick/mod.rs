@@ -9,6 +9,7 @@ pub mod dns;
 pub mod health;
 pub mod nodes;
 pub mod openapi;
+pub mod placement;
 pub mod publish;
 pub mod registry;
 pub mod server;
