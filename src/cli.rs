@@ -133,6 +133,12 @@ enum Command {
         #[command(subcommand)]
         command: KickCommand,
     },
+    /// The node agent and its helpers (run on the nodes by
+    /// huxley-node.service and the service units).
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
     /// Print the JSON Schema of huxley.toml, or of the JSON plan.
     ///
     /// Editors with a TOML language server (taplo, Even Better TOML) use the
@@ -237,9 +243,99 @@ enum KickCommand {
         /// Route53 requests per second, at most.
         #[arg(long, value_name = "N", default_value_t = 5.0)]
         route53_rate: f64,
+        /// This node's private address, which standbys point callers at
+        /// and `kick.<private zone>` carries while this server leads
+        /// [default: from the instance metadata].
+        #[arg(long, value_name = "ADDRESS")]
+        advertise: Option<std::net::IpAddr>,
+        /// The address the public kick name carries while this server leads
+        /// [default: the node's public address, else --advertise].
+        #[arg(long, value_name = "ADDRESS")]
+        public_address: Option<std::net::IpAddr>,
         #[command(flatten)]
         aws: AwsArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Run this node's share of the cluster's replicas.
+    ///
+    /// Learns who the node is from the instance metadata, long-polls its
+    /// assignment from the kick server's leader, starts and stops replicas
+    /// to match (new ones first; old ones leave DNS before they stop),
+    /// registers each at its address on the node's container network, and
+    /// reports what runs. When kick cannot be reached, replicas keep
+    /// running.
+    Run {
+        /// The cluster.
+        #[arg(long, env = "HUXLEY_CLUSTER")]
+        cluster: String,
+        /// The kick servers' internal API, e.g. http://kick.acme.internal:7400
+        /// (repeat, or separate with commas; standbys point at the leader).
+        #[arg(
+            long = "kick",
+            value_name = "URL",
+            env = "HUXLEY_KICK_URL",
+            value_delimiter = ',',
+            required = true
+        )]
+        kick: Vec<String>,
+        /// A file holding the node agents' token [default: the SSM
+        /// parameter /huxley/<cluster>/tokens/node].
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<PathBuf>,
+        /// This node's EC2 instance id [default: from the instance metadata].
+        #[arg(long, value_name = "ID")]
+        node: Option<String>,
+        /// This node's private address [default: from the instance metadata].
+        #[arg(long, value_name = "ADDRESS")]
+        address: Option<std::net::IpAddr>,
+        /// How replicas run.
+        #[arg(long, value_enum, default_value_t = RuntimeKind::Systemd)]
+        runtime: RuntimeKind,
+        /// With --runtime processes: the command of a service's replicas,
+        /// e.g. `blog.web=/usr/local/bin/web` (repeat for each service).
+        #[arg(long = "exec", value_name = "APP.SERVICE=COMMAND")]
+        exec: Vec<String>,
+        /// The artifact bucket, where the service units come from.
+        #[arg(long, env = "HUXLEY_BUCKET", value_name = "NAME")]
+        bucket: Option<String>,
+        /// Where replicas' environment files (and, with --runtime
+        /// processes, their logs) go.
+        #[arg(long, value_name = "DIR", default_value = "/run/huxley/replicas")]
+        state_dir: PathBuf,
+        /// Where the service units are installed.
+        #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
+        units_dir: PathBuf,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// Write a replica's secrets to a 0600 env file, from SSM.
+    ///
+    /// Reads the SSM parameters the service's `secrets` name (decrypted);
+    /// when one is missing, writes nothing and names it.
+    Secrets {
+        /// The service's unit stem, `<app>-<service>`.
+        #[arg(long, value_name = "UNIT")]
+        unit: String,
+        /// The env file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// kick.toml, as the node agent keeps it.
+        #[arg(long, value_name = "PATH", default_value = crate::node::runtime::KICK_TOML)]
+        config: PathBuf,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RuntimeKind {
+    /// systemd template units that run containers (production).
+    Systemd,
+    /// Local processes given with --exec (development and tests).
+    Processes,
 }
 
 /// Where and as whom to reach AWS; the standard chain decides the rest
@@ -385,6 +481,8 @@ pub fn main() -> ExitCode {
                     tls_cert,
                     tls_key,
                     route53_rate,
+                    advertise,
+                    public_address,
                     aws,
                 },
         } => {
@@ -393,6 +491,8 @@ pub fn main() -> ExitCode {
                 external,
                 state_dir,
                 own_certificate: tls_cert.zip(tls_key),
+                advertise,
+                public_address,
             };
             run_async(kick_serve(
                 &config,
@@ -402,6 +502,39 @@ pub fn main() -> ExitCode {
                 &aws,
             ))
         }
+        Command::Node { command } => match command {
+            NodeCommand::Run {
+                cluster,
+                kick,
+                token_file,
+                node,
+                address,
+                runtime,
+                exec,
+                bucket,
+                state_dir,
+                units_dir,
+                aws,
+            } => run_async(node_run(NodeRun {
+                cluster,
+                kick,
+                token_file,
+                node,
+                address,
+                runtime,
+                exec,
+                bucket,
+                state_dir,
+                units_dir,
+                aws,
+            })),
+            NodeCommand::Secrets {
+                unit,
+                out,
+                config,
+                aws,
+            } => run_async(node_secrets(&unit, &out, &config, &aws)),
+        },
         Command::Schema { kind } => match kind {
             SchemaKind::Config => print(&crate::schema::huxley_schema()),
             SchemaKind::Plan => print(&crate::schema::plan_schema()),
@@ -1047,6 +1180,8 @@ struct Listeners {
     state_dir: PathBuf,
     /// The user's certificate and key files.
     own_certificate: Option<(PathBuf, PathBuf)>,
+    advertise: Option<std::net::IpAddr>,
+    public_address: Option<std::net::IpAddr>,
 }
 
 async fn kick_serve(
@@ -1056,7 +1191,7 @@ async fn kick_serve(
     rate: f64,
     args: &AwsArgs,
 ) -> u8 {
-    use crate::kick::{api, config::KickConfig, dns, server};
+    use crate::kick::{config::KickConfig, dns, serve};
     let config: KickConfig = match std::fs::read_to_string(config_path)
         .map_err(|e| e.to_string())
         .and_then(|text| toml::from_str(&text).map_err(|e| e.to_string()))
@@ -1080,7 +1215,7 @@ async fn kick_serve(
             Ok,
         )
     };
-    let (listen, external) = match (
+    let (internal, external) = match (
         address(listeners.internal, &config.listen.internal),
         address(listeners.external, &config.listen.external),
     ) {
@@ -1112,170 +1247,187 @@ async fn kick_serve(
             return exit::INVALID;
         }
     };
-    let setup = async {
-        // The private zone is the stack's own resource: found by id, not
-        // by a name another zone could share.
-        let private = aws
-            .stack_resource(
-                &config.cluster.stack,
-                crate::compile::cloudformation::ids::PRIVATE_ZONE,
-            )
-            .await?
-            .map(|id| id.trim_start_matches("/hostedzone/").to_owned())
-            .ok_or_else(|| aws::AwsError::StackResourceMissing {
-                stack: config.cluster.stack.clone(),
-                resource: "private zone".into(),
-            })?;
-        let public = match &config.cluster.public_zone {
-            Some(name) => Some(api::Zone {
-                id: aws.public_zone_id(name).await?,
-                name: name.clone(),
-            }),
-            None => None,
-        };
-        let stack = aws.describe_stack(&config.cluster.stack).await?;
-        let bucket = stack.and_then(|s| s.bucket(&config.cluster.name));
-        Ok::<_, aws::AwsError>((
-            api::Zones {
-                private: api::Zone {
-                    id: private,
-                    name: config.cluster.private_zone.clone(),
-                },
-                public,
-            },
-            bucket,
-        ))
+    // Where this node is: given, or from the instance metadata.
+    let (advertise, public_address) = match listeners.advertise {
+        Some(advertise) => (advertise, listeners.public_address),
+        None => match aws::imds::identity().await {
+            Ok(me) => (
+                me.private_address,
+                listeners.public_address.or(me.public_address),
+            ),
+            Err(err) => {
+                eprintln!(
+                    "error: cannot tell this node's address ({err})\nhelp: pass --advertise ADDRESS"
+                );
+                return exit::USAGE;
+            }
+        },
     };
-    let (zones, bucket) = match setup.await {
-        Ok(found) => found,
+    let names = vec![
+        config.cluster.kick_name.clone(),
+        "localhost".to_owned(),
+        external.ip().to_string(),
+        advertise.to_string(),
+    ];
+    let identity = match &listeners.own_certificate {
+        Some((cert, key)) => crate::kick::tls::load_pem(cert, key)
+            .map_err(|err| format!("cannot use the certificate {}: {err}", cert.display())),
+        None => crate::kick::tls::load_or_create(&listeners.state_dir, &names).map_err(|err| {
+            format!(
+                "cannot keep the TLS certificate in {}: {err}",
+                listeners.state_dir.display()
+            )
+        }),
+    };
+    let identity = match identity {
+        Ok(identity) => identity,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return exit::USAGE;
+        }
+    };
+    let options = serve::Options {
+        config,
+        tokens,
+        aws,
+        internal,
+        external,
+        identity,
+        settings: dns::Settings {
+            requests_per_second: rate,
+            ..dns::Settings::default()
+        },
+        advertise,
+        public_address,
+    };
+    match serve::run(options).await {
+        Ok(()) => exit::OK,
+        Err(err) => {
+            eprintln!("error: {err}");
+            exit::INVALID
+        }
+    }
+}
+
+/// `huxley node run`'s arguments.
+#[derive(Debug)]
+struct NodeRun {
+    cluster: String,
+    kick: Vec<String>,
+    token_file: Option<PathBuf>,
+    node: Option<String>,
+    address: Option<std::net::IpAddr>,
+    runtime: RuntimeKind,
+    exec: Vec<String>,
+    bucket: Option<String>,
+    state_dir: PathBuf,
+    units_dir: PathBuf,
+    aws: AwsArgs,
+}
+
+async fn node_run(args: NodeRun) -> u8 {
+    use crate::node::{agent, runtime};
+    let mut commands = std::collections::BTreeMap::new();
+    for entry in &args.exec {
+        match entry.split_once('=') {
+            Some((service, command)) if service.contains('.') && !command.is_empty() => {
+                commands.insert(service.to_owned(), command.to_owned());
+            }
+            _ => {
+                eprintln!("error: --exec `{entry}`: expected APP.SERVICE=COMMAND");
+                return exit::USAGE;
+            }
+        }
+    }
+    let aws = match connect_session(&args.aws).await {
+        Ok(aws) => std::sync::Arc::new(aws),
+        Err(code) => return code,
+    };
+    let (node, address) = match (args.node, args.address) {
+        (Some(node), Some(address)) => (node, address),
+        (node, address) => match aws::imds::identity().await {
+            Ok(me) => (
+                node.unwrap_or(me.instance_id),
+                address.unwrap_or(me.private_address),
+            ),
+            Err(err) => {
+                eprintln!(
+                    "error: cannot tell who this node is ({err})\nhelp: pass --node ID and --address ADDRESS"
+                );
+                return exit::USAGE;
+            }
+        },
+    };
+    let token = match &args.token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        None => {
+            let name = crate::model::naming::cluster_token_parameter(&args.cluster, "node");
+            match aws.secure_parameters(std::slice::from_ref(&name)).await {
+                Ok(values) => values
+                    .get(&name)
+                    .cloned()
+                    .ok_or_else(|| format!("SSM has no parameter {name}: run `huxley apply`")),
+                Err(err) => Err(format!("cannot read the node token from SSM: {err}")),
+            }
+        }
+    };
+    let token = match token {
+        Ok(token) if !token.is_empty() => token,
+        Ok(_) => {
+            eprintln!("error: the node token is empty");
+            return exit::USAGE;
+        }
         Err(err) => {
             eprintln!("error: {err}");
             return exit::INVALID;
         }
     };
-    let Some(bucket) = bucket else {
-        eprintln!(
-            "error: the stack {} does not exist: run `huxley apply` first",
-            config.cluster.stack
-        );
-        return exit::INVALID;
-    };
-    let settings = dns::Settings {
-        requests_per_second: rate,
-        ..dns::Settings::default()
-    };
-    let cluster = config.cluster.name.clone();
-    let kick =
-        match server::start(config, tokens, std::sync::Arc::clone(&aws), zones, settings).await {
-            Ok(kick) => kick,
-            Err(err) => {
-                eprintln!("error: {err}");
-                return exit::INVALID;
-            }
-        };
-    let external = {
-        let address = external;
-        let names = vec![
-            kick.config.cluster.kick_name.clone(),
-            "localhost".to_owned(),
-            address.ip().to_string(),
-        ];
-        let identity = match &listeners.own_certificate {
-            Some((cert, key)) => crate::kick::tls::load_pem(cert, key)
-                .map_err(|err| format!("cannot use the certificate {}: {err}", cert.display())),
-            None => crate::kick::tls::load_or_create(&listeners.state_dir, &names).map_err(|err| {
-                format!(
-                    "cannot keep the TLS certificate in {}: {err}",
-                    listeners.state_dir.display()
-                )
-            }),
-        };
-        let identity = match identity {
-            Ok(identity) => identity,
-            Err(err) => {
-                eprintln!("error: {err}");
-                return exit::USAGE;
-            }
-        };
-        let published = aws
-            .put_object(
-                &bucket,
-                crate::kick::tls::FINGERPRINT_KEY,
-                format!("{}\n", identity.fingerprint).into_bytes(),
-                "text/plain",
-            )
-            .await;
-        if let Err(err) = published {
-            eprintln!("error: cannot publish the certificate's fingerprint: {err}");
-            return exit::INVALID;
-        }
-        let listener = match tokio::net::TcpListener::bind(address).await {
-            Ok(tcp) => crate::kick::tls::TlsListener::new(tcp, &identity),
-            Err(err) => Err(err),
-        };
-        match listener {
-            Ok(listener) => Some((listener, identity.fingerprint)),
-            Err(err) => {
-                eprintln!("error: cannot listen on {address}: {err}");
-                return exit::USAGE;
-            }
-        }
-    };
-    crate::kick::publish::spawn(
-        std::sync::Arc::clone(&kick),
-        aws,
-        bucket.clone(),
-        std::time::Duration::from_secs(1),
+    let kick = agent::KickClient::new(args.kick.clone(), token);
+    eprintln!(
+        "node: {node} ({address}) of cluster {}, kick at {}",
+        args.cluster,
+        args.kick.join(", ")
     );
-    let listener = match tokio::net::TcpListener::bind(listen).await {
-        Ok(listener) => listener,
+    match args.runtime {
+        RuntimeKind::Processes => {
+            let runtime = runtime::Processes::new(commands, &args.state_dir);
+            agent::Agent::new(node, kick, runtime, address).run().await;
+        }
+        RuntimeKind::Systemd => {
+            let mut runtime =
+                runtime::Systemd::new(runtime::Host, &args.state_dir, &args.units_dir);
+            runtime.source = args.bucket.map(|bucket| (aws, bucket));
+            agent::Agent::new(node, kick, runtime, address).run().await;
+        }
+    }
+    exit::OK
+}
+
+async fn node_secrets(unit: &str, out: &Path, config_path: &Path, args: &AwsArgs) -> u8 {
+    let config: crate::kick::config::KickConfig = match std::fs::read_to_string(config_path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| toml::from_str(&text).map_err(|e| e.to_string()))
+    {
+        Ok(config) => config,
         Err(err) => {
-            eprintln!("error: cannot listen on {listen}: {err}");
+            eprintln!("error: cannot read {}: {err}", config_path.display());
             return exit::USAGE;
         }
     };
-    let address = listener
-        .local_addr()
-        .map_or(listen.to_string(), |a| a.to_string());
-    eprintln!(
-        "kick: cluster {cluster}: internal API on http://{address}; publishing to s3://{bucket}/{}",
-        crate::kick::publish::DESCRIPTION_KEY
-    );
-    let external_api = async {
-        match external {
-            Some((listener, fingerprint)) => {
-                let address = axum::serve::Listener::local_addr(&listener)
-                    .map_or_else(|_| "?".to_owned(), |a| a.to_string());
-                eprintln!(
-                    "kick: external API on https://{address}, certificate sha256 {fingerprint}"
-                );
-                axum::serve(
-                    listener,
-                    crate::kick::api::router(std::sync::Arc::clone(&kick)),
-                )
-                .await
-            }
-            None => std::future::pending().await,
-        }
+    let aws = match connect(args, &config.cluster.region).await {
+        Ok(aws) => aws,
+        Err(code) => return code,
     };
-    tokio::select! {
-        result = server::serve(std::sync::Arc::clone(&kick), listener) => match result {
-            Ok(()) => exit::OK,
-            Err(err) => {
-                eprintln!("error: the internal API stopped: {err}");
-                exit::INVALID
-            }
-        },
-        result = external_api => match result {
-            Ok(()) => exit::OK,
-            Err(err) => {
-                eprintln!("error: the external API stopped: {err}");
-                exit::INVALID
-            }
-        },
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("kick: stopping");
+    match crate::node::secrets::write(&aws, &config, unit, out).await {
+        Ok(count) => {
+            eprintln!("wrote {} to {}", plural(count, "secret"), out.display());
             exit::OK
+        }
+        Err(err) => {
+            eprintln!("error: {unit}: {err}");
+            exit::INVALID
         }
     }
 }

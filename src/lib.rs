@@ -18,6 +18,7 @@ pub mod config;
 pub mod diagnostic;
 pub mod kick;
 pub mod model;
+pub mod node;
 pub mod output;
 pub mod plan;
 pub mod schema;

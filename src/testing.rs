@@ -417,3 +417,80 @@ pub fn create_public_zone(endpoint: &str, region: &str, name: &str) -> String {
             .expect("a zone id")
     })
 }
+
+/// A stand-in for one node's instance metadata service (IMDSv2) on
+/// 127.0.0.1, answering as the SDK's IMDS client asks: a session token from
+/// `PUT /latest/api/token` (with its TTL header), then the metadata paths
+/// with that token. The node agent and kick reach it through the SDK's own
+/// `AWS_EC2_METADATA_SERVICE_ENDPOINT`.
+#[derive(Debug)]
+pub struct Imds {
+    pub port: u16,
+}
+
+impl Imds {
+    /// Serves `instance_id`, `zone` and `address` until the process ends.
+    pub fn start(instance_id: &str, zone: &str, address: &str) -> Imds {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the IMDS stand-in");
+        let port = listener.local_addr().expect("address").port();
+        let paths: Arc<Vec<(String, String)>> = Arc::new(vec![
+            ("/latest/meta-data/instance-id".into(), instance_id.into()),
+            (
+                "/latest/meta-data/placement/availability-zone".into(),
+                zone.into(),
+            ),
+            ("/latest/meta-data/local-ipv4".into(), address.into()),
+        ]);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let paths = Arc::clone(&paths);
+                std::thread::spawn(move || imds_answer(stream, &paths));
+            }
+        });
+        Imds { port }
+    }
+
+    /// The endpoint, as `AWS_EC2_METADATA_SERVICE_ENDPOINT` takes it.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+}
+
+fn imds_answer(stream: TcpStream, paths: &[(String, String)]) {
+    let Ok(reader) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(reader);
+    let mut stream = stream;
+    loop {
+        let Ok(Some((head, _))) = read_message(&mut reader) else {
+            return;
+        };
+        let mut words = head.split_whitespace();
+        let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        let has_token = head.lines().any(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("x-aws-ec2-metadata-token: huxley-imds")
+        });
+        let (status, extra, body) = if method == "PUT" && path == "/latest/api/token" {
+            (
+                "200 OK",
+                "x-aws-ec2-metadata-token-ttl-seconds: 21600\r\n",
+                "huxley-imds-token".to_owned(),
+            )
+        } else if !has_token {
+            ("401 Unauthorized", "", String::new())
+        } else if let Some((_, value)) = paths.iter().find(|(p, _)| p == path) {
+            ("200 OK", "", value.clone())
+        } else {
+            ("404 Not Found", "", String::new())
+        };
+        let answer = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\n{extra}content-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if stream.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}

@@ -279,11 +279,14 @@ pub async fn apply(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<Su
         );
         let template =
             template_source(aws, live_bucket.as_deref(), &plan.desired.template_body).await?;
+        // Unique even for two applies in the same second (the emulator
+        // finds change sets by name alone).
         let change_set = format!(
-            "huxley-{}",
+            "huxley-{}-{:08x}",
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
+                .map_or(0, |d| d.as_secs()),
+            fastrand::u32(..)
         );
         progress.line(&format!("creating change set {change_set}"));
         aws.create_change_set(

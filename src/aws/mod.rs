@@ -8,7 +8,10 @@
 //! (naming the action), an unreachable endpoint, a missing zone.
 
 mod error;
+pub mod imds;
+mod lease;
 pub mod live;
+mod network;
 mod ops;
 
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::provider::ProvideCredentials;
 
 pub use error::AwsError;
+pub use lease::{LeaseRecord, LeaseWrite};
 pub use live::{LiveRead, OWNER_PREFIX, Query, read_live};
 pub use ops::{
     ChangeError, ChangeSetState, Node, RecordChange, RecordSet, StackEvent, StackSummary,
@@ -45,6 +49,10 @@ pub struct Aws {
     pub(crate) ec2: aws_sdk_ec2::Client,
     pub(crate) s3: aws_sdk_s3::Client,
     pub(crate) ssm: aws_sdk_ssm::Client,
+    pub(crate) dynamodb: aws_sdk_dynamodb::Client,
+    /// Route53 change requests sent: a standby, or a leader whose lease
+    /// lapsed, must send none.
+    route53_changes: Arc<AtomicUsize>,
     calls: Arc<AtomicUsize>,
     region: String,
     endpoint: String,
@@ -121,6 +129,8 @@ impl Aws {
             ec2: aws_sdk_ec2::Client::new(sdk),
             s3: aws_sdk_s3::Client::from_conf(s3_config),
             ssm: aws_sdk_ssm::Client::new(sdk),
+            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+            route53_changes: Arc::new(AtomicUsize::new(0)),
             calls: Arc::new(AtomicUsize::new(0)),
             region,
             endpoint,
@@ -130,6 +140,15 @@ impl Aws {
     /// Calls made so far (each page of a paginated call counts).
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Route53 `ChangeResourceRecordSets` requests sent so far.
+    pub fn route53_changes(&self) -> usize {
+        self.route53_changes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_route53_change(&self) {
+        self.route53_changes.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn region(&self) -> &str {

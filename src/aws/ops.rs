@@ -94,7 +94,7 @@ const MAX_BATCH_RECORDS: usize = 1_000;
 const MAX_BATCH_CHARS: usize = 32_000;
 
 impl Aws {
-    fn err<E, R>(&self, action: &str, err: aws_sdk_s3::error::SdkError<E, R>) -> AwsError
+    pub(super) fn err<E, R>(&self, action: &str, err: aws_sdk_s3::error::SdkError<E, R>) -> AwsError
     where
         E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
@@ -736,6 +736,11 @@ impl Aws {
                         .instance_type()
                         .map(|t| t.as_str().to_owned())
                         .unwrap_or_default(),
+                    zone: instance
+                        .placement()
+                        .and_then(|p| p.availability_zone())
+                        .unwrap_or_default()
+                        .to_owned(),
                 });
             }
         }
@@ -849,6 +854,8 @@ pub struct Node {
     pub id: String,
     pub address: Option<std::net::IpAddr>,
     pub instance_type: String,
+    /// The availability zone.
+    pub zone: String,
 }
 
 /// One record set to upsert or delete.
@@ -915,6 +922,7 @@ impl Aws {
             .build()
             .map_err(|e| ChangeError::Other(build_error(e)))?;
         self.count();
+        self.count_route53_change();
         match self
             .route53
             .change_resource_record_sets()

@@ -24,6 +24,8 @@ pub mod ids {
     pub const ARTIFACT_BUCKET: &str = "ArtifactBucket";
     pub const PRIVATE_ZONE: &str = "PrivateZone";
     pub const NODE_GROUP: &str = "NodeGroup";
+    pub const LEASE_TABLE: &str = "LeaseTable";
+    pub const ROUTE_TABLE: &str = "PublicRouteTable";
 }
 
 /// The longest an SSM parameter ARN can be beyond the parameter name: the
@@ -155,6 +157,18 @@ pub fn template(input: &TemplateInput<'_>) -> Value {
             },
         }),
     );
+    add(
+        "IngressContainers",
+        json!({
+            "Type": "AWS::EC2::SecurityGroupIngress",
+            "Properties": {
+                "GroupId": {"Ref": "NodeSecurityGroup"},
+                "CidrIp": model::CONTAINER_RANGE,
+                "IpProtocol": "-1",
+                "Description": "Containers on other nodes, from their routed subnets",
+            },
+        }),
+    );
     for rule in ingress_rules(config) {
         let mut properties = json!({
             "GroupId": {"Ref": "NodeSecurityGroup"},
@@ -182,6 +196,29 @@ pub fn template(input: &TemplateInput<'_>) -> Value {
         }
         add(&rule.id, resource);
     }
+
+    // --- the control plane's lease -------------------------------------------
+    add(
+        ids::LEASE_TABLE,
+        json!({
+            "Type": "AWS::DynamoDB::Table",
+            "DeletionPolicy": "Delete",
+            "UpdateReplacePolicy": "Delete",
+            "Metadata": justify(&[(
+                "CKV_AWS_119",
+                "The table holds one lease item (a kick server's id, address and a counter), no customer data; AWS-owned-key encryption is on, and a customer-managed key would cost more than the table.",
+            )], &[]),
+            "Properties": {
+                "TableName": naming::lease_table(config),
+                "BillingMode": "PAY_PER_REQUEST",
+                "AttributeDefinitions": [{"AttributeName": "name", "AttributeType": "S"}],
+                "KeySchema": [{"AttributeName": "name", "KeyType": "HASH"}],
+                "SSESpecification": {"SSEEnabled": true},
+                "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": true},
+                "Tags": tags(config, &[]),
+            },
+        }),
+    );
 
     // --- DNS ----------------------------------------------------------------
     add(
@@ -635,8 +672,33 @@ fn kick_policy(config: &Config) -> Value {
             {
                 "Sid": "Describe",
                 "Effect": "Allow",
-                "Action": ["autoscaling:DescribeAutoScalingGroups", "ec2:DescribeInstances", "ec2:DescribeTags"],
+                "Action": ["autoscaling:DescribeAutoScalingGroups", "ec2:DescribeInstances", "ec2:DescribeRouteTables", "ec2:DescribeTags"],
                 "Resource": "*",
+            },
+            {
+                "Sid": "Lease",
+                "Effect": "Allow",
+                "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+                "Resource": {"Fn::GetAtt": [ids::LEASE_TABLE, "Arn"]},
+            },
+            {
+                "Sid": "ContainerRoutes",
+                "Effect": "Allow",
+                "Action": ["ec2:CreateRoute", "ec2:DeleteRoute", "ec2:ReplaceRoute"],
+                "Resource": {"Fn::Sub": format!("arn:${{AWS::Partition}}:ec2:${{AWS::Region}}:${{AWS::AccountId}}:route-table/${{{}}}", ids::ROUTE_TABLE)},
+            },
+            {
+                "Sid": "RouteThroughNodes",
+                "Effect": "Allow",
+                "Action": ["ec2:ModifyInstanceAttribute"],
+                "Resource": {"Fn::Sub": "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:instance/*"},
+                "Condition": {"StringEquals": {"ec2:ResourceTag/huxley:cluster": config.cluster.name}},
+            },
+            {
+                "Sid": "StackLookups",
+                "Effect": "Allow",
+                "Action": ["cloudformation:DescribeStacks", "cloudformation:ListStackResources"],
+                "Resource": {"Fn::Sub": format!("arn:${{AWS::Partition}}:cloudformation:${{AWS::Region}}:${{AWS::AccountId}}:stack/{}/*", naming::stack(config))},
             },
             {
                 "Sid": "Tokens",

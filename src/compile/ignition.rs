@@ -16,11 +16,19 @@ use crate::model::{Config, naming};
 
 /// The config as a JSON value.
 pub fn ignition(config: &Config, templates: &Templates) -> Value {
+    // The bucket's name is the stack's to fill in: it stays `${ArtifactBucket}`
+    // between the percent-encoded parts.
     let cluster_env = format!(
-        "HUXLEY_CLUSTER={}\nHUXLEY_REGION={}\nHUXLEY_STACK={}\n",
-        config.cluster.name,
-        config.cluster.region,
-        naming::stack(config)
+        "{}${{ArtifactBucket}}{}",
+        data_url(&format!(
+            "HUXLEY_CLUSTER={}\nHUXLEY_REGION={}\nHUXLEY_STACK={}\nHUXLEY_KICK_URL=http://kick.{}:{}\nHUXLEY_BUCKET=",
+            config.cluster.name,
+            config.cluster.region,
+            naming::stack(config),
+            config.cluster.private_domain,
+            crate::model::KICK_INTERNAL_PORT,
+        )),
+        &data_url("\n")["data:,".len()..]
     );
     let daemon = json!({
         "insecure-registries": [naming::registry(config)],
@@ -51,7 +59,7 @@ pub fn ignition(config: &Config, templates: &Templates) -> Value {
                 {
                     "path": "/etc/huxley/cluster.env",
                     "mode": 0o644,
-                    "contents": { "source": data_url(&cluster_env) },
+                    "contents": { "source": cluster_env },
                 },
                 {
                     "path": "/etc/docker/daemon.json",

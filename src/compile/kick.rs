@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use crate::kick::config::{
-    AppSection, ClusterSection, HealthCheck, HealthKind, KickConfig, Listen, NodesSection,
-    ReplicaBounds, ScalePolicy, ServiceSection, Tokens, VERSION,
+    AppSection, ClusterSection, HealthCheck, HealthKind, KickConfig, Listen, NetworkSection,
+    NodesSection, ReplicaBounds, ScalePolicy, ServiceSection, Tokens, VERSION,
 };
 use crate::model::{self, Config, Source, naming};
 
@@ -60,6 +60,15 @@ pub fn kick_config(config: &Config) -> KickConfig {
                         },
                         stateful: service.stateful,
                         depends_on: service.depends_on.clone(),
+                        secrets: service
+                            .secrets
+                            .iter()
+                            .map(|(name, reference)| match reference {
+                                model::SecretRef::Ssm { parameter } => {
+                                    (name.clone(), parameter.clone())
+                                }
+                            })
+                            .collect(),
                     };
                     (service.name.clone(), section)
                 })
@@ -82,6 +91,7 @@ pub fn kick_config(config: &Config) -> KickConfig {
             private_zone: cluster.private_domain.clone(),
             public_zone: cluster.public_domain.clone(),
             kick_name: naming::kick_name(config),
+            lease_table: naming::lease_table(config),
         },
         listen: Listen {
             internal: format!("0.0.0.0:{}", model::KICK_INTERNAL_PORT),
@@ -90,6 +100,7 @@ pub fn kick_config(config: &Config) -> KickConfig {
         tokens: Tokens {
             admin: naming::token_parameter(config, "admin"),
             hook: naming::token_parameter(config, "hook"),
+            node: naming::token_parameter(config, "node"),
         },
         nodes: NodesSection {
             instance_type: cluster.nodes.instance_type.name.to_owned(),
@@ -97,6 +108,9 @@ pub fn kick_config(config: &Config) -> KickConfig {
             max: cluster.nodes.max,
             allocatable_cpu_millis: cluster.nodes.allocatable_cpu_millis(),
             allocatable_memory_mib: cluster.nodes.allocatable_memory_mib(),
+        },
+        network: NetworkSection {
+            container_range: model::CONTAINER_RANGE.to_owned(),
         },
         apps,
     }

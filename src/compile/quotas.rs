@@ -17,6 +17,11 @@ pub const MAX_USER_DATA: usize = 16 * 1024;
 pub const MAX_INGRESS_RULES: usize = 60;
 /// IAM: managed policies attached to one role (the default quota).
 pub const MAX_MANAGED_POLICIES: usize = 10;
+/// VPC: routes per route table (the default quota).
+pub const MAX_ROUTES: usize = 50;
+/// Routes of the nodes' route table besides the containers': the VPC's
+/// local route and the default route to the internet gateway.
+pub const FIXED_ROUTES: usize = 2;
 
 /// A quota the config would exceed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,8 +72,8 @@ pub fn check(
             .filter(|r: &&IngressRule| r.cidr.contains(':') == v6)
             .count()
     };
-    // Node-to-node traffic is one more IPv4 rule.
-    for (count, name) in [(family(false) + 1, "IPv4"), (family(true), "IPv6")] {
+    // Node-to-node and container traffic are two more IPv4 rules.
+    for (count, name) in [(family(false) + 2, "IPv4"), (family(true), "IPv6")] {
         if count > MAX_INGRESS_RULES {
             errors.push(QuotaError {
                 quota: "EC2: inbound rules per security group",
@@ -83,6 +88,22 @@ pub fn check(
             quota: "IAM: managed policies per role",
             message: format!("the services' secrets need {policies} managed policies on the node role; IAM allows {MAX_MANAGED_POLICIES} by default"),
             help: "use fewer, shared SSM parameters, or raise the quota to 20 in Service Quotas".into(),
+        });
+    }
+    // Every node's container subnet is one route.
+    let routes = FIXED_ROUTES + config.cluster.nodes.max as usize;
+    if routes > MAX_ROUTES {
+        errors.push(QuotaError {
+            quota: "VPC: routes per route table",
+            message: format!(
+                "nodes.max = {} needs {routes} routes (one per node's container subnet, plus {FIXED_ROUTES}); a route table holds {MAX_ROUTES} by default, so at most {} nodes",
+                config.cluster.nodes.max,
+                MAX_ROUTES - FIXED_ROUTES
+            ),
+            help: format!(
+                "lower nodes.max to {} or less, or raise the quota (up to 1,000) in Service Quotas",
+                MAX_ROUTES - FIXED_ROUTES
+            ),
         });
     }
     errors

@@ -416,6 +416,19 @@ impl<'a> Checker<'a> {
             );
             return None;
         }
+        if let Ok(containers) = crate::model::CONTAINER_RANGE.parse::<Ipv4Net>()
+            && (containers.contains(&parsed) || parsed.contains(&containers))
+        {
+            self.push(
+                Diagnostic::error(format!(
+                    "`{parsed}` overlaps the containers' range {containers}"
+                ))
+                .at(cidr.span.clone(), "the VPC must lie outside it")
+                .note("every node's containers get a /24 of that range, routed to the node in the VPC's route table")
+                .help("use a range inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16"),
+            );
+            return None;
+        }
         if !parsed.addr().is_private()
             && !Ipv4Net::new(std::net::Ipv4Addr::new(100, 64, 0, 0), 10)
                 .is_ok_and(|cgn| cgn.contains(&parsed))

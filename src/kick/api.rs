@@ -66,12 +66,45 @@ pub struct Kick {
     pub nodes: Mutex<Nodes>,
     /// The last `GET /v1/cluster` body, with the (registry, nodes)
     /// generations it was made at: served again until either moves.
-    pub described: Mutex<Option<((u64, u64), axum::body::Bytes)>>,
+    pub described: Mutex<Option<(Generations, axum::body::Bytes)>>,
     /// Names kick owns (their `_huxley-owner.` record is kick's).
     pub owned: Mutex<BTreeSet<String>>,
     /// Names that exist in the zones and are not Huxley's: never touched.
     pub foreign: Mutex<BTreeSet<String>>,
     pub requests: AtomicU64,
+    /// The lease this server leads under; `None` when it runs alone.
+    pub lease: Option<Arc<super::lease::Lease>>,
+    /// The tasks it runs while it leads, stopped when it steps down.
+    pub tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Where every replica runs, and what the node agents report.
+    pub assignments: Mutex<super::assign::Assignments>,
+    /// The assignment generation, for node agents' long polls.
+    pub placed: tokio::sync::watch::Sender<u64>,
+    pub network: Network,
+}
+
+/// The (registry, nodes, assignments) generations a description was made at.
+pub type Generations = (u64, u64, u64);
+
+/// The container network: the range nodes' subnets come from, and the VPC
+/// route table that routes each subnet to its node.
+#[derive(Debug, Clone, Default)]
+pub struct Network {
+    pub range: Option<ipnet::Ipv4Net>,
+    pub route_table: Option<String>,
+}
+
+impl Kick {
+    /// Stops everything this server runs as the leader.
+    pub fn stop(&self) {
+        if let Some(lease) = &self.lease {
+            lease.step_down();
+        }
+        for task in self.tasks.lock().expect("tasks").drain(..) {
+            task.abort();
+        }
+        self.writer.stop();
+    }
 }
 
 /// The body of a record write.
@@ -145,6 +178,30 @@ pub struct ServiceDescription {
     pub running: usize,
     pub healthy: usize,
     pub instances: Vec<InstanceDescription>,
+    /// Where the leader placed each replica, and what its node reports.
+    #[serde(default)]
+    pub placed: Vec<PlacedReplica>,
+    /// Replicas that fit on no node, and why.
+    #[serde(default)]
+    pub unplaced: Vec<UnplacedReplica>,
+}
+
+/// A replica's place and state, as its node reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct PlacedReplica {
+    pub replica: u32,
+    pub node: String,
+    /// `starting`, `running`, `failed` or `stopped`; absent until the node
+    /// reports.
+    pub state: Option<super::assign::ReplicaState>,
+    /// Why it failed: its last exit, or the image pull's error.
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct UnplacedReplica {
+    pub replica: u32,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -185,12 +242,17 @@ pub fn router(kick: Arc<Kick>) -> Router {
         .route("/v1/instances/{id}", axum::routing::delete(deregister))
         .route("/v1/instances/{id}/heartbeat", put(heartbeat))
         .route("/v1/records", put(put_record).delete(delete_record))
+        .route(
+            "/v1/nodes/{id}/assignment",
+            get(super::assign::get_assignment),
+        )
+        .route("/v1/nodes/{id}/status", put(super::assign::put_status))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(kick)
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
@@ -202,7 +264,7 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
 }
 
 /// The caller's scope, or the 401 to answer.
-fn authenticate(kick: &Kick, headers: &HeaderMap) -> Result<Scope, Refusal> {
+pub(super) fn authenticate(kick: &Kick, headers: &HeaderMap) -> Result<Scope, Refusal> {
     kick.requests.fetch_add(1, Ordering::Relaxed);
     let token = headers
         .get(header::AUTHORIZATION)
@@ -213,7 +275,7 @@ fn authenticate(kick: &Kick, headers: &HeaderMap) -> Result<Scope, Refusal> {
         .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "missing or invalid bearer token"))
 }
 
-fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, Refusal> {
+pub(super) fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, Refusal> {
     payload
         .map(|Json(value)| value)
         .map_err(|rejection| match rejection {
@@ -245,7 +307,7 @@ async fn register(
         Err(response) => return *response,
     };
     let (app, service) = (registration.app.clone(), registration.service.clone());
-    if !scope.covers(&app, &service) {
+    if !scope.runs(&app, &service) {
         return error(
             StatusCode::FORBIDDEN,
             format!("this token may not register instances of {app}.{service}"),
@@ -325,7 +387,7 @@ fn instance_scope(kick: &Kick, headers: &HeaderMap, id: &str) -> Result<(String,
     let Some((app, service)) = located else {
         return Err(refuse(StatusCode::NOT_FOUND, format!("no instance {id}")));
     };
-    if !scope.covers(&app, &service) {
+    if !scope.runs(&app, &service) {
         return Err(refuse(
             StatusCode::FORBIDDEN,
             format!("this token may not act on instances of {app}.{service}"),
@@ -537,6 +599,7 @@ fn described_body(kick: &Kick) -> axum::body::Bytes {
         (
             kick.registry.lock().expect("registry").generation,
             kick.nodes.lock().expect("nodes").generation,
+            kick.assignments.lock().expect("assignments").version,
         )
     };
     let current = generations();
@@ -591,9 +654,50 @@ async fn describe_service(
     }
 }
 
+/// Where a service's replicas are placed and how they run; what did not fit.
+fn placement_of(
+    assignments: &super::assign::Assignments,
+    app: &str,
+    service: &str,
+) -> (Vec<PlacedReplica>, Vec<UnplacedReplica>) {
+    let ours = |r: &&super::placement::Replica| r.app == app && r.service == service;
+    let placed = assignments
+        .placement
+        .assigned
+        .iter()
+        .filter(|(r, _)| ours(r))
+        .map(|(replica, node)| {
+            let report = assignments.reports.get(node).and_then(|(_, report)| {
+                report
+                    .replicas
+                    .iter()
+                    .find(|r| r.app == app && r.service == service && r.replica == replica.index)
+            });
+            PlacedReplica {
+                replica: replica.index,
+                node: node.clone(),
+                state: report.map(|r| r.state),
+                detail: report.and_then(|r| r.detail.clone()),
+            }
+        })
+        .collect();
+    let unplaced = assignments
+        .placement
+        .unplaced
+        .iter()
+        .filter(|(r, _)| ours(r))
+        .map(|(replica, reason)| UnplacedReplica {
+            replica: replica.index,
+            reason: reason.clone(),
+        })
+        .collect();
+    (placed, unplaced)
+}
+
 /// The cluster's description as of now.
 pub fn describe(kick: &Kick) -> ClusterDescription {
     let registry = kick.registry.lock().expect("registry");
+    let assignments = kick.assignments.lock().expect("assignments");
     let nodes_config = &kick.config.nodes;
     let empty = |instance_type: String, address: Option<IpAddr>| NodeDescription {
         instance_type,
@@ -640,7 +744,10 @@ pub fn describe(kick: &Kick) -> ClusterDescription {
                             last_check_output: i.health.last_output.clone(),
                         })
                         .collect();
+                    let (placed, unplaced) = placement_of(&assignments, app, name);
                     let description = ServiceDescription {
+                        placed,
+                        unplaced,
                         private_name: state.config.private_name.clone(),
                         public_names: state.config.public_names.clone(),
                         desired: state.config.replicas.min,
@@ -710,6 +817,10 @@ async fn metrics(State(kick): State<Arc<Kick>>, headers: HeaderMap) -> Response 
         "Throttled requests retried.",
         m.retries.load(Ordering::Relaxed),
     );
+    text.push_str(&format!(
+        "# HELP huxley_kick_leader Whether this server leads.\n# TYPE huxley_kick_leader gauge\nhuxley_kick_leader 1\n{}",
+        super::front::route53_sent(&kick.aws)
+    ));
     text.push_str(&format!(
         "# HELP huxley_kick_route53_largest_batch Most changes in one request.\n# TYPE huxley_kick_route53_largest_batch gauge\nhuxley_kick_route53_largest_batch {}\n",
         m.largest_batch.load(Ordering::Relaxed)

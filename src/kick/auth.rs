@@ -2,7 +2,9 @@
 //!
 //! Tokens are read once at start, compared in constant time, and never
 //! logged or echoed. The admin token reads everything; the hook's deploys;
-//! a service token acts only on its own service's instances and names.
+//! the node agents' token reads nodes' assignments and registers the
+//! replicas they run (of any service), but changes no DNS name; a service
+//! token acts only on its own service's instances and names.
 
 use std::path::Path;
 
@@ -15,7 +17,12 @@ use super::config::KickConfig;
 pub enum Scope {
     Admin,
     Hook,
-    Service { app: String, service: String },
+    /// The node agents: every node runs replicas of any service.
+    Node,
+    Service {
+        app: String,
+        service: String,
+    },
 }
 
 impl Scope {
@@ -23,9 +30,20 @@ impl Scope {
     pub fn covers(&self, app: &str, service: &str) -> bool {
         match self {
             Scope::Admin => true,
-            Scope::Hook => false,
+            Scope::Hook | Scope::Node => false,
             Scope::Service { app: a, service: s } => a == app && s == service,
         }
+    }
+
+    /// Whether this scope may register, heartbeat and deregister instances
+    /// of `app.service`: its own service's, or any for a node agent.
+    pub fn runs(&self, app: &str, service: &str) -> bool {
+        *self == Scope::Node || self.covers(app, service)
+    }
+
+    /// Whether this scope may read and report on nodes' assignments.
+    pub fn manages_nodes(&self) -> bool {
+        matches!(self, Scope::Admin | Scope::Node)
     }
 }
 
@@ -56,6 +74,7 @@ impl Tokens {
                 let path = match scope {
                     Scope::Admin => dir.join("admin"),
                     Scope::Hook => dir.join("hook"),
+                    Scope::Node => dir.join("node"),
                     Scope::Service { app, service } => dir.join(app).join(service),
                 };
                 match std::fs::read_to_string(path) {
@@ -87,6 +106,7 @@ impl Tokens {
                 let name = match scope {
                     Scope::Admin => Some(&config.tokens.admin),
                     Scope::Hook => Some(&config.tokens.hook),
+                    Scope::Node => Some(&config.tokens.node),
                     Scope::Service { app, service } => config
                         .apps
                         .get(app)
@@ -111,14 +131,14 @@ impl Tokens {
         mut read: impl FnMut(&Scope) -> Result<Option<String>, E>,
         no_admin: impl FnOnce() -> E,
     ) -> Result<Self, E> {
-        let scopes = [Scope::Admin, Scope::Hook]
-            .into_iter()
-            .chain(config.apps.iter().flat_map(|(app, section)| {
+        let scopes = [Scope::Admin, Scope::Hook, Scope::Node].into_iter().chain(
+            config.apps.iter().flat_map(|(app, section)| {
                 section.services.keys().map(move |service| Scope::Service {
                     app: app.clone(),
                     service: service.clone(),
                 })
-            }));
+            }),
+        );
         let mut entries = Vec::new();
         for scope in scopes {
             let token = read(&scope)?
@@ -135,7 +155,11 @@ impl Tokens {
 
     /// Every parameter name the config holds tokens in.
     pub fn parameter_names(config: &KickConfig) -> Vec<String> {
-        let mut names = vec![config.tokens.admin.clone(), config.tokens.hook.clone()];
+        let mut names = vec![
+            config.tokens.admin.clone(),
+            config.tokens.hook.clone(),
+            config.tokens.node.clone(),
+        ];
         names.extend(
             config
                 .apps
@@ -181,6 +205,8 @@ mod tests {
             })
         );
         assert_eq!(tokens.scope("admin-secre"), None);
+        assert!(Scope::Node.runs("app0", "svc1") && !Scope::Node.covers("app0", "svc1"));
+        assert!(Scope::Node.manages_nodes() && !Scope::Hook.runs("app0", "svc1"));
         assert_eq!(tokens.scope(""), None);
         assert!(!format!("{tokens:?}").contains("secret"));
         assert!(

@@ -23,6 +23,7 @@ pub struct KickConfig {
     pub listen: Listen,
     pub tokens: Tokens,
     pub nodes: NodesSection,
+    pub network: NetworkSection,
     pub apps: BTreeMap<String, AppSection>,
 }
 
@@ -38,6 +39,17 @@ pub struct ClusterSection {
     pub public_zone: Option<String>,
     /// The name kick registers for its own external API.
     pub kick_name: String,
+    /// The DynamoDB table holding the control plane's lease.
+    pub lease_table: String,
+}
+
+/// The container network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NetworkSection {
+    /// Where nodes' container subnets (a /24 each) come from: outside the
+    /// VPC, routed to each node in the VPC's route table.
+    pub container_range: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +67,9 @@ pub struct Listen {
 pub struct Tokens {
     pub admin: String,
     pub hook: String,
+    /// The node agents' token: nodes' assignments and their replicas'
+    /// registrations, never DNS names.
+    pub node: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +119,10 @@ pub struct ServiceSection {
     pub stateful: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
+    /// Environment variable → the SSM parameter *name* holding its value;
+    /// `huxley node secrets` reads them when a replica starts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

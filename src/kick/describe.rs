@@ -41,6 +41,27 @@ pub fn render(description: &ClusterDescription, source: &str, style: Style) -> S
             if !names.is_empty() {
                 let _ = writeln!(out, "  {:<16} {}", "", style.dim(&names.join(", ")));
             }
+            for unplaced in &service.unplaced {
+                let _ = writeln!(
+                    out,
+                    "    {} {}",
+                    style.red(&format!("replica {} not placed:", unplaced.replica)),
+                    unplaced.reason
+                );
+            }
+            for placed in &service.placed {
+                if placed.state == Some(super::assign::ReplicaState::Failed) {
+                    let _ = writeln!(
+                        out,
+                        "    {} {}",
+                        style.red(&format!(
+                            "replica {} failed on {}:",
+                            placed.replica, placed.node
+                        )),
+                        placed.detail.as_deref().unwrap_or("no detail")
+                    );
+                }
+            }
             for instance in &service.instances {
                 let health = match instance.health {
                     Status::Healthy => style.green("healthy"),

@@ -100,6 +100,7 @@ pub struct Writer {
     tickets: Arc<AtomicU64>,
     published: Arc<Mutex<Published>>,
     pub metrics: Arc<Metrics>,
+    task: Option<tokio::task::AbortHandle>,
 }
 
 impl std::fmt::Debug for Job {
@@ -122,9 +123,20 @@ impl Writer {
             tickets: Arc::new(AtomicU64::new(1)),
             published: Arc::new(Mutex::new(published)),
             metrics: Arc::new(Metrics::default()),
+            task: None,
         };
-        tokio::spawn(run(api, rx, settings, writer.clone()));
-        writer
+        let task = tokio::spawn(run(api, rx, settings, writer.clone()));
+        Self {
+            task: Some(task.abort_handle()),
+            ..writer
+        }
+    }
+
+    /// Stops the writer's task: changes not yet sent are never sent.
+    pub fn stop(&self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 
     /// A ticket for a change about to be computed: take it while holding

@@ -16,8 +16,8 @@ use super::config::HealthKind;
 use super::registry::{DEREGISTER_AFTER, replicas_name};
 use crate::aws::RecordChange;
 
-/// Starts the check loops of every service and the reaper.
-pub fn spawn(kick: Arc<Kick>) {
+/// Starts the check loops of every service and the reaper; their handles.
+pub fn spawn(kick: Arc<Kick>) -> Vec<tokio::task::AbortHandle> {
     let services: Vec<(String, String)> = kick
         .config
         .apps
@@ -34,12 +34,16 @@ pub fn spawn(kick: Arc<Kick>) {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("an HTTP client");
+    let mut tasks = Vec::new();
     for (app, service) in services {
         let kick = Arc::clone(&kick);
         let client = client.clone();
-        tokio::spawn(async move { check_loop(kick, client, app, service).await });
+        tasks.push(
+            tokio::spawn(async move { check_loop(kick, client, app, service).await })
+                .abort_handle(),
+        );
     }
-    tokio::spawn(async move {
+    let reaper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(REAP_EVERY);
         loop {
             tick.tick().await;
@@ -56,6 +60,8 @@ pub fn spawn(kick: Arc<Kick>) {
             }
         }
     });
+    tasks.push(reaper.abort_handle());
+    tasks
 }
 
 async fn check_loop(kick: Arc<Kick>, client: reqwest::Client, app: String, service: String) {

@@ -2,15 +2,19 @@
 //! configuration type, which the compiler writes and the server reads.
 
 pub mod api;
+pub mod assign;
 pub mod auth;
 pub mod config;
 pub mod describe;
 pub mod dns;
+pub mod front;
 pub mod health;
+pub mod lease;
 pub mod nodes;
 pub mod openapi;
 pub mod placement;
 pub mod publish;
 pub mod registry;
+pub mod serve;
 pub mod server;
 pub mod tls;

@@ -32,7 +32,7 @@ impl Nodes {
     }
 
     /// Takes a fresh list from EC2.
-    fn replace(&mut self, list: Vec<Node>) {
+    pub fn replace(&mut self, list: Vec<Node>) {
         let known: BTreeMap<String, Node> = list.into_iter().map(|n| (n.id.clone(), n)).collect();
         if known != self.known {
             self.generation += 1;

@@ -6,6 +6,7 @@ use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 
 use super::api::{AppDescription, ClusterDescription, RecordRequest, ServiceDescription};
+use super::assign::{Assignment, NodeReport};
 use super::registry::Registration;
 
 /// The document.
@@ -18,6 +19,8 @@ pub fn document() -> Value {
     let cluster = generator.subschema_for::<ClusterDescription>();
     let app = generator.subschema_for::<AppDescription>();
     let service = generator.subschema_for::<ServiceDescription>();
+    let assignment = generator.subschema_for::<Assignment>();
+    let report = generator.subschema_for::<NodeReport>();
     let mut schemas = generator.take_definitions(true);
     schemas.insert(
         "Error".into(),
@@ -88,6 +91,21 @@ pub fn document() -> Value {
             "/v1/instances/{id}/heartbeat": { "put": {
                 "operationId": "heartbeat", "summary": "Say an instance is alive.", "parameters": [parameter("id")],
                 "responses": with(json!({ "204": { "description": "noted" }, "404": error("no such instance") })),
+            } },
+            "/v1/nodes/{id}/assignment": { "get": {
+                "operationId": "assignment", "summary": "The replicas a node must run and its container subnet (node agents' token, or admin). With `after`, a long poll: answers when the generation differs from it, or after `wait` seconds with the same one.",
+                "parameters": [
+                    parameter("id"),
+                    { "name": "after", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 0 } },
+                    { "name": "wait", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 0, "maximum": 60 } },
+                ],
+                "responses": with(json!({ "200": ok("the node's assignment", &assignment), "400": error("malformed query"), "404": error("no such node in the cluster"), "503": error("EC2 could not be reached, or this server is a standby (`leader` names the leader)") })),
+            } },
+            "/v1/nodes/{id}/status": { "put": {
+                "operationId": "nodeStatus", "summary": "What a node runs: each replica's state, why it failed, its address and use (node agents' token, or admin).",
+                "parameters": [parameter("id")],
+                "requestBody": json_body(&report),
+                "responses": with(json!({ "204": { "description": "noted" }, "400": error("malformed body"), "404": error("no such node in the cluster"), "413": error("body over 64 KiB"), "503": error("EC2 could not be reached, or this server is a standby") })),
             } },
             "/v1/records": {
                 "put": {

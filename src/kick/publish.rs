@@ -15,8 +15,13 @@ use crate::aws::Aws;
 /// Where the copy lives in the bucket.
 pub const DESCRIPTION_KEY: &str = "huxley/published/cluster.json";
 
-/// Starts the publisher.
-pub fn spawn(kick: Arc<Kick>, aws: Arc<Aws>, bucket: String, every: Duration) {
+/// Starts the publisher; it writes only while this server leads.
+pub fn spawn(
+    kick: Arc<Kick>,
+    aws: Arc<Aws>,
+    bucket: String,
+    every: Duration,
+) -> tokio::task::AbortHandle {
     tokio::spawn(async move {
         let mut last: Option<ClusterDescription> = None;
         let mut tick = tokio::time::interval(every);
@@ -29,7 +34,7 @@ pub fn spawn(kick: Arc<Kick>, aws: Arc<Aws>, bucket: String, every: Duration) {
                     ..l.clone()
                 } == description
             });
-            if unchanged {
+            if unchanged || kick.lease.as_ref().is_some_and(|l| !l.valid()) {
                 continue;
             }
             let mut body =
@@ -43,5 +48,6 @@ pub fn spawn(kick: Arc<Kick>, aws: Arc<Aws>, bucket: String, every: Duration) {
                 last = Some(description);
             }
         }
-    });
+    })
+    .abort_handle()
 }

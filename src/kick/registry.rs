@@ -127,6 +127,8 @@ pub struct Instance {
     pub address: IpAddr,
     pub port: u16,
     pub version: Option<String>,
+    /// The replica number the node agent runs it as (`<unit>@<n>`).
+    pub replica: Option<u32>,
     pub registered: SystemTime,
     pub last_heartbeat: SystemTime,
     pub health: Health,
@@ -228,6 +230,11 @@ pub struct Registration {
     #[serde(default)]
     #[schemars(length(min = 1, max = 128), extend("pattern" = "^[A-Za-z0-9._:@+/-]+$"))]
     pub version: Option<String>,
+    /// The replica number (`<unit>@<n>`) when a node agent runs it; kick
+    /// keeps each replica on its node across restarts and failovers by it.
+    #[serde(default, deserialize_with = "super::api::integral::option")]
+    #[schemars(range(min = 1, max = 10_000))]
+    pub replica: Option<u32>,
 }
 
 /// Characters a node id or version may hold: they are written into a TXT
@@ -252,6 +259,11 @@ impl Registration {
             return Err(RegistryError::Invalid(
                 "version must be 1 to 128 letters, digits or `._:@+/-` (a commit, image tag or digest)"
                     .into(),
+            ));
+        }
+        if self.replica.is_some_and(|n| n == 0 || n > 10_000) {
+            return Err(RegistryError::Invalid(
+                "replica must be a number from 1 to 10000".into(),
             ));
         }
         Ok(())
@@ -279,6 +291,9 @@ fn replica_value(instance: &Instance) -> String {
     if let Some(version) = &instance.version {
         text.push_str(&format!(" version={version}"));
     }
+    if let Some(replica) = instance.replica {
+        text.push_str(&format!(" replica={replica}"));
+    }
     format!("\"{text}\"")
 }
 
@@ -297,6 +312,10 @@ pub fn parse_replica(app: &str, service: &str, value: &str) -> Option<Registrati
         address: fields.get("address")?.parse().ok()?,
         port: fields.get("port")?.parse().ok()?,
         version: fields.get("version").map(|v| (*v).to_owned()),
+        replica: match fields.get("replica") {
+            Some(n) => Some(n.parse().ok()?),
+            None => None,
+        },
     })
 }
 
@@ -390,12 +409,16 @@ impl Registry {
                 address: registration.address,
                 port: registration.port,
                 version: registration.version.clone(),
+                replica: registration.replica,
                 registered: now,
                 last_heartbeat: now,
                 health: Health::default(),
             });
-        let visible = is_new || entry.version != registration.version;
+        let visible = is_new
+            || entry.version != registration.version
+            || entry.replica != registration.replica;
         entry.version = registration.version.clone();
+        entry.replica = registration.replica;
         entry.last_heartbeat = now;
         if visible {
             self.generation += 1;
@@ -477,6 +500,35 @@ impl Registry {
             self.generation += 1;
         }
         changed.then_some((app, service))
+    }
+
+    /// Removes the instances of nodes that are gone (EC2 no longer lists
+    /// them); returns the services that lost any.
+    pub fn drop_gone_nodes(
+        &mut self,
+        nodes: &std::collections::BTreeSet<String>,
+    ) -> Vec<(String, String)> {
+        let mut touched = Vec::new();
+        for (app, services) in &mut self.apps {
+            for (name, state) in services {
+                let before = state.instances.len();
+                let index = &mut self.index;
+                state.instances.retain(|id, i| {
+                    let keep = nodes.contains(&i.node);
+                    if !keep {
+                        index.remove(id);
+                    }
+                    keep
+                });
+                if state.instances.len() != before {
+                    touched.push((app.clone(), name.clone()));
+                }
+            }
+        }
+        if !touched.is_empty() {
+            self.generation += 1;
+        }
+        touched
     }
 
     /// Removes instances unhealthy for longer than `after`; returns the
@@ -599,6 +651,7 @@ mod tests {
             address: ip.parse().expect("ip"),
             port: 8080,
             version: Some("abc".into()),
+            replica: Some(2),
         }
     }
 
@@ -635,13 +688,14 @@ mod tests {
         let mut r = Registry::new(&config());
         let mut v6 = registration("fd00::1");
         v6.version = None;
+        v6.replica = None;
         r.register(&registration("10.0.0.1"), at(0)).expect("a");
         r.register(&v6, at(0)).expect("b");
         let values = r.service("app0", "svc0").expect("service").replica_values();
         assert_eq!(
             values,
             [
-                "\"node=i-1 address=10.0.0.1 port=8080 version=abc\"",
+                "\"node=i-1 address=10.0.0.1 port=8080 version=abc replica=2\"",
                 "\"node=i-1 address=fd00::1 port=8080\"",
             ]
         );
@@ -659,6 +713,28 @@ mod tests {
             ["10.0.0.1".parse::<IpAddr>().expect("ip")]
         );
         assert_eq!(parse_replica("app0", "svc0", "\"heritage=huxley\""), None);
+    }
+
+    #[test]
+    fn instances_of_a_node_that_is_gone_are_dropped() {
+        let mut r = Registry::new(&config());
+        r.register(&registration("10.0.0.1"), at(0)).expect("a");
+        let mut other = registration("10.0.0.2");
+        other.node = "i-2".into();
+        let id = r.register(&other, at(0)).expect("b");
+        let nodes = std::collections::BTreeSet::from(["i-2".to_owned()]);
+        assert_eq!(
+            r.drop_gone_nodes(&nodes),
+            [("app0".to_owned(), "svc0".to_owned())]
+        );
+        let left: Vec<&String> = r
+            .service("app0", "svc0")
+            .expect("service")
+            .instances
+            .keys()
+            .collect();
+        assert_eq!(left, [&id]);
+        assert!(r.drop_gone_nodes(&nodes).is_empty());
     }
 
     #[test]

@@ -19,23 +19,77 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use super::api::{self, Kick, Zones};
+use super::api::{self, Kick, Network, Zones};
+use super::assign::Assignments;
 use super::auth::Tokens;
 use super::config::KickConfig;
-use super::dns::{Published, Settings, Writer};
+use super::dns::{Published, Route53Api, Settings, Writer};
 use super::health::{futures_join, sync_dns, sync_replicas};
+use super::lease::Lease;
 use super::nodes::Nodes;
 use super::registry::{REPLICAS_PREFIX, Registry, parse_replica};
-use crate::aws::{Aws, AwsError, OWNER_PREFIX, RecordChange};
+use crate::aws::{Aws, AwsError, ChangeError, OWNER_PREFIX, RecordChange};
+
+/// Route53 behind the lease: a change is sent only while this server leads
+/// and its lease has not lapsed by its own clock, so a leader that was
+/// paused past its lease sends nothing when it wakes.
+#[derive(Debug)]
+pub struct Fenced {
+    aws: Arc<Aws>,
+    lease: Option<Arc<Lease>>,
+}
+
+impl Route53Api for Fenced {
+    fn change(
+        &self,
+        zone: &str,
+        changes: &[RecordChange],
+    ) -> impl std::future::Future<Output = Result<(), ChangeError>> + Send {
+        let allowed = self.lease.as_ref().is_none_or(|l| l.valid());
+        let aws = Arc::clone(&self.aws);
+        let (zone, changes) = (zone.to_owned(), changes.to_vec());
+        async move {
+            if !allowed {
+                return Err(ChangeError::Other(AwsError::Other {
+                    action: "route53:ChangeResourceRecordSets".into(),
+                    detail: "this kick server no longer holds the lease; the leader writes DNS"
+                        .into(),
+                }));
+            }
+            aws.change_records(&zone, &changes).await
+        }
+    }
+}
+
+/// How a server that leads runs: its lease, and the VPC route table the
+/// container subnets are routed in.
+#[derive(Debug, Default)]
+pub struct Leading {
+    pub lease: Option<Arc<Lease>>,
+    pub route_table: Option<String>,
+}
 
 /// Builds the server's state from Route53 and EC2, and reconciles both
-/// with it.
+/// with it; for a server that runs alone (no lease, no routes).
 pub async fn start(
     config: KickConfig,
     tokens: Tokens,
     aws: Arc<Aws>,
     zones: Zones,
     settings: Settings,
+) -> Result<Arc<Kick>, AwsError> {
+    start_leading(config, tokens, aws, zones, settings, Leading::default()).await
+}
+
+/// Builds the leader's state from Route53, EC2 and the route table,
+/// reconciles them with it, and starts its loops: health checks, placement.
+pub async fn start_leading(
+    config: KickConfig,
+    tokens: Tokens,
+    aws: Arc<Aws>,
+    zones: Zones,
+    settings: Settings,
+    leading: Leading,
 ) -> Result<Arc<Kick>, AwsError> {
     let marker = format!("cluster={},", config.cluster.name);
     let mut owned = BTreeSet::new();
@@ -74,7 +128,24 @@ pub async fn start(
     }
     let nodes = Nodes::from_list(aws.cluster_nodes(&config.cluster.name).await?);
     let (registry, managed) = rebuild(&config, &zones, &replicas, &published, &nodes);
-    let writer = Writer::spawn(Arc::clone(&aws), settings, published);
+    let range = config.network.container_range.parse().ok();
+    let mut assignments = Assignments::default();
+    if let (Some(table), Some(range)) = (&leading.route_table, range) {
+        // The subnets as the route table holds them: a new leader keeps
+        // every node's subnet.
+        for (destination, node) in aws.instance_routes(table).await? {
+            if let Ok(subnet) = destination.parse::<ipnet::Ipv4Net>()
+                && ipnet::Ipv4Net::contains(&range, &subnet)
+            {
+                assignments.subnets.insert(node, subnet);
+            }
+        }
+    }
+    let fenced = Arc::new(Fenced {
+        aws: Arc::clone(&aws),
+        lease: leading.lease.clone(),
+    });
+    let writer = Writer::spawn(fenced, settings, published);
     let kick = Arc::new(Kick {
         registry: Mutex::new(registry),
         config,
@@ -87,9 +158,20 @@ pub async fn start(
         owned: Mutex::new(owned),
         foreign: Mutex::new(foreign),
         requests: AtomicU64::new(0),
+        lease: leading.lease,
+        tasks: Mutex::new(Vec::new()),
+        assignments: Mutex::new(assignments),
+        placed: tokio::sync::watch::channel(0).0,
+        network: Network {
+            range,
+            route_table: leading.route_table,
+        },
     });
     reconcile(&kick, managed).await;
-    super::health::spawn(Arc::clone(&kick));
+    super::assign::replace(&kick).await;
+    let mut tasks = super::health::spawn(Arc::clone(&kick));
+    tasks.push(super::assign::spawn(Arc::clone(&kick)));
+    kick.tasks.lock().expect("tasks").extend(tasks);
     Ok(kick)
 }
 

@@ -27,6 +27,10 @@ pub const SSH_PORT: u16 = 22;
 pub const HOOK_SSH_PORT: u16 = 2222;
 pub const KICK_INTERNAL_PORT: u16 = 7400;
 pub const KICK_EXTERNAL_PORT: u16 = 7443;
+/// Where nodes' container subnets come from, a /24 per node: the shared
+/// address space of RFC 6598, outside any VPC range huxley.toml accepts
+/// (VPC routes to an instance must lie outside the VPC's own range).
+pub const CONTAINER_RANGE: &str = "100.64.0.0/16";
 
 /// A validated `huxley.toml`.
 #[derive(Debug, Clone, PartialEq)]

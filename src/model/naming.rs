@@ -27,6 +27,11 @@ pub fn bucket(cluster: &str, account: &str, region: &str) -> String {
     format!("huxley-{account}-{region}-{cluster}")
 }
 
+/// The DynamoDB table holding the control plane's lease.
+pub fn lease_table(config: &Config) -> String {
+    format!("huxley-{}-lease", config.cluster.name)
+}
+
 /// The node auto-scaling group, named so IAM statements can name it
 /// without a reference cycle.
 pub fn node_group(config: &Config) -> String {

@@ -110,7 +110,7 @@ fn the_platform_build_writes_all_four_kinds_and_is_deterministic() {
         ])
         .run();
         run.code(0);
-        assert!(run.stdout.contains("30 resources"), "{}", run.stdout);
+        assert!(run.stdout.contains("32 resources"), "{}", run.stdout);
     }
     let first = tree(&a);
     assert_eq!(first, tree(&b), "two builds of the same input differ");
@@ -338,7 +338,7 @@ fn quotas_are_checked_before_anything_is_written() {
         run.stderr
     );
     assert!(
-        run.stderr.contains("74 IPv4 inbound rules"),
+        run.stderr.contains("75 IPv4 inbound rules"),
         "{}",
         run.stderr
     );
@@ -346,6 +346,31 @@ fn quotas_are_checked_before_anything_is_written() {
         !out.exists(),
         "nothing may be written when a quota is exceeded"
     );
+}
+
+#[test]
+fn more_nodes_than_the_route_table_holds_are_refused_with_the_limit() {
+    let dir = scratch("routes");
+    let file = dir.join("huxley.toml");
+    let source = fs::read_to_string(crate::support::root().join("examples/minimal/huxley.toml"))
+        .expect("the minimal example");
+    fs::write(&file, source.replace("max = 3", "max = 60")).expect("write");
+    let out = dir.join("out");
+    let run = build(&file, &out);
+    run.code(1);
+    assert!(
+        run.stderr.contains("VPC: routes per route table")
+            && run.stderr.contains("nodes.max = 60 needs 62 routes")
+            && run.stderr.contains("lower nodes.max to 48"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !out.exists(),
+        "nothing may be written when a quota is exceeded"
+    );
+    fs::write(&file, source.replace("max = 3", "max = 48")).expect("write");
+    build(&file, &out).code(0);
 }
 
 #[test]

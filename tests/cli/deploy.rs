@@ -139,7 +139,7 @@ fn plan_apply_edit_apply_destroy() {
     plan.code(2);
     assert!(
         plan.stdout
-            .starts_with("Plan: 23 to add, 0 to change, 0 to replace, 0 to destroy."),
+            .starts_with("Plan: 25 to add, 0 to change, 0 to replace, 0 to destroy."),
         "{}",
         plan.stdout
     );
@@ -158,7 +158,7 @@ fn plan_apply_edit_apply_destroy() {
         plan.stdout
     );
     assert!(
-        plan.stdout.contains("and 5 kick tokens to update."),
+        plan.stdout.contains("and 6 kick tokens to update."),
         "{}",
         plan.stdout
     );
@@ -168,12 +168,12 @@ fn plan_apply_edit_apply_destroy() {
     assert!(
         apply
             .stdout
-            .contains("Kick tokens: 5 created or removed in SSM."),
+            .contains("Kick tokens: 6 created or removed in SSM."),
         "{}",
         apply.stdout
     );
     assert!(
-        apply.stdout.contains("Apply complete: 23 added"),
+        apply.stdout.contains("Apply complete: 25 added"),
         "{}",
         apply.stdout
     );
@@ -272,7 +272,7 @@ fn plan_apply_edit_apply_destroy() {
     assert!(
         destroy
             .stdout
-            .contains("Destroyed stack huxley-scenario (23 resources)"),
+            .contains("Destroyed stack huxley-scenario (25 resources)"),
         "{}",
         destroy.stdout
     );
@@ -282,7 +282,7 @@ fn plan_apply_edit_apply_destroy() {
         destroy.stdout
     );
     assert!(
-        destroy.stderr.contains("deleted 6 kick tokens from SSM"),
+        destroy.stderr.contains("deleted 7 kick tokens from SSM"),
         "{}",
         destroy.stderr
     );
@@ -295,7 +295,7 @@ fn plan_apply_edit_apply_destroy() {
     );
     assert!(
         plan.stdout
-            .contains("Also 12 artifacts, 3 DNS records and 6 kick tokens"),
+            .contains("Also 12 artifacts, 3 DNS records and 7 kick tokens"),
         "the bucket, records and tokens are gone too: {}",
         plan.stdout
     );
@@ -311,7 +311,7 @@ fn a_saved_plan_is_applied_exactly_and_refused_once_stale() {
     let apply = Test::new(&["apply", &first]).env(&cluster.env).run();
     apply.code(0);
     assert!(
-        apply.stdout.contains("Apply complete: 23 added"),
+        apply.stdout.contains("Apply complete: 25 added"),
         "{}",
         apply.stdout
     );
@@ -539,7 +539,7 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
         .run(&["build", "-o", out.to_str().expect("utf-8")])
         .code(0);
     // apply created the kick tokens in SSM: the admin's, the hook
-    // server's and one per service, as SecureStrings.
+    // server's, the node agents' and one per service, as SecureStrings.
     let web_token = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -552,8 +552,15 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
                 .expect("list");
             assert_eq!(
                 names,
-                ["admin", "blog/api", "blog/redis", "blog/web", "hook"]
-                    .map(|n| format!("/huxley/described/tokens/{n}"))
+                [
+                    "admin",
+                    "blog/api",
+                    "blog/redis",
+                    "blog/web",
+                    "hook",
+                    "node"
+                ]
+                .map(|n| format!("/huxley/described/tokens/{n}"))
             );
             let values = aws.secure_parameters(&names).await.expect("read");
             assert!(
@@ -598,6 +605,8 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
             &external,
             "--state-dir",
             state.to_str().expect("utf-8"),
+            "--advertise",
+            "127.0.0.1",
         ])
         .env(&cluster.env)
         .command()
@@ -615,7 +624,15 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
     let client = reqwest::Client::new();
         let base = format!("http://{listen}");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while client.get(format!("{base}/healthz")).send().await.is_err() {
+        // It serves at once, as a standby, and leads once it holds the lease.
+        loop {
+            let health = match client.get(format!("{base}/healthz")).send().await {
+                Ok(response) => response.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if health.starts_with("ok: leader") {
+                break;
+            }
             assert!(std::time::Instant::now() < deadline, "kick did not start: {}", fs::read_to_string(&log_path).unwrap_or_default());
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }

@@ -7,5 +7,6 @@
 mod build;
 mod deploy;
 mod kick;
+mod runtime;
 mod support;
 mod validate;

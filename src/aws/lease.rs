@@ -1,0 +1,193 @@
+//! The control plane's lease: one item in the cluster's DynamoDB table,
+//! changed only by conditional writes, so two kick servers can never both
+//! believe they took it.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::{Aws, AwsError};
+
+/// The lease as the table holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// Who holds it: a kick server's id, new at every start.
+    pub holder: String,
+    /// The holder's internal API, for standbys to point callers at.
+    pub address: String,
+    /// Increases at every takeover; a holder acts only under its own.
+    pub fence: u64,
+    /// When the lease ends, in milliseconds since the Unix epoch, by the
+    /// holder's clock.
+    pub expires_ms: u64,
+}
+
+/// What a conditional write found.
+#[derive(Debug)]
+pub enum LeaseWrite {
+    Done,
+    /// The condition failed: someone else holds the lease, or took it.
+    Lost,
+    Failed(AwsError),
+}
+
+const KEY: &str = "name";
+const ITEM: &str = "leader";
+
+fn text(item: &HashMap<String, AttributeValue>, key: &str) -> Option<String> {
+    item.get(key)
+        .and_then(|v| v.as_s().ok())
+        .map(ToOwned::to_owned)
+}
+
+fn number(item: &HashMap<String, AttributeValue>, key: &str) -> Option<u64> {
+    item.get(key)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
+}
+
+impl Aws {
+    /// The lease, read consistently; `None` when nobody ever took it.
+    pub async fn read_lease(&self, table: &str) -> Result<Option<LeaseRecord>, AwsError> {
+        self.count();
+        let output = self
+            .dynamodb
+            .get_item()
+            .table_name(table)
+            .key(KEY, AttributeValue::S(ITEM.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.err("dynamodb:GetItem", e))?;
+        Ok(output.item().and_then(|item| {
+            Some(LeaseRecord {
+                holder: text(item, "holder")?,
+                address: text(item, "address").unwrap_or_default(),
+                fence: number(item, "fence")?,
+                expires_ms: number(item, "expires_ms")?,
+            })
+        }))
+    }
+
+    /// Takes the lease: when `previous` is `None`, only if nobody ever took
+    /// it; otherwise only if it still carries `previous`'s fence (nobody took
+    /// it in between).
+    pub async fn take_lease(
+        &self,
+        table: &str,
+        new: &LeaseRecord,
+        previous: Option<u64>,
+    ) -> LeaseWrite {
+        self.count();
+        let request = self
+            .dynamodb
+            .put_item()
+            .table_name(table)
+            .item(KEY, AttributeValue::S(ITEM.to_owned()))
+            .item("holder", AttributeValue::S(new.holder.clone()))
+            .item("address", AttributeValue::S(new.address.clone()))
+            .item("fence", AttributeValue::N(new.fence.to_string()))
+            .item("expires_ms", AttributeValue::N(new.expires_ms.to_string()));
+        let request = match previous {
+            None => request.condition_expression("attribute_not_exists(#k)"),
+            Some(fence) => request
+                .condition_expression("fence = :fence")
+                .expression_attribute_values(":fence", AttributeValue::N(fence.to_string())),
+        };
+        let request = match previous {
+            None => request.expression_attribute_names("#k", KEY),
+            Some(_) => request,
+        };
+        match request.send().await {
+            Ok(_) => LeaseWrite::Done,
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                LeaseWrite::Lost
+            }
+            Err(err) => LeaseWrite::Failed(self.err("dynamodb:PutItem", err)),
+        }
+    }
+
+    /// Moves the lease's end, only while `holder` holds it under `fence`.
+    pub async fn renew_lease(
+        &self,
+        table: &str,
+        holder: &str,
+        fence: u64,
+        expires_ms: u64,
+    ) -> LeaseWrite {
+        self.count();
+        let result = self
+            .dynamodb
+            .update_item()
+            .table_name(table)
+            .key(KEY, AttributeValue::S(ITEM.to_owned()))
+            .update_expression("SET expires_ms = :expires")
+            .condition_expression("holder = :holder AND fence = :fence")
+            .expression_attribute_values(":expires", AttributeValue::N(expires_ms.to_string()))
+            .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
+            .expression_attribute_values(":fence", AttributeValue::N(fence.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => LeaseWrite::Done,
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                LeaseWrite::Lost
+            }
+            Err(err) => LeaseWrite::Failed(self.err("dynamodb:UpdateItem", err)),
+        }
+    }
+
+    /// Creates the lease table as the stack does (for tests and for
+    /// clusters whose stack predates it); one that exists is left alone.
+    pub async fn create_lease_table(&self, table: &str) -> Result<(), AwsError> {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        };
+        self.count();
+        let definition = AttributeDefinition::builder()
+            .attribute_name(KEY)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| lease_build_error(&e))?;
+        let key = KeySchemaElement::builder()
+            .attribute_name(KEY)
+            .key_type(KeyType::Hash)
+            .build()
+            .map_err(|e| lease_build_error(&e))?;
+        let result = self
+            .dynamodb
+            .create_table()
+            .table_name(table)
+            .attribute_definitions(definition)
+            .key_schema(key)
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_resource_in_use_exception()) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(self.err("dynamodb:CreateTable", err)),
+        }
+    }
+}
+
+fn lease_build_error(e: &impl std::fmt::Display) -> AwsError {
+    AwsError::Other {
+        action: "building a DynamoDB request".into(),
+        detail: e.to_string(),
+    }
+}

@@ -1,0 +1,570 @@
+//! Assignments: which replicas each node runs, and each node's container
+//! subnet. The leader places every service's replicas on the cluster's
+//! nodes ([`super::placement`]), and node agents long-poll their own share
+//! (`GET /v1/nodes/{id}/assignment?after=GENERATION`) and report what
+//! they run (`PUT /v1/nodes/{id}/status`).
+//!
+//! Nothing here lives only in memory: after a failover the new leader
+//! seeds the placement from the registered instances (each carries its node
+//! and replica number, kept in Route53) and the subnets from the VPC route
+//! table, so every replica stays where it runs.
+//!
+//! Networking: every node gets a /24 of the cluster's container range
+//! (outside the VPC), routed to it in the VPC's route table; the node agent
+//! gives each replica an address in it. DNS then carries container
+//! addresses, any number of replicas of any service can share a node, and
+//! a private service needs no host port.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use ipnet::Ipv4Net;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::api::{Kick, authenticate, error};
+use super::config::KickConfig;
+use super::placement::{self, NodeSpec, Placement, Replica, ServiceSpec};
+
+/// How often the leader re-reads the cluster's nodes from EC2 and places
+/// again: a terminated node's replicas are re-placed within this.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(5);
+/// The longest a node agent's long poll is held.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// The leader's placement and what node agents reported.
+#[derive(Debug, Default)]
+pub struct Assignments {
+    pub placement: Placement,
+    /// Bumped whenever any node's share or subnet changes.
+    pub generation: u64,
+    /// Each node's container subnet.
+    pub subnets: BTreeMap<String, Ipv4Net>,
+    /// Each node's last report, with when it came.
+    pub reports: BTreeMap<String, (SystemTime, NodeReport)>,
+    /// Bumped on every change the description shows.
+    pub version: u64,
+    /// Nodes whose agent has asked for its assignment: only these, and
+    /// nodes that already run replicas, get new ones (a node still booting
+    /// would leave them waiting).
+    pub ready: BTreeSet<String>,
+}
+
+/// One node's share (`GET /v1/nodes/{id}/assignment`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Assignment {
+    pub node: String,
+    /// Changes whenever any node's assignment changes; pass it back as
+    /// `after` to wait for the next change.
+    pub generation: u64,
+    /// The node's container subnet: replicas take addresses in it.
+    pub subnet: Option<String>,
+    pub replicas: Vec<AssignedReplica>,
+}
+
+/// One replica a node must run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AssignedReplica {
+    pub app: String,
+    pub service: String,
+    /// The replica number: the systemd instance `<unit>@<replica>`.
+    pub replica: u32,
+    pub unit: String,
+    /// A prebuilt image; absent for a service built on push.
+    pub image: Option<String>,
+    pub port: Option<u16>,
+    pub host_port: Option<u16>,
+    /// Where the services it depends on are found (`<NAME>_HOST`,
+    /// `<NAME>_PORT` and `<NAME>_URL`).
+    pub env: BTreeMap<String, String>,
+}
+
+/// What a node agent runs (`PUT /v1/nodes/{id}/status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeReport {
+    /// The assignment generation the node has applied.
+    pub generation: u64,
+    pub replicas: Vec<ReplicaReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaReport {
+    pub app: String,
+    pub service: String,
+    pub replica: u32,
+    pub state: ReplicaState,
+    /// Why it failed: the last exit, or the image pull's error.
+    #[serde(default)]
+    pub detail: Option<String>,
+    #[serde(default)]
+    pub address: Option<IpAddr>,
+    /// CPU used, in thousandths of a core.
+    #[serde(default)]
+    pub cpu_millis: Option<u64>,
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaState {
+    Starting,
+    Running,
+    Failed,
+    Stopped,
+}
+
+/// The services' wanted replicas, as placement takes them.
+pub fn service_specs(config: &KickConfig) -> Vec<ServiceSpec> {
+    config
+        .apps
+        .iter()
+        .flat_map(|(app, section)| {
+            section.services.iter().map(move |(name, s)| ServiceSpec {
+                app: app.clone(),
+                service: name.clone(),
+                replicas: s.replicas.min,
+                cpu_millis: s.cpu_millis,
+                memory_mib: s.memory_mib,
+                host_port: s.host_port,
+                stateful: s.stateful,
+            })
+        })
+        .collect()
+}
+
+/// The environment that tells a replica where its dependencies are.
+pub fn dependency_env(config: &KickConfig, app: &str, service: &str) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    let Some(section) = config.apps.get(app) else {
+        return env;
+    };
+    let Some(own) = section.services.get(service) else {
+        return env;
+    };
+    for dependency in &own.depends_on {
+        let Some(target) = section.services.get(dependency) else {
+            continue;
+        };
+        let (Some(host), Some(port)) = (&target.private_name, target.port) else {
+            continue;
+        };
+        let prefix = dependency.to_ascii_uppercase().replace('-', "_");
+        env.insert(format!("{prefix}_HOST"), host.clone());
+        env.insert(format!("{prefix}_PORT"), port.to_string());
+        env.insert(format!("{prefix}_URL"), format!("http://{host}:{port}"));
+    }
+    env
+}
+
+/// The `index`-th /24 of `range`, if it has one.
+pub fn subnet(range: Ipv4Net, index: u32) -> Option<Ipv4Net> {
+    if range.prefix_len() > 24 {
+        return None;
+    }
+    let count = 1u64 << (24 - range.prefix_len());
+    if u64::from(index) >= count {
+        return None;
+    }
+    let base = u32::from(range.network()) + (index << 8);
+    Ipv4Net::new(Ipv4Addr::from(base), 24).ok()
+}
+
+/// A node and its container subnet.
+pub type NodeSubnet = (String, Ipv4Net);
+
+/// Gives every node a subnet (the lowest free one) and takes back those of
+/// nodes that are gone; returns the subnets added and removed.
+pub fn allocate_subnets(
+    range: Ipv4Net,
+    nodes: &BTreeSet<String>,
+    subnets: &mut BTreeMap<String, Ipv4Net>,
+) -> (Vec<NodeSubnet>, Vec<NodeSubnet>) {
+    let removed: Vec<NodeSubnet> = subnets
+        .iter()
+        .filter(|(node, _)| !nodes.contains(*node))
+        .map(|(n, s)| (n.clone(), *s))
+        .collect();
+    for (node, _) in &removed {
+        subnets.remove(node);
+    }
+    let mut used: BTreeSet<Ipv4Net> = subnets.values().copied().collect();
+    let mut added = Vec::new();
+    let mut next = 0u32;
+    for node in nodes {
+        if subnets.contains_key(node) {
+            continue;
+        }
+        while let Some(candidate) = subnet(range, next) {
+            next += 1;
+            if used.insert(candidate) {
+                subnets.insert(node.clone(), candidate);
+                added.push((node.clone(), candidate));
+                break;
+            }
+        }
+    }
+    (added, removed)
+}
+
+/// Places again from the nodes kick knows, keeping what runs where it is;
+/// bumps the generation and wakes the node agents when anything moved.
+pub async fn replace(kick: &Kick) {
+    let (nodes, node_ids): (Vec<NodeSpec>, BTreeSet<String>) = {
+        let known = kick.nodes.lock().expect("nodes");
+        let specs = known
+            .known
+            .values()
+            .map(|n| NodeSpec {
+                id: n.id.clone(),
+                zone: n.zone.clone(),
+                cpu_millis: kick.config.nodes.allocatable_cpu_millis,
+                memory_mib: kick.config.nodes.allocatable_memory_mib,
+                ports_in_use: BTreeSet::new(),
+            })
+            .collect();
+        (specs, known.known.keys().cloned().collect())
+    };
+    // What runs now: the last placement, and for replicas it does not
+    // hold (a new leader), where the registry says they run.
+    let mut current = kick
+        .assignments
+        .lock()
+        .expect("assignments")
+        .placement
+        .assigned
+        .clone();
+    {
+        let registry = kick.registry.lock().expect("registry");
+        for (app, services) in &registry.apps {
+            for (service, state) in services {
+                for instance in state.instances.values() {
+                    if let Some(replica) = instance.replica {
+                        current
+                            .entry(Replica {
+                                app: app.clone(),
+                                service: service.clone(),
+                                index: replica,
+                            })
+                            .or_insert_with(|| instance.node.clone());
+                    }
+                }
+            }
+        }
+    }
+    let ready = {
+        let mut assignments = kick.assignments.lock().expect("assignments");
+        assignments.ready.retain(|n| node_ids.contains(n));
+        assignments.ready.clone()
+    };
+    let hosting: BTreeSet<&String> = current.values().collect();
+    let nodes: Vec<NodeSpec> = nodes
+        .into_iter()
+        .filter(|n| ready.contains(&n.id) || hosting.contains(&n.id))
+        .collect();
+    let placement = placement::place(&nodes, &service_specs(&kick.config), &current);
+    let mut routes = (Vec::new(), Vec::new());
+    let changed = {
+        let mut assignments = kick.assignments.lock().expect("assignments");
+        let mut changed = assignments.placement != placement;
+        if let Some(range) = kick.network.range {
+            routes = allocate_subnets(range, &node_ids, &mut assignments.subnets);
+            changed |= !routes.0.is_empty() || !routes.1.is_empty();
+        }
+        if changed {
+            for (replica, reason) in &placement.unplaced {
+                if assignments.placement.unplaced.get(replica) != Some(reason) {
+                    eprintln!("kick: cannot place {replica}: {reason}");
+                }
+            }
+            assignments.placement = placement;
+        }
+        changed
+    };
+    if let Some(table) = &kick.network.route_table {
+        route(kick, table, &routes.0, &routes.1).await;
+    }
+    if changed {
+        let mut assignments = kick.assignments.lock().expect("assignments");
+        assignments.generation += 1;
+        assignments.version += 1;
+        let generation = assignments.generation;
+        drop(assignments);
+        kick.placed.send_replace(generation);
+    }
+}
+
+/// Adds the routes of new nodes' subnets and removes those of nodes that
+/// are gone, in the VPC's route table. A failure is logged and tried again
+/// at the next reconcile (the route is then missing, not wrong).
+async fn route(kick: &Kick, table: &str, added: &[NodeSubnet], removed: &[NodeSubnet]) {
+    if kick.lease.as_ref().is_some_and(|l| !l.valid()) {
+        return;
+    }
+    for (node, subnet) in removed {
+        if let Err(err) = kick.aws.delete_route(table, &subnet.to_string()).await {
+            eprintln!("kick: cannot remove the route of {node}'s subnet {subnet}: {err}");
+        }
+    }
+    for (node, subnet) in added {
+        if let Err(err) = kick
+            .aws
+            .route_to_node(table, &subnet.to_string(), node)
+            .await
+        {
+            eprintln!("kick: cannot route {subnet} to {node}: {err}");
+            kick.assignments
+                .lock()
+                .expect("assignments")
+                .subnets
+                .remove(node);
+        }
+    }
+}
+
+/// The assignment of `node` as of now.
+pub fn assignment(kick: &Kick, node: &str) -> Assignment {
+    let assignments = kick.assignments.lock().expect("assignments");
+    let replicas = assignments
+        .placement
+        .on_node(node)
+        .filter_map(|replica| {
+            let section = kick
+                .config
+                .apps
+                .get(&replica.app)?
+                .services
+                .get(&replica.service)?;
+            Some(AssignedReplica {
+                app: replica.app.clone(),
+                service: replica.service.clone(),
+                replica: replica.index,
+                unit: section.unit.clone(),
+                image: section.image.clone(),
+                port: section.port,
+                host_port: section.host_port,
+                env: dependency_env(&kick.config, &replica.app, &replica.service),
+            })
+        })
+        .collect();
+    Assignment {
+        node: node.to_owned(),
+        generation: assignments.generation,
+        subnet: assignments.subnets.get(node).map(ToString::to_string),
+        replicas,
+    }
+}
+
+/// Re-reads the nodes from EC2 and places again, every
+/// [`RECONCILE_EVERY`], while this server leads.
+pub fn spawn(kick: Arc<Kick>) -> tokio::task::AbortHandle {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RECONCILE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match kick.aws.cluster_nodes(&kick.config.cluster.name).await {
+                Ok(list) => {
+                    let known: BTreeSet<String> = list.iter().map(|n| n.id.clone()).collect();
+                    kick.nodes.lock().expect("nodes").replace(list);
+                    // A node that is gone takes its instances with it: out
+                    // of DNS at once, and placed again below.
+                    let touched = kick
+                        .registry
+                        .lock()
+                        .expect("registry")
+                        .drop_gone_nodes(&known);
+                    for (app, service) in touched {
+                        super::health::sync_dns(&kick, &app, &service).await;
+                        let _ = super::health::sync_replicas(&kick, &app, &service).await;
+                    }
+                }
+                Err(err) => eprintln!("kick: cannot list the cluster's nodes: {err}"),
+            }
+            replace(&kick).await;
+        }
+    })
+    .abort_handle()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Wait {
+    /// The generation the agent has; answer when it changes.
+    after: Option<u64>,
+    /// Seconds to wait for a change, at most 60.
+    wait: Option<u64>,
+}
+
+/// `GET /v1/nodes/{id}/assignment?after=G&wait=S`: the node's share, at
+/// once when it differs from generation G, else when it changes or after S
+/// seconds.
+pub async fn get_assignment(
+    State(kick): State<Arc<Kick>>,
+    headers: HeaderMap,
+    Path(node): Path<String>,
+    query: Result<Query<Wait>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(response) = node_scope(&kick, &headers, &node).await {
+        return *response;
+    }
+    let wait = match query {
+        Ok(Query(wait)) => wait,
+        Err(rejection) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("malformed query: {}", rejection.body_text()),
+            );
+        }
+    };
+    let newly_ready = kick
+        .assignments
+        .lock()
+        .expect("assignments")
+        .ready
+        .insert(node.clone());
+    if newly_ready {
+        replace(&kick).await;
+    }
+    let mut changes = kick.placed.subscribe();
+    let limit = Duration::from_secs(wait.wait.unwrap_or(0)).min(MAX_WAIT);
+    if let Some(after) = wait.after {
+        let deadline = tokio::time::Instant::now() + limit;
+        while *changes.borrow_and_update() == after {
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+    }
+    Json(assignment(&kick, &node)).into_response()
+}
+
+/// `PUT /v1/nodes/{id}/status`: what the node runs.
+pub async fn put_status(
+    State(kick): State<Arc<Kick>>,
+    headers: HeaderMap,
+    Path(node): Path<String>,
+    payload: Result<Json<NodeReport>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(response) = node_scope(&kick, &headers, &node).await {
+        return *response;
+    }
+    let report = match super::api::body(payload) {
+        Ok(report) => report,
+        Err(response) => return *response,
+    };
+    let mut assignments = kick.assignments.lock().expect("assignments");
+    let changed = assignments
+        .reports
+        .get(&node)
+        .is_none_or(|(_, old)| old.replicas != report.replicas);
+    for replica in &report.replicas {
+        let before = assignments
+            .reports
+            .get(&node)
+            .and_then(|(_, old)| {
+                old.replicas.iter().find(|r| {
+                    r.app == replica.app
+                        && r.service == replica.service
+                        && r.replica == replica.replica
+                })
+            })
+            .map(|r| r.state);
+        if replica.state == ReplicaState::Failed && before != Some(ReplicaState::Failed) {
+            eprintln!(
+                "kick: {}.{}#{} failed on {node}: {}",
+                replica.app,
+                replica.service,
+                replica.replica,
+                replica.detail.as_deref().unwrap_or("no detail")
+            );
+        }
+    }
+    assignments
+        .reports
+        .insert(node, (SystemTime::now(), report));
+    if changed {
+        assignments.version += 1;
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Checks the caller may manage nodes and that `node` is one of the
+/// cluster's.
+async fn node_scope(kick: &Kick, headers: &HeaderMap, node: &str) -> Result<(), Box<Response>> {
+    let scope = authenticate(kick, headers)?;
+    if !scope.manages_nodes() {
+        return Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "this needs the node agents' token",
+        )));
+    }
+    match super::nodes::known(kick, node).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no node {node} in cluster {}: use the EC2 instance id of one of its running nodes",
+                kick.config.cluster.name
+            ),
+        ))),
+        Err(err) => Err(Box::new(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot list the cluster's nodes: {err}"),
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_are_the_lowest_free_24s_and_come_back_when_a_node_goes() {
+        let range: Ipv4Net = "100.64.0.0/22".parse().expect("range");
+        let mut subnets = BTreeMap::new();
+        let nodes: BTreeSet<String> = ["i-a", "i-b", "i-c"].map(String::from).into();
+        let (added, removed) = allocate_subnets(range, &nodes, &mut subnets);
+        assert_eq!(added.len(), 3);
+        assert!(removed.is_empty());
+        assert_eq!(subnets["i-b"].to_string(), "100.64.1.0/24");
+        let nodes: BTreeSet<String> = ["i-a", "i-c", "i-d", "i-e"].map(String::from).into();
+        let (added, removed) = allocate_subnets(range, &nodes, &mut subnets);
+        assert_eq!(
+            removed,
+            [("i-b".to_owned(), "100.64.1.0/24".parse().expect("net"))]
+        );
+        // i-d takes i-b's old subnet, i-e the last one; a fifth node gets none.
+        assert_eq!(subnets["i-d"].to_string(), "100.64.1.0/24");
+        assert_eq!(subnets["i-e"].to_string(), "100.64.3.0/24");
+        assert_eq!(added.len(), 2);
+        let nodes: BTreeSet<String> = ["i-a", "i-c", "i-d", "i-e", "i-f"].map(String::from).into();
+        allocate_subnets(range, &nodes, &mut subnets);
+        assert!(!subnets.contains_key("i-f"));
+    }
+
+    #[test]
+    fn dependencies_are_named_in_the_environment() {
+        let checked = crate::config::check(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/blog/huxley.toml"
+            ))
+            .expect("the blog example"),
+        );
+        let config = crate::compile::kick::kick_config(&checked.config.expect("valid"));
+        let env = dependency_env(&config, "blog", "web");
+        assert_eq!(env["API_HOST"], "api.blog.acme.internal");
+        assert_eq!(env["API_PORT"], "9000");
+        assert_eq!(env["API_URL"], "http://api.blog.acme.internal:9000");
+        assert!(dependency_env(&config, "blog", "api").is_empty());
+    }
+}

@@ -1,0 +1,255 @@
+//! `huxley kick serve`: a kick server's life. It serves its listeners at
+//! once (as a standby), campaigns for the lease, and when it wins rebuilds
+//! the cluster's state from AWS and leads: checks health, writes DNS,
+//! places replicas, publishes the description and points the kick names at
+//! itself. When it loses the lease it stops all of that before the lease
+//! can lapse and stands by again; on a clean stop it gives the lease up so
+//! a standby takes over at once.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::api::{self, Kick, Zone, Zones};
+use super::auth::Tokens;
+use super::config::KickConfig;
+use super::dns::Settings;
+use super::front::{self, Front};
+use super::lease::Lease;
+use super::server::{self, Leading};
+use super::tls::Identity;
+use crate::aws::{Aws, AwsError, RecordChange};
+use crate::compile::cloudformation::ids;
+
+/// Everything a kick server runs with.
+#[derive(Debug)]
+pub struct Options {
+    pub config: KickConfig,
+    pub tokens: Tokens,
+    pub aws: Arc<Aws>,
+    pub internal: SocketAddr,
+    pub external: SocketAddr,
+    pub identity: Identity,
+    pub settings: Settings,
+    /// This node's private address: the internal API standbys point at,
+    /// and `kick.<private zone>` while this server leads.
+    pub advertise: IpAddr,
+    /// This node's public address, for the kick name in the public zone.
+    pub public_address: Option<IpAddr>,
+}
+
+/// Where the cluster's state lives, found once at start.
+#[derive(Debug)]
+struct Found {
+    zones: Zones,
+    bucket: String,
+    route_table: Option<String>,
+}
+
+async fn find(aws: &Aws, config: &KickConfig) -> Result<Found, String> {
+    let stack = &config.cluster.stack;
+    // The private zone is the stack's own resource: found by id, not by a
+    // name another zone could share.
+    let private = aws
+        .stack_resource(stack, ids::PRIVATE_ZONE)
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|id| id.trim_start_matches("/hostedzone/").to_owned())
+        .ok_or_else(|| {
+            AwsError::StackResourceMissing {
+                stack: stack.clone(),
+                resource: "private zone".into(),
+            }
+            .to_string()
+        })?;
+    let public = match &config.cluster.public_zone {
+        Some(name) => Some(Zone {
+            id: aws.public_zone_id(name).await.map_err(|e| e.to_string())?,
+            name: name.clone(),
+        }),
+        None => None,
+    };
+    let bucket = aws
+        .describe_stack(stack)
+        .await
+        .map_err(|e| e.to_string())?
+        .and_then(|s| s.bucket(&config.cluster.name))
+        .ok_or_else(|| format!("the stack {stack} does not exist: run `huxley apply` first"))?;
+    let route_table = aws
+        .stack_resource(stack, ids::ROUTE_TABLE)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Found {
+        zones: Zones {
+            private: Zone {
+                id: private,
+                name: config.cluster.private_zone.clone(),
+            },
+            public,
+        },
+        bucket,
+        route_table,
+    })
+}
+
+/// Runs the server until ctrl-c or SIGTERM. Errors are what prevents it
+/// from starting at all.
+pub async fn run(options: Options) -> Result<(), String> {
+    let found = find(&options.aws, &options.config).await?;
+    let address = format!(
+        "http://{}",
+        SocketAddr::new(options.advertise, options.internal.port())
+    );
+    let lease = Arc::new(Lease::new(
+        Arc::clone(&options.aws),
+        &options.config.cluster.lease_table,
+        &address,
+    ));
+    let front = Front::new(
+        Arc::clone(&lease),
+        Arc::clone(&options.aws),
+        options.tokens.clone(),
+    );
+    let internal = tokio::net::TcpListener::bind(options.internal)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", options.internal))?;
+    let external = tokio::net::TcpListener::bind(options.external)
+        .await
+        .and_then(|tcp| super::tls::TlsListener::new(tcp, &options.identity))
+        .map_err(|e| format!("cannot listen on {}: {e}", options.external))?;
+    let shown =
+        |a: std::io::Result<SocketAddr>| a.map_or_else(|_| "?".to_owned(), |a| a.to_string());
+    eprintln!(
+        "kick: cluster {}: internal API on http://{}, external API on https://{} (certificate sha256 {}); advertising {address}",
+        options.config.cluster.name,
+        shown(internal.local_addr()),
+        shown(axum::serve::Listener::local_addr(&external)),
+        options.identity.fingerprint,
+    );
+    let serving = {
+        let (a, b) = (
+            front::router(Arc::clone(&front)),
+            front::router(Arc::clone(&front)),
+        );
+        async move {
+            tokio::select! {
+                result = axum::serve(internal, a) => result.map_err(|e| format!("the internal API stopped: {e}")),
+                result = axum::serve(external, b) => result.map_err(|e| format!("the external API stopped: {e}")),
+            }
+        }
+    };
+    tokio::select! {
+        result = serving => result,
+        () = lead_when_elected(&options, &found, &lease, &front) => Ok(()),
+        () = stop_signal() => {
+            lease.release().await;
+            eprintln!("kick: stopping");
+            Ok(())
+        }
+    }
+}
+
+/// Ctrl-c, or SIGTERM (systemd's stop).
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
+    }
+}
+
+/// Campaigns, leads while the lease holds, stands by again; forever.
+async fn lead_when_elected(options: &Options, found: &Found, lease: &Arc<Lease>, front: &Front) {
+    loop {
+        let fence = lease.campaign().await;
+        eprintln!("kick: took the lease (fence {fence}); rebuilding the cluster's state from AWS");
+        let kick = match start(options, found, lease).await {
+            Ok(kick) => kick,
+            Err(err) => {
+                eprintln!("kick: cannot lead: {err}; giving the lease up");
+                lease.release().await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        front.activate(api::router(Arc::clone(&kick)));
+        eprintln!("kick: leading (fence {fence})");
+        let lost = lease.hold().await;
+        front.deactivate();
+        kick.stop();
+        eprintln!("kick: stepped down: {lost}");
+    }
+}
+
+/// Becomes the leader: the state from AWS, the fingerprint and the kick
+/// names pointing here, the publisher.
+async fn start(options: &Options, found: &Found, lease: &Arc<Lease>) -> Result<Arc<Kick>, String> {
+    let kick = server::start_leading(
+        options.config.clone(),
+        options.tokens.clone(),
+        Arc::clone(&options.aws),
+        found.zones.clone(),
+        options.settings,
+        Leading {
+            lease: Some(Arc::clone(lease)),
+            route_table: found.route_table.clone(),
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    options
+        .aws
+        .put_object(
+            &found.bucket,
+            super::tls::FINGERPRINT_KEY,
+            format!("{}\n", options.identity.fingerprint).into_bytes(),
+            "text/plain",
+        )
+        .await
+        .map_err(|e| format!("cannot publish the certificate's fingerprint: {e}"))?;
+    point_names_here(&kick, options).await?;
+    let publisher = super::publish::spawn(
+        Arc::clone(&kick),
+        Arc::clone(&options.aws),
+        found.bucket.clone(),
+        Duration::from_secs(1),
+    );
+    kick.tasks.lock().expect("tasks").push(publisher);
+    Ok(kick)
+}
+
+/// Points `kick.<private zone>` at this node's private address and the
+/// public kick name at its public one.
+async fn point_names_here(kick: &Kick, options: &Options) -> Result<(), String> {
+    let mut names = vec![(
+        kick.zones.private.clone(),
+        internal_name(&kick.config),
+        options.advertise,
+    )];
+    if let (Some(zone), Some(address)) = (
+        &kick.zones.public,
+        options.public_address.or(Some(options.advertise)),
+    ) {
+        names.push((zone.clone(), kick.config.cluster.kick_name.clone(), address));
+    }
+    for (zone, name, address) in names {
+        api::own(kick, &zone.id, &name).await?;
+        let change = RecordChange {
+            upsert: true,
+            name: name.clone(),
+            kind: if address.is_ipv6() { "AAAA" } else { "A" }.to_owned(),
+            ttl: 30,
+            values: vec![address.to_string()],
+        };
+        kick.writer
+            .submit(&zone.id, change)
+            .await
+            .map_err(|e| format!("cannot point {name} at this server: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The name node agents reach the leader's internal API by.
+pub fn internal_name(config: &KickConfig) -> String {
+    format!("kick.{}", config.cluster.private_zone)
+}

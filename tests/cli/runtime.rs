@@ -1,0 +1,680 @@
+//! The cluster runs what it compiles: `huxley apply` on the emulator, then
+//! two `huxley kick serve` processes (a leader and a standby) and three
+//! `huxley node run` agents, each with its own EC2 instance from the
+//! emulator and its own instance-metadata stand-in, running the services'
+//! replicas as real processes on loopback addresses of their nodes'
+//! container subnets. Nothing is faked above the HTTP wire.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use huxley::testing::{Emulator, Imds, aws, create_public_zone, free_port, stand_in_binary};
+use serde_json::Value;
+
+use crate::support::{Test, root};
+
+const REGION: &str = "us-west-2";
+
+fn config(name: &str) -> String {
+    format!(
+        r#"[cluster]
+name = "{name}"
+region = "{REGION}"
+availability-zones = ["us-west-2a", "us-west-2b"]
+public-domain = "{name}.example.com"
+private-domain = "{name}.internal"
+
+[cluster.nodes]
+instance-type = "m6i.large"
+min = 2
+max = 4
+desired = 3
+
+[apps.blog.services.web]
+image = "ghcr.io/acme/web:1.0.0"
+port = 8080
+host-port = 80
+public = ["www"]
+replicas = {{ min = 2, max = 4 }}
+health = {{ http = "/healthz", interval = "1s", timeout = "500ms", healthy = 1, unhealthy = 2 }}
+depends-on = ["api"]
+
+[apps.blog.services.api]
+image = "ghcr.io/acme/api:1.4.2"
+port = 9000
+health = {{ tcp = 9000, interval = "1s", timeout = "500ms", healthy = 1, unhealthy = 2 }}
+
+[apps.blog.services.redis]
+image = "redis:7.2"
+port = 6379
+stateful = true
+volumes = {{ redis-data = "/data" }}
+health = {{ tcp = 6379, interval = "1s", timeout = "500ms", healthy = 1, unhealthy = 2 }}
+"#
+    )
+}
+
+/// Child processes, each in its own process group, killed with their
+/// children when the test ends however it ends.
+#[derive(Default)]
+struct Processes(Vec<(String, Child)>);
+
+impl Processes {
+    fn spawn(&mut self, label: &str, mut command: Command, log: &Path) {
+        let out = fs::File::create(log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        let child = command.spawn().expect("spawn");
+        self.0.push((label.to_owned(), child));
+    }
+
+    fn pid(&self, label: &str) -> u32 {
+        self.0
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, c)| c.id())
+            .expect("a process with that label")
+    }
+
+    /// Sends `signal` to the process group of `label`.
+    fn signal(&self, label: &str, signal: &str) {
+        let status = Command::new("kill")
+            .args([
+                &format!("-{signal}"),
+                "--",
+                &format!("-{}", self.pid(label)),
+            ])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {label}");
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.0 {
+            let _ = Command::new("kill")
+                .args(["-CONT", "--", &format!("-{}", child.id())])
+                .status();
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An applied cluster with its kick.toml, tokens and nodes.
+struct Live {
+    name: String,
+    dir: PathBuf,
+    env: Vec<(String, String)>,
+    kick_toml: PathBuf,
+    admin: String,
+    nodes: Vec<String>,
+    aws: Arc<huxley::aws::Aws>,
+    /// The runtime the SDK clients were made on, kept for their lifetime.
+    _runtime: tokio::runtime::Runtime,
+    processes: Processes,
+}
+
+impl Live {
+    /// Applies the test config as cluster `name` and builds its kick.toml
+    /// with the containers' range moved to `range` (loopback here).
+    fn new(name: &str, range: &str) -> Live {
+        let emulator = Emulator::shared(&root());
+        create_public_zone(&emulator.endpoint(), REGION, &format!("{name}.example.com"));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("runtime")
+            .join(name);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("scratch dir");
+        let file = dir.join("huxley.toml");
+        fs::write(&file, config(name)).expect("write huxley.toml");
+        let mut env = emulator.env(REGION);
+        env.push((
+            "HUXLEY_NODE_BINARY".into(),
+            stand_in_binary().display().to_string(),
+        ));
+        let file_arg = file.display().to_string();
+        Test::new(&["apply", "--yes", "-f", &file_arg])
+            .env(&env)
+            .run()
+            .code(0);
+        let out = dir.join("out");
+        Test::new(&["build", "-f", &file_arg, "-o", &out.display().to_string()])
+            .run()
+            .code(0);
+        let kick_toml = dir.join("kick.toml");
+        let text = fs::read_to_string(out.join("kick/kick.toml")).expect("kick.toml");
+        let moved = text.replace("\"100.64.0.0/16\"", &format!("\"{range}\""));
+        assert_ne!(moved, text, "kick.toml names the containers' range");
+        fs::write(&kick_toml, moved).expect("write kick.toml");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let aws = Arc::new(runtime.block_on(aws(&emulator.endpoint(), REGION)));
+        // The node group's instances, as the emulator launched them.
+        let nodes = runtime.block_on(async {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let nodes = aws.cluster_nodes(name).await.expect("list nodes");
+                if nodes.len() >= 3 || Instant::now() > deadline {
+                    break nodes.into_iter().map(|n| n.id).collect::<Vec<_>>();
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        assert_eq!(nodes.len(), 3, "the node group launched three nodes");
+        let admin_name = format!("/huxley/{name}/tokens/admin");
+        let admin = runtime
+            .block_on(aws.secure_parameters(std::slice::from_ref(&admin_name)))
+            .expect("read the admin token")[&admin_name]
+            .clone();
+        Live {
+            name: name.to_owned(),
+            dir,
+            env,
+            kick_toml,
+            admin,
+            nodes,
+            aws,
+            _runtime: runtime,
+            processes: Processes::default(),
+        }
+    }
+
+    /// Starts `huxley kick serve` as `label`; its internal API's URL.
+    fn kick(&mut self, label: &str) -> String {
+        let (port, external) = (free_port(), free_port());
+        let mut command = Test::new(&[
+            "kick",
+            "serve",
+            "--config",
+            &self.kick_toml.display().to_string(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--external",
+            &format!("127.0.0.1:{external}"),
+            "--state-dir",
+            &self.dir.join(label).display().to_string(),
+            "--advertise",
+            "127.0.0.1",
+            "--route53-rate",
+            "50",
+        ])
+        .env(&self.env)
+        .command();
+        command.env_remove("HUXLEY_NODE_BINARY");
+        let log = self.dir.join(format!("{label}.log"));
+        self.processes.spawn(label, command, &log);
+        format!("http://127.0.0.1:{port}")
+    }
+
+    /// Starts `huxley node run` for node `index` as `node-<index>`, with
+    /// the replicas as processes of the test service.
+    fn agent(&mut self, index: usize, kicks: &[String]) {
+        let node = self.nodes[index].clone();
+        let imds = Imds::start(&node, "us-west-2a", &format!("10.40.0.{}", 10 + index));
+        let service = env!("CARGO_BIN_EXE_huxley-test-service");
+        let label = format!("node-{index}");
+        let state = self.dir.join(&label);
+        let mut args = vec![
+            "node".to_owned(),
+            "run".into(),
+            "--cluster".into(),
+            self.name.clone(),
+            "--kick".into(),
+            kicks.join(","),
+            "--runtime".into(),
+            "processes".into(),
+            "--state-dir".into(),
+            state.display().to_string(),
+        ];
+        for name in ["blog.web", "blog.api", "blog.redis"] {
+            args.push("--exec".into());
+            args.push(format!("{name}={service}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut command = Test::new(&args).env(&self.env).command();
+        command
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint())
+            .env("AWS_EC2_METADATA_DISABLED", "false");
+        let log = self.dir.join(format!("{label}.log"));
+        self.processes.spawn(&label, command, &log);
+    }
+
+    fn logs(&self) -> String {
+        let mut text = String::new();
+        for entry in fs::read_dir(&self.dir).expect("dir").flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let log = fs::read_to_string(&path).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(25).collect();
+                text.push_str(&format!("--- {}\n", path.display()));
+                for line in tail.into_iter().rev() {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            }
+        }
+        text
+    }
+
+    async fn get(&self, url: &str, token: Option<&str>) -> Option<(u16, String)> {
+        huxley::kick::tls::ensure_provider();
+        let client = reqwest::Client::new();
+        let mut request = client.get(url).timeout(Duration::from_secs(5));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.unwrap_or_default()))
+    }
+
+    /// The kick that leads, among `kicks`, by its /healthz.
+    async fn leader(&self, kicks: &[String]) -> Option<String> {
+        for kick in kicks {
+            if let Some((200, text)) = self.get(&format!("{kick}/healthz"), None).await
+                && text.starts_with("ok: leader")
+            {
+                return Some(kick.clone());
+            }
+        }
+        None
+    }
+
+    /// Waits (at most `limit`) until the leader's description satisfies
+    /// `done`; returns it without its timestamp.
+    async fn describe_until(
+        &self,
+        kicks: &[String],
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + limit;
+        let mut last = Value::Null;
+        loop {
+            if let Some(leader) = self.leader(kicks).await
+                && let Some((200, text)) = self
+                    .get(&format!("{leader}/v1/cluster"), Some(&self.admin))
+                    .await
+            {
+                last = serde_json::from_str(&text).expect("a description");
+                if done(&last) {
+                    if let Some(map) = last.as_object_mut() {
+                        map.remove("generated_at");
+                    }
+                    return last;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never {what} within {limit:?}:\n{}\n{}",
+                serde_json::to_string_pretty(&last).unwrap_or_default(),
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Waits until the private zone's A record `name` holds exactly
+    /// `addresses` (DNS follows health within a check or two).
+    async fn dns_until(&self, name: &str, addresses: &[String]) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let records = self.private_records().await;
+            let found = records
+                .iter()
+                .find(|(n, kind, _)| n == name && kind == "A")
+                .map(|(_, _, values)| {
+                    let mut v = values.clone();
+                    v.sort();
+                    v
+                });
+            if found.as_deref() == Some(addresses) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} never held {addresses:?}: {records:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    async fn private_records(&self) -> Vec<(String, String, Vec<String>)> {
+        let stack = format!("huxley-{}", self.name);
+        let zone = self
+            .aws
+            .stack_resource(&stack, "PrivateZone")
+            .await
+            .expect("stack resources")
+            .expect("a private zone");
+        let zone = zone.trim_start_matches("/hostedzone/");
+        let mut records: Vec<_> = self
+            .aws
+            .list_records(zone)
+            .await
+            .expect("records")
+            .into_iter()
+            .filter(|r| r.kind != "SOA" && r.kind != "NS")
+            .map(|r| (r.name, r.kind, r.values))
+            .collect();
+        records.sort();
+        records
+    }
+}
+
+/// Every service has its desired replicas placed, running and healthy,
+/// and none on a node outside `nodes`.
+fn all_healthy(description: &Value, nodes: &BTreeSet<String>) -> bool {
+    let services = &description["apps"]["blog"]["services"];
+    ["web", "api", "redis"].iter().all(|name| {
+        let s = &services[*name];
+        let desired = s["desired"].as_u64().unwrap_or(0);
+        let placed = s["placed"].as_array().cloned().unwrap_or_default();
+        let instances = s["instances"].as_array().cloned().unwrap_or_default();
+        desired > 0
+            && s["healthy"].as_u64() == Some(desired)
+            && instances.len() as u64 == desired
+            && placed.len() as u64 == desired
+            && placed.iter().all(|p| {
+                p["state"] == "running" && p["node"].as_str().is_some_and(|n| nodes.contains(n))
+            })
+            && instances
+                .iter()
+                .all(|i| i["node"].as_str().is_some_and(|n| nodes.contains(n)))
+    })
+}
+
+fn instances<'a>(description: &'a Value, service: &str) -> Vec<&'a Value> {
+    description["apps"]["blog"]["services"][service]["instances"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_cluster_runs_every_replica_survives_a_lost_node_and_fails_over() {
+    let mut live = Live::new("runtime", "127.77.0.0/16");
+    let kicks = vec![live.kick("kick-a"), live.kick("kick-b")];
+    // One of them leads before the agents start.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while live.leader(&kicks).await.is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "no kick server took the lease:\n{}",
+                live.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    for index in 0..3 {
+        live.agent(index, &kicks);
+    }
+    let nodes: BTreeSet<String> = live.nodes.iter().cloned().collect();
+    let described = rt.block_on(live.describe_until(
+        &kicks,
+        Duration::from_secs(60),
+        "every replica placed, running and healthy",
+        |d| all_healthy(d, &nodes),
+    ));
+
+    // Spread: web's two replicas on two nodes; every address in its node's
+    // routed container subnet, and DNS carries exactly the healthy ones.
+    let web = instances(&described, "web");
+    let web_nodes: BTreeSet<&str> = web.iter().filter_map(|i| i["node"].as_str()).collect();
+    assert_eq!(web_nodes.len(), 2, "{described}");
+    let range: ipnet::Ipv4Net = "127.77.0.0/16".parse().expect("range");
+    let mut web_addresses: Vec<String> = web
+        .iter()
+        .map(|i| i["address"].as_str().expect("address").to_owned())
+        .collect();
+    web_addresses.sort();
+    for address in &web_addresses {
+        let ip: std::net::Ipv4Addr = address.parse().expect("IPv4");
+        assert!(
+            range.contains(&ip),
+            "{address} is outside the containers' range"
+        );
+    }
+    rt.block_on(live.dns_until("web.blog.runtime.internal", &web_addresses));
+    let routes = rt.block_on(async {
+        let table = live
+            .aws
+            .stack_resource("huxley-runtime", "PublicRouteTable")
+            .await
+            .expect("resources")
+            .expect("a route table");
+        live.aws.instance_routes(&table).await.expect("routes")
+    });
+    let routed: BTreeSet<&str> = routes
+        .iter()
+        .filter(|(cidr, _)| cidr.starts_with("127.77."))
+        .map(|(_, node)| node.as_str())
+        .collect();
+    assert_eq!(
+        routed,
+        nodes.iter().map(String::as_str).collect(),
+        "{routes:?}"
+    );
+    // A replica is told where its dependencies are.
+    let env = rt
+        .block_on(live.get(&format!("http://{}:8080/env", web_addresses[0]), None))
+        .map(|(_, text)| text)
+        .unwrap_or_default();
+    assert!(
+        env.contains("API_URL=http://api.blog.runtime.internal:9000\n"),
+        "{env}"
+    );
+
+    // Lose the node that runs the API: terminated in EC2, its agent and
+    // replicas killed. The API is placed again and healthy elsewhere.
+    let api_node = instances(&described, "api")[0]["node"]
+        .as_str()
+        .expect("node")
+        .to_owned();
+    let index = live
+        .nodes
+        .iter()
+        .position(|n| *n == api_node)
+        .expect("a node of ours");
+    rt.block_on(huxley::testing::terminate_nodes(
+        &live.aws,
+        std::slice::from_ref(&api_node),
+    ));
+    live.processes.signal(&format!("node-{index}"), "KILL");
+    let rest: BTreeSet<String> = nodes.iter().filter(|n| **n != api_node).cloned().collect();
+    let after_loss = rt.block_on(live.describe_until(
+        &kicks,
+        Duration::from_secs(60),
+        "every replica healthy on the two nodes left",
+        |d| all_healthy(d, &rest),
+    ));
+    assert_ne!(instances(&after_loss, "api")[0]["node"], api_node.as_str());
+    let routes_after = rt.block_on(async {
+        let table = live
+            .aws
+            .stack_resource("huxley-runtime", "PublicRouteTable")
+            .await
+            .expect("resources")
+            .expect("a route table");
+        live.aws.instance_routes(&table).await.expect("routes")
+    });
+    assert!(
+        routes_after.iter().all(|(_, node)| *node != api_node),
+        "the lost node's subnet is no longer routed: {routes_after:?}"
+    );
+
+    // Kill the leader: the standby takes over within 30 s, and nothing
+    // changes: the description, and DNS.
+    let dns_before = rt.block_on(live.private_records());
+    let leader = rt.block_on(live.leader(&kicks)).expect("a leader");
+    let (dead, standby) = if leader == kicks[0] {
+        ("kick-a", kicks[1].clone())
+    } else {
+        ("kick-b", kicks[0].clone())
+    };
+    let killed = Instant::now();
+    live.processes.signal(dead, "KILL");
+    let took = rt.block_on(async {
+        loop {
+            if live.leader(std::slice::from_ref(&standby)).await.is_some() {
+                return killed.elapsed();
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(30),
+                "the standby did not take over within 30 s:\n{}",
+                live.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    eprintln!("failover took {took:?}");
+    let after_failover = rt.block_on(live.describe_until(
+        std::slice::from_ref(&standby),
+        Duration::from_secs(30),
+        "the description from before the failover",
+        |d| {
+            let mut d = d.clone();
+            if let Some(map) = d.as_object_mut() {
+                map.remove("generated_at");
+            }
+            d == after_loss
+        },
+    ));
+    assert_eq!(after_failover, after_loss);
+    assert_eq!(rt.block_on(live.private_records()), dns_before);
+    drop(live);
+}
+
+#[test]
+fn a_leader_paused_past_its_lease_steps_down_without_writing_dns() {
+    let mut live = Live::new("paused", "127.78.0.0/16");
+    let kicks = vec![live.kick("kick-a")];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while live.leader(&kicks).await.is_none() {
+            assert!(Instant::now() < deadline, "no leader:\n{}", live.logs());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut kicks = kicks;
+    kicks.push(live.kick("kick-b"));
+    // One healthy API instance, registered as a node agent would.
+    let node_name = "/huxley/paused/tokens/node".to_owned();
+    let node_token = rt
+        .block_on(live.aws.secure_parameters(std::slice::from_ref(&node_name)))
+        .expect("node token")[&node_name]
+        .clone();
+    let mut service = Command::new(env!("CARGO_BIN_EXE_huxley-test-service"));
+    service
+        .env("HUXLEY_ADDRESS", "127.78.0.9")
+        .env("PORT", "9000");
+    let log = live.dir.join("api.log");
+    live.processes.spawn("api", service, &log);
+    rt.block_on(async {
+        huxley::kick::tls::ensure_provider();
+        let client = reqwest::Client::new();
+        let registration = serde_json::json!({"app": "blog", "service": "api", "node": live.nodes[0], "address": "127.78.0.9", "port": 9000, "replica": 1});
+        let response = client
+            .post(format!("{}/v1/instances", kicks[0]))
+            .bearer_auth(&node_token)
+            .json(&registration)
+            .send()
+            .await
+            .expect("kick answers");
+        assert_eq!(response.status().as_u16(), 201);
+    });
+    rt.block_on(live.describe_until(
+        &kicks[..1],
+        Duration::from_secs(30),
+        "the API healthy",
+        |d| d["apps"]["blog"]["services"]["api"]["healthy"] == 1,
+    ));
+    let sent = |kick: &str| {
+        let text = rt
+            .block_on(live.get(&format!("{kick}/metrics"), Some(&live.admin)))
+            .map(|(_, t)| t)
+            .unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix("huxley_kick_route53_requests_sent_total "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no Route53 count in {text}"))
+    };
+    let before = sent(&kicks[0]);
+
+    // Pause the leader past its lease; meanwhile the API dies, so the
+    // paused leader wakes up to a health change it would write to DNS.
+    live.processes.signal("kick-a", "STOP");
+    live.processes.signal("api", "KILL");
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while live.leader(&kicks[1..]).await.is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the standby never took over:\n{}",
+                live.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    // The new leader sees the API fail and takes it out of DNS.
+    rt.block_on(live.describe_until(
+        &kicks[1..],
+        Duration::from_secs(30),
+        "the API unhealthy",
+        |d| d["apps"]["blog"]["services"]["api"]["healthy"] == 0,
+    ));
+    live.processes.signal("kick-a", "CONT");
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let health = live.get(&format!("{}/healthz", kicks[0]), None).await;
+            if health.as_ref().is_some_and(|(_, t)| t.contains("standby")) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the old leader never stepped down: {health:?}\n{}",
+                live.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Time for any stale check loop to try its write.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    });
+    assert_eq!(
+        sent(&kicks[0]),
+        before,
+        "the paused leader sent Route53 changes after its lease lapsed:\n{}",
+        live.logs()
+    );
+    let health = rt
+        .block_on(live.get(&format!("{}/healthz", kicks[1]), None))
+        .map(|(_, t)| t)
+        .unwrap_or_default();
+    assert!(health.contains("fence 2"), "{health}");
+}
