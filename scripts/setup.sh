@@ -63,3 +63,91 @@ huxley_setup_venv() {
   .venv/bin/pip install --quiet --disable-pip-version-check -r "$requirements"
   echo "$want" > "$stamp"
 }
+
+# Docker (Debian's docker.io) and a local registry (Debian's
+# docker-registry) for the tests that run real containers. Starts dockerd
+# and the registry on 127.0.0.1:5000 when they are not running, and stops
+# at exit what it started. Exports HUXLEY_REGISTRY.
+#   huxley_setup_containers
+huxley_setup_containers() {
+  local missing=()
+  command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+  command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    echo "setup: installing ${missing[*]} (Debian)"
+    huxley_apt "${missing[@]}"
+  fi
+  HUXLEY_STARTED_PIDS=${HUXLEY_STARTED_PIDS:-}
+  local state="${TMPDIR:-/tmp}/huxley-containers"
+  mkdir -p "$state"
+  if ! docker info >/dev/null 2>&1; then
+    echo "setup: starting dockerd (log: $state/dockerd.log)"
+    dockerd > "$state/dockerd.log" 2>&1 &
+    HUXLEY_STARTED_PIDS="$HUXLEY_STARTED_PIDS $!"
+    local tries=0
+    until docker info >/dev/null 2>&1; do
+      tries=$((tries + 1))
+      if [[ $tries -gt 150 ]]; then
+        echo "error: dockerd did not start; its log:" >&2
+        tail -20 "$state/dockerd.log" >&2
+        exit 1
+      fi
+      sleep 0.2
+    done
+  fi
+  if ! huxley_registry_up; then
+    echo "setup: starting a registry on 127.0.0.1:5000 (log: $state/registry.log)"
+    mkdir -p "$state/registry"
+    cat > "$state/registry.yml" <<YAML
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: $state/registry
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:5000
+YAML
+    docker-registry serve "$state/registry.yml" > "$state/registry.log" 2>&1 &
+    HUXLEY_STARTED_PIDS="$HUXLEY_STARTED_PIDS $!"
+    local tries=0
+    until huxley_registry_up; do
+      tries=$((tries + 1))
+      if [[ $tries -gt 100 ]]; then
+        echo "error: the registry did not start; its log:" >&2
+        tail -20 "$state/registry.log" >&2
+        exit 1
+      fi
+      sleep 0.2
+    done
+  fi
+  export HUXLEY_REGISTRY=127.0.0.1:5000
+}
+
+# Whether the registry answers its API on 127.0.0.1:5000.
+huxley_registry_up() {
+  python3 -c 'import urllib.request; urllib.request.urlopen("http://127.0.0.1:5000/v2/", timeout=2)' >/dev/null 2>&1
+}
+
+# Stops what huxley_setup_containers started (for an EXIT trap).
+huxley_stop_started() {
+  local pid
+  for pid in ${HUXLEY_STARTED_PIDS:-}; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in ${HUXLEY_STARTED_PIDS:-}; do
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
+  done
+}
+
+# The test service, linked statically so it runs in a `FROM scratch`
+# image; exports HUXLEY_STATIC_SERVICE.
+huxley_static_service() {
+  local target="${CARGO_TARGET_DIR:-target}"
+  cargo rustc --quiet --locked --bin huxley-test-service -- -C target-feature=+crt-static
+  mkdir -p "$target/static"
+  cp "$target/debug/huxley-test-service" "$target/static/huxley-test-service"
+  export HUXLEY_STATIC_SERVICE="$PWD/$target/static/huxley-test-service"
+  [[ "$target" = /* ]] && export HUXLEY_STATIC_SERVICE="$target/static/huxley-test-service"
+  return 0
+}

@@ -10,10 +10,13 @@ source scripts/setup.sh
 huxley_setup_rust
 huxley_setup_tools
 huxley_setup_venv
+# Real containers: dockerd and a registry on 127.0.0.1:5000, stopped at
+# exit if this script started them.
+huxley_setup_containers
 
 step() { printf '\n==> %s\n' "$*"; }
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log"; huxley_stop_started' EXIT
 
 step "cargo fmt --check"
 cargo fmt --check
@@ -21,8 +24,9 @@ cargo fmt --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
-step "cargo test"
-cargo test --locked 2>&1 | tee -a "$log"
+step "cargo test (with the container test, which needs Docker and the registry)"
+huxley_static_service
+cargo test --locked -- --include-ignored 2>&1 | tee -a "$log"
 
 step "shellcheck on the project's own scripts"
 shellcheck scripts/*.sh .ci/run

@@ -308,6 +308,10 @@ enum NodeCommand {
         /// Where the service units are installed.
         #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
         units_dir: PathBuf,
+        /// Where kick.toml and the services' plain env files go (the units
+        /// name /etc/huxley/units/<unit>.env).
+        #[arg(long, value_name = "DIR", default_value = "/etc/huxley")]
+        etc: PathBuf,
         #[command(flatten)]
         aws: AwsArgs,
     },
@@ -334,6 +338,10 @@ enum NodeCommand {
 enum RuntimeKind {
     /// systemd template units that run containers (production).
     Systemd,
+    /// The same units, run by the agent itself where systemd is not PID 1
+    /// (development machines, containers, CI): real containers through the
+    /// units' own `docker run` lines.
+    Units,
     /// Local processes given with --exec (development and tests).
     Processes,
 }
@@ -514,6 +522,7 @@ pub fn main() -> ExitCode {
                 bucket,
                 state_dir,
                 units_dir,
+                etc,
                 aws,
             } => run_async(node_run(NodeRun {
                 cluster,
@@ -526,6 +535,7 @@ pub fn main() -> ExitCode {
                 bucket,
                 state_dir,
                 units_dir,
+                etc,
                 aws,
             })),
             NodeCommand::Secrets {
@@ -1322,6 +1332,7 @@ struct NodeRun {
     bucket: Option<String>,
     state_dir: PathBuf,
     units_dir: PathBuf,
+    etc: PathBuf,
     aws: AwsArgs,
 }
 
@@ -1395,11 +1406,18 @@ async fn node_run(args: NodeRun) -> u8 {
             let runtime = runtime::Processes::new(commands, &args.state_dir);
             agent::Agent::new(node, kick, runtime, address).run().await;
         }
-        RuntimeKind::Systemd => {
-            let mut runtime =
+        RuntimeKind::Systemd | RuntimeKind::Units => {
+            let mut systemd =
                 runtime::Systemd::new(runtime::Host, &args.state_dir, &args.units_dir);
-            runtime.source = args.bucket.map(|bucket| (aws, bucket));
-            agent::Agent::new(node, kick, runtime, address).run().await;
+            systemd.source = args.bucket.map(|bucket| (aws, bucket));
+            systemd.env_dir = args.etc.join("units");
+            systemd.kick_toml = args.etc.join("kick.toml");
+            if args.runtime == RuntimeKind::Units {
+                let runtime = runtime::Units::new(systemd);
+                agent::Agent::new(node, kick, runtime, address).run().await;
+            } else {
+                agent::Agent::new(node, kick, systemd, address).run().await;
+            }
         }
     }
     exit::OK

@@ -164,6 +164,16 @@ pub fn place(
             .cmp(&size(a, &order))
             .then_with(|| (&a.app, &a.service).cmp(&(&b.app, &b.service)))
     });
+    // Each node's capacity as reciprocals, so the hot loop multiplies.
+    let scale: Vec<(f64, f64)> = order
+        .iter()
+        .map(|n| {
+            (
+                1.0 / f64::from(n.cpu_millis.max(1)),
+                1.0 / n.memory_mib.max(1) as f64,
+            )
+        })
+        .collect();
     let mut per_node = vec![0u32; order.len()];
     let mut per_zone = vec![0u32; zones.len()];
     for service in pending {
@@ -186,16 +196,7 @@ pub fn place(
             }
         }
         for number in missing {
-            let chosen = (0..order.len())
-                .filter(|&node| free.fits(node, service))
-                .min_by_key(|&node| {
-                    (
-                        per_node[node],
-                        per_zone[zone_of[node]],
-                        leftover(&free, &order, node, service),
-                        node,
-                    )
-                });
+            let chosen = best_node(&free, &scale, service, &per_node, &per_zone, &zone_of);
             let replica = replica(service, number);
             match chosen {
                 Some(node) => {
@@ -222,6 +223,44 @@ fn replica(service: &ServiceSpec, index: u32) -> Replica {
     }
 }
 
+/// The node a new replica of `service` goes to: the fewest replicas of
+/// the service, then the zone with the fewest, then the tightest fit, then
+/// the first in id order. One pass, no allocation: this loop is the
+/// engine's cost.
+fn best_node(
+    free: &Free,
+    scale: &[(f64, f64)],
+    service: &ServiceSpec,
+    per_node: &[u32],
+    per_zone: &[u32],
+    zone_of: &[usize],
+) -> Option<usize> {
+    let (cpu, memory) = (u64::from(service.cpu_millis), service.memory_mib);
+    let mut best: Option<(u32, u32, f64, usize)> = None;
+    for node in 0..free.cpu.len() {
+        if !free.fits(node, service) {
+            continue;
+        }
+        let count = per_node[node];
+        if best.is_some_and(|b| count > b.0) {
+            continue;
+        }
+        let zone = per_zone[zone_of[node]];
+        // What would be left, as a fraction of the node, on the larger
+        // dimension: lower is a tighter fit.
+        let left = ((free.cpu[node] - cpu) as f64 * scale[node].0)
+            .max((free.memory[node] - memory) as f64 * scale[node].1);
+        let better = match best {
+            None => true,
+            Some((c, z, l, _)) => (count, zone) < (c, z) || ((count, zone) == (c, z) && left < l),
+        };
+        if better {
+            best = Some((count, zone, left, node));
+        }
+    }
+    best.map(|(_, _, _, node)| node)
+}
+
 /// A service's size, in thousandths of the largest node, on its larger
 /// dimension.
 fn size(service: &ServiceSpec, nodes: &[&NodeSpec]) -> u64 {
@@ -229,16 +268,6 @@ fn size(service: &ServiceSpec, nodes: &[&NodeSpec]) -> u64 {
     let memory = nodes.iter().map(|n| n.memory_mib).max().unwrap_or(1).max(1);
     (u64::from(service.cpu_millis) * 1000 / u64::from(cpu))
         .max(service.memory_mib.saturating_mul(1000) / memory)
-}
-
-/// What would be left free on `node` after placing one replica, in
-/// thousandths of the node, on its larger dimension: lower is a tighter fit.
-fn leftover(free: &Free, nodes: &[&NodeSpec], node: usize, service: &ServiceSpec) -> u64 {
-    let cpu = (free.cpu[node] - u64::from(service.cpu_millis)) * 1000
-        / u64::from(nodes[node].cpu_millis.max(1));
-    let memory = (free.memory[node] - service.memory_mib).saturating_mul(1000)
-        / nodes[node].memory_mib.max(1);
-    cpu.max(memory)
 }
 
 /// Why a replica of `service` fits on no node.

@@ -255,9 +255,15 @@ pub struct Systemd<C: Commands> {
     /// The units the agent installs from the manifest: file name → text.
     pub units: BTreeMap<String, String>,
     pub units_dir: PathBuf,
+    /// Where the services' plain env files go ([`SERVICE_ENV_DIR`]).
+    pub env_dir: PathBuf,
+    /// Where kick.toml goes ([`KICK_TOML`]), for `huxley node secrets`.
+    pub kick_toml: PathBuf,
     subnet: Option<Ipv4Net>,
     /// Where the artifact manifest is: the units come from it.
     pub source: Option<(std::sync::Arc<crate::aws::Aws>, String)>,
+    /// Whether systemd is told of new units (not when the agent runs them).
+    pub reload: bool,
 }
 
 impl<C: Commands> Systemd<C> {
@@ -267,8 +273,11 @@ impl<C: Commands> Systemd<C> {
             replicas_dir: replicas_dir.to_owned(),
             units: BTreeMap::new(),
             units_dir: units_dir.to_owned(),
+            env_dir: PathBuf::from(SERVICE_ENV_DIR),
+            kick_toml: PathBuf::from(KICK_TOML),
             subnet: None,
             source: None,
+            reload: true,
         }
     }
 
@@ -284,7 +293,7 @@ impl<C: Commands> Systemd<C> {
             // Plain env files beside the unit, where `docker run --env-file`
             // reads them; units where systemd does.
             let path = if name.ends_with(".env") {
-                Path::new(SERVICE_ENV_DIR).join(name)
+                self.env_dir.join(name)
             } else {
                 self.units_dir.join(name)
             };
@@ -294,7 +303,7 @@ impl<C: Commands> Systemd<C> {
             }
         }
         self.units = units;
-        if changed {
+        if changed && self.reload {
             self.systemctl(&["daemon-reload"]).await?;
         }
         Ok(())
@@ -391,7 +400,7 @@ impl<C: Commands> Runtime for Systemd<C> {
             })
             .collect();
         if let Some(kick) = manifest.files.get("kick/kick.toml") {
-            write_atomically(Path::new(KICK_TOML), kick.content.as_bytes(), 0o644)?;
+            write_atomically(&self.kick_toml, kick.content.as_bytes(), 0o644)?;
         }
         self.install_units(units).await
     }
@@ -499,6 +508,378 @@ impl<C: Commands> Runtime for Systemd<C> {
     }
 }
 
+// ----- the units, without systemd ----------------------------------------------
+
+/// The generated template units run as systemd would run them, by the
+/// agent itself: for hosts where systemd is not PID 1 (a development
+/// machine, a container, CI). The unit's `Environment=` and
+/// `EnvironmentFile=` make the environment, `ExecStartPre=` runs first
+/// (`-` ignores a failure), `ExecStart=` is the replica, `ExecStop=` and
+/// `ExecStopPost=` stop it; `%i`, `%p`, `%%`, `${VAR}` and `$$` are
+/// expanded as systemd does. So the containers run through the exact
+/// `docker run` line the unit holds.
+#[derive(Debug)]
+pub struct Units<C: Commands> {
+    pub systemd: Systemd<C>,
+    children: BTreeMap<ReplicaKey, (tokio::process::Child, PathBuf)>,
+    exited: BTreeMap<ReplicaKey, String>,
+}
+
+impl<C: Commands> Units<C> {
+    pub fn new(mut systemd: Systemd<C>) -> Self {
+        systemd.reload = false;
+        Self {
+            systemd,
+            children: BTreeMap::new(),
+            exited: BTreeMap::new(),
+        }
+    }
+}
+
+/// What the agent takes from a unit file.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct UnitFile {
+    pub environment: Vec<(String, String)>,
+    /// Paths, and whether a missing one is fine (`-`).
+    pub environment_files: Vec<(String, bool)>,
+    /// Command lines, and whether a failure is ignored (`-`).
+    pub start_pre: Vec<(String, bool)>,
+    pub start: String,
+    pub stop: Vec<(String, bool)>,
+    pub stop_post: Vec<(String, bool)>,
+}
+
+impl UnitFile {
+    /// Reads the `[Service]` keys the agent runs; lines ending in `\`
+    /// continue on the next.
+    pub fn parse(text: &str) -> UnitFile {
+        let mut unit = UnitFile::default();
+        let mut logical = String::new();
+        let mut lines = Vec::new();
+        for line in text.lines() {
+            let trimmed = line.trim();
+            if logical.is_empty() && (trimmed.starts_with('#') || trimmed.starts_with(';')) {
+                continue;
+            }
+            match trimmed.strip_suffix('\\') {
+                Some(head) => {
+                    logical.push_str(head);
+                    logical.push(' ');
+                }
+                None => {
+                    logical.push_str(trimmed);
+                    lines.push(std::mem::take(&mut logical));
+                }
+            }
+        }
+        let optional = |value: &str| match value.strip_prefix('-') {
+            Some(rest) => (rest.trim().to_owned(), true),
+            None => (value.trim().to_owned(), false),
+        };
+        for line in lines {
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
+            match key.trim() {
+                "Environment" => {
+                    if let Some((k, v)) = value.split_once('=') {
+                        unit.environment
+                            .push((k.trim().to_owned(), v.trim().to_owned()));
+                    }
+                }
+                "EnvironmentFile" => unit.environment_files.push(optional(value)),
+                "ExecStartPre" => unit.start_pre.push(optional(value)),
+                "ExecStart" => unit.start = value.trim().to_owned(),
+                "ExecStop" => unit.stop.push(optional(value)),
+                "ExecStopPost" => unit.stop_post.push(optional(value)),
+                _ => {}
+            }
+        }
+        unit
+    }
+
+    /// The environment of replica `instance` of unit `prefix`:
+    /// `Environment=` first, then each file's lines.
+    pub fn environment(
+        &self,
+        instance: &str,
+        prefix: &str,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let mut env: BTreeMap<String, String> = self.environment.iter().cloned().collect();
+        for (path, optional) in &self.environment_files {
+            let path = specifiers(path, instance, prefix);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    for line in text.lines() {
+                        let line = line.trim();
+                        if line.is_empty() || line.starts_with('#') {
+                            continue;
+                        }
+                        if let Some((k, v)) = line.split_once('=') {
+                            env.insert(k.trim().to_owned(), v.to_owned());
+                        }
+                    }
+                }
+                Err(_) if *optional => {}
+                Err(err) => return Err(format!("cannot read {path}: {err}")),
+            }
+        }
+        Ok(env)
+    }
+}
+
+/// `%i`, `%p` and `%%` expanded.
+fn specifiers(line: &str, instance: &str, prefix: &str) -> String {
+    let mut specified = String::new();
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            match chars.next() {
+                Some('i') => specified.push_str(instance),
+                Some('p') => specified.push_str(prefix),
+                Some('%') => specified.push('%'),
+                Some(other) => {
+                    specified.push('%');
+                    specified.push(other);
+                }
+                None => specified.push('%'),
+            }
+        } else {
+            specified.push(c);
+        }
+    }
+    specified
+}
+
+/// One command line as words, with `%i`/`%p`/`%%` and `${VAR}`/`$$`
+/// expanded, quotes and backslash escapes honoured.
+pub fn command_words(
+    line: &str,
+    instance: &str,
+    prefix: &str,
+    env: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let specified = specifiers(line, instance, prefix);
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    let mut chars = specified.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' | '\'' if quote.is_none_or(|q| q == c) => {
+                quote = if quote.is_some() { None } else { Some(c) };
+                in_word = true;
+            }
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    word.push(next);
+                }
+                in_word = true;
+            }
+            '$' => match chars.peek() {
+                Some('$') => {
+                    chars.next();
+                    word.push('$');
+                    in_word = true;
+                }
+                Some('{') => {
+                    chars.next();
+                    let name: String = chars.by_ref().take_while(|c| *c != '}').collect();
+                    word.push_str(env.get(&name).map_or("", String::as_str));
+                    in_word = true;
+                }
+                _ => {
+                    word.push('$');
+                    in_word = true;
+                }
+            },
+            c if c.is_whitespace() && quote.is_none() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    words
+}
+
+impl<C: Commands> Units<C> {
+    fn unit(&self, replica: &ReplicaSpec) -> Result<UnitFile, String> {
+        let name = format!("{}@.service", replica.assigned.unit);
+        self.systemd
+            .units
+            .get(&name)
+            .map(|text| UnitFile::parse(text))
+            .ok_or_else(|| format!("the manifest has no unit {name}"))
+    }
+
+    /// Runs the lines one after the other; a failing line stops them unless
+    /// it may fail.
+    async fn run_lines(
+        &self,
+        replica: &ReplicaSpec,
+        lines: &[(String, bool)],
+    ) -> Result<(), String> {
+        let unit = self.unit(replica)?;
+        let instance = replica.assigned.replica.to_string();
+        let env = unit.environment(&instance, &replica.assigned.unit)?;
+        for (line, may_fail) in lines {
+            let words = command_words(
+                line,
+                &replica.assigned.replica.to_string(),
+                &replica.assigned.unit,
+                &env,
+            );
+            let Some((program, args)) = words.split_first() else {
+                continue;
+            };
+            let result = self.systemd.commands.run(program, args).await;
+            if let Err(err) = result
+                && !may_fail
+            {
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<C: Commands> Runtime for Units<C> {
+    async fn prepare(&mut self, subnet: Option<Ipv4Net>) -> Result<(), String> {
+        self.systemd.prepare(subnet).await
+    }
+
+    async fn refresh(&mut self) -> Result<(), String> {
+        self.systemd.refresh().await
+    }
+
+    async fn start(&mut self, replica: &ReplicaSpec) -> Result<(), String> {
+        let mut text = String::from("# Written by the huxley node agent for this replica.\n");
+        for (key, value) in replica.environment() {
+            text.push_str(&format!("{key}={value}\n"));
+        }
+        write_atomically(&self.systemd.env_file(replica), text.as_bytes(), 0o600)?;
+        let unit = self.unit(replica)?;
+        self.run_lines(replica, &unit.start_pre).await?;
+        let instance = replica.assigned.replica.to_string();
+        let env = unit.environment(&instance, &replica.assigned.unit)?;
+        let words = command_words(
+            &unit.start,
+            &replica.assigned.replica.to_string(),
+            &replica.assigned.unit,
+            &env,
+        );
+        let (program, args) = words
+            .split_first()
+            .ok_or_else(|| format!("{}@.service has no ExecStart", replica.assigned.unit))?;
+        std::fs::create_dir_all(&self.systemd.replicas_dir).map_err(|e| e.to_string())?;
+        let log = self
+            .systemd
+            .replicas_dir
+            .join(format!("{}.log", replica.instance()));
+        let out = std::fs::File::create(&log)
+            .map_err(|e| format!("cannot write {}: {e}", log.display()))?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let child = tokio::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        self.exited.remove(&replica.key());
+        self.children.insert(replica.key(), (child, log));
+        Ok(())
+    }
+
+    async fn stop(&mut self, replica: &ReplicaSpec) -> Result<(), String> {
+        self.exited.remove(&replica.key());
+        let unit = self.unit(replica)?;
+        let stopped = self.run_lines(replica, &unit.stop).await;
+        if let Some((mut child, _)) = self.children.remove(&replica.key())
+            && tokio::time::timeout(Duration::from_secs(45), child.wait())
+                .await
+                .is_err()
+        {
+            let _ = child.kill().await;
+        }
+        let _ = self.run_lines(replica, &unit.stop_post).await;
+        let _ = std::fs::remove_file(self.systemd.env_file(replica));
+        stopped
+    }
+
+    async fn observe(&mut self, replica: &ReplicaSpec) -> Observed {
+        let key = replica.key();
+        if let Some((child, log)) = self.children.get_mut(&key) {
+            match child.try_wait() {
+                Ok(None) => {
+                    return Observed {
+                        state: ReplicaState::Running,
+                        detail: None,
+                        memory_mib: None,
+                    };
+                }
+                Ok(Some(status)) => {
+                    // The process's last words say why: a pull that failed,
+                    // a container that exited.
+                    let said = std::fs::read_to_string(&*log).unwrap_or_default();
+                    let last = last_words(&said);
+                    let detail = match status.code() {
+                        Some(code) if last.is_empty() => format!("exited with status {code}"),
+                        Some(code) => format!("exited with status {code}: {last}"),
+                        None => format!("ended by a signal: {status}"),
+                    };
+                    self.exited.insert(key.clone(), detail);
+                    self.children.remove(&key);
+                }
+                Err(err) => {
+                    self.exited.insert(key.clone(), err.to_string());
+                    self.children.remove(&key);
+                }
+            }
+        }
+        Observed {
+            state: if self.exited.contains_key(&key) {
+                ReplicaState::Failed
+            } else {
+                ReplicaState::Stopped
+            },
+            detail: self.exited.get(&key).cloned(),
+            memory_mib: None,
+        }
+    }
+}
+
+/// The line of a failed process's output that says why: the last one that
+/// reads as an error (Docker ends a failed pull with a usage hint), else
+/// the last one.
+pub fn last_words(output: &str) -> String {
+    let lines: Vec<&str> = output
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines
+        .iter()
+        .rev()
+        .find(|l| {
+            let lower = l.to_ascii_lowercase();
+            lower.contains("error") || lower.contains("denied") || lower.contains("not found")
+        })
+        .or(lines.last())
+        .map_or_else(String::new, |l| (*l).to_owned())
+}
+
 /// Writes a file whole (a temporary sibling, then a rename) with `mode`.
 pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
     use std::io::Write as _;
@@ -525,4 +906,197 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Stri
         let _ = std::fs::remove_file(&temporary);
         format!("cannot write {}: {e}", path.display())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    type Answer = Result<String, String>;
+
+    /// Records every command and answers from a table (by prefix).
+    #[derive(Debug, Clone, Default)]
+    struct Recorder {
+        calls: Arc<Mutex<Vec<String>>>,
+        answers: Arc<Mutex<Vec<(String, Answer)>>>,
+    }
+
+    impl Recorder {
+        fn answer(&self, prefix: &str, answer: Result<&str, &str>) {
+            self.answers.lock().expect("answers").push((
+                prefix.to_owned(),
+                answer.map(str::to_owned).map_err(str::to_owned),
+            ));
+        }
+
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *self.calls.lock().expect("calls"))
+        }
+    }
+
+    impl Commands for Recorder {
+        async fn run(&self, program: &str, args: &[String]) -> Result<String, String> {
+            let line = format!("{program} {}", args.join(" "));
+            self.calls.lock().expect("calls").push(line.clone());
+            self.answers
+                .lock()
+                .expect("answers")
+                .iter()
+                .find(|(prefix, _)| line.starts_with(prefix.as_str()))
+                .map_or(Ok(String::new()), |(_, answer)| answer.clone())
+        }
+    }
+
+    fn replica() -> ReplicaSpec {
+        ReplicaSpec {
+            assigned: AssignedReplica {
+                app: "blog".into(),
+                service: "web".into(),
+                replica: 2,
+                unit: "blog-web".into(),
+                image: None,
+                port: Some(8080),
+                host_port: Some(80),
+                env: BTreeMap::from([(
+                    "API_URL".into(),
+                    "http://api.blog.acme.internal:9000".into(),
+                )]),
+            },
+            address: "100.64.3.5".parse().expect("ip"),
+        }
+    }
+
+    #[test]
+    fn a_unit_reads_back_as_systemd_would_run_it() {
+        let text = "[Service]\nEnvironment=HUXLEY_IMAGE=web:1\nEnvironmentFile=-/nonexistent/x.env\nExecStartPre=-/usr/bin/docker rm --force blog-web-%i\nExecStart=/usr/bin/docker run --rm --name %p-%i \\\n  --ip ${HUXLEY_ADDRESS} --label \"a b\" \\\n  ${HUXLEY_IMAGE} sh -c 'echo $$HOME 100%%'\nExecStop=/usr/bin/docker stop --time 30 blog-web-%i\n";
+        let unit = UnitFile::parse(text);
+        assert_eq!(
+            unit.environment_files,
+            [("/nonexistent/x.env".to_owned(), true)]
+        );
+        assert_eq!(
+            unit.start_pre,
+            [("/usr/bin/docker rm --force blog-web-%i".to_owned(), true)]
+        );
+        let mut env = unit
+            .environment("3", "blog-web")
+            .expect("a missing optional file is fine");
+        env.insert("HUXLEY_ADDRESS".into(), "100.64.0.2".into());
+        assert_eq!(
+            command_words(&unit.start, "3", "blog-web", &env),
+            [
+                "/usr/bin/docker",
+                "run",
+                "--rm",
+                "--name",
+                "blog-web-3",
+                "--ip",
+                "100.64.0.2",
+                "--label",
+                "a b",
+                "web:1",
+                "sh",
+                "-c",
+                "echo $HOME 100%",
+            ]
+        );
+        assert_eq!(
+            command_words(&unit.stop[0].0, "3", "blog-web", &env),
+            ["/usr/bin/docker", "stop", "--time", "30", "blog-web-3"]
+        );
+    }
+
+    #[tokio::test]
+    async fn systemd_is_driven_with_exactly_these_calls() {
+        let dir = std::env::temp_dir().join(format!("huxley-systemd-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let recorder = Recorder::default();
+        let mut systemd = Systemd::new(recorder.clone(), &dir.join("run"), &dir.join("units"));
+        systemd.env_dir = dir.join("env");
+        let units = BTreeMap::from([
+            ("blog-web@.service".to_owned(), "[Service]\n".to_owned()),
+            ("blog-web.env".to_owned(), "RUST_LOG=info\n".to_owned()),
+        ]);
+        systemd
+            .install_units(units.clone())
+            .await
+            .expect("installed");
+        assert_eq!(recorder.take(), ["systemctl daemon-reload"]);
+        assert!(
+            dir.join("units/blog-web@.service").exists() && dir.join("env/blog-web.env").exists()
+        );
+        // The same units again: nothing to reload.
+        systemd.install_units(units).await.expect("installed");
+        assert!(recorder.take().is_empty());
+
+        // The node's network: created when Docker does not have it.
+        recorder.answer("docker network inspect", Err("no such network"));
+        let subnet: Ipv4Net = "100.64.3.0/24".parse().expect("subnet");
+        systemd.prepare(Some(subnet)).await.expect("network");
+        assert_eq!(
+            recorder.take(),
+            [
+                "docker network inspect --format {{range .IPAM.Config}}{{.Subnet}}{{end}} huxley",
+                "docker network create --driver bridge --subnet 100.64.3.0/24 --gateway 100.64.3.1 --opt com.docker.network.bridge.name=huxley0 huxley",
+            ]
+        );
+
+        systemd.start(&replica()).await.expect("started");
+        assert_eq!(
+            recorder.take(),
+            ["systemctl start --no-block blog-web@2.service"]
+        );
+        let env_file = dir.join("run/blog-web-2.env");
+        let written = std::fs::read_to_string(&env_file).expect("the replica's env file");
+        assert!(written.contains("HUXLEY_ADDRESS=100.64.3.5\n"), "{written}");
+        assert!(
+            written.contains("API_URL=http://api.blog.acme.internal:9000\n"),
+            "{written}"
+        );
+        assert!(written.contains("PORT=8080\n"), "{written}");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&env_file)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+
+        // A unit that failed to pull its image: the journal's last line says so.
+        recorder.answer(
+            "systemctl show",
+            Ok("ActiveState=failed\nSubState=failed\nResult=exit-code\nExecMainStatus=125\n"),
+        );
+        recorder.answer(
+            "journalctl",
+            Ok("Unable to find image 'web:abc' locally\nError response from daemon: pull access denied for web\n"),
+        );
+        let observed = systemd.observe(&replica()).await;
+        assert_eq!(observed.state, ReplicaState::Failed);
+        let detail = observed.detail.expect("a reason");
+        assert_eq!(
+            last_words(
+                "Unable to find image 'x' locally\ndocker: Error response from daemon: manifest unknown.\nSee 'docker run --help'.\n"
+            ),
+            "docker: Error response from daemon: manifest unknown."
+        );
+        assert!(
+            detail.contains("exit status 125") && detail.contains("pull access denied"),
+            "{detail}"
+        );
+        assert_eq!(
+            recorder.take(),
+            [
+                "systemctl show blog-web@2.service --property=ActiveState,SubState,Result,ExecMainStatus,MemoryCurrent",
+                "journalctl --unit blog-web@2.service --lines 3 --no-pager --output cat",
+            ]
+        );
+
+        systemd.stop(&replica()).await.expect("stopped");
+        assert_eq!(recorder.take(), ["systemctl stop blog-web@2.service"]);
+        assert!(!env_file.exists(), "the env file goes with the replica");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -131,6 +131,12 @@ impl Live {
     /// Applies the test config as cluster `name` and builds its kick.toml
     /// with the containers' range moved to `range` (loopback here).
     fn new(name: &str, range: &str) -> Live {
+        Live::with_config(name, range, &config(name), 3)
+    }
+
+    /// Applies `text` as cluster `name`, whose node group launches `count`
+    /// nodes; the containers' range becomes `range`.
+    fn with_config(name: &str, range: &str, text: &str, count: usize) -> Live {
         let emulator = Emulator::shared(&root());
         create_public_zone(&emulator.endpoint(), REGION, &format!("{name}.example.com"));
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -139,7 +145,7 @@ impl Live {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("scratch dir");
         let file = dir.join("huxley.toml");
-        fs::write(&file, config(name)).expect("write huxley.toml");
+        fs::write(&file, text).expect("write huxley.toml");
         let mut env = emulator.env(REGION);
         env.push((
             "HUXLEY_NODE_BINARY".into(),
@@ -156,8 +162,14 @@ impl Live {
             .code(0);
         let kick_toml = dir.join("kick.toml");
         let text = fs::read_to_string(out.join("kick/kick.toml")).expect("kick.toml");
-        let moved = text.replace("\"100.64.0.0/16\"", &format!("\"{range}\""));
-        assert_ne!(moved, text, "kick.toml names the containers' range");
+        let moved = text.replace(
+            "container-range = \"100.64.0.0/16\"",
+            &format!("container-range = \"{range}\""),
+        );
+        assert!(
+            moved.contains(range),
+            "kick.toml names the containers' range"
+        );
         fs::write(&kick_toml, moved).expect("write kick.toml");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -169,13 +181,13 @@ impl Live {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 let nodes = aws.cluster_nodes(name).await.expect("list nodes");
-                if nodes.len() >= 3 || Instant::now() > deadline {
+                if nodes.len() >= count || Instant::now() > deadline {
                     break nodes.into_iter().map(|n| n.id).collect::<Vec<_>>();
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         });
-        assert_eq!(nodes.len(), 3, "the node group launched three nodes");
+        assert_eq!(nodes.len(), count, "the node group launched {count} nodes");
         let admin_name = format!("/huxley/{name}/tokens/admin");
         let admin = runtime
             .block_on(aws.secure_parameters(std::slice::from_ref(&admin_name)))
@@ -224,19 +236,10 @@ impl Live {
     /// Starts `huxley node run` for node `index` as `node-<index>`, with
     /// the replicas as processes of the test service.
     fn agent(&mut self, index: usize, kicks: &[String]) {
-        let node = self.nodes[index].clone();
-        let imds = Imds::start(&node, "us-west-2a", &format!("10.40.0.{}", 10 + index));
         let service = env!("CARGO_BIN_EXE_huxley-test-service");
-        let label = format!("node-{index}");
-        let state = self.dir.join(&label);
+        let state = self.dir.join(format!("node-{index}"));
         let mut args = vec![
-            "node".to_owned(),
-            "run".into(),
-            "--cluster".into(),
-            self.name.clone(),
-            "--kick".into(),
-            kicks.join(","),
-            "--runtime".into(),
+            "--runtime".to_owned(),
             "processes".into(),
             "--state-dir".into(),
             state.display().to_string(),
@@ -245,6 +248,23 @@ impl Live {
             args.push("--exec".into());
             args.push(format!("{name}={service}"));
         }
+        self.agent_with(index, kicks, &args);
+    }
+
+    /// Starts `huxley node run` for node `index` with `extra` arguments.
+    fn agent_with(&mut self, index: usize, kicks: &[String], extra: &[String]) {
+        let node = self.nodes[index].clone();
+        let imds = Imds::start(&node, "us-west-2a", &format!("10.40.0.{}", 10 + index));
+        let label = format!("node-{index}");
+        let mut args = vec![
+            "node".to_owned(),
+            "run".into(),
+            "--cluster".into(),
+            self.name.clone(),
+            "--kick".into(),
+            kicks.join(","),
+        ];
+        args.extend(extra.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut command = Test::new(&args).env(&self.env).command();
         command
@@ -563,6 +583,29 @@ fn the_cluster_runs_every_replica_survives_a_lost_node_and_fails_over() {
     ));
     assert_eq!(after_failover, after_loss);
     assert_eq!(rt.block_on(live.private_records()), dns_before);
+
+    // No kick server at all: the nodes keep running every replica.
+    let last = if dead == "kick-a" { "kick-b" } else { "kick-a" };
+    live.processes.signal(last, "KILL");
+    std::thread::sleep(Duration::from_secs(5));
+    for service in ["web", "api", "redis"] {
+        for instance in instances(&after_failover, service) {
+            let address = instance["address"].as_str().expect("address");
+            let port = instance["port"].as_u64().expect("port");
+            let answer = rt.block_on(live.get(&format!("http://{address}:{port}/healthz"), None));
+            assert_eq!(
+                answer.map(|(status, _)| status),
+                Some(200),
+                "{service} at {address}:{port} stopped while kick was away:\n{}",
+                live.logs()
+            );
+        }
+    }
+    assert!(
+        live.logs().contains("the node keeps running its"),
+        "the agents say they keep their replicas:\n{}",
+        live.logs()
+    );
     drop(live);
 }
 
@@ -677,4 +720,279 @@ fn a_leader_paused_past_its_lease_steps_down_without_writing_dns() {
         .map(|(_, t)| t)
         .unwrap_or_default();
     assert!(health.contains("fence 2"), "{health}");
+}
+
+/// Runs `docker` with `args`; its standard output, or the failure.
+fn docker(args: &[&str]) -> Result<String, String> {
+    let output = Command::new("docker")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run docker: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(format!(
+            "docker {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+/// Removes the containers and network a test left.
+struct DockerCleanup(String);
+
+impl Drop for DockerCleanup {
+    fn drop(&mut self) {
+        if let Ok(ids) = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=huxley.cluster={}", self.0),
+        ]) {
+            for id in ids.split_whitespace() {
+                let _ = docker(&["rm", "--force", id]);
+            }
+        }
+        let _ = docker(&["network", "rm", huxley::node::runtime::NETWORK]);
+    }
+}
+
+#[test]
+#[ignore = "needs Docker and a registry on 127.0.0.1:5000, and root: scripts/test.sh starts them and runs it"]
+fn replicas_run_as_real_containers_through_the_generated_units() {
+    // The test service, linked statically, in an image `FROM scratch`
+    // pushed to the local registry (scripts/test.sh builds the binary).
+    let binary = std::env::var("HUXLEY_STATIC_SERVICE")
+        .expect("HUXLEY_STATIC_SERVICE names the statically linked test service (scripts/test.sh builds it)");
+    let context = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image");
+    let _ = fs::remove_dir_all(&context);
+    fs::create_dir_all(&context).expect("context");
+    fs::copy(&binary, context.join("service")).expect("copy the binary");
+    fs::write(
+        context.join("Containerfile"),
+        "FROM scratch\nCOPY service /service\nENTRYPOINT [\"/service\"]\n",
+    )
+    .expect("Containerfile");
+    let image = format!("127.0.0.1:5000/huxley-test-service:{}", std::process::id());
+    let context_arg = context.display().to_string();
+    let containerfile = context.join("Containerfile").display().to_string();
+    docker(&[
+        "build",
+        "--quiet",
+        "--tag",
+        &image,
+        "--file",
+        &containerfile,
+        &context_arg,
+    ])
+    .expect("docker build");
+    docker(&["push", "--quiet", &image]).expect("docker push");
+    docker(&["image", "rm", &image]).expect("the node pulls it again");
+
+    let name = "containers";
+    let text = format!(
+        r#"[cluster]
+name = "{name}"
+region = "{REGION}"
+availability-zones = ["us-west-2a", "us-west-2b"]
+public-domain = "{name}.example.com"
+private-domain = "{name}.internal"
+
+[cluster.nodes]
+instance-type = "m6i.large"
+min = 1
+max = 2
+desired = 1
+
+[apps.shop.services.web]
+image = "{image}"
+port = 8080
+replicas = {{ min = 2, max = 2 }}
+health = {{ http = "/healthz", interval = "1s", timeout = "500ms", healthy = 1, unhealthy = 2 }}
+depends-on = ["api"]
+
+[apps.shop.services.api]
+image = "{image}"
+port = 9000
+health = {{ tcp = 9000, interval = "1s", timeout = "500ms", healthy = 1, unhealthy = 2 }}
+
+[apps.shop.services.broken]
+image = "127.0.0.1:5000/huxley-no-such-image:1"
+port = 7000
+health = {{ tcp = 7000, interval = "1s", timeout = "500ms", healthy = 1, unhealthy = 2 }}
+"#
+    );
+    let _cleanup = DockerCleanup(name.to_owned());
+    let _ = docker(&["network", "rm", huxley::node::runtime::NETWORK]);
+    // The real containers' range: a bridge on this host, reached from it.
+    let mut live = Live::with_config(name, "100.64.0.0/16", &text, 1);
+    let kicks = vec![live.kick("kick")];
+    let bucket = format!("huxley-123456789012-{REGION}-{name}");
+    let etc = live.dir.join("etc").display().to_string();
+    let units = live.dir.join("units").display().to_string();
+    live.agent_with(
+        0,
+        &kicks,
+        &[
+            "--runtime".into(),
+            "units".into(),
+            "--bucket".into(),
+            bucket,
+            "--state-dir".into(),
+            "/run/huxley/replicas".into(),
+            "--etc".into(),
+            etc,
+            "--units-dir".into(),
+            units,
+        ],
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let described = rt.block_on(live.describe_until(
+        &kicks,
+        Duration::from_secs(90),
+        "web and api healthy in containers, and the broken image reported",
+        |d| {
+            let services = &d["apps"]["shop"]["services"];
+            let broken = services["broken"]["placed"][0]["detail"]
+                .as_str()
+                .unwrap_or("");
+            services["web"]["healthy"] == 2
+                && services["api"]["healthy"] == 1
+                && services["broken"]["placed"][0]["state"] == "failed"
+                && !broken.is_empty()
+        },
+    ));
+    // The pull error reaches describe, as the agent saw it.
+    let broken = described["apps"]["shop"]["services"]["broken"]["placed"][0]["detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        broken.contains("huxley-no-such-image")
+            || broken.contains("not found")
+            || broken.contains("manifest unknown"),
+        "{broken}"
+    );
+    // They are containers, named and labelled by the unit, on the node's
+    // routed subnet.
+    let running = docker(&[
+        "ps",
+        "--filter",
+        &format!("label=huxley.cluster={name}"),
+        "--format",
+        "{{.Names}}",
+    ])
+    .expect("docker ps");
+    let mut names: Vec<&str> = running.split_whitespace().collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["shop-api-1", "shop-web-1", "shop-web-2"],
+        "{running}"
+    );
+    let web = instances_of(&described, "shop", "web");
+    let address = web[0]["address"].as_str().expect("address").to_owned();
+    assert!(address.starts_with("100.64."), "{address}");
+    let env = rt
+        .block_on(live.get(&format!("http://{address}:8080/env"), None))
+        .map(|(_, text)| text)
+        .unwrap_or_default();
+    assert!(
+        env.contains("API_URL=http://api.shop.containers.internal:9000\n"),
+        "{env}"
+    );
+}
+
+fn instances_of<'a>(description: &'a Value, app: &str, service: &str) -> Vec<&'a Value> {
+    description["apps"][app]["services"][service]["instances"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn node_secrets_writes_a_0600_env_file_whole_or_names_what_is_missing() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let emulator = Emulator::shared(&root());
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("runtime")
+        .join("secrets");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("scratch dir");
+    let out = dir.join("out");
+    Test::new(&[
+        "build",
+        "-f",
+        "examples/blog/huxley.toml",
+        "-o",
+        &out.display().to_string(),
+    ])
+    .run()
+    .code(0);
+    let config = out.join("kick/kick.toml").display().to_string();
+    let file = dir.join("blog-web-1.env");
+    let file_arg = file.display().to_string();
+    let args = [
+        "node", "secrets", "--unit", "blog-web", "--out", &file_arg, "--config", &config,
+    ];
+
+    let missing = Test::new(&args).env(&emulator.env(REGION)).run();
+    missing.code(1);
+    assert!(
+        missing.stderr.contains(
+            "SSM has no parameter /acme/blog/database-url (for DATABASE_URL); nothing was written"
+        ),
+        "{}",
+        missing.stderr
+    );
+    assert!(
+        !file.exists(),
+        "nothing is written when a parameter is missing"
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    runtime.block_on(async {
+        let aws = aws(&emulator.endpoint(), REGION).await;
+        aws.create_secure_parameter(
+            "/acme/blog/database-url",
+            "postgres://blog:s3cret@db/blog",
+            "test",
+        )
+        .await
+        .expect("put the parameter");
+    });
+    let written = Test::new(&args).env(&emulator.env(REGION)).run();
+    written.code(0);
+    assert!(!written.stderr.contains("s3cret") && !written.stdout.contains("s3cret"));
+    assert_eq!(
+        fs::read_to_string(&file).expect("the env file"),
+        "DATABASE_URL=postgres://blog:s3cret@db/blog\n"
+    );
+    let mode = fs::metadata(&file).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    let unknown = Test::new(&[
+        "node",
+        "secrets",
+        "--unit",
+        "blog-nope",
+        "--out",
+        &file_arg,
+        "--config",
+        &config,
+    ])
+    .env(&emulator.env(REGION))
+    .run();
+    unknown.code(1);
+    assert!(
+        unknown.stderr.contains("no service runs as unit blog-nope"),
+        "{}",
+        unknown.stderr
+    );
 }
