@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The main job, end to end, on the local AWS emulator: build huxley,
 # validate and compile every example, then for examples/blog: plan, apply,
-# plan again (no changes), run the cluster's kick server, register one
-# instance with it, and describe the cluster. The emulator and the kick
-# server are started and stopped here.
+# plan again (no changes), run its control plane (a leader and a standby
+# kick server) and a node agent on each of its three nodes, wait until
+# every replica is placed and healthy, and describe the cluster. The
+# emulator, the kick servers and the agents (and their replicas) are
+# started and stopped here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,32 +38,82 @@ step "huxley apply -f examples/blog/huxley.toml --yes"
 step "huxley plan -f examples/blog/huxley.toml --detailed-exitcode (expect: no changes)"
 "$huxley" plan -f examples/blog/huxley.toml --detailed-exitcode --verbose
 
-step "huxley kick serve (the cluster's agent, here on 127.0.0.1, tokens from SSM) and one registered instance"
-state=$(mktemp -d)
-port=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-external=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$huxley" kick serve --config out/blog/kick/kick.toml --listen "127.0.0.1:$port" \
-  --external "127.0.0.1:$external" --state-dir "$state" &
-kick=$!
-trap 'kill "$kick" "$HUXLEY_EMULATOR_PID" 2>/dev/null || true; rm -rf "$state"' EXIT
-until huxley_http_ok "http://127.0.0.1:$port/healthz"; do sleep 0.2; done
-# As a node agent would: blog.web's token from SSM (apply created it), on
-# one of the cluster's nodes (the emulator launched them for the node group).
-.venv/bin/python - "http://127.0.0.1:$port/v1/instances" <<'PY'
-import json, sys, urllib.request
+step "the control plane: two kick servers (a leader and a standby), tokens from SSM"
+# On AWS every node's containers get a /24 of 100.64.0.0/16 routed to the
+# node; here the nodes share this machine, so their subnets come from
+# 127.77.0.0/16, which loopback answers for.
+work=$(mktemp -d)
+sed 's|container-range = "100.64.0.0/16"|container-range = "127.77.0.0/16"|' out/blog/kick/kick.toml > "$work/kick.toml"
+free_port() { .venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  kill "$HUXLEY_EMULATOR_PID" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+declare -A internal external
+for kick in a b; do
+  internal[$kick]=$(free_port)
+  external[$kick]=$(free_port)
+  "$huxley" kick serve --config "$work/kick.toml" --listen "127.0.0.1:${internal[$kick]}" \
+    --external "127.0.0.1:${external[$kick]}" --state-dir "$work/kick-$kick" --advertise 127.0.0.1 \
+    > "$work/kick-$kick.log" 2>&1 &
+  pids+=($!)
+done
+leader=""
+until [[ -n "$leader" ]]; do
+  sleep 0.5
+  for kick in a b; do
+    if .venv/bin/python -c 'import sys, urllib.request; sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=2).read().startswith(b"ok: leader") else 1)' \
+      "http://127.0.0.1:${internal[$kick]}/healthz" 2>/dev/null; then
+      leader=$kick
+    fi
+  done
+done
+echo "kick-$leader leads; the other stands by"
+sed 's/^/  /' "$work/kick-a.log" "$work/kick-b.log"
+
+step "three node agents, one per node the emulator launched for the node group; replicas run as processes"
+cargo build --locked --quiet --bin huxley-test-service
+service="${CARGO_TARGET_DIR:-target}/debug/huxley-test-service"
+mapfile -t nodes < <(.venv/bin/python - <<'PY'
 import boto3
-token = boto3.client("ssm", region_name="us-west-2").get_parameter(Name="/huxley/acme/tokens/blog/web", WithDecryption=True)["Parameter"]["Value"]
 reservations = boto3.client("ec2", region_name="us-west-2").describe_instances(
     Filters=[{"Name": "tag:huxley:cluster", "Values": ["acme"]}, {"Name": "instance-state-name", "Values": ["running"]}])["Reservations"]
-node = sorted(i["InstanceId"] for r in reservations for i in r["Instances"])[0]
-body = {"app": "blog", "service": "web", "node": node, "address": "10.40.1.5", "port": 80, "version": "demo"}
-request = urllib.request.Request(sys.argv[1], data=json.dumps(body).encode(), method="POST",
-                                 headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
-print("registered:", urllib.request.urlopen(request, timeout=30).read().decode())
+for node in sorted(i["InstanceId"] for r in reservations for i in r["Instances"]):
+    print(node)
 PY
-sleep 2
+)
+for i in "${!nodes[@]}"; do
+  # On a node, the identity comes from the instance metadata; here, flags.
+  "$huxley" node run --cluster acme --kick "http://127.0.0.1:${internal[a]},http://127.0.0.1:${internal[b]}" \
+    --node "${nodes[$i]}" --address "10.40.0.$((10 + i))" --runtime processes --state-dir "$work/node-$i" \
+    --exec "blog.web=$service" --exec "blog.api=$service" --exec "blog.redis=$service" \
+    > "$work/node-$i.log" 2>&1 &
+  pids+=($!)
+  echo "node agent for ${nodes[$i]}"
+done
 
-step "huxley cluster describe acme (live, over TLS pinned to the certificate the kick server published; admin token from SSM)"
-"$huxley" cluster describe acme --endpoint "https://127.0.0.1:$external"
+step "waiting until every replica is placed, running and healthy (health checks every 10 s, two passes needed)"
+admin=$(.venv/bin/python -c 'import boto3; print(boto3.client("ssm", region_name="us-west-2").get_parameter(Name="/huxley/acme/tokens/admin", WithDecryption=True)["Parameter"]["Value"])')
+export HUXLEY_TOKEN=$admin
+deadline=$((SECONDS + 120))
+until "$huxley" cluster describe acme --json --endpoint "https://127.0.0.1:${external[$leader]}" 2>/dev/null | .venv/bin/python -c '
+import json, sys
+services = json.load(sys.stdin)["apps"]["blog"]["services"]
+ok = all(s["healthy"] == s["desired"] and all(p["state"] == "running" for p in s["placed"]) and len(s["placed"]) == s["desired"] for s in services.values())
+sys.exit(0 if ok else 1)'; do
+  if [[ $SECONDS -gt $deadline ]]; then
+    echo "error: the replicas did not all become healthy within 120 s; the agents and kick servers said:" >&2
+    tail -n 20 "$work"/*.log >&2
+    exit 1
+  fi
+  sleep 2
+done
+
+step "huxley cluster describe acme (live from the leader, over TLS pinned to the certificate it published; admin token from SSM)"
+"$huxley" cluster describe acme --endpoint "https://127.0.0.1:${external[$leader]}"
 echo
-echo "demo: examples built under out/; examples/blog planned, applied, in sync, and described on the emulator"
+echo "demo: examples built under out/; examples/blog planned, applied, in sync, and running: a leader, a standby, three node agents, every replica placed and healthy"

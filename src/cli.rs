@@ -1404,7 +1404,15 @@ async fn node_run(args: NodeRun) -> u8 {
     match args.runtime {
         RuntimeKind::Processes => {
             let runtime = runtime::Processes::new(commands, &args.state_dir);
-            agent::Agent::new(node, kick, runtime, address).run().await;
+            let mut agent = agent::Agent::new(node, kick, runtime, address);
+            // The replicas are this process's children: they stop with it.
+            tokio::select! {
+                () = agent.run() => {}
+                () = stop_signal() => {
+                    eprintln!("node: stopping its replicas");
+                    agent.stop_all().await;
+                }
+            }
         }
         RuntimeKind::Systemd | RuntimeKind::Units => {
             let mut systemd =
@@ -1414,9 +1422,21 @@ async fn node_run(args: NodeRun) -> u8 {
             systemd.kick_toml = args.etc.join("kick.toml");
             if args.runtime == RuntimeKind::Units {
                 let runtime = runtime::Units::new(systemd);
-                agent::Agent::new(node, kick, runtime, address).run().await;
+                let mut agent = agent::Agent::new(node, kick, runtime, address);
+                tokio::select! {
+                    () = agent.run() => {}
+                    () = stop_signal() => {
+                        eprintln!("node: stopping its replicas");
+                        agent.stop_all().await;
+                    }
+                }
             } else {
-                agent::Agent::new(node, kick, systemd, address).run().await;
+                // systemd keeps the replicas running while the agent restarts.
+                let mut agent = agent::Agent::new(node, kick, systemd, address);
+                tokio::select! {
+                    () = agent.run() => {}
+                    () = stop_signal() => eprintln!("node: stopping; systemd keeps the replicas running"),
+                }
             }
         }
     }
@@ -1448,4 +1468,9 @@ async fn node_secrets(unit: &str, out: &Path, config_path: &Path, args: &AwsArgs
             exit::INVALID
         }
     }
+}
+
+/// Ctrl-c, or SIGTERM (systemd's stop).
+async fn stop_signal() {
+    crate::kick::serve::stop_signal().await;
 }

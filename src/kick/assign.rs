@@ -270,7 +270,18 @@ pub async fn replace(kick: &Kick) {
         .into_iter()
         .filter(|n| ready.contains(&n.id) || hosting.contains(&n.id))
         .collect();
-    let placement = placement::place(&nodes, &service_specs(&kick.config), &current);
+    let mut placement = placement::place(&nodes, &service_specs(&kick.config), &current);
+    if nodes.is_empty() && !node_ids.is_empty() {
+        // The nodes are there, their agents are not (yet): say so, once.
+        let reason = format!(
+            "none of the cluster's {} nodes has a node agent that has checked in yet",
+            node_ids.len()
+        );
+        placement
+            .unplaced
+            .values_mut()
+            .for_each(|r| r.clone_from(&reason));
+    }
     let mut routes = (Vec::new(), Vec::new());
     let changed = {
         let mut assignments = kick.assignments.lock().expect("assignments");
@@ -281,7 +292,8 @@ pub async fn replace(kick: &Kick) {
         }
         if changed {
             for (replica, reason) in &placement.unplaced {
-                if assignments.placement.unplaced.get(replica) != Some(reason) {
+                if assignments.placement.unplaced.get(replica) != Some(reason) && !nodes.is_empty()
+                {
                     eprintln!("kick: cannot place {replica}: {reason}");
                 }
             }

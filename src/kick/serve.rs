@@ -150,7 +150,7 @@ pub async fn run(options: Options) -> Result<(), String> {
 }
 
 /// Ctrl-c, or SIGTERM (systemd's stop).
-async fn stop_signal() {
+pub async fn stop_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

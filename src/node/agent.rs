@@ -234,6 +234,29 @@ impl<R: Runtime> Agent<R> {
         }
     }
 
+    /// Stops every replica this agent runs, each leaving DNS first: for
+    /// runtimes whose replicas are the agent's own children, which would
+    /// otherwise outlive it.
+    pub async fn stop_all(&mut self) {
+        let keys: Vec<ReplicaKey> = self.running.keys().cloned().collect();
+        for key in keys {
+            let Some(running) = self.running.remove(&key) else {
+                continue;
+            };
+            if let Some(id) = &running.registered {
+                let path = format!("/v1/instances/{id}");
+                let _ = self
+                    .kick
+                    .expect(reqwest::Method::DELETE, &path, None, Duration::from_secs(5))
+                    .await;
+            }
+            match self.runtime.stop(&running.spec).await {
+                Ok(()) => eprintln!("node: stopped {}", describe(&key)),
+                Err(err) => eprintln!("node: cannot stop {}: {err}", describe(&key)),
+            }
+        }
+    }
+
     /// One round: poll, converge, register, report.
     pub async fn step(&mut self) -> Result<(), CallError> {
         let path = match self.generation {

@@ -126,8 +126,9 @@ impl Runtime for Processes {
         let out = std::fs::File::create(&log)
             .map_err(|e| format!("cannot write {}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
+        // `exec`: the shell becomes the command, so its signals reach it.
         let child = tokio::process::Command::new("sh")
-            .args(["-c", command])
+            .args(["-c", &format!("exec {command}")])
             .envs(replica.environment())
             .stdin(std::process::Stdio::null())
             .stdout(out)
@@ -146,16 +147,24 @@ impl Runtime for Processes {
             return Ok(());
         };
         // SIGTERM first, as `docker stop` does; SIGKILL after the timeout.
-        if let Some(pid) = child.id() {
+        let signal = |name: &'static str, pid: u32| async move {
             let _ = tokio::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
+                .args([name, &pid.to_string()])
                 .status()
                 .await;
+        };
+        let Some(pid) = child.id() else {
+            return Ok(());
+        };
+        signal("-TERM", pid).await;
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_err()
+        {
+            signal("-KILL", pid).await;
+            let _ = child.wait().await;
         }
-        match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
-            Ok(_) => Ok(()),
-            Err(_) => child.kill().await.map_err(|e| e.to_string()),
-        }
+        Ok(())
     }
 
     async fn observe(&mut self, replica: &ReplicaSpec) -> Observed {
