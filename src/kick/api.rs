@@ -843,6 +843,33 @@ async fn metrics(State(kick): State<Arc<Kick>>, headers: HeaderMap) -> Response 
             }
         }
     }
+    drop(registry);
+    // What the nodes measured, per replica (the description shows where
+    // replicas run and how they are; usage moves too often for it).
+    let assignments = kick.assignments.lock().expect("assignments");
+    text.push_str("# HELP huxley_kick_replica_cpu_millis CPU a replica uses, in thousandths of a core, as its node measured.\n# TYPE huxley_kick_replica_cpu_millis gauge\n");
+    let mut memory = String::from(
+        "# HELP huxley_kick_replica_memory_mib Memory a replica uses, in MiB, as its node measured.\n# TYPE huxley_kick_replica_memory_mib gauge\n",
+    );
+    for (node, (_, report)) in &assignments.reports {
+        for r in &report.replicas {
+            let labels = format!(
+                "app=\"{}\",service=\"{}\",replica=\"{}\",node=\"{node}\"",
+                r.app, r.service, r.replica
+            );
+            if let Some(cpu) = r.cpu_millis {
+                text.push_str(&format!(
+                    "huxley_kick_replica_cpu_millis{{{labels}}} {cpu}\n"
+                ));
+            }
+            if let Some(mib) = r.memory_mib {
+                memory.push_str(&format!(
+                    "huxley_kick_replica_memory_mib{{{labels}}} {mib}\n"
+                ));
+            }
+        }
+    }
+    text.push_str(&memory);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -54,6 +54,37 @@ pub struct Assignments {
     /// nodes that already run replicas, get new ones (a node still booting
     /// would leave them waiting).
     pub ready: BTreeSet<String>,
+    /// Replicas moving between two live nodes: replica → the node it
+    /// leaves, which keeps running it until it is healthy on the new one
+    /// (make before break: a move never leaves a service without it).
+    pub handoff: BTreeMap<Replica, String>,
+}
+
+/// The handoffs after a placement change: every replica that moved from a
+/// node that is still alive, and every earlier handoff, until the replica
+/// is healthy on its new node, its old node is gone, or it is no longer
+/// wanted there.
+pub fn handoffs(
+    earlier: &BTreeMap<Replica, String>,
+    old: &BTreeMap<Replica, String>,
+    new: &BTreeMap<Replica, String>,
+    alive: &BTreeSet<String>,
+    healthy: &BTreeSet<(Replica, String)>,
+) -> BTreeMap<Replica, String> {
+    let moved = old
+        .iter()
+        .filter(|(replica, node)| new.get(*replica).is_some_and(|n| n != *node));
+    earlier
+        .iter()
+        .chain(moved)
+        .filter(|(replica, leaving)| {
+            alive.contains(*leaving)
+                && new.get(*replica).is_some_and(|to| {
+                    to != *leaving && !healthy.contains(&((*replica).clone(), to.clone()))
+                })
+        })
+        .map(|(r, n)| (r.clone(), n.clone()))
+        .collect()
 }
 
 /// One node's share (`GET /v1/nodes/{id}/assignment`).
@@ -282,10 +313,40 @@ pub async fn replace(kick: &Kick) {
             .values_mut()
             .for_each(|r| r.clone_from(&reason));
     }
+    // Replicas healthy where they run, for the handoffs.
+    let healthy: BTreeSet<(Replica, String)> = {
+        let registry = kick.registry.lock().expect("registry");
+        registry
+            .apps
+            .iter()
+            .flat_map(|(app, services)| {
+                services.iter().flat_map(move |(service, state)| {
+                    state.instances.values().filter_map(move |i| {
+                        (i.health.status == super::registry::Status::Healthy).then_some((
+                            Replica {
+                                app: app.clone(),
+                                service: service.clone(),
+                                index: i.replica?,
+                            },
+                            i.node.clone(),
+                        ))
+                    })
+                })
+            })
+            .collect()
+    };
     let mut routes = (Vec::new(), Vec::new());
     let changed = {
         let mut assignments = kick.assignments.lock().expect("assignments");
-        let mut changed = assignments.placement != placement;
+        let handoff = handoffs(
+            &assignments.handoff,
+            &assignments.placement.assigned,
+            &placement.assigned,
+            &node_ids,
+            &healthy,
+        );
+        let mut changed = assignments.placement != placement || assignments.handoff != handoff;
+        assignments.handoff = handoff;
         if let Some(range) = kick.network.range {
             routes = allocate_subnets(range, &node_ids, &mut assignments.subnets);
             changed |= !routes.0.is_empty() || !routes.1.is_empty();
@@ -345,9 +406,15 @@ async fn route(kick: &Kick, table: &str, added: &[NodeSubnet], removed: &[NodeSu
 /// The assignment of `node` as of now.
 pub fn assignment(kick: &Kick, node: &str) -> Assignment {
     let assignments = kick.assignments.lock().expect("assignments");
+    let leaving = assignments
+        .handoff
+        .iter()
+        .filter(|(_, from)| from.as_str() == node)
+        .map(|(replica, _)| replica);
     let replicas = assignments
         .placement
         .on_node(node)
+        .chain(leaving)
         .filter_map(|replica| {
             let section = kick
                 .config
@@ -474,10 +541,23 @@ pub async fn put_status(
         Err(response) => return *response,
     };
     let mut assignments = kick.assignments.lock().expect("assignments");
-    let changed = assignments
-        .reports
-        .get(&node)
-        .is_none_or(|(_, old)| old.replicas != report.replicas);
+    // Usage alone changes nothing the description shows.
+    let shown = |r: &ReplicaReport| {
+        (
+            r.app.clone(),
+            r.service.clone(),
+            r.replica,
+            r.state,
+            r.detail.clone(),
+            r.address,
+        )
+    };
+    let changed = assignments.reports.get(&node).is_none_or(|(_, old)| {
+        !old.replicas
+            .iter()
+            .map(shown)
+            .eq(report.replicas.iter().map(shown))
+    });
     for replica in &report.replicas {
         let before = assignments
             .reports
@@ -561,6 +641,34 @@ mod tests {
         let nodes: BTreeSet<String> = ["i-a", "i-c", "i-d", "i-e", "i-f"].map(String::from).into();
         allocate_subnets(range, &nodes, &mut subnets);
         assert!(!subnets.contains_key("i-f"));
+    }
+
+    #[test]
+    fn a_replica_moving_between_live_nodes_stays_on_the_old_one_until_healthy() {
+        let r = Replica {
+            app: "blog".into(),
+            service: "api".into(),
+            index: 1,
+        };
+        let on = |node: &str| BTreeMap::from([(r.clone(), node.to_owned())]);
+        let alive: BTreeSet<String> = ["a", "b"].map(String::from).into();
+        let none = BTreeSet::new();
+        // Moved from a to b: a keeps it.
+        let handoff = handoffs(&BTreeMap::new(), &on("a"), &on("b"), &alive, &none);
+        assert_eq!(handoff, on("a"));
+        // Still moving while b's is not healthy (placement unchanged).
+        assert_eq!(
+            handoffs(&handoff, &on("b"), &on("b"), &alive, &none),
+            on("a")
+        );
+        // Healthy on b: a lets go.
+        let healthy = BTreeSet::from([(r.clone(), "b".to_owned())]);
+        assert!(handoffs(&handoff, &on("b"), &on("b"), &alive, &healthy).is_empty());
+        // A node that is gone keeps nothing.
+        let only_b: BTreeSet<String> = ["b"].map(String::from).into();
+        assert!(handoffs(&BTreeMap::new(), &on("a"), &on("b"), &only_b, &none).is_empty());
+        // Unchanged placements hand nothing off.
+        assert!(handoffs(&BTreeMap::new(), &on("a"), &on("a"), &alive, &none).is_empty());
     }
 
     #[test]

@@ -172,6 +172,10 @@ struct Running {
     state: ReplicaState,
     detail: Option<String>,
     memory_mib: Option<u64>,
+    /// The last CPU time reading, and when it was taken.
+    cpu_reading: Option<(Instant, u64)>,
+    /// CPU used between the last two readings, in thousandths of a core.
+    cpu_millis: Option<u64>,
 }
 
 /// The node agent.
@@ -341,6 +345,8 @@ impl<R: Runtime> Agent<R> {
                     state,
                     detail,
                     memory_mib: None,
+                    cpu_reading: None,
+                    cpu_millis: None,
                 },
             );
         }
@@ -397,6 +403,15 @@ impl<R: Runtime> Agent<R> {
         for (key, running) in &mut self.running {
             let observed = self.runtime.observe(&running.spec).await;
             running.memory_mib = observed.memory_mib;
+            if let Some(ns) = observed.cpu_ns {
+                let now = Instant::now();
+                if let Some((at, before)) = running.cpu_reading {
+                    let elapsed = now.duration_since(at).as_nanos().max(1);
+                    let used = u128::from(ns.saturating_sub(before));
+                    running.cpu_millis = u64::try_from(used * 1000 / elapsed).ok();
+                }
+                running.cpu_reading = Some((now, ns));
+            }
             match observed.state {
                 ReplicaState::Failed | ReplicaState::Stopped => {
                     if running.state != ReplicaState::Failed {
@@ -504,7 +519,7 @@ impl<R: Runtime> Agent<R> {
                 state: r.state,
                 detail: r.detail.clone(),
                 address: Some(r.spec.address),
-                cpu_millis: None,
+                cpu_millis: r.cpu_millis,
                 memory_mib: r.memory_mib,
             })
             .collect();

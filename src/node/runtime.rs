@@ -65,6 +65,9 @@ pub struct Observed {
     /// Why it failed: the exit, or the start's error (an image pull).
     pub detail: Option<String>,
     pub memory_mib: Option<u64>,
+    /// CPU time used so far, in nanoseconds (the agent turns two readings
+    /// into a rate).
+    pub cpu_ns: Option<u64>,
 }
 
 /// The process manager behind the node agent.
@@ -176,6 +179,7 @@ impl Runtime for Processes {
                         state: ReplicaState::Running,
                         detail: None,
                         memory_mib: child.id().and_then(resident_mib),
+                        cpu_ns: child.id().and_then(cpu_time_ns),
                     };
                 }
                 Ok(Some(status)) => {
@@ -196,8 +200,21 @@ impl Runtime for Processes {
             },
             detail: self.exited.get(&key).cloned(),
             memory_mib: None,
+            cpu_ns: None,
         }
     }
+}
+
+/// A process's CPU time (user and system), from /proc; Linux counts it in
+/// ticks of 1/100 s (USER_HZ).
+fn cpu_time_ns(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: count from
+    // after it. utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 10_000_000)
 }
 
 /// A process's resident memory, from /proc.
@@ -446,7 +463,7 @@ impl<C: Commands> Runtime for Systemd<C> {
             .systemctl(&[
                 "show",
                 &unit,
-                "--property=ActiveState,SubState,Result,ExecMainStatus,MemoryCurrent",
+                "--property=ActiveState,SubState,Result,ExecMainStatus,MemoryCurrent,CPUUsageNSec",
             ])
             .await
             .unwrap_or_default();
@@ -458,16 +475,21 @@ impl<C: Commands> Runtime for Systemd<C> {
             .get("MemoryCurrent")
             .and_then(|m| m.parse::<u64>().ok())
             .map(|bytes| bytes / (1024 * 1024));
+        let cpu_ns = properties
+            .get("CPUUsageNSec")
+            .and_then(|n| n.parse::<u64>().ok());
         match properties.get("ActiveState").copied() {
             Some("active") => Observed {
                 state: ReplicaState::Running,
                 detail: None,
                 memory_mib,
+                cpu_ns,
             },
             Some("activating" | "reloading") => Observed {
                 state: ReplicaState::Starting,
                 detail: None,
                 memory_mib,
+                cpu_ns,
             },
             Some("failed") | Some("inactive") if properties.get("Result") != Some(&"success") => {
                 // The unit's own last words say why: an image that cannot
@@ -506,12 +528,14 @@ impl<C: Commands> Runtime for Systemd<C> {
                         format!("{result}, exit status {status}: {last}")
                     }),
                     memory_mib: None,
+                    cpu_ns: None,
                 }
             }
             _ => Observed {
                 state: ReplicaState::Stopped,
                 detail: None,
                 memory_mib: None,
+                cpu_ns: None,
             },
         }
     }
@@ -836,6 +860,7 @@ impl<C: Commands> Runtime for Units<C> {
                         state: ReplicaState::Running,
                         detail: None,
                         memory_mib: None,
+                        cpu_ns: None,
                     };
                 }
                 Ok(Some(status)) => {
@@ -865,6 +890,7 @@ impl<C: Commands> Runtime for Units<C> {
             },
             detail: self.exited.get(&key).cloned(),
             memory_mib: None,
+            cpu_ns: None,
         }
     }
 }
@@ -1098,7 +1124,7 @@ mod tests {
         assert_eq!(
             recorder.take(),
             [
-                "systemctl show blog-web@2.service --property=ActiveState,SubState,Result,ExecMainStatus,MemoryCurrent",
+                "systemctl show blog-web@2.service --property=ActiveState,SubState,Result,ExecMainStatus,MemoryCurrent,CPUUsageNSec",
                 "journalctl --unit blog-web@2.service --lines 3 --no-pager --output cat",
             ]
         );

@@ -458,6 +458,17 @@ fn the_cluster_runs_every_replica_survives_a_lost_node_and_fails_over() {
         |d| all_healthy(d, &nodes),
     ));
 
+    // The nodes measure what their replicas use; kick exports it.
+    let metrics = rt.block_on(async {
+        let leader = live.leader(&kicks).await.expect("a leader");
+        live.get(&format!("{leader}/metrics"), Some(&live.admin)).await
+    });
+    let metrics = metrics.map(|(_, text)| text).unwrap_or_default();
+    assert!(
+        metrics.contains("huxley_kick_replica_memory_mib{app=\"blog\",service=\"web\",replica=\"1\""),
+        "{metrics}"
+    );
+
     // Spread: web's two replicas on two nodes; every address in its node's
     // routed container subnet, and DNS carries exactly the healthy ones.
     let web = instances(&described, "web");
