@@ -723,7 +723,15 @@ fn run_async(future: impl std::future::Future<Output = u8>) -> u8 {
 }
 
 fn duration_arg(text: &str) -> Result<std::time::Duration, String> {
-    crate::config::quantity::duration(text)
+    // A limit far beyond any stack operation, and one a clock can add.
+    const LONGEST: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+    let duration = crate::config::quantity::duration(text)?;
+    if duration > LONGEST {
+        return Err(format!(
+            "{text} is longer than Huxley waits for anything; give at most \"24h\""
+        ));
+    }
+    Ok(duration)
 }
 
 #[derive(Debug)]

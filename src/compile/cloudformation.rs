@@ -837,7 +837,26 @@ mod tests {
         let ids: Vec<_> = ingress_rules(&c).into_iter().map(|r| r.id).collect();
         assert!(ids.contains(&"IngressPublicTcp10001".to_owned()), "{ids:?}");
         assert!(ids.iter().any(|id| id.starts_with("IngressAdminSsh")));
-        assert_eq!(short_hash("203.0.113.0/24"), short_hash("203.0.113.0/24"));
-        assert_ne!(short_hash("203.0.113.0/24"), short_hash("198.51.100.0/24"));
+        // The same CIDRs in another order, and one more: the existing rules
+        // keep their ids (a plan would otherwise replace them).
+        let source = crate::synth::config(1, 1);
+        let with = |cidrs: &str| {
+            let text = source.replace(
+                "admin-cidrs = [\"203.0.113.0/24\"]",
+                &format!("admin-cidrs = [{cidrs}]"),
+            );
+            assert_ne!(text, source, "the synthetic config names its admin CIDR");
+            let ids: BTreeSet<String> = ingress_rules(&config(&text))
+                .into_iter()
+                .filter(|r| !r.public)
+                .map(|r| r.id)
+                .collect();
+            ids
+        };
+        let two = with("\"203.0.113.0/24\", \"198.51.100.0/24\"");
+        assert_eq!(two, with("\"198.51.100.0/24\", \"203.0.113.0/24\""));
+        let three = with("\"192.0.2.0/24\", \"198.51.100.0/24\", \"203.0.113.0/24\"");
+        assert!(two.is_subset(&three), "{two:?} {three:?}");
+        assert_eq!(three.len(), 9, "three rules per admin CIDR: {three:?}");
     }
 }

@@ -47,10 +47,7 @@ pub fn parse(source: &str) -> Parsed {
         return Parsed {
             raw: None,
             rejected: Rejected::default(),
-            diagnostics: errors
-                .iter()
-                .map(|e| syntax_diagnostic(e, source))
-                .collect(),
+            diagnostics: syntax_diagnostics(&errors, source),
         };
     }
     let mut rejected = Rejected::default();
@@ -166,6 +163,79 @@ fn find(
     }
 }
 
+/// The syntax errors, with duplicates explained once: a table defined
+/// twice is one error naming both definitions (the parser also reports
+/// every key of the second one), and a key defined twice names the first.
+fn syntax_diagnostics(errors: &[toml::de::Error], source: &str) -> Vec<Diagnostic> {
+    let line_of = |at: usize| {
+        let start = source[..at.min(source.len())]
+            .rfind('\n')
+            .map_or(0, |i| i + 1);
+        let end = source[start..]
+            .find('\n')
+            .map_or(source.len(), |i| start + i);
+        start..end
+    };
+    // The bodies of tables defined a second time: their keys' duplicates
+    // are the same mistake.
+    let mut repeated_bodies: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut diagnostics = Vec::new();
+    for error in errors {
+        let span = error.span().unwrap_or(0..0);
+        if error.message() != "duplicate key" {
+            diagnostics.push(syntax_diagnostic(error, source));
+            continue;
+        }
+        if repeated_bodies
+            .iter()
+            .any(|body| body.contains(&span.start))
+        {
+            continue;
+        }
+        let line = line_of(span.start);
+        let text = source[line.clone()].trim();
+        if text.starts_with('[') {
+            let header_start =
+                line.start + (source[line.clone()].len() - source[line.clone()].trim_start().len());
+            let header = header_start..header_start + text.len();
+            let first = source[..line.start]
+                .match_indices(text)
+                .map(|(i, _)| i)
+                .find(|&i| source[line_of(i)].trim() == text);
+            let body_end = source[line.end..]
+                .match_indices("\n[")
+                .next()
+                .map_or(source.len(), |(i, _)| line.end + i);
+            repeated_bodies.push(line.end..body_end);
+            let mut d = Diagnostic::error(format!("table `{text}` is defined twice"))
+                .at(header, "defined again here");
+            if let Some(first) = first {
+                d = d.also(first..first + text.len(), "first defined here");
+            }
+            diagnostics.push(d.help("merge the two into one table"));
+        } else {
+            let key = source.get(span.clone()).unwrap_or("").trim();
+            let table_start = source[..line.start].rfind("\n[").map_or(0, |i| i + 1);
+            let first = source[table_start..line.start]
+                .match_indices(key)
+                .map(|(i, _)| table_start + i)
+                .find(|&i| {
+                    let l = line_of(i);
+                    !key.is_empty()
+                        && source[l.clone()].trim_start().starts_with(key)
+                        && i == l.start + (source[l.clone()].len() - source[l].trim_start().len())
+                });
+            let mut d = Diagnostic::error(format!("key `{key}` is defined twice"))
+                .at(span.clone(), "defined again here");
+            if let Some(first) = first {
+                d = d.also(first..first + key.len(), "first defined here");
+            }
+            diagnostics.push(d.help("keep one of them"));
+        }
+    }
+    diagnostics
+}
+
 fn syntax_diagnostic(error: &toml::de::Error, source: &str) -> Diagnostic {
     let span = error.span().unwrap_or(0..0);
     // A zero-width span at the end of a line has nothing to put a caret
@@ -210,9 +280,29 @@ fn structural_diagnostic(error: &toml::de::Error, cut: &Cut) -> (Diagnostic, Opt
         };
     }
     let span = error.span().unwrap_or(cut.value_span.clone());
+    if let Some(number) = out_of_range(error.message()) {
+        let diagnostic = Diagnostic::error(format!("`{key}` {place} is out of range"))
+            .at(span, format!("{number} is larger than any TOML integer"));
+        let help = match key {
+            "port" | "host-port" | "tcp" => "ports are 1 to 65535".to_owned(),
+            _ => format!("TOML integers are at most {}", i64::MAX),
+        };
+        return (diagnostic.help(help), None);
+    }
     let diagnostic = Diagnostic::error(format!("wrong type for `{key}` {place}"))
         .at(span, describe(error.message()));
     (diagnostic, None)
+}
+
+/// The number of an integer too large for TOML (which serde reports as the
+/// wrong type: "invalid type: integer `N`, expected i64").
+fn out_of_range(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("invalid type: integer `")?;
+    let (number, rest) = rest.split_once('`')?;
+    let expected = rest
+        .trim_start_matches(" as i128")
+        .strip_prefix(", expected ")?;
+    matches!(expected, "i64" | "u64" | "u32" | "i32" | "u16").then_some(number)
 }
 
 /// Rewrites serde's wording ("invalid type: string \"x\", expected i64") in
@@ -250,6 +340,20 @@ mod tests {
 
     #[test]
     fn describe_uses_toml_words() {
+        assert_eq!(
+            describe("invalid type: string \"eighty\", expected i64"),
+            "expected an integer, found a string"
+        );
+        // Regression: a port too large for TOML said "expected an integer,
+        // found an integer".
+        assert_eq!(
+            out_of_range("invalid type: integer `99999999999999999999` as i128, expected i64"),
+            Some("99999999999999999999")
+        );
+        assert_eq!(
+            out_of_range("invalid type: string \"x\", expected i64"),
+            None
+        );
         assert_eq!(
             describe("invalid type: string \"eighty\", expected i64"),
             "expected an integer, found a string"

@@ -504,17 +504,30 @@ mod tests {
     async fn changes_to_one_record_set_are_merged_last_wins() {
         let zone = Arc::new(Zone::default());
         let writer = Writer::spawn(Arc::clone(&zone), fast(), Published::new());
-        let a = {
-            let w = writer.clone();
-            tokio::spawn(async move { w.submit("Z", upsert("a.x", "10.0.0.1")).await })
-        };
+        // The later state (the higher ticket) wins, whichever arrives first.
+        let (first, last) = (writer.ticket(), writer.ticket());
         let b = {
             let w = writer.clone();
-            tokio::spawn(async move { w.submit("Z", upsert("a.x", "10.0.0.2")).await })
+            tokio::spawn(async move {
+                w.submit_ticketed("Z", upsert("a.x", "10.0.0.2"), last)
+                    .await
+            })
+        };
+        let a = {
+            let w = writer.clone();
+            tokio::spawn(async move {
+                w.submit_ticketed("Z", upsert("a.x", "10.0.0.1"), first)
+                    .await
+            })
         };
         assert_eq!(a.await.expect("join"), Ok(()));
         assert_eq!(b.await.expect("join"), Ok(()));
         let records = zone.records.lock().expect("records");
+        assert_eq!(
+            records.get(&("a.x".to_owned(), "A".to_owned())),
+            Some(&vec!["10.0.0.2".to_owned()]),
+            "the last state won"
+        );
         assert_eq!(records.len(), 1);
         assert_eq!(zone.calls.lock().expect("calls").as_slice(), [1]);
     }

@@ -150,13 +150,33 @@ fn the_template_boots_nodes_with_exactly_the_ignition_config() {
 
 #[test]
 fn secrets_stay_references_in_every_artifact() {
-    for (path, bytes) in tree(&root().join("golden/platform")) {
+    // A plain env value goes to its service's env file and nowhere else; a
+    // secret is a parameter name everywhere, and its value is never known.
+    let dir = scratch("secrets");
+    let file = dir.join("huxley.toml");
+    let source = fs::read_to_string(root().join("examples/minimal/huxley.toml")).expect("example");
+    fs::write(
+        &file,
+        format!(
+            "{source}env = {{ GREETING = \"plain-value-1234\" }}\nsecrets = {{ DATABASE_URL = \"ssm:/hello/site/database-url\" }}\n"
+        ),
+    )
+    .expect("write");
+    let out = dir.join("out");
+    build(&file, &out).code(0);
+    for (path, bytes) in tree(&out) {
         let text = String::from_utf8(bytes).expect("text");
-        // The env file of a service holds plain env only.
-        assert!(
-            !text.contains("POSTGRES_PASSWORD="),
-            "{path} holds a secret variable"
+        assert_eq!(
+            text.contains("plain-value-1234"),
+            path == "units/site-web.env",
+            "{path}: the plain value belongs in the env file only"
         );
+        if text.contains("DATABASE_URL") {
+            assert!(
+                text.contains("/hello/site/database-url") && !text.contains("DATABASE_URL="),
+                "{path} must name the secret's parameter, never assign it"
+            );
+        }
     }
     let template = fs::read_to_string(root().join("golden/platform/cloudformation/cluster.json"))
         .expect("golden");

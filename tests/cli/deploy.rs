@@ -349,14 +349,21 @@ fn an_interrupted_apply_converges_when_run_again() {
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn apply");
-    // Kill it as soon as it has created its change set.
+    // Kill it as soon as it has created its change set; an apply that
+    // never gets there fails the test (it would test nothing).
     let stderr = child.stderr.take().expect("stderr");
-    for line in BufReader::new(stderr).lines() {
-        if line.expect("a line").contains("creating change set") {
-            break;
-        }
-    }
+    let mut seen = Vec::new();
+    let reached = BufReader::new(stderr).lines().any(|line| {
+        let line = line.expect("a line");
+        seen.push(line.clone());
+        line.contains("creating change set")
+    });
     child.kill().expect("kill apply");
+    assert!(
+        reached,
+        "apply never created its change set:\n{}",
+        seen.join("\n")
+    );
     let _ = child.wait();
 
     let rerun = cluster.run(&["apply", "--yes"]);
@@ -458,7 +465,11 @@ fn an_unreachable_endpoint_fails_clearly_and_does_not_hang() {
     let down = format!("http://127.0.0.1:{}", free_port());
     let env = client_env(&down, REGION);
     let file = cluster.file.display().to_string();
-    let out = Test::new(&["plan", "-f", &file]).env(&env).run();
+    // Three tries with 5 s connect timeouts: well under two minutes; a
+    // hang fails the test instead of stalling the suite.
+    let out = Test::new(&["plan", "-f", &file])
+        .env(&env)
+        .run_within(std::time::Duration::from_secs(120));
     out.code(1);
     assert!(
         out.stderr.contains(&format!("cannot reach {down}")),

@@ -461,11 +461,13 @@ fn the_cluster_runs_every_replica_survives_a_lost_node_and_fails_over() {
     // The nodes measure what their replicas use; kick exports it.
     let metrics = rt.block_on(async {
         let leader = live.leader(&kicks).await.expect("a leader");
-        live.get(&format!("{leader}/metrics"), Some(&live.admin)).await
+        live.get(&format!("{leader}/metrics"), Some(&live.admin))
+            .await
     });
     let metrics = metrics.map(|(_, text)| text).unwrap_or_default();
     assert!(
-        metrics.contains("huxley_kick_replica_memory_mib{app=\"blog\",service=\"web\",replica=\"1\""),
+        metrics
+            .contains("huxley_kick_replica_memory_mib{app=\"blog\",service=\"web\",replica=\"1\""),
         "{metrics}"
     );
 

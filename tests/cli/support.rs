@@ -9,9 +9,31 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Whether this run rewrites snapshots instead of comparing them.
+/// Whether this run rewrites snapshots instead of comparing them. In CI it
+/// never does: a blessed snapshot there would hide the very difference CI
+/// is for.
 pub fn blessing() -> bool {
-    std::env::var_os("HUXLEY_BLESS").is_some_and(|v| v == "1")
+    bless_decision(
+        std::env::var_os("HUXLEY_BLESS").as_deref(),
+        std::env::var_os("CI").as_deref(),
+    )
+    .unwrap_or_else(|refusal| panic!("{refusal}"))
+}
+
+/// Whether to bless, from `HUXLEY_BLESS` and `CI`; an error when both ask.
+pub fn bless_decision(
+    bless: Option<&std::ffi::OsStr>,
+    ci: Option<&std::ffi::OsStr>,
+) -> Result<bool, String> {
+    let bless = bless.is_some_and(|v| v == "1");
+    let ci = ci.is_some_and(|v| v == "true" || v == "1");
+    if bless && ci {
+        return Err(
+            "HUXLEY_BLESS=1 is refused when CI=true: bless on your machine and commit the result"
+                .into(),
+        );
+    }
+    Ok(bless)
 }
 
 /// One run of `huxley` with arguments.
@@ -46,6 +68,47 @@ impl Test {
         }
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command
+    }
+
+    /// Runs it, failing the test when it has not ended within `limit` (a
+    /// bound on hanging, far above how long it should take: not a speed
+    /// target).
+    pub fn run_within(self, limit: std::time::Duration) -> Output {
+        use std::io::Read as _;
+        let mut child = self
+            .command()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the huxley binary runs");
+        let deadline = std::time::Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "`huxley {}` hung: still running after {limit:?}",
+                    self.args.join(" ")
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let (mut stdout, mut stderr) = (String::new(), String::new());
+        if let Some(mut out) = child.stdout.take() {
+            let _ = out.read_to_string(&mut stdout);
+        }
+        if let Some(mut err) = child.stderr.take() {
+            let _ = err.read_to_string(&mut stderr);
+        }
+        Output {
+            args: self.args.join(" "),
+            code: status.code().unwrap_or(-1),
+            stdout,
+            stderr,
+        }
     }
 
     pub fn run(self) -> Output {
