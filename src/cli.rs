@@ -989,7 +989,7 @@ async fn destroy(path: &Path, args: &AwsArgs, run: RunArgs, color: Color) -> u8 
                 plural(d.resources, "resource"),
                 d.bucket.as_deref().unwrap_or("no bucket"),
                 plural(d.objects, "object version"),
-                plural(d.records, "DNS ownership record")
+                plural(d.records, "DNS record")
             );
             exit::OK
         }

@@ -673,6 +673,36 @@ pub struct Destroyed {
 
 /// Removes the cluster: empties the bucket, deletes the ownership records,
 /// deletes the stack and waits for it to go.
+/// Deletes record sets in batches within Route53's limits.
+async fn remove_records(
+    aws: &Aws,
+    zone: &str,
+    changes: &[crate::aws::RecordChange],
+) -> Result<(), ApplyError> {
+    let sizes = crate::aws::batch_sizes(changes.iter().map(|c| {
+        (
+            c.values.len(),
+            c.values.iter().map(String::len).sum(),
+            false,
+        )
+    }));
+    let mut rest = changes;
+    for size in sizes {
+        let (batch, later) = rest.split_at(size);
+        rest = later;
+        aws.change_records(zone, batch).await.map_err(|e| match e {
+            crate::aws::ChangeError::Other(err) => ApplyError::from(err),
+            crate::aws::ChangeError::Rejected(why) | crate::aws::ChangeError::Busy(why) => {
+                ApplyError::Failed {
+                    cause: format!("Route53 refused to delete the cluster's records: {why}"),
+                    state: "the stack is still there; run `huxley destroy` again".into(),
+                }
+            }
+        })?;
+    }
+    Ok(())
+}
+
 pub async fn destroy(
     aws: &Aws,
     config: &Config,
@@ -696,18 +726,27 @@ pub async fn destroy(
         ));
         destroyed.bucket = Some(bucket);
     }
+    // Every record the cluster owns: the addresses kick wrote in the
+    // user's zone with their ownership records, and everything in its own
+    // zone (which CloudFormation cannot delete while it holds records).
+    let mut zones = Vec::new();
     if let Some(domain) = &config.cluster.public_domain {
-        let zone = aws.public_zone_id(domain).await?;
-        let records =
-            crate::aws::live::owned(&aws.list_records(&zone).await?, &config.cluster.name);
-        let changes: Vec<(String, String, bool)> = records
-            .into_iter()
-            .map(|(name, value)| (name, value, false))
-            .collect();
-        if !changes.is_empty() {
-            aws.change_txt_records(&zone, &changes).await?;
-        }
-        destroyed.records = changes.len();
+        zones.push((aws.public_zone_id(domain).await?, false));
+    }
+    if let Some(private) = aws
+        .stack_resource(&stack, crate::compile::cloudformation::ids::PRIVATE_ZONE)
+        .await?
+    {
+        zones.push((private.trim_start_matches("/hostedzone/").to_owned(), true));
+    }
+    for (zone, whole) in zones {
+        let changes = crate::aws::live::to_remove(
+            &aws.list_records(&zone).await?,
+            &config.cluster.name,
+            whole,
+        );
+        remove_records(aws, &zone, &changes).await?;
+        destroyed.records += changes.len();
     }
     progress.line(&format!("deleting stack {stack}"));
     let after = delete_stack(aws, &stack, progress).await?;

@@ -76,6 +76,35 @@ pub async fn read_live(aws: &Aws, query: &Query<'_>) -> Result<LiveRead, AwsErro
     })
 }
 
+/// The record sets of a zone that a cluster's destroy removes: in its own
+/// (private) zone every record but SOA and NS; in the user's zone the
+/// ownership records that name this cluster and every record set at the
+/// names they own (the addresses kick wrote: left behind, they would point
+/// at addresses AWS gives to someone else), never anything else.
+pub fn to_remove(
+    records: &[super::ops::RecordSet],
+    cluster: &str,
+    whole_zone: bool,
+) -> Vec<super::ops::RecordChange> {
+    let owners = owned(records, cluster);
+    let names: std::collections::BTreeSet<&str> = owners
+        .keys()
+        .filter_map(|owner| owner.strip_prefix(OWNER_PREFIX))
+        .collect();
+    records
+        .iter()
+        .filter(|r| r.kind != "SOA" && r.kind != "NS")
+        .filter(|r| whole_zone || owners.contains_key(&r.name) || names.contains(r.name.as_str()))
+        .map(|r| super::ops::RecordChange {
+            upsert: false,
+            name: r.name.clone(),
+            kind: r.kind.clone(),
+            ttl: r.ttl.unwrap_or(300),
+            values: r.values.clone(),
+        })
+        .collect()
+}
+
 /// The ownership records that name this cluster.
 pub fn owned(records: &[super::ops::RecordSet], cluster: &str) -> BTreeMap<String, String> {
     let marker = format!("cluster={cluster},");
@@ -89,4 +118,59 @@ pub fn owned(records: &[super::ops::RecordSet], cluster: &str) -> BTreeMap<Strin
                 .then(|| (r.name.clone(), value.clone()))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod removal_tests {
+    use super::*;
+    use crate::aws::ops::RecordSet;
+
+    fn set(name: &str, kind: &str, value: &str) -> RecordSet {
+        RecordSet {
+            name: name.into(),
+            kind: kind.into(),
+            ttl: Some(60),
+            values: vec![value.into()],
+        }
+    }
+
+    #[test]
+    fn destroy_removes_what_the_cluster_owns_and_nothing_else() {
+        let records = [
+            set("acme.example.com", "SOA", "ns. hostmaster. 1 2 3 4 5"),
+            set("acme.example.com", "NS", "ns-1.awsdns.com."),
+            set(
+                "_huxley-owner.www.acme.example.com",
+                "TXT",
+                "\"heritage=huxley,cluster=acme,app=blog,service=web\"",
+            ),
+            set("www.acme.example.com", "A", "203.0.113.7"),
+            set("www.acme.example.com", "AAAA", "2001:db8::7"),
+            // Another cluster's name, and one that is nobody's.
+            set(
+                "_huxley-owner.shop.acme.example.com",
+                "TXT",
+                "\"heritage=huxley,cluster=acme2,app=x,service=y\"",
+            ),
+            set("shop.acme.example.com", "A", "203.0.113.8"),
+            set("mail.acme.example.com", "MX", "10 mail.example.net."),
+        ];
+        let removed: Vec<(String, String)> = to_remove(&records, "acme", false)
+            .into_iter()
+            .map(|c| (c.name, c.kind))
+            .collect();
+        assert_eq!(
+            removed,
+            [
+                (
+                    "_huxley-owner.www.acme.example.com".to_owned(),
+                    "TXT".to_owned()
+                ),
+                ("www.acme.example.com".to_owned(), "A".to_owned()),
+                ("www.acme.example.com".to_owned(), "AAAA".to_owned()),
+            ]
+        );
+        // The cluster's own zone is emptied but for SOA and NS.
+        assert_eq!(to_remove(&records, "acme", true).len(), records.len() - 2);
+    }
 }

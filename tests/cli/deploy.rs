@@ -277,7 +277,7 @@ fn plan_apply_edit_apply_destroy() {
         destroy.stdout
     );
     assert!(
-        destroy.stdout.contains("removed 3 DNS ownership records"),
+        destroy.stdout.contains("removed 3 DNS records"),
         "{}",
         destroy.stdout
     );
@@ -604,7 +604,7 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
                 .await
                 .remove(0)
         });
-    let _kick = KillOnDrop(
+    let mut kick = KillOnDrop(
         Test::new(&[
             "kick",
             "serve",
@@ -806,4 +806,66 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
         "{}",
         missing.stderr
     );
+
+    // Destroy removes every record the cluster owns, in both zones: the
+    // address kick wrote for its public name (left behind, it would point
+    // at an address AWS hands to someone else), and nothing that is not
+    // the cluster's.
+    let _ = kick.0.kill();
+    let _ = kick.0.wait();
+    let public_records = |aws: &huxley::aws::Aws| {
+        let aws = aws.clone();
+        async move {
+            let zone = aws
+                .public_zone_id("described.example.com")
+                .await
+                .expect("zone");
+            aws.list_records(&zone)
+                .await
+                .expect("records")
+                .into_iter()
+                .map(|r| (r.name, r.kind))
+                .collect::<Vec<_>>()
+        }
+    };
+    tokio.block_on(async {
+        let aws = huxley::testing::aws(&emulator.endpoint(), REGION).await;
+        let zone = aws
+            .public_zone_id("described.example.com")
+            .await
+            .expect("zone");
+        let foreign = huxley::aws::RecordChange {
+            upsert: true,
+            name: "mail.described.example.com".into(),
+            kind: "A".into(),
+            ttl: 300,
+            values: vec!["198.51.100.25".into()],
+        };
+        aws.change_records(&zone, &[foreign])
+            .await
+            .expect("a record of the user's own");
+        let before = public_records(&aws).await;
+        assert!(
+            before.contains(&(
+                "kick-described.described.example.com".to_owned(),
+                "A".to_owned()
+            )),
+            "kick pointed its public name at itself: {before:?}"
+        );
+    });
+    let destroy = cluster.run(&["destroy", "--yes"]);
+    destroy.code(0);
+    tokio.block_on(async {
+        let aws = huxley::testing::aws(&emulator.endpoint(), REGION).await;
+        let after = public_records(&aws).await;
+        let left: Vec<&(String, String)> = after
+            .iter()
+            .filter(|(_, kind)| kind != "SOA" && kind != "NS")
+            .collect();
+        assert_eq!(
+            left,
+            [&("mail.described.example.com".to_owned(), "A".to_owned())],
+            "only the user's own record is left"
+        );
+    });
 }

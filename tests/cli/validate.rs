@@ -1,6 +1,5 @@
 //! `huxley validate`, `huxley schema` and `huxley completions`.
 
-
 use crate::support::{Test, blessing, compare_or_bless, files, report, root};
 
 /// Runs every fixture of `dir` and compares its diagnostics with the
