@@ -1177,6 +1177,25 @@ impl<'a> Checker<'a> {
                     .at(raw_interval.span.clone(), "too often"),
             );
         }
+        // A check an hour apart notices nothing; and kick multiplies these
+        // durations (flap windows), which must stay far from overflow.
+        for (value, raw, what) in [
+            (interval, &h.interval, "interval"),
+            (grace, &h.grace, "grace"),
+        ] {
+            if let (Some(value), Some(raw)) = (value, raw)
+                && value > Duration::from_secs(3600)
+            {
+                self.push(
+                    Diagnostic::error(format!("the health check {what} is longer than an hour"))
+                        .at(
+                            raw.span.clone(),
+                            format!("{} is too long", quantity::format_duration(value)),
+                        )
+                        .help(format!("give `{what}` at most \"1h\"")),
+                );
+            }
+        }
         if let (Some(interval), Some(timeout)) = (interval, timeout)
             && timeout >= interval
         {

@@ -95,6 +95,37 @@ pub struct Network {
 }
 
 impl Kick {
+    /// Why this server cannot serve, if it cannot: a lock poisoned by a
+    /// panic (every later request touching it would fail), or the registry
+    /// held for seconds (everything waits on it).
+    pub async fn health_problem(&self) -> Option<String> {
+        let poisoned = [
+            ("registry", self.registry.is_poisoned()),
+            ("nodes", self.nodes.is_poisoned()),
+            ("assignments", self.assignments.is_poisoned()),
+            ("described", self.described.is_poisoned()),
+            ("owned", self.owned.is_poisoned()),
+            ("foreign", self.foreign.is_poisoned()),
+            ("tasks", self.tasks.is_poisoned()),
+        ];
+        if let Some((name, _)) = poisoned.iter().find(|(_, p)| *p) {
+            return Some(format!("the {name} lock is poisoned (a request panicked)"));
+        }
+        let deadline = tokio::time::Instant::now() + STUCK_AFTER;
+        loop {
+            if self.registry.try_lock().is_ok() {
+                return None;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Some(format!(
+                    "the registry has been locked for over {}s",
+                    STUCK_AFTER.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Stops everything this server runs as the leader.
     pub fn stop(&self) {
         if let Some(lease) = &self.lease {
@@ -232,7 +263,7 @@ pub struct NodeDescription {
 /// The router, with the body limit.
 pub fn router(kick: Arc<Kick>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/cluster", get(describe_cluster))
@@ -250,6 +281,22 @@ pub fn router(kick: Arc<Kick>) -> Router {
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(kick)
+}
+
+/// How long the registry may stay locked before /healthz says kick is stuck.
+const STUCK_AFTER: Duration = Duration::from_secs(2);
+
+/// `/healthz`: 200 while this server can serve, 503 with the reason when it
+/// cannot (the leader then steps down, see [`super::serve`]).
+async fn healthz(State(kick): State<Arc<Kick>>) -> Response {
+    match kick.health_problem().await {
+        None => "ok\n".into_response(),
+        Some(problem) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {problem}\n"),
+        )
+            .into_response(),
+    }
 }
 
 pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {

@@ -71,9 +71,21 @@ pub fn router(front: Arc<Front>) -> Router {
         .with_state(front)
 }
 
-async fn healthz(State(front): State<Arc<Front>>) -> Response {
+async fn healthz(State(front): State<Arc<Front>>, request: Request) -> Response {
     match (front.active(), front.lease.fence()) {
-        (Some(_), Some(fence)) => format!("ok: leader (fence {fence})\n").into_response(),
+        (Some(router), Some(fence)) => {
+            // The leader's own state decides: a poisoned or stuck leader
+            // says so.
+            let answer = match router.oneshot(request).await {
+                Ok(answer) => answer,
+                Err(never) => match never {},
+            };
+            if answer.status().is_success() {
+                format!("ok: leader (fence {fence})\n").into_response()
+            } else {
+                answer
+            }
+        }
         _ => match front.lease.leader_address() {
             Some(leader) => format!("ok: standby; the leader is {leader}\n").into_response(),
             None => "ok: standby; no leader yet\n".into_response(),

@@ -10,6 +10,7 @@ pub mod dns;
 pub mod front;
 pub mod health;
 pub mod lease;
+pub mod listen;
 pub mod nodes;
 pub mod openapi;
 pub mod placement;

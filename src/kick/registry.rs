@@ -78,7 +78,11 @@ impl Health {
     ) -> bool {
         self.last_output = output.to_owned();
         self.last_check = Some(now);
-        let window = check.interval * FLAP_WINDOW_CHECKS;
+        // Checked: an interval from a hand-edited kick.toml could overflow.
+        let window = check
+            .interval
+            .checked_mul(FLAP_WINDOW_CHECKS)
+            .unwrap_or(Duration::MAX);
         while self
             .transitions
             .front()
@@ -588,6 +592,18 @@ mod tests {
 
     fn at(seconds: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
+    }
+
+    #[test]
+    fn a_huge_interval_does_not_overflow_the_flap_window() {
+        // Regression: `interval * 20` panicked (under the registry lock).
+        let c = HealthCheck {
+            interval: Duration::MAX / 2,
+            ..check()
+        };
+        let mut h = Health::default();
+        assert!(!h.record(&c, true, "200", at(0)));
+        assert!(h.record(&c, true, "200", at(1)));
     }
 
     #[test]

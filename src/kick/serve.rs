@@ -16,6 +16,7 @@ use super::config::KickConfig;
 use super::dns::Settings;
 use super::front::{self, Front};
 use super::lease::Lease;
+use super::listen::{self, Limits};
 use super::server::{self, Leading};
 use super::tls::Identity;
 use crate::aws::{Aws, AwsError, RecordChange};
@@ -115,15 +116,16 @@ pub async fn run(options: Options) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", options.internal))?;
     let external = tokio::net::TcpListener::bind(options.external)
         .await
-        .and_then(|tcp| super::tls::TlsListener::new(tcp, &options.identity))
         .map_err(|e| format!("cannot listen on {}: {e}", options.external))?;
+    let acceptor = super::tls::acceptor(&options.identity)
+        .map_err(|e| format!("cannot use the TLS certificate: {e}"))?;
     let shown =
         |a: std::io::Result<SocketAddr>| a.map_or_else(|_| "?".to_owned(), |a| a.to_string());
     eprintln!(
         "kick: cluster {}: internal API on http://{}, external API on https://{} (certificate sha256 {}); advertising {address}",
         options.config.cluster.name,
         shown(internal.local_addr()),
-        shown(axum::serve::Listener::local_addr(&external)),
+        shown(external.local_addr()),
         options.identity.fingerprint,
     );
     let serving = {
@@ -133,8 +135,8 @@ pub async fn run(options: Options) -> Result<(), String> {
         );
         async move {
             tokio::select! {
-                result = axum::serve(internal, a) => result.map_err(|e| format!("the internal API stopped: {e}")),
-                result = axum::serve(external, b) => result.map_err(|e| format!("the external API stopped: {e}")),
+                result = listen::serve(internal, None, a, Limits::default()) => result.map_err(|e| format!("the internal API stopped: {e}")),
+                result = listen::serve(external, Some(acceptor), b, Limits::default()) => result.map_err(|e| format!("the external API stopped: {e}")),
             }
         }
     };
@@ -174,10 +176,28 @@ async fn lead_when_elected(options: &Options, found: &Found, lease: &Arc<Lease>,
         };
         front.activate(api::router(Arc::clone(&kick)));
         eprintln!("kick: leading (fence {fence})");
-        let lost = lease.hold().await;
+        let reason = tokio::select! {
+            lost = lease.hold() => lost.to_string(),
+            problem = watchdog(&kick) => {
+                // A broken leader gives way: a standby, or this server
+                // afresh, rebuilds from AWS.
+                lease.release().await;
+                problem
+            }
+        };
         front.deactivate();
         kick.stop();
-        eprintln!("kick: stepped down: {lost}");
+        eprintln!("kick: stepped down: {reason}");
+    }
+}
+
+/// Waits until the leader cannot serve (a poisoned or stuck lock); why.
+async fn watchdog(kick: &Kick) -> String {
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        if let Some(problem) = kick.health_problem().await {
+            return problem;
+        }
     }
 }
 

@@ -244,5 +244,11 @@ async fn reconcile(kick: &Arc<Kick>, services: Vec<(String, String)>) {
 
 /// Serves the API on a listener until the task is dropped.
 pub async fn serve(kick: Arc<Kick>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    axum::serve(listener, api::router(kick)).await
+    super::listen::serve(
+        listener,
+        None,
+        api::router(kick),
+        super::listen::Limits::default(),
+    )
+    .await
 }

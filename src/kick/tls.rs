@@ -11,18 +11,14 @@
 //! turned off.
 
 use std::io;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustls::DigitallySignedStruct;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 
 /// Where the fingerprint is published in the bucket.
 pub const FINGERPRINT_KEY: &str = "huxley/published/kick-tls.sha256";
@@ -152,53 +148,10 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.write_all(bytes)
 }
 
-/// A TCP listener that speaks TLS, for `axum::serve`. A handshake that
-/// does not finish within ten seconds is dropped, so a slow client cannot
-/// hold the listener.
-pub struct TlsListener {
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
-}
-
-impl std::fmt::Debug for TlsListener {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsListener")
-            .field("address", &self.tcp.local_addr().ok())
-            .finish()
-    }
-}
-
-impl TlsListener {
-    pub fn new(tcp: TcpListener, identity: &Identity) -> io::Result<Self> {
-        let config = server_config(identity)?;
-        Ok(Self {
-            tcp,
-            acceptor: TlsAcceptor::from(Arc::new(config)),
-        })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((tcp, address)) = self.tcp.accept().await else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            if let Ok(Ok(tls)) =
-                tokio::time::timeout(Duration::from_secs(10), self.acceptor.accept(tcp)).await
-            {
-                return (tls, address);
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.tcp.local_addr()
-    }
+/// The acceptor that serves `identity` (handshakes run per connection, in
+/// [`super::listen::serve`]).
+pub fn acceptor(identity: &Identity) -> io::Result<TlsAcceptor> {
+    Ok(TlsAcceptor::from(Arc::new(server_config(identity)?)))
 }
 
 /// A client configuration that trusts exactly the certificate with this

@@ -798,3 +798,153 @@ fn a_thousand_concurrent_registrations_are_all_recorded_in_a_handful_of_requests
         assert_eq!(recorded, 1000);
     });
 }
+
+// ----- listeners under slow and hostile clients -------------------------------
+
+/// A listener serving a one-route router, with `limits`, over TLS when
+/// `identity` is given; its address.
+async fn listening(
+    identity: Option<&huxley::kick::tls::Identity>,
+    limits: huxley::kick::listen::Limits,
+) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let router = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" }));
+    let tls = identity.map(|i| huxley::kick::tls::acceptor(i).expect("acceptor"));
+    tokio::spawn(huxley::kick::listen::serve(listener, tls, router, limits));
+    address
+}
+
+#[test]
+fn a_stalled_tls_handshake_does_not_block_other_clients() {
+    runtime().block_on(async {
+        huxley::kick::tls::ensure_provider();
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("kick-stall");
+        let _ = std::fs::remove_dir_all(&dir);
+        let identity =
+            huxley::kick::tls::load_or_create(&dir, &["localhost".to_owned()]).expect("identity");
+        let address = listening(Some(&identity), huxley::kick::listen::Limits::default()).await;
+        // Regression: the handshake ran inside accept, so this client, which
+        // connects and says nothing, held every later one for 10 s.
+        let _stalled = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        let tls = huxley::kick::tls::pinned_client(&identity.fingerprint).expect("client");
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .build()
+            .expect("client");
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            client
+                .get(format!("https://localhost:{}/healthz", address.port()))
+                .send(),
+        )
+        .await
+        .expect("answered while another client stalls its handshake")
+        .expect("a response");
+        assert_eq!(answer.status().as_u16(), 200);
+    });
+}
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    runtime().block_on(async {
+        let limits = huxley::kick::listen::Limits {
+            header_read: Duration::from_millis(500),
+            ..huxley::kick::listen::Limits::default()
+        };
+        let address = listening(None, limits).await;
+        let mut slow = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        // The server closes it (after an answer of its own, if any).
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut rest)).await;
+        assert!(
+            closed.is_ok(),
+            "a connection with unfinished headers was kept open"
+        );
+        assert!(!String::from_utf8_lossy(&rest).contains("200 OK"));
+    });
+}
+
+#[test]
+fn connections_beyond_the_cap_wait_for_a_free_one() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    runtime().block_on(async {
+        let limits = huxley::kick::listen::Limits {
+            connections: 1,
+            header_read: Duration::from_secs(1),
+            ..huxley::kick::listen::Limits::default()
+        };
+        let address = listening(None, limits).await;
+        // One idle connection holds the only place...
+        let _idle = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut second = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        second
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        // ...so the second is not served while it is held...
+        let early =
+            tokio::time::timeout(Duration::from_millis(300), second.read(&mut [0u8; 1])).await;
+        assert!(early.is_err(), "served beyond the connection cap");
+        // ...and is once the idle one is cut off at its header timeout.
+        tokio::time::timeout(Duration::from_secs(10), second.read_to_end(&mut answer))
+            .await
+            .expect("served once a place was free")
+            .expect("read");
+        assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200 OK"));
+    });
+}
+
+#[test]
+fn healthz_says_so_when_a_panic_poisoned_the_registry() {
+    runtime().block_on(async {
+        let h = harness("kickpoison").await;
+        let (status, _) = call(
+            reqwest::Method::GET,
+            &format!("{}/healthz", h.base),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        // A handler that panics while holding the registry poisons it.
+        let kick = Arc::clone(&h.kick);
+        let _ = std::thread::spawn(move || {
+            let _held = kick.registry.lock();
+            panic!("a handler's bug");
+        })
+        .join();
+        // Regression: /healthz answered "ok" while every request touching
+        // the registry failed.
+        let (status, body) = call(
+            reqwest::Method::GET,
+            &format!("{}/healthz", h.base),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            body.as_str()
+                .is_some_and(|b| b.contains("the registry lock is poisoned")),
+            "{body}"
+        );
+    });
+}
