@@ -111,6 +111,7 @@ pub fn kick_config(config: &Config) -> KickConfig {
         },
         network: NetworkSection {
             container_range: model::CONTAINER_RANGE.to_owned(),
+            vpc_cidr: cluster.vpc_cidr.to_string(),
         },
         apps,
     }

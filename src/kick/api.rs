@@ -375,6 +375,12 @@ async fn register(
     if let Err(err) = registration.check() {
         return error(StatusCode::BAD_REQUEST, err.to_string());
     }
+    // Kick checks what it registers and reports the result to the caller:
+    // anything outside the cluster's own networks would make it a port
+    // scanner for whoever holds a token.
+    if let Err(why) = inside_the_cluster(&kick.config, registration.address) {
+        return error(StatusCode::BAD_REQUEST, why);
+    }
     match super::nodes::known(&kick, &registration.node).await {
         Ok(true) => {}
         Ok(false) => {
@@ -491,6 +497,76 @@ async fn deregister(
 
 const RECORD_TYPES: [&str; 5] = ["A", "AAAA", "CNAME", "SRV", "TXT"];
 
+/// Whether `address` lies in the cluster's VPC or its containers' range.
+pub fn inside_the_cluster(config: &KickConfig, address: IpAddr) -> Result<(), String> {
+    let ranges: Vec<ipnet::IpNet> = [&config.network.vpc_cidr, &config.network.container_range]
+        .into_iter()
+        .filter_map(|r| r.parse().ok())
+        .collect();
+    if ranges.iter().any(|r| r.contains(&address)) {
+        return Ok(());
+    }
+    let shown: Vec<String> = ranges.iter().map(ToString::to_string).collect();
+    Err(format!(
+        "address {address} is outside the cluster's networks ({}): kick registers and checks only its own cluster's addresses",
+        shown.join(", ")
+    ))
+}
+
+/// Checks a record's values before they reach Route53, where one bad value
+/// fails a whole batch of other services' changes.
+pub fn check_values(kind: &str, values: &[String]) -> Result<(), String> {
+    if values.len() > 100 {
+        return Err(format!("{} values; at most 100", values.len()));
+    }
+    let hostname = |v: &str| {
+        let name = v.trim_end_matches('.');
+        !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            })
+    };
+    for value in values {
+        let ok = match kind {
+            "A" => value.parse::<std::net::Ipv4Addr>().is_ok(),
+            "AAAA" => value.parse::<std::net::Ipv6Addr>().is_ok(),
+            "CNAME" => values.len() == 1 && hostname(value),
+            "SRV" => {
+                let parts: Vec<&str> = value.split_whitespace().collect();
+                parts.len() == 4
+                    && parts[..3].iter().all(|p| p.parse::<u16>().is_ok())
+                    && hostname(parts[3])
+            }
+            "TXT" => {
+                value.len() >= 2
+                    && value.len() <= 4000
+                    && value.starts_with('"')
+                    && value.ends_with('"')
+                    && value.chars().all(|c| c.is_ascii() && !c.is_ascii_control())
+            }
+            _ => false,
+        };
+        if !ok {
+            let expected = match kind {
+                "A" => "an IPv4 address",
+                "AAAA" => "an IPv6 address",
+                "CNAME" => "one host name",
+                "SRV" => "`priority weight port host`",
+                _ => "a quoted string of printable ASCII, at most 4000 characters",
+            };
+            return Err(format!(
+                "`{value}` is not a valid {kind} value: expected {expected}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a record request: the caller's scope, the zone, the names the
 /// caller may use, and ownership. Returns the zone id and the normalized
 /// name.
@@ -558,6 +634,9 @@ async fn put_record(
     };
     if request.values.is_empty() {
         return error(StatusCode::BAD_REQUEST, "values must not be empty");
+    }
+    if let Err(why) = check_values(&request.kind, &request.values) {
+        return error(StatusCode::BAD_REQUEST, why);
     }
     if let Err(reason) = own(&kick, &zone, &name).await {
         return error(StatusCode::BAD_GATEWAY, reason);
@@ -687,16 +766,23 @@ async fn describe_service(
         Ok(scope) => scope,
         Err(response) => return *response,
     };
-    let description = describe(&kick)
-        .apps
-        .remove(&app)
-        .and_then(|mut a| a.services.remove(&service));
-    match description {
-        None => error(StatusCode::NOT_FOUND, format!("no service {app}.{service}")),
-        Some(_) if !scope.covers(&app, &service) => error(
+    // The scope first: whether a service exists is not for every token
+    // to learn.
+    if !scope.covers(&app, &service) {
+        return error(
             StatusCode::FORBIDDEN,
             format!("this token may not read {app}.{service}"),
-        ),
+        );
+    }
+    let description = {
+        let registry = kick.registry.lock().expect("registry");
+        let assignments = kick.assignments.lock().expect("assignments");
+        registry
+            .service(&app, &service)
+            .map(|state| service_description(state, &assignments, &app, &service))
+    };
+    match description {
+        None => error(StatusCode::NOT_FOUND, format!("no service {app}.{service}")),
         Some(description) => Json(description).into_response(),
     }
 }
@@ -741,6 +827,42 @@ fn placement_of(
     (placed, unplaced)
 }
 
+/// One service's description.
+fn service_description(
+    state: &super::registry::ServiceState,
+    assignments: &super::assign::Assignments,
+    app: &str,
+    name: &str,
+) -> ServiceDescription {
+    let instances: Vec<InstanceDescription> = state
+        .instances
+        .values()
+        .map(|i| InstanceDescription {
+            id: i.id.clone(),
+            node: i.node.clone(),
+            address: i.address,
+            port: i.port,
+            version: i.version.clone(),
+            health: i.health.status,
+            last_check_output: i.health.last_output.clone(),
+        })
+        .collect();
+    let (placed, unplaced) = placement_of(assignments, app, name);
+    ServiceDescription {
+        placed,
+        unplaced,
+        private_name: state.config.private_name.clone(),
+        public_names: state.config.public_names.clone(),
+        desired: state.config.replicas.min,
+        running: instances.len(),
+        healthy: instances
+            .iter()
+            .filter(|i| i.health == Status::Healthy)
+            .count(),
+        instances,
+    }
+}
+
 /// The cluster's description as of now.
 pub fn describe(kick: &Kick) -> ClusterDescription {
     let registry = kick.registry.lock().expect("registry");
@@ -778,33 +900,7 @@ pub fn describe(kick: &Kick) -> ClusterDescription {
                         node.cpu_requested_millis += u64::from(state.config.cpu_millis);
                         node.memory_requested_mib += state.config.memory_mib;
                     }
-                    let instances: Vec<InstanceDescription> = state
-                        .instances
-                        .values()
-                        .map(|i| InstanceDescription {
-                            id: i.id.clone(),
-                            node: i.node.clone(),
-                            address: i.address,
-                            port: i.port,
-                            version: i.version.clone(),
-                            health: i.health.status,
-                            last_check_output: i.health.last_output.clone(),
-                        })
-                        .collect();
-                    let (placed, unplaced) = placement_of(&assignments, app, name);
-                    let description = ServiceDescription {
-                        placed,
-                        unplaced,
-                        private_name: state.config.private_name.clone(),
-                        public_names: state.config.public_names.clone(),
-                        desired: state.config.replicas.min,
-                        running: instances.len(),
-                        healthy: instances
-                            .iter()
-                            .filter(|i| i.health == Status::Healthy)
-                            .count(),
-                        instances,
-                    };
+                    let description = service_description(state, &assignments, app, name);
                     (name.clone(), description)
                 })
                 .collect();

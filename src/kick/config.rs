@@ -50,6 +50,9 @@ pub struct NetworkSection {
     /// Where nodes' container subnets (a /24 each) come from: outside the
     /// VPC, routed to each node in the VPC's route table.
     pub container_range: String,
+    /// The VPC's range: with the containers', the only addresses kick
+    /// registers (and so health-checks).
+    pub vpc_cidr: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -170,8 +170,12 @@ async fn harness(name: &str) -> Harness {
 }
 
 /// A harness for any kick config whose zones are `<name>.internal` and
-/// `<name>.example.com`.
-async fn harness_for(name: &str, config: KickConfig, settings: Settings) -> Harness {
+/// `<name>.example.com`; its instances may be anywhere in 10.0.0.0/8 (the
+/// "VPC") and 127.0.0.0/8 (the "containers", where the tests' services
+/// listen).
+async fn harness_for(name: &str, mut config: KickConfig, settings: Settings) -> Harness {
+    config.network.vpc_cidr = "10.0.0.0/8".into();
+    config.network.container_range = "127.0.0.0/8".into();
     let emulator = Emulator::shared(&root());
     let endpoint = emulator.endpoint();
     let (private, public) = {
@@ -310,6 +314,26 @@ fn requests_are_authenticated_and_scoped_and_rejected_ones_change_nothing() {
         assert_eq!(call(get.clone(), &format!("{}/v1/apps/nope", h.base), Some("admin-token"), None).await.0, 404);
         assert_eq!(call(get.clone(), &format!("{}/v1/apps/blog/services/web", h.base), Some("api-token"), None).await.0, 403);
         assert_eq!(call(get.clone(), &format!("{}/v1/apps/blog/services/web", h.base), Some("web-token"), None).await.0, 200);
+        // Regression: an unknown service answered 404 to any token, so any
+        // token could list the services; the scope is checked first.
+        assert_eq!(call(get.clone(), &format!("{}/v1/apps/blog/services/nope", h.base), Some("web-token"), None).await.0, 403);
+        assert_eq!(call(get.clone(), &format!("{}/v1/apps/blog/services/nope", h.base), Some("admin-token"), None).await.0, 404);
+        // Regression: any address was accepted, and its health came back to
+        // the caller: a port scanner. Only the cluster's own networks are.
+        let scan = json!({"app": "blog", "service": "web", "node": h.nodes[0], "address": "192.0.2.10", "port": 22});
+        let (status, body) = call(post.clone(), &format!("{}/v1/instances", h.base), Some("web-token"), Some(scan)).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().is_some_and(|e| e.contains("outside the cluster's networks")), "{body}");
+        // Regression: record values went unchecked to the shared writer,
+        // where one bad value splits everyone's batch.
+        let before = h.kick.writer.metrics.requests.load(Ordering::Relaxed);
+        for (kind, value) in [("A", "not-an-address"), ("AAAA", "10.0.0.1"), ("CNAME", "a..b"), ("SRV", "1 2 x host"), ("TXT", "unquoted")] {
+            let bad = json!({"name": "www.kickauth.example.com", "type": kind, "values": [value]});
+            let (status, body) = call(put.clone(), &format!("{}/v1/records", h.base), Some("web-token"), Some(bad)).await;
+            assert_eq!(status, 400, "{kind} {value}: {body}");
+            assert!(body["error"].as_str().is_some_and(|e| e.contains("is not a valid")), "{body}");
+        }
+        assert_eq!(h.kick.writer.metrics.requests.load(Ordering::Relaxed), before, "nothing reached Route53");
 
         let web = json!({"app": "blog", "service": "web", "node": h.nodes[0], "address": "127.0.0.1", "port": 1});
         let (status, body) = call(post.clone(), &format!("{}/v1/instances", h.base), Some("api-token"), Some(web.clone())).await;
