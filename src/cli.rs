@@ -1050,6 +1050,13 @@ async fn cluster_describe(
             return exit::INVALID;
         }
     };
+    if let Some(endpoint) = &endpoint
+        && let Err(why) = token_safe_endpoint(endpoint)
+    {
+        calls(args, &aws);
+        eprintln!("error: {why}");
+        return exit::USAGE;
+    }
     let mut live = None;
     if let Some(endpoint) = &endpoint {
         match live_description(&aws, name, &bucket, endpoint).await {
@@ -1059,13 +1066,12 @@ async fn cluster_describe(
             ),
         }
     }
-    let (description, source) = match live {
+    let live_from = endpoint.clone().unwrap_or_default();
+    let (description, source, origin) = match live {
         Some(description) => (
             description,
-            format!(
-                "live from the kick server at {}",
-                endpoint.unwrap_or_default()
-            ),
+            format!("live from the kick server at {live_from}"),
+            serde_json::json!({ "kind": "live", "endpoint": live_from }),
         ),
         None => {
             let published = async {
@@ -1084,9 +1090,11 @@ async fn cluster_describe(
                         .map_or(0, |d| d.as_secs());
                     let age =
                         crate::kick::describe::age(now.saturating_sub(description.generated_at));
+                    let seconds = now.saturating_sub(description.generated_at);
                     (
                         description,
                         format!("published copy from the kick server, {age} old"),
+                        serde_json::json!({ "kind": "published", "age_seconds": seconds }),
                     )
                 }
                 Err(err) => {
@@ -1099,13 +1107,40 @@ async fn cluster_describe(
     };
     calls(args, &aws);
     if json {
-        let mut text =
-            serde_json::to_string_pretty(&description).expect("a description serializes");
+        // Where it came from, so a script can tell a live answer from the
+        // published copy.
+        let mut value = serde_json::to_value(&description).expect("a description serializes");
+        if let Some(map) = value.as_object_mut() {
+            map.insert("source".to_owned(), origin);
+        }
+        let mut text = serde_json::to_string_pretty(&value).expect("JSON serializes");
         text.push('\n');
         return print(&text);
     }
     let style = render::Style::new(color.enabled_for(std::io::stdout().is_terminal()));
     print(&crate::kick::describe::render(&description, &source, style))
+}
+
+/// Refuses an endpoint the admin token would cross the network in clear
+/// to: plain HTTP is for loopback only (a tunnel, a test).
+fn token_safe_endpoint(endpoint: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(endpoint)
+        .map_err(|e| format!("--endpoint {endpoint} is not a URL: {e}"))?;
+    let host = url.host_str().unwrap_or("").trim_matches(['[', ']']);
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => Err(format!(
+            "refusing to send the admin token in clear to {endpoint}\nhelp: use https:// (the kick server's external API is TLS), or a loopback address through a tunnel"
+        )),
+        other => Err(format!(
+            "--endpoint {endpoint}: unsupported scheme {other}; use https://"
+        )),
+    }
 }
 
 /// Asks the kick server's external API, trusting only the certificate

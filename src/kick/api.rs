@@ -64,6 +64,9 @@ pub struct Kick {
     pub aws: Arc<Aws>,
     /// The cluster's nodes, as EC2 lists them.
     pub nodes: Mutex<Nodes>,
+    /// Held while the node list is re-read, so concurrent misses make one
+    /// EC2 call, not one each.
+    pub refreshing: tokio::sync::Mutex<()>,
     /// The last `GET /v1/cluster` body, with the (registry, nodes)
     /// generations it was made at: served again until either moves.
     pub described: Mutex<Option<(Generations, axum::body::Bytes)>>,

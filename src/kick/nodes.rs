@@ -45,17 +45,23 @@ impl Nodes {
 /// Whether `id` is one of the cluster's nodes, asking EC2 again when it is
 /// not known and the last answer is old enough.
 pub async fn known(kick: &Kick, id: &str) -> Result<bool, AwsError> {
-    {
+    let answer = || {
         let nodes = kick.nodes.lock().expect("nodes");
         if nodes.known.contains_key(id) {
-            return Ok(true);
+            return Some(true);
         }
-        if nodes
+        nodes
             .refreshed
             .is_some_and(|at| at.elapsed() < REFRESH_AT_MOST_EVERY)
-        {
-            return Ok(false);
-        }
+            .then_some(false)
+    };
+    if let Some(known) = answer() {
+        return Ok(known);
+    }
+    // One caller reads EC2; the others wait for it and take its answer.
+    let _refreshing = kick.refreshing.lock().await;
+    if let Some(known) = answer() {
+        return Ok(known);
     }
     let list = kick.aws.cluster_nodes(&kick.config.cluster.name).await?;
     let mut nodes = kick.nodes.lock().expect("nodes");

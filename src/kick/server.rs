@@ -154,6 +154,7 @@ pub async fn start_leading(
         zones,
         aws,
         nodes: Mutex::new(nodes),
+        refreshing: tokio::sync::Mutex::new(()),
         described: Mutex::new(None),
         owned: Mutex::new(owned),
         foreign: Mutex::new(foreign),

@@ -659,6 +659,8 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
         if out.code == 0 {
             let value: Value = serde_json::from_str(&out.stdout).expect("JSON");
             if value["apps"]["blog"]["services"]["web"]["running"] == 1 {
+                // Regression: --json did not say it was the published copy.
+                assert_eq!(value["source"]["kind"], "published", "{value}");
                 break value;
             }
         }
@@ -796,6 +798,23 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+
+    // The admin token never crosses the network in clear.
+    let clear = cluster.run_bare(&[
+        "cluster",
+        "describe",
+        "described",
+        "--endpoint",
+        "http://203.0.113.9:7443",
+    ]);
+    clear.code(2);
+    assert!(
+        clear
+            .stderr
+            .contains("refusing to send the admin token in clear"),
+        "{}",
+        clear.stderr
+    );
 
     let missing = cluster.run_bare(&["cluster", "describe", "nosuchcluster"]);
     missing.code(1);

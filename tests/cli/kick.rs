@@ -972,3 +972,27 @@ fn healthz_says_so_when_a_panic_poisoned_the_registry() {
         );
     });
 }
+
+#[test]
+fn concurrent_registrations_on_unknown_nodes_make_one_ec2_call() {
+    runtime().block_on(async {
+        let h = harness("kickcoalesce").await;
+        // Let the start-up read of the node list age past its freshness.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let before = h.aws.calls();
+        let client = reqwest::Client::new();
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let registration = json!({"app": "blog", "service": "web", "node": format!("i-unknown{i:03}"), "address": "127.0.0.1", "port": 8080});
+                let request = client.post(format!("{}/v1/instances", h.base)).bearer_auth("web-token").json(&registration);
+                tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.expect("join").expect("kick answers"), 404);
+        }
+        // Regression: each of the 50 called DescribeInstances.
+        let calls = h.aws.calls() - before;
+        assert!(calls <= 2, "50 concurrent misses made {calls} EC2 calls");
+    });
+}
