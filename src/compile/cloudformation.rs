@@ -713,7 +713,13 @@ fn kick_policy(config: &Config) -> Value {
                 "Sid": "PublishDescription",
                 "Effect": "Allow",
                 "Action": ["s3:PutObject"],
-                "Resource": {"Fn::Sub": format!("arn:${{AWS::Partition}}:s3:::{bucket}/published/*")},
+                "Resource": {"Fn::Sub": format!("arn:${{AWS::Partition}}:s3:::{bucket}/huxley/published/*")},
+            },
+            {
+                "Sid": "FindPublicZone",
+                "Effect": "Allow",
+                "Action": ["route53:ListHostedZonesByName"],
+                "Resource": "*",
             },
         ],
     })
@@ -773,6 +779,143 @@ fn short_hash(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the agents on a node call, by IAM action: the kick server and
+    /// the node agent both run with the node role.
+    const ON_THE_NODES: &[&str] = &[
+        "cloudformation:DescribeStacks",
+        "cloudformation:ListStackResources",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "ec2:CreateRoute",
+        "ec2:DeleteRoute",
+        "ec2:DescribeInstances",
+        "ec2:DescribeRouteTables",
+        "ec2:ModifyInstanceAttribute",
+        "ec2:ReplaceRoute",
+        "route53:ChangeResourceRecordSets",
+        "route53:ListHostedZonesByName",
+        "route53:ListResourceRecordSets",
+        "s3:GetObject",
+        "s3:PutObject",
+        "ssm:GetParameters",
+    ];
+
+    /// What only the CLI calls, with the user's own rights.
+    const CLI_ONLY: &[&str] = &[
+        "cloudformation:ContinueUpdateRollback",
+        "cloudformation:CreateChangeSet",
+        "cloudformation:DeleteChangeSet",
+        "cloudformation:DeleteStack",
+        "cloudformation:DescribeChangeSet",
+        "cloudformation:DescribeStackEvents",
+        "cloudformation:ExecuteChangeSet",
+        "cloudformation:GetTemplate",
+        "cloudformation:ListStacks",
+        "dynamodb:CreateTable",
+        "ec2:DescribeImages",
+        "s3:DeleteObject",
+        "s3:ListBucketVersions",
+        "ssm:DeleteParameters",
+        "ssm:GetParametersByPath",
+        "ssm:PutParameter",
+    ];
+
+    /// Every IAM action the code names when it maps an SDK error (each call
+    /// does), read from src/aws/.
+    fn actions_in_the_code() -> BTreeSet<String> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/aws");
+        let mut actions = BTreeSet::new();
+        for entry in std::fs::read_dir(dir).expect("src/aws") {
+            let text = std::fs::read_to_string(entry.expect("entry").path()).expect("source");
+            for piece in text.split("self.err(\"").skip(1) {
+                if let Some((action, _)) = piece.split_once('"') {
+                    actions.insert(action.to_owned());
+                }
+            }
+        }
+        actions
+    }
+
+    #[test]
+    fn every_aws_call_is_classified_and_the_node_role_allows_the_agents_calls() {
+        let code = actions_in_the_code();
+        assert!(code.len() > 20, "{code:?}");
+        for action in &code {
+            assert!(
+                ON_THE_NODES.contains(&action.as_str()) || CLI_ONLY.contains(&action.as_str()),
+                "{action} is called but not classified: add it to ON_THE_NODES (and the node role) or CLI_ONLY"
+            );
+        }
+        // The node role's statements, inline and managed, in the template.
+        let c = config(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/blog/huxley.toml"
+            ))
+            .expect("example"),
+        );
+        let template = super::template(&TemplateInput {
+            config: &c,
+            user_data: "",
+        });
+        let resources = template["Resources"].as_object().expect("resources");
+        let mut statements: Vec<&Value> = Vec::new();
+        for policy in resources["NodeRole"]["Properties"]["Policies"]
+            .as_array()
+            .expect("policies")
+        {
+            statements.extend(
+                policy["PolicyDocument"]["Statement"]
+                    .as_array()
+                    .expect("statements"),
+            );
+        }
+        for resource in resources
+            .values()
+            .filter(|r| r["Type"] == "AWS::IAM::ManagedPolicy")
+        {
+            statements.extend(
+                resource["Properties"]["PolicyDocument"]["Statement"]
+                    .as_array()
+                    .expect("statements"),
+            );
+        }
+        let allows = |action: &str| -> Vec<&Value> {
+            statements
+                .iter()
+                .copied()
+                .filter(|s| {
+                    s["Effect"] == "Allow"
+                        && s["Action"]
+                            .as_array()
+                            .is_some_and(|a| a.iter().any(|x| x == action))
+                })
+                .collect()
+        };
+        for action in ON_THE_NODES {
+            assert!(
+                !allows(action).is_empty(),
+                "the node role does not allow {action}"
+            );
+        }
+        // Regression: kick publishes under huxley/published/, the role
+        // allowed published/ only.
+        for key in [
+            crate::kick::publish::DESCRIPTION_KEY,
+            crate::kick::tls::FINGERPRINT_KEY,
+        ] {
+            let covered = allows("s3:PutObject").iter().any(|s| {
+                s["Resource"]["Fn::Sub"]
+                    .as_str()
+                    .and_then(|arn| arn.split_once(":::"))
+                    .and_then(|(_, object)| object.split_once('/'))
+                    .is_some_and(|(_, pattern)| key.starts_with(pattern.trim_end_matches('*')))
+            });
+            assert!(covered, "the node role may not write {key}");
+        }
+    }
 
     fn config(source: &str) -> Config {
         crate::config::check(source).config.expect("valid")
