@@ -321,6 +321,20 @@ pub fn template(input: &TemplateInput<'_>) -> Value {
         );
         managed.push(json!({"Ref": id}));
     }
+    for (i, document) in public_name_policies(config).into_iter().enumerate() {
+        let id = format!("NodePublicNamesPolicy{}", i + 1);
+        add(
+            &id,
+            json!({
+                "Type": "AWS::IAM::ManagedPolicy",
+                "Properties": {
+                    "Description": format!("Huxley cluster {}: change only its own names in the public zone", cluster.name),
+                    "PolicyDocument": document,
+                },
+            }),
+        );
+        managed.push(json!({"Ref": id}));
+    }
     let mut role = json!({
         "Type": "AWS::IAM::Role",
         "Properties": {
@@ -639,21 +653,28 @@ fn artifacts_policy(config: &Config) -> Value {
 /// group, its own tokens, and publishing the cluster's description.
 fn kick_policy(config: &Config) -> Value {
     let bucket = naming::bucket_pattern(config);
-    let mut zones = vec![
-        json!({"Fn::Sub": format!("arn:${{AWS::Partition}}:route53:::hostedzone/${{{}}}", ids::PRIVATE_ZONE)}),
-    ];
+    let zone = |id: &str| json!({"Fn::Sub": format!("arn:${{AWS::Partition}}:route53:::hostedzone/${{{id}}}")});
+    let mut read = vec![zone(ids::PRIVATE_ZONE)];
     if config.cluster.public_domain.is_some() {
-        zones.push(json!({"Fn::Sub": format!("arn:${{AWS::Partition}}:route53:::hostedzone/${{{}}}", ids::PUBLIC_ZONE_PARAMETER)}));
+        read.push(zone(ids::PUBLIC_ZONE_PARAMETER));
     }
-    json!({
+    let mut statements = vec![
+        json!({
+            "Sid": "PrivateRecords",
+            "Effect": "Allow",
+            "Action": ["route53:ChangeResourceRecordSets"],
+            "Resource": zone(ids::PRIVATE_ZONE),
+        }),
+        json!({
+            "Sid": "ReadRecords",
+            "Effect": "Allow",
+            "Action": ["route53:ListResourceRecordSets"],
+            "Resource": read,
+        }),
+    ];
+    let mut policy = json!({
         "Version": "2012-10-17",
         "Statement": [
-            {
-                "Sid": "ClusterRecords",
-                "Effect": "Allow",
-                "Action": ["route53:ChangeResourceRecordSets", "route53:ListResourceRecordSets"],
-                "Resource": zones,
-            },
             {
                 "Sid": "RecordChanges",
                 "Effect": "Allow",
@@ -722,7 +743,71 @@ fn kick_policy(config: &Config) -> Value {
                 "Resource": "*",
             },
         ],
-    })
+    });
+    if let Some(list) = policy["Statement"].as_array_mut() {
+        statements.append(list);
+        *list = statements;
+    }
+    policy
+}
+
+/// In the user's zone the nodes may change only the names the cluster owns
+/// (and their ownership records), named in managed policies that each stay
+/// under IAM's size limit: nothing else of the zone is theirs to change.
+pub fn public_name_policies(config: &Config) -> Vec<Value> {
+    if config.cluster.public_domain.is_none() {
+        return Vec::new();
+    }
+    const STATEMENT: usize = 400;
+    let mut chunks: Vec<Vec<String>> = Vec::new();
+    let mut size = STATEMENT;
+    for name in owned_public_names(config) {
+        let cost = name.len() + 3;
+        if chunks.is_empty() || size + cost > MANAGED_POLICY_LIMIT {
+            chunks.push(Vec::new());
+            size = STATEMENT;
+        }
+        size += cost;
+        if let Some(chunk) = chunks.last_mut() {
+            chunk.push(name);
+        }
+    }
+    chunks
+        .into_iter()
+        .map(|names| {
+            json!({
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Sid": "PublicNames",
+                    "Effect": "Allow",
+                    "Action": ["route53:ChangeResourceRecordSets"],
+                    "Resource": {"Fn::Sub": format!("arn:${{AWS::Partition}}:route53:::hostedzone/${{{}}}", ids::PUBLIC_ZONE_PARAMETER)},
+                    "Condition": {
+                        "ForAllValues:StringEquals": {
+                            "route53:ChangeResourceRecordSetsNormalizedRecordNames": names,
+                        },
+                    },
+                }],
+            })
+        })
+        .collect()
+}
+
+/// The public names the cluster may change, as Route53 normalizes them
+/// (lower case, no final dot): the services' names, the kick server's, and
+/// the ownership record of each.
+fn owned_public_names(config: &Config) -> Vec<String> {
+    let mut names: BTreeSet<String> = config
+        .services()
+        .flat_map(|(_, service)| config.public_names(service))
+        .collect();
+    names.insert(naming::kick_name(config));
+    let owners: Vec<String> = names
+        .iter()
+        .map(|n| format!("{}{n}", crate::aws::OWNER_PREFIX))
+        .collect();
+    names.extend(owners);
+    names.into_iter().map(|n| n.to_ascii_lowercase()).collect()
 }
 
 /// Tags for a resource: the cluster tag plus `extra`, sorted by key.
@@ -836,6 +921,48 @@ mod tests {
             }
         }
         actions
+    }
+
+    #[test]
+    fn in_the_users_zone_the_nodes_may_change_only_the_clusters_names() {
+        let c = config(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/blog/huxley.toml"
+            ))
+            .expect("example"),
+        );
+        let policy = kick_policy(&c);
+        let statements = policy["Statement"].as_array().expect("statements");
+        let documents = public_name_policies(&c);
+        assert_eq!(documents.len(), 1);
+        let public = &documents[0]["Statement"][0];
+        let names = &public["Condition"]["ForAllValues:StringEquals"]["route53:ChangeResourceRecordSetsNormalizedRecordNames"];
+        assert_eq!(
+            names,
+            &json!([
+                "_huxley-owner.acme.example.com",
+                "_huxley-owner.kick-acme.acme.example.com",
+                "_huxley-owner.www.acme.example.com",
+                "acme.example.com",
+                "kick-acme.acme.example.com",
+                "www.acme.example.com",
+            ])
+        );
+        // Regression: the public zone was in a statement with no condition.
+        for s in statements.iter().filter(|s| s["Sid"] != "PublicNames") {
+            let actions = s["Action"].as_array().expect("actions");
+            let writes = actions
+                .iter()
+                .any(|a| a == "route53:ChangeResourceRecordSets");
+            assert!(
+                !(writes
+                    && s["Resource"]
+                        .to_string()
+                        .contains(ids::PUBLIC_ZONE_PARAMETER)),
+                "{s}"
+            );
+        }
     }
 
     #[test]

@@ -82,12 +82,13 @@ pub fn check(
             });
         }
     }
-    let policies = cloudformation::secret_policy_chunks(config).len();
+    let policies = cloudformation::secret_policy_chunks(config).len()
+        + cloudformation::public_name_policies(config).len();
     if policies > MAX_MANAGED_POLICIES {
         errors.push(QuotaError {
             quota: "IAM: managed policies per role",
-            message: format!("the services' secrets need {policies} managed policies on the node role; IAM allows {MAX_MANAGED_POLICIES} by default"),
-            help: "use fewer, shared SSM parameters, or raise the quota to 20 in Service Quotas".into(),
+            message: format!("the services' secrets and public names need {policies} managed policies on the node role; IAM allows {MAX_MANAGED_POLICIES} by default"),
+            help: "use fewer, shared SSM parameters or fewer public names, or raise the quota to 20 in Service Quotas".into(),
         });
     }
     // Every node's container subnet is one route.

@@ -139,7 +139,7 @@ fn plan_apply_edit_apply_destroy() {
     plan.code(2);
     assert!(
         plan.stdout
-            .starts_with("Plan: 25 to add, 0 to change, 0 to replace, 0 to destroy."),
+            .starts_with("Plan: 26 to add, 0 to change, 0 to replace, 0 to destroy."),
         "{}",
         plan.stdout
     );
@@ -173,7 +173,7 @@ fn plan_apply_edit_apply_destroy() {
         apply.stdout
     );
     assert!(
-        apply.stdout.contains("Apply complete: 25 added"),
+        apply.stdout.contains("Apply complete: 26 added"),
         "{}",
         apply.stdout
     );
@@ -272,7 +272,7 @@ fn plan_apply_edit_apply_destroy() {
     assert!(
         destroy
             .stdout
-            .contains("Destroyed stack huxley-scenario (25 resources)"),
+            .contains("Destroyed stack huxley-scenario (26 resources)"),
         "{}",
         destroy.stdout
     );
@@ -311,7 +311,7 @@ fn a_saved_plan_is_applied_exactly_and_refused_once_stale() {
     let apply = Test::new(&["apply", &first]).env(&cluster.env).run();
     apply.code(0);
     assert!(
-        apply.stdout.contains("Apply complete: 25 added"),
+        apply.stdout.contains("Apply complete: 26 added"),
         "{}",
         apply.stdout
     );
