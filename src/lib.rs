@@ -16,6 +16,7 @@ pub mod cli;
 pub mod compile;
 pub mod config;
 pub mod diagnostic;
+pub mod digest;
 pub mod kick;
 pub mod model;
 pub mod node;

@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use crate::aws::{Aws, AwsError, OWNER_PREFIX, Query, StackSummary, TemplateSource, read_live};
 use crate::compile::{self, TemplateFormat, cloudformation::ids};
+use crate::digest::sha256;
 use crate::model::{Config, NodeImage, naming};
-use crate::plan::diff::{self, Target, sha256};
+use crate::plan::diff::{self, Target};
 use crate::plan::manifest::{MANIFEST_KEY, Manifest, blob_key};
 use crate::plan::{Action, Desired, Plan, StackAction};
 use progress::Progress;

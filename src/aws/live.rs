@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use super::ops::StackSummary;
 use super::{Aws, AwsError};
-use crate::plan::diff::{Live, LiveStack, sha256};
+use crate::digest::sha256;
+use crate::plan::diff::{Live, LiveStack};
 use crate::plan::manifest::{MANIFEST_KEY, Manifest};
 
 /// What to read.

@@ -858,7 +858,7 @@ fn justify(checkov: &[(&str, &str)], cfn_lint: &[(&str, &str)]) -> Value {
 
 /// The first 8 hex digits of SHA-256: a stable, compact id suffix.
 fn short_hash(text: &str) -> String {
-    crate::plan::diff::sha256(text)[..8].to_owned()
+    crate::digest::sha256(text)[..8].to_owned()
 }
 
 #[cfg(test)]

@@ -565,7 +565,7 @@ impl Registry {
 
 /// A stable id for a replica: service, node, address and port.
 pub fn instance_id(r: &Registration) -> String {
-    let digest = crate::plan::diff::sha256(format!(
+    let digest = crate::digest::sha256(format!(
         "{}/{}/{}/{}/{}",
         r.app, r.service, r.node, r.address, r.port
     ));

@@ -56,7 +56,7 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// Hex SHA-256 of bytes.
 pub fn fingerprint(der: &[u8]) -> String {
-    crate::plan::diff::sha256(der)
+    crate::digest::sha256(der)
 }
 
 /// Loads the identity kept in `dir`, or makes a self-signed one for

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+
+use crate::digest::sha256;
 
 use super::{
     Action, ArtifactChange, Base, Desired, FORMAT_VERSION, ParameterChange, Plan, PropertyChange,
@@ -146,14 +147,6 @@ pub fn plan(target: &Target, desired: Desired, live: &Live) -> Plan {
         base,
         desired,
     }
-}
-
-/// Hex SHA-256 of bytes (text, a certificate): the one digest helper.
-pub fn sha256(data: impl AsRef<[u8]>) -> String {
-    Sha256::digest(data.as_ref())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Replaces `{"Ref": P}` with P's value for every parameter, so a changed

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::diff::sha256;
+use crate::digest::sha256;
 
 pub const MANIFEST_KEY: &str = "huxley/manifest.json";
 
