@@ -151,9 +151,14 @@ pub async fn prepare(config: &Config, aws: &Aws, options: PlanOptions) -> Result
     Ok(plan)
 }
 
-/// The token parameters the kick config names: admin, hook, each service.
+/// The token parameters: the admin token (for the CLI), and what kick
+/// reads: the admin token's hash, the hook's, the node agents', each
+/// service's.
 pub fn token_parameters(config: &Config) -> Vec<String> {
-    crate::kick::auth::Tokens::parameter_names(&compile::kick::kick_config(config))
+    let kick = compile::kick::kick_config(config);
+    let mut names = crate::kick::auth::Tokens::parameter_names(&kick);
+    names.push(kick.tokens.admin);
+    names
 }
 
 /// A new bearer token: 32 bytes from the system's secure random source, as
@@ -236,12 +241,31 @@ pub async fn apply(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<Su
         .filter(|t| t.action == Action::Add)
         .map(|t| t.name.as_str())
         .collect();
+    let tokens_path = naming::tokens_path(&plan.cluster);
+    let admin = format!("{tokens_path}admin");
+    let admin_hash = format!("{tokens_path}{}", compile::kick::ADMIN_SHA256);
+    // The admin token before its hash (the names sort that way).
     for name in &added {
         let description = format!(
             "Huxley cluster {}: a kick server bearer token",
             plan.cluster
         );
-        aws.create_secure_parameter(name, &new_token()?, &description)
+        let value = if *name == admin_hash {
+            // Kick checks the admin token against this; the nodes may not
+            // read the token itself.
+            let token = aws
+                .secure_parameters(std::slice::from_ref(&admin))
+                .await?
+                .remove(&admin)
+                .ok_or_else(|| ApplyError::Failed {
+                    cause: format!("{admin} is missing, so its hash cannot be made"),
+                    state: "the tokens are incomplete; run `huxley apply` again".into(),
+                })?;
+            crate::digest::sha256(token.trim())
+        } else {
+            new_token()?
+        };
+        aws.create_secure_parameter(name, &value, &description)
             .await?;
     }
     if !added.is_empty() {

@@ -731,6 +731,15 @@ fn kick_policy(config: &Config) -> Value {
                 )},
             },
             {
+                "Sid": "NotTheAdminToken",
+                "Effect": "Deny",
+                "Action": ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "ssm:GetParameterHistory"],
+                "Resource": {"Fn::Sub": format!(
+                    "arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter/huxley/{}/tokens/admin",
+                    config.cluster.name
+                )},
+            },
+            {
                 "Sid": "PublishDescription",
                 "Effect": "Allow",
                 "Action": ["s3:PutObject"],
@@ -1027,6 +1036,18 @@ mod tests {
                 "the node role does not allow {action}"
             );
         }
+        // Regression: the nodes could read the admin token; kick checks its
+        // hash instead.
+        let denied = statements.iter().any(|s| {
+            s["Effect"] == "Deny"
+                && s["Action"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == "ssm:GetParameters"))
+                && s["Resource"]["Fn::Sub"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with("/tokens/admin"))
+        });
+        assert!(denied, "the node role may read the admin token");
         // Regression: kick publishes under huxley/published/, the role
         // allowed published/ only.
         for key in [

@@ -8,6 +8,9 @@ use crate::kick::config::{
 };
 use crate::model::{self, Config, Source, naming};
 
+/// The name, under the tokens' path, of the admin token's hash.
+pub const ADMIN_SHA256: &str = "admin-sha256";
+
 /// Builds the kick configuration.
 pub fn kick_config(config: &Config) -> KickConfig {
     let cluster = &config.cluster;
@@ -99,6 +102,7 @@ pub fn kick_config(config: &Config) -> KickConfig {
         },
         tokens: Tokens {
             admin: naming::token_parameter(config, "admin"),
+            admin_sha256: naming::token_parameter(config, ADMIN_SHA256),
             hook: naming::token_parameter(config, "hook"),
             node: naming::token_parameter(config, "node"),
         },

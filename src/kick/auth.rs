@@ -47,10 +47,19 @@ impl Scope {
     }
 }
 
-/// The tokens kick accepts.
+/// The tokens kick accepts. The admin token is kept as its SHA-256 only:
+/// kick checks it, never needs it, and the nodes may not read it.
 #[derive(Clone)]
 pub struct Tokens {
     entries: Vec<(Vec<u8>, Scope)>,
+}
+
+/// What a presented token is compared with: the admin's as a hash.
+fn comparable(scope: &Scope, presented: &[u8]) -> Vec<u8> {
+    match scope {
+        Scope::Admin => crate::digest::sha256(presented).into_bytes(),
+        _ => presented.to_vec(),
+    }
 }
 
 impl std::fmt::Debug for Tokens {
@@ -63,14 +72,21 @@ impl std::fmt::Debug for Tokens {
 }
 
 impl Tokens {
-    /// Reads the tokens from a directory holding `admin`, `hook` and
-    /// `<app>/<service>` files (the layout the node agent writes from the
-    /// SSM parameters the config names). A missing service file means that
+    /// Reads the tokens from a directory holding `admin`, `hook`, `node`
+    /// and `<app>/<service>` files. A missing service file means that
     /// service has no token yet.
     pub fn from_dir(dir: &Path, config: &KickConfig) -> std::io::Result<Self> {
         Self::collect(
             config,
             |scope| {
+                if *scope == Scope::Admin {
+                    // Kept as its hash, as from SSM.
+                    return match std::fs::read_to_string(dir.join("admin")) {
+                        Ok(text) => Ok(Some(crate::digest::sha256(text.trim()))),
+                        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                        Err(err) => Err(err),
+                    };
+                }
                 let path = match scope {
                     Scope::Admin => dir.join("admin"),
                     Scope::Hook => dir.join("hook"),
@@ -104,7 +120,7 @@ impl Tokens {
             config,
             |scope| {
                 let name = match scope {
-                    Scope::Admin => Some(&config.tokens.admin),
+                    Scope::Admin => Some(&config.tokens.admin_sha256),
                     Scope::Hook => Some(&config.tokens.hook),
                     Scope::Node => Some(&config.tokens.node),
                     Scope::Service { app, service } => config
@@ -117,8 +133,8 @@ impl Tokens {
             },
             || {
                 format!(
-                    "no admin token in SSM parameter {}: `huxley apply` creates it",
-                    config.tokens.admin
+                    "no admin token hash in SSM parameter {}: `huxley apply` creates it",
+                    config.tokens.admin_sha256
                 )
             },
         )
@@ -153,10 +169,11 @@ impl Tokens {
         Ok(Self { entries })
     }
 
-    /// Every parameter name the config holds tokens in.
+    /// Every parameter name kick reads its tokens from (the admin's hash,
+    /// not the admin token).
     pub fn parameter_names(config: &KickConfig) -> Vec<String> {
         let mut names = vec![
-            config.tokens.admin.clone(),
+            config.tokens.admin_sha256.clone(),
             config.tokens.hook.clone(),
             config.tokens.node.clone(),
         ];
@@ -175,7 +192,8 @@ impl Tokens {
         let presented = presented.as_bytes();
         let mut found = None;
         for (token, scope) in &self.entries {
-            if bool::from(token.as_slice().ct_eq(presented)) && found.is_none() {
+            let compared = comparable(scope, presented);
+            if bool::from(token.as_slice().ct_eq(&compared)) && found.is_none() {
                 found = Some(scope.clone());
             }
         }
@@ -224,5 +242,21 @@ mod tests {
             .covers("app0", "svc0")
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn kick_holds_the_admin_token_as_its_hash_only() {
+        let checked = crate::config::check(&crate::synth::config(1, 1));
+        let config = crate::compile::kick::kick_config(&checked.config.expect("valid"));
+        let hash = crate::digest::sha256("the-admin-token");
+        let values =
+            std::collections::BTreeMap::from([(config.tokens.admin_sha256.clone(), hash.clone())]);
+        let tokens = Tokens::from_parameters(&values, &config).expect("tokens");
+        assert_eq!(tokens.scope("the-admin-token"), Some(Scope::Admin));
+        // The hash itself is no token.
+        assert_eq!(tokens.scope(&hash), None);
+        // Kick never asks SSM for the admin token itself.
+        assert!(!Tokens::parameter_names(&config).contains(&config.tokens.admin));
+        assert!(Tokens::parameter_names(&config).contains(&config.tokens.admin_sha256));
     }
 }

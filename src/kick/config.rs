@@ -68,7 +68,12 @@ pub struct Listen {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Tokens {
+    /// The admin token itself: read by the CLI with the user's rights; the
+    /// nodes may not read it.
     pub admin: String,
+    /// The admin token's SHA-256, which kick checks presented tokens
+    /// against.
+    pub admin_sha256: String,
     pub hook: String,
     /// The node agents' token: nodes' assignments and their replicas'
     /// registrations, never DNS names.

@@ -158,7 +158,7 @@ fn plan_apply_edit_apply_destroy() {
         plan.stdout
     );
     assert!(
-        plan.stdout.contains("and 6 kick tokens to update."),
+        plan.stdout.contains("and 7 kick tokens to update."),
         "{}",
         plan.stdout
     );
@@ -168,7 +168,7 @@ fn plan_apply_edit_apply_destroy() {
     assert!(
         apply
             .stdout
-            .contains("Kick tokens: 6 created or removed in SSM."),
+            .contains("Kick tokens: 7 created or removed in SSM."),
         "{}",
         apply.stdout
     );
@@ -282,7 +282,7 @@ fn plan_apply_edit_apply_destroy() {
         destroy.stdout
     );
     assert!(
-        destroy.stderr.contains("deleted 7 kick tokens from SSM"),
+        destroy.stderr.contains("deleted 8 kick tokens from SSM"),
         "{}",
         destroy.stderr
     );
@@ -295,7 +295,7 @@ fn plan_apply_edit_apply_destroy() {
     );
     assert!(
         plan.stdout
-            .contains("Also 12 artifacts, 3 DNS records and 7 kick tokens"),
+            .contains("Also 12 artifacts, 3 DNS records and 8 kick tokens"),
         "the bucket, records and tokens are gone too: {}",
         plan.stdout
     );
@@ -565,6 +565,7 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
                 names,
                 [
                     "admin",
+                    "admin-sha256",
                     "blog/api",
                     "blog/redis",
                     "blog/web",
