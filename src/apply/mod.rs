@@ -16,7 +16,7 @@ pub mod progress;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::aws::{Aws, AwsError, OWNER_PREFIX, Query, StackSummary, TemplateSource, read_live};
+use crate::aws::{Aws, AwsError, Query, StackSummary, TemplateSource, read_live};
 use crate::compile::{self, TemplateFormat, cloudformation::ids};
 use crate::digest::sha256;
 use crate::model::{Config, NodeImage, naming};
@@ -134,7 +134,7 @@ pub async fn prepare(config: &Config, aws: &Aws, options: PlanOptions) -> Result
         template_body,
         parameters,
         artifacts: files,
-        records: ownership_records(config),
+        records: crate::plan::desired::ownership_records(config),
         public_zone_id: read.public_zone_id.clone(),
     };
     let target = Target {
@@ -147,18 +147,9 @@ pub async fn prepare(config: &Config, aws: &Aws, options: PlanOptions) -> Result
     let existing = aws
         .parameter_names(&naming::tokens_path(&config.cluster.name))
         .await?;
-    plan.tokens = crate::plan::token_changes(&token_parameters(config), &existing);
+    plan.tokens =
+        crate::plan::token_changes(&crate::plan::desired::token_parameters(config), &existing);
     Ok(plan)
-}
-
-/// The token parameters: the admin token (for the CLI), and what kick
-/// reads: the admin token's hash, the hook's, the node agents', each
-/// service's.
-pub fn token_parameters(config: &Config) -> Vec<String> {
-    let kick = compile::kick::kick_config(config);
-    let mut names = crate::kick::auth::Tokens::parameter_names(&kick);
-    names.push(kick.tokens.admin);
-    names
 }
 
 /// A new bearer token: 32 bytes from the system's secure random source, as
@@ -173,32 +164,6 @@ fn new_token() -> Result<String, ApplyError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// The ownership records a cluster keeps in its public zone: one per public
-/// name of a service, and one for the kick server's name.
-pub fn ownership_records(config: &Config) -> BTreeMap<String, String> {
-    let mut records = BTreeMap::new();
-    let cluster = &config.cluster.name;
-    if config.cluster.public_domain.is_none() {
-        return records;
-    }
-    for (app, service) in config.services() {
-        for name in config.public_names(service) {
-            records.insert(
-                format!("{OWNER_PREFIX}{name}"),
-                format!(
-                    "\"heritage=huxley,cluster={cluster},app={},service={}\"",
-                    app.name, service.name
-                ),
-            );
-        }
-    }
-    records.insert(
-        format!("{OWNER_PREFIX}{}", naming::kick_name(config)),
-        format!("\"heritage=huxley,cluster={cluster},app=huxley,service=kick\""),
-    );
-    records
-}
-
 /// Waits for a stack that another run left in progress, and recovers one
 /// that cannot be updated as it is. Returns the stack's state afterwards.
 pub async fn settle(
@@ -209,7 +174,7 @@ pub async fn settle(
     let Some(summary) = aws.describe_stack(stack).await? else {
         return Ok(None);
     };
-    if is_review(&summary.status) {
+    if summary.is_review_only() {
         // Only an unexecuted change set: nothing runs, nothing to wait for.
         return Ok(Some(summary));
     }
@@ -426,19 +391,13 @@ pub struct Summary {
     pub tokens: usize,
 }
 
-/// A stack that holds only a change set never executed: it has no
-/// resources yet, and is created with a `CREATE` change set.
-pub fn is_review(status: &str) -> bool {
-    status == "REVIEW_IN_PROGRESS"
-}
-
 /// Refuses a plan whose live state has moved; returns the live stack
 /// (none when there is none, or only an unexecuted change set).
 async fn check_base(aws: &Aws, plan: &Plan) -> Result<Option<StackSummary>, ApplyError> {
     let live = aws
         .describe_stack(&plan.stack)
         .await?
-        .filter(|s| !is_review(&s.status));
+        .filter(|s| !s.is_review_only());
     let base = &plan.base;
     match (&base.stack_id, &live) {
         (None, None) => return Ok(None),
@@ -647,7 +606,7 @@ pub async fn wait(
                 progress.done(&s.status);
                 return Ok((summary, cause));
             }
-            Some(s) if is_review(&s.status) => return Ok((summary, None)),
+            Some(s) if s.is_review_only() => return Ok((summary, None)),
             Some(s) => {
                 if tokio::time::Instant::now() >= deadline {
                     return Err(AwsError::StackFailed {

@@ -36,7 +36,7 @@ pub async fn read_live(aws: &Aws, query: &Query<'_>) -> Result<LiveRead, AwsErro
     let stack = aws
         .describe_stack(query.stack)
         .await?
-        .filter(|s| !crate::apply::is_review(&s.status));
+        .filter(|s| !s.is_review_only());
     let mut live = Live::default();
     let mut bucket = None;
     if let Some(summary) = &stack {

@@ -28,6 +28,12 @@ pub struct StackSummary {
 }
 
 impl StackSummary {
+    /// Whether the stack holds only a change set never executed: it has no
+    /// resources yet, and is created with a `CREATE` change set.
+    pub fn is_review_only(&self) -> bool {
+        self.status == "REVIEW_IN_PROGRESS"
+    }
+
     /// The artifact bucket: the stack's output, or else the name Huxley
     /// gives it, with the account taken from the stack's ARN
     /// (`arn:aws:cloudformation:<region>:<account>:stack/...`). The local

@@ -6,11 +6,11 @@
 //! a DNS name that exists but is not Huxley's. Record writes answer once
 //! Route53 has committed them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -22,124 +22,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::auth::{Scope, Tokens};
+use super::auth::Scope;
 use super::config::KickConfig;
-use super::dns::Writer;
-use super::nodes::Nodes;
-use super::registry::{Registration, Registry, RegistryError, Status};
-use crate::aws::{Aws, RecordChange};
+use super::registry::{Registration, RegistryError, Status};
+use crate::aws::RecordChange;
 
-/// A hosted zone kick writes to.
-#[derive(Debug, Clone)]
-pub struct Zone {
-    pub id: String,
-    pub name: String,
-}
-
-/// The zones of the cluster.
-#[derive(Debug, Clone)]
-pub struct Zones {
-    pub private: Zone,
-    pub public: Option<Zone>,
-}
-
-impl Zones {
-    /// The zone a name lies in, if any.
-    pub fn of(&self, name: &str) -> Option<&Zone> {
-        let inside = |zone: &Zone| name == zone.name || name.ends_with(&format!(".{}", zone.name));
-        std::iter::once(&self.private)
-            .chain(self.public.as_ref())
-            .find(|zone| inside(zone))
-    }
-}
-
-/// Everything the handlers share.
-#[derive(Debug)]
-pub struct Kick {
-    pub config: KickConfig,
-    pub registry: Mutex<Registry>,
-    pub tokens: Tokens,
-    pub writer: Writer,
-    pub zones: Zones,
-    pub aws: Arc<Aws>,
-    /// The cluster's nodes, as EC2 lists them.
-    pub nodes: Mutex<Nodes>,
-    /// Held while the node list is re-read, so concurrent misses make one
-    /// EC2 call, not one each.
-    pub refreshing: tokio::sync::Mutex<()>,
-    /// The last `GET /v1/cluster` body, with the (registry, nodes)
-    /// generations it was made at: served again until either moves.
-    pub described: Mutex<Option<(Generations, axum::body::Bytes)>>,
-    /// Names kick owns (their `_huxley-owner.` record is kick's).
-    pub owned: Mutex<BTreeSet<String>>,
-    /// Names that exist in the zones and are not Huxley's: never touched.
-    pub foreign: Mutex<BTreeSet<String>>,
-    pub requests: AtomicU64,
-    /// The lease this server leads under; `None` when it runs alone.
-    pub lease: Option<Arc<super::lease::Lease>>,
-    /// The tasks it runs while it leads, stopped when it steps down.
-    pub tasks: Mutex<Vec<tokio::task::AbortHandle>>,
-    /// Where every replica runs, and what the node agents report.
-    pub assignments: Mutex<super::assign::Assignments>,
-    /// The assignment generation, for node agents' long polls.
-    pub placed: tokio::sync::watch::Sender<u64>,
-    pub network: Network,
-}
-
-/// The (registry, nodes, assignments) generations a description was made at.
-pub type Generations = (u64, u64, u64);
-
-/// The container network: the range nodes' subnets come from, and the VPC
-/// route table that routes each subnet to its node.
-#[derive(Debug, Clone, Default)]
-pub struct Network {
-    pub range: Option<ipnet::Ipv4Net>,
-    pub route_table: Option<String>,
-}
-
-impl Kick {
-    /// Why this server cannot serve, if it cannot: a lock poisoned by a
-    /// panic (every later request touching it would fail), or the registry
-    /// held for seconds (everything waits on it).
-    pub async fn health_problem(&self) -> Option<String> {
-        let poisoned = [
-            ("registry", self.registry.is_poisoned()),
-            ("nodes", self.nodes.is_poisoned()),
-            ("assignments", self.assignments.is_poisoned()),
-            ("described", self.described.is_poisoned()),
-            ("owned", self.owned.is_poisoned()),
-            ("foreign", self.foreign.is_poisoned()),
-            ("tasks", self.tasks.is_poisoned()),
-        ];
-        if let Some((name, _)) = poisoned.iter().find(|(_, p)| *p) {
-            return Some(format!("the {name} lock is poisoned (a request panicked)"));
-        }
-        let deadline = tokio::time::Instant::now() + STUCK_AFTER;
-        loop {
-            if self.registry.try_lock().is_ok() {
-                return None;
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Some(format!(
-                    "the registry has been locked for over {}s",
-                    STUCK_AFTER.as_secs()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// Stops everything this server runs as the leader.
-    pub fn stop(&self) {
-        if let Some(lease) = &self.lease {
-            lease.step_down();
-        }
-        for task in self.tasks.lock().expect("tasks").drain(..) {
-            task.abort();
-        }
-        self.writer.stop();
-    }
-}
+pub use super::http::{Refusal, authenticate, body, error, refuse};
+pub use super::integral;
+pub use super::state::{Generations, Kick, Network, REAP_EVERY, Zone, Zones, own};
 
 /// The body of a record write.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -159,34 +49,6 @@ pub struct RecordRequest {
     /// The record's values; ignored on delete.
     #[serde(default)]
     pub values: Vec<String>,
-}
-
-/// JSON Schema counts `3412.0` as an integer (a number with no fraction),
-/// so the API accepts it wherever its schema says integer.
-pub mod integral {
-    use serde::{Deserialize, Deserializer, de::Error};
-
-    /// A whole number, written with or without `.0`.
-    pub fn value<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<T, D::Error> {
-        let number = serde_json::Number::deserialize(d)?;
-        let whole = number
-            .as_i64()
-            .or_else(|| {
-                number
-                    .as_f64()
-                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-                    .map(|f| f as i64)
-            })
-            .ok_or_else(|| D::Error::custom(format!("{number} is not a whole number")))?;
-        T::try_from(whole).map_err(|_| D::Error::custom(format!("{whole} is out of range")))
-    }
-
-    /// An optional whole number.
-    pub fn option<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<Option<T>, D::Error> {
-        #[derive(Deserialize)]
-        struct Wrapped<T: TryFrom<i64>>(#[serde(deserialize_with = "value")] T);
-        Ok(Option::<Wrapped<T>>::deserialize(d)?.map(|Wrapped(v)| v))
-    }
 }
 
 /// The self-description of the cluster (`GET /v1/cluster`).
@@ -286,9 +148,6 @@ pub fn router(kick: Arc<Kick>) -> Router {
         .with_state(kick)
 }
 
-/// How long the registry may stay locked before /healthz says kick is stuck.
-const STUCK_AFTER: Duration = Duration::from_secs(2);
-
 /// `/healthz`: 200 while this server can serve, 503 with the reason when it
 /// cannot (the leader then steps down, see [`super::serve`]).
 async fn healthz(State(kick): State<Arc<Kick>>) -> Response {
@@ -300,43 +159,6 @@ async fn healthz(State(kick): State<Arc<Kick>>) -> Response {
         )
             .into_response(),
     }
-}
-
-pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
-}
-
-/// A refused request, boxed: a response is large, and most calls succeed.
-type Refusal = Box<Response>;
-
-fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
-    Box::new(error(status, message))
-}
-
-/// The caller's scope, or the 401 to answer.
-pub(super) fn authenticate(kick: &Kick, headers: &HeaderMap) -> Result<Scope, Refusal> {
-    kick.requests.fetch_add(1, Ordering::Relaxed);
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    token
-        .and_then(|t| kick.tokens.scope(t.trim()))
-        .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "missing or invalid bearer token"))
-}
-
-pub(super) fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, Refusal> {
-    payload
-        .map(|Json(value)| value)
-        .map_err(|rejection| match rejection {
-            JsonRejection::BytesRejection(_) => {
-                refuse(StatusCode::PAYLOAD_TOO_LARGE, "the body is over 64 KiB")
-            }
-            other => refuse(
-                StatusCode::BAD_REQUEST,
-                format!("malformed body: {}", other.body_text()),
-            ),
-        })
 }
 
 fn now() -> SystemTime {
@@ -384,7 +206,7 @@ async fn register(
     if let Err(why) = inside_the_cluster(&kick.config, registration.address) {
         return error(StatusCode::BAD_REQUEST, why);
     }
-    match super::nodes::known(&kick, &registration.node).await {
+    match super::state::known(&kick, &registration.node).await {
         Ok(true) => {}
         Ok(false) => {
             return error(
@@ -684,26 +506,6 @@ async fn delete_record(
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(reason) => error(StatusCode::BAD_GATEWAY, reason),
     }
-}
-
-/// Writes the ownership record of a name once.
-pub async fn own(kick: &Kick, zone: &str, name: &str) -> Result<(), String> {
-    if kick.owned.lock().expect("owned").contains(name) {
-        return Ok(());
-    }
-    let change = RecordChange {
-        upsert: true,
-        name: format!("{}{name}", crate::aws::OWNER_PREFIX),
-        kind: "TXT".into(),
-        ttl: 300,
-        values: vec![format!(
-            "\"heritage=huxley,cluster={},owner=kick\"",
-            kick.config.cluster.name
-        )],
-    };
-    kick.writer.submit(zone, change).await?;
-    kick.owned.lock().expect("owned").insert(name.to_owned());
-    Ok(())
 }
 
 fn require_admin(kick: &Kick, headers: &HeaderMap) -> Result<(), Refusal> {
@@ -1018,6 +820,3 @@ async fn metrics(State(kick): State<Arc<Kick>>, headers: HeaderMap) -> Response 
     text.push_str(&memory);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
-
-/// How long DNS and health keep in step: the reaper's period.
-pub const REAP_EVERY: Duration = Duration::from_secs(30);

@@ -28,9 +28,10 @@ use ipnet::Ipv4Net;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::api::{Kick, authenticate, error};
 use super::config::KickConfig;
+use super::http::{authenticate, error};
 use super::placement::{self, NodeSpec, Placement, Replica, ServiceSpec};
+use super::state::Kick;
 
 /// How often the leader re-reads the cluster's nodes from EC2 and places
 /// again: a terminated node's replicas are re-placed within this.
@@ -536,7 +537,7 @@ pub async fn put_status(
     if let Err(response) = node_scope(&kick, &headers, &node).await {
         return *response;
     }
-    let report = match super::api::body(payload) {
+    let report = match super::http::body(payload) {
         Ok(report) => report,
         Err(response) => return *response,
     };
@@ -599,7 +600,7 @@ async fn node_scope(kick: &Kick, headers: &HeaderMap, node: &str) -> Result<(), 
             "this needs the node agents' token",
         )));
     }
-    match super::nodes::known(kick, node).await {
+    match super::state::known(kick, node).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(Box::new(error(
             StatusCode::NOT_FOUND,

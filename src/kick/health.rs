@@ -11,9 +11,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::api::{Kick, REAP_EVERY, own};
 use super::config::HealthKind;
 use super::registry::{DEREGISTER_AFTER, replicas_name};
+use super::state::{Kick, REAP_EVERY, own};
 use crate::aws::RecordChange;
 
 /// Starts the check loops of every service and the reaper; their handles.

@@ -8,17 +8,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::api::Kick;
-use crate::aws::{AwsError, Node};
+use crate::aws::Node;
 
 /// How often a miss may send kick back to EC2.
-const REFRESH_AT_MOST_EVERY: Duration = Duration::from_secs(2);
+pub const REFRESH_AT_MOST_EVERY: Duration = Duration::from_secs(2);
 
 /// The nodes kick knows, and when it last asked EC2.
 #[derive(Debug, Default)]
 pub struct Nodes {
     pub known: BTreeMap<String, Node>,
-    refreshed: Option<Instant>,
+    pub refreshed: Option<Instant>,
     /// Bumped when the list changes (the description shows it).
     pub generation: u64,
 }
@@ -40,31 +39,4 @@ impl Nodes {
         self.known = known;
         self.refreshed = Some(Instant::now());
     }
-}
-
-/// Whether `id` is one of the cluster's nodes, asking EC2 again when it is
-/// not known and the last answer is old enough.
-pub async fn known(kick: &Kick, id: &str) -> Result<bool, AwsError> {
-    let answer = || {
-        let nodes = kick.nodes.lock().expect("nodes");
-        if nodes.known.contains_key(id) {
-            return Some(true);
-        }
-        nodes
-            .refreshed
-            .is_some_and(|at| at.elapsed() < REFRESH_AT_MOST_EVERY)
-            .then_some(false)
-    };
-    if let Some(known) = answer() {
-        return Ok(known);
-    }
-    // One caller reads EC2; the others wait for it and take its answer.
-    let _refreshing = kick.refreshing.lock().await;
-    if let Some(known) = answer() {
-        return Ok(known);
-    }
-    let list = kick.aws.cluster_nodes(&kick.config.cluster.name).await?;
-    let mut nodes = kick.nodes.lock().expect("nodes");
-    nodes.replace(list);
-    Ok(nodes.known.contains_key(id))
 }

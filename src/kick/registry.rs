@@ -227,7 +227,7 @@ pub struct Registration {
     #[schemars(schema_with = "ip_schema")]
     pub address: IpAddr,
     #[schemars(range(min = 1))]
-    #[serde(deserialize_with = "super::api::integral::value")]
+    #[serde(deserialize_with = "super::integral::value")]
     pub port: u16,
     /// The deployed version (commit, image tag or digest): letters, digits
     /// and `._:@+/-`, at most 128 characters.
@@ -236,7 +236,7 @@ pub struct Registration {
     pub version: Option<String>,
     /// The replica number (`<unit>@<n>`) when a node agent runs it; kick
     /// keeps each replica on its node across restarts and failovers by it.
-    #[serde(default, deserialize_with = "super::api::integral::option")]
+    #[serde(default, deserialize_with = "super::integral::option")]
     #[schemars(range(min = 1, max = 10_000))]
     pub replica: Option<u32>,
 }

@@ -8,6 +8,7 @@
 //! It is serialized as the documented JSON plan (`--json`,
 //! `schemas/plan.schema.json`) and as the plan file `apply` executes.
 
+pub mod desired;
 pub mod diff;
 pub mod manifest;
 pub mod render;
