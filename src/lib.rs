@@ -23,7 +23,7 @@ pub mod node;
 pub mod output;
 pub mod plan;
 pub mod schema;
-#[doc(hidden)]
+#[cfg(any(test, feature = "testing"))]
 pub mod synth;
-#[doc(hidden)]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
