@@ -49,398 +49,23 @@ pub fn template(input: &TemplateInput<'_>) -> Value {
     let config = input.config;
     let cluster = &config.cluster;
     let mut resources = serde_json::Map::new();
-    let mut add = |id: &str, value: Value| {
-        resources.insert(id.to_owned(), value);
-    };
 
-    // --- network -----------------------------------------------------------
-    add(
-        "Vpc",
-        json!({
-            "Type": "AWS::EC2::VPC",
-            "Properties": {
-                "CidrBlock": cluster.vpc_cidr.to_string(),
-                "EnableDnsHostnames": true,
-                "EnableDnsSupport": true,
-                "Tags": tags(config, &[("Name", &naming::stack(config))]),
-            },
-        }),
-    );
-    add(
-        "InternetGateway",
-        json!({
-            "Type": "AWS::EC2::InternetGateway",
-            "Properties": { "Tags": tags(config, &[]) },
-        }),
-    );
-    add(
-        "InternetGatewayAttachment",
-        json!({
-            "Type": "AWS::EC2::VPCGatewayAttachment",
-            "Properties": { "InternetGatewayId": {"Ref": "InternetGateway"}, "VpcId": {"Ref": "Vpc"} },
-        }),
-    );
-    add(
-        "PublicRouteTable",
-        json!({
-            "Type": "AWS::EC2::RouteTable",
-            "Properties": { "VpcId": {"Ref": "Vpc"}, "Tags": tags(config, &[]) },
-        }),
-    );
-    add(
-        "PublicRoute",
-        json!({
-            "Type": "AWS::EC2::Route",
-            "DependsOn": "InternetGatewayAttachment",
-            "Properties": {
-                "RouteTableId": {"Ref": "PublicRouteTable"},
-                "DestinationCidrBlock": "0.0.0.0/0",
-                "GatewayId": {"Ref": "InternetGateway"},
-            },
-        }),
-    );
-    let subnets = subnet_ids(config);
-    for ((id, zone), cidr) in subnets
-        .iter()
-        .zip(&cluster.availability_zones)
-        .zip(subnet_cidrs(config))
-    {
-        add(
-            id,
-            json!({
-                "Type": "AWS::EC2::Subnet",
-                "Metadata": justify(&[], &[("W3010", "The zones are the ones huxley.toml names, on purpose: they must match where the user's other resources live.")]),
-                "Properties": {
-                    "VpcId": {"Ref": "Vpc"},
-                    "AvailabilityZone": zone,
-                    "CidrBlock": cidr,
-                    "MapPublicIpOnLaunch": true,
-                    "Tags": tags(config, &[("Name", &format!("{}-{zone}", naming::stack(config)))]),
-                },
-            }),
-        );
-        add(
-            &format!("{id}RouteTableAssociation"),
-            json!({
-                "Type": "AWS::EC2::SubnetRouteTableAssociation",
-                "Properties": { "SubnetId": {"Ref": id}, "RouteTableId": {"Ref": "PublicRouteTable"} },
-            }),
-        );
-    }
-
-    // --- security group: one resource per rule (see EMULATOR.md) -----------
-    add(
-        "NodeSecurityGroup",
-        json!({
-            "Type": "AWS::EC2::SecurityGroup",
-            "Properties": {
-                "GroupDescription": format!("Huxley cluster {} nodes", cluster.name),
-                "VpcId": {"Ref": "Vpc"},
-                "SecurityGroupEgress": [{
-                    "CidrIp": "0.0.0.0/0",
-                    "IpProtocol": "-1",
-                    "Description": "Image pulls, AWS APIs and service traffic",
-                }],
-                "Tags": tags(config, &[]),
-            },
-        }),
-    );
-    add(
-        "IngressNodes",
-        json!({
-            "Type": "AWS::EC2::SecurityGroupIngress",
-            "Properties": {
-                "GroupId": {"Ref": "NodeSecurityGroup"},
-                "SourceSecurityGroupId": {"Ref": "NodeSecurityGroup"},
-                "IpProtocol": "-1",
-                "Description": "Nodes talk to each other freely",
-            },
-        }),
-    );
-    add(
-        "IngressContainers",
-        json!({
-            "Type": "AWS::EC2::SecurityGroupIngress",
-            "Properties": {
-                "GroupId": {"Ref": "NodeSecurityGroup"},
-                "CidrIp": model::CONTAINER_RANGE,
-                "IpProtocol": "-1",
-                "Description": "Containers on other nodes, from their routed subnets",
-            },
-        }),
-    );
-    for rule in ingress_rules(config) {
-        let mut properties = json!({
-            "GroupId": {"Ref": "NodeSecurityGroup"},
-            "IpProtocol": "tcp",
-            "FromPort": rule.from_port,
-            "ToPort": rule.to_port,
-            "Description": rule.description,
-        });
-        let key = if rule.cidr.contains(':') {
-            "CidrIpv6"
-        } else {
-            "CidrIp"
-        };
-        properties[key] = json!(rule.cidr);
-        let mut resource =
-            json!({ "Type": "AWS::EC2::SecurityGroupIngress", "Properties": properties });
-        if rule.public && (rule.from_port..=rule.to_port).contains(&80) {
-            resource["Metadata"] = justify(
-                &[(
-                    "CKV_AWS_260",
-                    "Port 80 serves a service's public names; opening it to the internet is what `public` asks for.",
-                )],
-                &[],
-            );
-        }
-        add(&rule.id, resource);
-    }
-
-    // --- the control plane's lease -------------------------------------------
-    add(
-        ids::LEASE_TABLE,
-        json!({
-            "Type": "AWS::DynamoDB::Table",
-            "DeletionPolicy": "Delete",
-            "UpdateReplacePolicy": "Delete",
-            "Metadata": justify(&[(
-                "CKV_AWS_119",
-                "The table holds one lease item (a kick server's id, address and a counter), no customer data; AWS-owned-key encryption is on, and a customer-managed key would cost more than the table.",
-            )], &[]),
-            "Properties": {
-                "TableName": naming::lease_table(config),
-                "BillingMode": "PAY_PER_REQUEST",
-                "AttributeDefinitions": [{"AttributeName": "name", "AttributeType": "S"}],
-                "KeySchema": [{"AttributeName": "name", "KeyType": "HASH"}],
-                "SSESpecification": {"SSEEnabled": true},
-                "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": true},
-                "Tags": tags(config, &[]),
-            },
-        }),
-    );
-
-    // --- DNS ----------------------------------------------------------------
-    add(
-        ids::PRIVATE_ZONE,
-        json!({
-            "Type": "AWS::Route53::HostedZone",
-            "Properties": {
-                "Name": cluster.private_domain,
-                "HostedZoneConfig": { "Comment": format!("Private names of Huxley cluster {}", cluster.name) },
-                "VPCs": [{ "VPCId": {"Ref": "Vpc"}, "VPCRegion": {"Ref": "AWS::Region"} }],
-                "HostedZoneTags": tags(config, &[]),
-            },
-        }),
-    );
-
-    // --- artifact bucket ----------------------------------------------------
-    let bucket = naming::bucket_pattern(config);
-    add(
-        ids::ARTIFACT_BUCKET,
-        json!({
-            "Type": "AWS::S3::Bucket",
-            "Metadata": justify(
-                &[("CKV_AWS_18", "Access logging needs a second bucket per cluster; this bucket holds only generated artifacts written by `huxley apply`, and CloudTrail records its API use.")],
-                &[],
-            ),
-            "Properties": {
-                "BucketName": {"Fn::Sub": bucket},
-                "BucketEncryption": {
-                    "ServerSideEncryptionConfiguration": [{
-                        "ServerSideEncryptionByDefault": { "SSEAlgorithm": "AES256" },
-                        "BucketKeyEnabled": true,
-                    }],
-                },
-                "PublicAccessBlockConfiguration": {
-                    "BlockPublicAcls": true,
-                    "BlockPublicPolicy": true,
-                    "IgnorePublicAcls": true,
-                    "RestrictPublicBuckets": true,
-                },
-                "OwnershipControls": { "Rules": [{ "ObjectOwnership": "BucketOwnerEnforced" }] },
-                "VersioningConfiguration": { "Status": "Enabled" },
-                "LifecycleConfiguration": {
-                    "Rules": [{
-                        "Id": "expire-old-versions",
-                        "Status": "Enabled",
-                        "NoncurrentVersionExpiration": { "NoncurrentDays": 30 },
-                        "AbortIncompleteMultipartUpload": { "DaysAfterInitiation": 7 },
-                    }],
-                },
-                "Tags": tags(config, &[]),
-            },
-        }),
-    );
-    add(
-        "ArtifactBucketPolicy",
-        json!({
-            "Type": "AWS::S3::BucketPolicy",
-            "Properties": {
-                "Bucket": {"Ref": ids::ARTIFACT_BUCKET},
-                "PolicyDocument": {
-                    "Version": "2012-10-17",
-                    "Statement": [{
-                        "Sid": "TlsOnly",
-                        "Effect": "Deny",
-                        "Principal": "*",
-                        "Action": "s3:*",
-                        "Resource": [
-                            {"Fn::GetAtt": [ids::ARTIFACT_BUCKET, "Arn"]},
-                            {"Fn::Sub": format!("arn:${{AWS::Partition}}:s3:::{bucket}/*")},
-                        ],
-                        "Condition": { "Bool": { "aws:SecureTransport": "false" } },
-                    }],
-                },
-            },
-        }),
-    );
-
-    // --- IAM ------------------------------------------------------------------
-    let secret_policies = secret_policy_chunks(config);
-    let mut managed = Vec::new();
-    for (i, arns) in secret_policies.iter().enumerate() {
-        let id = format!("NodeSecretsPolicy{}", i + 1);
-        add(
-            &id,
-            json!({
-                "Type": "AWS::IAM::ManagedPolicy",
-                "Properties": {
-                    "Description": format!("Huxley cluster {}: read the SSM parameters its services' secrets name", cluster.name),
-                    "PolicyDocument": {
-                        "Version": "2012-10-17",
-                        "Statement": [{
-                            "Sid": "ReadServiceSecrets",
-                            "Effect": "Allow",
-                            "Action": ["ssm:GetParameters"],
-                            "Resource": arns.iter().map(|a| json!({"Fn::Sub": a})).collect::<Vec<_>>(),
-                        }],
-                    },
-                },
-            }),
-        );
-        managed.push(json!({"Ref": id}));
-    }
-    for (i, document) in public_name_policies(config).into_iter().enumerate() {
-        let id = format!("NodePublicNamesPolicy{}", i + 1);
-        add(
-            &id,
-            json!({
-                "Type": "AWS::IAM::ManagedPolicy",
-                "Properties": {
-                    "Description": format!("Huxley cluster {}: change only its own names in the public zone", cluster.name),
-                    "PolicyDocument": document,
-                },
-            }),
-        );
-        managed.push(json!({"Ref": id}));
-    }
-    let mut role = json!({
-        "Type": "AWS::IAM::Role",
-        "Properties": {
-            "Description": format!("Nodes of Huxley cluster {}", cluster.name),
-            "AssumeRolePolicyDocument": {
-                "Version": "2012-10-17",
-                "Statement": [{
-                    "Effect": "Allow",
-                    "Principal": { "Service": "ec2.amazonaws.com" },
-                    "Action": "sts:AssumeRole",
-                }],
-            },
-            "Policies": [
-                { "PolicyName": "artifacts", "PolicyDocument": artifacts_policy(config) },
-                { "PolicyName": "kick", "PolicyDocument": kick_policy(config) },
-            ],
-            "Tags": tags(config, &[]),
-        },
-    });
-    if !managed.is_empty() {
-        role["Properties"]["ManagedPolicyArns"] = Value::Array(managed);
-    }
-    add("NodeRole", role);
-    add(
-        "NodeInstanceProfile",
-        json!({
-            "Type": "AWS::IAM::InstanceProfile",
-            "Properties": { "Roles": [{"Ref": "NodeRole"}] },
-        }),
-    );
-
-    // --- nodes ----------------------------------------------------------------
-    let nodes = &cluster.nodes;
-    add(
-        "NodeLaunchTemplate",
-        json!({
-            "Type": "AWS::EC2::LaunchTemplate",
-            "Properties": {
-                "LaunchTemplateData": {
-                    "ImageId": {"Ref": ids::NODE_IMAGE_PARAMETER},
-                    "InstanceType": nodes.instance_type.name,
-                    "IamInstanceProfile": { "Arn": {"Fn::GetAtt": ["NodeInstanceProfile", "Arn"]} },
-                    "SecurityGroupIds": [{"Ref": "NodeSecurityGroup"}],
-                    "BlockDeviceMappings": [{
-                        "DeviceName": "/dev/xvda",
-                        "Ebs": {
-                            "DeleteOnTermination": true,
-                            "Encrypted": true,
-                            "VolumeSize": nodes.disk_gb,
-                            "VolumeType": "gp3",
-                        },
-                    }],
-                    "MetadataOptions": {
-                        "HttpEndpoint": "enabled",
-                        "HttpTokens": "required",
-                        // One hop: the node's agents reach the instance role,
-                        // containers behind Docker's bridge do not.
-                        "HttpPutResponseHopLimit": 1,
-                    },
-                    "Monitoring": { "Enabled": true },
-                    "UserData": { "Fn::Base64": { "Fn::Sub": input.user_data } },
-                    "TagSpecifications": [
-                        { "ResourceType": "instance", "Tags": tags(config, &[("Name", &format!("{}-node", naming::stack(config)))]) },
-                        { "ResourceType": "volume", "Tags": tags(config, &[]) },
-                    ],
-                },
-                "TagSpecifications": [{ "ResourceType": "launch-template", "Tags": tags(config, &[]) }],
-            },
-        }),
-    );
-    let min_in_service = nodes.min.min(nodes.max.saturating_sub(1));
-    add(
-        ids::NODE_GROUP,
-        json!({
-            "Type": "AWS::AutoScaling::AutoScalingGroup",
-            "UpdatePolicy": {
-                "AutoScalingRollingUpdate": {
-                    "MaxBatchSize": 1,
-                    "MinInstancesInService": min_in_service,
-                    "PauseTime": "PT2M",
-                },
-            },
-            "Properties": {
-                "AutoScalingGroupName": naming::node_group(config),
-                "LaunchTemplate": {
-                    "LaunchTemplateId": {"Ref": "NodeLaunchTemplate"},
-                    "Version": {"Fn::GetAtt": ["NodeLaunchTemplate", "LatestVersionNumber"]},
-                },
-                "MinSize": nodes.min.to_string(),
-                "MaxSize": nodes.max.to_string(),
-                "DesiredCapacity": nodes.desired.to_string(),
-                "VPCZoneIdentifier": subnets.iter().map(|id| json!({"Ref": id})).collect::<Vec<_>>(),
-                "HealthCheckType": "EC2",
-                "HealthCheckGracePeriod": 300,
-                "Tags": cluster_tags_propagated(config),
-            },
-        }),
-    );
+    network(config, &mut resources);
+    security_group(config, &mut resources);
+    lease_table(config, &mut resources);
+    dns(config, &mut resources);
+    artifact_bucket(config, &mut resources);
+    iam(config, &mut resources);
+    nodes(input, &mut resources);
 
     // --- parameters and outputs ------------------------------------------------
+    let subnets = subnet_ids(config);
     let mut parameters = serde_json::Map::new();
     parameters.insert(
         ids::NODE_IMAGE_PARAMETER.to_owned(),
         json!({
             "Type": "AWS::EC2::Image::Id",
-            "Description": match &nodes.image {
+            "Description": match &cluster.nodes.image {
                 model::NodeImage::Flatcar(channel) => format!("Flatcar Container Linux ({}) AMI, resolved by huxley plan", channel.as_str()),
                 model::NodeImage::Ami(_) => "The AMI named in huxley.toml".to_owned(),
             },
@@ -479,6 +104,435 @@ pub fn template(input: &TemplateInput<'_>) -> Value {
         "Resources": resources,
         "Outputs": outputs,
     })
+}
+
+/// The resources of a template, by logical id.
+type Resources = serde_json::Map<String, Value>;
+
+fn add(r: &mut Resources, id: &str, value: Value) {
+    r.insert(id.to_owned(), value);
+}
+
+/// The network: VPC, internet gateway, routes, a public subnet per zone.
+fn network(config: &Config, r: &mut Resources) {
+    let cluster = &config.cluster;
+    add(
+        r,
+        "Vpc",
+        json!({
+            "Type": "AWS::EC2::VPC",
+            "Properties": {
+                "CidrBlock": cluster.vpc_cidr.to_string(),
+                "EnableDnsHostnames": true,
+                "EnableDnsSupport": true,
+                "Tags": tags(config, &[("Name", &naming::stack(config))]),
+            },
+        }),
+    );
+    add(
+        r,
+        "InternetGateway",
+        json!({
+            "Type": "AWS::EC2::InternetGateway",
+            "Properties": { "Tags": tags(config, &[]) },
+        }),
+    );
+    add(
+        r,
+        "InternetGatewayAttachment",
+        json!({
+            "Type": "AWS::EC2::VPCGatewayAttachment",
+            "Properties": { "InternetGatewayId": {"Ref": "InternetGateway"}, "VpcId": {"Ref": "Vpc"} },
+        }),
+    );
+    add(
+        r,
+        "PublicRouteTable",
+        json!({
+            "Type": "AWS::EC2::RouteTable",
+            "Properties": { "VpcId": {"Ref": "Vpc"}, "Tags": tags(config, &[]) },
+        }),
+    );
+    add(
+        r,
+        "PublicRoute",
+        json!({
+            "Type": "AWS::EC2::Route",
+            "DependsOn": "InternetGatewayAttachment",
+            "Properties": {
+                "RouteTableId": {"Ref": "PublicRouteTable"},
+                "DestinationCidrBlock": "0.0.0.0/0",
+                "GatewayId": {"Ref": "InternetGateway"},
+            },
+        }),
+    );
+    let subnets = subnet_ids(config);
+    for ((id, zone), cidr) in subnets
+        .iter()
+        .zip(&cluster.availability_zones)
+        .zip(subnet_cidrs(config))
+    {
+        add(
+            r,
+            id,
+            json!({
+                "Type": "AWS::EC2::Subnet",
+                "Metadata": justify(&[], &[("W3010", "The zones are the ones huxley.toml names, on purpose: they must match where the user's other resources live.")]),
+                "Properties": {
+                    "VpcId": {"Ref": "Vpc"},
+                    "AvailabilityZone": zone,
+                    "CidrBlock": cidr,
+                    "MapPublicIpOnLaunch": true,
+                    "Tags": tags(config, &[("Name", &format!("{}-{zone}", naming::stack(config)))]),
+                },
+            }),
+        );
+        add(
+            r,
+            &format!("{id}RouteTableAssociation"),
+            json!({
+                "Type": "AWS::EC2::SubnetRouteTableAssociation",
+                "Properties": { "SubnetId": {"Ref": id}, "RouteTableId": {"Ref": "PublicRouteTable"} },
+            }),
+        );
+    }
+}
+
+/// The node security group, each rule a resource of its own (updating an
+/// inline rule breaks the emulator's updates, see EMULATOR.md).
+fn security_group(config: &Config, r: &mut Resources) {
+    let cluster = &config.cluster;
+    add(
+        r,
+        "NodeSecurityGroup",
+        json!({
+            "Type": "AWS::EC2::SecurityGroup",
+            "Properties": {
+                "GroupDescription": format!("Huxley cluster {} nodes", cluster.name),
+                "VpcId": {"Ref": "Vpc"},
+                "SecurityGroupEgress": [{
+                    "CidrIp": "0.0.0.0/0",
+                    "IpProtocol": "-1",
+                    "Description": "Image pulls, AWS APIs and service traffic",
+                }],
+                "Tags": tags(config, &[]),
+            },
+        }),
+    );
+    add(
+        r,
+        "IngressNodes",
+        json!({
+            "Type": "AWS::EC2::SecurityGroupIngress",
+            "Properties": {
+                "GroupId": {"Ref": "NodeSecurityGroup"},
+                "SourceSecurityGroupId": {"Ref": "NodeSecurityGroup"},
+                "IpProtocol": "-1",
+                "Description": "Nodes talk to each other freely",
+            },
+        }),
+    );
+    add(
+        r,
+        "IngressContainers",
+        json!({
+            "Type": "AWS::EC2::SecurityGroupIngress",
+            "Properties": {
+                "GroupId": {"Ref": "NodeSecurityGroup"},
+                "CidrIp": model::CONTAINER_RANGE,
+                "IpProtocol": "-1",
+                "Description": "Containers on other nodes, from their routed subnets",
+            },
+        }),
+    );
+    for rule in ingress_rules(config) {
+        let mut properties = json!({
+            "GroupId": {"Ref": "NodeSecurityGroup"},
+            "IpProtocol": "tcp",
+            "FromPort": rule.from_port,
+            "ToPort": rule.to_port,
+            "Description": rule.description,
+        });
+        let key = if rule.cidr.contains(':') {
+            "CidrIpv6"
+        } else {
+            "CidrIp"
+        };
+        properties[key] = json!(rule.cidr);
+        let mut resource =
+            json!({ "Type": "AWS::EC2::SecurityGroupIngress", "Properties": properties });
+        if rule.public && (rule.from_port..=rule.to_port).contains(&80) {
+            resource["Metadata"] = justify(
+                &[(
+                    "CKV_AWS_260",
+                    "Port 80 serves a service's public names; opening it to the internet is what `public` asks for.",
+                )],
+                &[],
+            );
+        }
+        add(r, &rule.id, resource);
+    }
+}
+
+/// The control plane's lease table.
+fn lease_table(config: &Config, r: &mut Resources) {
+    add(
+        r,
+        ids::LEASE_TABLE,
+        json!({
+            "Type": "AWS::DynamoDB::Table",
+            "DeletionPolicy": "Delete",
+            "UpdateReplacePolicy": "Delete",
+            "Metadata": justify(&[(
+                "CKV_AWS_119",
+                "The table holds one lease item (a kick server's id, address and a counter), no customer data; AWS-owned-key encryption is on, and a customer-managed key would cost more than the table.",
+            )], &[]),
+            "Properties": {
+                "TableName": naming::lease_table(config),
+                "BillingMode": "PAY_PER_REQUEST",
+                "AttributeDefinitions": [{"AttributeName": "name", "AttributeType": "S"}],
+                "KeySchema": [{"AttributeName": "name", "KeyType": "HASH"}],
+                "SSESpecification": {"SSEEnabled": true},
+                "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": true},
+                "Tags": tags(config, &[]),
+            },
+        }),
+    );
+}
+
+/// The private zone.
+fn dns(config: &Config, r: &mut Resources) {
+    let cluster = &config.cluster;
+    add(
+        r,
+        ids::PRIVATE_ZONE,
+        json!({
+            "Type": "AWS::Route53::HostedZone",
+            "Properties": {
+                "Name": cluster.private_domain,
+                "HostedZoneConfig": { "Comment": format!("Private names of Huxley cluster {}", cluster.name) },
+                "VPCs": [{ "VPCId": {"Ref": "Vpc"}, "VPCRegion": {"Ref": "AWS::Region"} }],
+                "HostedZoneTags": tags(config, &[]),
+            },
+        }),
+    );
+}
+
+/// The artifact bucket and its policy.
+fn artifact_bucket(config: &Config, r: &mut Resources) {
+    let bucket = naming::bucket_pattern(config);
+    add(
+        r,
+        ids::ARTIFACT_BUCKET,
+        json!({
+            "Type": "AWS::S3::Bucket",
+            "Metadata": justify(
+                &[("CKV_AWS_18", "Access logging needs a second bucket per cluster; this bucket holds only generated artifacts written by `huxley apply`, and CloudTrail records its API use.")],
+                &[],
+            ),
+            "Properties": {
+                "BucketName": {"Fn::Sub": bucket},
+                "BucketEncryption": {
+                    "ServerSideEncryptionConfiguration": [{
+                        "ServerSideEncryptionByDefault": { "SSEAlgorithm": "AES256" },
+                        "BucketKeyEnabled": true,
+                    }],
+                },
+                "PublicAccessBlockConfiguration": {
+                    "BlockPublicAcls": true,
+                    "BlockPublicPolicy": true,
+                    "IgnorePublicAcls": true,
+                    "RestrictPublicBuckets": true,
+                },
+                "OwnershipControls": { "Rules": [{ "ObjectOwnership": "BucketOwnerEnforced" }] },
+                "VersioningConfiguration": { "Status": "Enabled" },
+                "LifecycleConfiguration": {
+                    "Rules": [{
+                        "Id": "expire-old-versions",
+                        "Status": "Enabled",
+                        "NoncurrentVersionExpiration": { "NoncurrentDays": 30 },
+                        "AbortIncompleteMultipartUpload": { "DaysAfterInitiation": 7 },
+                    }],
+                },
+                "Tags": tags(config, &[]),
+            },
+        }),
+    );
+    add(
+        r,
+        "ArtifactBucketPolicy",
+        json!({
+            "Type": "AWS::S3::BucketPolicy",
+            "Properties": {
+                "Bucket": {"Ref": ids::ARTIFACT_BUCKET},
+                "PolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [{
+                        "Sid": "TlsOnly",
+                        "Effect": "Deny",
+                        "Principal": "*",
+                        "Action": "s3:*",
+                        "Resource": [
+                            {"Fn::GetAtt": [ids::ARTIFACT_BUCKET, "Arn"]},
+                            {"Fn::Sub": format!("arn:${{AWS::Partition}}:s3:::{bucket}/*")},
+                        ],
+                        "Condition": { "Bool": { "aws:SecureTransport": "false" } },
+                    }],
+                },
+            },
+        }),
+    );
+}
+
+/// The node role, its managed policies and instance profile.
+fn iam(config: &Config, r: &mut Resources) {
+    let cluster = &config.cluster;
+    let secret_policies = secret_policy_chunks(config);
+    let mut managed = Vec::new();
+    for (i, arns) in secret_policies.iter().enumerate() {
+        let id = format!("NodeSecretsPolicy{}", i + 1);
+        add(
+            r,
+            &id,
+            json!({
+                "Type": "AWS::IAM::ManagedPolicy",
+                "Properties": {
+                    "Description": format!("Huxley cluster {}: read the SSM parameters its services' secrets name", cluster.name),
+                    "PolicyDocument": {
+                        "Version": "2012-10-17",
+                        "Statement": [{
+                            "Sid": "ReadServiceSecrets",
+                            "Effect": "Allow",
+                            "Action": ["ssm:GetParameters"],
+                            "Resource": arns.iter().map(|a| json!({"Fn::Sub": a})).collect::<Vec<_>>(),
+                        }],
+                    },
+                },
+            }),
+        );
+        managed.push(json!({"Ref": id}));
+    }
+    for (i, document) in public_name_policies(config).into_iter().enumerate() {
+        let id = format!("NodePublicNamesPolicy{}", i + 1);
+        add(
+            r,
+            &id,
+            json!({
+                "Type": "AWS::IAM::ManagedPolicy",
+                "Properties": {
+                    "Description": format!("Huxley cluster {}: change only its own names in the public zone", cluster.name),
+                    "PolicyDocument": document,
+                },
+            }),
+        );
+        managed.push(json!({"Ref": id}));
+    }
+    let mut role = json!({
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "Description": format!("Nodes of Huxley cluster {}", cluster.name),
+            "AssumeRolePolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Effect": "Allow",
+                    "Principal": { "Service": "ec2.amazonaws.com" },
+                    "Action": "sts:AssumeRole",
+                }],
+            },
+            "Policies": [
+                { "PolicyName": "artifacts", "PolicyDocument": artifacts_policy(config) },
+                { "PolicyName": "kick", "PolicyDocument": kick_policy(config) },
+            ],
+            "Tags": tags(config, &[]),
+        },
+    });
+    if !managed.is_empty() {
+        role["Properties"]["ManagedPolicyArns"] = Value::Array(managed);
+    }
+    add(r, "NodeRole", role);
+    add(
+        r,
+        "NodeInstanceProfile",
+        json!({
+            "Type": "AWS::IAM::InstanceProfile",
+            "Properties": { "Roles": [{"Ref": "NodeRole"}] },
+        }),
+    );
+}
+
+/// The launch template and the auto-scaling group.
+fn nodes(input: &TemplateInput<'_>, r: &mut Resources) {
+    let config = input.config;
+    let cluster = &config.cluster;
+    let subnets = subnet_ids(config);
+    let nodes = &cluster.nodes;
+    add(
+        r,
+        "NodeLaunchTemplate",
+        json!({
+            "Type": "AWS::EC2::LaunchTemplate",
+            "Properties": {
+                "LaunchTemplateData": {
+                    "ImageId": {"Ref": ids::NODE_IMAGE_PARAMETER},
+                    "InstanceType": nodes.instance_type.name,
+                    "IamInstanceProfile": { "Arn": {"Fn::GetAtt": ["NodeInstanceProfile", "Arn"]} },
+                    "SecurityGroupIds": [{"Ref": "NodeSecurityGroup"}],
+                    "BlockDeviceMappings": [{
+                        "DeviceName": "/dev/xvda",
+                        "Ebs": {
+                            "DeleteOnTermination": true,
+                            "Encrypted": true,
+                            "VolumeSize": nodes.disk_gb,
+                            "VolumeType": "gp3",
+                        },
+                    }],
+                    "MetadataOptions": {
+                        "HttpEndpoint": "enabled",
+                        "HttpTokens": "required",
+                        // One hop: the node's agents reach the instance role,
+                        // containers behind Docker's bridge do not.
+                        "HttpPutResponseHopLimit": 1,
+                    },
+                    "Monitoring": { "Enabled": true },
+                    "UserData": { "Fn::Base64": { "Fn::Sub": input.user_data } },
+                    "TagSpecifications": [
+                        { "ResourceType": "instance", "Tags": tags(config, &[("Name", &format!("{}-node", naming::stack(config)))]) },
+                        { "ResourceType": "volume", "Tags": tags(config, &[]) },
+                    ],
+                },
+                "TagSpecifications": [{ "ResourceType": "launch-template", "Tags": tags(config, &[]) }],
+            },
+        }),
+    );
+    let min_in_service = nodes.min.min(nodes.max.saturating_sub(1));
+    add(
+        r,
+        ids::NODE_GROUP,
+        json!({
+            "Type": "AWS::AutoScaling::AutoScalingGroup",
+            "UpdatePolicy": {
+                "AutoScalingRollingUpdate": {
+                    "MaxBatchSize": 1,
+                    "MinInstancesInService": min_in_service,
+                    "PauseTime": "PT2M",
+                },
+            },
+            "Properties": {
+                "AutoScalingGroupName": naming::node_group(config),
+                "LaunchTemplate": {
+                    "LaunchTemplateId": {"Ref": "NodeLaunchTemplate"},
+                    "Version": {"Fn::GetAtt": ["NodeLaunchTemplate", "LatestVersionNumber"]},
+                },
+                "MinSize": nodes.min.to_string(),
+                "MaxSize": nodes.max.to_string(),
+                "DesiredCapacity": nodes.desired.to_string(),
+                "VPCZoneIdentifier": subnets.iter().map(|id| json!({"Ref": id})).collect::<Vec<_>>(),
+                "HealthCheckType": "EC2",
+                "HealthCheckGracePeriod": 300,
+                "Tags": cluster_tags_propagated(config),
+            },
+        }),
+    );
 }
 
 /// The template as pretty JSON with a trailing newline.
