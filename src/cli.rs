@@ -267,54 +267,7 @@ enum NodeCommand {
     /// registers each at its address on the node's container network, and
     /// reports what runs. When kick cannot be reached, replicas keep
     /// running.
-    Run {
-        /// The cluster.
-        #[arg(long, env = "HUXLEY_CLUSTER")]
-        cluster: String,
-        /// The kick servers' internal API, e.g. http://kick.acme.internal:7400
-        /// (repeat, or separate with commas; standbys point at the leader).
-        #[arg(
-            long = "kick",
-            value_name = "URL",
-            env = "HUXLEY_KICK_URL",
-            value_delimiter = ',',
-            required = true
-        )]
-        kick: Vec<String>,
-        /// A file holding the node agents' token [default: the SSM
-        /// parameter /huxley/<cluster>/tokens/node].
-        #[arg(long, value_name = "PATH")]
-        token_file: Option<PathBuf>,
-        /// This node's EC2 instance id [default: from the instance metadata].
-        #[arg(long, value_name = "ID")]
-        node: Option<String>,
-        /// This node's private address [default: from the instance metadata].
-        #[arg(long, value_name = "ADDRESS")]
-        address: Option<std::net::IpAddr>,
-        /// How replicas run.
-        #[arg(long, value_enum, default_value_t = RuntimeKind::Systemd)]
-        runtime: RuntimeKind,
-        /// With --runtime processes: the command of a service's replicas,
-        /// e.g. `blog.web=/usr/local/bin/web` (repeat for each service).
-        #[arg(long = "exec", value_name = "APP.SERVICE=COMMAND")]
-        exec: Vec<String>,
-        /// The artifact bucket, where the service units come from.
-        #[arg(long, env = "HUXLEY_BUCKET", value_name = "NAME")]
-        bucket: Option<String>,
-        /// Where replicas' environment files (and, with --runtime
-        /// processes, their logs) go.
-        #[arg(long, value_name = "DIR", default_value = "/run/huxley/replicas")]
-        state_dir: PathBuf,
-        /// Where the service units are installed.
-        #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
-        units_dir: PathBuf,
-        /// Where kick.toml and the services' plain env files go (the units
-        /// name /etc/huxley/units/<unit>.env).
-        #[arg(long, value_name = "DIR", default_value = "/etc/huxley")]
-        etc: PathBuf,
-        #[command(flatten)]
-        aws: AwsArgs,
-    },
+    Run(NodeRun),
     /// Write a replica's secrets to a 0600 env file, from SSM.
     ///
     /// Reads the SSM parameters the service's `secrets` name (decrypted);
@@ -511,33 +464,7 @@ pub fn main() -> ExitCode {
             ))
         }
         Command::Node { command } => match command {
-            NodeCommand::Run {
-                cluster,
-                kick,
-                token_file,
-                node,
-                address,
-                runtime,
-                exec,
-                bucket,
-                state_dir,
-                units_dir,
-                etc,
-                aws,
-            } => run_async(node_run(NodeRun {
-                cluster,
-                kick,
-                token_file,
-                node,
-                address,
-                runtime,
-                exec,
-                bucket,
-                state_dir,
-                units_dir,
-                etc,
-                aws,
-            })),
+            NodeCommand::Run(args) => run_async(node_run(args)),
             NodeCommand::Secrets {
                 unit,
                 out,
@@ -1363,19 +1290,53 @@ async fn kick_serve(
 }
 
 /// `huxley node run`'s arguments.
-#[derive(Debug)]
+#[derive(Debug, clap::Args)]
 struct NodeRun {
+    /// The cluster.
+    #[arg(long, env = "HUXLEY_CLUSTER")]
     cluster: String,
+    /// The kick servers' internal API, e.g. http://kick.acme.internal:7400
+    /// (repeat, or separate with commas; standbys point at the leader).
+    #[arg(
+        long = "kick",
+        value_name = "URL",
+        env = "HUXLEY_KICK_URL",
+        value_delimiter = ',',
+        required = true
+    )]
     kick: Vec<String>,
+    /// A file holding the node agents' token [default: the SSM
+    /// parameter /huxley/<cluster>/tokens/node].
+    #[arg(long, value_name = "PATH")]
     token_file: Option<PathBuf>,
+    /// This node's EC2 instance id [default: from the instance metadata].
+    #[arg(long, value_name = "ID")]
     node: Option<String>,
+    /// This node's private address [default: from the instance metadata].
+    #[arg(long, value_name = "ADDRESS")]
     address: Option<std::net::IpAddr>,
+    /// How replicas run.
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Systemd)]
     runtime: RuntimeKind,
+    /// With --runtime processes: the command of a service's replicas,
+    /// e.g. `blog.web=/usr/local/bin/web` (repeat for each service).
+    #[arg(long = "exec", value_name = "APP.SERVICE=COMMAND")]
     exec: Vec<String>,
+    /// The artifact bucket, where the service units come from.
+    #[arg(long, env = "HUXLEY_BUCKET", value_name = "NAME")]
     bucket: Option<String>,
+    /// Where replicas' environment files (and, with --runtime
+    /// processes, their logs) go.
+    #[arg(long, value_name = "DIR", default_value = "/run/huxley/replicas")]
     state_dir: PathBuf,
+    /// Where the service units are installed.
+    #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
     units_dir: PathBuf,
+    /// Where kick.toml and the services' plain env files go (the units
+    /// name /etc/huxley/units/<unit>.env).
+    #[arg(long, value_name = "DIR", default_value = "/etc/huxley")]
     etc: PathBuf,
+    #[command(flatten)]
     aws: AwsArgs,
 }
 
@@ -1393,7 +1354,14 @@ async fn node_run(args: NodeRun) -> u8 {
             }
         }
     }
-    let aws = match connect_session(&args.aws).await {
+    // On a node the region comes from /etc/huxley/cluster.env.
+    let mut aws_args = args.aws;
+    if aws_args.region.is_none() {
+        aws_args.region = std::env::var("HUXLEY_REGION")
+            .ok()
+            .filter(|r| !r.is_empty());
+    }
+    let aws = match connect_session(&aws_args).await {
         Ok(aws) => std::sync::Arc::new(aws),
         Err(code) => return code,
     };

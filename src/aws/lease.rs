@@ -100,14 +100,12 @@ impl Aws {
         };
         match request.send().await {
             Ok(_) => LeaseWrite::Done,
-            Err(err)
-                if err
+            Err(err) => {
+                let lost = err
                     .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                LeaseWrite::Lost
+                    .is_some_and(|e| e.is_conditional_check_failed_exception());
+                self.lost_or_failed(lost, "dynamodb:PutItem", err)
             }
-            Err(err) => LeaseWrite::Failed(self.err("dynamodb:PutItem", err)),
         }
     }
 
@@ -134,14 +132,31 @@ impl Aws {
             .await;
         match result {
             Ok(_) => LeaseWrite::Done,
-            Err(err)
-                if err
+            Err(err) => {
+                let lost = err
                     .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                LeaseWrite::Lost
+                    .is_some_and(|e| e.is_conditional_check_failed_exception());
+                self.lost_or_failed(lost, "dynamodb:UpdateItem", err)
             }
-            Err(err) => LeaseWrite::Failed(self.err("dynamodb:UpdateItem", err)),
+        }
+    }
+
+    /// A conditional write's failure: the condition (someone else holds the
+    /// lease), or anything else.
+    fn lost_or_failed<E, R>(
+        &self,
+        condition_failed: bool,
+        action: &str,
+        err: aws_sdk_s3::error::SdkError<E, R>,
+    ) -> LeaseWrite
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        if condition_failed {
+            LeaseWrite::Lost
+        } else {
+            LeaseWrite::Failed(self.err(action, err))
         }
     }
 

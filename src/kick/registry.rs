@@ -512,13 +512,19 @@ impl Registry {
         &mut self,
         nodes: &std::collections::BTreeSet<String>,
     ) -> Vec<(String, String)> {
+        self.remove_where(|i| !nodes.contains(&i.node))
+    }
+
+    /// Removes the instances `gone` says are gone; returns the services
+    /// that lost any.
+    fn remove_where(&mut self, gone: impl Fn(&Instance) -> bool) -> Vec<(String, String)> {
         let mut touched = Vec::new();
         for (app, services) in &mut self.apps {
             for (name, state) in services {
                 let before = state.instances.len();
                 let index = &mut self.index;
                 state.instances.retain(|id, i| {
-                    let keep = nodes.contains(&i.node);
+                    let keep = !gone(i);
                     if !keep {
                         index.remove(id);
                     }
@@ -538,28 +544,11 @@ impl Registry {
     /// Removes instances unhealthy for longer than `after`; returns the
     /// services whose DNS answer may have changed.
     pub fn reap(&mut self, now: SystemTime, after: Duration) -> Vec<(String, String)> {
-        let mut touched = Vec::new();
-        for (app, services) in &mut self.apps {
-            for (name, state) in services {
-                let before = state.instances.len();
-                let index = &mut self.index;
-                state.instances.retain(|id, i| {
-                    let keep = i
-                        .health
-                        .unhealthy_since
-                        .is_none_or(|since| now.duration_since(since).unwrap_or_default() <= after);
-                    if !keep {
-                        index.remove(id);
-                    }
-                    keep
-                });
-                if state.instances.len() != before {
-                    self.generation += 1;
-                    touched.push((app.clone(), name.clone()));
-                }
-            }
-        }
-        touched
+        self.remove_where(|i| {
+            i.health
+                .unhealthy_since
+                .is_some_and(|since| now.duration_since(since).unwrap_or_default() > after)
+        })
     }
 }
 

@@ -192,16 +192,21 @@ impl Runtime for Processes {
                 }
             }
         }
-        Observed {
-            state: if self.exited.contains_key(&key) {
-                ReplicaState::Failed
-            } else {
-                ReplicaState::Stopped
-            },
-            detail: self.exited.get(&key).cloned(),
-            memory_mib: None,
-            cpu_ns: None,
-        }
+        not_running(&self.exited, &key)
+    }
+}
+
+/// A replica with no process: failed with its last exit, or stopped.
+fn not_running(exited: &BTreeMap<ReplicaKey, String>, key: &ReplicaKey) -> Observed {
+    Observed {
+        state: if exited.contains_key(key) {
+            ReplicaState::Failed
+        } else {
+            ReplicaState::Stopped
+        },
+        detail: exited.get(key).cloned(),
+        memory_mib: None,
+        cpu_ns: None,
     }
 }
 
@@ -882,16 +887,7 @@ impl<C: Commands> Runtime for Units<C> {
                 }
             }
         }
-        Observed {
-            state: if self.exited.contains_key(&key) {
-                ReplicaState::Failed
-            } else {
-                ReplicaState::Stopped
-            },
-            detail: self.exited.get(&key).cloned(),
-            memory_mib: None,
-            cpu_ns: None,
-        }
+        not_running(&self.exited, &key)
     }
 }
 
