@@ -1415,15 +1415,8 @@ async fn node_run(args: NodeRun) -> u8 {
     match args.runtime {
         RuntimeKind::Processes => {
             let runtime = runtime::Processes::new(commands, &args.state_dir);
-            let mut agent = agent::Agent::new(node, kick, runtime, address);
             // The replicas are this process's children: they stop with it.
-            tokio::select! {
-                () = agent.run() => {}
-                () = stop_signal() => {
-                    eprintln!("node: stopping its replicas");
-                    agent.stop_all().await;
-                }
-            }
+            run_agent(agent::Agent::new(node, kick, runtime, address), true).await;
         }
         RuntimeKind::Systemd | RuntimeKind::Units => {
             let mut systemd =
@@ -1433,25 +1426,33 @@ async fn node_run(args: NodeRun) -> u8 {
             systemd.kick_toml = args.etc.join("kick.toml");
             if args.runtime == RuntimeKind::Units {
                 let runtime = runtime::Units::new(systemd);
-                let mut agent = agent::Agent::new(node, kick, runtime, address);
-                tokio::select! {
-                    () = agent.run() => {}
-                    () = stop_signal() => {
-                        eprintln!("node: stopping its replicas");
-                        agent.stop_all().await;
-                    }
-                }
+                run_agent(agent::Agent::new(node, kick, runtime, address), true).await;
             } else {
                 // systemd keeps the replicas running while the agent restarts.
-                let mut agent = agent::Agent::new(node, kick, systemd, address);
-                tokio::select! {
-                    () = agent.run() => {}
-                    () = stop_signal() => eprintln!("node: stopping; systemd keeps the replicas running"),
-                }
+                run_agent(agent::Agent::new(node, kick, systemd, address), false).await;
             }
         }
     }
     exit::OK
+}
+
+/// Runs the agent until ctrl-c or SIGTERM; then stops the replicas when
+/// they are its own children (`stop_replicas`).
+async fn run_agent<R: crate::node::runtime::Runtime>(
+    mut agent: crate::node::agent::Agent<R>,
+    stop_replicas: bool,
+) {
+    tokio::select! {
+        () = agent.run() => {}
+        () = stop_signal() => {
+            if stop_replicas {
+                eprintln!("node: stopping its replicas");
+                agent.stop_all().await;
+            } else {
+                eprintln!("node: stopping; systemd keeps the replicas running");
+            }
+        }
+    }
 }
 
 async fn node_secrets(unit: &str, out: &Path, config_path: &Path, args: &AwsArgs) -> u8 {
