@@ -165,9 +165,26 @@ async fn lead_when_elected(options: &Options, found: &Found, lease: &Arc<Lease>,
     loop {
         let fence = lease.campaign().await;
         eprintln!("kick: took the lease (fence {fence}); rebuilding the cluster's state from AWS");
-        let kick = match start(options, found, lease).await {
+        // The lease is renewed from now on, also while the state is rebuilt
+        // (a large cluster may take longer than one lease).
+        let holding = lease.hold();
+        tokio::pin!(holding);
+        let built = std::sync::Mutex::new(None);
+        let started = tokio::select! {
+            lost = &mut holding => Err(format!("lost the lease while rebuilding: {lost}")),
+            started = start(options, found, lease, &built) => started,
+        };
+        let kick = match started {
             Ok(kick) => kick,
             Err(err) => {
+                // Whatever was started stops with the attempt.
+                if let Some(kick) = built
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take()
+                {
+                    kick.stop();
+                }
                 eprintln!("kick: cannot lead: {err}; giving the lease up");
                 lease.release().await;
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -177,7 +194,7 @@ async fn lead_when_elected(options: &Options, found: &Found, lease: &Arc<Lease>,
         front.activate(api::router(Arc::clone(&kick)));
         eprintln!("kick: leading (fence {fence})");
         let reason = tokio::select! {
-            lost = lease.hold() => lost.to_string(),
+            lost = &mut holding => lost.to_string(),
             problem = watchdog(&kick) => {
                 // A broken leader gives way: a standby, or this server
                 // afresh, rebuilds from AWS.
@@ -203,7 +220,12 @@ async fn watchdog(kick: &Kick) -> String {
 
 /// Becomes the leader: the state from AWS, the fingerprint and the kick
 /// names pointing here, the publisher.
-async fn start(options: &Options, found: &Found, lease: &Arc<Lease>) -> Result<Arc<Kick>, String> {
+async fn start(
+    options: &Options,
+    found: &Found,
+    lease: &Arc<Lease>,
+    built: &std::sync::Mutex<Option<Arc<Kick>>>,
+) -> Result<Arc<Kick>, String> {
     let kick = server::start_leading(
         options.config.clone(),
         options.tokens.clone(),
@@ -217,6 +239,11 @@ async fn start(options: &Options, found: &Found, lease: &Arc<Lease>) -> Result<A
     )
     .await
     .map_err(|e| e.to_string())?;
+    // Kept where the caller can stop it, should the rest fail or the lease
+    // be lost first.
+    *built
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&kick));
     options
         .aws
         .put_object(
