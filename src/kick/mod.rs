@@ -5,6 +5,7 @@ pub mod api;
 pub mod assign;
 pub mod auth;
 pub mod config;
+pub mod consolidate;
 pub mod describe;
 pub mod dns;
 pub mod front;
