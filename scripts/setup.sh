@@ -84,16 +84,7 @@ huxley_setup_containers() {
     echo "setup: starting dockerd (log: $state/dockerd.log)"
     dockerd > "$state/dockerd.log" 2>&1 &
     HUXLEY_STARTED_PIDS="$HUXLEY_STARTED_PIDS $!"
-    local tries=0
-    until docker info >/dev/null 2>&1; do
-      tries=$((tries + 1))
-      if [[ $tries -gt 150 ]]; then
-        echo "error: dockerd did not start; its log:" >&2
-        tail -20 "$state/dockerd.log" >&2
-        exit 1
-      fi
-      sleep 0.2
-    done
+    huxley_wait_for dockerd "$state/dockerd.log" 150 docker info
   fi
   if ! huxley_registry_up; then
     echo "setup: starting a registry on 127.0.0.1:5000 (log: $state/registry.log)"
@@ -110,18 +101,26 @@ http:
 YAML
     docker-registry serve "$state/registry.yml" > "$state/registry.log" 2>&1 &
     HUXLEY_STARTED_PIDS="$HUXLEY_STARTED_PIDS $!"
-    local tries=0
-    until huxley_registry_up; do
-      tries=$((tries + 1))
-      if [[ $tries -gt 100 ]]; then
-        echo "error: the registry did not start; its log:" >&2
-        tail -20 "$state/registry.log" >&2
-        exit 1
-      fi
-      sleep 0.2
-    done
+    huxley_wait_for "the registry" "$state/registry.log" 100 huxley_registry_up
   fi
   export HUXLEY_REGISTRY=127.0.0.1:5000
+}
+
+# Waits until COMMAND succeeds, polling every 0.2 s at most TRIES times;
+# then fails with the tail of LOG.
+#   huxley_wait_for NAME LOG TRIES COMMAND...
+huxley_wait_for() {
+  local name=$1 log=$2 limit=$3 tries=0
+  shift 3
+  until "$@" >/dev/null 2>&1; do
+    tries=$((tries + 1))
+    if [[ $tries -gt $limit ]]; then
+      echo "error: $name did not start; its log:" >&2
+      tail -20 "$log" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
 }
 
 # Whether the registry answers its API on 127.0.0.1:5000.

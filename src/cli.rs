@@ -1171,16 +1171,10 @@ async fn kick_serve(
     rate: f64,
     args: &AwsArgs,
 ) -> u8 {
-    use crate::kick::{config::KickConfig, dns, serve};
-    let config: KickConfig = match std::fs::read_to_string(config_path)
-        .map_err(|e| e.to_string())
-        .and_then(|text| toml::from_str(&text).map_err(|e| e.to_string()))
-    {
+    use crate::kick::{dns, serve};
+    let config = match read_kick_config(config_path) {
         Ok(config) => config,
-        Err(err) => {
-            eprintln!("error: cannot read {}: {err}", config_path.display());
-            return exit::USAGE;
-        }
+        Err(code) => return code,
     };
     let address = |given: Option<std::net::SocketAddr>, configured: &str| {
         given.map_or_else(
@@ -1455,16 +1449,21 @@ async fn run_agent<R: crate::node::runtime::Runtime>(
     }
 }
 
-async fn node_secrets(unit: &str, out: &Path, config_path: &Path, args: &AwsArgs) -> u8 {
-    let config: crate::kick::config::KickConfig = match std::fs::read_to_string(config_path)
+/// Reads kick.toml, printing why it cannot be read.
+fn read_kick_config(path: &Path) -> Result<crate::kick::config::KickConfig, u8> {
+    std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
         .and_then(|text| toml::from_str(&text).map_err(|e| e.to_string()))
-    {
+        .map_err(|err| {
+            eprintln!("error: cannot read {}: {err}", path.display());
+            exit::USAGE
+        })
+}
+
+async fn node_secrets(unit: &str, out: &Path, config_path: &Path, args: &AwsArgs) -> u8 {
+    let config = match read_kick_config(config_path) {
         Ok(config) => config,
-        Err(err) => {
-            eprintln!("error: cannot read {}: {err}", config_path.display());
-            return exit::USAGE;
-        }
+        Err(code) => return code,
     };
     let aws = match connect(args, &config.cluster.region).await {
         Ok(aws) => aws,
