@@ -13,6 +13,7 @@ mod lease;
 pub mod live;
 mod network;
 mod ops;
+mod scaling;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,9 +28,10 @@ pub use error::AwsError;
 pub use lease::{LeaseRecord, LeaseWrite};
 pub use live::{LiveRead, OWNER_PREFIX, Query, read_live};
 pub use ops::{
-    ChangeError, ChangeSetState, Node, RecordChange, RecordSet, StackEvent, StackSummary,
-    TemplateSource, batch_sizes,
+    ChangeError, ChangeSetState, DO_NOT_DISRUPT, Node, RecordChange, RecordSet, StackEvent,
+    StackSummary, TemplateSource, batch_sizes,
 };
+pub use scaling::NodeGroup;
 
 /// Flatcar's publisher account, whose images `flatcar-*` resolves to.
 pub const FLATCAR_OWNER: &str = "075585003325";
@@ -44,6 +46,7 @@ pub struct Connect {
 /// Clients for the services Huxley uses, and a count of the calls made.
 #[derive(Debug, Clone)]
 pub struct Aws {
+    pub(crate) autoscaling: aws_sdk_autoscaling::Client,
     pub(crate) cfn: aws_sdk_cloudformation::Client,
     pub(crate) route53: aws_sdk_route53::Client,
     pub(crate) ec2: aws_sdk_ec2::Client,
@@ -124,6 +127,7 @@ impl Aws {
             .force_path_style(sdk.endpoint_url().is_some())
             .build();
         Self {
+            autoscaling: aws_sdk_autoscaling::Client::new(sdk),
             cfn: aws_sdk_cloudformation::Client::new(sdk),
             route53: aws_sdk_route53::Client::new(sdk),
             ec2: aws_sdk_ec2::Client::new(sdk),

@@ -747,6 +747,10 @@ impl Aws {
                         .and_then(|p| p.availability_zone())
                         .unwrap_or_default()
                         .to_owned(),
+                    do_not_disrupt: instance
+                        .tags()
+                        .iter()
+                        .any(|t| t.key() == Some(DO_NOT_DISRUPT) && t.value() == Some("true")),
                 });
             }
         }
@@ -862,7 +866,13 @@ pub struct Node {
     pub instance_type: String,
     /// The availability zone.
     pub zone: String,
+    /// Tagged `huxley:do-not-disrupt=true`: consolidation never drains it.
+    pub do_not_disrupt: bool,
 }
+
+/// The instance tag that keeps consolidation off a node, as Karpenter's
+/// `karpenter.sh/do-not-disrupt` annotation does.
+pub const DO_NOT_DISRUPT: &str = "huxley:do-not-disrupt";
 
 /// One record set to upsert or delete.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -931,6 +931,9 @@ mod tests {
     /// What the agents on a node call, by IAM action: the kick server and
     /// the node agent both run with the node role.
     const ON_THE_NODES: &[&str] = &[
+        "autoscaling:DescribeAutoScalingGroups",
+        "autoscaling:SetDesiredCapacity",
+        "autoscaling:TerminateInstanceInAutoScalingGroup",
         "cloudformation:DescribeStacks",
         "cloudformation:ListStackResources",
         "dynamodb:GetItem",

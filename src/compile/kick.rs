@@ -50,6 +50,7 @@ pub fn kick_config(config: &Config) -> KickConfig {
                         scale: service.scale.map(|s| ScalePolicy {
                             target_cpu_percent: s.target_cpu_percent,
                             target_memory_percent: s.target_memory_percent,
+                            scale_in_after: s.scale_in_after,
                         }),
                         health: HealthCheck {
                             kind,
@@ -108,8 +109,17 @@ pub fn kick_config(config: &Config) -> KickConfig {
         },
         nodes: NodesSection {
             instance_type: cluster.nodes.instance_type.name.to_owned(),
+            group: naming::node_group(config),
             min: cluster.nodes.min,
             max: cluster.nodes.max,
+            hourly_cost: cluster.nodes.hourly_cost,
+            consolidation: cluster.nodes.consolidation.as_ref().map(|c| {
+                crate::kick::config::Consolidation {
+                    budget: c.budget,
+                    min_monthly_savings: c.min_monthly_savings,
+                    after: c.after,
+                }
+            }),
             allocatable_cpu_millis: cluster.nodes.allocatable_cpu_millis(),
             allocatable_memory_mib: cluster.nodes.allocatable_memory_mib(),
         },

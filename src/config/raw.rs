@@ -94,6 +94,55 @@ pub struct RawNodes {
     /// explicit AMI id "ami-...". A channel is resolved to an AMI at plan
     /// time and then kept until you ask for a newer one.
     pub image: Option<Spanned<String>>,
+    /// What one node costs an hour, in USD: what consolidation saves by
+    /// terminating one. Default: the instance type's on-demand Linux price
+    /// in us-east-1, an estimate; set your own for another region, a
+    /// savings plan or spot.
+    #[schemars(range(min = 0.0))]
+    pub hourly_cost: Option<Spanned<f64>>,
+    /// Draining and terminating nodes whose replicas all fit elsewhere.
+    /// `false` turns it off. Default { budget = "10%", min-savings = 10,
+    /// after = "10m" }.
+    pub consolidation: Option<Spanned<RawConsolidation>>,
+}
+
+/// Consolidation: on, off, or with settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "true, false, or a table such as { budget = 1, min-savings = 20, after = \"10m\" }"
+)]
+pub enum RawConsolidation {
+    Enabled(bool),
+    Settings(RawConsolidationSettings),
+}
+
+/// How far consolidation may go.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawConsolidationSettings {
+    /// Nodes draining at once, at most: a count (1) or a share of the
+    /// nodes ("10%", at least one). Default "10%".
+    pub budget: Option<RawBudget>,
+    /// The least a drain must save a month, in USD: a node whose
+    /// termination saves less is left alone, so consolidation does not
+    /// churn. Default 10.
+    #[schemars(range(min = 0.0))]
+    pub min_savings: Option<f64>,
+    /// How long the cluster must have been steady (nothing unplaced, no
+    /// scaling) before a node is drained, e.g. "10m". Default "10m".
+    pub after: Option<String>,
+}
+
+/// A disruption budget: a node count, or a share such as "10%".
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "a node count such as 1, or a share such as \"10%\""
+)]
+pub enum RawBudget {
+    Count(i64),
+    Share(String),
 }
 
 /// An app: one git repository deployed to the cluster.
@@ -215,6 +264,10 @@ pub struct RawScale {
     /// Average memory use, in percent of the request, to keep replicas near.
     #[schemars(range(min = 1, max = 100))]
     pub target_memory: Option<Spanned<i64>>,
+    /// How long use must stay low before replicas are removed, e.g. "5m":
+    /// removing is slower than adding, so a dip does not drop capacity a
+    /// spike needs back. Default "5m".
+    pub scale_in_after: Option<Spanned<String>>,
 }
 
 /// A health check: `http` or `tcp`, with timing.

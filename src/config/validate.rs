@@ -16,15 +16,19 @@ use super::names;
 use super::parse::Rejected;
 use super::quantity;
 use super::raw::{
-    RawApp, RawCluster, RawConfig, RawCpu, RawEnvValue, RawHealth, RawNodes, RawReplicas,
-    RawService,
+    RawApp, RawBudget, RawCluster, RawConfig, RawConsolidation, RawCpu, RawEnvValue, RawHealth,
+    RawNodes, RawReplicas, RawService,
 };
 use super::spanned::Spanned;
 use crate::diagnostic::Diagnostic;
 use crate::model::{
-    self, App, Cluster, Config, FlatcarChannel, Health, HealthCheck, NodeImage, Nodes, Replicas,
-    Scale, SecretRef, Service, Source, aws,
+    self, App, Budget, Cluster, Config, Consolidation, FlatcarChannel, Health, HealthCheck,
+    NodeImage, Nodes, Replicas, Scale, SecretRef, Service, Source, aws,
 };
+
+/// How long use must stay low before replicas are removed, by default: as
+/// Kubernetes' horizontal autoscaler's scale-down stabilization.
+pub const DEFAULT_SCALE_IN_AFTER: Duration = Duration::from_secs(300);
 
 /// What stage 2 produced.
 #[derive(Debug)]
@@ -584,6 +588,11 @@ impl<'a> Checker<'a> {
             None => Some(NodeImage::Flatcar(FlatcarChannel::Stable)),
             Some(image) => self.node_image(image),
         };
+        let hourly_cost = match &raw.hourly_cost {
+            Some(cost) => self.money(cost, "nodes.hourly-cost"),
+            None => instance_type.map(aws::hourly_cost),
+        };
+        let consolidation = self.consolidation(raw.consolidation.as_ref());
         Some(Nodes {
             instance_type: instance_type?,
             min: min?,
@@ -591,7 +600,121 @@ impl<'a> Checker<'a> {
             desired: desired?,
             disk_gb: disk_gb?,
             image: image?,
+            hourly_cost: hourly_cost?,
+            consolidation: consolidation?,
         })
+    }
+
+    /// An amount of USD: finite and not negative.
+    fn money(&mut self, value: &Spanned<f64>, what: &str) -> Option<f64> {
+        if value.value.is_finite() && value.value >= 0.0 && value.value < 1e9 {
+            return Some(value.value);
+        }
+        self.push(
+            Diagnostic::error(format!("{what} is out of range"))
+                .at(
+                    value.span.clone(),
+                    format!("{} is not an amount of USD", value.value),
+                )
+                .help("write a number of dollars, such as 0.096"),
+        );
+        None
+    }
+
+    /// A duration of at most an hour (kick multiplies some), or `default`.
+    fn duration_or(
+        &mut self,
+        value: Option<&Spanned<String>>,
+        default: Duration,
+        what: &str,
+    ) -> Option<Duration> {
+        let Some(value) = value else {
+            return Some(default);
+        };
+        let duration = self.check(quantity::duration(&value.value), &value.span, || {
+            format!("invalid duration for `{what}`")
+        })?;
+        if duration > Duration::from_secs(3600) {
+            self.push(
+                Diagnostic::error(format!("`{what}` is longer than an hour"))
+                    .at(value.span.clone(), "too long")
+                    .help("use at most \"1h\""),
+            );
+            return None;
+        }
+        Some(duration)
+    }
+
+    /// `consolidation`: `Some(None)` when turned off.
+    fn consolidation(
+        &mut self,
+        raw: Option<&Spanned<RawConsolidation>>,
+    ) -> Option<Option<Consolidation>> {
+        let defaults = Consolidation {
+            budget: Budget::Percent(10),
+            min_monthly_savings: 10.0,
+            after: Duration::from_secs(600),
+        };
+        let Some(raw) = raw else {
+            return Some(Some(defaults));
+        };
+        let settings = match &raw.value {
+            RawConsolidation::Enabled(true) => return Some(Some(defaults)),
+            RawConsolidation::Enabled(false) => return Some(None),
+            RawConsolidation::Settings(settings) => settings,
+        };
+        // Inside a value that is either a boolean or a table, TOML keeps no
+        // places: problems point at the table and name the key.
+        let budget = match &settings.budget {
+            None => Some(defaults.budget),
+            Some(RawBudget::Count(n)) if (1..=1000).contains(n) => {
+                u32::try_from(*n).ok().map(Budget::Nodes)
+            }
+            Some(RawBudget::Share(text))
+                if text
+                    .strip_suffix('%')
+                    .and_then(|p| p.trim().parse::<u8>().ok())
+                    .is_some_and(|p| (1..=100).contains(&p)) =>
+            {
+                text.strip_suffix('%')
+                    .and_then(|p| p.trim().parse::<u8>().ok())
+                    .map(Budget::Percent)
+            }
+            Some(other) => {
+                let given = match other {
+                    RawBudget::Count(n) => n.to_string(),
+                    RawBudget::Share(text) => format!("\"{text}\""),
+                };
+                self.push(
+                    Diagnostic::error("consolidation.budget is out of range")
+                        .at(raw.span.clone(), format!("budget = {given}"))
+                        .help(
+                            "write a node count from 1 to 1000, or a share from \"1%\" to \"100%\"",
+                        ),
+                );
+                None
+            }
+        };
+        let min_monthly_savings = match settings.min_savings {
+            None => Some(defaults.min_monthly_savings),
+            Some(v) => self.money(
+                &Spanned {
+                    span: raw.span.clone(),
+                    value: v,
+                },
+                "consolidation.min-savings",
+            ),
+        };
+        let after_text = settings.after.as_ref().map(|a| Spanned {
+            value: a.clone(),
+            span: raw.span.clone(),
+        });
+        let after = self.duration_or(after_text.as_ref(), defaults.after, "consolidation.after");
+        Some(Some(Consolidation {
+            budget: budget?,
+            min_monthly_savings: min_monthly_savings?,
+            after: after?,
+        }))
     }
 
     fn instance_type(&mut self, name: &Spanned<String>) -> Option<&'static aws::InstanceType> {
@@ -1068,6 +1191,11 @@ impl<'a> Checker<'a> {
                 let target_cpu_percent = percent(self, &scale.value.target_cpu, "scale.target-cpu");
                 let target_memory_percent =
                     percent(self, &scale.value.target_memory, "scale.target-memory");
+                let scale_in_after = self.duration_or(
+                    scale.value.scale_in_after.as_ref(),
+                    DEFAULT_SCALE_IN_AFTER,
+                    "scale.scale-in-after",
+                );
                 if scale.value.target_cpu.is_none() && scale.value.target_memory.is_none() {
                     self.push(
                         Diagnostic::error("`scale` names no target")
@@ -1078,11 +1206,13 @@ impl<'a> Checker<'a> {
                 Some(Scale {
                     target_cpu_percent,
                     target_memory_percent,
+                    scale_in_after: scale_in_after?,
                 })
             }
             (None, Some(replicas)) if replicas.min < replicas.max => Some(Scale {
                 target_cpu_percent: Some(70),
                 target_memory_percent: None,
+                scale_in_after: DEFAULT_SCALE_IN_AFTER,
             }),
             (None, _) => None,
         }

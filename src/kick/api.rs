@@ -59,6 +59,9 @@ pub struct ClusterDescription {
     pub generated_at: u64,
     pub apps: BTreeMap<String, AppDescription>,
     pub nodes: BTreeMap<String, NodeDescription>,
+    /// The scaler's latest decisions, oldest first, each with its reason.
+    #[serde(default)]
+    pub decisions: Vec<super::scale::Decision>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -123,6 +126,9 @@ pub struct NodeDescription {
     pub cpu_allocatable_millis: u32,
     pub memory_requested_mib: u64,
     pub memory_allocatable_mib: u64,
+    /// Why the node is being drained, while it is.
+    #[serde(default)]
+    pub draining: Option<String>,
 }
 
 /// The router, with the body limit.
@@ -658,7 +664,11 @@ fn service_description(
         unplaced,
         private_name: state.config.private_name.clone(),
         public_names: state.config.public_names.clone(),
-        desired: state.config.replicas.min,
+        desired: assignments
+            .wanted
+            .get(&(app.to_owned(), name.to_owned()))
+            .copied()
+            .unwrap_or(state.config.replicas.min),
         running: instances.len(),
         healthy: instances
             .iter()
@@ -681,6 +691,7 @@ pub fn describe(kick: &Kick) -> ClusterDescription {
         cpu_allocatable_millis: nodes_config.allocatable_cpu_millis,
         memory_requested_mib: 0,
         memory_allocatable_mib: nodes_config.allocatable_memory_mib,
+        draining: None,
     };
     let mut nodes: BTreeMap<String, NodeDescription> = kick
         .nodes
@@ -712,6 +723,19 @@ pub fn describe(kick: &Kick) -> ClusterDescription {
             (app.clone(), AppDescription { services })
         })
         .collect();
+    for (node, reason) in &assignments.draining {
+        if let Some(description) = nodes.get_mut(node) {
+            description.draining = Some(reason.clone());
+        }
+    }
+    let decisions = kick
+        .scaling
+        .lock()
+        .expect("scaling")
+        .decisions
+        .iter()
+        .cloned()
+        .collect();
     ClusterDescription {
         cluster: registry.cluster.clone(),
         generated_at: SystemTime::now()
@@ -719,6 +743,7 @@ pub fn describe(kick: &Kick) -> ClusterDescription {
             .map_or(0, |d| d.as_secs()),
         apps,
         nodes,
+        decisions,
     }
 }
 

@@ -59,6 +59,14 @@ pub struct Assignments {
     /// leaves, which keeps running it until it is healthy on the new one
     /// (make before break: a move never leaves a service without it).
     pub handoff: BTreeMap<Replica, String>,
+    /// Each scaled service's replica count, as the scaler set it; a
+    /// service absent here runs `replicas.min`.
+    pub wanted: BTreeMap<super::scale::ServiceKey, u32>,
+    /// Nodes being drained, with the reason: nothing new is placed on
+    /// them, and what runs there moves (make before break).
+    pub draining: BTreeMap<String, String>,
+    /// Whether `wanted` was seeded from what runs (once, by a new leader).
+    pub seeded: bool,
 }
 
 /// The handoffs after a placement change: every replica that moved from a
@@ -154,8 +162,12 @@ pub enum ReplicaState {
     Stopped,
 }
 
-/// The services' wanted replicas, as placement takes them.
-pub fn service_specs(config: &KickConfig) -> Vec<ServiceSpec> {
+/// The services' wanted replicas, as placement takes them: the scaler's
+/// count, or `replicas.min`.
+pub fn service_specs(
+    config: &KickConfig,
+    wanted: &BTreeMap<super::scale::ServiceKey, u32>,
+) -> Vec<ServiceSpec> {
     config
         .apps
         .iter()
@@ -163,7 +175,10 @@ pub fn service_specs(config: &KickConfig) -> Vec<ServiceSpec> {
             section.services.iter().map(move |(name, s)| ServiceSpec {
                 app: app.clone(),
                 service: name.clone(),
-                replicas: s.replicas.min,
+                replicas: wanted
+                    .get(&(app.clone(), name.clone()))
+                    .copied()
+                    .unwrap_or(s.replicas.min),
                 cpu_millis: s.cpu_millis,
                 memory_mib: s.memory_mib,
                 host_port: s.host_port,
@@ -292,17 +307,27 @@ pub async fn replace(kick: &Kick) {
             }
         }
     }
-    let ready = {
+    let (ready, draining, wanted) = {
         let mut assignments = kick.assignments.lock().expect("assignments");
         assignments.ready.retain(|n| node_ids.contains(n));
-        assignments.ready.clone()
+        if !assignments.seeded {
+            // A new leader keeps the counts the last one scaled to.
+            assignments.wanted = seed_wanted(&kick.config, &current);
+            assignments.seeded = true;
+        }
+        (
+            assignments.ready.clone(),
+            assignments.draining.clone(),
+            assignments.wanted.clone(),
+        )
     };
     let hosting: BTreeSet<&String> = current.values().collect();
     let nodes: Vec<NodeSpec> = nodes
         .into_iter()
         .filter(|n| ready.contains(&n.id) || hosting.contains(&n.id))
+        .filter(|n| !draining.contains_key(&n.id))
         .collect();
-    let mut placement = placement::place(&nodes, &service_specs(&kick.config), &current);
+    let mut placement = placement::place(&nodes, &service_specs(&kick.config, &wanted), &current);
     if nodes.is_empty() && !node_ids.is_empty() {
         // The nodes are there, their agents are not (yet): say so, once.
         let reason = format!(
@@ -374,6 +399,28 @@ pub async fn replace(kick: &Kick) {
         drop(assignments);
         kick.placed.send_replace(generation);
     }
+}
+
+/// The replica counts of scaled services as they run: as many as are
+/// placed or registered, within the service's bounds.
+pub fn seed_wanted(
+    config: &KickConfig,
+    running: &BTreeMap<Replica, String>,
+) -> BTreeMap<super::scale::ServiceKey, u32> {
+    let mut counts: BTreeMap<super::scale::ServiceKey, u32> = BTreeMap::new();
+    for replica in running.keys() {
+        *counts
+            .entry((replica.app.clone(), replica.service.clone()))
+            .or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .filter_map(|(key, count)| {
+            let s = config.apps.get(&key.0)?.services.get(&key.1)?;
+            (s.scale.is_some() && s.replicas.min < s.replicas.max)
+                .then(|| (key, count.clamp(s.replicas.min, s.replicas.max)))
+        })
+        .collect()
 }
 
 /// Adds the routes of new nodes' subnets and removes those of nodes that
@@ -470,6 +517,7 @@ pub fn spawn(kick: Arc<Kick>) -> tokio::task::AbortHandle {
                 Err(err) => eprintln!("kick: cannot list the cluster's nodes: {err}"),
             }
             replace(&kick).await;
+            super::scale::step(&kick).await;
         }
     })
     .abort_handle()

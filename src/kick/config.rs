@@ -84,11 +84,30 @@ pub struct Tokens {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct NodesSection {
     pub instance_type: String,
+    /// The EC2 Auto Scaling group kick resizes.
+    pub group: String,
     pub min: u32,
     pub max: u32,
+    /// USD an hour per node: what terminating one saves.
+    pub hourly_cost: f64,
+    /// Absent when consolidation is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consolidation: Option<Consolidation>,
     /// What one node offers services, after the OS and agents' reserve.
     pub allocatable_cpu_millis: u32,
     pub allocatable_memory_mib: u64,
+}
+
+/// How far consolidation may go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Consolidation {
+    pub budget: crate::model::Budget,
+    /// USD a month a drain must save.
+    pub min_monthly_savings: f64,
+    /// How long the cluster must be steady before a drain.
+    #[serde(with = "duration_text")]
+    pub after: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,6 +166,9 @@ pub struct ScalePolicy {
     pub target_cpu_percent: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_memory_percent: Option<u8>,
+    /// How long use must stay low before replicas are removed.
+    #[serde(with = "duration_text")]
+    pub scale_in_after: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

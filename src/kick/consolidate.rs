@@ -12,7 +12,8 @@
 //! consolidation that churns costs more than it saves. Every decision
 //! carries its reason, as `huxley cluster describe` shows it.
 //!
-//! Not wired into the kick server yet (the autoscaling issue does that).
+//! The leader's scaler ([`super::scale`]) runs it once the cluster is
+//! steady, and drains what it decides.
 
 use std::collections::{BTreeMap, BTreeSet};
 

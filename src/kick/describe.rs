@@ -106,10 +106,30 @@ pub fn render(description: &ClusterDescription, source: &str, style: Style) -> S
                 memory(capacity.memory_requested_mib),
                 memory(capacity.memory_allocatable_mib)
             );
+            if let Some(reason) = &capacity.draining {
+                let _ = writeln!(out, "  {:<20} {}", "", style.yellow(reason));
+            }
+        }
+    }
+    if !description.decisions.is_empty() {
+        let _ = writeln!(out, "\n{}", style.bold("scaling decisions"));
+        // The latest few, oldest first; `--json` has them all.
+        let skip = description.decisions.len().saturating_sub(DECISIONS_SHOWN);
+        for decision in &description.decisions[skip..] {
+            let ago = age(description.generated_at.saturating_sub(decision.at));
+            let _ = writeln!(
+                out,
+                "  {} {}",
+                style.dim(&format!("{ago:>4} ago")),
+                decision.decision
+            );
         }
     }
     out
 }
+
+/// Scaling decisions the text shows.
+const DECISIONS_SHOWN: usize = 10;
 
 /// A CPU quantity as huxley.toml writes it; nothing is "0".
 fn cpu(millis: u64) -> String {

@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod placement;
 pub mod publish;
 pub mod registry;
+pub mod scale;
 pub mod serve;
 pub mod server;
 pub mod state;

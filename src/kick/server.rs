@@ -163,6 +163,7 @@ pub async fn start_leading(
         tasks: Mutex::new(Vec::new()),
         assignments: Mutex::new(assignments),
         placed: tokio::sync::watch::channel(0).0,
+        scaling: Mutex::new(super::scale::Scaling::default()),
         network: Network {
             range,
             route_table: leading.route_table,

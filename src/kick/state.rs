@@ -72,6 +72,8 @@ pub struct Kick {
     /// The assignment generation, for node agents' long polls.
     pub placed: tokio::sync::watch::Sender<u64>,
     pub network: Network,
+    /// The scaler's memory and decisions.
+    pub scaling: Mutex<super::scale::Scaling>,
 }
 
 /// The (registry, nodes, assignments) generations a description was made at.
@@ -98,6 +100,7 @@ impl Kick {
             ("owned", self.owned.is_poisoned()),
             ("foreign", self.foreign.is_poisoned()),
             ("tasks", self.tasks.is_poisoned()),
+            ("scaling", self.scaling.is_poisoned()),
         ];
         if let Some((name, _)) = poisoned.iter().find(|(_, p)| *p) {
             return Some(format!("the {name} lock is poisoned (a request panicked)"));

@@ -98,6 +98,35 @@ pub fn instance_type(name: &str) -> Option<&'static InstanceType> {
     instance_types().find(|t| t.name == name)
 }
 
+/// A type's on-demand Linux price an hour in us-east-1, USD: an estimate
+/// for consolidation's savings when `hourly-cost` is not set. Burstable
+/// types are priced by memory, the others by vCPU within their family.
+pub fn hourly_cost(t: &InstanceType) -> f64 {
+    let family = t.name.split('.').next().unwrap_or("");
+    let per_gib = match family {
+        "t3" => Some(0.0104),
+        "t3a" => Some(0.0094),
+        _ => None,
+    };
+    if let Some(per_gib) = per_gib {
+        return per_gib * t.memory_mib as f64 / 1024.0;
+    }
+    let per_vcpu = match family {
+        "m5" | "m6i" => 0.048,
+        "m5a" => 0.043,
+        "m6a" => 0.0432,
+        "m7i" => 0.0504,
+        "m7a" => 0.05796,
+        "c5" | "c6i" => 0.0425,
+        "c6a" => 0.03825,
+        "c7i" => 0.044_625,
+        "r5" | "r6i" => 0.063,
+        "r7i" => 0.066_15,
+        _ => 0.05,
+    };
+    per_vcpu * f64::from(t.vcpus)
+}
+
 /// Whether a type belongs to an arm64 (Graviton) family, which Huxley does
 /// not support yet: its `g` suffix sits after the generation digit.
 pub fn is_arm64(name: &str) -> bool {
@@ -184,6 +213,10 @@ mod tests {
         assert!(is_arm64("c7gn.large"));
         assert!(is_arm64("t4g.small"));
         assert!(!is_arm64("m6i.large"));
+        let cost = |name| hourly_cost(instance_type(name).expect(name));
+        assert!((cost("m6i.large") - 0.096).abs() < 1e-9);
+        assert!((cost("t3.micro") - 0.0104).abs() < 1e-9);
+        assert!((cost("c6i.4xlarge") - 0.68).abs() < 1e-9);
         assert!(!is_arm64("m5a.large"));
     }
 

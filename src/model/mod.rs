@@ -98,6 +98,68 @@ pub struct Nodes {
     pub desired: u32,
     pub disk_gb: u32,
     pub image: NodeImage,
+    /// USD an hour per node.
+    pub hourly_cost: f64,
+    /// `None` when turned off.
+    pub consolidation: Option<Consolidation>,
+}
+
+/// How far consolidation may go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consolidation {
+    pub budget: Budget,
+    /// USD a month a drain must save.
+    pub min_monthly_savings: f64,
+    /// How long the cluster must be steady before a drain.
+    pub after: Duration,
+}
+
+/// Nodes draining at once, at most. Written as huxley.toml writes it: a
+/// count (`1`) or a share (`"10%"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    Nodes(u32),
+    Percent(u8),
+}
+
+impl serde::Serialize for Budget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Budget::Nodes(n) => s.serialize_u32(*n),
+            Budget::Percent(p) => s.serialize_str(&format!("{p}%")),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Budget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Nodes(u32),
+            Share(String),
+        }
+        match Form::deserialize(d)? {
+            Form::Nodes(n) => Ok(Budget::Nodes(n)),
+            Form::Share(text) => text
+                .strip_suffix('%')
+                .and_then(|p| p.parse().ok())
+                .map(Budget::Percent)
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!("`{text}` is not a share such as \"10%\""))
+                }),
+        }
+    }
+}
+
+impl Budget {
+    /// The nodes that may drain at once out of `nodes`: at least one.
+    pub fn of(self, nodes: usize) -> usize {
+        match self {
+            Budget::Nodes(n) => usize::try_from(n).unwrap_or(usize::MAX).max(1),
+            Budget::Percent(p) => (nodes * usize::from(p)).div_ceil(100).max(1),
+        }
+    }
 }
 
 impl Nodes {
@@ -190,6 +252,8 @@ pub struct Replicas {
 pub struct Scale {
     pub target_cpu_percent: Option<u8>,
     pub target_memory_percent: Option<u8>,
+    /// How long use must stay low before replicas are removed.
+    pub scale_in_after: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

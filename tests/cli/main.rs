@@ -8,5 +8,6 @@ mod build;
 mod deploy;
 mod kick;
 mod runtime;
+mod scaling;
 mod support;
 mod validate;

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::support::{Test, root};
 
-const REGION: &str = "us-west-2";
+pub(crate) const REGION: &str = "us-west-2";
 
 fn config(name: &str) -> String {
     format!(
@@ -62,7 +62,7 @@ health = {{ tcp = 6379, interval = "1s", timeout = "500ms", healthy = 1, unhealt
 /// Child processes, each in its own process group, killed with their
 /// children when the test ends however it ends.
 #[derive(Default)]
-struct Processes(Vec<(String, Child)>);
+pub(crate) struct Processes(Vec<(String, Child)>);
 
 impl Processes {
     fn spawn(&mut self, label: &str, mut command: Command, log: &Path) {
@@ -86,7 +86,7 @@ impl Processes {
     }
 
     /// Sends `signal` to the process group of `label`.
-    fn signal(&self, label: &str, signal: &str) {
+    pub(crate) fn signal(&self, label: &str, signal: &str) {
         let status = Command::new("kill")
             .args([
                 &format!("-{signal}"),
@@ -114,17 +114,17 @@ impl Drop for Processes {
 }
 
 /// An applied cluster with its kick.toml, tokens and nodes.
-struct Live {
-    name: String,
-    dir: PathBuf,
-    env: Vec<(String, String)>,
-    kick_toml: PathBuf,
-    admin: String,
-    nodes: Vec<String>,
-    aws: Arc<huxley::aws::Aws>,
+pub(crate) struct Live {
+    pub(crate) name: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) kick_toml: PathBuf,
+    pub(crate) admin: String,
+    pub(crate) nodes: Vec<String>,
+    pub(crate) aws: Arc<huxley::aws::Aws>,
     /// The runtime the SDK clients were made on, kept for their lifetime.
     _runtime: tokio::runtime::Runtime,
-    processes: Processes,
+    pub(crate) processes: Processes,
 }
 
 impl Live {
@@ -136,7 +136,7 @@ impl Live {
 
     /// Applies `text` as cluster `name`, whose node group launches `count`
     /// nodes; the containers' range becomes `range`.
-    fn with_config(name: &str, range: &str, text: &str, count: usize) -> Live {
+    pub(crate) fn with_config(name: &str, range: &str, text: &str, count: usize) -> Live {
         let emulator = Emulator::shared(&root());
         create_public_zone(&emulator.endpoint(), REGION, &format!("{name}.example.com"));
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -207,7 +207,7 @@ impl Live {
     }
 
     /// Starts `huxley kick serve` as `label`; its internal API's URL.
-    fn kick(&mut self, label: &str) -> String {
+    pub(crate) fn kick(&mut self, label: &str) -> String {
         let (port, external) = (free_port(), free_port());
         let mut command = Test::new(&[
             "kick",
@@ -252,7 +252,7 @@ impl Live {
     }
 
     /// Starts `huxley node run` for node `index` with `extra` arguments.
-    fn agent_with(&mut self, index: usize, kicks: &[String], extra: &[String]) {
+    pub(crate) fn agent_with(&mut self, index: usize, kicks: &[String], extra: &[String]) {
         let node = self.nodes[index].clone();
         let imds = Imds::start(&node, "us-west-2a", &format!("10.40.0.{}", 10 + index));
         let label = format!("node-{index}");
@@ -274,7 +274,7 @@ impl Live {
         self.processes.spawn(&label, command, &log);
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let mut text = String::new();
         for entry in fs::read_dir(&self.dir).expect("dir").flatten() {
             let path = entry.path();
@@ -291,7 +291,7 @@ impl Live {
         text
     }
 
-    async fn get(&self, url: &str, token: Option<&str>) -> Option<(u16, String)> {
+    pub(crate) async fn get(&self, url: &str, token: Option<&str>) -> Option<(u16, String)> {
         huxley::kick::tls::ensure_provider();
         let client = reqwest::Client::new();
         let mut request = client.get(url).timeout(Duration::from_secs(5));
@@ -304,7 +304,7 @@ impl Live {
     }
 
     /// The kick that leads, among `kicks`, by its /healthz.
-    async fn leader(&self, kicks: &[String]) -> Option<String> {
+    pub(crate) async fn leader(&self, kicks: &[String]) -> Option<String> {
         for kick in kicks {
             if let Some((200, text)) = self.get(&format!("{kick}/healthz"), None).await
                 && text.starts_with("ok: leader")
