@@ -4,12 +4,14 @@
 //!
 //! Run with `cargo bench --bench consolidate`. Workloads are generated from
 //! fixed seeds, so the numbers are the same run to run (times aside).
+//! `huxley simulate` prints the same workloads' figures and a day of load.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use huxley::kick::consolidate::{self, Policy};
 use huxley::kick::placement::{self, NodeSpec, ServiceSpec};
+use huxley::kick::simulate;
 
 fn node(i: usize) -> NodeSpec {
     NodeSpec {
@@ -19,21 +21,6 @@ fn node(i: usize) -> NodeSpec {
         memory_mib: 7680,
         ports_in_use: BTreeSet::new(),
     }
-}
-
-fn workload(seed: u64, services: usize) -> Vec<ServiceSpec> {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    (0..services)
-        .map(|i| ServiceSpec {
-            app: format!("app{}", i / 10),
-            service: format!("svc{i}"),
-            replicas: rng.u32(1..=6),
-            cpu_millis: [100, 250, 500, 1000][rng.usize(0..4)],
-            memory_mib: [128, 256, 512, 1024, 2048][rng.usize(0..5)],
-            host_port: None,
-            stateful: rng.u8(0..20) == 0,
-        })
-        .collect()
 }
 
 fn policy() -> Policy {
@@ -48,37 +35,21 @@ fn policy() -> Policy {
 
 fn main() {
     // 100 workloads, each first spread over twice the nodes it needs (as a
-    // day's peak would leave them), then consolidated until nothing moves.
-    let (mut ratio_sum, mut moves, mut drained_total) = (0.0, 0usize, 0usize);
-    for seed in 0..100 {
-        let services = workload(seed, 40);
-        let bound = consolidate::lower_bound(&services, &node(0));
-        let nodes: Vec<NodeSpec> = (0..(bound as usize * 2).max(4)).map(node).collect();
-        let mut placement = placement::place(&nodes, &services, &BTreeMap::new());
-        assert!(
-            placement.unplaced.is_empty(),
-            "seed {seed}: the workload fits"
-        );
-        let mut alive = nodes.clone();
-        loop {
-            let drains = consolidate::plan(&alive, &services, &placement, &policy());
-            if drains.is_empty() {
-                break;
-            }
-            for drain in &drains {
-                moves += drain.moves.len();
-                placement.assigned.extend(drain.moves.clone());
-            }
-            let gone: BTreeSet<&str> = drains.iter().map(|d| d.node.as_str()).collect();
-            alive.retain(|n| !gone.contains(n.id.as_str()));
-            drained_total += drains.len();
-        }
-        ratio_sum += alive.len() as f64 / bound.max(1) as f64;
-    }
+    // day's peak would leave them), then consolidated until nothing moves:
+    // `huxley simulate`'s first run, with a $20 threshold.
+    let options = simulate::Options {
+        min_savings: 20.0,
+        budget: 1_000,
+        ..simulate::Options::default()
+    };
+    let w = simulate::workloads(&options);
     println!(
-        "consolidation over 100 workloads: nodes used {:.3} x the lower bound on average (target <= 1.1), {drained_total} nodes drained with {moves} moves, saving ${:.0}/month across the 100 clusters",
-        ratio_sum / 100.0,
-        drained_total as f64 * 0.096 * consolidate::HOURS_A_MONTH
+        "consolidation over {} workloads: nodes used {:.3} x the lower bound on average (target <= 1.1), {} nodes drained with {} moves, saving ${:.0}/month across the clusters",
+        w.count,
+        w.mean_ratio,
+        w.drained,
+        w.moves,
+        w.drained as f64 * 0.096 * consolidate::HOURS_A_MONTH
     );
 
     // One decision on 10,000 replicas over 1,000 nodes, spread thin.

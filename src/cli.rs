@@ -149,6 +149,24 @@ enum Command {
         #[arg(value_enum, default_value_t = SchemaKind::Config)]
         kind: SchemaKind,
     },
+    /// Run the scaling engine on generated clusters and print how it does.
+    ///
+    /// No AWS, no nodes: random workloads consolidated from a peak's spread
+    /// (nodes used against the lower bound, moves), then one cluster
+    /// through a day-long load curve (each hour's replicas, nodes, moves,
+    /// cost and slowest decision). Seeded: the same options print the same
+    /// numbers, decision times aside. Build with --release for real times.
+    Simulate {
+        /// The generator's seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Random workloads to consolidate.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        workloads: u32,
+        /// Services per workload and in the day's cluster.
+        #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..=2_000))]
+        services: u32,
+    },
     /// Print a shell completion script.
     ///
     /// For bash: `huxley completions bash > ~/.local/share/bash-completion/completions/huxley`.
@@ -476,6 +494,19 @@ pub fn main() -> ExitCode {
             SchemaKind::Config => print(&crate::schema::huxley_schema()),
             SchemaKind::Plan => print(&crate::schema::plan_schema()),
         },
+        Command::Simulate {
+            seed,
+            workloads,
+            services,
+        } => {
+            let options = crate::kick::simulate::Options {
+                seed,
+                workloads,
+                services,
+                ..Default::default()
+            };
+            print(&crate::kick::simulate::report(&options))
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "huxley", &mut std::io::stdout());
             exit::OK

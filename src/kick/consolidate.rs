@@ -146,12 +146,14 @@ pub fn plan(
             .map(|d| d.node.as_str())
             .chain([node.id.as_str()])
             .collect();
-        let mut tentative = free.clone();
+        // Taken from `free` as the moves are tried; given back when the
+        // node's replicas do not all fit (no copy of `free` per candidate).
+        let mut taken: Vec<(&str, &ServiceSpec)> = Vec::new();
         let mut moves = BTreeMap::new();
         let mut fits = true;
         for (replica, s) in &here {
             let key = (s.app.as_str(), s.service.as_str());
-            let best = tentative
+            let best = free
                 .iter()
                 .filter(|(id, room)| !gone.contains(*id) && room.fits(s))
                 .min_by_key(|(id, room)| {
@@ -164,8 +166,9 @@ pub fn plan(
                 .map(|(id, _)| *id);
             match best {
                 Some(to) => {
-                    if let Some(room) = tentative.get_mut(to) {
+                    if let Some(room) = free.get_mut(to) {
                         room.take(s);
+                        taken.push((to, s));
                     }
                     moves.insert((*replica).clone(), to.to_owned());
                 }
@@ -176,9 +179,13 @@ pub fn plan(
             }
         }
         if !fits {
+            for (to, s) in taken {
+                if let Some(room) = free.get_mut(to) {
+                    room.give(s);
+                }
+            }
             continue;
         }
-        free = tentative;
         let targets: BTreeSet<&str> = moves.values().map(String::as_str).collect();
         let reason = if moves.is_empty() {
             format!(
@@ -231,6 +238,22 @@ impl<'a> Room<'a> {
             .services
             .entry((s.app.as_str(), s.service.as_str()))
             .or_insert(0) += 1;
+    }
+
+    /// Undoes [`Room::take`] (which added the port: `fits` saw it free).
+    fn give(&mut self, s: &'a ServiceSpec) {
+        self.cpu += u64::from(s.cpu_millis);
+        self.memory += s.memory_mib;
+        if let Some(port) = s.host_port {
+            self.ports.remove(&port);
+        }
+        let key = (s.app.as_str(), s.service.as_str());
+        if let Some(count) = self.services.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                self.services.remove(&key);
+            }
+        }
     }
 }
 

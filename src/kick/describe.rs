@@ -158,3 +158,56 @@ pub fn age(seconds: u64) -> String {
         s => format!("{}d", s / 86_400),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::kick::api::NodeDescription;
+    use crate::kick::scale::Decision;
+
+    #[test]
+    fn draining_nodes_and_the_latest_decisions_are_shown() {
+        let node = |draining: Option<&str>| NodeDescription {
+            instance_type: "m6i.large".into(),
+            address: None,
+            instances: 0,
+            cpu_requested_millis: 0,
+            cpu_allocatable_millis: 1800,
+            memory_requested_mib: 0,
+            memory_allocatable_mib: 7680,
+            draining: draining.map(str::to_owned),
+        };
+        let decisions = (0..12)
+            .map(|i| Decision {
+                at: 1_000 + i,
+                decision: format!("decision {i}"),
+            })
+            .collect();
+        let description = ClusterDescription {
+            cluster: "acme".into(),
+            generated_at: 1_100,
+            apps: BTreeMap::new(),
+            nodes: BTreeMap::from([
+                ("i-a".to_owned(), node(None)),
+                (
+                    "i-b".to_owned(),
+                    node(Some("draining i-b: it runs nothing; saves $70/month")),
+                ),
+            ]),
+            decisions,
+        };
+        let text = render(&description, "live", Style::new(false));
+        assert!(
+            text.contains("i-b ")
+                && text.contains("  draining i-b: it runs nothing; saves $70/month\n"),
+            "{text}"
+        );
+        assert!(text.contains("scaling decisions\n"), "{text}");
+        // The last ten, with their age; the two oldest left to --json.
+        assert!(!text.contains("decision 1\n"), "{text}");
+        assert!(text.contains(" 89s ago decision 11\n"), "{text}");
+        assert!(text.contains(" 98s ago decision 2\n"), "{text}");
+    }
+}

@@ -22,5 +22,6 @@ pub mod registry;
 pub mod scale;
 pub mod serve;
 pub mod server;
+pub mod simulate;
 pub mod state;
 pub mod tls;

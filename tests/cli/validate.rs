@@ -307,3 +307,46 @@ fn help_comes_from_doc_comments() {
         out.stdout
     );
 }
+
+#[test]
+fn simulate_prints_the_packing_and_a_day_the_same_for_the_same_seed() {
+    let run = || {
+        let out = Test::new(&[
+            "simulate",
+            "--workloads",
+            "5",
+            "--services",
+            "12",
+            "--seed",
+            "7",
+        ])
+        .run();
+        out.code(0);
+        out.stdout
+    };
+    let first = run();
+    assert!(
+        first.contains("5 random workloads of 12 services")
+            && first.contains("x the lower bound on average")
+            && first.contains("drains below the $10 threshold: 0"),
+        "{first}"
+    );
+    let hours: Vec<&str> = first
+        .lines()
+        .filter(|l| l.trim_end().ends_with(" ms"))
+        .collect();
+    assert_eq!(hours.len(), 24, "{first}");
+    assert!(hours[0].trim_start().starts_with("00 "), "{first}");
+    // The same numbers again, decision times aside.
+    let strip = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|l| match l.trim_end().strip_suffix(" ms") {
+                Some(rest) => rest.rsplit_once("  ").map_or(rest, |(r, _)| r).to_owned(),
+                None => l.to_owned(),
+            })
+            .collect()
+    };
+    assert_eq!(strip(&first), strip(&run()));
+    // A bad count is a usage error.
+    Test::new(&["simulate", "--workloads", "0"]).run().code(2);
+}
