@@ -229,6 +229,80 @@ fn resident_mib(pid: u32) -> Option<u64> {
     Some(pages * 4096 / (1024 * 1024))
 }
 
+/// The container a generated unit runs for `replica` (`<unit>-<n>`, as
+/// the unit's `docker run --name`).
+fn container(replica: &ReplicaSpec) -> String {
+    format!("{}-{}", replica.assigned.unit, replica.assigned.replica)
+}
+
+/// What a replica's container uses: (CPU time in ns, memory in MiB), from
+/// the cgroup of its main process. A unit's own accounting does not see
+/// it (the container runs under Docker, not under the unit's `docker run`
+/// client). `None`s when it does not run or cannot be read.
+async fn container_usage<C: Commands>(
+    commands: &C,
+    replica: &ReplicaSpec,
+) -> (Option<u64>, Option<u64>) {
+    let args = ["inspect", "--format", "{{.State.Pid}}", &container(replica)].map(str::to_owned);
+    let pid = commands
+        .run("docker", &args)
+        .await
+        .ok()
+        .and_then(|out| out.trim().parse::<u32>().ok())
+        .filter(|pid| *pid > 0);
+    match pid {
+        Some(pid) => cgroup_usage(pid, Path::new("/")),
+        None => (None, None),
+    }
+}
+
+/// A process's cgroup's CPU time (ns) and memory (MiB), under `root`
+/// (`/` but in tests): cgroup v1 (`cpuacct`, `memory`) when the process
+/// is in v1 controllers, else v2 (`cpu.stat`, `memory.current`).
+fn cgroup_usage(pid: u32, root: &Path) -> (Option<u64>, Option<u64>) {
+    let Ok(text) = std::fs::read_to_string(root.join(format!("proc/{pid}/cgroup"))) else {
+        return (None, None);
+    };
+    let (mut unified, mut cpuacct, mut memory) = (None, None, None);
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let path = path.trim_start_matches('/');
+        if id == "0" && controllers.is_empty() {
+            unified = Some(path);
+        }
+        for controller in controllers.split(',') {
+            match controller {
+                "cpuacct" => cpuacct = Some(path),
+                "memory" => memory = Some(path),
+                _ => {}
+            }
+        }
+    }
+    let read = |relative: String| -> Option<String> {
+        std::fs::read_to_string(root.join("sys/fs/cgroup").join(relative)).ok()
+    };
+    let number = |text: Option<String>| text.and_then(|t| t.trim().parse::<u64>().ok());
+    let v2_cpu = |path: &str| {
+        read(format!("{path}/cpu.stat")).and_then(|stat| {
+            stat.lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|usec| usec * 1000)
+        })
+    };
+    let cpu = cpuacct
+        .and_then(|p| number(read(format!("cpuacct/{p}/cpuacct.usage"))))
+        .or_else(|| unified.and_then(v2_cpu));
+    let bytes = memory
+        .and_then(|p| number(read(format!("memory/{p}/memory.usage_in_bytes"))))
+        .or_else(|| unified.and_then(|p| number(read(format!("{p}/memory.current")))));
+    (cpu, bytes.map(|b| b / (1024 * 1024)))
+}
+
 // ----- systemd -----------------------------------------------------------------
 
 /// Runs commands: the seam under [`Systemd`], so the exact `systemctl` and
@@ -480,9 +554,22 @@ impl<C: Commands> Runtime for Systemd<C> {
             .get("MemoryCurrent")
             .and_then(|m| m.parse::<u64>().ok())
             .map(|bytes| bytes / (1024 * 1024));
-        let cpu_ns = properties
-            .get("CPUUsageNSec")
-            .and_then(|n| n.parse::<u64>().ok());
+        let active = matches!(
+            properties.get("ActiveState").copied(),
+            Some("active" | "activating" | "reloading")
+        );
+        // The container's own use when it runs one; else the unit's.
+        let (container_cpu, container_memory) = if active {
+            container_usage(&self.commands, replica).await
+        } else {
+            (None, None)
+        };
+        let cpu_ns = container_cpu.or_else(|| {
+            properties
+                .get("CPUUsageNSec")
+                .and_then(|n| n.parse::<u64>().ok())
+        });
+        let memory_mib = container_memory.or(memory_mib);
         match properties.get("ActiveState").copied() {
             Some("active") => Observed {
                 state: ReplicaState::Running,
@@ -861,11 +948,13 @@ impl<C: Commands> Runtime for Units<C> {
         if let Some((child, log)) = self.children.get_mut(&key) {
             match child.try_wait() {
                 Ok(None) => {
+                    let (cpu_ns, memory_mib) =
+                        container_usage(&self.systemd.commands, replica).await;
                     return Observed {
                         state: ReplicaState::Running,
                         detail: None,
-                        memory_mib: None,
-                        cpu_ns: None,
+                        memory_mib,
+                        cpu_ns,
                     };
                 }
                 Ok(Some(status)) => {
@@ -1039,6 +1128,42 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_containers_use_is_read_from_its_cgroup_v1_or_v2() {
+        let root = std::env::temp_dir().join(format!("huxley-cgroup-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let write = |path: &str, text: &str| {
+            let file = root.join(path);
+            std::fs::create_dir_all(file.parent().expect("parent")).expect("dir");
+            std::fs::write(file, text).expect("write");
+        };
+        // cgroup v2, as Flatcar runs Docker (systemd driver).
+        write("proc/10/cgroup", "0::/system.slice/docker-abc.scope\n");
+        write(
+            "sys/fs/cgroup/system.slice/docker-abc.scope/cpu.stat",
+            "usage_usec 2500000\nuser_usec 2000000\n",
+        );
+        write(
+            "sys/fs/cgroup/system.slice/docker-abc.scope/memory.current",
+            "104857600\n",
+        );
+        assert_eq!(cgroup_usage(10, &root), (Some(2_500_000_000), Some(100)));
+        // cgroup v1 (a hybrid host lists an empty v2 line too).
+        write(
+            "proc/11/cgroup",
+            "4:memory:/docker/def\n2:cpu,cpuacct:/docker/def\n0::/\n",
+        );
+        write("sys/fs/cgroup/cpuacct/docker/def/cpuacct.usage", "7000\n");
+        write(
+            "sys/fs/cgroup/memory/docker/def/memory.usage_in_bytes",
+            "2097152\n",
+        );
+        assert_eq!(cgroup_usage(11, &root), (Some(7000), Some(2)));
+        // Not running: nothing.
+        assert_eq!(cgroup_usage(12, &root), (None, None));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
     #[tokio::test]
     async fn systemd_is_driven_with_exactly_these_calls() {
         let dir = std::env::temp_dir().join(format!("huxley-systemd-{}", std::process::id()));
@@ -1122,6 +1247,27 @@ mod tests {
             [
                 "systemctl show blog-web@2.service --property=ActiveState,SubState,Result,ExecMainStatus,MemoryCurrent,CPUUsageNSec",
                 "journalctl --unit blog-web@2.service --lines 3 --no-pager --output cat",
+            ]
+        );
+
+        // A running unit: its container's use, by the container's pid.
+        let mut recorder_answers = recorder.answers.lock().expect("answers");
+        recorder_answers.clear();
+        drop(recorder_answers);
+        recorder.answer(
+            "systemctl show",
+            Ok("ActiveState=active\nSubState=running\nResult=success\nMemoryCurrent=1048576\nCPUUsageNSec=5\n"),
+        );
+        recorder.answer("docker inspect", Ok("0\n"));
+        let observed = systemd.observe(&replica()).await;
+        assert_eq!(observed.state, ReplicaState::Running);
+        // No container pid: the unit's own accounting.
+        assert_eq!((observed.cpu_ns, observed.memory_mib), (Some(5), Some(1)));
+        assert_eq!(
+            recorder.take(),
+            [
+                "systemctl show blog-web@2.service --property=ActiveState,SubState,Result,ExecMainStatus,MemoryCurrent,CPUUsageNSec",
+                "docker inspect --format {{.State.Pid}} blog-web-2",
             ]
         );
 

@@ -917,6 +917,41 @@ health = {{ tcp = 7000, interval = "1s", timeout = "500ms", healthy = 1, unhealt
         env.contains("API_URL=http://api.shop.containers.internal:9000\n"),
         "{env}"
     );
+    // The container's own CPU reaches kick (from its cgroup: the unit's
+    // `docker run` client uses none), which the scaler acts on.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        rt.block_on(async {
+            for _ in 0..3 {
+                live.get(&format!("http://{address}:8080/burn?ms=400"), None)
+                    .await;
+            }
+        });
+        let metrics = rt
+            .block_on(live.get(&format!("{}/metrics", kicks[0]), Some(&live.admin)))
+            .map(|(_, text)| text)
+            .unwrap_or_default();
+        let busy = metrics.lines().any(|line| {
+            line.starts_with("huxley_kick_replica_cpu_millis{app=\"shop\",service=\"web\"")
+                && line
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|v| v > 0)
+        });
+        if busy {
+            assert!(
+                metrics.contains("huxley_kick_replica_memory_mib{app=\"shop\",service=\"web\""),
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no CPU measured for web's containers:\n{metrics}\n{}",
+            live.logs()
+        );
+    }
 }
 
 fn instances_of<'a>(description: &'a Value, app: &str, service: &str) -> Vec<&'a Value> {
