@@ -1251,9 +1251,7 @@ mod tests {
         );
 
         // A running unit: its container's use, by the container's pid.
-        let mut recorder_answers = recorder.answers.lock().expect("answers");
-        recorder_answers.clear();
-        drop(recorder_answers);
+        recorder.answers.lock().expect("answers").clear();
         recorder.answer(
             "systemctl show",
             Ok("ActiveState=active\nSubState=running\nResult=success\nMemoryCurrent=1048576\nCPUUsageNSec=5\n"),
