@@ -922,13 +922,45 @@ async fn destroy(path: &Path, args: &AwsArgs, run: RunArgs, color: Color) -> u8 
             return exit::INVALID;
         }
     }
+    // Images built on push cannot be rebuilt from the cluster: say how
+    // many go before anything does.
+    let repositories = match aws
+        .repositories(&crate::model::naming::repository_prefix(&config))
+        .await
+    {
+        Ok(list) => list,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return exit::INVALID;
+        }
+    };
+    let images: usize = repositories.iter().map(|r| r.images.len()).sum();
+    let losing = if images == 0 {
+        String::new()
+    } else {
+        format!(
+            ", and {} in {}",
+            plural(images, "image"),
+            match repositories.iter().filter(|r| !r.images.is_empty()).count() {
+                1 => "1 image repository".to_owned(),
+                n => format!("{n} image repositories"),
+            }
+        )
+    };
     if !yes {
         if !std::io::stdin().is_terminal() {
-            eprintln!("error: refusing to destroy without --yes: standard input is not a terminal");
+            eprintln!(
+                "error: refusing to destroy without --yes: standard input is not a terminal{}",
+                if images == 0 {
+                    String::new()
+                } else {
+                    format!(" (it would delete {})", &losing[", and ".len()..])
+                }
+            );
             return exit::INVALID;
         }
         let question = format!(
-            "Destroy cluster `{}`: stack {stack}, its artifact bucket and its DNS records? Type the cluster name to confirm.",
+            "Destroy cluster `{}`: stack {stack}, its artifact bucket and its DNS records{losing}? Type the cluster name to confirm.",
             config.cluster.name
         );
         if !confirm(&question, &config.cluster.name) {
@@ -943,11 +975,16 @@ async fn destroy(path: &Path, args: &AwsArgs, run: RunArgs, color: Color) -> u8 
     match result {
         Ok(Some(d)) => {
             println!(
-                "Destroyed stack {stack} ({}), emptied {} ({}), removed {}.",
+                "Destroyed stack {stack} ({}), emptied {} ({}), removed {}{}.",
                 plural(d.resources, "resource"),
                 d.bucket.as_deref().unwrap_or("no bucket"),
                 plural(d.objects, "object version"),
-                plural(d.records, "DNS record")
+                plural(d.records, "DNS record"),
+                if d.images == 0 {
+                    String::new()
+                } else {
+                    format!(", deleted {}", plural(d.images, "image"))
+                }
             );
             exit::OK
         }

@@ -418,6 +418,32 @@ pub fn create_public_zone(endpoint: &str, region: &str, name: &str) -> String {
     })
 }
 
+/// Puts an image manifest tagged `tag` into the ECR repository
+/// `repository`, as a push would (the emulator keeps manifests, not layers).
+pub fn put_image(endpoint: &str, region: &str, repository: &str, tag: &str) {
+    with_sdk(endpoint, region, async |config| {
+        let client = aws_sdk_ecr::Client::new(config);
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "size": 7023,
+                "digest": format!("sha256:{}", crate::digest::sha256(format!("config {tag}"))),
+            },
+            "layers": [],
+        });
+        client
+            .put_image()
+            .repository_name(repository)
+            .image_tag(tag)
+            .image_manifest(manifest.to_string())
+            .send()
+            .await
+            .expect("put an image");
+    });
+}
+
 /// A stand-in for one node's instance metadata service (IMDSv2) on
 /// 127.0.0.1, answering as the SDK's IMDS client asks: a session token from
 /// `PUT /latest/api/token` (with its TTL header), then the metadata paths

@@ -651,6 +651,8 @@ async fn delete_stack(
 pub struct Destroyed {
     pub resources: usize,
     pub objects: usize,
+    /// Images deleted from the cluster's repositories.
+    pub images: usize,
     pub records: usize,
     pub bucket: Option<String>,
 }
@@ -701,6 +703,20 @@ pub async fn destroy(
         let template: serde_json::Value =
             serde_json::from_str(&aws.get_template(&stack).await?).unwrap_or_default();
         destroyed.resources = template["Resources"].as_object().map_or(0, |r| r.len());
+    }
+    // The images built on push: deleted here, so the repositories go with
+    // the stack (the CLI counted them and asked first).
+    for repository in aws.repositories(&naming::repository_prefix(config)).await? {
+        if repository.images.is_empty() {
+            continue;
+        }
+        aws.delete_images(&repository).await?;
+        destroyed.images += repository.images.len();
+        progress.line(&format!(
+            "deleted {} from {}",
+            crate::diagnostic::plural(repository.images.len(), "image"),
+            repository.name
+        ));
     }
     if let Some(bucket) = summary.bucket(&config.cluster.name) {
         destroyed.objects = aws.empty_bucket(&bucket).await?;

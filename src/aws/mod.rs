@@ -8,6 +8,7 @@
 //! (naming the action), an unreachable endpoint, a missing zone.
 
 mod error;
+mod images;
 pub mod imds;
 mod lease;
 pub mod live;
@@ -25,6 +26,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::provider::ProvideCredentials;
 
 pub use error::AwsError;
+pub use images::Repository;
 pub use lease::{LeaseRecord, LeaseWrite};
 pub use live::{LiveRead, OWNER_PREFIX, Query, read_live};
 pub use ops::{
@@ -50,6 +52,7 @@ pub struct Aws {
     pub(crate) cfn: aws_sdk_cloudformation::Client,
     pub(crate) route53: aws_sdk_route53::Client,
     pub(crate) ec2: aws_sdk_ec2::Client,
+    pub(crate) ecr: aws_sdk_ecr::Client,
     pub(crate) s3: aws_sdk_s3::Client,
     pub(crate) ssm: aws_sdk_ssm::Client,
     pub(crate) dynamodb: aws_sdk_dynamodb::Client,
@@ -131,6 +134,7 @@ impl Aws {
             cfn: aws_sdk_cloudformation::Client::new(sdk),
             route53: aws_sdk_route53::Client::new(sdk),
             ec2: aws_sdk_ec2::Client::new(sdk),
+            ecr: aws_sdk_ecr::Client::new(sdk),
             s3: aws_sdk_s3::Client::from_conf(s3_config),
             ssm: aws_sdk_ssm::Client::new(sdk),
             dynamodb: aws_sdk_dynamodb::Client::new(sdk),

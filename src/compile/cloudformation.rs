@@ -55,6 +55,7 @@ pub fn template(input: &TemplateInput<'_>) -> Value {
     lease_table(config, &mut resources);
     dns(config, &mut resources);
     artifact_bucket(config, &mut resources);
+    image_repositories(config, &mut resources);
     iam(config, &mut resources);
     nodes(input, &mut resources);
 
@@ -90,6 +91,10 @@ pub fn template(input: &TemplateInput<'_>) -> Value {
         "PrivateZoneId": { "Description": "The private hosted zone", "Value": {"Ref": ids::PRIVATE_ZONE} },
         "ArtifactBucketName": { "Description": "Where units, hooks and the kick config live", "Value": {"Ref": ids::ARTIFACT_BUCKET} },
         "NodeGroupName": { "Description": "The nodes' auto-scaling group", "Value": {"Ref": ids::NODE_GROUP} },
+        "ImageRegistry": {
+            "Description": "The account's ECR registry, holding the images built on push",
+            "Value": {"Fn::Sub": "${AWS::AccountId}.dkr.ecr.${AWS::Region}.${AWS::URLSuffix}"},
+        },
         "KickServerAddress": {
             "Description": "The kick server's external API (TLS), which it registers at start",
             "Value": format!("{}:{}", naming::kick_name(config), model::KICK_EXTERNAL_PORT),
@@ -298,6 +303,100 @@ fn lease_table(config: &Config, r: &mut Resources) {
             },
         }),
     );
+}
+
+/// Images kept per repository: the releases `huxley rollback` can go back
+/// to (the release history keeps as many).
+pub const IMAGES_KEPT: u32 = 30;
+
+/// The apps with services built on push, with their repositories'
+/// logical ids and those services.
+pub fn built_apps(config: &Config) -> Vec<(String, &model::App, Vec<&model::Service>)> {
+    config
+        .apps
+        .values()
+        .filter_map(|app| {
+            let built: Vec<&model::Service> = app
+                .services
+                .values()
+                .filter(|s| matches!(s.source, model::Source::Build { .. }))
+                .collect();
+            if built.is_empty() {
+                return None;
+            }
+            let camel: String = app
+                .name
+                .split('-')
+                .map(|part| {
+                    let mut chars = part.chars();
+                    chars.next().map_or_else(String::new, |c| {
+                        c.to_ascii_uppercase().to_string() + chars.as_str()
+                    })
+                })
+                .collect();
+            // The hash keeps `a-b` and `ab` apart.
+            Some((
+                format!("Images{camel}{}", short_hash(&app.name)),
+                app,
+                built,
+            ))
+        })
+        .collect()
+}
+
+/// One ECR repository per app with services built on push: scanned on
+/// push, tags (`<service>-<commit>`) immutable, the newest [`IMAGES_KEPT`]
+/// images of each service kept.
+fn image_repositories(config: &Config, r: &mut Resources) {
+    for (id, app, built) in built_apps(config) {
+        let mut rules: Vec<Value> = built
+            .iter()
+            .enumerate()
+            .map(|(i, service)| {
+                json!({
+                    "rulePriority": i + 1,
+                    "description": format!("Keep {}'s {IMAGES_KEPT} newest images: the releases huxley rollback can return to", service.name),
+                    "selection": {
+                        "tagStatus": "tagged",
+                        "tagPrefixList": [format!("{}-", service.name)],
+                        "countType": "imageCountMoreThan",
+                        "countNumber": IMAGES_KEPT,
+                    },
+                    "action": {"type": "expire"},
+                })
+            })
+            .collect();
+        rules.push(json!({
+            "rulePriority": built.len() + 1,
+            "description": "Untagged images are left over from interrupted pushes",
+            "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 1},
+            "action": {"type": "expire"},
+        }));
+        let lifecycle = json!({ "rules": rules });
+        add(
+            r,
+            &id,
+            json!({
+                "Type": "AWS::ECR::Repository",
+                "DeletionPolicy": "Delete",
+                "UpdateReplacePolicy": "Delete",
+                "Metadata": justify(&[(
+                    "CKV_AWS_136",
+                    "Images are encrypted at rest with ECR's AES-256 keys; a customer-managed KMS key adds cost and a key policy to keep without protecting against anyone the repository policy does not already stop.",
+                )], &[]),
+                "Properties": {
+                    "RepositoryName": naming::repository(config, app),
+                    "ImageTagMutability": "IMMUTABLE",
+                    "ImageScanningConfiguration": {"ScanOnPush": true},
+                    "EncryptionConfiguration": {"EncryptionType": "AES256"},
+                    // `huxley destroy` counts the images and asks first.
+                    "EmptyOnDelete": true,
+                    "LifecyclePolicy": {"LifecyclePolicyText": serde_json::to_string(&lifecycle).expect("a policy serializes")},
+                    "Tags": tags(config, &[("huxley:app", app.name.as_str())]),
+                },
+            }),
+        );
+    }
 }
 
 /// The private zone.
@@ -807,6 +906,30 @@ fn kick_policy(config: &Config) -> Value {
             },
         ],
     });
+    if !built_apps(config).is_empty() {
+        // The leader's hook server pushes what it builds; every node pulls.
+        // Replicas' containers cannot use the role (IMDS hop limit 1).
+        let repositories = json!({"Fn::Sub": format!(
+            "arn:${{AWS::Partition}}:ecr:${{AWS::Region}}:${{AWS::AccountId}}:repository/{}/*",
+            naming::repository_prefix(config)
+        )});
+        statements.push(json!({
+            "Sid": "RegistryLogin",
+            "Effect": "Allow",
+            "Action": ["ecr:GetAuthorizationToken"],
+            "Resource": "*",
+        }));
+        statements.push(json!({
+            "Sid": "PullAndPushImages",
+            "Effect": "Allow",
+            "Action": [
+                "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:CompleteLayerUpload",
+                "ecr:DescribeImages", "ecr:GetDownloadUrlForLayer", "ecr:InitiateLayerUpload",
+                "ecr:PutImage", "ecr:UploadLayerPart",
+            ],
+            "Resource": repositories,
+        }));
+    }
     if let Some(list) = policy["Statement"].as_array_mut() {
         statements.append(list);
         *list = statements;
@@ -966,6 +1089,9 @@ mod tests {
         "cloudformation:ListStacks",
         "dynamodb:CreateTable",
         "ec2:DescribeImages",
+        "ecr:BatchDeleteImage",
+        "ecr:DescribeRepositories",
+        "ecr:ListImages",
         "s3:DeleteObject",
         "s3:ListBucketVersions",
         "ssm:DeleteParameters",

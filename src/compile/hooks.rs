@@ -22,7 +22,10 @@ struct Hook<'a> {
 struct Build {
     name: String,
     context: String,
+    /// The app's repository.
     image: String,
+    /// The tag's prefix: `<service>-<commit>`.
+    tag: String,
 }
 
 /// The hook of one app.
@@ -34,14 +37,15 @@ pub fn post_receive(config: &Config, app: &App, templates: &Templates) -> String
             Source::Build { context } => Some(Build {
                 name: service.name.clone(),
                 context: context.clone(),
-                image: naming::unit(app, service),
+                image: naming::repository(config, app),
+                tag: service.name.clone(),
             }),
             Source::Image { .. } => None,
         })
         .collect();
     let images: Vec<String> = builds
         .iter()
-        .map(|b| format!("\"{}\":\"%s/{}:%s\"", b.name, b.image))
+        .map(|b| format!("\"{}\":\"%s/{}:{}-%s\"", b.name, b.image, b.tag))
         .collect();
     let data = Hook {
         cluster: &config.cluster.name,

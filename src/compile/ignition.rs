@@ -31,7 +31,6 @@ pub fn ignition(config: &Config, templates: &Templates) -> Value {
         &data_url("\n")["data:,".len()..]
     );
     let daemon = json!({
-        "insecure-registries": [naming::registry(config)],
         "log-driver": "journald",
         "live-restore": true,
     });

@@ -5,7 +5,7 @@
 use handlebars::Handlebars;
 use serde::Serialize;
 
-const TEMPLATES: [(&str, &str); 6] = [
+const TEMPLATES: [(&str, &str); 5] = [
     ("service", include_str!("templates/service.service.hbs")),
     (
         "huxley-node",
@@ -18,10 +18,6 @@ const TEMPLATES: [(&str, &str); 6] = [
     (
         "huxley-hook",
         include_str!("templates/huxley-hook.service.hbs"),
-    ),
-    (
-        "huxley-registry",
-        include_str!("templates/huxley-registry.service.hbs"),
     ),
     ("post-receive", include_str!("templates/post-receive.hbs")),
 ];

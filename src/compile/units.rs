@@ -11,9 +11,6 @@ use serde::Serialize;
 use super::templates::Templates;
 use crate::model::{self, App, Config, Service, Source, naming};
 
-/// The registry image the hook server's registry runs, pinned.
-pub const REGISTRY_IMAGE: &str = "registry:2.8.3";
-
 #[derive(Serialize)]
 struct ServiceUnit<'a> {
     cluster: &'a str,
@@ -55,18 +52,11 @@ pub fn agent_units(config: &Config, templates: &Templates) -> Vec<(String, Strin
         "cluster": config.cluster.name,
         "hook_port": model::HOOK_SSH_PORT,
         "kick_port": model::KICK_INTERNAL_PORT,
-        "registry": naming::registry(config),
-        "registry_image": REGISTRY_IMAGE,
     });
-    [
-        "huxley-hook",
-        "huxley-kick",
-        "huxley-node",
-        "huxley-registry",
-    ]
-    .into_iter()
-    .map(|id| (format!("{id}.service"), templates.render(id, &data)))
-    .collect()
+    ["huxley-hook", "huxley-kick", "huxley-node"]
+        .into_iter()
+        .map(|id| (format!("{id}.service"), templates.render(id, &data)))
+        .collect()
 }
 
 fn service_unit(config: &Config, app: &App, service: &Service, templates: &Templates) -> String {

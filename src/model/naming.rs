@@ -64,10 +64,17 @@ pub fn service_token_parameter(config: &Config, app: &App, service: &Service) ->
     token_parameter(config, &format!("{}/{}", app.name, service.name))
 }
 
-/// The cluster's image registry, run by the hook server, for images built
-/// on push.
-pub fn registry(config: &Config) -> String {
-    format!("registry.{}:5000", config.cluster.private_domain)
+/// The ECR repository of an app's services built on push: one per app,
+/// each service's images tagged `<service>-<commit>`. One per app, not per
+/// service: CloudFormation holds 500 resources a stack, and a repository
+/// per service would make the stack grow with the services.
+pub fn repository(config: &Config, app: &App) -> String {
+    format!("{}/{}", repository_prefix(config), app.name)
+}
+
+/// What every repository of the cluster starts with.
+pub fn repository_prefix(config: &Config) -> String {
+    format!("huxley-{}", config.cluster.name)
 }
 
 /// The name the kick server registers for its external API: in the public

@@ -110,7 +110,7 @@ fn the_platform_build_writes_all_four_kinds_and_is_deterministic() {
         ])
         .run();
         run.code(0);
-        assert!(run.stdout.contains("33 resources"), "{}", run.stdout);
+        assert!(run.stdout.contains("36 resources"), "{}", run.stdout);
     }
     let first = tree(&a);
     assert_eq!(first, tree(&b), "two builds of the same input differ");
@@ -323,7 +323,7 @@ fn two_hundred_services_fit_in_one_stack() {
     run.code(0);
     assert_eq!(
         fs::read_dir(out.join("units")).expect("units").count(),
-        200 * 2 + 4
+        200 * 2 + 3
     );
     let template: serde_json::Value = serde_json::from_str(
         &fs::read_to_string(out.join("cloudformation/cluster.json")).expect("template"),

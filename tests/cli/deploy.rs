@@ -10,7 +10,7 @@ use std::process::Stdio;
 
 use huxley::testing::{
     Emulator, StatusProxy, client_env, create_empty_stack, create_public_zone, free_port,
-    stand_in_binary,
+    put_image, stand_in_binary,
 };
 use serde_json::Value;
 
@@ -139,7 +139,7 @@ fn plan_apply_edit_apply_destroy() {
     plan.code(2);
     assert!(
         plan.stdout
-            .starts_with("Plan: 26 to add, 0 to change, 0 to replace, 0 to destroy."),
+            .starts_with("Plan: 27 to add, 0 to change, 0 to replace, 0 to destroy."),
         "{}",
         plan.stdout
     );
@@ -150,6 +150,12 @@ fn plan_apply_edit_apply_destroy() {
         plan.stdout
     );
     assert!(plan.stderr.contains("AWS calls: 5 "), "{}", plan.stderr);
+    // The built service's image repository is part of the stack.
+    assert!(
+        plan.stdout.contains("AWS::ECR::Repository"),
+        "{}",
+        plan.stdout
+    );
     // The kick tokens: named, their values never shown.
     assert!(
         plan.stdout
@@ -173,7 +179,7 @@ fn plan_apply_edit_apply_destroy() {
         apply.stdout
     );
     assert!(
-        apply.stdout.contains("Apply complete: 26 added"),
+        apply.stdout.contains("Apply complete: 27 added"),
         "{}",
         apply.stdout
     );
@@ -258,12 +264,27 @@ fn plan_apply_edit_apply_destroy() {
     );
     cluster.run(&["plan", "--detailed-exitcode"]).code(0);
 
-    // Destroy refuses without --yes when nobody can answer, then removes
-    // the stack, the bucket and the records.
+    // Two pushes of the built service leave two images in the app's
+    // repository.
+    let endpoint = Emulator::shared(&root()).endpoint();
+    for commit in ["1111111", "2222222"] {
+        put_image(
+            &endpoint,
+            REGION,
+            "huxley-scenario/blog",
+            &format!("web-{commit}"),
+        );
+    }
+
+    // Destroy refuses without --yes when nobody can answer, saying what it
+    // would delete, then removes the stack, the bucket, the records and
+    // the images.
     let refused = cluster.run(&["destroy"]);
     refused.code(1);
     assert!(
-        refused.stderr.contains("refusing to destroy without --yes"),
+        refused.stderr.contains(
+            "refusing to destroy without --yes: standard input is not a terminal (it would delete 2 images in 1 image repository)"
+        ),
         "{}",
         refused.stderr
     );
@@ -272,9 +293,17 @@ fn plan_apply_edit_apply_destroy() {
     assert!(
         destroy
             .stdout
-            .contains("Destroyed stack huxley-scenario (26 resources)"),
+            .contains("Destroyed stack huxley-scenario (27 resources)")
+            && destroy.stdout.contains(", deleted 2 images."),
         "{}",
         destroy.stdout
+    );
+    assert!(
+        destroy
+            .stderr
+            .contains("deleted 2 images from huxley-scenario/blog"),
+        "{}",
+        destroy.stderr
     );
     assert!(
         destroy.stdout.contains("removed 3 DNS records"),
@@ -295,7 +324,7 @@ fn plan_apply_edit_apply_destroy() {
     );
     assert!(
         plan.stdout
-            .contains("Also 12 artifacts, 3 DNS records and 8 kick tokens"),
+            .contains("Also 11 artifacts, 3 DNS records and 8 kick tokens"),
         "the bucket, records and tokens are gone too: {}",
         plan.stdout
     );
@@ -311,7 +340,7 @@ fn a_saved_plan_is_applied_exactly_and_refused_once_stale() {
     let apply = Test::new(&["apply", &first]).env(&cluster.env).run();
     apply.code(0);
     assert!(
-        apply.stdout.contains("Apply complete: 26 added"),
+        apply.stdout.contains("Apply complete: 27 added"),
         "{}",
         apply.stdout
     );
