@@ -136,6 +136,13 @@ fn decisions(description: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The cluster's node group, as the emulator's Auto Scaling API has it.
+fn node_group(live: &Live, rt: &tokio::runtime::Runtime) -> huxley::aws::NodeGroup {
+    rt.block_on(live.aws.node_group("huxley-scaling-nodes"))
+        .expect("describe the group")
+        .expect("the group")
+}
+
 /// The leader's description now, if it answers.
 fn describe(live: &Live, rt: &tokio::runtime::Runtime, kicks: &[String]) -> Option<Value> {
     rt.block_on(async {
@@ -252,10 +259,7 @@ fn load_adds_replicas_and_a_node_and_its_end_drains_and_terminates_one() {
         )),
         "{said:?}"
     );
-    let group = rt
-        .block_on(live.aws.node_group("huxley-scaling-nodes"))
-        .expect("describe the group")
-        .expect("the group");
+    let group = node_group(&live, &rt);
     assert_eq!((group.desired, group.max), (3, 3), "{group:?}");
     let added: Vec<String> = live
         .nodes
@@ -298,10 +302,7 @@ fn load_adds_replicas_and_a_node_and_its_end_drains_and_terminates_one() {
                 == &format!("terminated {drained}: drained; the node group now wants 2 nodes")),
         "{said:?}"
     );
-    let group = rt
-        .block_on(live.aws.node_group("huxley-scaling-nodes"))
-        .expect("describe the group")
-        .expect("the group");
+    let group = node_group(&live, &rt);
     assert_eq!(group.desired, 2, "the termination decremented: {group:?}");
     assert!(!group.instances.contains(&drained), "{group:?}");
     // Exactly the drained node went; the others still run.
@@ -321,10 +322,7 @@ fn load_adds_replicas_and_a_node_and_its_end_drains_and_terminates_one() {
 
     // At nodes.min, nothing more goes, though one node is empty.
     std::thread::sleep(Duration::from_secs(8));
-    let group = rt
-        .block_on(live.aws.node_group("huxley-scaling-nodes"))
-        .expect("describe the group")
-        .expect("the group");
+    let group = node_group(&live, &rt);
     assert_eq!(group.desired, 2, "{group:?}");
     let listed = rt
         .block_on(live.aws.cluster_nodes(&live.name))
