@@ -721,6 +721,47 @@ mod tests {
     }
 
     #[test]
+    fn a_new_leader_keeps_the_replica_counts_that_run() {
+        let checked = crate::config::check(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/blog/huxley.toml"
+            ))
+            .expect("the blog example"),
+        );
+        let config = crate::compile::kick::kick_config(&checked.config.expect("valid"));
+        let web = &config.apps["blog"].services["web"];
+        assert!(web.scale.is_some() && web.replicas.min < web.replicas.max);
+        let running = |service: &'static str, count: u32| {
+            (1..=count).map(move |index| {
+                (
+                    Replica {
+                        app: "blog".into(),
+                        service: service.into(),
+                        index,
+                    },
+                    format!("i-{index}"),
+                )
+            })
+        };
+        // web runs one more than its minimum; api is not scaled.
+        let counts = seed_wanted(
+            &config,
+            &running("web", web.replicas.min + 1)
+                .chain(running("api", 1))
+                .collect(),
+        );
+        let key = ("blog".to_owned(), "web".to_owned());
+        assert_eq!(
+            counts,
+            BTreeMap::from([(key.clone(), web.replicas.min + 1)])
+        );
+        // Never beyond the bounds.
+        let counts = seed_wanted(&config, &running("web", web.replicas.max + 5).collect());
+        assert_eq!(counts[&key], web.replicas.max);
+    }
+
+    #[test]
     fn dependencies_are_named_in_the_environment() {
         let checked = crate::config::check(
             &std::fs::read_to_string(concat!(
