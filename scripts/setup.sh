@@ -43,6 +43,9 @@ huxley_setup_tools() {
   local missing=()
   command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
   command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+  # The hook server's git remote: sshd, and ssh for the pushes of the tests.
+  [[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
+  command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
   if [[ ${#missing[@]} -gt 0 ]]; then
     echo "setup: installing ${missing[*]} (Debian)"
     huxley_apt "${missing[@]}"

@@ -139,6 +139,12 @@ enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
+    /// The hook server: the cluster's git remote (run on the nodes by
+    /// huxley-hook.service).
+    Hook {
+        #[command(subcommand)]
+        command: HookCommand,
+    },
     /// Print the JSON Schema of huxley.toml, or of the JSON plan.
     ///
     /// Editors with a TOML language server (taplo, Even Better TOML) use the
@@ -272,6 +278,53 @@ enum KickCommand {
         public_address: Option<std::net::IpAddr>,
         #[command(flatten)]
         aws: AwsArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum HookCommand {
+    /// Serve one bare repository per app over SSH.
+    ///
+    /// Runs OpenSSH's sshd with a configuration it writes: public keys
+    /// only (those of --keys), no shell, no forwarding; every key runs
+    /// `huxley hook shell`, which takes `git push` (and fetch) to the
+    /// cluster's apps and nothing else. The host key is made once and kept
+    /// in --state-dir. Not in this build yet: deploying what is pushed.
+    Serve {
+        /// kick.toml, for the apps and their branches.
+        #[arg(long, value_name = "PATH", default_value = "/etc/huxley/kick.toml")]
+        config: PathBuf,
+        /// Where to listen, HOST:PORT.
+        #[arg(long, default_value = "0.0.0.0:2222")]
+        listen: String,
+        /// The host key, the generated sshd configuration and the
+        /// repositories.
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/huxley/hook")]
+        state_dir: PathBuf,
+        /// Public keys allowed to push, in authorized_keys form (by
+        /// default the cluster's `ssh-keys`, as Ignition installs them).
+        #[arg(
+            long,
+            value_name = "FILE",
+            default_value = "/home/core/.ssh/authorized_keys.d/ignition"
+        )]
+        keys: PathBuf,
+        /// The user pushers log in as (`git push ssh://USER@host:PORT/APP.git`).
+        #[arg(long, default_value = "core")]
+        user: String,
+        /// The sshd to run.
+        #[arg(long, value_name = "PATH", default_value = "/usr/sbin/sshd")]
+        sshd: PathBuf,
+    },
+    /// The command every key runs (sshd's forced command): runs
+    /// `git-receive-pack` or `git-upload-pack` on the app named in
+    /// SSH_ORIGINAL_COMMAND, and refuses anything else.
+    Shell {
+        #[arg(long, value_name = "PATH")]
+        config: PathBuf,
+        /// Where the repositories are.
+        #[arg(long, value_name = "DIR")]
+        repos: PathBuf,
     },
 }
 
@@ -489,6 +542,19 @@ pub fn main() -> ExitCode {
                 config,
                 aws,
             } => run_async(node_secrets(&unit, &out, &config, &aws)),
+        },
+        Command::Hook { command } => match command {
+            HookCommand::Serve {
+                config,
+                listen,
+                state_dir,
+                keys,
+                user,
+                sshd,
+            } => run_async(hook_serve(
+                &config, &listen, &state_dir, &keys, &user, &sshd,
+            )),
+            HookCommand::Shell { config, repos } => hook_shell(&config, &repos),
         },
         Command::Schema { kind } => match kind {
             SchemaKind::Config => print(&crate::schema::huxley_schema()),
@@ -1515,6 +1581,143 @@ async fn run_agent<R: crate::node::runtime::Runtime>(
             }
         }
     }
+}
+
+/// `huxley hook serve`: sshd with the forced command, until a stop signal.
+async fn hook_serve(
+    config_path: &Path,
+    listen: &str,
+    state: &Path,
+    keys_file: &Path,
+    user: &str,
+    sshd: &Path,
+) -> u8 {
+    let config = match read_kick_config(config_path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let prepared = (|| -> Result<PathBuf, String> {
+        let absolute =
+            |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
+        let state = absolute(state)?;
+        std::fs::create_dir_all(state.join("repos"))
+            .map_err(|e| format!("cannot create {}: {e}", state.display()))?;
+        let host_key = state.join("ssh_host_ed25519_key");
+        if !host_key.exists() {
+            let made = std::process::Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "huxley-hook", "-f"])
+                .arg(&host_key)
+                .status()
+                .map_err(|e| format!("cannot run ssh-keygen: {e}"))?;
+            if !made.success() {
+                return Err(format!("ssh-keygen failed: {made}"));
+            }
+        }
+        let text = std::fs::read_to_string(keys_file)
+            .map_err(|e| format!("cannot read the keys {}: {e}", keys_file.display()))?;
+        let keys: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect();
+        if keys.is_empty() {
+            return Err(format!(
+                "{} holds no public key: nobody could push (set ssh-keys in huxley.toml)",
+                keys_file.display()
+            ));
+        }
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find huxley: {e}"))?;
+        let shell = format!(
+            "{} hook shell --config {} --repos {}",
+            crate::hook::shell_word(&exe.display().to_string()),
+            crate::hook::shell_word(&absolute(config_path)?.display().to_string()),
+            crate::hook::shell_word(&state.join("repos").display().to_string()),
+        );
+        let write = |name: &str, text: String| {
+            std::fs::write(state.join(name), text)
+                .map_err(|e| format!("cannot write {}: {e}", state.join(name).display()))
+        };
+        write(
+            "authorized_keys",
+            crate::hook::authorized_keys(&keys, &shell),
+        )?;
+        write(
+            "sshd_config",
+            crate::hook::sshd_config(listen, &state, user)?,
+        )?;
+        // sshd's privilege separation directory.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        Ok(state)
+    })();
+    let state = match prepared {
+        Ok(state) => state,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return exit::USAGE;
+        }
+    };
+    let mut child = match tokio::process::Command::new(sshd)
+        .args(["-D", "-e", "-f"])
+        .arg(state.join("sshd_config"))
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(err) => {
+            eprintln!("error: cannot start {}: {err}", sshd.display());
+            return exit::USAGE;
+        }
+    };
+    let apps: Vec<&str> = config.apps.keys().map(String::as_str).collect();
+    eprintln!(
+        "hook: serving git over SSH on {listen} for {} (git push ssh://{user}@HOST:PORT/APP.git BRANCH)",
+        apps.join(", ")
+    );
+    tokio::select! {
+        status = child.wait() => {
+            eprintln!("error: sshd ended: {}", status.map_or_else(|e| e.to_string(), |s| s.to_string()));
+            exit::USAGE
+        }
+        () = stop_signal() => {
+            let _ = child.kill().await;
+            exit::OK
+        }
+    }
+}
+
+/// `huxley hook shell`: the forced command.
+fn hook_shell(config_path: &Path, repos: &Path) -> u8 {
+    use std::os::unix::process::CommandExt as _;
+    let config = match read_kick_config(config_path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let apps: std::collections::BTreeSet<String> = config.apps.keys().cloned().collect();
+    let asked = std::env::var("SSH_ORIGINAL_COMMAND").unwrap_or_default();
+    let command = match crate::hook::parse_command(&asked, &apps) {
+        Ok(command) => command,
+        Err(err) => {
+            eprintln!("huxley: {err}");
+            return exit::INVALID;
+        }
+    };
+    let branch = config
+        .apps
+        .get(&command.app)
+        .map_or("main", |a| a.branch.as_str());
+    let path = match crate::hook::repository(repos, &command.app, branch) {
+        Ok(path) => path,
+        Err(err) => {
+            eprintln!("huxley: {err}");
+            return exit::USAGE;
+        }
+    };
+    let err = std::process::Command::new(command.program)
+        .arg(&path)
+        .exec();
+    eprintln!("huxley: cannot run {}: {err}", command.program);
+    exit::USAGE
 }
 
 /// Reads kick.toml, printing why it cannot be read.

@@ -17,6 +17,7 @@ pub mod compile;
 pub mod config;
 pub mod diagnostic;
 pub mod digest;
+pub mod hook;
 pub mod kick;
 pub mod model;
 pub mod node;

@@ -6,6 +6,7 @@
 
 mod build;
 mod deploy;
+mod hook;
 mod kick;
 mod runtime;
 mod scaling;

@@ -1,0 +1,200 @@
+//! `huxley hook serve`: a real `git push` over SSH (OpenSSH's sshd, run by
+//! the hook server, with its forced command) from a working copy to the
+//! app's bare repository, on loopback. The right key pushes; a wrong key,
+//! an unknown app and a shell are refused.
+
+use std::fs;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use huxley::testing::free_port;
+
+use crate::support::{Test, root};
+
+fn run(dir: &Path, program: &str, args: &[&str]) -> std::process::Output {
+    Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"))
+}
+
+fn keygen(path: &Path) {
+    let out = run(
+        path.parent().expect("dir"),
+        "ssh-keygen",
+        &[
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-f",
+            path.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Kills the hook server when the test ends, however it ends.
+struct Serving(std::process::Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn git_push_over_ssh_reaches_the_apps_repository_and_nothing_else() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hook");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("dir");
+    let out = dir.join("out");
+    Test::new(&[
+        "build",
+        "-f",
+        &root()
+            .join("examples/blog/huxley.toml")
+            .display()
+            .to_string(),
+        "-o",
+        &out.display().to_string(),
+    ])
+    .run()
+    .code(0);
+    let (key, other) = (dir.join("pusher"), dir.join("stranger"));
+    keygen(&key);
+    keygen(&other);
+    let keys = dir.join("keys");
+    fs::copy(key.with_extension("pub"), &keys).expect("keys");
+    let user = String::from_utf8(run(&dir, "id", &["-un"]).stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    let port = free_port();
+    let state = dir.join("state");
+    let mut command = Test::new(&[
+        "hook",
+        "serve",
+        "--config",
+        &out.join("kick/kick.toml").display().to_string(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--state-dir",
+        &state.display().to_string(),
+        "--keys",
+        &keys.display().to_string(),
+        "--user",
+        &user,
+    ])
+    .command();
+    let log = fs::File::create(dir.join("hook.log")).expect("log");
+    command
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .stdin(Stdio::null());
+    let _serving = Serving(command.spawn().expect("hook serve"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "sshd never listened: {}",
+            fs::read_to_string(dir.join("hook.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A working copy of the app, with one commit.
+    let work = dir.join("work");
+    fs::create_dir_all(&work).expect("work");
+    for args in [
+        &["init", "--quiet", "--initial-branch", "main"][..],
+        &["config", "user.email", "dev@acme.example"],
+        &["config", "user.name", "Dev"],
+    ] {
+        assert!(run(&work, "git", args).status.success());
+    }
+    fs::write(work.join("README"), "blog\n").expect("file");
+    assert!(run(&work, "git", &["add", "README"]).status.success());
+    assert!(
+        run(&work, "git", &["commit", "--quiet", "-m", "first"])
+            .status
+            .success()
+    );
+    let head = String::from_utf8(run(&work, "git", &["rev-parse", "HEAD"]).stdout).expect("utf-8");
+
+    let push = |identity: &Path, app: &str| {
+        let ssh = format!(
+            "ssh -i {} -p {port} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+            identity.display()
+        );
+        let output = Command::new("git")
+            .args(["push", &format!("ssh://{user}@127.0.0.1/{app}.git"), "main"])
+            .current_dir(&work)
+            .env("GIT_SSH_COMMAND", ssh)
+            .stdin(Stdio::null())
+            .output()
+            .expect("git push");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    // The pusher's key: the commit lands on the app's branch.
+    let (pushed, said) = push(&key, "blog");
+    assert!(
+        pushed,
+        "{said}\n{}",
+        fs::read_to_string(dir.join("hook.log")).unwrap_or_default()
+    );
+    let repository = state.join("repos/blog.git");
+    let landed = run(&repository, "git", &["rev-parse", "main"]);
+    assert_eq!(String::from_utf8_lossy(&landed.stdout), head);
+
+    // A key that is not the cluster's: refused by sshd.
+    let (pushed, said) = push(&other, "blog");
+    assert!(
+        !pushed && said.contains("Permission denied (publickey)"),
+        "{said}"
+    );
+    // An app the cluster does not have: refused by the forced command.
+    let (pushed, said) = push(&key, "nope");
+    assert!(
+        !pushed && said.contains("no app `nope` on this cluster"),
+        "{said}"
+    );
+    assert!(!state.join("repos/nope.git").exists());
+    // A shell: refused too.
+    let shell = Command::new("ssh")
+        .args([
+            "-i",
+            &key.display().to_string(),
+            "-p",
+            &port.to_string(),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            &format!("{user}@127.0.0.1"),
+            "cat /etc/passwd",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh");
+    assert!(!shell.status.success());
+    assert!(
+        String::from_utf8_lossy(&shell.stderr).contains("this remote takes git pushes"),
+        "{shell:?}"
+    );
+    assert!(String::from_utf8_lossy(&shell.stdout).is_empty());
+}
