@@ -290,32 +290,7 @@ enum HookCommand {
     /// `huxley hook shell`, which takes `git push` (and fetch) to the
     /// cluster's apps and nothing else. The host key is made once and kept
     /// in --state-dir. Not in this build yet: deploying what is pushed.
-    Serve {
-        /// kick.toml, for the apps and their branches.
-        #[arg(long, value_name = "PATH", default_value = "/etc/huxley/kick.toml")]
-        config: PathBuf,
-        /// Where to listen, HOST:PORT.
-        #[arg(long, default_value = "0.0.0.0:2222")]
-        listen: String,
-        /// The host key, the generated sshd configuration and the
-        /// repositories.
-        #[arg(long, value_name = "DIR", default_value = "/var/lib/huxley/hook")]
-        state_dir: PathBuf,
-        /// Public keys allowed to push, in authorized_keys form (by
-        /// default the cluster's `ssh-keys`, as Ignition installs them).
-        #[arg(
-            long,
-            value_name = "FILE",
-            default_value = "/home/core/.ssh/authorized_keys.d/ignition"
-        )]
-        keys: PathBuf,
-        /// The user pushers log in as (`git push ssh://USER@host:PORT/APP.git`).
-        #[arg(long, default_value = "core")]
-        user: String,
-        /// The sshd to run.
-        #[arg(long, value_name = "PATH", default_value = "/usr/sbin/sshd")]
-        sshd: PathBuf,
-    },
+    Serve(HookServeArgs),
     /// The command every key runs (sshd's forced command): runs
     /// `git-receive-pack` or `git-upload-pack` on the app named in
     /// SSH_ORIGINAL_COMMAND, and refuses anything else.
@@ -325,7 +300,44 @@ enum HookCommand {
         /// Where the repositories are.
         #[arg(long, value_name = "DIR")]
         repos: PathBuf,
+        /// The hook server's socket, to save a repository after a push.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct HookServeArgs {
+    /// kick.toml, for the apps and their branches.
+    #[arg(long, value_name = "PATH", default_value = "/etc/huxley/kick.toml")]
+    config: PathBuf,
+    /// Where to listen, HOST:PORT.
+    #[arg(long, default_value = "0.0.0.0:2222")]
+    listen: String,
+    /// The host key, the generated sshd configuration and the
+    /// repositories.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/huxley/hook")]
+    state_dir: PathBuf,
+    /// Public keys allowed to push, in authorized_keys form (by default
+    /// the cluster's `ssh-keys`, as Ignition installs them).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/home/core/.ssh/authorized_keys.d/ignition"
+    )]
+    keys: PathBuf,
+    /// The user pushers log in as (`git push ssh://USER@host:PORT/APP.git`).
+    #[arg(long, default_value = "core")]
+    user: String,
+    /// The sshd to run.
+    #[arg(long, value_name = "PATH", default_value = "/usr/sbin/sshd")]
+    sshd: PathBuf,
+    /// The artifact bucket the repositories are kept in [default: the
+    /// stack's output].
+    #[arg(long, value_name = "NAME")]
+    bucket: Option<String>,
+    #[command(flatten)]
+    aws: AwsArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -544,17 +556,12 @@ pub fn main() -> ExitCode {
             } => run_async(node_secrets(&unit, &out, &config, &aws)),
         },
         Command::Hook { command } => match command {
-            HookCommand::Serve {
+            HookCommand::Serve(args) => run_async(hook_serve(args)),
+            HookCommand::Shell {
                 config,
-                listen,
-                state_dir,
-                keys,
-                user,
-                sshd,
-            } => run_async(hook_serve(
-                &config, &listen, &state_dir, &keys, &user, &sshd,
-            )),
-            HookCommand::Shell { config, repos } => hook_shell(&config, &repos),
+                repos,
+                socket,
+            } => hook_shell(&config, &repos, socket.as_deref()),
         },
         Command::Schema { kind } => match kind {
             SchemaKind::Config => print(&crate::schema::huxley_schema()),
@@ -1583,81 +1590,86 @@ async fn run_agent<R: crate::node::runtime::Runtime>(
     }
 }
 
-/// `huxley hook serve`: sshd with the forced command, until a stop signal.
-async fn hook_serve(
-    config_path: &Path,
-    listen: &str,
-    state: &Path,
-    keys_file: &Path,
-    user: &str,
-    sshd: &Path,
-) -> u8 {
-    let config = match read_kick_config(config_path) {
+/// `huxley hook serve`: restores the repositories, then sshd with the
+/// forced command, until a stop signal.
+async fn hook_serve(args: HookServeArgs) -> u8 {
+    let config = match read_kick_config(&args.config) {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let prepared = (|| -> Result<PathBuf, String> {
-        let absolute =
-            |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
-        let state = absolute(state)?;
-        std::fs::create_dir_all(state.join("repos"))
-            .map_err(|e| format!("cannot create {}: {e}", state.display()))?;
-        let host_key = state.join("ssh_host_ed25519_key");
-        if !host_key.exists() {
-            let made = std::process::Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", "huxley-hook", "-f"])
-                .arg(&host_key)
-                .status()
-                .map_err(|e| format!("cannot run ssh-keygen: {e}"))?;
-            if !made.success() {
-                return Err(format!("ssh-keygen failed: {made}"));
-            }
-        }
-        let text = std::fs::read_to_string(keys_file)
-            .map_err(|e| format!("cannot read the keys {}: {e}", keys_file.display()))?;
-        let keys: Vec<String> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_owned)
-            .collect();
-        if keys.is_empty() {
-            return Err(format!(
-                "{} holds no public key: nobody could push (set ssh-keys in huxley.toml)",
-                keys_file.display()
-            ));
-        }
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find huxley: {e}"))?;
-        let shell = format!(
-            "{} hook shell --config {} --repos {}",
-            crate::hook::shell_word(&exe.display().to_string()),
-            crate::hook::shell_word(&absolute(config_path)?.display().to_string()),
-            crate::hook::shell_word(&state.join("repos").display().to_string()),
-        );
-        let write = |name: &str, text: String| {
-            std::fs::write(state.join(name), text)
-                .map_err(|e| format!("cannot write {}: {e}", state.join(name).display()))
-        };
-        write(
-            "authorized_keys",
-            crate::hook::authorized_keys(&keys, &shell),
-        )?;
-        write(
-            "sshd_config",
-            crate::hook::sshd_config(listen, &state, user)?,
-        )?;
-        // sshd's privilege separation directory.
-        let _ = std::fs::create_dir_all("/run/sshd");
-        Ok(state)
-    })();
-    let state = match prepared {
+    let state = match hook_prepare(&args) {
         Ok(state) => state,
         Err(err) => {
             eprintln!("error: {err}");
             return exit::USAGE;
         }
     };
-    let mut child = match tokio::process::Command::new(sshd)
+    let aws = match connect(&args.aws, &config.cluster.region).await {
+        Ok(aws) => std::sync::Arc::new(aws),
+        Err(code) => return code,
+    };
+    let bucket = match &args.bucket {
+        Some(bucket) => bucket.clone(),
+        None => match aws.describe_stack(&config.cluster.stack).await {
+            Ok(Some(summary)) => match summary.bucket(&config.cluster.name) {
+                Some(bucket) => bucket,
+                None => {
+                    eprintln!(
+                        "error: the stack {} names no artifact bucket",
+                        config.cluster.stack
+                    );
+                    return exit::INVALID;
+                }
+            },
+            Ok(None) => {
+                eprintln!(
+                    "error: no stack {}: run huxley apply first",
+                    config.cluster.stack
+                );
+                return exit::INVALID;
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                return exit::INVALID;
+            }
+        },
+    };
+    // Every pushed commit, before any push is accepted.
+    let repos = state.join("repos");
+    for (app, section) in &config.apps {
+        match crate::hook::restore(&aws, &bucket, &repos, app, &section.branch).await {
+            Ok(0) => {}
+            Ok(refs) => eprintln!(
+                "hook: restored {app} ({}) from s3://{bucket}/{}",
+                plural(refs, "ref"),
+                crate::hook::bundle_key(app)
+            ),
+            Err(err) => {
+                eprintln!("error: cannot restore {app}'s repository: {err}");
+                return exit::INVALID;
+            }
+        }
+    }
+    let socket = state.join(crate::hook::SOCKET);
+    let _ = std::fs::remove_file(&socket);
+    let listener = match tokio::net::UnixListener::bind(&socket) {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("error: cannot listen on {}: {err}", socket.display());
+            return exit::USAGE;
+        }
+    };
+    let apps: std::collections::BTreeSet<String> = config.apps.keys().cloned().collect();
+    let saver = {
+        let (aws, bucket, repos, apps) = (aws.clone(), bucket.clone(), repos.clone(), apps.clone());
+        tokio::spawn(async move {
+            // One save at a time: two pushes never race on a bundle.
+            while let Ok((stream, _)) = listener.accept().await {
+                hook_save(stream, &aws, &bucket, &repos, &apps).await;
+            }
+        })
+    };
+    let mut child = match tokio::process::Command::new(&args.sshd)
         .args(["-D", "-e", "-f"])
         .arg(state.join("sshd_config"))
         .kill_on_drop(true)
@@ -1665,16 +1677,17 @@ async fn hook_serve(
     {
         Ok(child) => child,
         Err(err) => {
-            eprintln!("error: cannot start {}: {err}", sshd.display());
+            eprintln!("error: cannot start {}: {err}", args.sshd.display());
             return exit::USAGE;
         }
     };
-    let apps: Vec<&str> = config.apps.keys().map(String::as_str).collect();
     eprintln!(
-        "hook: serving git over SSH on {listen} for {} (git push ssh://{user}@HOST:PORT/APP.git BRANCH)",
-        apps.join(", ")
+        "hook: serving git over SSH on {} for {} (git push ssh://{}@HOST:PORT/APP.git BRANCH); repositories kept in s3://{bucket}/huxley/repos/",
+        args.listen,
+        apps.iter().cloned().collect::<Vec<_>>().join(", "),
+        args.user
     );
-    tokio::select! {
+    let code = tokio::select! {
         status = child.wait() => {
             eprintln!("error: sshd ended: {}", status.map_or_else(|e| e.to_string(), |s| s.to_string()));
             exit::USAGE
@@ -1683,12 +1696,98 @@ async fn hook_serve(
             let _ = child.kill().await;
             exit::OK
         }
-    }
+    };
+    saver.abort();
+    let _ = std::fs::remove_file(&socket);
+    code
 }
 
-/// `huxley hook shell`: the forced command.
-fn hook_shell(config_path: &Path, repos: &Path) -> u8 {
-    use std::os::unix::process::CommandExt as _;
+/// Answers one `save APP` request on the hook server's socket.
+async fn hook_save(
+    stream: tokio::net::UnixStream,
+    aws: &Aws,
+    bucket: &str,
+    repos: &Path,
+    apps: &std::collections::BTreeSet<String>,
+) {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(read);
+    if reader.read_line(&mut line).await.is_err() {
+        return;
+    }
+    let answer = match line.trim().strip_prefix("save ") {
+        Some(app) if apps.contains(app) => match crate::hook::save(aws, bucket, repos, app).await {
+            Ok(refs) => format!("ok {refs}\n"),
+            Err(err) => format!("error {err}\n"),
+        },
+        _ => "error expected `save APP` with one of the cluster's apps\n".to_owned(),
+    };
+    let _ = write.write_all(answer.as_bytes()).await;
+}
+
+/// The host key, authorized_keys and sshd_config in the state directory,
+/// which it returns as an absolute path.
+fn hook_prepare(args: &HookServeArgs) -> Result<PathBuf, String> {
+    let absolute = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
+    let state = absolute(&args.state_dir)?;
+    std::fs::create_dir_all(state.join("repos"))
+        .map_err(|e| format!("cannot create {}: {e}", state.display()))?;
+    let host_key = state.join("ssh_host_ed25519_key");
+    if !host_key.exists() {
+        let made = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "huxley-hook", "-f"])
+            .arg(&host_key)
+            .status()
+            .map_err(|e| format!("cannot run ssh-keygen: {e}"))?;
+        if !made.success() {
+            return Err(format!("ssh-keygen failed: {made}"));
+        }
+    }
+    let text = std::fs::read_to_string(&args.keys)
+        .map_err(|e| format!("cannot read the keys {}: {e}", args.keys.display()))?;
+    let keys: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    if keys.is_empty() {
+        return Err(format!(
+            "{} holds no public key: nobody could push (set ssh-keys in huxley.toml)",
+            args.keys.display()
+        ));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find huxley: {e}"))?;
+    let word = |p: &Path| crate::hook::shell_word(&p.display().to_string());
+    let shell = format!(
+        "{} hook shell --config {} --repos {} --socket {}",
+        word(&exe),
+        word(&absolute(&args.config)?),
+        word(&state.join("repos")),
+        word(&state.join(crate::hook::SOCKET)),
+    );
+    let write = |name: &str, text: String| {
+        std::fs::write(state.join(name), text)
+            .map_err(|e| format!("cannot write {}: {e}", state.join(name).display()))
+    };
+    write(
+        "authorized_keys",
+        crate::hook::authorized_keys(&keys, &shell),
+    )?;
+    write(
+        "sshd_config",
+        crate::hook::sshd_config(&args.listen, &state, &args.user)?,
+    )?;
+    // sshd's privilege separation directory.
+    let _ = std::fs::create_dir_all("/run/sshd");
+    Ok(state)
+}
+
+/// `huxley hook shell`: the forced command. Runs git, then, after a push,
+/// has the hook server keep the repository.
+fn hook_shell(config_path: &Path, repos: &Path, socket: Option<&Path>) -> u8 {
     let config = match read_kick_config(config_path) {
         Ok(config) => config,
         Err(code) => return code,
@@ -1713,11 +1812,50 @@ fn hook_shell(config_path: &Path, repos: &Path) -> u8 {
             return exit::USAGE;
         }
     };
-    let err = std::process::Command::new(command.program)
+    let status = match std::process::Command::new(command.program)
         .arg(&path)
-        .exec();
-    eprintln!("huxley: cannot run {}: {err}", command.program);
-    exit::USAGE
+        .status()
+    {
+        Ok(status) => status,
+        Err(err) => {
+            eprintln!("huxley: cannot run {}: {err}", command.program);
+            return exit::USAGE;
+        }
+    };
+    if !status.success() {
+        return u8::try_from(status.code().unwrap_or(1)).unwrap_or(1);
+    }
+    let (true, Some(socket)) = (command.program == "git-receive-pack", socket) else {
+        return exit::OK;
+    };
+    let kept = (|| -> std::io::Result<String> {
+        use std::io::{BufRead as _, Write as _};
+        let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+        writeln!(stream, "save {}", command.app)?;
+        let mut answer = String::new();
+        std::io::BufReader::new(stream).read_line(&mut answer)?;
+        Ok(answer)
+    })();
+    match kept.as_deref().map(str::trim) {
+        Ok(answer) if answer.starts_with("ok ") => {
+            eprintln!("huxley: {} kept in the cluster's bucket", command.app);
+            exit::OK
+        }
+        Ok(answer) => {
+            eprintln!(
+                "huxley: the push landed, but {} could not be kept in the cluster's bucket: {}",
+                command.app,
+                answer.trim_start_matches("error ")
+            );
+            exit::INVALID
+        }
+        Err(err) => {
+            eprintln!(
+                "huxley: the push landed, but the hook server could not be asked to keep it: {err}"
+            );
+            exit::INVALID
+        }
+    }
 }
 
 /// Reads kick.toml, printing why it cannot be read.

@@ -10,9 +10,15 @@
 //! accepts `git push` (and fetch) to a repository named after one of the
 //! cluster's apps and nothing else.
 //!
+//! The repositories are durable: after each accepted push the shell asks
+//! the hook server (over a Unix socket in its state directory, so no
+//! credentials reach the forced command) to save the repository as a `git
+//! bundle` in the artifact bucket, and a hook server restores every app's
+//! bundle before it accepts pushes, so a new node (or a new leader) serves
+//! every pushed commit.
+//!
 //! Not in this build yet: deploying what is pushed (the kick server's
-//! deploy endpoint), keeping the repositories in the artifact bucket, and
-//! following the control plane's lease.
+//! deploy endpoint) and following the control plane's lease.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -75,6 +81,99 @@ pub fn repository(repos: &Path, app: &str, branch: &str) -> Result<PathBuf, Stri
         return Err(format!("git init {} failed: {status}", path.display()));
     }
     Ok(path)
+}
+
+/// Where an app's bundle lives in the artifact bucket.
+pub fn bundle_key(app: &str) -> String {
+    format!("huxley/repos/{app}.bundle")
+}
+
+/// The socket the shell asks the hook server to save through.
+pub const SOCKET: &str = "hook.sock";
+
+fn git(args: &[&str], repository: &Path) -> Result<String, String> {
+    let out = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(repository)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Saves `app`'s repository as a bundle in `bucket`; the number of refs
+/// saved (none for a repository nothing was pushed to yet).
+pub async fn save(
+    aws: &crate::aws::Aws,
+    bucket: &str,
+    repos: &Path,
+    app: &str,
+) -> Result<usize, String> {
+    let repository = repos.join(format!("{app}.git"));
+    let refs = git(&["for-each-ref", "--format=%(refname)"], &repository)?;
+    let count = refs.lines().count();
+    if count == 0 {
+        return Ok(0);
+    }
+    let file = repos.join(format!(".{app}.bundle"));
+    git(
+        &[
+            "bundle",
+            "create",
+            "--quiet",
+            &file.display().to_string(),
+            "--all",
+        ],
+        &repository,
+    )?;
+    let body = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let _ = std::fs::remove_file(&file);
+    aws.put_object(bucket, &bundle_key(app), body, "application/x-git-bundle")
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(count)
+}
+
+/// Restores `app`'s repository from its bundle in `bucket`, when there is
+/// one; the number of refs it holds.
+pub async fn restore(
+    aws: &crate::aws::Aws,
+    bucket: &str,
+    repos: &Path,
+    app: &str,
+    branch: &str,
+) -> Result<usize, String> {
+    let Some(body) = aws
+        .get_object(bucket, &bundle_key(app))
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(0);
+    };
+    let repository = repository(repos, app, branch)?;
+    let file = repos.join(format!(".{app}.bundle"));
+    std::fs::write(&file, body).map_err(|e| format!("{}: {e}", file.display()))?;
+    let fetched = git(
+        &[
+            "fetch",
+            "--quiet",
+            &file.display().to_string(),
+            "+refs/*:refs/*",
+        ],
+        &repository,
+    );
+    let _ = std::fs::remove_file(&file);
+    fetched?;
+    Ok(git(&["for-each-ref", "--format=%(refname)"], &repository)?
+        .lines()
+        .count())
 }
 
 /// The sshd configuration: public keys only, the forced command only.

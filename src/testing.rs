@@ -418,6 +418,28 @@ pub fn create_public_zone(endpoint: &str, region: &str, name: &str) -> String {
     })
 }
 
+/// Creates the S3 bucket `name` (as the stack creates the artifact bucket).
+pub fn create_bucket(endpoint: &str, region: &str, name: &str) {
+    with_sdk(endpoint, region, async |config| {
+        let client = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(config)
+                .force_path_style(true)
+                .build(),
+        );
+        client
+            .create_bucket()
+            .bucket(name)
+            .create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(region))
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("create the bucket");
+    });
+}
+
 /// Puts an image manifest tagged `tag` into the ECR repository
 /// `repository`, as a push would (the emulator keeps manifests, not layers).
 pub fn put_image(endpoint: &str, region: &str, repository: &str, tag: &str) {

@@ -899,6 +899,12 @@ fn kick_policy(config: &Config) -> Value {
                 "Resource": {"Fn::Sub": format!("arn:${{AWS::Partition}}:s3:::{bucket}/huxley/published/*")},
             },
             {
+                "Sid": "KeepRepositories",
+                "Effect": "Allow",
+                "Action": ["s3:PutObject"],
+                "Resource": {"Fn::Sub": format!("arn:${{AWS::Partition}}:s3:::{bucket}/huxley/repos/*")},
+            },
+            {
                 "Sid": "FindPublicZone",
                 "Effect": "Allow",
                 "Action": ["route53:ListHostedZonesByName"],

@@ -1,15 +1,18 @@
 //! `huxley hook serve`: a real `git push` over SSH (OpenSSH's sshd, run by
 //! the hook server, with its forced command) from a working copy to the
-//! app's bare repository, on loopback. The right key pushes; a wrong key,
-//! an unknown app and a shell are refused.
+//! app's bare repository, on loopback, kept in the emulator's S3. The right
+//! key pushes; a wrong key, an unknown app and a shell are refused; a new
+//! hook server (a new node, nothing on its disk) serves every pushed
+//! commit.
 
 use std::fs;
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use huxley::testing::free_port;
+use huxley::testing::{Emulator, aws, create_bucket, free_port};
 
 use crate::support::{Test, root};
 
@@ -39,12 +42,15 @@ fn keygen(path: &Path) {
     assert!(out.status.success(), "{out:?}");
 }
 
-/// Kills the hook server when the test ends, however it ends.
+/// Kills the hook server and its sshd (its process group) when the test
+/// ends, however it ends.
 struct Serving(std::process::Child);
 
 impl Drop for Serving {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
         let _ = self.0.wait();
     }
 }
@@ -76,38 +82,55 @@ fn git_push_over_ssh_reaches_the_apps_repository_and_nothing_else() {
         .expect("utf-8")
         .trim()
         .to_owned();
+    let emulator = Emulator::shared(&root());
+    let bucket = "huxley-hook-test-artifacts";
+    create_bucket(&emulator.endpoint(), "us-west-2", bucket);
     let port = free_port();
+    // Starts a hook server with its own state directory, as a node would.
+    let serve = |state: &Path| {
+        let mut command = Test::new(&[
+            "hook",
+            "serve",
+            "--config",
+            &out.join("kick/kick.toml").display().to_string(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--state-dir",
+            &state.display().to_string(),
+            "--keys",
+            &keys.display().to_string(),
+            "--user",
+            &user,
+            "--bucket",
+            bucket,
+        ])
+        .env(&emulator.env("us-west-2"))
+        .command();
+        let log = fs::File::create(dir.join("hook.log")).expect("log");
+        command
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .process_group(0);
+        let serving = Serving(command.spawn().expect("hook serve"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let serving_said = || {
+            fs::read_to_string(dir.join("hook.log"))
+                .unwrap_or_default()
+                .contains("hook: serving git over SSH")
+        };
+        while !serving_said() || TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "sshd never listened: {}",
+                fs::read_to_string(dir.join("hook.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        serving
+    };
     let state = dir.join("state");
-    let mut command = Test::new(&[
-        "hook",
-        "serve",
-        "--config",
-        &out.join("kick/kick.toml").display().to_string(),
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--state-dir",
-        &state.display().to_string(),
-        "--keys",
-        &keys.display().to_string(),
-        "--user",
-        &user,
-    ])
-    .command();
-    let log = fs::File::create(dir.join("hook.log")).expect("log");
-    command
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .stdin(Stdio::null());
-    let _serving = Serving(command.spawn().expect("hook serve"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "sshd never listened: {}",
-            fs::read_to_string(dir.join("hook.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let serving = serve(&state);
 
     // A working copy of the app, with one commit.
     let work = dir.join("work");
@@ -197,4 +220,43 @@ fn git_push_over_ssh_reaches_the_apps_repository_and_nothing_else() {
         "{shell:?}"
     );
     assert!(String::from_utf8_lossy(&shell.stdout).is_empty());
+
+    // The push was kept in the bucket; a new hook server with nothing on
+    // its disk restores it before it accepts pushes, and takes the next.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let kept = rt.block_on(async {
+        aws(&emulator.endpoint(), "us-west-2")
+            .await
+            .get_object(bucket, "huxley/repos/blog.bundle")
+            .await
+            .expect("read the bucket")
+    });
+    assert!(kept.is_some_and(|b| b.starts_with(b"# v2 git bundle")));
+    drop(serving);
+    let state = dir.join("new-node");
+    let _serving = serve(&state);
+    let restored = run(&state.join("repos/blog.git"), "git", &["rev-parse", "main"]);
+    assert_eq!(String::from_utf8_lossy(&restored.stdout), head);
+    assert!(
+        fs::read_to_string(dir.join("hook.log"))
+            .unwrap_or_default()
+            .contains("hook: restored blog (1 ref) from s3://huxley-hook-test-artifacts/huxley/repos/blog.bundle"),
+        "{}",
+        fs::read_to_string(dir.join("hook.log")).unwrap_or_default()
+    );
+    fs::write(work.join("README"), "blog, again\n").expect("file");
+    assert!(
+        run(&work, "git", &["commit", "--quiet", "-am", "second"])
+            .status
+            .success()
+    );
+    let (pushed, said) = push(&key, "blog");
+    assert!(pushed, "{said}");
+    assert!(
+        said.contains("huxley: blog kept in the cluster's bucket"),
+        "{said}"
+    );
 }
