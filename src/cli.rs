@@ -1659,6 +1659,12 @@ async fn hook_serve(args: HookServeArgs) -> u8 {
             return exit::USAGE;
         }
     };
+    // The forced command runs as the pushers' user: the repositories and
+    // the socket are theirs.
+    if let Err(err) = give_to(&args.user, &[&repos, &socket]) {
+        eprintln!("error: {err}");
+        return exit::USAGE;
+    }
     let apps: std::collections::BTreeSet<String> = config.apps.keys().cloned().collect();
     let saver = {
         let (aws, bucket, repos, apps) = (aws.clone(), bucket.clone(), repos.clone(), apps.clone());
@@ -1700,6 +1706,30 @@ async fn hook_serve(args: HookServeArgs) -> u8 {
     saver.abort();
     let _ = std::fs::remove_file(&socket);
     code
+}
+
+/// Makes `paths` (recursively) `user`'s, when this runs as root for
+/// another user.
+fn give_to(user: &str, paths: &[&Path]) -> Result<(), String> {
+    let me = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .map_err(|e| format!("cannot run id: {e}"))?;
+    if String::from_utf8_lossy(&me.stdout).trim() == user {
+        return Ok(());
+    }
+    let status = std::process::Command::new("chown")
+        .arg("-R")
+        .arg(format!("{user}:"))
+        .args(paths)
+        .status()
+        .map_err(|e| format!("cannot run chown: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "cannot give the repositories to {user}: chown {status}"
+        ));
+    }
+    Ok(())
 }
 
 /// Answers one `save APP` request on the hook server's socket.
