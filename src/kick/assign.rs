@@ -720,8 +720,8 @@ mod tests {
         assert!(handoffs(&BTreeMap::new(), &on("a"), &on("a"), &alive, &none).is_empty());
     }
 
-    #[test]
-    fn a_new_leader_keeps_the_replica_counts_that_run() {
+    /// examples/blog's kick.toml.
+    fn blog() -> KickConfig {
         let checked = crate::config::check(
             &std::fs::read_to_string(concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -729,7 +729,12 @@ mod tests {
             ))
             .expect("the blog example"),
         );
-        let config = crate::compile::kick::kick_config(&checked.config.expect("valid"));
+        crate::compile::kick::kick_config(&checked.config.expect("valid"))
+    }
+
+    #[test]
+    fn a_new_leader_keeps_the_replica_counts_that_run() {
+        let config = blog();
         let web = &config.apps["blog"].services["web"];
         assert!(web.scale.is_some() && web.replicas.min < web.replicas.max);
         let running = |service: &'static str, count: u32| {
@@ -763,14 +768,7 @@ mod tests {
 
     #[test]
     fn dependencies_are_named_in_the_environment() {
-        let checked = crate::config::check(
-            &std::fs::read_to_string(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/examples/blog/huxley.toml"
-            ))
-            .expect("the blog example"),
-        );
-        let config = crate::compile::kick::kick_config(&checked.config.expect("valid"));
+        let config = blog();
         let env = dependency_env(&config, "blog", "web");
         assert_eq!(env["API_HOST"], "api.blog.acme.internal");
         assert_eq!(env["API_PORT"], "9000");
