@@ -139,6 +139,11 @@ enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
+    /// Manage the git remotes of your apps' working copies.
+    Remote {
+        #[command(subcommand)]
+        command: RemoteCommand,
+    },
     /// The hook server: the cluster's git remote (run on the nodes by
     /// huxley-hook.service).
     Hook {
@@ -276,6 +281,31 @@ enum KickCommand {
         /// [default: the node's public address, else --advertise].
         #[arg(long, value_name = "ADDRESS")]
         public_address: Option<std::net::IpAddr>,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RemoteCommand {
+    /// Add the cluster's git remote to an app's working copy, and print the
+    /// `git push` that deploys it.
+    ///
+    /// The address is the cluster's kick name on the hook server's port
+    /// (2222, reachable from `admin-cidrs`), read with the apps from the
+    /// cluster's applied artifacts. A remote of that name is updated.
+    Add {
+        /// The cluster.
+        cluster: String,
+        /// The app [default: the working copy's directory name].
+        #[arg(long)]
+        app: Option<String>,
+        /// The remote's name.
+        #[arg(long, default_value = "huxley")]
+        name: String,
+        /// The app's working copy.
+        #[arg(short = 'C', long = "dir", value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
         #[command(flatten)]
         aws: AwsArgs,
     },
@@ -554,6 +584,15 @@ pub fn main() -> ExitCode {
                 config,
                 aws,
             } => run_async(node_secrets(&unit, &out, &config, &aws)),
+        },
+        Command::Remote { command } => match command {
+            RemoteCommand::Add {
+                cluster,
+                app,
+                name,
+                dir,
+                aws,
+            } => run_async(remote_add(&cluster, app.as_deref(), &name, &dir, &aws)),
         },
         Command::Hook { command } => match command {
             HookCommand::Serve(args) => run_async(hook_serve(args)),
@@ -1588,6 +1627,117 @@ async fn run_agent<R: crate::node::runtime::Runtime>(
             }
         }
     }
+}
+
+/// `huxley remote add`: the cluster's git remote in an app's working copy.
+async fn remote_add(
+    cluster: &str,
+    app: Option<&str>,
+    name: &str,
+    dir: &Path,
+    args: &AwsArgs,
+) -> u8 {
+    let git = |arguments: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(arguments)
+            .output()
+    };
+    match git(&["rev-parse", "--is-inside-work-tree"]) {
+        Ok(out) if out.status.success() => {}
+        _ => {
+            eprintln!(
+                "error: {} is not a git working copy: run this in your app's repository (or pass -C DIR)",
+                dir.display()
+            );
+            return exit::USAGE;
+        }
+    }
+    let aws = match connect_session(args).await {
+        Ok(aws) => aws,
+        Err(code) => return code,
+    };
+    let stack = format!("huxley-{cluster}");
+    let config = async {
+        let summary = aws
+            .describe_stack(&stack)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!("no cluster {cluster} here: the stack {stack} does not exist")
+            })?;
+        let bucket = summary
+            .bucket(cluster)
+            .ok_or_else(|| format!("the stack {stack} names no artifact bucket"))?;
+        let manifest = aws
+            .get_object(&bucket, crate::plan::manifest::MANIFEST_KEY)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("cluster {cluster} has no artifacts yet: run huxley apply"))?;
+        let manifest: crate::plan::manifest::Manifest = serde_json::from_slice(&manifest)
+            .map_err(|e| format!("the cluster's manifest does not parse: {e}"))?;
+        let text = manifest
+            .files
+            .get("kick/kick.toml")
+            .map(|f| f.content.clone())
+            .ok_or_else(|| "the cluster's artifacts hold no kick.toml".to_owned())?;
+        toml::from_str::<crate::kick::config::KickConfig>(&text)
+            .map_err(|e| format!("the cluster's kick.toml does not parse: {e}"))
+    }
+    .await;
+    let config = match config {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return exit::INVALID;
+        }
+    };
+    let folder = std::path::absolute(dir)
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let app = app.map(str::to_owned).or(folder).unwrap_or_default();
+    let Some(section) = config.apps.get(&app) else {
+        eprintln!(
+            "error: cluster {cluster} has no app `{app}`; its apps: {} (pass --app)",
+            config.apps.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+        return exit::INVALID;
+    };
+    let url = format!(
+        "ssh://core@{}:{}/{app}.git",
+        config.cluster.kick_name,
+        crate::model::HOOK_SSH_PORT
+    );
+    let existing = git(&["remote", "get-url", name])
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    let (verb, arguments): (&str, Vec<&str>) = match existing.as_deref() {
+        Some(current) if current == url => ("Kept", Vec::new()),
+        Some(_) => ("Updated", vec!["remote", "set-url", name, &url]),
+        None => ("Added", vec!["remote", "add", name, &url]),
+    };
+    if !arguments.is_empty() {
+        match git(&arguments) {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                eprintln!(
+                    "error: git {}: {}",
+                    arguments.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                return exit::USAGE;
+            }
+            Err(err) => {
+                eprintln!("error: cannot run git: {err}");
+                return exit::USAGE;
+            }
+        }
+    }
+    println!("{verb} remote `{name}` → {url}");
+    println!("Deploy {app} with:\n  git push {name} {}", section.branch);
+    exit::OK
 }
 
 /// `huxley hook serve`: restores the repositories, then sshd with the

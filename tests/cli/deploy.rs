@@ -918,3 +918,67 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
         );
     });
 }
+
+#[test]
+fn remote_add_points_an_apps_working_copy_at_the_cluster() {
+    let cluster = Cluster::new("remote");
+    cluster.run(&["apply", "--yes"]).code(0);
+    // The app's working copy, named after it.
+    let work = cluster.dir().join("blog");
+    fs::create_dir_all(&work).expect("work");
+    let init = std::process::Command::new("git")
+        .args(["init", "--quiet"])
+        .current_dir(&work)
+        .status()
+        .expect("git init");
+    assert!(init.success());
+    let work_arg = work.display().to_string();
+    let added = cluster.run_bare(&["remote", "add", "remote", "-C", &work_arg]);
+    added.code(0);
+    let url = "ssh://core@kick-remote.remote.example.com:2222/blog.git";
+    assert_eq!(
+        added.stdout,
+        format!("Added remote `huxley` → {url}\nDeploy blog with:\n  git push huxley main\n")
+    );
+    let got = std::process::Command::new("git")
+        .args(["remote", "get-url", "huxley"])
+        .current_dir(&work)
+        .output()
+        .expect("git remote");
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), url);
+    // Again: nothing to change.
+    let again = cluster.run_bare(&["remote", "add", "remote", "-C", &work_arg]);
+    again.code(0);
+    assert!(
+        again.stdout.starts_with("Kept remote `huxley`"),
+        "{}",
+        again.stdout
+    );
+    // An app the cluster does not have, and a folder that is no repository.
+    let unknown = cluster.run_bare(&["remote", "add", "remote", "-C", &work_arg, "--app", "nope"]);
+    unknown.code(1);
+    assert!(
+        unknown
+            .stderr
+            .contains("cluster remote has no app `nope`; its apps: blog (pass --app)"),
+        "{}",
+        unknown.stderr
+    );
+    // Outside any repository (the target directory may be inside this one).
+    let elsewhere = std::env::temp_dir().join(format!("huxley-not-a-repo-{}", std::process::id()));
+    fs::create_dir_all(&elsewhere).expect("dir");
+    let refused = cluster.run_bare(&[
+        "remote",
+        "add",
+        "remote",
+        "-C",
+        &elsewhere.display().to_string(),
+    ]);
+    refused.code(2);
+    assert!(
+        refused.stderr.contains("is not a git working copy"),
+        "{}",
+        refused.stderr
+    );
+    let _ = fs::remove_dir_all(&elsewhere);
+}
