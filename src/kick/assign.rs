@@ -262,24 +262,34 @@ pub fn allocate_subnets(
     (added, removed)
 }
 
+/// The nodes kick knows, as placement takes them, by id.
+pub fn node_specs(kick: &Kick) -> BTreeMap<String, NodeSpec> {
+    kick.nodes
+        .lock()
+        .expect("nodes")
+        .known
+        .values()
+        .map(|n| {
+            (
+                n.id.clone(),
+                NodeSpec {
+                    id: n.id.clone(),
+                    zone: n.zone.clone(),
+                    cpu_millis: kick.config.nodes.allocatable_cpu_millis,
+                    memory_mib: kick.config.nodes.allocatable_memory_mib,
+                    ports_in_use: BTreeSet::new(),
+                },
+            )
+        })
+        .collect()
+}
+
 /// Places again from the nodes kick knows, keeping what runs where it is;
 /// bumps the generation and wakes the node agents when anything moved.
 pub async fn replace(kick: &Kick) {
-    let (nodes, node_ids): (Vec<NodeSpec>, BTreeSet<String>) = {
-        let known = kick.nodes.lock().expect("nodes");
-        let specs = known
-            .known
-            .values()
-            .map(|n| NodeSpec {
-                id: n.id.clone(),
-                zone: n.zone.clone(),
-                cpu_millis: kick.config.nodes.allocatable_cpu_millis,
-                memory_mib: kick.config.nodes.allocatable_memory_mib,
-                ports_in_use: BTreeSet::new(),
-            })
-            .collect();
-        (specs, known.known.keys().cloned().collect())
-    };
+    let specs = node_specs(kick);
+    let node_ids: BTreeSet<String> = specs.keys().cloned().collect();
+    let nodes: Vec<NodeSpec> = specs.into_values().collect();
     // What runs now: the last placement, and for replicas it does not
     // hold (a new leader), where the registry says they run.
     let mut current = kick

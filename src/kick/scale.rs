@@ -331,28 +331,6 @@ fn scale_replicas(kick: &Kick, now: Instant) -> bool {
     changed
 }
 
-/// The nodes placement may use, as [`NodeSpec`]s, by id.
-fn node_specs(kick: &Kick) -> BTreeMap<String, NodeSpec> {
-    kick.nodes
-        .lock()
-        .expect("nodes")
-        .known
-        .values()
-        .map(|n| {
-            (
-                n.id.clone(),
-                NodeSpec {
-                    id: n.id.clone(),
-                    zone: n.zone.clone(),
-                    cpu_millis: kick.config.nodes.allocatable_cpu_millis,
-                    memory_mib: kick.config.nodes.allocatable_memory_mib,
-                    ports_in_use: BTreeSet::new(),
-                },
-            )
-        })
-        .collect()
-}
-
 /// Whether this server may still change AWS.
 fn leading(kick: &Kick) -> bool {
     kick.lease.as_ref().is_none_or(|l| l.valid())
@@ -501,7 +479,7 @@ struct Ask {
 }
 
 fn plan_scale_out(kick: &Kick, now: Instant) -> Grow {
-    let nodes = node_specs(kick);
+    let nodes = assign::node_specs(kick);
     let mut assignments = kick.assignments.lock().expect("assignments");
     if assignments.placement.unplaced.is_empty() {
         return Grow::Nothing;
@@ -594,7 +572,7 @@ fn consolidate(kick: &Kick, now: Instant) -> bool {
     let Some(settings) = &kick.config.nodes.consolidation else {
         return false;
     };
-    let nodes = node_specs(kick);
+    let nodes = assign::node_specs(kick);
     let do_not_disrupt: BTreeSet<String> = kick
         .nodes
         .lock()
