@@ -1132,14 +1132,7 @@ async fn cluster_describe(
     };
     let stack = format!("huxley-{name}");
     let found = async {
-        let summary = aws
-            .describe_stack(&stack)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no cluster {name} in {} (no stack {stack})", aws.region()))?;
-        let bucket = summary
-            .bucket(name)
-            .ok_or_else(|| format!("the stack {stack} names no artifact bucket"))?;
+        let (summary, bucket) = cluster_stack(&aws, name, &stack).await?;
         let endpoint = endpoint.map(str::to_owned).or_else(|| {
             summary
                 .outputs
@@ -1629,6 +1622,28 @@ async fn run_agent<R: crate::node::runtime::Runtime>(
     }
 }
 
+/// The cluster's stack and its artifact bucket, or why there are none.
+async fn cluster_stack(
+    aws: &Aws,
+    cluster: &str,
+    stack: &str,
+) -> Result<(aws::StackSummary, String), String> {
+    let summary = aws
+        .describe_stack(stack)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            format!(
+                "no cluster {cluster} in {} (no stack {stack})",
+                aws.region()
+            )
+        })?;
+    let bucket = summary
+        .bucket(cluster)
+        .ok_or_else(|| format!("the stack {stack} names no artifact bucket"))?;
+    Ok((summary, bucket))
+}
+
 /// `huxley remote add`: the cluster's git remote in an app's working copy.
 async fn remote_add(
     cluster: &str,
@@ -1660,23 +1675,8 @@ async fn remote_add(
     };
     let stack = format!("huxley-{cluster}");
     let config = async {
-        let summary = aws
-            .describe_stack(&stack)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| {
-                format!("no cluster {cluster} here: the stack {stack} does not exist")
-            })?;
-        let bucket = summary
-            .bucket(cluster)
-            .ok_or_else(|| format!("the stack {stack} names no artifact bucket"))?;
-        let manifest = aws
-            .get_object(&bucket, crate::plan::manifest::MANIFEST_KEY)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("cluster {cluster} has no artifacts yet: run huxley apply"))?;
-        let manifest: crate::plan::manifest::Manifest = serde_json::from_slice(&manifest)
-            .map_err(|e| format!("the cluster's manifest does not parse: {e}"))?;
+        let (_, bucket) = cluster_stack(&aws, cluster, &stack).await?;
+        let manifest = crate::plan::manifest::Manifest::read(&aws, &bucket).await?;
         let text = manifest
             .files
             .get("kick/kick.toml")
@@ -1760,24 +1760,8 @@ async fn hook_serve(args: HookServeArgs) -> u8 {
     };
     let bucket = match &args.bucket {
         Some(bucket) => bucket.clone(),
-        None => match aws.describe_stack(&config.cluster.stack).await {
-            Ok(Some(summary)) => match summary.bucket(&config.cluster.name) {
-                Some(bucket) => bucket,
-                None => {
-                    eprintln!(
-                        "error: the stack {} names no artifact bucket",
-                        config.cluster.stack
-                    );
-                    return exit::INVALID;
-                }
-            },
-            Ok(None) => {
-                eprintln!(
-                    "error: no stack {}: run huxley apply first",
-                    config.cluster.stack
-                );
-                return exit::INVALID;
-            }
+        None => match cluster_stack(&aws, &config.cluster.name, &config.cluster.stack).await {
+            Ok((_, bucket)) => bucket,
             Err(err) => {
                 eprintln!("error: {err}");
                 return exit::INVALID;

@@ -486,13 +486,7 @@ impl<C: Commands> Runtime for Systemd<C> {
         let Some((aws, bucket)) = self.source.clone() else {
             return Ok(());
         };
-        let manifest = aws
-            .get_object(&bucket, crate::plan::manifest::MANIFEST_KEY)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("s3://{bucket} has no manifest: run `huxley apply`"))?;
-        let manifest: crate::plan::manifest::Manifest = serde_json::from_slice(&manifest)
-            .map_err(|e| format!("the manifest does not parse: {e}"))?;
+        let manifest = crate::plan::manifest::Manifest::read(&aws, &bucket).await?;
         // The service units and their plain env files; the agents' own
         // units come with the node's boot config.
         let units = manifest

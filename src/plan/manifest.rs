@@ -58,6 +58,16 @@ impl Manifest {
         text
     }
 
+    /// The applied manifest in `bucket`, or why it cannot be had.
+    pub async fn read(aws: &crate::aws::Aws, bucket: &str) -> Result<Self, String> {
+        let bytes = aws
+            .get_object(bucket, MANIFEST_KEY)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("s3://{bucket} has no manifest: run `huxley apply`"))?;
+        serde_json::from_slice(&bytes).map_err(|e| format!("the manifest does not parse: {e}"))
+    }
+
     /// The artifacts as path → text, for diffing.
     pub fn contents(&self) -> BTreeMap<String, String> {
         self.files
