@@ -6,32 +6,12 @@
 //! fixed seeds, so the numbers are the same run to run (times aside).
 //! `huxley simulate` prints the same workloads' figures and a day of load.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use huxley::kick::consolidate::{self, Policy};
 use huxley::kick::placement::{self, NodeSpec, ServiceSpec};
 use huxley::kick::simulate;
-
-fn node(i: usize) -> NodeSpec {
-    NodeSpec {
-        id: format!("i-{i:05}"),
-        zone: ["us-west-2a", "us-west-2b", "us-west-2c"][i % 3].to_owned(),
-        cpu_millis: 1800,
-        memory_mib: 7680,
-        ports_in_use: BTreeSet::new(),
-    }
-}
-
-fn policy() -> Policy {
-    Policy {
-        min_nodes: 2,
-        budget: 1_000,
-        threshold_monthly: 20.0,
-        hourly_cost: 0.096,
-        do_not_disrupt: BTreeSet::new(),
-    }
-}
 
 fn main() {
     // 100 workloads, each first spread over twice the nodes it needs (as a
@@ -64,7 +44,7 @@ fn main() {
             stateful: i % 50 == 0,
         })
         .collect();
-    let nodes: Vec<NodeSpec> = (0..1000).map(node).collect();
+    let nodes: Vec<NodeSpec> = (0..1000).map(|i| simulate::node(&options, i)).collect();
     let placement = placement::place(&nodes, &services, &BTreeMap::new());
     let mut times = Vec::new();
     let mut drained = 0;
@@ -76,7 +56,7 @@ fn main() {
             &placement,
             &Policy {
                 budget: 100,
-                ..policy()
+                ..simulate::policy(&options)
             },
         );
         times.push(start.elapsed());

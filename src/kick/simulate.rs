@@ -106,7 +106,8 @@ pub struct Day {
     pub below_threshold: usize,
 }
 
-fn node(options: &Options, i: usize) -> NodeSpec {
+/// Node `i` of a generated cluster, spread over three zones.
+pub fn node(options: &Options, i: usize) -> NodeSpec {
     NodeSpec {
         id: format!("i-{i:05}"),
         zone: ["us-west-2a", "us-west-2b", "us-west-2c"][i % 3].to_owned(),
@@ -130,7 +131,8 @@ fn workload(rng: &mut fastrand::Rng, services: u32) -> Vec<ServiceSpec> {
         .collect()
 }
 
-fn policy(options: &Options) -> Policy {
+/// The consolidation policy of `options`.
+pub fn policy(options: &Options) -> Policy {
     Policy {
         min_nodes: options.min_nodes,
         budget: options.budget,
