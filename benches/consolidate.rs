@@ -35,6 +35,7 @@ fn main() {
     // One decision on 10,000 replicas over 1,000 nodes, spread thin.
     let services: Vec<ServiceSpec> = (0..1000u32)
         .map(|i| ServiceSpec {
+            first: 1,
             app: format!("app{:02}", i / 20),
             service: format!("svc{i:04}"),
             replicas: 10,

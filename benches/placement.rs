@@ -23,6 +23,7 @@ fn main() {
     // a host port.
     let services: Vec<ServiceSpec> = (0..1000u32)
         .map(|i| ServiceSpec {
+            first: 1,
             app: format!("app{:02}", i / 20),
             service: format!("svc{i:04}"),
             replicas: 10,

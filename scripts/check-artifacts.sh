@@ -93,7 +93,7 @@ for golden in golden/*/; do
   template="$golden/cloudformation/cluster.json"
   check "cfn-lint $template" "$venv/cfn-lint" --non-zero-exit-code warning "$template"
   check "checkov $template" "$venv/checkov" --quiet --compact --skip-download --framework cloudformation -f "$template"
-  for hook in "$golden"/hooks/*/post-receive; do
+  for hook in "$golden"/hooks/*/pre-receive; do
     check "shellcheck $hook" shellcheck --shell=sh --severity=style "$hook"
   done
   check "systemd-analyze verify $golden/units" verify_units "$golden/units"

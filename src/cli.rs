@@ -139,6 +139,44 @@ enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
+    /// List an app's deploys: release, commit, who pushed it, when, how
+    /// it ended, and the images it pinned.
+    ///
+    /// Reads the history the kick server records in the cluster's artifact
+    /// bucket, newest first.
+    Deploys {
+        /// The app.
+        app: String,
+        /// The cluster [default: HUXLEY_CLUSTER, else the cluster of
+        /// ./huxley.toml].
+        #[arg(long, env = "HUXLEY_CLUSTER")]
+        cluster: Option<String>,
+        /// Print the history as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// Redeploy an earlier release of an app, without rebuilding, through
+    /// the same health-gated rollout as a push.
+    Rollback {
+        /// The app.
+        app: String,
+        /// The release to redeploy, e.g. 3 or v3 [default: the one before
+        /// the current release].
+        release: Option<String>,
+        /// The cluster [default: HUXLEY_CLUSTER, else the cluster of
+        /// ./huxley.toml].
+        #[arg(long, env = "HUXLEY_CLUSTER")]
+        cluster: Option<String>,
+        /// The kick server's external API (default: the stack's
+        /// KickServerAddress output); the admin token comes from
+        /// HUXLEY_TOKEN, else SSM.
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
     /// Manage the git remotes of your apps' working copies.
     Remote {
         #[command(subcommand)]
@@ -333,6 +371,28 @@ enum HookCommand {
         /// The hook server's socket, to save a repository after a push.
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
+        /// The fingerprint of the key that logged in (the pusher).
+        #[arg(long, value_name = "FINGERPRINT")]
+        key: Option<String>,
+    },
+    /// Deploy a pushed commit (run by an app's pre-receive hook): the hook
+    /// server builds the app's images from --source, pushes them and has
+    /// the kick server roll them out; prints the progress, and fails when
+    /// the deploy does.
+    Deploy {
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        commit: String,
+        /// The commit's files.
+        #[arg(long, value_name = "DIR")]
+        source: PathBuf,
+        /// The hook server's socket.
+        #[arg(long, env = "HUXLEY_HOOK_SOCKET", value_name = "PATH")]
+        socket: PathBuf,
+        /// The pusher's key fingerprint.
+        #[arg(long, env = "HUXLEY_PUSHER", value_name = "FINGERPRINT")]
+        by: Option<String>,
     },
 }
 
@@ -366,6 +426,16 @@ struct HookServeArgs {
     /// stack's output].
     #[arg(long, value_name = "NAME")]
     bucket: Option<String>,
+    /// The kick server's internal API, which deploys what is pushed.
+    #[arg(long, env = "HUXLEY_KICK_URL", value_name = "URL")]
+    kick_url: Option<String>,
+    /// The file holding the hook's kick token.
+    #[arg(long, env = "HUXLEY_TOKEN_FILE", value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// The registry built images are pushed to [default: the account's
+    /// ECR, the stack's ImageRegistry output].
+    #[arg(long, env = "HUXLEY_REGISTRY", value_name = "HOST")]
+    registry: Option<String>,
     #[command(flatten)]
     aws: AwsArgs,
 }
@@ -529,6 +599,25 @@ pub fn main() -> ExitCode {
             cli.color,
         )),
         Command::Destroy { file, aws, run } => run_async(destroy(&file.path, &aws, run, cli.color)),
+        Command::Deploys {
+            app,
+            cluster,
+            json,
+            aws,
+        } => run_async(deploys(&app, cluster.as_deref(), json, &aws)),
+        Command::Rollback {
+            app,
+            release,
+            cluster,
+            endpoint,
+            aws,
+        } => run_async(rollback(
+            &app,
+            release.as_deref(),
+            cluster.as_deref(),
+            endpoint.as_deref(),
+            &aws,
+        )),
         Command::Cluster { command } => match command {
             ClusterCommand::Describe {
                 name,
@@ -600,7 +689,23 @@ pub fn main() -> ExitCode {
                 config,
                 repos,
                 socket,
-            } => hook_shell(&config, &repos, socket.as_deref()),
+                key,
+            } => hook_shell(&config, &repos, socket.as_deref(), key.as_deref()),
+            HookCommand::Deploy {
+                app,
+                commit,
+                source,
+                socket,
+                by,
+            } => hook_deploy(
+                crate::hook::DeployAsk {
+                    app,
+                    commit,
+                    source,
+                    by,
+                },
+                &socket,
+            ),
         },
         Command::Schema { kind } => match kind {
             SchemaKind::Config => print(&crate::schema::huxley_schema()),
@@ -1243,14 +1348,16 @@ fn token_safe_endpoint(endpoint: &str) -> Result<(), String> {
     }
 }
 
-/// Asks the kick server's external API, trusting only the certificate
-/// whose fingerprint the server published to the bucket.
-async fn live_description(
+/// A client of the kick server's external API, trusting only the
+/// certificate whose fingerprint the server published to the bucket, and
+/// the admin token (HUXLEY_TOKEN, else the SSM parameter `huxley apply`
+/// made).
+async fn kick_client(
     aws: &Aws,
     cluster: &str,
     bucket: &str,
-    endpoint: &str,
-) -> Result<crate::kick::api::ClusterDescription, String> {
+    timeout: std::time::Duration,
+) -> Result<(reqwest::Client, String), String> {
     let token = match std::env::var("HUXLEY_TOKEN") {
         Ok(token) => token,
         Err(_) => {
@@ -1276,12 +1383,24 @@ async fn live_description(
         .map_err(|e| e.to_string())?;
     let client = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
-        .timeout(std::time::Duration::from_secs(10))
+        .timeout(timeout)
         .build()
         .map_err(|e| e.to_string())?;
+    Ok((client, token.trim().to_owned()))
+}
+
+/// Asks the kick server's external API for the cluster's description.
+async fn live_description(
+    aws: &Aws,
+    cluster: &str,
+    bucket: &str,
+    endpoint: &str,
+) -> Result<crate::kick::api::ClusterDescription, String> {
+    let (client, token) =
+        kick_client(aws, cluster, bucket, std::time::Duration::from_secs(10)).await?;
     let response = client
         .get(format!("{}/v1/cluster", endpoint.trim_end_matches('/')))
-        .bearer_auth(token.trim())
+        .bearer_auth(&token)
         .send()
         .await
         .map_err(|e| {
@@ -1622,6 +1741,191 @@ async fn run_agent<R: crate::node::runtime::Runtime>(
     }
 }
 
+/// The cluster a command acts on: the one named, else the one of
+/// ./huxley.toml.
+fn which_cluster(named: Option<&str>) -> Result<String, String> {
+    if let Some(name) = named {
+        return Ok(name.to_owned());
+    }
+    let text = std::fs::read_to_string("huxley.toml").map_err(|_| {
+        "which cluster? pass --cluster NAME (or set HUXLEY_CLUSTER, or run this where huxley.toml is)"
+            .to_owned()
+    })?;
+    toml::from_str::<toml::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("cluster")?.get("name")?.as_str().map(str::to_owned))
+        .ok_or_else(|| "./huxley.toml names no cluster: pass --cluster NAME".to_owned())
+}
+
+/// `huxley deploys`: an app's history, from the bucket.
+async fn deploys(app: &str, cluster: Option<&str>, json: bool, args: &AwsArgs) -> u8 {
+    use crate::kick::deploy::{Release, history_key, short};
+    let cluster = match which_cluster(cluster) {
+        Ok(cluster) => cluster,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return exit::USAGE;
+        }
+    };
+    let aws = match connect_session(args).await {
+        Ok(aws) => aws,
+        Err(code) => return code,
+    };
+    let stack = format!("huxley-{cluster}");
+    let read = async {
+        let (_, bucket) = cluster_stack(&aws, &cluster, &stack).await?;
+        let bytes = aws
+            .get_object(&bucket, &history_key(app))
+            .await
+            .map_err(|e| e.to_string())?;
+        match bytes {
+            None => Ok(Vec::new()),
+            Some(bytes) => serde_json::from_slice::<Vec<Release>>(&bytes)
+                .map_err(|e| format!("the deploy history of {app} does not parse: {e}")),
+        }
+    }
+    .await;
+    calls(args, &aws);
+    let mut releases = match read {
+        Ok(releases) => releases,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return exit::INVALID;
+        }
+    };
+    releases.reverse();
+    if json {
+        let mut text = serde_json::to_string_pretty(&releases).expect("releases serialize");
+        text.push('\n');
+        return print(&text);
+    }
+    if releases.is_empty() {
+        println!(
+            "{app} on {cluster} has no deploys yet: `git push` to its remote deploys it (`huxley remote add {cluster}` adds the remote)"
+        );
+        return exit::OK;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut text = format!(
+        "{:<6} {:<13} {:<12} {:<14} {:<10} {}\n",
+        "RELEASE", "COMMIT", "OUTCOME", "STARTED", "TOOK", "BY"
+    );
+    for r in &releases {
+        let took = r.finished.map_or_else(
+            || "-".to_owned(),
+            |f| crate::kick::describe::age(f.saturating_sub(r.started)),
+        );
+        let what = match r.rollback_of {
+            Some(of) => format!("rollback to v{of}"),
+            None => String::new(),
+        };
+        text.push_str(&format!(
+            "{:<6} {:<13} {:<12} {:<14} {:<10} {}{}\n",
+            format!("v{}", r.id),
+            r.commit.as_deref().map_or("-", short),
+            r.outcome.as_str(),
+            format!(
+                "{} ago",
+                crate::kick::describe::age(now.saturating_sub(r.started))
+            ),
+            took,
+            r.by.as_deref().unwrap_or("-"),
+            if what.is_empty() {
+                String::new()
+            } else {
+                format!("  ({what})")
+            },
+        ));
+        for (service, image) in &r.images {
+            text.push_str(&format!("{:<6} {service}: {}\n", "", short(image)));
+        }
+        if let Some(reason) = &r.reason {
+            text.push_str(&format!("{:<6} {reason}\n", ""));
+        }
+    }
+    print(&text)
+}
+
+/// `huxley rollback`: redeploys an earlier release through kick.
+async fn rollback(
+    app: &str,
+    release: Option<&str>,
+    cluster: Option<&str>,
+    endpoint: Option<&str>,
+    args: &AwsArgs,
+) -> u8 {
+    let cluster = match which_cluster(cluster) {
+        Ok(cluster) => cluster,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return exit::USAGE;
+        }
+    };
+    let target = match release {
+        None => 0,
+        Some(text) => match text.trim_start_matches('v').parse::<u64>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                eprintln!(
+                    "error: release `{text}` is not a release number such as 3 or v3 (`huxley deploys {app}` lists them)"
+                );
+                return exit::USAGE;
+            }
+        },
+    };
+    let aws = match connect_session(args).await {
+        Ok(aws) => aws,
+        Err(code) => return code,
+    };
+    let stack = format!("huxley-{cluster}");
+    let found = async {
+        let (summary, bucket) = cluster_stack(&aws, &cluster, &stack).await?;
+        let endpoint = endpoint
+            .map(str::to_owned)
+            .or_else(|| {
+                summary
+                    .outputs
+                    .get("KickServerAddress")
+                    .map(|a| format!("https://{a}"))
+            })
+            .ok_or_else(|| {
+                format!("the stack {stack} has no KickServerAddress output: pass --endpoint")
+            })?;
+        token_safe_endpoint(&endpoint)?;
+        let (client, token) =
+            kick_client(&aws, &cluster, &bucket, std::time::Duration::from_secs(30)).await?;
+        Ok::<_, String>((endpoint, client, token))
+    }
+    .await;
+    let (endpoint, client, token) = match found {
+        Ok(found) => found,
+        Err(err) => {
+            calls(args, &aws);
+            eprintln!("error: {err}");
+            return exit::INVALID;
+        }
+    };
+    let request = crate::kick::deploy::DeployRequest {
+        rollback_to: Some(target),
+        ..Default::default()
+    };
+    let say = |line: String| eprintln!("{line}");
+    let result = crate::hook::follow(&client, &endpoint, &token, app, &request, &say).await;
+    calls(args, &aws);
+    match result {
+        Ok(text) => {
+            eprintln!("{text}");
+            exit::OK
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            exit::INVALID
+        }
+    }
+}
+
 /// The cluster's stack and its artifact bucket, or why there are none.
 async fn cluster_stack(
     aws: &Aws,
@@ -1783,7 +2087,39 @@ async fn hook_serve(args: HookServeArgs) -> u8 {
                 return exit::INVALID;
             }
         }
+        if let Err(err) = crate::hook::repository(&repos, app, &section.branch) {
+            eprintln!("error: {err}");
+            return exit::USAGE;
+        }
     }
+    // Each app's hook, from the applied artifacts, kept current.
+    let refresh_hooks = {
+        let (aws, bucket, repos) = (aws.clone(), bucket.clone(), repos.clone());
+        move || {
+            let (aws, bucket, repos) = (aws.clone(), bucket.clone(), repos.clone());
+            async move {
+                match crate::plan::manifest::Manifest::read(&aws, &bucket).await {
+                    Ok(manifest) => {
+                        match crate::hook::install_hooks(&repos, &crate::hook::hooks_of(&manifest))
+                        {
+                            Ok(apps) if !apps.is_empty() => {
+                                eprintln!(
+                                    "hook: installed the pre-receive hook of {}",
+                                    apps.join(", ")
+                                );
+                            }
+                            Ok(_) => {}
+                            Err(err) => eprintln!("hook: cannot install the hooks: {err}"),
+                        }
+                    }
+                    Err(err) => eprintln!(
+                        "hook: no applied artifacts to take the apps' hooks from ({err}); pushes land but deploy nothing until `huxley apply`"
+                    ),
+                }
+            }
+        }
+    };
+    refresh_hooks().await;
     let socket = state.join(crate::hook::SOCKET);
     let _ = std::fs::remove_file(&socket);
     let listener = match tokio::net::UnixListener::bind(&socket) {
@@ -1799,16 +2135,43 @@ async fn hook_serve(args: HookServeArgs) -> u8 {
         eprintln!("error: {err}");
         return exit::USAGE;
     }
+    let deployer = match hook_deployer(&args, &config, &aws).await {
+        Ok(deployer) => deployer.map(std::sync::Arc::new),
+        Err(err) => {
+            eprintln!("error: {err}");
+            return exit::USAGE;
+        }
+    };
     let apps: std::collections::BTreeSet<String> = config.apps.keys().cloned().collect();
     let saver = {
         let (aws, bucket, repos, apps) = (aws.clone(), bucket.clone(), repos.clone(), apps.clone());
+        let saving = std::sync::Arc::new(tokio::sync::Mutex::new(()));
         tokio::spawn(async move {
-            // One save at a time: two pushes never race on a bundle.
             while let Ok((stream, _)) = listener.accept().await {
-                hook_save(stream, &aws, &bucket, &repos, &apps).await;
+                let (aws, bucket, repos, apps) =
+                    (aws.clone(), bucket.clone(), repos.clone(), apps.clone());
+                let (saving, deployer) = (saving.clone(), deployer.clone());
+                tokio::spawn(async move {
+                    hook_request(
+                        stream,
+                        &aws,
+                        &bucket,
+                        &repos,
+                        &apps,
+                        &saving,
+                        deployer.as_deref(),
+                    )
+                    .await;
+                });
             }
         })
     };
+    let refresher = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            refresh_hooks().await;
+        }
+    });
     let mut child = match tokio::process::Command::new(&args.sshd)
         .args(["-D", "-e", "-f"])
         .arg(state.join("sshd_config"))
@@ -1838,8 +2201,48 @@ async fn hook_serve(args: HookServeArgs) -> u8 {
         }
     };
     saver.abort();
+    refresher.abort();
     let _ = std::fs::remove_file(&socket);
     code
+}
+
+/// What the hook server deploys with: none without a kick server to ask.
+async fn hook_deployer(
+    args: &HookServeArgs,
+    config: &crate::kick::config::KickConfig,
+    aws: &std::sync::Arc<Aws>,
+) -> Result<Option<crate::hook::Deployer<crate::build::Docker<crate::build::Host>>>, String> {
+    let Some(kick_url) = &args.kick_url else {
+        eprintln!("hook: no --kick-url: pushes land but deploy nothing");
+        return Ok(None);
+    };
+    let token_file = args
+        .token_file
+        .as_ref()
+        .ok_or("--kick-url needs --token-file (the hook's kick token)")?;
+    let token = std::fs::read_to_string(token_file)
+        .map_err(|e| format!("cannot read the hook token {}: {e}", token_file.display()))?
+        .trim()
+        .to_owned();
+    let registry = match &args.registry {
+        Some(registry) => registry.clone(),
+        None => cluster_stack(aws, &config.cluster.name, &config.cluster.stack)
+            .await?
+            .0
+            .outputs
+            .get("ImageRegistry")
+            .cloned()
+            .ok_or("the stack has no ImageRegistry output: pass --registry")?,
+    };
+    Ok(Some(crate::hook::Deployer {
+        config: config.clone(),
+        kick_url: kick_url.clone(),
+        token,
+        registry,
+        builder: crate::build::Docker::new(),
+        aws: aws.clone(),
+        busy: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+    }))
 }
 
 /// Makes `paths` (recursively) `user`'s, when this runs as root for
@@ -1866,14 +2269,19 @@ fn give_to(user: &str, paths: &[&Path]) -> Result<(), String> {
     Ok(())
 }
 
-/// Answers one `save APP` request on the hook server's socket.
-async fn hook_save(
+/// Answers one request on the hook server's socket: `save APP` (after a
+/// push: keep the repository) or `deploy {JSON}` (from a pre-receive hook:
+/// build and roll out, streaming the progress back as JSON lines).
+async fn hook_request(
     stream: tokio::net::UnixStream,
     aws: &Aws,
     bucket: &str,
     repos: &Path,
     apps: &std::collections::BTreeSet<String>,
+    saving: &tokio::sync::Mutex<()>,
+    deployer: Option<&crate::hook::Deployer<crate::build::Docker<crate::build::Host>>>,
 ) {
+    use crate::hook::Answer;
     use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
@@ -1881,14 +2289,71 @@ async fn hook_save(
     if reader.read_line(&mut line).await.is_err() {
         return;
     }
-    let answer = match line.trim().strip_prefix("save ") {
-        Some(app) if apps.contains(app) => match crate::hook::save(aws, bucket, repos, app).await {
-            Ok(refs) => format!("ok {refs}\n"),
-            Err(err) => format!("error {err}\n"),
-        },
-        _ => "error expected `save APP` with one of the cluster's apps\n".to_owned(),
+    if let Some(app) = line.trim().strip_prefix("save ") {
+        let answer = if apps.contains(app) {
+            // One save at a time: two pushes never race on a bundle.
+            let _one = saving.lock().await;
+            match crate::hook::save(aws, bucket, repos, app).await {
+                Ok(refs) => format!("ok {refs}\n"),
+                Err(err) => format!("error {err}\n"),
+            }
+        } else {
+            "error expected `save APP` with one of the cluster's apps\n".to_owned()
+        };
+        let _ = write.write_all(answer.as_bytes()).await;
+        return;
+    }
+    let answer = |answer: &Answer| {
+        let mut text = serde_json::to_string(answer).expect("an answer serializes");
+        text.push('\n');
+        text
     };
-    let _ = write.write_all(answer.as_bytes()).await;
+    let Some(ask) = line
+        .trim()
+        .strip_prefix("deploy ")
+        .and_then(|json| serde_json::from_str::<crate::hook::DeployAsk>(json).ok())
+    else {
+        let refused = Answer::Error("expected `save APP` or `deploy {…}`".into());
+        let _ = write.write_all(answer(&refused).as_bytes()).await;
+        return;
+    };
+    let Some(deployer) = deployer else {
+        let refused = Answer::Error(
+            "this hook server deploys nothing (it runs without --kick-url); the push is kept"
+                .into(),
+        );
+        let _ = write.write_all(answer(&refused).as_bytes()).await;
+        return;
+    };
+    eprintln!(
+        "hook: deploying {} at {} for {}",
+        ask.app,
+        ask.commit,
+        ask.by.as_deref().unwrap_or("an unknown key")
+    );
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Answer>();
+    let forward = tokio::spawn(async move {
+        while let Some(line) = receiver.recv().await {
+            if write.write_all(answer(&line).as_bytes()).await.is_err() {
+                break;
+            }
+        }
+    });
+    let say = {
+        let sender = sender.clone();
+        move |text: String| {
+            let _ = sender.send(Answer::Say(text));
+        }
+    };
+    let end = match deployer.deploy(&ask, &say).await {
+        Ok(text) => Answer::Ok(text),
+        Err(text) => Answer::Error(text),
+    };
+    eprintln!("hook: deploy of {} at {}: {end:?}", ask.app, ask.commit);
+    let _ = sender.send(end);
+    drop(sender);
+    drop(say);
+    let _ = forward.await;
 }
 
 /// The host key, authorized_keys and sshd_config in the state directory,
@@ -1951,7 +2416,7 @@ fn hook_prepare(args: &HookServeArgs) -> Result<PathBuf, String> {
 
 /// `huxley hook shell`: the forced command. Runs git, then, after a push,
 /// has the hook server keep the repository.
-fn hook_shell(config_path: &Path, repos: &Path, socket: Option<&Path>) -> u8 {
+fn hook_shell(config_path: &Path, repos: &Path, socket: Option<&Path>, key: Option<&str>) -> u8 {
     let config = match read_kick_config(config_path) {
         Ok(config) => config,
         Err(code) => return code,
@@ -1976,10 +2441,19 @@ fn hook_shell(config_path: &Path, repos: &Path, socket: Option<&Path>) -> u8 {
             return exit::USAGE;
         }
     };
-    let status = match std::process::Command::new(command.program)
-        .arg(&path)
-        .status()
-    {
+    // The app's pre-receive hook deploys through the hook server.
+    let mut git = std::process::Command::new(command.program);
+    git.arg(&path);
+    if let Ok(exe) = std::env::current_exe() {
+        git.env("HUXLEY_BIN", exe);
+    }
+    if let Some(socket) = socket {
+        git.env("HUXLEY_HOOK_SOCKET", socket);
+    }
+    if let Some(key) = key {
+        git.env("HUXLEY_PUSHER", key);
+    }
+    let status = match git.status() {
         Ok(status) => status,
         Err(err) => {
             eprintln!("huxley: cannot run {}: {err}", command.program);
@@ -2020,6 +2494,59 @@ fn hook_shell(config_path: &Path, repos: &Path, socket: Option<&Path>) -> u8 {
             exit::INVALID
         }
     }
+}
+
+/// `huxley hook deploy`: asks the hook server to deploy, prints what it
+/// says.
+fn hook_deploy(ask: crate::hook::DeployAsk, socket: &Path) -> u8 {
+    use crate::hook::Answer;
+    use std::io::{BufRead as _, Write as _};
+    let asked = (|| -> std::io::Result<std::os::unix::net::UnixStream> {
+        let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+        let line = serde_json::to_string(&ask).map_err(std::io::Error::other)?;
+        writeln!(stream, "deploy {line}")?;
+        Ok(stream)
+    })();
+    let stream = match asked {
+        Ok(stream) => stream,
+        Err(err) => {
+            eprintln!(
+                "huxley: cannot reach the hook server at {}: {err}; nothing was deployed",
+                socket.display()
+            );
+            return exit::INVALID;
+        }
+    };
+    for line in std::io::BufReader::new(stream).lines() {
+        let Ok(line) = line else { break };
+        match serde_json::from_str::<Answer>(&line) {
+            Ok(Answer::Say(text)) => eprintln!("huxley: {text}"),
+            Ok(Answer::Ok(text)) => {
+                eprintln!("huxley: {text}");
+                return exit::OK;
+            }
+            Ok(Answer::Error(text)) => {
+                for (i, line) in text.lines().enumerate() {
+                    if i == 0 {
+                        eprintln!("huxley: error: {line}");
+                    } else {
+                        eprintln!("huxley:   {line}");
+                    }
+                }
+                eprintln!(
+                    "huxley: the push is refused: {} on the cluster is unchanged",
+                    ask.app
+                );
+                return exit::INVALID;
+            }
+            Err(_) => eprintln!("huxley: {line}"),
+        }
+    }
+    eprintln!(
+        "huxley: error: the hook server stopped answering; the deploy's end is in `huxley deploys {}`",
+        ask.app
+    );
+    exit::INVALID
 }
 
 /// Reads kick.toml, printing why it cannot be read.

@@ -17,8 +17,14 @@
 //! bundle before it accepts pushes, so a new node (or a new leader) serves
 //! every pushed commit.
 //!
-//! Not in this build yet: deploying what is pushed (the kick server's
-//! deploy endpoint) and following the control plane's lease.
+//! Deploys: each app's `pre-receive` hook (compiled by `huxley build`,
+//! installed by the hook server from the applied artifacts) exports the
+//! pushed commit and runs `huxley hook deploy`, which asks the hook server
+//! over the same socket to build the app's images ([`crate::build`]), push
+//! them, and have the kick server roll them out; the hook server streams
+//! the build and the rollout back, and the push fails when the deploy
+//! does. The hook server holds the registry's and kick's credentials: the
+//! pusher's forced command holds none.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -210,16 +216,314 @@ pub fn sshd_config(listen: &str, state: &Path, user: &str) -> Result<String, Str
     ))
 }
 
-/// `authorized_keys`: every key runs `shell` and nothing else.
+/// `authorized_keys`: every key runs `shell` and nothing else, told its
+/// fingerprint (the pusher a deploy records).
 pub fn authorized_keys(keys: &[String], shell: &str) -> String {
     keys.iter()
-        .map(|key| format!("command=\"{shell}\",restrict {}\n", key.trim()))
+        .map(|key| {
+            let named = fingerprint(key).map_or(String::new(), |f| format!(" --key {f}"));
+            format!("command=\"{shell}{named}\",restrict {}\n", key.trim())
+        })
         .collect()
 }
 
 /// Quotes `word` for the shell sshd runs the forced command with.
 pub fn shell_word(word: &str) -> String {
     format!("'{}'", word.replace('\'', "'\\''"))
+}
+
+/// What `huxley hook deploy` asks the hook server (one JSON line after
+/// `deploy `).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DeployAsk {
+    pub app: String,
+    pub commit: String,
+    /// The exported commit.
+    pub source: PathBuf,
+    /// The pusher's SSH key fingerprint.
+    pub by: Option<String>,
+}
+
+/// One line of the hook server's answer: progress, then the end.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    Say(String),
+    Ok(String),
+    Error(String),
+}
+
+/// What the hook server deploys with.
+pub struct Deployer<B: crate::build::Builder> {
+    pub config: crate::kick::config::KickConfig,
+    /// The kick server's internal API.
+    pub kick_url: String,
+    pub token: String,
+    /// The registry images are pushed to (the account's ECR).
+    pub registry: String,
+    pub builder: B,
+    pub aws: std::sync::Arc<crate::aws::Aws>,
+    /// Apps being deployed from this server: commit, pusher, since.
+    pub busy:
+        std::sync::Mutex<std::collections::BTreeMap<String, (String, String, std::time::Instant)>>,
+}
+
+impl<B: crate::build::Builder> std::fmt::Debug for Deployer<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("Deployer")
+            .field("kick_url", &self.kick_url)
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Installs each app's compiled `pre-receive` hook (`hooks/<app>/pre-receive`
+/// in the applied artifacts) in its repository, when it changed; the apps
+/// whose hook was written.
+pub fn install_hooks(
+    repos: &Path,
+    hooks: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<String>, String> {
+    let mut written = Vec::new();
+    for (app, text) in hooks {
+        let dir = repos.join(format!("{app}.git")).join("hooks");
+        if !dir.is_dir() {
+            continue;
+        }
+        let path = dir.join("pre-receive");
+        if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
+            continue;
+        }
+        crate::node::runtime::write_atomically(&path, text.as_bytes(), 0o755)?;
+        written.push(app.clone());
+    }
+    Ok(written)
+}
+
+/// The compiled hooks in an artifact manifest, by app.
+pub fn hooks_of(
+    manifest: &crate::plan::manifest::Manifest,
+) -> std::collections::BTreeMap<String, String> {
+    manifest
+        .files
+        .iter()
+        .filter_map(|(path, entry)| {
+            let app = path.strip_prefix("hooks/")?.strip_suffix("/pre-receive")?;
+            Some((app.to_owned(), entry.content.clone()))
+        })
+        .collect()
+}
+
+/// Frees an app when its deploy ends, however it ends.
+struct Busy<'a, B: crate::build::Builder>(&'a Deployer<B>, String);
+
+impl<B: crate::build::Builder> Drop for Busy<'_, B> {
+    fn drop(&mut self) {
+        self.0.busy.lock().expect("busy").remove(&self.1);
+    }
+}
+
+/// How often a deploy's progress is asked for.
+const POLL: std::time::Duration = std::time::Duration::from_millis(300);
+
+impl<B: crate::build::Builder> Deployer<B> {
+    /// Builds and pushes the app's images, asks kick to roll them out and
+    /// follows it; what to tell the pusher at the end, or why it failed.
+    pub async fn deploy(
+        &self,
+        ask: &DeployAsk,
+        say: crate::build::Lines<'_>,
+    ) -> Result<String, String> {
+        let Some(section) = self.config.apps.get(&ask.app) else {
+            return Err(format!("no app `{}` on this cluster", ask.app));
+        };
+        let by = ask.by.clone().unwrap_or_else(|| "an unknown key".into());
+        let short = crate::kick::deploy::short(&ask.commit).to_owned();
+        {
+            let mut busy = self.busy.lock().expect("busy");
+            if let Some((commit, holder, since)) = busy.get(&ask.app) {
+                return Err(format!(
+                    "{} is being deployed: {} by {holder}, started {} ago; push again when it ends",
+                    ask.app,
+                    crate::kick::deploy::short(commit),
+                    crate::kick::describe::age(since.elapsed().as_secs())
+                ));
+            }
+            busy.insert(
+                ask.app.clone(),
+                (ask.commit.clone(), by.clone(), std::time::Instant::now()),
+            );
+        }
+        let _busy = Busy(self, ask.app.clone());
+        let built: Vec<(&String, &String)> = section
+            .services
+            .iter()
+            .filter_map(|(name, s)| s.build.as_ref().map(|context| (name, context)))
+            .collect();
+        if built.is_empty() {
+            return Ok(format!(
+                "{} has no service built on push: nothing to deploy (its images change with `huxley apply`)",
+                ask.app
+            ));
+        }
+        if self.registry.contains(".dkr.ecr.") {
+            let password = self
+                .aws
+                .registry_password()
+                .await
+                .map_err(|e| format!("cannot log in to {}: {e}", self.registry))?;
+            self.builder.login(&self.registry, &password, say).await?;
+        }
+        let repository = format!(
+            "{}/{}",
+            self.registry.trim_end_matches('/'),
+            crate::model::naming::repository_name(&self.config.cluster.name, &ask.app)
+        );
+        // Tags are immutable in ECR: the commit and when it was built.
+        let built_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut images = std::collections::BTreeMap::new();
+        for (name, context) in built {
+            let dir = ask.source.join(context);
+            if !dir.is_dir() {
+                return Err(format!(
+                    "{name} builds from `{context}`, which commit {short} does not have"
+                ));
+            }
+            say(format!("building {name} from {context}"));
+            let tag = format!("{repository}:{name}-{}-{built_at}", ask.commit);
+            let pinned = self
+                .builder
+                .build_and_push(&dir, &tag, say)
+                .await
+                .map_err(|e| format!("the build of {name} failed: {e}"))?;
+            say(format!("pushed {name}: {pinned}"));
+            images.insert(name.clone(), pinned);
+        }
+        let request = crate::kick::deploy::DeployRequest {
+            commit: Some(ask.commit.clone()),
+            images,
+            by: Some(by),
+            rollback_to: None,
+        };
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| e.to_string())?;
+        follow(
+            &client,
+            &self.kick_url,
+            &self.token,
+            &ask.app,
+            &request,
+            say,
+        )
+        .await
+    }
+}
+
+/// Asks kick for a deploy and prints its progress until it ends; the
+/// closing line, or why it failed.
+pub async fn follow(
+    client: &reqwest::Client,
+    kick_url: &str,
+    token: &str,
+    app: &str,
+    request: &crate::kick::deploy::DeployRequest,
+    say: crate::build::Lines<'_>,
+) -> Result<String, String> {
+    use crate::kick::deploy::{Outcome, Release};
+    let base = format!(
+        "{}/v1/apps/{app}/deployments",
+        kick_url.trim_end_matches('/')
+    );
+    let response = client
+        .post(&base)
+        .bearer_auth(token)
+        .json(request)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach the kick server at {kick_url}: {e}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if status == reqwest::StatusCode::OK && body["unchanged"] == true {
+        return Ok(body["message"]
+            .as_str()
+            .unwrap_or("nothing to deploy")
+            .to_owned());
+    }
+    if status != reqwest::StatusCode::ACCEPTED {
+        return Err(body["error"].as_str().map_or_else(
+            || format!("the kick server answered {status}"),
+            str::to_owned,
+        ));
+    }
+    let release: Release =
+        serde_json::from_value(body).map_err(|e| format!("the kick server's answer: {e}"))?;
+    let id = release.id;
+    let mut shown = 0;
+    let mut unreachable_since: Option<std::time::Instant> = None;
+    loop {
+        tokio::time::sleep(POLL).await;
+        let answer = client
+            .get(format!("{base}/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await;
+        let release: Release = match answer {
+            Ok(r) if r.status().is_success() => match r.json().await {
+                Ok(release) => release,
+                Err(e) => return Err(format!("the kick server's answer: {e}")),
+            },
+            other => {
+                // A failover: the next leader records the deploy as
+                // interrupted; keep asking for a while.
+                let since = *unreachable_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > std::time::Duration::from_secs(90) {
+                    return Err(format!(
+                        "lost the kick server while it deployed v{id}: {}",
+                        other.map_or_else(|e| e.to_string(), |r| r.status().to_string())
+                    ));
+                }
+                continue;
+            }
+        };
+        unreachable_since = None;
+        // Events are capped: a long deploy drops its oldest.
+        let skipped = release.events.len().min(shown);
+        for event in &release.events[skipped..] {
+            say(event.text.clone());
+        }
+        shown = release.events.len();
+        let commit = release.commit.as_deref().map_or(String::new(), |c| {
+            format!(" ({})", crate::kick::deploy::short(c))
+        });
+        match release.outcome {
+            Outcome::Running => {}
+            Outcome::Succeeded => {
+                return Ok(format!("deployed {app} v{id}{commit}"));
+            }
+            outcome => {
+                return Err(format!(
+                    "deploy of {app} v{id}{commit} {}: {}",
+                    outcome.as_str(),
+                    release.reason.as_deref().unwrap_or("see `huxley deploys`")
+                ));
+            }
+        }
+    }
+}
+
+/// The SHA-256 fingerprint of an OpenSSH public key line, as `ssh-keygen
+/// -l` prints it (`SHA256:…`).
+pub fn fingerprint(key: &str) -> Option<String> {
+    let blob = key.split_whitespace().nth(1)?;
+    let bytes = aws_smithy_types::base64::decode(blob).ok()?;
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(&bytes);
+    let encoded = aws_smithy_types::base64::encode(digest);
+    Some(format!("SHA256:{}", encoded.trim_end_matches('=')))
 }
 
 #[cfg(test)]
@@ -286,14 +590,16 @@ mod tests {
             assert!(config.contains(line), "{line}");
         }
         assert!(sshd_config("2222", Path::new("/x"), "git").is_err());
-        let keys = authorized_keys(
-            &["ssh-ed25519 AAAA ops@acme ".into()],
-            "/opt/bin/huxley hook shell",
-        );
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJSFxjrtfCIcfjieFPr9eLqmUrkyeAK6oYbwOmNzajTh ops@acme";
+        let keys = authorized_keys(&[format!("{key} ")], "/opt/bin/huxley hook shell");
+        // The fingerprint as `ssh-keygen -l` prints it, told to the shell.
         assert_eq!(
             keys,
-            "command=\"/opt/bin/huxley hook shell\",restrict ssh-ed25519 AAAA ops@acme\n"
+            format!(
+                "command=\"/opt/bin/huxley hook shell --key SHA256:YC7WuhSyqZjoRiPts32F/gX/d1icJh303ytNid0+Kl0\",restrict {key}\n"
+            )
         );
+        assert_eq!(fingerprint("ssh-ed25519 !!!"), None);
         assert_eq!(shell_word("it's"), "'it'\\''s'");
     }
 }

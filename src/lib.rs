@@ -12,6 +12,7 @@
 
 pub mod apply;
 pub mod aws;
+pub mod build;
 pub mod cli;
 pub mod compile;
 pub mod config;

@@ -78,3 +78,29 @@ impl Aws {
         Ok(())
     }
 }
+
+impl Aws {
+    /// A password for `docker login` to the account's ECR registry (good
+    /// for 12 hours), from `GetAuthorizationToken`.
+    pub async fn registry_password(&self) -> Result<String, AwsError> {
+        self.count();
+        let answer = self
+            .ecr
+            .get_authorization_token()
+            .send()
+            .await
+            .map_err(|e| self.err("ecr:GetAuthorizationToken", e))?;
+        let token = answer
+            .authorization_data()
+            .first()
+            .and_then(|d| d.authorization_token())
+            .unwrap_or_default();
+        // base64 of `AWS:<password>`.
+        let decoded = aws_smithy_types::base64::decode(token).unwrap_or_default();
+        let text = String::from_utf8_lossy(&decoded);
+        Ok(text
+            .split_once(':')
+            .map(|(_, password)| password.to_owned())
+            .unwrap_or_default())
+    }
+}

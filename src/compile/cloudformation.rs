@@ -905,6 +905,12 @@ fn kick_policy(config: &Config) -> Value {
                 "Resource": {"Fn::Sub": format!("arn:${{AWS::Partition}}:s3:::{bucket}/huxley/repos/*")},
             },
             {
+                "Sid": "RecordDeploys",
+                "Effect": "Allow",
+                "Action": ["s3:PutObject"],
+                "Resource": {"Fn::Sub": format!("arn:${{AWS::Partition}}:s3:::{bucket}/huxley/deploys/*")},
+            },
+            {
                 "Sid": "FindPublicZone",
                 "Effect": "Allow",
                 "Action": ["route53:ListHostedZonesByName"],
@@ -1066,6 +1072,7 @@ mod tests {
         "cloudformation:DescribeStacks",
         "cloudformation:ListStackResources",
         "dynamodb:GetItem",
+        "ecr:GetAuthorizationToken",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
         "ec2:CreateRoute",
@@ -1242,6 +1249,8 @@ mod tests {
         for key in [
             crate::kick::publish::DESCRIPTION_KEY,
             crate::kick::tls::FINGERPRINT_KEY,
+            &crate::kick::deploy::history_key("blog"),
+            &crate::hook::bundle_key("blog"),
         ] {
             let covered = allows("s3:PutObject").iter().any(|s| {
                 s["Resource"]["Fn::Sub"]

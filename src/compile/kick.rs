@@ -36,6 +36,10 @@ pub fn kick_config(config: &Config) -> KickConfig {
                             Source::Image { reference } => Some(reference.clone()),
                             Source::Build { .. } => None,
                         },
+                        build: match &service.source {
+                            Source::Build { context } => Some(context.clone()),
+                            Source::Image { .. } => None,
+                        },
                         token: naming::service_token_parameter(config, app, service),
                         port: service.port,
                         host_port: service.host_port,
@@ -63,6 +67,7 @@ pub fn kick_config(config: &Config) -> KickConfig {
                             grace: health.grace,
                         },
                         stateful: service.stateful,
+                        deploy: service.deploy,
                         depends_on: service.depends_on.clone(),
                         secrets: service
                             .secrets

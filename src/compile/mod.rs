@@ -101,8 +101,8 @@ pub fn compile(config: &Config, format: TemplateFormat) -> Result<Artifacts, Vec
     }
     for app in config.apps.values() {
         artifacts.add(
-            format!("hooks/{}/post-receive", app.name),
-            hooks::post_receive(config, app, &templates),
+            format!("hooks/{}/pre-receive", app.name),
+            hooks::pre_receive(config, app, &templates),
             true,
         );
     }

@@ -19,7 +19,7 @@ const TEMPLATES: [(&str, &str); 5] = [
         "huxley-hook",
         include_str!("templates/huxley-hook.service.hbs"),
     ),
-    ("post-receive", include_str!("templates/post-receive.hbs")),
+    ("pre-receive", include_str!("templates/pre-receive.hbs")),
 ];
 
 /// The template registry.

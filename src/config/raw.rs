@@ -136,10 +136,7 @@ pub struct RawConsolidationSettings {
 
 /// A disruption budget: a node count, or a share such as "10%".
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(
-    untagged,
-    expecting = "a node count such as 1, or a share such as \"10%\""
-)]
+#[serde(untagged, expecting = "a count such as 1, or a share such as \"10%\"")]
 pub enum RawBudget {
     Count(i64),
     Share(String),
@@ -209,6 +206,25 @@ pub struct RawService {
     /// Named Docker volumes on the node, mounted at container paths, e.g.
     /// { data = "/data" }. The data stays on the node: pair with `stateful`.
     pub volumes: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+    /// How a new release replaces the running replicas (on `git push` and
+    /// `huxley rollback`). Default: one extra replica at a time, none
+    /// missing, 5 minutes for each to become healthy.
+    pub deploy: Option<Spanned<RawDeploy>>,
+}
+
+/// A deploy's pace.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", expecting = "a table")]
+pub struct RawDeploy {
+    /// New replicas started above the replica count at once: a count (1)
+    /// or a share of the replicas ("25%", rounded up). Default 1.
+    pub max_surge: Option<Spanned<RawBudget>>,
+    /// Replicas that may be stopped before their replacement is healthy: a
+    /// count or a share (rounded up). Default 0: capacity never drops.
+    pub max_unavailable: Option<Spanned<RawBudget>>,
+    /// How long new replicas have to pass their health check before the
+    /// deploy is rolled back, e.g. "2m". Default "5m".
+    pub timeout: Option<Spanned<String>>,
 }
 
 /// CPU as "500m" or as a number of vCPUs.

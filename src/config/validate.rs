@@ -16,14 +16,14 @@ use super::names;
 use super::parse::Rejected;
 use super::quantity;
 use super::raw::{
-    RawApp, RawBudget, RawCluster, RawConfig, RawConsolidation, RawCpu, RawEnvValue, RawHealth,
-    RawNodes, RawReplicas, RawService,
+    RawApp, RawBudget, RawCluster, RawConfig, RawConsolidation, RawCpu, RawDeploy, RawEnvValue,
+    RawHealth, RawNodes, RawReplicas, RawService,
 };
 use super::spanned::Spanned;
 use crate::diagnostic::Diagnostic;
 use crate::model::{
-    self, App, Budget, Cluster, Config, Consolidation, FlatcarChannel, Health, HealthCheck,
-    NodeImage, Nodes, Replicas, Scale, SecretRef, Service, Source, aws,
+    self, App, Budget, Cluster, Config, Consolidation, DeployPolicy, FlatcarChannel, Health,
+    HealthCheck, NodeImage, Nodes, Replicas, Scale, SecretRef, Service, Source, aws,
 };
 
 /// How long use must stay low before replicas are removed, by default: as
@@ -950,6 +950,7 @@ impl<'a> Checker<'a> {
         let secrets = self.secrets(raw, &parameters);
         let stateful = raw.stateful.as_ref().is_some_and(|s| s.value);
         let volumes = self.volumes(raw, stateful);
+        let deploy = self.deploy(raw.deploy.as_ref(), replicas);
         let depends_on = raw
             .depends_on
             .as_ref()
@@ -975,7 +976,80 @@ impl<'a> Checker<'a> {
             depends_on,
             stateful,
             volumes: volumes?,
+            deploy: deploy?,
         })
+    }
+
+    /// `deploy`: the pace of a rollout, which must make progress.
+    fn deploy(
+        &mut self,
+        raw: Option<&Spanned<RawDeploy>>,
+        replicas: Option<Replicas>,
+    ) -> Option<DeployPolicy> {
+        let defaults = DeployPolicy::default();
+        let Some(raw) = raw else {
+            return Some(defaults);
+        };
+        let budget = |this: &mut Self, value: &Option<Spanned<RawBudget>>, what: &str| {
+            let Some(value) = value else {
+                return Some(None);
+            };
+            let parsed = match &value.value {
+                RawBudget::Count(n) => u32::try_from(*n)
+                    .ok()
+                    .filter(|n| *n <= 1000)
+                    .map(Budget::Nodes),
+                RawBudget::Share(text) => text
+                    .strip_suffix('%')
+                    .and_then(|p| p.trim().parse::<u8>().ok())
+                    .filter(|p| *p <= 100)
+                    .map(Budget::Percent),
+            };
+            if parsed.is_none() {
+                let given = match &value.value {
+                    RawBudget::Count(n) => n.to_string(),
+                    RawBudget::Share(text) => format!("\"{text}\""),
+                };
+                this.push(
+                    Diagnostic::error(format!("deploy.{what} is out of range"))
+                        .at(value.span.clone(), format!("{what} = {given}"))
+                        .help("write a replica count from 0 to 1000, or a share from \"0%\" to \"100%\""),
+                );
+                return None;
+            }
+            Some(parsed)
+        };
+        let surge = budget(self, &raw.value.max_surge, "max-surge");
+        let unavailable = budget(self, &raw.value.max_unavailable, "max-unavailable");
+        let timeout = self.duration_or(
+            raw.value.timeout.as_ref(),
+            defaults.timeout,
+            "deploy.timeout",
+        );
+        if let Some(timeout) = &raw.value.timeout
+            && timeout_is_zero(timeout)
+        {
+            self.push(
+                Diagnostic::error("deploy.timeout is zero")
+                    .at(timeout.span.clone(), "no replica is healthy that fast")
+                    .help("give new replicas time to pass their health check, such as \"2m\""),
+            );
+        }
+        let policy = DeployPolicy {
+            max_surge: surge?.unwrap_or(defaults.max_surge),
+            max_unavailable: unavailable?.unwrap_or(defaults.max_unavailable),
+            timeout: timeout?,
+        };
+        let count = replicas.map_or(1, |r| r.min.max(1) as usize);
+        if policy.max_surge.count(count) == 0 && policy.max_unavailable.count(count) == 0 {
+            self.push(
+                Diagnostic::error("this deploy can never start a new replica")
+                    .at(raw.span.clone(), "max-surge and max-unavailable are both 0")
+                    .help("allow a surge (`max-surge = 1`, the default) or let a replica go first (`max-unavailable = 1`)"),
+            );
+            return None;
+        }
+        Some(policy)
     }
 
     fn source_of(
@@ -1748,6 +1822,11 @@ impl<'a> Checker<'a> {
 }
 
 /// Where to point a whole-cluster capacity problem: the first service.
+/// Whether a written duration parses as zero.
+fn timeout_is_zero(value: &Spanned<String>) -> bool {
+    quantity::duration(&value.value).is_ok_and(|d| d.is_zero())
+}
+
 fn cluster_nodes_anchor(entries: &[ServiceEntry<'_>]) -> Range<usize> {
     entries.first().map_or(0..0, |e| e.name.span.clone())
 }

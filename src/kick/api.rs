@@ -67,6 +67,9 @@ pub struct ClusterDescription {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct AppDescription {
     pub services: BTreeMap<String, ServiceDescription>,
+    /// The deploy rolling out now, if one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploying: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -83,6 +86,9 @@ pub struct ServiceDescription {
     /// Replicas that fit on no node, and why.
     #[serde(default)]
     pub unplaced: Vec<UnplacedReplica>,
+    /// The release it runs, for a service built on push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<super::deploy::ServiceRelease>,
 }
 
 /// A replica's place and state, as its node reports it.
@@ -140,6 +146,14 @@ pub fn router(kick: Arc<Kick>) -> Router {
         .route("/v1/cluster", get(describe_cluster))
         .route("/v1/apps/{app}", get(describe_app))
         .route("/v1/apps/{app}/services/{service}", get(describe_service))
+        .route(
+            "/v1/apps/{app}/deployments",
+            post(super::deploy::post_deployment).get(super::deploy::list_deployments),
+        )
+        .route(
+            "/v1/apps/{app}/deployments/{id}",
+            get(super::deploy::get_deployment),
+        )
         .route("/v1/instances", post(register))
         .route("/v1/instances/{id}", axum::routing::delete(deregister))
         .route("/v1/instances/{id}/heartbeat", put(heartbeat))
@@ -669,6 +683,7 @@ fn service_description(
             .get(&(app.to_owned(), name.to_owned()))
             .copied()
             .unwrap_or(state.config.replicas.min),
+        release: None,
         running: instances.len(),
         healthy: instances
             .iter()
@@ -680,6 +695,7 @@ fn service_description(
 
 /// The cluster's description as of now.
 pub fn describe(kick: &Kick) -> ClusterDescription {
+    let mut releases = super::deploy::shown(kick);
     let registry = kick.registry.lock().expect("registry");
     let assignments = kick.assignments.lock().expect("assignments");
     let nodes_config = &kick.config.nodes;
@@ -716,11 +732,20 @@ pub fn describe(kick: &Kick) -> ClusterDescription {
                         node.cpu_requested_millis += u64::from(state.config.cpu_millis);
                         node.memory_requested_mib += state.config.memory_mib;
                     }
-                    let description = service_description(state, &assignments, app, name);
+                    let mut description = service_description(state, &assignments, app, name);
+                    description.release =
+                        releases.get_mut(app).and_then(|r| r.services.remove(name));
                     (name.clone(), description)
                 })
                 .collect();
-            (app.clone(), AppDescription { services })
+            let deploying = releases.get_mut(app).and_then(|r| r.deploying.take());
+            (
+                app.clone(),
+                AppDescription {
+                    services,
+                    deploying,
+                },
+            )
         })
         .collect();
     for (node, reason) in &assignments.draining {

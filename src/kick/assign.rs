@@ -67,6 +67,32 @@ pub struct Assignments {
     pub draining: BTreeMap<String, String>,
     /// Whether `wanted` was seeded from what runs (once, by a new leader).
     pub seeded: bool,
+    /// Each service's lowest replica number (absent: 1). A deploy starts
+    /// new replicas above a service's replicas and retires the lowest, so
+    /// its replicas stay the window `first..first + count`.
+    pub first: BTreeMap<super::scale::ServiceKey, u32>,
+    /// The replica count of services being deployed, which the deploy
+    /// sets (the scaler leaves them alone meanwhile).
+    pub rolling: BTreeMap<super::scale::ServiceKey, u32>,
+    /// The image each built service runs: its current release, pinned by
+    /// digest. A built service without one has no replicas yet.
+    pub current: BTreeMap<super::scale::ServiceKey, String>,
+    /// Replicas a deploy started on a new image, until it ends.
+    pub images: BTreeMap<Replica, String>,
+}
+
+impl Assignments {
+    /// The image `replica` runs: the deploy's, else its service's release.
+    pub fn image_of(&self, replica: &Replica, prebuilt: Option<&String>) -> Option<String> {
+        self.images
+            .get(replica)
+            .or_else(|| {
+                self.current
+                    .get(&(replica.app.clone(), replica.service.clone()))
+            })
+            .or(prebuilt)
+            .cloned()
+    }
 }
 
 /// The handoffs after a placement change: every replica that moved from a
@@ -116,7 +142,8 @@ pub struct AssignedReplica {
     /// The replica number: the systemd instance `<unit>@<replica>`.
     pub replica: u32,
     pub unit: String,
-    /// A prebuilt image; absent for a service built on push.
+    /// The image: prebuilt, or the release of a service built on push
+    /// (pinned by digest).
     pub image: Option<String>,
     pub port: Option<u16>,
     pub host_port: Option<u16>,
@@ -146,6 +173,9 @@ pub struct ReplicaReport {
     pub detail: Option<String>,
     #[serde(default)]
     pub address: Option<IpAddr>,
+    /// The image's digest, for an image pinned by one: the release it runs.
+    #[serde(default)]
+    pub version: Option<String>,
     /// CPU used, in thousandths of a core.
     #[serde(default)]
     pub cpu_millis: Option<u64>,
@@ -162,30 +192,59 @@ pub enum ReplicaState {
     Stopped,
 }
 
-/// The services' wanted replicas, as placement takes them: the scaler's
-/// count, or `replicas.min`.
-pub fn service_specs(
+/// A service's wanted replica count: the scaler's, or `replicas.min`.
+pub fn wanted_count(
     config: &KickConfig,
-    wanted: &BTreeMap<super::scale::ServiceKey, u32>,
-) -> Vec<ServiceSpec> {
+    assignments: &Assignments,
+    key: &super::scale::ServiceKey,
+) -> u32 {
+    assignments.wanted.get(key).copied().unwrap_or_else(|| {
+        config
+            .apps
+            .get(&key.0)
+            .and_then(|a| a.services.get(&key.1))
+            .map_or(0, |s| s.replicas.min)
+    })
+}
+
+/// The services' replicas, as placement takes them: a deploy's count, the
+/// scaler's, or `replicas.min`; none for a built service before its first
+/// release.
+pub fn service_specs(config: &KickConfig, assignments: &Assignments) -> Vec<ServiceSpec> {
     config
         .apps
         .iter()
         .flat_map(|(app, section)| {
-            section.services.iter().map(move |(name, s)| ServiceSpec {
-                app: app.clone(),
-                service: name.clone(),
-                replicas: wanted
-                    .get(&(app.clone(), name.clone()))
-                    .copied()
-                    .unwrap_or(s.replicas.min),
-                cpu_millis: s.cpu_millis,
-                memory_mib: s.memory_mib,
-                host_port: s.host_port,
-                stateful: s.stateful,
+            section.services.iter().map(move |(name, s)| {
+                let key = (app.clone(), name.clone());
+                let replicas = match assignments.rolling.get(&key) {
+                    Some(count) => *count,
+                    None if s.image.is_none() && !assignments.current.contains_key(&key) => 0,
+                    None => wanted_count(config, assignments, &key),
+                };
+                (s, key, replicas)
             })
         })
+        .map(|(s, (app, service), replicas)| ServiceSpec {
+            first: assignments
+                .first
+                .get(&(app.clone(), service.clone()))
+                .copied()
+                .unwrap_or(1),
+            app,
+            service,
+            replicas,
+            cpu_millis: s.cpu_millis,
+            memory_mib: s.memory_mib,
+            host_port: s.host_port,
+            stateful: s.stateful,
+        })
         .collect()
+}
+
+/// Marks the description as changed (a deploy's progress shows there).
+pub fn bump(kick: &Kick) {
+    kick.assignments.lock().expect("assignments").version += 1;
 }
 
 /// The environment that tells a replica where its dependencies are.
@@ -317,18 +376,20 @@ pub async fn replace(kick: &Kick) {
             }
         }
     }
-    let (ready, draining, wanted) = {
+    let (ready, draining, specs) = {
         let mut assignments = kick.assignments.lock().expect("assignments");
         assignments.ready.retain(|n| node_ids.contains(n));
         if !assignments.seeded {
-            // A new leader keeps the counts the last one scaled to.
+            // A new leader keeps the counts the last one scaled to, and
+            // the replica numbers that run.
             assignments.wanted = seed_wanted(&kick.config, &current);
+            assignments.first = seed_first(&current);
             assignments.seeded = true;
         }
         (
             assignments.ready.clone(),
             assignments.draining.clone(),
-            assignments.wanted.clone(),
+            service_specs(&kick.config, &assignments),
         )
     };
     let hosting: BTreeSet<&String> = current.values().collect();
@@ -337,7 +398,7 @@ pub async fn replace(kick: &Kick) {
         .filter(|n| ready.contains(&n.id) || hosting.contains(&n.id))
         .filter(|n| !draining.contains_key(&n.id))
         .collect();
-    let mut placement = placement::place(&nodes, &service_specs(&kick.config, &wanted), &current);
+    let mut placement = placement::place(&nodes, &specs, &current);
     if nodes.is_empty() && !node_ids.is_empty() {
         // The nodes are there, their agents are not (yet): say so, once.
         let reason = format!(
@@ -433,6 +494,19 @@ pub fn seed_wanted(
         .collect()
 }
 
+/// Each service's lowest running replica number, where it is not 1.
+pub fn seed_first(running: &BTreeMap<Replica, String>) -> BTreeMap<super::scale::ServiceKey, u32> {
+    let mut first: BTreeMap<super::scale::ServiceKey, u32> = BTreeMap::new();
+    for replica in running.keys() {
+        let entry = first
+            .entry((replica.app.clone(), replica.service.clone()))
+            .or_insert(replica.index);
+        *entry = (*entry).min(replica.index);
+    }
+    first.retain(|_, n| *n != 1);
+    first
+}
+
 /// Adds the routes of new nodes' subnets and removes those of nodes that
 /// are gone, in the VPC's route table. A failure is logged and tried again
 /// at the next reconcile (the route is then missing, not wrong).
@@ -485,7 +559,7 @@ pub fn assignment(kick: &Kick, node: &str) -> Assignment {
                 service: replica.service.clone(),
                 replica: replica.index,
                 unit: section.unit.clone(),
-                image: section.image.clone(),
+                image: assignments.image_of(replica, section.image.as_ref()),
                 port: section.port,
                 host_port: section.host_port,
                 env: dependency_env(&kick.config, &replica.app, &replica.service),

@@ -125,6 +125,10 @@ pub struct ServiceSection {
     /// A prebuilt image, or absent when the hook server builds it on push.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The build context in the app's repository, for a service built on
+    /// push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
     /// SSM parameter name of this service's own token: it may change only
     /// its own records and instances.
     pub token: String,
@@ -144,6 +148,9 @@ pub struct ServiceSection {
     pub scale: Option<ScalePolicy>,
     pub health: HealthCheck,
     pub stateful: bool,
+    /// How a new release replaces the running replicas.
+    #[serde(default)]
+    pub deploy: crate::model::DeployPolicy,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
     /// Environment variable → the SSM parameter *name* holding its value;
@@ -199,7 +206,7 @@ pub enum HealthKind {
 }
 
 /// Durations as the same text users write in huxley.toml ("10s", "1m30s").
-mod duration_text {
+pub mod duration_text {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

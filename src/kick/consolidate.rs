@@ -301,6 +301,7 @@ mod tests {
 
     fn service(name: &str, replicas: u32, cpu: u32, stateful: bool) -> ServiceSpec {
         ServiceSpec {
+            first: 1,
             app: "app".into(),
             service: name.into(),
             replicas,
@@ -326,7 +327,7 @@ mod tests {
         let mut assigned = BTreeMap::new();
         let mut i = 0;
         for s in services {
-            for index in 1..=s.replicas {
+            for index in s.numbers() {
                 let r = Replica {
                     app: s.app.clone(),
                     service: s.service.clone(),

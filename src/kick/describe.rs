@@ -21,6 +21,9 @@ pub fn render(description: &ClusterDescription, source: &str, style: Style) -> S
     );
     for (app, services) in &description.apps {
         let _ = writeln!(out, "\n{}", style.bold(app));
+        if let Some(deploying) = &services.deploying {
+            let _ = writeln!(out, "  {}", style.yellow(&format!("deploying {deploying}")));
+        }
         for (name, service) in &services.services {
             let names: Vec<&str> = service
                 .private_name
@@ -40,6 +43,19 @@ pub fn render(description: &ClusterDescription, source: &str, style: Style) -> S
             let _ = writeln!(out, "  {name:<16} {replicas}");
             if !names.is_empty() {
                 let _ = writeln!(out, "  {:<16} {}", "", style.dim(&names.join(", ")));
+            }
+            if let Some(release) = &service.release {
+                let commit = release
+                    .commit
+                    .as_deref()
+                    .map_or(String::new(), |c| format!(" ({})", super::deploy::short(c)));
+                let _ = writeln!(
+                    out,
+                    "  {:<16} release v{}{commit}: {}",
+                    "",
+                    release.id,
+                    super::deploy::short(&release.image)
+                );
             }
             for unplaced in &service.unplaced {
                 let _ = writeln!(
@@ -78,7 +94,10 @@ pub fn render(description: &ClusterDescription, source: &str, style: Style) -> S
                     instance.node,
                     address,
                     instance.last_check_output,
-                    instance.version.as_deref().unwrap_or("-")
+                    instance
+                        .version
+                        .as_deref()
+                        .map_or("-", super::deploy::short)
                 );
             }
         }

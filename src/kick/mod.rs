@@ -6,6 +6,7 @@ pub mod assign;
 pub mod auth;
 pub mod config;
 pub mod consolidate;
+pub mod deploy;
 pub mod describe;
 pub mod dns;
 pub mod front;

@@ -21,6 +21,9 @@ pub fn document() -> Value {
     let service = generator.subschema_for::<ServiceDescription>();
     let assignment = generator.subschema_for::<Assignment>();
     let report = generator.subschema_for::<NodeReport>();
+    let deploy = generator.subschema_for::<super::deploy::DeployRequest>();
+    let release = generator.subschema_for::<super::deploy::Release>();
+    let releases = generator.subschema_for::<Vec<super::deploy::Release>>();
     let mut schemas = generator.take_definitions(true);
     schemas.insert(
         "Error".into(),
@@ -73,6 +76,32 @@ pub fn document() -> Value {
             "/v1/apps/{app}/services/{service}": { "get": {
                 "operationId": "describeService", "summary": "One service.", "parameters": [parameter("app"), parameter("service")],
                 "responses": with(json!({ "200": ok("the service", &service), "404": error("no such service") })),
+            } },
+            "/v1/apps/{app}/deployments": {
+                "post": {
+                    "operationId": "deploy", "summary": "Roll out a release of the app's built services (the hook server after a push, or admin), or roll back to an earlier one (`rollback_to`, admin): health-gated batches, rolled back when a new replica fails. Follow it with GET .../deployments/{id}.",
+                    "parameters": [parameter("app")],
+                    "requestBody": json_body(&deploy),
+                    "responses": with(json!({
+                        "202": ok("the deploy started", &release),
+                        "200": { "description": "nothing to deploy: the services already run these images", "content": { "application/json": { "schema": { "type": "object", "required": ["unchanged", "message"], "properties": { "unchanged": { "type": "boolean" }, "message": { "type": "string" } } } } } },
+                        "400": error("malformed body, an image not pinned by digest, or not one per built service"),
+                        "404": error("no such app, or no such release to roll back to"),
+                        "409": error("a deploy of the app is running (`holder` says which)"),
+                        "413": error("body over 64 KiB"),
+                        "503": error("the deploy history is not read yet"),
+                    })),
+                },
+                "get": {
+                    "operationId": "deployments", "summary": "The app's deploys, newest first (admin or hook).",
+                    "parameters": [parameter("app")],
+                    "responses": with(json!({ "200": ok("the deploys", &releases), "404": error("no such app") })),
+                },
+            },
+            "/v1/apps/{app}/deployments/{id}": { "get": {
+                "operationId": "deployment", "summary": "One deploy with its progress (admin or hook).",
+                "parameters": [parameter("app"), { "name": "id", "in": "path", "required": true, "description": "The release number, e.g. 3 or v3.", "schema": { "type": "string" } }],
+                "responses": with(json!({ "200": ok("the deploy", &release), "400": error("the release is not a number"), "404": error("no such app or deploy") })),
             } },
             "/v1/instances": { "post": {
                 "operationId": "register", "summary": "Register an instance of the caller's service; answers once Route53 holds the registration (the service's replicas record), so a restarted kick finds it. Registering again is harmless.",

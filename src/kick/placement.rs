@@ -40,6 +40,8 @@ pub struct NodeSpec {
 pub struct ServiceSpec {
     pub app: String,
     pub service: String,
+    /// The lowest replica number (1, until a deploy moves it up).
+    pub first: u32,
     pub replicas: u32,
     pub cpu_millis: u32,
     pub memory_mib: u64,
@@ -47,8 +49,15 @@ pub struct ServiceSpec {
     pub stateful: bool,
 }
 
-/// One replica of a service: replica numbers run from 1 to `replicas`, as
-/// the systemd instances `<unit>@<n>` do.
+impl ServiceSpec {
+    /// The service's replica numbers.
+    pub fn numbers(&self) -> std::ops::Range<u32> {
+        self.first..self.first.saturating_add(self.replicas)
+    }
+}
+
+/// One replica of a service: replica numbers run from `first` to `first +
+/// replicas - 1`, as the systemd instances `<unit>@<n>` do.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Replica {
     pub app: String,
@@ -144,7 +153,7 @@ pub fn place(
     // others, so a stateful replica never loses its node to a stateless one.
     for stateful in [true, false] {
         for service in services.iter().filter(|s| s.stateful == stateful) {
-            for number in 1..=service.replicas {
+            for number in service.numbers() {
                 let replica = replica(service, number);
                 let Some(&node) = current.get(&replica).and_then(|n| index.get(n.as_str())) else {
                     continue;
@@ -177,7 +186,8 @@ pub fn place(
     let mut per_node = vec![0u32; order.len()];
     let mut per_zone = vec![0u32; zones.len()];
     for service in pending {
-        let missing: Vec<u32> = (1..=service.replicas)
+        let missing: Vec<u32> = service
+            .numbers()
             .filter(|&n| !placement.assigned.contains_key(&replica(service, n)))
             .collect();
         if missing.is_empty() {
@@ -185,7 +195,7 @@ pub fn place(
         }
         per_node.iter_mut().for_each(|c| *c = 0);
         per_zone.iter_mut().for_each(|c| *c = 0);
-        for number in 1..=service.replicas {
+        for number in service.numbers() {
             if let Some(node) = placement
                 .assigned
                 .get(&replica(service, number))
@@ -317,6 +327,7 @@ mod tests {
 
     fn service(name: &str, replicas: u32, cpu: u32, memory: u64) -> ServiceSpec {
         ServiceSpec {
+            first: 1,
             app: "app".to_owned(),
             service: name.to_owned(),
             replicas,
@@ -446,7 +457,7 @@ mod tests {
             assert_eq!(ports.len(), unique.len(), "host port clash on {}", node.id);
         }
         for service in services {
-            for n in 1..=service.replicas {
+            for n in service.numbers() {
                 let r = replica(service, n);
                 assert!(
                     placement.assigned.contains_key(&r) != placement.unplaced.contains_key(&r),

@@ -276,6 +276,10 @@ fn scale_replicas(kick: &Kick, now: Instant) -> bool {
                 continue;
             };
             let key = (app.clone(), name.clone());
+            if assignments.rolling.contains_key(&key) {
+                // A deploy sets the count until it ends.
+                continue;
+            }
             let current = counts.get(&key).copied().unwrap_or(service.replicas.min);
             let used = usage.get(&key).copied().unwrap_or_default();
             let Some((count, reason)) = recommend(
@@ -543,7 +547,7 @@ fn plan_scale_out(kick: &Kick, now: Instant) -> Grow {
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let specs = assign::service_specs(&kick.config, &assignments.wanted);
+    let specs = assign::service_specs(&kick.config, &assignments);
     let (add, enough) = nodes_to_add(
         &list,
         &specs,
@@ -599,7 +603,7 @@ fn consolidate(kick: &Kick, now: Instant) -> bool {
     if now.duration_since(since) < settings.after {
         return false;
     }
-    let specs = assign::service_specs(&kick.config, &assignments.wanted);
+    let specs = assign::service_specs(&kick.config, &assignments);
     let list: Vec<NodeSpec> = nodes.values().cloned().collect();
     let policy = Policy {
         min_nodes: kick.config.nodes.min as usize,
@@ -704,6 +708,7 @@ mod tests {
 
     fn service(replicas: u32, cpu_millis: u32) -> ServiceSpec {
         ServiceSpec {
+            first: 1,
             app: "shop".into(),
             service: "api".into(),
             replicas,

@@ -235,6 +235,7 @@ async fn start(
         Leading {
             lease: Some(Arc::clone(lease)),
             route_table: found.route_table.clone(),
+            bucket: Some(found.bucket.clone()),
         },
     )
     .await

@@ -67,6 +67,8 @@ impl Route53Api for Fenced {
 pub struct Leading {
     pub lease: Option<Arc<Lease>>,
     pub route_table: Option<String>,
+    /// The artifact bucket, where deploys are recorded.
+    pub bucket: Option<String>,
 }
 
 /// Builds the server's state from Route53 and EC2, and reconciles both
@@ -164,12 +166,20 @@ pub async fn start_leading(
         assignments: Mutex::new(assignments),
         placed: tokio::sync::watch::channel(0).0,
         scaling: Mutex::new(super::scale::Scaling::default()),
+        bucket: leading.bucket,
+        deploys: Mutex::new(super::deploy::Deploys::default()),
         network: Network {
             range,
             route_table: leading.route_table,
         },
     });
     reconcile(&kick, managed).await;
+    // The releases to run, before anything is placed.
+    if let Err(err) = super::deploy::restore(&kick).await {
+        eprintln!(
+            "kick: cannot read the deploy history: {err}; deploys are refused until it reads"
+        );
+    }
     super::assign::replace(&kick).await;
     let mut tasks = super::health::spawn(Arc::clone(&kick));
     tasks.push(super::assign::spawn(Arc::clone(&kick)));

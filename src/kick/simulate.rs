@@ -120,6 +120,7 @@ pub fn node(options: &Options, i: usize) -> NodeSpec {
 fn workload(rng: &mut fastrand::Rng, services: u32) -> Vec<ServiceSpec> {
     (0..services)
         .map(|i| ServiceSpec {
+            first: 1,
             app: format!("app{}", i / 10),
             service: format!("svc{i:03}"),
             replicas: rng.u32(1..=6),

@@ -74,6 +74,10 @@ pub struct Kick {
     pub network: Network,
     /// The scaler's memory and decisions.
     pub scaling: Mutex<super::scale::Scaling>,
+    /// The artifact bucket: deploy history, published description.
+    pub bucket: Option<String>,
+    /// Every app's deploys.
+    pub deploys: Mutex<super::deploy::Deploys>,
 }
 
 /// The (registry, nodes, assignments) generations a description was made at.
@@ -101,6 +105,7 @@ impl Kick {
             ("foreign", self.foreign.is_poisoned()),
             ("tasks", self.tasks.is_poisoned()),
             ("scaling", self.scaling.is_poisoned()),
+            ("deploys", self.deploys.is_poisoned()),
         ];
         if let Some((name, _)) = poisoned.iter().find(|(_, p)| *p) {
             return Some(format!("the {name} lock is poisoned (a request panicked)"));

@@ -155,9 +155,14 @@ impl<'de> serde::Deserialize<'de> for Budget {
 impl Budget {
     /// The nodes that may drain at once out of `nodes`: at least one.
     pub fn of(self, nodes: usize) -> usize {
+        self.count(nodes).max(1)
+    }
+
+    /// The count out of `total`, shares rounded up; may be zero.
+    pub fn count(self, total: usize) -> usize {
         match self {
-            Budget::Nodes(n) => usize::try_from(n).unwrap_or(usize::MAX).max(1),
-            Budget::Percent(p) => (nodes * usize::from(p)).div_ceil(100).max(1),
+            Budget::Nodes(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            Budget::Percent(p) => (total * usize::from(p)).div_ceil(100),
         }
     }
 }
@@ -231,7 +236,38 @@ pub struct Service {
     pub stateful: bool,
     /// Volume name → mount path in the container.
     pub volumes: BTreeMap<String, String>,
+    /// How a new release replaces the running one.
+    pub deploy: DeployPolicy,
 }
+
+/// How a deploy replaces a service's replicas: in batches, each new
+/// replica healthy before an old one goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DeployPolicy {
+    /// Replicas started above the count at once.
+    pub max_surge: Budget,
+    /// Replicas that may be missing (stopped before their replacement is
+    /// healthy) at once.
+    pub max_unavailable: Budget,
+    /// How long a batch's new replicas have to become healthy.
+    #[serde(with = "crate::kick::config::duration_text")]
+    pub timeout: Duration,
+}
+
+impl Default for DeployPolicy {
+    /// One new replica at a time, none missing: capacity never drops.
+    fn default() -> Self {
+        DeployPolicy {
+            max_surge: Budget::Nodes(1),
+            max_unavailable: Budget::Nodes(0),
+            timeout: DEFAULT_DEPLOY_TIMEOUT,
+        }
+    }
+}
+
+/// How long a deploy's batch waits for health by default.
+pub const DEFAULT_DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Where a service's image comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -69,7 +69,12 @@ pub fn service_token_parameter(config: &Config, app: &App, service: &Service) ->
 /// service: CloudFormation holds 500 resources a stack, and a repository
 /// per service would make the stack grow with the services.
 pub fn repository(config: &Config, app: &App) -> String {
-    format!("{}/{}", repository_prefix(config), app.name)
+    repository_name(&config.cluster.name, &app.name)
+}
+
+/// The ECR repository of an app's built images, by cluster and app name.
+pub fn repository_name(cluster: &str, app: &str) -> String {
+    format!("huxley-{cluster}/{app}")
 }
 
 /// What every repository of the cluster starts with.

@@ -313,6 +313,21 @@ impl<R: Runtime> Agent<R> {
             .iter()
             .map(|r| ((r.app.clone(), r.service.clone(), r.replica), r))
             .collect();
+        // A replica whose image changed (a failed deploy puts the previous
+        // release back) stops, then starts again on its image.
+        let changed: Vec<ReplicaKey> = self
+            .running
+            .iter()
+            .filter(|(k, r)| {
+                wanted
+                    .get(*k)
+                    .is_some_and(|a| a.image != r.spec.assigned.image)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &changed {
+            self.retire(key).await;
+        }
         for (key, assigned) in &wanted {
             if self.running.contains_key(key) {
                 continue;
@@ -357,29 +372,34 @@ impl<R: Runtime> Agent<R> {
             .cloned()
             .collect();
         for key in gone {
-            let Some(running) = self.running.remove(&key) else {
-                continue;
-            };
-            // Out of DNS first, then stopped.
-            if let Some(id) = &running.registered {
-                let path = format!("/v1/instances/{id}");
-                if let Err(err) = self
-                    .kick
-                    .expect(
-                        reqwest::Method::DELETE,
-                        &path,
-                        None,
-                        Duration::from_secs(10),
-                    )
-                    .await
-                {
-                    eprintln!("node: cannot deregister {}: {err}", describe(&key));
-                }
+            self.retire(&key).await;
+        }
+    }
+
+    /// Takes a replica out of DNS, then stops it.
+    async fn retire(&mut self, key: &ReplicaKey) {
+        let Some(running) = self.running.remove(key) else {
+            return;
+        };
+        // Out of DNS first, then stopped.
+        if let Some(id) = &running.registered {
+            let path = format!("/v1/instances/{id}");
+            if let Err(err) = self
+                .kick
+                .expect(
+                    reqwest::Method::DELETE,
+                    &path,
+                    None,
+                    Duration::from_secs(10),
+                )
+                .await
+            {
+                eprintln!("node: cannot deregister {}: {err}", describe(key));
             }
-            match self.runtime.stop(&running.spec).await {
-                Ok(()) => eprintln!("node: stopped {}", describe(&key)),
-                Err(err) => eprintln!("node: cannot stop {}: {err}", describe(&key)),
-            }
+        }
+        match self.runtime.stop(&running.spec).await {
+            Ok(()) => eprintln!("node: stopped {}", describe(key)),
+            Err(err) => eprintln!("node: cannot stop {}: {err}", describe(key)),
         }
     }
 
@@ -473,10 +493,14 @@ impl<R: Runtime> Agent<R> {
                 // from the report.
                 continue;
             };
-            let body = json!({
+            let mut body = json!({
                 "app": key.0, "service": key.1, "node": self.node,
                 "address": running.spec.address, "port": port, "replica": key.2,
             });
+            if let Some(version) = running.spec.version() {
+                // The release it runs: a deploy waits for this one.
+                body["version"] = json!(version);
+            }
             let answer = self
                 .kick
                 .expect(
@@ -519,6 +543,7 @@ impl<R: Runtime> Agent<R> {
                 state: r.state,
                 detail: r.detail.clone(),
                 address: Some(r.spec.address),
+                version: r.spec.version().map(str::to_owned),
                 cpu_millis: r.cpu_millis,
                 memory_mib: r.memory_mib,
             })

@@ -38,6 +38,14 @@ impl ReplicaSpec {
         )
     }
 
+    /// The digest its image is pinned by: the release it runs.
+    pub fn version(&self) -> Option<&str> {
+        self.assigned
+            .image
+            .as_deref()
+            .and_then(crate::kick::deploy::version_of)
+    }
+
     /// `<unit>@<n>`, as systemd names the instance.
     pub fn instance(&self) -> String {
         format!("{}@{}", self.assigned.unit, self.assigned.replica)
@@ -51,6 +59,10 @@ impl ReplicaSpec {
         env.insert("HUXLEY_SERVICE".into(), self.assigned.service.clone());
         env.insert("HUXLEY_REPLICA".into(), self.assigned.replica.to_string());
         env.insert("HUXLEY_ADDRESS".into(), self.address.to_string());
+        if let Some(image) = &self.assigned.image {
+            // The unit runs `${HUXLEY_IMAGE}`: a release's image, per replica.
+            env.insert("HUXLEY_IMAGE".into(), image.clone());
+        }
         if let Some(port) = self.assigned.port {
             env.insert("PORT".into(), port.to_string());
         }

@@ -120,13 +120,13 @@ fn the_platform_build_writes_all_four_kinds_and_is_deterministic() {
         "ignition/node.ign",
         "units/shop-storefront@.service",
         "units/huxley-kick.service",
-        "hooks/shop/post-receive",
+        "hooks/shop/pre-receive",
         "kick/kick.toml",
     ] {
         assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
     }
     use std::os::unix::fs::PermissionsExt;
-    let mode = fs::metadata(a.join("hooks/shop/post-receive"))
+    let mode = fs::metadata(a.join("hooks/shop/pre-receive"))
         .expect("hook")
         .permissions()
         .mode();
@@ -290,7 +290,7 @@ fn a_rebuild_replaces_the_whole_directory() {
         !out.join("hooks/shop").exists(),
         "files of the old build remain"
     );
-    assert!(out.join("hooks/site/post-receive").exists());
+    assert!(out.join("hooks/site/pre-receive").exists());
 }
 
 #[test]

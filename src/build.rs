@@ -1,0 +1,344 @@
+//! Building a pushed commit's images: the seam between the hook server and
+//! the container tool.
+//!
+//! [`Builder`] builds one service's image from a directory and pushes it,
+//! answering the image pinned by digest (what a release records and the
+//! nodes pull). [`Docker`] is the implementation: `docker build`, `docker
+//! push`, then the digest the registry gave; each line of output goes to
+//! the pusher as it comes, as Dokku streams its builds. Commands go through
+//! [`Streams`], so their exact command lines are tested without Docker.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+
+/// Where a line of output goes.
+pub type Lines<'a> = &'a (dyn Fn(String) + Send + Sync);
+
+/// Runs commands, streaming their output line by line.
+pub trait Streams: Send + Sync {
+    /// Runs `program` with `args`, `stdin` written to it; every line it
+    /// prints (either stream) goes to `lines`. Its standard output, or
+    /// why it failed.
+    fn run(
+        &self,
+        program: &str,
+        args: &[String],
+        stdin: Option<&str>,
+        lines: Lines<'_>,
+    ) -> impl Future<Output = Result<String, String>> + Send;
+}
+
+/// The host's programs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Host;
+
+impl Streams for Host {
+    async fn run(
+        &self,
+        program: &str,
+        args: &[String],
+        stdin: Option<&str>,
+        lines: Lines<'_>,
+    ) -> Result<String, String> {
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+            input
+                .write_all(text.as_bytes())
+                .await
+                .map_err(|e| format!("{program}: {e}"))?;
+        }
+        let mut out = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let mut err = BufReader::new(child.stderr.take().expect("piped")).lines();
+        let (mut stdout, mut last) = (String::new(), Vec::new());
+        let (mut out_open, mut err_open) = (true, true);
+        while out_open || err_open {
+            tokio::select! {
+                line = out.next_line(), if out_open => match line {
+                    Ok(Some(line)) => {
+                        stdout.push_str(&line);
+                        stdout.push('\n');
+                        lines(line);
+                    }
+                    _ => out_open = false,
+                },
+                line = err.next_line(), if err_open => match line {
+                    Ok(Some(line)) => {
+                        if last.len() == 5 {
+                            last.remove(0);
+                        }
+                        last.push(line.clone());
+                        lines(line);
+                    }
+                    _ => err_open = false,
+                },
+            }
+        }
+        let status = child.wait().await.map_err(|e| e.to_string())?;
+        if status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!(
+                "`{program} {}` failed ({status}){}",
+                args.first().map_or("", String::as_str),
+                if last.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", last.join(" / "))
+                }
+            ))
+        }
+    }
+}
+
+/// Builds and pushes one service's image.
+pub trait Builder: Send + Sync {
+    /// Logs in to `registry` (when it needs a password) before pushes.
+    fn login(
+        &self,
+        registry: &str,
+        password: &str,
+        lines: Lines<'_>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Builds `context` as `tag` and pushes it; the image pinned by digest
+    /// (`repository@sha256:…`).
+    fn build_and_push(
+        &self,
+        context: &Path,
+        tag: &str,
+        lines: Lines<'_>,
+    ) -> impl Future<Output = Result<String, String>> + Send;
+}
+
+/// Docker's CLI (or a compatible one, such as podman's).
+#[derive(Debug, Clone)]
+pub struct Docker<S: Streams> {
+    pub program: String,
+    pub streams: S,
+}
+
+impl Docker<Host> {
+    pub fn new() -> Self {
+        Docker {
+            program: "docker".into(),
+            streams: Host,
+        }
+    }
+}
+
+impl Default for Docker<Host> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn words(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| (*w).to_owned()).collect()
+}
+
+/// The repository part of a tag (`host:port/path:tag` → `host:port/path`).
+pub fn repository_of(tag: &str) -> &str {
+    let last_slash = tag.rfind('/').map_or(0, |i| i + 1);
+    match tag[last_slash..].find(':') {
+        Some(colon) => &tag[..last_slash + colon],
+        None => tag,
+    }
+}
+
+impl<S: Streams> Builder for Docker<S> {
+    async fn login(&self, registry: &str, password: &str, lines: Lines<'_>) -> Result<(), String> {
+        // The password on standard input, never on a command line.
+        self.streams
+            .run(
+                &self.program,
+                &words(&["login", "--username", "AWS", "--password-stdin", registry]),
+                Some(password),
+                lines,
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn build_and_push(
+        &self,
+        context: &Path,
+        tag: &str,
+        lines: Lines<'_>,
+    ) -> Result<String, String> {
+        let mut build = words(&["build", "--tag", tag]);
+        if !context.join("Dockerfile").exists() && context.join("Containerfile").exists() {
+            build.push("--file".into());
+            build.push(context.join("Containerfile").display().to_string());
+        }
+        build.push(context.display().to_string());
+        self.streams.run(&self.program, &build, None, lines).await?;
+        self.streams
+            .run(&self.program, &words(&["push", tag]), None, lines)
+            .await?;
+        let digests = self
+            .streams
+            .run(
+                &self.program,
+                &words(&[
+                    "image",
+                    "inspect",
+                    "--format",
+                    "{{range .RepoDigests}}{{println .}}{{end}}",
+                    tag,
+                ]),
+                None,
+                &|_| {},
+            )
+            .await?;
+        let repository = repository_of(tag);
+        digests
+            .lines()
+            .map(str::trim)
+            .find(|d| {
+                d.strip_prefix(repository)
+                    .is_some_and(|rest| rest.starts_with("@sha256:"))
+            })
+            .map(str::to_owned)
+            .ok_or_else(|| format!("the registry gave {tag} no digest (docker image inspect shows none for {repository})"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Records every command line; answers `image inspect` with a digest.
+    #[derive(Default)]
+    struct Recorded {
+        calls: Mutex<Vec<String>>,
+        stdin: Mutex<Vec<String>>,
+        fail_push: bool,
+    }
+
+    impl Streams for &Recorded {
+        async fn run(
+            &self,
+            program: &str,
+            args: &[String],
+            stdin: Option<&str>,
+            lines: Lines<'_>,
+        ) -> Result<String, String> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("{program} {}", args.join(" ")));
+            if let Some(text) = stdin {
+                self.stdin.lock().unwrap().push(text.to_owned());
+            }
+            match args.first().map(String::as_str) {
+                Some("build") => {
+                    lines("Step 1/3 : FROM scratch".into());
+                    Ok(String::new())
+                }
+                Some("push") if self.fail_push => Err("`docker push` failed: denied".into()),
+                Some("image") => Ok(
+                    "other.example/x@sha256:00\n127.0.0.1:5000/huxley-c/shop@sha256:abc\n".into(),
+                ),
+                _ => Ok(String::new()),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn docker_builds_pushes_and_pins_the_digest_with_these_command_lines() {
+        let dir = std::env::temp_dir().join(format!("huxley-build-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("Containerfile"), "FROM scratch\n").unwrap();
+        let recorded = Recorded::default();
+        let docker = Docker {
+            program: "docker".into(),
+            streams: &recorded,
+        };
+        let seen = Mutex::new(Vec::new());
+        let lines = |line: String| seen.lock().unwrap().push(line);
+        let tag = "127.0.0.1:5000/huxley-c/shop:web-0123abc";
+        let pinned = docker.build_and_push(&dir, tag, &lines).await.unwrap();
+        assert_eq!(pinned, "127.0.0.1:5000/huxley-c/shop@sha256:abc");
+        let context = dir.display().to_string();
+        assert_eq!(
+            *recorded.calls.lock().unwrap(),
+            [
+                format!("docker build --tag {tag} --file {context}/Containerfile {context}"),
+                format!("docker push {tag}"),
+                format!(
+                    "docker image inspect --format {{{{range .RepoDigests}}}}{{{{println .}}}}{{{{end}}}} {tag}"
+                ),
+            ]
+        );
+        // The build's output reached the pusher.
+        assert_eq!(*seen.lock().unwrap(), ["Step 1/3 : FROM scratch"]);
+
+        // With a Dockerfile, docker finds it itself.
+        std::fs::write(dir.join("Dockerfile"), "FROM scratch\n").unwrap();
+        recorded.calls.lock().unwrap().clear();
+        docker.build_and_push(&dir, tag, &lines).await.unwrap();
+        assert_eq!(
+            recorded.calls.lock().unwrap()[0],
+            format!("docker build --tag {tag} {context}")
+        );
+
+        // The login's password goes on standard input only.
+        recorded.calls.lock().unwrap().clear();
+        docker
+            .login("123.dkr.ecr.us-east-1.amazonaws.com", "s3cret", &lines)
+            .await
+            .unwrap();
+        let calls = recorded.calls.lock().unwrap().clone();
+        assert_eq!(
+            calls,
+            ["docker login --username AWS --password-stdin 123.dkr.ecr.us-east-1.amazonaws.com"]
+        );
+        assert!(!calls[0].contains("s3cret"));
+        assert_eq!(*recorded.stdin.lock().unwrap(), ["s3cret"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_failed_push_says_so_and_pins_nothing() {
+        let dir = std::env::temp_dir().join(format!("huxley-build-fail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let recorded = Recorded {
+            fail_push: true,
+            ..Recorded::default()
+        };
+        let docker = Docker {
+            program: "docker".into(),
+            streams: &recorded,
+        };
+        let err = docker
+            .build_and_push(&dir, "r.example/a:b", &|_| {})
+            .await
+            .unwrap_err();
+        assert!(err.contains("denied"), "{err}");
+        assert_eq!(recorded.calls.lock().unwrap().len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_repository_of_a_tag_keeps_the_registry_port() {
+        assert_eq!(
+            repository_of("127.0.0.1:5000/huxley-c/shop:web-1"),
+            "127.0.0.1:5000/huxley-c/shop"
+        );
+        assert_eq!(repository_of("r.example/a"), "r.example/a");
+    }
+}
