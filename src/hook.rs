@@ -408,6 +408,7 @@ impl<B: crate::build::Builder> Deployer<B> {
             by: Some(by),
             rollback_to: None,
         };
+        crate::kick::tls::ensure_provider();
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()

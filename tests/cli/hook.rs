@@ -16,7 +16,7 @@ use huxley::testing::{Emulator, aws, create_bucket, free_port};
 
 use crate::support::{Test, root};
 
-fn run(dir: &Path, program: &str, args: &[&str]) -> std::process::Output {
+pub(crate) fn run(dir: &Path, program: &str, args: &[&str]) -> std::process::Output {
     Command::new(program)
         .args(args)
         .current_dir(dir)
@@ -25,7 +25,7 @@ fn run(dir: &Path, program: &str, args: &[&str]) -> std::process::Output {
         .unwrap_or_else(|e| panic!("{program}: {e}"))
 }
 
-fn keygen(path: &Path) {
+pub(crate) fn keygen(path: &Path) {
     let out = run(
         path.parent().expect("dir"),
         "ssh-keygen",

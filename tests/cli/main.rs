@@ -8,6 +8,7 @@ mod build;
 mod deploy;
 mod hook;
 mod kick;
+mod push;
 mod runtime;
 mod scaling;
 mod support;

@@ -65,7 +65,7 @@ health = {{ tcp = 6379, interval = "1s", timeout = "500ms", healthy = 1, unhealt
 pub(crate) struct Processes(Vec<(String, Child)>);
 
 impl Processes {
-    fn spawn(&mut self, label: &str, mut command: Command, log: &Path) {
+    pub(crate) fn spawn(&mut self, label: &str, mut command: Command, log: &Path) {
         let out = fs::File::create(log).expect("log file");
         let err = out.try_clone().expect("log file");
         command
@@ -125,6 +125,8 @@ pub(crate) struct Live {
     /// The runtime the SDK clients were made on, kept for their lifetime.
     _runtime: tokio::runtime::Runtime,
     pub(crate) processes: Processes,
+    /// Each kick's external (TLS) API, by label.
+    pub(crate) externals: std::collections::BTreeMap<String, String>,
 }
 
 impl Live {
@@ -203,7 +205,13 @@ impl Live {
             aws,
             _runtime: runtime,
             processes: Processes::default(),
+            externals: std::collections::BTreeMap::new(),
         }
+    }
+
+    /// The runtime the SDK clients live on, to block on them.
+    pub(crate) fn rt(&self) -> &tokio::runtime::Runtime {
+        &self._runtime
     }
 
     /// Starts `huxley kick serve` as `label`; its internal API's URL.
@@ -230,6 +238,8 @@ impl Live {
         command.env_remove("HUXLEY_NODE_BINARY");
         let log = self.dir.join(format!("{label}.log"));
         self.processes.spawn(label, command, &log);
+        self.externals
+            .insert(label.to_owned(), format!("https://127.0.0.1:{external}"));
         format!("http://127.0.0.1:{port}")
     }
 
@@ -249,6 +259,30 @@ impl Live {
             args.push(format!("{name}={service}"));
         }
         self.agent_with(index, kicks, &args);
+    }
+
+    /// Starts `huxley node run` for node `index` running replicas as real
+    /// containers through the generated units (Docker, root).
+    pub(crate) fn container_agent(&mut self, index: usize, kicks: &[String]) {
+        let bucket = format!("huxley-123456789012-{REGION}-{}", self.name);
+        let etc = self.dir.join("etc").display().to_string();
+        let units = self.dir.join("units").display().to_string();
+        self.agent_with(
+            index,
+            kicks,
+            &[
+                "--runtime".into(),
+                "units".into(),
+                "--bucket".into(),
+                bucket,
+                "--state-dir".into(),
+                "/run/huxley/replicas".into(),
+                "--etc".into(),
+                etc,
+                "--units-dir".into(),
+                units,
+            ],
+        );
     }
 
     /// Starts `huxley node run` for node `index` with `extra` arguments.
@@ -736,7 +770,7 @@ fn a_leader_paused_past_its_lease_steps_down_without_writing_dns() {
 }
 
 /// Runs `docker` with `args`; its standard output, or the failure.
-fn docker(args: &[&str]) -> Result<String, String> {
+pub(crate) fn docker(args: &[&str]) -> Result<String, String> {
     let output = Command::new("docker")
         .args(args)
         .output()
@@ -753,7 +787,7 @@ fn docker(args: &[&str]) -> Result<String, String> {
 }
 
 /// Removes the containers and network a test left.
-struct DockerCleanup(String);
+pub(crate) struct DockerCleanup(pub(crate) String);
 
 impl Drop for DockerCleanup {
     fn drop(&mut self) {
@@ -841,25 +875,7 @@ health = {{ tcp = 7000, interval = "1s", timeout = "500ms", healthy = 1, unhealt
     // The real containers' range: a bridge on this host, reached from it.
     let mut live = Live::with_config(name, "100.64.0.0/16", &text, 1);
     let kicks = vec![live.kick("kick")];
-    let bucket = format!("huxley-123456789012-{REGION}-{name}");
-    let etc = live.dir.join("etc").display().to_string();
-    let units = live.dir.join("units").display().to_string();
-    live.agent_with(
-        0,
-        &kicks,
-        &[
-            "--runtime".into(),
-            "units".into(),
-            "--bucket".into(),
-            bucket,
-            "--state-dir".into(),
-            "/run/huxley/replicas".into(),
-            "--etc".into(),
-            etc,
-            "--units-dir".into(),
-            units,
-        ],
-    );
+    live.container_agent(0, &kicks);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
