@@ -357,7 +357,13 @@ enum HookCommand {
     /// only (those of --keys), no shell, no forwarding; every key runs
     /// `huxley hook shell`, which takes `git push` (and fetch) to the
     /// cluster's apps and nothing else. The host key is made once and kept
-    /// in --state-dir. Not in this build yet: deploying what is pushed.
+    /// in --state-dir.
+    ///
+    /// With --kick-url it deploys what is pushed (each app's pre-receive
+    /// hook, installed from the applied artifacts: build, push to the
+    /// registry, roll out through kick) and serves git only while that
+    /// kick server leads, restoring every repository from the bucket each
+    /// time it starts to.
     Serve(HookServeArgs),
     /// The command every key runs (sshd's forced command): runs
     /// `git-receive-pack` or `git-upload-pack` on the app named in
@@ -2072,25 +2078,10 @@ async fn hook_serve(args: HookServeArgs) -> u8 {
             }
         },
     };
-    // Every pushed commit, before any push is accepted.
     let repos = state.join("repos");
-    for (app, section) in &config.apps {
-        match crate::hook::restore(&aws, &bucket, &repos, app, &section.branch).await {
-            Ok(0) => {}
-            Ok(refs) => eprintln!(
-                "hook: restored {app} ({}) from s3://{bucket}/{}",
-                plural(refs, "ref"),
-                crate::hook::bundle_key(app)
-            ),
-            Err(err) => {
-                eprintln!("error: cannot restore {app}'s repository: {err}");
-                return exit::INVALID;
-            }
-        }
-        if let Err(err) = crate::hook::repository(&repos, app, &section.branch) {
-            eprintln!("error: {err}");
-            return exit::USAGE;
-        }
+    if let Err(err) = hook_restore(&aws, &bucket, &repos, &config).await {
+        eprintln!("error: {err}");
+        return exit::INVALID;
     }
     // Each app's hook, from the applied artifacts, kept current.
     let refresh_hooks = {
@@ -2172,38 +2163,126 @@ async fn hook_serve(args: HookServeArgs) -> u8 {
             refresh_hooks().await;
         }
     });
-    let mut child = match tokio::process::Command::new(&args.sshd)
-        .args(["-D", "-e", "-f"])
-        .arg(state.join("sshd_config"))
-        .kill_on_drop(true)
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(err) => {
-            eprintln!("error: cannot start {}: {err}", args.sshd.display());
-            return exit::USAGE;
-        }
+    let leading = |kick_url: Option<String>| async move {
+        let Some(kick_url) = kick_url else {
+            return true;
+        };
+        hook_leads(&kick_url).await
     };
-    eprintln!(
-        "hook: serving git over SSH on {} for {} (git push ssh://{}@HOST:PORT/APP.git BRANCH); repositories kept in s3://{bucket}/huxley/repos/",
-        args.listen,
-        apps.iter().cloned().collect::<Vec<_>>().join(", "),
-        args.user
-    );
-    let code = tokio::select! {
-        status = child.wait() => {
-            eprintln!("error: sshd ended: {}", status.map_or_else(|e| e.to_string(), |s| s.to_string()));
-            exit::USAGE
+    let code = loop {
+        // Only where the kick server leads: the cluster's kick name points
+        // there.
+        if !leading(args.kick_url.clone()).await {
+            tokio::select! {
+                () = tokio::time::sleep(LEADER_POLL) => continue,
+                () = stop_signal() => break exit::OK,
+            }
         }
-        () = stop_signal() => {
-            let _ = child.kill().await;
-            exit::OK
+        if args.kick_url.is_some() {
+            // A new leader: every commit pushed to the last one, first.
+            if let Err(err) = hook_restore(&aws, &bucket, &repos, &config).await {
+                eprintln!("hook: {err}; trying again");
+                tokio::time::sleep(LEADER_POLL).await;
+                continue;
+            }
+            if let Err(err) = give_to(&args.user, &[&repos]) {
+                eprintln!("error: {err}");
+                break exit::USAGE;
+            }
+        }
+        let mut child = match tokio::process::Command::new(&args.sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(state.join("sshd_config"))
+            .kill_on_drop(true)
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(err) => {
+                eprintln!("error: cannot start {}: {err}", args.sshd.display());
+                break exit::USAGE;
+            }
+        };
+        eprintln!(
+            "hook: serving git over SSH on {} for {} (git push ssh://{}@HOST:PORT/APP.git BRANCH); repositories kept in s3://{bucket}/huxley/repos/",
+            args.listen,
+            apps.iter().cloned().collect::<Vec<_>>().join(", "),
+            args.user
+        );
+        let lost = async {
+            loop {
+                tokio::time::sleep(LEADER_POLL).await;
+                if !leading(args.kick_url.clone()).await {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            status = child.wait() => {
+                eprintln!("error: sshd ended: {}", status.map_or_else(|e| e.to_string(), |s| s.to_string()));
+                break exit::USAGE;
+            }
+            () = lost => {
+                let _ = child.kill().await;
+                eprintln!("hook: the kick server here no longer leads; not serving git until it does");
+            }
+            () = stop_signal() => {
+                let _ = child.kill().await;
+                break exit::OK;
+            }
         }
     };
     saver.abort();
     refresher.abort();
     let _ = std::fs::remove_file(&socket);
     code
+}
+
+/// How often the hook server asks whether its kick server leads.
+const LEADER_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether the kick server at `kick_url` leads (its /healthz says so).
+async fn hook_leads(kick_url: &str) -> bool {
+    crate::kick::tls::ensure_provider();
+    let Ok(client) = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+    else {
+        return false;
+    };
+    match client
+        .get(format!("{}/healthz", kick_url.trim_end_matches('/')))
+        .send()
+        .await
+    {
+        Ok(answer) if answer.status().is_success() => answer
+            .text()
+            .await
+            .is_ok_and(|text| text.starts_with("ok: leader")),
+        _ => false,
+    }
+}
+
+/// Restores every app's repository from its bundle (every pushed commit)
+/// and makes the repositories that have none.
+async fn hook_restore(
+    aws: &Aws,
+    bucket: &str,
+    repos: &Path,
+    config: &crate::kick::config::KickConfig,
+) -> Result<(), String> {
+    for (app, section) in &config.apps {
+        match crate::hook::restore(aws, bucket, repos, app, &section.branch).await {
+            Ok(0) => {}
+            Ok(refs) => eprintln!(
+                "hook: restored {app} ({}) from s3://{bucket}/{}",
+                plural(refs, "ref"),
+                crate::hook::bundle_key(app)
+            ),
+            Err(err) => return Err(format!("cannot restore {app}'s repository: {err}")),
+        }
+        crate::hook::repository(repos, app, &section.branch)?;
+    }
+    Ok(())
 }
 
 /// What the hook server deploys with: none without a kick server to ask.

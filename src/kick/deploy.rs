@@ -806,7 +806,8 @@ async fn roll(
         app,
         id,
         format!(
-            "{service}: replacing {} on {} (max-surge {surge}, max-unavailable {unavailable}, {} per batch to pass {})",
+            "{service}: {} {} on {} (max-surge {surge}, max-unavailable {unavailable}, {} per batch to pass {})",
+            if fresh { "starting" } else { "replacing" },
             count_of(old.max(target), "replica"),
             short(image),
             crate::config::quantity::format_duration(policy.timeout),

@@ -127,10 +127,21 @@ deploy = {{ timeout = "15s" }}
     let _cleanup = DockerCleanup(name.to_owned());
     let _ = docker(&["network", "rm", huxley::node::runtime::NETWORK]);
     let mut live = Live::with_config(name, "100.64.0.0/16", &text, 1);
-    let kicks = vec![live.kick("kick")];
+    // A control plane of two: a leader and a standby, each with its hook
+    // server, as two nodes would run them.
+    let kicks = vec![live.kick("kick-a"), live.kick("kick-b")];
     live.container_agent(0, &kicks);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let leader = loop {
+        if let Some(leader) = live.rt().block_on(live.leader(&kicks)) {
+            break leader;
+        }
+        assert!(Instant::now() < deadline, "no leader:\n{}", live.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (lead, stand) = if leader == kicks[0] { (0, 1) } else { (1, 0) };
+    let label = |i: usize| ["a", "b"][i];
 
-    // The hook server, with the hook's kick token and the local registry.
     let dir = live.dir.clone();
     let hook_token = format!("/huxley/{name}/tokens/hook");
     let token = live
@@ -149,40 +160,46 @@ deploy = {{ timeout = "15s" }}
         .expect("utf-8")
         .trim()
         .to_owned();
-    let port = huxley::testing::free_port();
     let bucket = format!("huxley-123456789012-{REGION}-{name}");
-    let args: Vec<String> = [
-        "hook",
-        "serve",
-        "--config",
-        &live.kick_toml.display().to_string(),
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--state-dir",
-        &dir.join("hook").display().to_string(),
-        "--keys",
-        &dir.join("keys").display().to_string(),
-        "--user",
-        &user,
-        "--bucket",
-        &bucket,
-        "--kick-url",
-        &kicks[0],
-        "--token-file",
-        &dir.join("hook-token").display().to_string(),
-        "--registry",
-        "127.0.0.1:5000",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let command = Test::new(&args).env(&live.env).command();
-    live.processes.spawn("hook", command, &dir.join("hook.log"));
+    let ports = [huxley::testing::free_port(), huxley::testing::free_port()];
+    for i in 0..2 {
+        let args: Vec<String> = [
+            "hook",
+            "serve",
+            "--config",
+            &live.kick_toml.display().to_string(),
+            "--listen",
+            &format!("127.0.0.1:{}", ports[i]),
+            "--state-dir",
+            &dir.join(format!("hook-{}", label(i))).display().to_string(),
+            "--keys",
+            &dir.join("keys").display().to_string(),
+            "--user",
+            &user,
+            "--bucket",
+            &bucket,
+            "--kick-url",
+            &kicks[i],
+            "--token-file",
+            &dir.join("hook-token").display().to_string(),
+            "--registry",
+            "127.0.0.1:5000",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let command = Test::new(&args).env(&live.env).command();
+        let log = dir.join(format!("hook-{}.log", label(i)));
+        live.processes
+            .spawn(&format!("hook-{}", label(i)), command, &log);
+    }
+    let serving = |i: usize| {
+        fs::read_to_string(dir.join(format!("hook-{}.log", label(i))))
+            .unwrap_or_default()
+            .contains("hook: serving git over SSH")
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !fs::read_to_string(dir.join("hook.log"))
-        .unwrap_or_default()
-        .contains("hook: serving git over SSH")
-    {
+    while !serving(lead) {
         assert!(
             Instant::now() < deadline,
             "no hook server:\n{}",
@@ -190,11 +207,17 @@ deploy = {{ timeout = "15s" }}
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The standby's hook server serves nothing: one git remote, the
+    // leader's.
+    assert!(!serving(stand), "{}", live.logs());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", ports[stand])).is_err());
+    let port = ports[lead];
+    let kick = kicks[lead].clone();
     let remote = format!("ssh://{user}@127.0.0.1/shop.git");
     let work = working_copy(&dir);
-    let describe = |live: &Live| -> Value {
+    let describe = |live: &Live, kick: &str| -> Value {
         live.rt()
-            .block_on(live.get(&format!("{}/v1/cluster", kicks[0]), Some(&live.admin)))
+            .block_on(live.get(&format!("{kick}/v1/cluster"), Some(&live.admin)))
             .and_then(|(_, text)| serde_json::from_str(&text).ok())
             .unwrap_or(Value::Null)
     };
@@ -205,7 +228,7 @@ deploy = {{ timeout = "15s" }}
     assert!(pushed, "{said}\n{}", live.logs());
     assert!(said.contains("building web from ."), "{said}");
     assert!(said.contains("deployed shop v1"), "{said}");
-    let v1 = describe(&live);
+    let v1 = describe(&live, &kick);
     assert_eq!(web(&v1)["healthy"], 3, "{v1:#}");
     let digest1 = web(&v1)["release"]["image"]
         .as_str()
@@ -220,7 +243,7 @@ deploy = {{ timeout = "15s" }}
     let sampler = {
         let (sampling, url, admin) = (
             sampling.clone(),
-            format!("{}/v1/cluster", kicks[0]),
+            format!("{kick}/v1/cluster"),
             live.admin.clone(),
         );
         std::thread::spawn(move || {
@@ -268,7 +291,7 @@ deploy = {{ timeout = "15s" }}
         lowest >= 3,
         "web had {lowest} healthy replicas during the deploy"
     );
-    let v2 = describe(&live);
+    let v2 = describe(&live, &kick);
     let digest2 = web(&v2)["release"]["image"]
         .as_str()
         .and_then(|i| i.rsplit_once('@'))
@@ -290,7 +313,7 @@ deploy = {{ timeout = "15s" }}
         assert!(said.contains(expected), "{expected}:\n{said}");
     }
     let on_cluster = run(
-        &dir.join("hook/repos/shop.git"),
+        &dir.join(format!("hook-{}/repos/shop.git", label(lead))),
         "git",
         &["rev-parse", "main"],
     );
@@ -299,7 +322,7 @@ deploy = {{ timeout = "15s" }}
         second,
         "the refused commit is not on the cluster's branch"
     );
-    let v3 = describe(&live);
+    let v3 = describe(&live, &kick);
     assert_eq!(web(&v3)["healthy"], 3, "{v3:#}");
     assert_eq!(versions(&v3), vec![digest2.clone(); 3], "{v3:#}");
 
@@ -322,7 +345,7 @@ deploy = {{ timeout = "15s" }}
         "--cluster",
         name,
         "--endpoint",
-        &live.externals["kick"],
+        &live.externals[&format!("kick-{}", label(lead))],
     ])
     .env(&env)
     .run();
@@ -330,7 +353,7 @@ deploy = {{ timeout = "15s" }}
     let said = &rolled.stderr;
     assert!(said.contains("rolling back to v1"), "{said}");
     assert!(said.contains("deployed shop v4"), "{said}");
-    let v4 = describe(&live);
+    let v4 = describe(&live, &kick);
     assert_eq!(versions(&v4), vec![digest1.clone(); 3], "{v4:#}");
     assert_eq!(web(&v4)["release"]["id"], 4);
 
@@ -376,4 +399,47 @@ deploy = {{ timeout = "15s" }}
     assert!(shown.contains("v3     "), "{shown}");
     assert!(shown.contains("rolled back"), "{shown}");
     assert!(shown.contains("(rollback to v1)"), "{shown}");
+
+    // 7. The leader's node dies: the standby's kick server leads, its hook
+    // server restores every pushed commit from the bucket, serves git, and
+    // the next push deploys through it.
+    live.processes
+        .signal(&format!("kick-{}", label(lead)), "KILL");
+    live.processes
+        .signal(&format!("hook-{}", label(lead)), "KILL");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !serving(stand) {
+        assert!(
+            Instant::now() < deadline,
+            "the standby never served:\n{}",
+            live.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let ssh = format!(
+        "ssh -i {} -p {} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+        key.display(),
+        ports[stand]
+    );
+    let listed = Command::new("git")
+        .args(["ls-remote", &remote])
+        .current_dir(&work)
+        .env("GIT_SSH_COMMAND", ssh)
+        .stdin(Stdio::null())
+        .output()
+        .expect("git ls-remote");
+    let refs = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        refs.contains(&format!("{second}\trefs/heads/main")),
+        "{refs}"
+    );
+    assert!(refs.contains("refs/heads/feature"), "{refs}");
+    let kick = kicks[stand].clone();
+    let fourth = commit(&work, "four", "");
+    let (pushed, said) = push(&work, &remote, &key, ports[stand], "main");
+    assert!(pushed, "{said}\n{}", live.logs());
+    assert!(said.contains("deployed shop v5"), "{said}");
+    let v5 = describe(&live, &kick);
+    assert_eq!(web(&v5)["healthy"], 3, "{v5:#}");
+    assert_eq!(web(&v5)["release"]["commit"], fourth.as_str());
 }
