@@ -348,12 +348,13 @@ fn say(kick: &Kick, app: &str, id: u64, text: impl Into<String>) {
 /// Checks a deploy request against the app and its history; the release
 /// to roll out, or the refusal.
 fn prepare(
-    kick: &Kick,
+    config: &super::config::KickConfig,
+    deploys: &Deploys,
     scope: &Scope,
     app: &str,
     request: DeployRequest,
 ) -> Result<Release, Box<Response>> {
-    let Some(section) = kick.config.apps.get(app) else {
+    let Some(section) = config.apps.get(app) else {
         return Err(Box::new(error(
             StatusCode::NOT_FOUND,
             format!("no app {app}"),
@@ -365,7 +366,6 @@ fn prepare(
         .filter(|(_, s)| s.image.is_none())
         .map(|(name, _)| name)
         .collect();
-    let deploys = kick.deploys.lock().expect("deploys");
     if let Some(holder) = deploys.active(app) {
         let by = holder.by.as_deref().unwrap_or("someone");
         let commit = holder
@@ -511,7 +511,11 @@ pub async fn post_deployment(
             "this kick server is still reading the deploy history; try again in a moment",
         );
     }
-    let release = match prepare(&kick, &scope, &app, request) {
+    let prepared = {
+        let deploys = kick.deploys.lock().expect("deploys");
+        prepare(&kick.config, &deploys, &scope, &app, request)
+    };
+    let release = match prepared {
         Ok(release) => release,
         Err(response) => return *response,
     };
@@ -628,7 +632,7 @@ async fn run(kick: &Arc<Kick>, app: &str, id: u64) {
         (None, None) => "rolling out".to_owned(),
     };
     say(kick, app, id, what);
-    let order = dependency_order(kick, app, release.images.keys());
+    let order = dependency_order(&kick.config.apps[app], release.images.keys());
     let mut done: Vec<String> = Vec::new();
     let mut failure = None;
     for service in &order {
@@ -689,12 +693,10 @@ async fn run(kick: &Arc<Kick>, app: &str, id: u64) {
 /// The services in the order they deploy: a service after those it
 /// depends on, else by name.
 fn dependency_order<'a>(
-    kick: &Kick,
-    app: &str,
+    section: &super::config::AppSection,
     services: impl Iterator<Item = &'a String>,
 ) -> Vec<String> {
     let wanted: BTreeSet<String> = services.cloned().collect();
-    let section = &kick.config.apps[app];
     let mut order: Vec<String> = Vec::new();
     let mut placed: BTreeSet<String> = BTreeSet::new();
     while order.len() < wanted.len() {
@@ -814,62 +816,57 @@ async fn roll(
             describe_check(&section.health),
         ),
     );
-    while old > 0 || new < target {
-        let down = unavailable.min(old);
-        if down > 0 {
-            first += down;
-            old -= down;
+    let numbered = |numbers: &[u32]| {
+        numbers
+            .iter()
+            .map(|n| format!("#{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for batch in batches(old, target, surge, unavailable) {
+        if batch.stop_first > 0 {
+            first += batch.stop_first;
+            old -= batch.stop_first;
             set_window(kick, &key, first, old + new, &[]).await;
-            say(kick, app, id, format!("{service}: stopping {down} old"));
+            say(
+                kick,
+                app,
+                id,
+                format!(
+                    "{service}: {} out of DNS and stopped first (max-unavailable)",
+                    count_of(batch.stop_first, "old replica")
+                ),
+            );
         }
-        let up = if old == 0 {
-            target.saturating_sub(new)
-        } else {
-            target.saturating_sub(new).min(surge + down)
-        };
-        if up == 0 {
-            // Only old replicas are left above the count.
-            first += old;
-            set_window(kick, &key, first, new, &[]).await;
-            break;
+        if batch.start > 0 {
+            let from = first + old + new;
+            let numbers: Vec<u32> = (from..from + batch.start).collect();
+            let images: Vec<(u32, String)> =
+                numbers.iter().map(|n| (*n, image.to_owned())).collect();
+            set_window(kick, &key, first, old + new + batch.start, &images).await;
+            say(
+                kick,
+                app,
+                id,
+                format!(
+                    "{service}: started {} ({})",
+                    count_of(batch.start, "new replica"),
+                    numbered(&numbers)
+                ),
+            );
+            started += batch.start;
+            wait_healthy(kick, &key, &numbers, image, policy.timeout).await?;
+            say(
+                kick,
+                app,
+                id,
+                format!("{service}: {} healthy", numbered(&numbers)),
+            );
+            new += batch.start;
         }
-        let numbers: Vec<u32> = (first + old + new..first + old + new + up).collect();
-        let images: Vec<(u32, String)> = numbers.iter().map(|n| (*n, image.to_owned())).collect();
-        set_window(kick, &key, first, old + new + up, &images).await;
-        say(
-            kick,
-            app,
-            id,
-            format!(
-                "{service}: started {} ({})",
-                count_of(up, "new replica"),
-                numbers
-                    .iter()
-                    .map(|n| format!("#{n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        );
-        started += up;
-        wait_healthy(kick, &key, &numbers, image, policy.timeout).await?;
-        say(
-            kick,
-            app,
-            id,
-            format!(
-                "{service}: {} healthy",
-                numbers
-                    .iter()
-                    .map(|n| format!("#{n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        );
-        new += up;
-        let excess = (old + new).saturating_sub(target).min(old);
-        if excess > 0 {
-            first += excess;
-            old -= excess;
+        if batch.retire > 0 {
+            first += batch.retire;
+            old -= batch.retire;
             set_window(kick, &key, first, old + new, &[]).await;
             say(
                 kick,
@@ -877,7 +874,7 @@ async fn roll(
                 id,
                 format!(
                     "{service}: {} out of DNS and stopped",
-                    count_of(excess, "old replica")
+                    count_of(batch.retire, "old replica")
                 ),
             );
         }
@@ -900,6 +897,59 @@ async fn roll(
         format!("{service}: every replica runs {}", short(image)),
     );
     Ok(started)
+}
+
+/// One batch of a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    /// Old replicas stopped before the new ones start (max-unavailable).
+    pub stop_first: u32,
+    /// New replicas started, then waited for until healthy.
+    pub start: u32,
+    /// Old replicas retired once the new ones are healthy.
+    pub retire: u32,
+}
+
+/// The batches that replace `old` replicas by `target` new ones: each
+/// starts at most `surge` above the count (plus what it stopped first),
+/// stops at most `unavailable` before their replacements are healthy, and
+/// retires old ones only once the new ones are healthy.
+pub fn batches(old: u32, target: u32, surge: u32, unavailable: u32) -> Vec<Batch> {
+    let surge = if surge == 0 && unavailable == 0 {
+        1
+    } else {
+        surge
+    };
+    let (mut old, mut new) = (old, 0u32);
+    let mut out = Vec::new();
+    while old > 0 || new < target {
+        let stop_first = unavailable.min(old);
+        old -= stop_first;
+        let missing = target.saturating_sub(new);
+        let start = if old == 0 {
+            missing
+        } else {
+            missing.min(surge.saturating_add(stop_first))
+        };
+        if start == 0 {
+            // Only old replicas above the count are left.
+            out.push(Batch {
+                stop_first,
+                start: 0,
+                retire: old,
+            });
+            break;
+        }
+        new += start;
+        let retire = (old + new).saturating_sub(target).min(old);
+        old -= retire;
+        out.push(Batch {
+            stop_first,
+            start,
+            retire,
+        });
+    }
+    out
 }
 
 /// How a service's health is checked, in words.
@@ -1126,4 +1176,311 @@ async fn put_back(
         }
     }
     ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const DIGEST: &str = "sha256:2850f9785568690e626e9b1a2079a64b8507358302810817b3f7f0c63299c405";
+
+    fn config() -> super::super::config::KickConfig {
+        let checked = crate::config::check(
+            r#"[cluster]
+name = "acme"
+region = "us-east-1"
+availability-zones = ["us-east-1a", "us-east-1b"]
+private-domain = "acme.internal"
+
+[cluster.nodes]
+instance-type = "m6i.large"
+min = 1
+max = 2
+
+[apps.shop.services.web]
+build = "web"
+port = 8080
+depends-on = ["api"]
+
+[apps.shop.services.api]
+build = "api"
+port = 9000
+
+[apps.shop.services.cache]
+image = "redis:7.2"
+port = 6379
+"#,
+        );
+        crate::compile::kick::kick_config(&checked.config.expect("valid"))
+    }
+
+    fn release(id: u64, outcome: Outcome, images: &[(&str, &str)]) -> Release {
+        Release {
+            id,
+            app: "shop".into(),
+            commit: Some(format!("{id:040}")),
+            by: Some("SHA256:x".into()),
+            rollback_of: None,
+            started: 100 * id,
+            finished: Some(100 * id + 10),
+            outcome,
+            images: images
+                .iter()
+                .map(|(s, i)| ((*s).to_owned(), (*i).to_owned()))
+                .collect(),
+            previous: BTreeMap::new(),
+            replaced: 0,
+            reason: None,
+            events: Vec::new(),
+        }
+    }
+
+    fn image(n: u8) -> String {
+        format!(
+            "r.example/huxley-acme/shop@sha256:{}",
+            format!("{n:x}").repeat(64).get(..64).unwrap_or_default()
+        )
+    }
+
+    fn history(releases: Vec<Release>) -> Deploys {
+        Deploys {
+            history: [("shop".to_owned(), releases)].into(),
+            loaded: true,
+        }
+    }
+
+    #[test]
+    fn a_service_runs_the_last_successful_release_that_named_it() {
+        let deploys = history(vec![
+            release(
+                1,
+                Outcome::Succeeded,
+                &[("web", &image(1)), ("api", &image(2))],
+            ),
+            release(
+                2,
+                Outcome::Succeeded,
+                &[("web", &image(3)), ("api", &image(2))],
+            ),
+            release(
+                3,
+                Outcome::RolledBack,
+                &[("web", &image(4)), ("api", &image(5))],
+            ),
+            release(
+                4,
+                Outcome::Interrupted,
+                &[("web", &image(6)), ("api", &image(6))],
+            ),
+        ]);
+        let current = deploys.current("shop");
+        assert_eq!(current["web"], (2, image(3)));
+        assert_eq!(current["api"], (2, image(2)));
+        assert!(deploys.active("shop").is_none());
+        assert!(deploys.current("blog").is_empty());
+    }
+
+    fn refused(result: Result<Release, Box<Response>>) -> StatusCode {
+        match result {
+            Ok(release) => panic!("accepted: {release:?}"),
+            Err(response) => response.status(),
+        }
+    }
+
+    #[test]
+    fn a_deploy_names_every_built_service_by_digest_and_waits_its_turn() {
+        let config = config();
+        let both = |web: &str, api: &str| DeployRequest {
+            commit: Some("abc".into()),
+            images: [
+                ("web".to_owned(), web.to_owned()),
+                ("api".to_owned(), api.to_owned()),
+            ]
+            .into(),
+            by: Some("SHA256:x".into()),
+            rollback_to: None,
+        };
+        let empty = Deploys::default();
+        let release = prepare(
+            &config,
+            &empty,
+            &Scope::Hook,
+            "shop",
+            both(&image(1), &image(2)),
+        )
+        .expect("a good request");
+        assert_eq!((release.id, release.outcome), (1, Outcome::Running));
+        assert!(release.previous.is_empty());
+        // Not every built service; a prebuilt one; a tag, not a digest.
+        let mut one = both(&image(1), &image(2));
+        one.images.remove("api");
+        assert_eq!(
+            refused(prepare(&config, &empty, &Scope::Hook, "shop", one)),
+            StatusCode::BAD_REQUEST
+        );
+        let mut extra = both(&image(1), &image(2));
+        extra.images.insert("cache".into(), image(3));
+        assert_eq!(
+            refused(prepare(&config, &empty, &Scope::Hook, "shop", extra)),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            refused(prepare(
+                &config,
+                &empty,
+                &Scope::Hook,
+                "shop",
+                both("r.example/x:latest", &image(2))
+            )),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            refused(prepare(
+                &config,
+                &empty,
+                &Scope::Hook,
+                "blog",
+                both(&image(1), &image(2))
+            )),
+            StatusCode::NOT_FOUND
+        );
+        // A node's token may not deploy.
+        assert_eq!(
+            refused(prepare(
+                &config,
+                &empty,
+                &Scope::Node,
+                "shop",
+                both(&image(1), &image(2))
+            )),
+            StatusCode::FORBIDDEN
+        );
+        // One at a time: the second is refused with who holds it.
+        let mut running = release.clone();
+        running.outcome = Outcome::Running;
+        let busy = history(vec![running]);
+        match prepare(
+            &config,
+            &busy,
+            &Scope::Hook,
+            "shop",
+            both(&image(1), &image(2)),
+        ) {
+            Err(response) => assert_eq!(response.status(), StatusCode::CONFLICT),
+            Ok(_) => panic!("two deploys at once"),
+        }
+    }
+
+    #[test]
+    fn a_rollback_redeploys_the_release_before_the_current_one_for_the_admin_only() {
+        let config = config();
+        let both = |a: u8, b: u8| [("web", image(a)), ("api", image(b))];
+        fn pairs<'a>(v: &'a [(&'a str, String); 2]) -> Vec<(&'a str, &'a str)> {
+            v.iter().map(|(s, i)| (*s, i.as_str())).collect()
+        }
+        let (one, two, three) = (both(1, 2), both(3, 4), both(5, 6));
+        let deploys = history(vec![
+            release(1, Outcome::Succeeded, &pairs(&one)),
+            release(2, Outcome::Succeeded, &pairs(&two)),
+            release(3, Outcome::RolledBack, &pairs(&three)),
+        ]);
+        let back = |to: u64| DeployRequest {
+            rollback_to: Some(to),
+            ..DeployRequest::default()
+        };
+        let redeploy =
+            prepare(&config, &deploys, &Scope::Admin, "shop", back(0)).expect("rollback");
+        assert_eq!(redeploy.id, 4);
+        assert_eq!(redeploy.rollback_of, Some(1));
+        assert_eq!(redeploy.images["web"], image(1));
+        assert_eq!(redeploy.previous["web"], image(3));
+        assert_eq!(redeploy.by.as_deref(), Some("admin"));
+        // A rolled-back release is no target; nor is one that never was.
+        assert_eq!(
+            refused(prepare(&config, &deploys, &Scope::Admin, "shop", back(3))),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            refused(prepare(&config, &deploys, &Scope::Admin, "shop", back(9))),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            refused(prepare(&config, &deploys, &Scope::Hook, "shop", back(1))),
+            StatusCode::FORBIDDEN
+        );
+        // Nothing before the first release.
+        let first = history(vec![release(1, Outcome::Succeeded, &pairs(&one))]);
+        assert_eq!(
+            refused(prepare(&config, &first, &Scope::Admin, "shop", back(0))),
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[test]
+    fn services_deploy_after_what_they_depend_on() {
+        let config = config();
+        let names: Vec<String> = vec!["web".into(), "api".into()];
+        assert_eq!(
+            dependency_order(&config.apps["shop"], names.iter()),
+            ["api", "web"]
+        );
+    }
+
+    #[test]
+    fn digests_and_commits_read_short_and_checks_read_in_words() {
+        assert_eq!(short(&format!("r.example/a@{DIGEST}")), "2850f9785568");
+        assert_eq!(
+            short("257164ae6c3f5fad8d99f02fd71c855021c01956"),
+            "257164ae6c3f"
+        );
+        assert_eq!(version_of(&format!("r.example/a@{DIGEST}")), Some(DIGEST));
+        assert_eq!(version_of("r.example/a:1"), None);
+        let config = config();
+        assert_eq!(
+            describe_check(&config.apps["shop"].services["web"].health),
+            "its health check (a TCP connect to port 8080 every 10s, timeout 2s, healthy after 2 passing)"
+        );
+    }
+
+    #[test]
+    fn default_batches_start_one_then_retire_one() {
+        let b = |stop_first, start, retire| Batch {
+            stop_first,
+            start,
+            retire,
+        };
+        assert_eq!(batches(3, 3, 1, 0), [b(0, 1, 1), b(0, 1, 1), b(0, 1, 1)]);
+        // A first deploy starts everything at once.
+        assert_eq!(batches(0, 3, 1, 0), [b(0, 3, 0)]);
+        // max-unavailable stops first.
+        assert_eq!(batches(4, 4, 0, 2), [b(2, 2, 0), b(2, 2, 0)]);
+        // Both zero would never start: one at a time.
+        assert_eq!(batches(2, 2, 0, 0), [b(0, 1, 1), b(0, 1, 1)]);
+    }
+
+    proptest! {
+        /// Every rollout ends with the count on the new release; never
+        /// more than `surge` above the count, never fewer serving than the
+        /// count less `unavailable`.
+        #[test]
+        fn rollouts_keep_their_bounds(old in 0u32..12, target in 0u32..12, surge in 0u32..5, unavailable in 0u32..5) {
+            let effective_surge = if surge == 0 && unavailable == 0 { 1 } else { surge };
+            let (mut o, mut n) = (old, 0u32);
+            let (mut stopped, mut started) = (0, 0);
+            for batch in batches(old, target, surge, unavailable) {
+                o -= batch.stop_first;
+                prop_assert!(o + n + unavailable >= old.min(target), "too few serving: {o} + {n}");
+                prop_assert!(o + n + batch.start <= old.max(target) + effective_surge + batch.stop_first, "too many at once");
+                n += batch.start;
+                o -= batch.retire;
+                prop_assert!(o + n + unavailable >= old.min(target));
+                stopped += batch.stop_first + batch.retire;
+                started += batch.start;
+            }
+            prop_assert_eq!((o, n), (0, target));
+            prop_assert_eq!(stopped, old);
+            prop_assert_eq!(started, target);
+        }
+    }
 }

@@ -20,8 +20,83 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::hook::{keygen, run};
-use crate::runtime::{DockerCleanup, Live, REGION, docker};
+use crate::runtime::{CONTAINERS, DockerCleanup, Live, REGION, docker};
 use crate::support::Test;
+
+/// The hook token in a file, and a pusher's key allowed to push; the
+/// user pushes log in as.
+fn pusher(live: &Live, key: &Path) -> String {
+    let hook_token = format!("/huxley/{}/tokens/hook", live.name);
+    let token = live
+        .rt()
+        .block_on(
+            live.aws
+                .secure_parameters(std::slice::from_ref(&hook_token)),
+        )
+        .expect("the hook token")[&hook_token]
+        .clone();
+    fs::write(live.dir.join("hook-token"), token).expect("token");
+    keygen(key);
+    fs::copy(key.with_extension("pub"), live.dir.join("keys")).expect("keys");
+    String::from_utf8(run(&live.dir, "id", &["-un"]).stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+/// Starts `huxley hook serve` as `hook-<label>` on `port`, following the
+/// kick server at `kick`, pushing images to the local registry.
+fn hook_server(live: &mut Live, label: &str, port: u16, kick: &str, user: &str) {
+    let dir = live.dir.clone();
+    let args: Vec<String> = [
+        "hook",
+        "serve",
+        "--config",
+        &live.kick_toml.display().to_string(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--state-dir",
+        &dir.join(format!("hook-{label}")).display().to_string(),
+        "--keys",
+        &dir.join("keys").display().to_string(),
+        "--user",
+        user,
+        "--bucket",
+        &format!("huxley-123456789012-{REGION}-{}", live.name),
+        "--kick-url",
+        kick,
+        "--token-file",
+        &dir.join("hook-token").display().to_string(),
+        "--registry",
+        "127.0.0.1:5000",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let command = Test::new(&args).env(&live.env).command();
+    let log = dir.join(format!("hook-{label}.log"));
+    live.processes
+        .spawn(&format!("hook-{label}"), command, &log);
+}
+
+/// Waits until `hook-<label>` serves git.
+fn wait_serving(live: &Live, label: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !serving(&live.dir, label) {
+        assert!(
+            Instant::now() < deadline,
+            "hook-{label} never served:\n{}",
+            live.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn serving(dir: &Path, label: &str) -> bool {
+    fs::read_to_string(dir.join(format!("hook-{label}.log")))
+        .unwrap_or_default()
+        .contains("hook: serving git over SSH")
+}
 
 /// The app's working copy: the static test service in an image.
 fn working_copy(dir: &Path) -> PathBuf {
@@ -124,6 +199,9 @@ health = {{ http = "/healthz", interval = "1s", timeout = "500ms", healthy = 1, 
 deploy = {{ timeout = "15s" }}
 "#
     );
+    let _turn = CONTAINERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let _cleanup = DockerCleanup(name.to_owned());
     let _ = docker(&["network", "rm", huxley::node::runtime::NETWORK]);
     let mut live = Live::with_config(name, "100.64.0.0/16", &text, 1);
@@ -143,73 +221,16 @@ deploy = {{ timeout = "15s" }}
     let label = |i: usize| ["a", "b"][i];
 
     let dir = live.dir.clone();
-    let hook_token = format!("/huxley/{name}/tokens/hook");
-    let token = live
-        .rt()
-        .block_on(
-            live.aws
-                .secure_parameters(std::slice::from_ref(&hook_token)),
-        )
-        .expect("the hook token")[&hook_token]
-        .clone();
-    fs::write(dir.join("hook-token"), token).expect("token");
     let key = dir.join("pusher");
-    keygen(&key);
-    fs::copy(key.with_extension("pub"), dir.join("keys")).expect("keys");
-    let user = String::from_utf8(run(&dir, "id", &["-un"]).stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned();
-    let bucket = format!("huxley-123456789012-{REGION}-{name}");
+    let user = pusher(&live, &key);
     let ports = [huxley::testing::free_port(), huxley::testing::free_port()];
     for i in 0..2 {
-        let args: Vec<String> = [
-            "hook",
-            "serve",
-            "--config",
-            &live.kick_toml.display().to_string(),
-            "--listen",
-            &format!("127.0.0.1:{}", ports[i]),
-            "--state-dir",
-            &dir.join(format!("hook-{}", label(i))).display().to_string(),
-            "--keys",
-            &dir.join("keys").display().to_string(),
-            "--user",
-            &user,
-            "--bucket",
-            &bucket,
-            "--kick-url",
-            &kicks[i],
-            "--token-file",
-            &dir.join("hook-token").display().to_string(),
-            "--registry",
-            "127.0.0.1:5000",
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let command = Test::new(&args).env(&live.env).command();
-        let log = dir.join(format!("hook-{}.log", label(i)));
-        live.processes
-            .spawn(&format!("hook-{}", label(i)), command, &log);
+        hook_server(&mut live, label(i), ports[i], &kicks[i], &user);
     }
-    let serving = |i: usize| {
-        fs::read_to_string(dir.join(format!("hook-{}.log", label(i))))
-            .unwrap_or_default()
-            .contains("hook: serving git over SSH")
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !serving(lead) {
-        assert!(
-            Instant::now() < deadline,
-            "no hook server:\n{}",
-            live.logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_serving(&live, label(lead));
     // The standby's hook server serves nothing: one git remote, the
     // leader's.
-    assert!(!serving(stand), "{}", live.logs());
+    assert!(!serving(&dir, label(stand)), "{}", live.logs());
     assert!(std::net::TcpStream::connect(("127.0.0.1", ports[stand])).is_err());
     let port = ports[lead];
     let kick = kicks[lead].clone();
@@ -407,15 +428,7 @@ deploy = {{ timeout = "15s" }}
         .signal(&format!("kick-{}", label(lead)), "KILL");
     live.processes
         .signal(&format!("hook-{}", label(lead)), "KILL");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !serving(stand) {
-        assert!(
-            Instant::now() < deadline,
-            "the standby never served:\n{}",
-            live.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_serving(&live, label(stand));
     let ssh = format!(
         "ssh -i {} -p {} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
         key.display(),
@@ -442,4 +455,160 @@ deploy = {{ timeout = "15s" }}
     let v5 = describe(&live, &kick);
     assert_eq!(web(&v5)["healthy"], 3, "{v5:#}");
     assert_eq!(web(&v5)["release"]["commit"], fourth.as_str());
+}
+
+/// `git push`, timing each line the pusher sees: (seconds since the start,
+/// line), and whether it succeeded.
+fn timed_push(work: &Path, remote: &str, key: &Path, port: u16) -> (bool, Vec<(f64, String)>) {
+    use std::io::BufRead as _;
+    let ssh = format!(
+        "ssh -i {} -p {port} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+        key.display()
+    );
+    let started = Instant::now();
+    let mut child = Command::new("git")
+        .args(["push", remote, "main"])
+        .current_dir(work)
+        .env("GIT_SSH_COMMAND", ssh)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("git push");
+    let lines: Vec<(f64, String)> = std::io::BufReader::new(child.stderr.take().expect("piped"))
+        .lines()
+        .map_while(Result::ok)
+        .map(|line| (started.elapsed().as_secs_f64(), line))
+        .collect();
+    let status = child.wait().expect("git push");
+    (status.success(), lines)
+}
+
+/// The benchmark of the issue: the time from `git push` to every replica
+/// on the new release, for 10 replicas on 3 node agents, on loopback with
+/// a trivial image (`FROM scratch`, the static test service). The agents
+/// run replicas as processes (three agents cannot share one Docker
+/// network on one host); the build and push are real Docker. Prints the
+/// numbers (`bash bench/deploy.sh`); asserts only that it deployed.
+#[test]
+#[ignore = "needs Docker and a registry on 127.0.0.1:5000, and root: bench/deploy.sh and scripts/test.sh run it"]
+fn ten_replicas_on_three_nodes_take_the_pushed_release_and_the_time_is_printed() {
+    let name = "pushbench";
+    let text = format!(
+        r#"[cluster]
+name = "{name}"
+region = "{REGION}"
+availability-zones = ["us-west-2a", "us-west-2b"]
+public-domain = "{name}.example.com"
+private-domain = "{name}.internal"
+
+[cluster.nodes]
+instance-type = "m6i.large"
+min = 3
+max = 3
+desired = 3
+
+[apps.shop.services.web]
+build = "."
+port = 8080
+cpu = "100m"
+memory = "64Mi"
+replicas = 10
+health = {{ http = "/healthz", interval = "1s", timeout = "500ms", healthy = 1, unhealthy = 2 }}
+"#
+    );
+    let mut live = Live::with_config(name, "127.79.0.0/16", &text, 3);
+    let kicks = vec![live.kick("kick")];
+    let service = env!("CARGO_BIN_EXE_huxley-test-service");
+    for index in 0..3 {
+        let state = live.dir.join(format!("node-{index}"));
+        live.agent_with(
+            index,
+            &kicks,
+            &[
+                "--runtime".into(),
+                "processes".into(),
+                "--state-dir".into(),
+                state.display().to_string(),
+                "--exec".into(),
+                format!("shop.web={service}"),
+            ],
+        );
+    }
+    let key = live.dir.join("pusher");
+    let user = pusher(&live, &key);
+    let port = huxley::testing::free_port();
+    hook_server(&mut live, "a", port, &kicks[0], &user);
+    wait_serving(&live, "a");
+    let dir = live.dir.clone();
+    let work = working_copy(&dir);
+    let remote = format!("ssh://{user}@127.0.0.1/shop.git");
+    let describe = |live: &Live| -> Value {
+        live.rt()
+            .block_on(live.get(&format!("{}/v1/cluster", kicks[0]), Some(&live.admin)))
+            .and_then(|(_, text)| serde_json::from_str(&text).ok())
+            .unwrap_or(Value::Null)
+    };
+    commit(&work, "one", "");
+    let (pushed, lines) = timed_push(&work, &remote, &key, port);
+    assert!(pushed, "{lines:?}\n{}", live.logs());
+
+    let mut results = Vec::new();
+    for round in ["two", "three"] {
+        commit(&work, round, "");
+        let (pushed, lines) = timed_push(&work, &remote, &key, port);
+        let returned = lines.last().map_or(0.0, |(t, _)| *t);
+        assert!(pushed, "{lines:?}\n{}", live.logs());
+        let at = |needle: &str| {
+            lines
+                .iter()
+                .find(|(_, l)| l.contains(needle))
+                .map_or(f64::NAN, |(t, _)| *t)
+        };
+        let (rolling, deployed) = (at("rolling out"), at("deployed shop"));
+        // After the push returns: how long until the description shows
+        // all ten on the release (the push waits for the rollout).
+        let after = Instant::now();
+        let digest = loop {
+            let d = describe(&live);
+            let image = web(&d)["release"]["image"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            let digest = image.rsplit_once('@').map(|(_, d)| d.to_owned());
+            let on = digest.as_ref().is_some_and(|digest| {
+                versions(&d).iter().filter(|v| *v == digest).count() == 10
+                    && web(&d)["healthy"] == 10
+            });
+            if on {
+                break digest.unwrap_or_default();
+            }
+            assert!(after.elapsed() < Duration::from_secs(60), "{d:#}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let nodes: std::collections::BTreeSet<String> = web(&describe(&live))["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["node"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(nodes.len(), 3, "the replicas spread over the three nodes");
+        results.push((
+            round,
+            rolling,
+            deployed - rolling,
+            returned,
+            after.elapsed().as_secs_f64(),
+            digest,
+        ));
+    }
+    println!(
+        "git push → every replica on the new release (10 replicas, 3 node agents, loopback, max-surge 1, health every 1s):"
+    );
+    for (round, build, rollout, returned, after, digest) in results {
+        println!(
+            "  commit {round}: build + push to the registry {build:.1} s, rollout {rollout:.1} s, git push returned at {returned:.1} s; all 10 on {} {after:.2} s after it returned",
+            &digest[..19.min(digest.len())]
+        );
+    }
 }

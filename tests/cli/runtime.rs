@@ -786,6 +786,10 @@ pub(crate) fn docker(args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// Held by the tests that run containers on the node's `huxley` network:
+/// one host has one such network, so they take turns.
+pub(crate) static CONTAINERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Removes the containers and network a test left.
 pub(crate) struct DockerCleanup(pub(crate) String);
 
@@ -870,6 +874,9 @@ port = 7000
 health = {{ tcp = 7000, interval = "1s", timeout = "500ms", healthy = 1, unhealthy = 2 }}
 "#
     );
+    let _turn = CONTAINERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let _cleanup = DockerCleanup(name.to_owned());
     let _ = docker(&["network", "rm", huxley::node::runtime::NETWORK]);
     // The real containers' range: a bridge on this host, reached from it.
