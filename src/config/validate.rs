@@ -951,6 +951,14 @@ impl<'a> Checker<'a> {
         let stateful = raw.stateful.as_ref().is_some_and(|s| s.value);
         let volumes = self.volumes(raw, stateful);
         let deploy = self.deploy(raw.deploy.as_ref(), replicas);
+        if let (Some(d), Some(image)) = (&raw.deploy, &raw.image) {
+            self.push(
+                Diagnostic::warning("`deploy` has no effect on a prebuilt image")
+                    .at(d.span.clone(), "only a `git push` rolls out a release")
+                    .also(image.span.clone(), "this image changes with `huxley apply`")
+                    .help("remove `deploy`, or build the service on push with `build`"),
+            );
+        }
         let depends_on = raw
             .depends_on
             .as_ref()

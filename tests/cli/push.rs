@@ -372,6 +372,7 @@ deploy = {{ timeout = "15s" }}
     .run();
     rolled.code(0);
     let said = &rolled.stderr;
+    eprintln!("$ huxley rollback shop v1\n{said}");
     assert!(said.contains("rolling back to v1"), "{said}");
     assert!(said.contains("deployed shop v4"), "{said}");
     let v4 = describe(&live, &kick);
@@ -417,6 +418,7 @@ deploy = {{ timeout = "15s" }}
         .run();
     table.code(0);
     let shown = &table.stdout;
+    eprintln!("$ huxley deploys shop\n{shown}");
     assert!(shown.contains("v3     "), "{shown}");
     assert!(shown.contains("rolled back"), "{shown}");
     assert!(shown.contains("(rollback to v1)"), "{shown}");
