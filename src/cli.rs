@@ -1815,7 +1815,7 @@ async fn deploys(app: &str, cluster: Option<&str>, json: bool, args: &AwsArgs) -
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let mut text = format!(
-        "{:<6} {:<13} {:<12} {:<14} {:<10} {}\n",
+        "{:<8} {:<13} {:<12} {:<14} {:<6} {}\n",
         "RELEASE", "COMMIT", "OUTCOME", "STARTED", "TOOK", "BY"
     );
     for r in &releases {
@@ -1828,7 +1828,7 @@ async fn deploys(app: &str, cluster: Option<&str>, json: bool, args: &AwsArgs) -
             None => String::new(),
         };
         text.push_str(&format!(
-            "{:<6} {:<13} {:<12} {:<14} {:<10} {}{}\n",
+            "{:<8} {:<13} {:<12} {:<14} {:<6} {}{}\n",
             format!("v{}", r.id),
             r.commit.as_deref().map_or("-", short),
             r.outcome.as_str(),
@@ -1845,10 +1845,10 @@ async fn deploys(app: &str, cluster: Option<&str>, json: bool, args: &AwsArgs) -
             },
         ));
         for (service, image) in &r.images {
-            text.push_str(&format!("{:<6} {service}: {}\n", "", short(image)));
+            text.push_str(&format!("{:<8} {service}: {}\n", "", short(image)));
         }
         if let Some(reason) = &r.reason {
-            text.push_str(&format!("{:<6} {reason}\n", ""));
+            text.push_str(&format!("{:<8} {reason}\n", ""));
         }
     }
     print(&text)

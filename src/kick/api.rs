@@ -89,6 +89,10 @@ pub struct ServiceDescription {
     /// The release it runs, for a service built on push.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<super::deploy::ServiceRelease>,
+    /// Built on push and never deployed: it runs once a `git push` deploys
+    /// it.
+    #[serde(default)]
+    pub awaiting_first_deploy: bool,
 }
 
 /// A replica's place and state, as its node reports it.
@@ -673,16 +677,27 @@ fn service_description(
         })
         .collect();
     let (placed, unplaced) = placement_of(assignments, app, name);
+    let key = (app.to_owned(), name.to_owned());
+    let wanted = assignments
+        .wanted
+        .get(&key)
+        .copied()
+        .unwrap_or(state.config.replicas.min);
+    // Built on push and never deployed: nothing to run yet.
+    let awaiting = state.config.image.is_none()
+        && !assignments.current.contains_key(&key)
+        && !assignments.rolling.contains_key(&key);
     ServiceDescription {
         placed,
         unplaced,
         private_name: state.config.private_name.clone(),
         public_names: state.config.public_names.clone(),
         desired: assignments
-            .wanted
-            .get(&(app.to_owned(), name.to_owned()))
+            .rolling
+            .get(&key)
             .copied()
-            .unwrap_or(state.config.replicas.min),
+            .unwrap_or(if awaiting { 0 } else { wanted }),
+        awaiting_first_deploy: awaiting,
         release: None,
         running: instances.len(),
         healthy: instances

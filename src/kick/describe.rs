@@ -40,6 +40,14 @@ pub fn render(description: &ClusterDescription, source: &str, style: Style) -> S
             } else {
                 replicas
             };
+            if service.awaiting_first_deploy {
+                let _ = writeln!(
+                    out,
+                    "  {name:<16} {}",
+                    style.yellow("waiting for its first deploy: git push to the app's remote")
+                );
+                continue;
+            }
             let _ = writeln!(out, "  {name:<16} {replicas}");
             if !names.is_empty() {
                 let _ = writeln!(out, "  {:<16} {}", "", style.dim(&names.join(", ")));

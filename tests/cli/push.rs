@@ -419,7 +419,7 @@ deploy = {{ timeout = "15s" }}
     table.code(0);
     let shown = &table.stdout;
     eprintln!("$ huxley deploys shop\n{shown}");
-    assert!(shown.contains("v3     "), "{shown}");
+    assert!(shown.contains("v3       "), "{shown}");
     assert!(shown.contains("rolled back"), "{shown}");
     assert!(shown.contains("(rollback to v1)"), "{shown}");
 
