@@ -103,7 +103,7 @@ deadline=$((SECONDS + 120))
 until "$huxley" cluster describe acme --json --endpoint "https://127.0.0.1:${external[$leader]}" 2>/dev/null | .venv/bin/python -c '
 import json, sys
 services = json.load(sys.stdin)["apps"]["blog"]["services"]
-ok = all(s["healthy"] == s["desired"] and all(p["state"] == "running" for p in s["placed"]) and len(s["placed"]) == s["desired"] for s in services.values())
+ok = all(s.get("awaiting_first_deploy") or (s["healthy"] == s["desired"] and all(p["state"] == "running" for p in s["placed"]) and len(s["placed"]) == s["desired"]) for s in services.values())
 sys.exit(0 if ok else 1)'; do
   if [[ $SECONDS -gt $deadline ]]; then
     echo "error: the replicas did not all become healthy within 120 s; the agents and kick servers said:" >&2

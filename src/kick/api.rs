@@ -89,8 +89,8 @@ pub struct ServiceDescription {
     /// The release it runs, for a service built on push.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<super::deploy::ServiceRelease>,
-    /// Built on push and never deployed: it runs once a `git push` deploys
-    /// it.
+    /// Built on push and never deployed: nothing is placed until a `git
+    /// push` deploys it.
     #[serde(default)]
     pub awaiting_first_deploy: bool,
 }
@@ -692,11 +692,7 @@ fn service_description(
         unplaced,
         private_name: state.config.private_name.clone(),
         public_names: state.config.public_names.clone(),
-        desired: assignments
-            .rolling
-            .get(&key)
-            .copied()
-            .unwrap_or(if awaiting { 0 } else { wanted }),
+        desired: assignments.rolling.get(&key).copied().unwrap_or(wanted),
         awaiting_first_deploy: awaiting,
         release: None,
         running: instances.len(),

@@ -343,6 +343,9 @@ fn say(kick: &Kick, app: &str, id: u64, text: impl Into<String>) {
         }
         release.events.push(Event { at: now(), text });
     }
+    drop(deploys);
+    // The description shows a running deploy.
+    super::assign::bump(kick);
 }
 
 /// Checks a deploy request against the app and its history; the release
@@ -825,9 +828,7 @@ async fn roll(
     };
     for batch in batches(old, target, surge, unavailable) {
         if batch.stop_first > 0 {
-            first += batch.stop_first;
-            old -= batch.stop_first;
-            set_window(kick, &key, first, old + new, &[]).await;
+            (first, old) = retire(kick, &key, (first, old, new), batch.stop_first).await;
             say(
                 kick,
                 app,
@@ -865,9 +866,7 @@ async fn roll(
             new += batch.start;
         }
         if batch.retire > 0 {
-            first += batch.retire;
-            old -= batch.retire;
-            set_window(kick, &key, first, old + new, &[]).await;
+            (first, old) = retire(kick, &key, (first, old, new), batch.retire).await;
             say(
                 kick,
                 app,
@@ -897,6 +896,20 @@ async fn roll(
         format!("{service}: every replica runs {}", short(image)),
     );
     Ok(started)
+}
+
+/// Retires the `n` lowest replicas of a window (`first`, `old` on the old
+/// release, `new` above them): out of DNS, then stopped, by their node
+/// agents. The window's new `first` and `old`.
+async fn retire(
+    kick: &Kick,
+    key: &ServiceKey,
+    (first, old, new): (u32, u32, u32),
+    n: u32,
+) -> (u32, u32) {
+    let (first, old) = (first + n, old - n);
+    set_window(kick, key, first, old + new, &[]).await;
+    (first, old)
 }
 
 /// One batch of a rollout.

@@ -40,7 +40,7 @@ pub fn render(description: &ClusterDescription, source: &str, style: Style) -> S
             } else {
                 replicas
             };
-            if service.awaiting_first_deploy {
+            if service.awaiting_first_deploy && service.running == 0 {
                 let _ = writeln!(
                     out,
                     "  {name:<16} {}",
