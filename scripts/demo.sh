@@ -2,10 +2,11 @@
 # The main job, end to end, on the local AWS emulator: build huxley,
 # validate and compile every example, then for examples/blog: plan, apply,
 # plan again (no changes), run its control plane (a leader and a standby
-# kick server) and a node agent on each of its three nodes, wait until
+# kick server) and a node agent on each of its three nodes, `git push` the
+# web service (built on push) through the leader's hook server, wait until
 # every replica is placed and healthy, and describe the cluster. The
-# emulator, the kick servers and the agents (and their replicas) are
-# started and stopped here.
+# emulator, the kick servers, the hook server, the agents (and their
+# replicas), dockerd and the registry are started and stopped here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +51,7 @@ cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   kill "$HUXLEY_EMULATOR_PID" 2>/dev/null || true
+  huxley_stop_started
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -96,6 +98,38 @@ for i in "${!nodes[@]}"; do
   echo "node agent for ${nodes[$i]}"
 done
 
+step "git push deploys blog's web (built on push): the leader's hook server builds it with Docker, pushes it to a local registry, and kick rolls it out"
+# The hook server follows the leader; on AWS the kick name points there and
+# images go to ECR. Here: loopback, and a registry on 127.0.0.1:5000.
+huxley_setup_containers
+huxley_static_service
+hook_port=$(free_port)
+user=$(id -un)
+ssh-keygen -q -t ed25519 -N "" -C demo -f "$work/pusher"
+cp "$work/pusher.pub" "$work/keys"
+.venv/bin/python -c 'import boto3; print(boto3.client("ssm", region_name="us-west-2").get_parameter(Name="/huxley/acme/tokens/hook", WithDecryption=True)["Parameter"]["Value"])' > "$work/hook-token"
+"$huxley" hook serve --config "$work/kick.toml" --listen "127.0.0.1:$hook_port" --state-dir "$work/hook" \
+  --keys "$work/keys" --user "$user" --kick-url "http://127.0.0.1:${internal[$leader]}" \
+  --token-file "$work/hook-token" --registry 127.0.0.1:5000 > "$work/hook.log" 2>&1 &
+pids+=($!)
+until grep -q "hook: serving git over SSH" "$work/hook.log"; do sleep 0.2; done
+mkdir -p "$work/blog/web"
+cp "$HUXLEY_STATIC_SERVICE" "$work/blog/web/service"
+printf 'FROM scratch\nCOPY service /service\nENTRYPOINT ["/service"]\n' > "$work/blog/web/Containerfile"
+git -C "$work/blog" init --quiet --initial-branch main
+git -C "$work/blog" -c user.email=dev@acme.example -c user.name=Dev add -A
+git -C "$work/blog" -c user.email=dev@acme.example -c user.name=Dev commit --quiet -m "blog's web"
+echo "\$ huxley remote add acme -C $work/blog"
+"$huxley" remote add acme -C "$work/blog"
+# The cluster's kick name does not resolve here: the hook server's
+# loopback address instead.
+git -C "$work/blog" remote set-url huxley "ssh://$user@127.0.0.1:$hook_port/blog.git"
+echo "\$ git push huxley main"
+GIT_SSH_COMMAND="ssh -i $work/pusher -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR" \
+  git -C "$work/blog" push huxley main 2>&1 | grep -v -e 'DEPRECATED' -e 'buildx' -e 'remote: huxley: *$' -e '---> ' -e 'intermediate container'
+echo "\$ huxley deploys blog --cluster acme"
+"$huxley" deploys blog --cluster acme
+
 step "waiting until every replica is placed, running and healthy (health checks every 10 s, two passes needed)"
 admin=$(.venv/bin/python -c 'import boto3; print(boto3.client("ssm", region_name="us-west-2").get_parameter(Name="/huxley/acme/tokens/admin", WithDecryption=True)["Parameter"]["Value"])')
 export HUXLEY_TOKEN=$admin
@@ -103,7 +137,7 @@ deadline=$((SECONDS + 120))
 until "$huxley" cluster describe acme --json --endpoint "https://127.0.0.1:${external[$leader]}" 2>/dev/null | .venv/bin/python -c '
 import json, sys
 services = json.load(sys.stdin)["apps"]["blog"]["services"]
-ok = all(s.get("awaiting_first_deploy") or (s["healthy"] == s["desired"] and all(p["state"] == "running" for p in s["placed"]) and len(s["placed"]) == s["desired"]) for s in services.values())
+ok = all(s["healthy"] == s["desired"] and all(p["state"] == "running" for p in s["placed"]) and len(s["placed"]) == s["desired"] for s in services.values())
 sys.exit(0 if ok else 1)'; do
   if [[ $SECONDS -gt $deadline ]]; then
     echo "error: the replicas did not all become healthy within 120 s; the agents and kick servers said:" >&2
@@ -116,4 +150,4 @@ done
 step "huxley cluster describe acme (live from the leader, over TLS pinned to the certificate it published; admin token from SSM)"
 "$huxley" cluster describe acme --endpoint "https://127.0.0.1:${external[$leader]}"
 echo
-echo "demo: examples built under out/; examples/blog planned, applied, in sync, and running: a leader, a standby, three node agents, every replica placed and healthy"
+echo "demo: examples built under out/; examples/blog planned, applied, in sync, deployed with git push, and running: a leader, a standby, three node agents, every replica placed and healthy"

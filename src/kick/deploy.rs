@@ -1175,6 +1175,19 @@ async fn put_back(
     }
     for service in done.iter().rev() {
         let Some(previous) = release.previous.get(service) else {
+            // Its first release: it goes, as it came, with the deploy.
+            say(
+                kick,
+                app,
+                id,
+                format!("{service}: no earlier release to put back; its replicas are stopped"),
+            );
+            kick.assignments
+                .lock()
+                .expect("assignments")
+                .current
+                .remove(&(app.to_owned(), service.clone()));
+            super::assign::replace(kick).await;
             continue;
         };
         say(
