@@ -356,6 +356,34 @@ deploy = {{ timeout = "15s" }}
     );
     assert!(!said.contains("building"), "{said}");
 
+    // A commit that changes nothing deployable (the same image, to the
+    // digest): accepted, says so, changes nothing.
+    assert!(
+        run(&work, "git", &["reset", "--quiet", "--hard", &second])
+            .status
+            .success()
+    );
+    assert!(
+        run(
+            &work,
+            "git",
+            &["commit", "--quiet", "--allow-empty", "-m", "docs"]
+        )
+        .status
+        .success()
+    );
+    let docs = String::from_utf8(run(&work, "git", &["rev-parse", "HEAD"]).stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    let (pushed, said) = push(&work, &remote, &key, port, "main");
+    assert!(pushed, "{said}");
+    assert!(
+        said.contains("nothing to deploy: shop's services already run these images"),
+        "{said}"
+    );
+    assert_eq!(versions(&describe(&live, &kick)), vec![digest2.clone(); 3]);
+
     // 5. `huxley rollback` to the first release, without a build.
     let mut env = live.env.clone();
     env.push(("HUXLEY_TOKEN".into(), live.admin.clone()));
@@ -444,10 +472,7 @@ deploy = {{ timeout = "15s" }}
         .output()
         .expect("git ls-remote");
     let refs = String::from_utf8_lossy(&listed.stdout);
-    assert!(
-        refs.contains(&format!("{second}\trefs/heads/main")),
-        "{refs}"
-    );
+    assert!(refs.contains(&format!("{docs}\trefs/heads/main")), "{refs}");
     assert!(refs.contains("refs/heads/feature"), "{refs}");
     let kick = kicks[stand].clone();
     let fourth = commit(&work, "four", "");
