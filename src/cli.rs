@@ -2532,6 +2532,7 @@ fn hook_shell(config_path: &Path, repos: &Path, socket: Option<&Path>, key: Opti
     if let Some(key) = key {
         git.env("HUXLEY_PUSHER", key);
     }
+    let before = crate::hook::refs(&path);
     let status = match git.status() {
         Ok(status) => status,
         Err(err) => {
@@ -2545,6 +2546,11 @@ fn hook_shell(config_path: &Path, repos: &Path, socket: Option<&Path>, key: Opti
     let (true, Some(socket)) = (command.program == "git-receive-pack", socket) else {
         return exit::OK;
     };
+    if before.is_some() && crate::hook::refs(&path) == before {
+        // The hook refused every ref (git-receive-pack still exits 0):
+        // nothing new to keep.
+        return exit::OK;
+    }
     let kept = (|| -> std::io::Result<String> {
         use std::io::{BufRead as _, Write as _};
         let mut stream = std::os::unix::net::UnixStream::connect(socket)?;

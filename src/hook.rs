@@ -118,6 +118,16 @@ fn git(args: &[&str], repository: &Path) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Every ref of a repository with what it points at: a push that changed
+/// none (its hook refused it) has nothing to keep.
+pub fn refs(repository: &Path) -> Option<String> {
+    git(
+        &["for-each-ref", "--format=%(objectname) %(refname)"],
+        repository,
+    )
+    .ok()
+}
+
 /// Saves `app`'s repository as a bundle in `bucket`; the number of refs
 /// saved (none for a repository nothing was pushed to yet).
 pub async fn save(

@@ -304,6 +304,10 @@ deploy = {{ timeout = "15s" }}
     assert!(pushed, "{said}\n{}", live.logs());
     assert!(said.contains("deployed shop v2"), "{said}");
     assert!(
+        said.contains("huxley: shop kept in the cluster's bucket"),
+        "{said}"
+    );
+    assert!(
         said.contains("old replica out of DNS and stopped"),
         "{said}"
     );
@@ -333,6 +337,8 @@ deploy = {{ timeout = "15s" }}
     ] {
         assert!(said.contains(expected), "{expected}:\n{said}");
     }
+    // Nothing landed, so nothing new is kept.
+    assert!(!said.contains("kept in the cluster's bucket"), "{said}");
     let on_cluster = run(
         &dir.join(format!("hook-{}/repos/shop.git", label(lead))),
         "git",
