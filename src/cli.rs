@@ -2163,11 +2163,22 @@ async fn hook_serve(args: HookServeArgs) -> u8 {
             refresh_hooks().await;
         }
     });
-    let leading = |kick_url: Option<String>| async move {
-        let Some(kick_url) = kick_url else {
-            return true;
-        };
-        hook_leads(&kick_url).await
+    crate::kick::tls::ensure_provider();
+    let Ok(asker) = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+    else {
+        eprintln!("error: cannot make an HTTP client");
+        return exit::USAGE;
+    };
+    let leading = |kick_url: Option<String>| {
+        let asker = asker.clone();
+        async move {
+            let Some(kick_url) = kick_url else {
+                return true;
+            };
+            hook_leads(&asker, &kick_url).await
+        }
     };
     let code = loop {
         // Only where the kick server leads: the cluster's kick name points
@@ -2241,14 +2252,7 @@ async fn hook_serve(args: HookServeArgs) -> u8 {
 const LEADER_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Whether the kick server at `kick_url` leads (its /healthz says so).
-async fn hook_leads(kick_url: &str) -> bool {
-    crate::kick::tls::ensure_provider();
-    let Ok(client) = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(5))
-        .build()
-    else {
-        return false;
-    };
+async fn hook_leads(client: &reqwest::Client, kick_url: &str) -> bool {
     match client
         .get(format!("{}/healthz", kick_url.trim_end_matches('/')))
         .send()

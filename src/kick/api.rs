@@ -683,10 +683,7 @@ fn service_description(
         .get(&key)
         .copied()
         .unwrap_or(state.config.replicas.min);
-    // Built on push and never deployed: nothing to run yet.
-    let awaiting = state.config.image.is_none()
-        && !assignments.current.contains_key(&key)
-        && !assignments.rolling.contains_key(&key);
+    let awaiting = assignments.awaiting_first_deploy(&key, &state.config);
     ServiceDescription {
         placed,
         unplaced,

@@ -82,6 +82,18 @@ pub struct Assignments {
 }
 
 impl Assignments {
+    /// Whether `key` is built on push and was never deployed (nor is being):
+    /// nothing of it runs yet.
+    pub fn awaiting_first_deploy(
+        &self,
+        key: &super::scale::ServiceKey,
+        section: &super::config::ServiceSection,
+    ) -> bool {
+        section.image.is_none()
+            && !self.current.contains_key(key)
+            && !self.rolling.contains_key(key)
+    }
+
     /// The image `replica` runs: the deploy's, else its service's release.
     pub fn image_of(&self, replica: &Replica, prebuilt: Option<&String>) -> Option<String> {
         self.images
@@ -219,7 +231,7 @@ pub fn service_specs(config: &KickConfig, assignments: &Assignments) -> Vec<Serv
                 let key = (app.clone(), name.clone());
                 let replicas = match assignments.rolling.get(&key) {
                     Some(count) => *count,
-                    None if s.image.is_none() && !assignments.current.contains_key(&key) => 0,
+                    None if assignments.awaiting_first_deploy(&key, s) => 0,
                     None => wanted_count(config, assignments, &key),
                 };
                 (s, key, replicas)

@@ -800,11 +800,7 @@ async fn roll(
     let surge = u32::try_from(policy.max_surge.count(count(target))).unwrap_or(u32::MAX);
     let unavailable =
         u32::try_from(policy.max_unavailable.count(count(target))).unwrap_or(u32::MAX);
-    let surge = if surge == 0 && unavailable == 0 {
-        1
-    } else {
-        surge
-    };
+    let surge = effective_surge(surge, unavailable);
     let mut started = 0;
     say(
         kick,
@@ -923,16 +919,23 @@ pub struct Batch {
     pub retire: u32,
 }
 
+/// The surge a rollout uses: with no surge and no unavailability it could
+/// never start a replica (validation refuses that; kick.toml could still
+/// say it), so one at a time.
+pub fn effective_surge(surge: u32, unavailable: u32) -> u32 {
+    if surge == 0 && unavailable == 0 {
+        1
+    } else {
+        surge
+    }
+}
+
 /// The batches that replace `old` replicas by `target` new ones: each
 /// starts at most `surge` above the count (plus what it stopped first),
 /// stops at most `unavailable` before their replacements are healthy, and
 /// retires old ones only once the new ones are healthy.
 pub fn batches(old: u32, target: u32, surge: u32, unavailable: u32) -> Vec<Batch> {
-    let surge = if surge == 0 && unavailable == 0 {
-        1
-    } else {
-        surge
-    };
+    let surge = effective_surge(surge, unavailable);
     let (mut old, mut new) = (old, 0u32);
     let mut out = Vec::new();
     while old > 0 || new < target {
@@ -1491,7 +1494,7 @@ port = 6379
         /// count less `unavailable`.
         #[test]
         fn rollouts_keep_their_bounds(old in 0u32..12, target in 0u32..12, surge in 0u32..5, unavailable in 0u32..5) {
-            let effective_surge = if surge == 0 && unavailable == 0 { 1 } else { surge };
+            let effective_surge = effective_surge(surge, unavailable);
             let (mut o, mut n) = (old, 0u32);
             let (mut stopped, mut started) = (0, 0);
             for batch in batches(old, target, surge, unavailable) {

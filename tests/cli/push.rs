@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::hook::{keygen, run};
-use crate::runtime::{CONTAINERS, DockerCleanup, Live, REGION, docker};
+use crate::runtime::{CONTAINERS, DockerCleanup, Live, REGION, cluster_toml, docker};
 use crate::support::Test;
 
 /// The hook token in a file, and a pusher's key allowed to push; the
@@ -177,28 +177,14 @@ fn versions(description: &Value) -> Vec<String> {
 #[ignore = "needs Docker and a registry on 127.0.0.1:5000, and root: scripts/test.sh starts them and runs it"]
 fn git_push_deploys_rolls_back_a_failing_release_and_rollback_restores_one() {
     let name = "pushes";
-    let text = format!(
-        r#"[cluster]
-name = "{name}"
-region = "{REGION}"
-availability-zones = ["us-west-2a", "us-west-2b"]
-public-domain = "{name}.example.com"
-private-domain = "{name}.internal"
-
-[cluster.nodes]
-instance-type = "m6i.large"
-min = 1
-max = 2
-desired = 1
-
-[apps.shop.services.web]
+    let text = cluster_toml(name, 1, 2, 1)
+        + r#"[apps.shop.services.web]
 build = "."
 port = 8080
 replicas = 3
-health = {{ http = "/healthz", interval = "1s", timeout = "500ms", healthy = 1, unhealthy = 2 }}
-deploy = {{ timeout = "15s" }}
-"#
-    );
+health = { http = "/healthz", interval = "1s", timeout = "500ms", healthy = 1, unhealthy = 2 }
+deploy = { timeout = "15s" }
+"#;
     let _turn = CONTAINERS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -527,29 +513,15 @@ fn timed_push(work: &Path, remote: &str, key: &Path, port: u16) -> (bool, Vec<(f
 #[ignore = "needs Docker and a registry on 127.0.0.1:5000, and root: bench/deploy.sh and scripts/test.sh run it"]
 fn ten_replicas_on_three_nodes_take_the_pushed_release_and_the_time_is_printed() {
     let name = "pushbench";
-    let text = format!(
-        r#"[cluster]
-name = "{name}"
-region = "{REGION}"
-availability-zones = ["us-west-2a", "us-west-2b"]
-public-domain = "{name}.example.com"
-private-domain = "{name}.internal"
-
-[cluster.nodes]
-instance-type = "m6i.large"
-min = 3
-max = 3
-desired = 3
-
-[apps.shop.services.web]
+    let text = cluster_toml(name, 3, 3, 3)
+        + r#"[apps.shop.services.web]
 build = "."
 port = 8080
 cpu = "100m"
 memory = "64Mi"
 replicas = 10
-health = {{ http = "/healthz", interval = "1s", timeout = "500ms", healthy = 1, unhealthy = 2 }}
-"#
-    );
+health = { http = "/healthz", interval = "1s", timeout = "500ms", healthy = 1, unhealthy = 2 }
+"#;
     let mut live = Live::with_config(name, "127.79.0.0/16", &text, 3);
     let kicks = vec![live.kick("kick")];
     let service = env!("CARGO_BIN_EXE_huxley-test-service");

@@ -113,6 +113,27 @@ impl Drop for Processes {
     }
 }
 
+/// The `[cluster]` of a test cluster named `name` in the test region, with
+/// public and private zones, and its node group's bounds.
+pub(crate) fn cluster_toml(name: &str, min: u32, max: u32, desired: u32) -> String {
+    format!(
+        r#"[cluster]
+name = "{name}"
+region = "{REGION}"
+availability-zones = ["us-west-2a", "us-west-2b"]
+public-domain = "{name}.example.com"
+private-domain = "{name}.internal"
+
+[cluster.nodes]
+instance-type = "m6i.large"
+min = {min}
+max = {max}
+desired = {desired}
+
+"#
+    )
+}
+
 /// An applied cluster with its kick.toml, tokens and nodes.
 pub(crate) struct Live {
     pub(crate) name: String,
@@ -842,21 +863,9 @@ fn replicas_run_as_real_containers_through_the_generated_units() {
     docker(&["image", "rm", &image]).expect("the node pulls it again");
 
     let name = "containers";
-    let text = format!(
-        r#"[cluster]
-name = "{name}"
-region = "{REGION}"
-availability-zones = ["us-west-2a", "us-west-2b"]
-public-domain = "{name}.example.com"
-private-domain = "{name}.internal"
-
-[cluster.nodes]
-instance-type = "m6i.large"
-min = 1
-max = 2
-desired = 1
-
-[apps.shop.services.web]
+    let text = cluster_toml(name, 1, 2, 1)
+        + &format!(
+            r#"[apps.shop.services.web]
 image = "{image}"
 port = 8080
 replicas = {{ min = 2, max = 2 }}
@@ -873,7 +882,7 @@ image = "127.0.0.1:5000/huxley-no-such-image:1"
 port = 7000
 health = {{ tcp = 7000, interval = "1s", timeout = "500ms", healthy = 1, unhealthy = 2 }}
 "#
-    );
+        );
     let _turn = CONTAINERS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
