@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use huxley::kick::api::{Zone, Zones};
-use huxley::kick::dns::Settings;
+use huxley::control::dns::Settings;
+use huxley::control::state::{Zone, Zones};
 use huxley::testing::{Emulator, aws, create_public_zone, run_nodes};
 
 const REGION: &str = "us-west-2";
@@ -88,7 +88,7 @@ fn main() {
         .build()
         .expect("a runtime");
     runtime.block_on(async {
-        let checked = huxley::config::check(&huxley::synth::config(50, 20));
+        let checked = huxley::config::check(&huxley::testing::synth::config(50, 20));
         let config = huxley::compile::kick::kick_config(&checked.config.expect("valid synthetic config"));
         let aws = Arc::new(aws(&endpoint, REGION).await);
         let nodes = run_nodes(&aws, "synth", (10 * SERVICES / PER_NODE) as i32).await;
@@ -96,14 +96,14 @@ fn main() {
             private: Zone { id: private, name: "synth.internal".into() },
             public: Some(Zone { id: public, name: "synth.example.com".into() }),
         };
-        let tokens = huxley::kick::auth::Tokens::from_dir(&tokens, &config).expect("tokens");
-        let kick = huxley::kick::server::start(config, tokens, aws, zones, Settings::default())
+        let tokens = huxley::control::auth::Tokens::from_dir(&tokens, &config).expect("tokens");
+        let kick = huxley::control::leader::start(config, tokens, aws, zones, Settings::default())
             .await
             .expect("kick starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("address"));
-        tokio::spawn(huxley::kick::server::serve(Arc::clone(&kick), listener));
-        huxley::kick::tls::ensure_provider();
+        tokio::spawn(huxley::control::leader::serve(Arc::clone(&kick), listener));
+        huxley::tls::ensure_provider();
         let client = reqwest::Client::new();
 
         println!("kick server load, debug build, loopback, local emulator, Route53 paced at 5 requests/s:");

@@ -7,5 +7,5 @@ fn main() {
         eprintln!("usage: synth APPS SERVICES_PER_APP");
         std::process::exit(2);
     };
-    print!("{}", huxley::synth::config(apps, services));
+    print!("{}", huxley::testing::synth::config(apps, services));
 }

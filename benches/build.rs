@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use huxley::compile::{TemplateFormat, compile};
 
 fn main() {
-    let source = huxley::synth::config(50, 20);
+    let source = huxley::testing::synth::config(50, 20);
     let config = huxley::config::check(&source)
         .config
         .expect("the synthetic config is valid");

@@ -9,9 +9,9 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use huxley::kick::consolidate::{self, Policy};
-use huxley::kick::placement::{self, NodeSpec, ServiceSpec};
-use huxley::kick::simulate;
+use huxley::scheduler::consolidate::{self, Policy};
+use huxley::scheduler::placement::{self, NodeSpec, ServiceSpec};
+use huxley::scheduler::simulate;
 
 fn main() {
     // 100 workloads, each first spread over twice the nodes it needs (as a

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use huxley::kick::placement::{NodeSpec, ServiceSpec, place};
+use huxley::scheduler::placement::{NodeSpec, ServiceSpec, place};
 
 fn main() {
     let nodes: Vec<NodeSpec> = (0..1000)

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 fn main() {
-    let source = huxley::synth::config(50, 20);
+    let source = huxley::testing::synth::config(50, 20);
     let runs = 30;
     let mut times: Vec<Duration> = (0..runs)
         .map(|_| {

@@ -9,6 +9,9 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
+use crate::agent::runtime::processes::Processes;
+use crate::agent::runtime::systemd::Systemd;
+use crate::agent::runtime::units::Units;
 use crate::apply::progress::Progress;
 use crate::apply::{self as applying, PlanOptions};
 use crate::aws::{self, Aws};
@@ -469,7 +472,7 @@ enum NodeCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
         /// kick.toml, as the node agent keeps it.
-        #[arg(long, value_name = "PATH", default_value = crate::node::runtime::KICK_TOML)]
+        #[arg(long, value_name = "PATH", default_value = crate::agent::runtime::KICK_TOML)]
         config: PathBuf,
         #[command(flatten)]
         aws: AwsArgs,
@@ -722,13 +725,13 @@ pub fn main() -> ExitCode {
             workloads,
             services,
         } => {
-            let options = crate::kick::simulate::Options {
+            let options = crate::scheduler::simulate::Options {
                 seed,
                 workloads,
                 services,
                 ..Default::default()
             };
-            print(&crate::kick::simulate::report(&options))
+            print(&crate::scheduler::simulate::report(&options))
         }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "huxley", &mut std::io::stdout());
@@ -906,7 +909,7 @@ fn run_async(future: impl std::future::Future<Output = u8>) -> u8 {
 fn duration_arg(text: &str) -> Result<std::time::Duration, String> {
     // A limit far beyond any stack operation, and one a clock can add.
     const LONGEST: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-    let duration = crate::config::quantity::duration(text)?;
+    let duration = crate::spec::quantity::duration(text)?;
     if duration > LONGEST {
         return Err(format!(
             "{text} is longer than Huxley waits for anything; give at most \"24h\""
@@ -980,7 +983,7 @@ async fn plan(path: &Path, args: &AwsArgs, options: &PlanArgs, color: Color) -> 
     } else {
         print(&render::render(
             &plan,
-            render::Style::new(color.enabled_for(std::io::stdout().is_terminal())),
+            crate::ui::style::Style::new(color.enabled_for(std::io::stdout().is_terminal())),
         ));
         if let Some(out) = &options.out {
             println!(
@@ -1043,7 +1046,7 @@ async fn apply(
 ) -> u8 {
     let RunArgs { yes, wait_timeout } = run;
     let terminal = std::io::stderr().is_terminal();
-    let style = render::Style::new(color.enabled_for(std::io::stdout().is_terminal()));
+    let style = crate::ui::style::Style::new(color.enabled_for(std::io::stdout().is_terminal()));
     let (aws, plan) = if let Some(file) = plan_file {
         let plan = match read_plan(file) {
             Ok(plan) => plan,
@@ -1236,7 +1239,7 @@ async fn cluster_describe(
     args: &AwsArgs,
     color: Color,
 ) -> u8 {
-    use crate::kick::api::ClusterDescription;
+    use crate::spec::description::ClusterDescription;
     let aws = match connect_session(args).await {
         Ok(aws) => aws,
         Err(code) => return code,
@@ -1287,7 +1290,7 @@ async fn cluster_describe(
         None => {
             let published = async {
                 let bytes = aws
-                    .get_object(&bucket, crate::kick::publish::DESCRIPTION_KEY)
+                    .get_object(&bucket, crate::spec::keys::DESCRIPTION)
                     .await
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| format!("cluster {name} has no published description yet: its kick server publishes one once it runs"))?;
@@ -1300,7 +1303,7 @@ async fn cluster_describe(
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs());
                     let age =
-                        crate::kick::describe::age(now.saturating_sub(description.generated_at));
+                        crate::ui::describe::age(now.saturating_sub(description.generated_at));
                     let seconds = now.saturating_sub(description.generated_at);
                     (
                         description,
@@ -1328,8 +1331,8 @@ async fn cluster_describe(
         text.push('\n');
         return print(&text);
     }
-    let style = render::Style::new(color.enabled_for(std::io::stdout().is_terminal()));
-    print(&crate::kick::describe::render(&description, &source, style))
+    let style = crate::ui::style::Style::new(color.enabled_for(std::io::stdout().is_terminal()));
+    print(&crate::ui::describe::render(&description, &source, style))
 }
 
 /// Refuses an endpoint the admin token would cross the network in clear
@@ -1380,12 +1383,12 @@ async fn kick_client(
         }
     };
     let fingerprint = aws
-        .get_object(bucket, crate::kick::tls::FINGERPRINT_KEY)
+        .get_object(bucket, crate::spec::keys::TLS_FINGERPRINT)
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| "the server has published no certificate fingerprint".to_owned())?;
-    crate::kick::tls::ensure_provider();
-    let tls = crate::kick::tls::pinned_client(&String::from_utf8_lossy(&fingerprint))
+    crate::tls::ensure_provider();
+    let tls = crate::tls::pinned_client(&String::from_utf8_lossy(&fingerprint))
         .map_err(|e| e.to_string())?;
     let client = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
@@ -1401,7 +1404,7 @@ async fn live_description(
     cluster: &str,
     bucket: &str,
     endpoint: &str,
-) -> Result<crate::kick::api::ClusterDescription, String> {
+) -> Result<crate::spec::description::ClusterDescription, String> {
     let (client, token) =
         kick_client(aws, cluster, bucket, std::time::Duration::from_secs(10)).await?;
     let response = client
@@ -1469,7 +1472,7 @@ async fn kick_serve(
     rate: f64,
     args: &AwsArgs,
 ) -> u8 {
-    use crate::kick::{dns, serve};
+    use crate::control::{dns, server as serve};
     let config = match read_kick_config(config_path) {
         Ok(config) => config,
         Err(code) => return code,
@@ -1502,12 +1505,12 @@ async fn kick_serve(
         Err(code) => return code,
     };
     let tokens = match tokens_dir {
-        Some(dir) => crate::kick::auth::Tokens::from_dir(dir, &config)
+        Some(dir) => crate::control::auth::Tokens::from_dir(dir, &config)
             .map_err(|err| format!("cannot read the tokens in {}: {err}", dir.display())),
         None => {
-            let names = crate::kick::auth::Tokens::parameter_names(&config);
+            let names = crate::control::auth::Tokens::parameter_names(&config);
             match aws.secure_parameters(&names).await {
-                Ok(values) => crate::kick::auth::Tokens::from_parameters(&values, &config),
+                Ok(values) => crate::control::auth::Tokens::from_parameters(&values, &config),
                 Err(err) => Err(format!("cannot read the tokens from SSM: {err}")),
             }
         }
@@ -1542,9 +1545,9 @@ async fn kick_serve(
         advertise.to_string(),
     ];
     let identity = match &listeners.own_certificate {
-        Some((cert, key)) => crate::kick::tls::load_pem(cert, key)
+        Some((cert, key)) => crate::tls::load_pem(cert, key)
             .map_err(|err| format!("cannot use the certificate {}: {err}", cert.display())),
-        None => crate::kick::tls::load_or_create(&listeners.state_dir, &names).map_err(|err| {
+        None => crate::tls::load_or_create(&listeners.state_dir, &names).map_err(|err| {
             format!(
                 "cannot keep the TLS certificate in {}: {err}",
                 listeners.state_dir.display()
@@ -1633,7 +1636,7 @@ struct NodeRun {
 }
 
 async fn node_run(args: NodeRun) -> u8 {
-    use crate::node::{agent, runtime};
+    use crate::agent::{node as agent, runtime};
     let mut commands = std::collections::BTreeMap::new();
     for entry in &args.exec {
         match entry.split_once('=') {
@@ -1706,18 +1709,17 @@ async fn node_run(args: NodeRun) -> u8 {
     );
     match args.runtime {
         RuntimeKind::Processes => {
-            let runtime = runtime::Processes::new(commands, &args.state_dir);
+            let runtime = Processes::new(commands, &args.state_dir);
             // The replicas are this process's children: they stop with it.
             run_agent(agent::Agent::new(node, kick, runtime, address), true).await;
         }
         RuntimeKind::Systemd | RuntimeKind::Units => {
-            let mut systemd =
-                runtime::Systemd::new(runtime::Host, &args.state_dir, &args.units_dir);
+            let mut systemd = Systemd::new(runtime::Host, &args.state_dir, &args.units_dir);
             systemd.source = args.bucket.map(|bucket| (aws, bucket));
             systemd.env_dir = args.etc.join("units");
             systemd.kick_toml = args.etc.join("kick.toml");
             if args.runtime == RuntimeKind::Units {
-                let runtime = runtime::Units::new(systemd);
+                let runtime = Units::new(systemd);
                 run_agent(agent::Agent::new(node, kick, runtime, address), true).await;
             } else {
                 // systemd keeps the replicas running while the agent restarts.
@@ -1730,8 +1732,8 @@ async fn node_run(args: NodeRun) -> u8 {
 
 /// Runs the agent until ctrl-c or SIGTERM; then stops the replicas when
 /// they are its own children (`stop_replicas`).
-async fn run_agent<R: crate::node::runtime::Runtime>(
-    mut agent: crate::node::agent::Agent<R>,
+async fn run_agent<R: crate::agent::runtime::Runtime>(
+    mut agent: crate::agent::node::Agent<R>,
     stop_replicas: bool,
 ) {
     tokio::select! {
@@ -1765,7 +1767,8 @@ fn which_cluster(named: Option<&str>) -> Result<String, String> {
 
 /// `huxley deploys`: an app's history, from the bucket.
 async fn deploys(app: &str, cluster: Option<&str>, json: bool, args: &AwsArgs) -> u8 {
-    use crate::kick::deploy::{Release, history_key, short};
+    use crate::spec::release::{Release, short};
+
     let cluster = match which_cluster(cluster) {
         Ok(cluster) => cluster,
         Err(err) => {
@@ -1781,7 +1784,7 @@ async fn deploys(app: &str, cluster: Option<&str>, json: bool, args: &AwsArgs) -
     let read = async {
         let (_, bucket) = cluster_stack(&aws, &cluster, &stack).await?;
         let bytes = aws
-            .get_object(&bucket, &history_key(app))
+            .get_object(&bucket, &crate::spec::keys::history(app))
             .await
             .map_err(|e| e.to_string())?;
         match bytes {
@@ -1821,7 +1824,7 @@ async fn deploys(app: &str, cluster: Option<&str>, json: bool, args: &AwsArgs) -
     for r in &releases {
         let took = r.finished.map_or_else(
             || "-".to_owned(),
-            |f| crate::kick::describe::age(f.saturating_sub(r.started)),
+            |f| crate::ui::describe::age(f.saturating_sub(r.started)),
         );
         let what = match r.rollback_of {
             Some(of) => format!("rollback to v{of}"),
@@ -1834,7 +1837,7 @@ async fn deploys(app: &str, cluster: Option<&str>, json: bool, args: &AwsArgs) -
             r.outcome.as_str(),
             format!(
                 "{} ago",
-                crate::kick::describe::age(now.saturating_sub(r.started))
+                crate::ui::describe::age(now.saturating_sub(r.started))
             ),
             took,
             r.by.as_deref().unwrap_or("-"),
@@ -1913,7 +1916,7 @@ async fn rollback(
             return exit::INVALID;
         }
     };
-    let request = crate::kick::deploy::DeployRequest {
+    let request = crate::spec::release::DeployRequest {
         rollback_to: Some(target),
         ..Default::default()
     };
@@ -1986,13 +1989,13 @@ async fn remote_add(
     let stack = format!("huxley-{cluster}");
     let config = async {
         let (_, bucket) = cluster_stack(&aws, cluster, &stack).await?;
-        let manifest = crate::plan::manifest::Manifest::read(&aws, &bucket).await?;
+        let manifest = aws.manifest(&bucket).await?;
         let text = manifest
             .files
             .get("kick/kick.toml")
             .map(|f| f.content.clone())
             .ok_or_else(|| "the cluster's artifacts hold no kick.toml".to_owned())?;
-        toml::from_str::<crate::kick::config::KickConfig>(&text)
+        toml::from_str::<crate::spec::kick::KickConfig>(&text)
             .map_err(|e| format!("the cluster's kick.toml does not parse: {e}"))
     }
     .await;
@@ -2089,7 +2092,7 @@ async fn hook_serve(args: HookServeArgs) -> u8 {
         move || {
             let (aws, bucket, repos) = (aws.clone(), bucket.clone(), repos.clone());
             async move {
-                match crate::plan::manifest::Manifest::read(&aws, &bucket).await {
+                match aws.manifest(&bucket).await {
                     Ok(manifest) => {
                         match crate::hook::install_hooks(&repos, &crate::hook::hooks_of(&manifest))
                         {
@@ -2163,7 +2166,7 @@ async fn hook_serve(args: HookServeArgs) -> u8 {
             refresh_hooks().await;
         }
     });
-    crate::kick::tls::ensure_provider();
+    crate::tls::ensure_provider();
     let Ok(asker) = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(5))
         .build()
@@ -2272,7 +2275,7 @@ async fn hook_restore(
     aws: &Aws,
     bucket: &str,
     repos: &Path,
-    config: &crate::kick::config::KickConfig,
+    config: &crate::spec::kick::KickConfig,
 ) -> Result<(), String> {
     for (app, section) in &config.apps {
         match crate::hook::restore(aws, bucket, repos, app, &section.branch).await {
@@ -2280,7 +2283,7 @@ async fn hook_restore(
             Ok(refs) => eprintln!(
                 "hook: restored {app} ({}) from s3://{bucket}/{}",
                 plural(refs, "ref"),
-                crate::hook::bundle_key(app)
+                crate::spec::keys::bundle(app)
             ),
             Err(err) => return Err(format!("cannot restore {app}'s repository: {err}")),
         }
@@ -2292,9 +2295,12 @@ async fn hook_restore(
 /// What the hook server deploys with: none without a kick server to ask.
 async fn hook_deployer(
     args: &HookServeArgs,
-    config: &crate::kick::config::KickConfig,
+    config: &crate::spec::kick::KickConfig,
     aws: &std::sync::Arc<Aws>,
-) -> Result<Option<crate::hook::Deployer<crate::build::Docker<crate::build::Host>>>, String> {
+) -> Result<
+    Option<crate::hook::Deployer<crate::hook::build::Docker<crate::hook::build::Host>>>,
+    String,
+> {
     let Some(kick_url) = &args.kick_url else {
         eprintln!("hook: no --kick-url: pushes land but deploy nothing");
         return Ok(None);
@@ -2322,7 +2328,7 @@ async fn hook_deployer(
         kick_url: kick_url.clone(),
         token,
         registry,
-        builder: crate::build::Docker::new(),
+        builder: crate::hook::build::Docker::new(),
         aws: aws.clone(),
         busy: std::sync::Mutex::new(std::collections::BTreeMap::new()),
     }))
@@ -2362,7 +2368,7 @@ async fn hook_request(
     repos: &Path,
     apps: &std::collections::BTreeSet<String>,
     saving: &tokio::sync::Mutex<()>,
-    deployer: Option<&crate::hook::Deployer<crate::build::Docker<crate::build::Host>>>,
+    deployer: Option<&crate::hook::Deployer<crate::hook::build::Docker<crate::hook::build::Host>>>,
 ) {
     use crate::hook::Answer;
     use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
@@ -2639,7 +2645,7 @@ fn hook_deploy(ask: crate::hook::DeployAsk, socket: &Path) -> u8 {
 }
 
 /// Reads kick.toml, printing why it cannot be read.
-fn read_kick_config(path: &Path) -> Result<crate::kick::config::KickConfig, u8> {
+fn read_kick_config(path: &Path) -> Result<crate::spec::kick::KickConfig, u8> {
     std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
         .and_then(|text| toml::from_str(&text).map_err(|e| e.to_string()))
@@ -2658,7 +2664,7 @@ async fn node_secrets(unit: &str, out: &Path, config_path: &Path, args: &AwsArgs
         Ok(aws) => aws,
         Err(code) => return code,
     };
-    match crate::node::secrets::write(&aws, &config, unit, out).await {
+    match crate::agent::secrets::write(&aws, &config, unit, out).await {
         Ok(count) => {
             eprintln!("wrote {} to {}", plural(count, "secret"), out.display());
             exit::OK
@@ -2672,5 +2678,5 @@ async fn node_secrets(unit: &str, out: &Path, config_path: &Path, args: &AwsArgs
 
 /// Ctrl-c, or SIGTERM (systemd's stop).
 async fn stop_signal() {
-    crate::kick::serve::stop_signal().await;
+    crate::control::server::stop_signal().await;
 }

@@ -21,8 +21,9 @@ use crate::compile::{self, TemplateFormat, cloudformation::ids};
 use crate::digest::sha256;
 use crate::model::{Config, NodeImage, naming};
 use crate::plan::diff::{self, Target};
-use crate::plan::manifest::{MANIFEST_KEY, Manifest, blob_key};
 use crate::plan::{Action, Desired, Plan, StackAction};
+use crate::spec::keys;
+use crate::spec::manifest::Manifest;
 use progress::Progress;
 
 /// Templates larger than this go to CloudFormation through the bucket.
@@ -155,7 +156,7 @@ pub async fn prepare(config: &Config, aws: &Aws, options: PlanOptions) -> Result
 /// A new bearer token: 32 bytes from the system's secure random source, as
 /// hex.
 fn new_token() -> Result<String, ApplyError> {
-    crate::kick::tls::ensure_provider();
+    crate::tls::ensure_provider();
     let mut bytes = [0u8; 32];
     rustls::crypto::aws_lc_rs::default_provider()
         .secure_random
@@ -439,7 +440,7 @@ async fn check_base(aws: &Aws, plan: &Plan) -> Result<Option<StackSummary>, Appl
     }
     if let Some(bucket) = stack.bucket(&plan.cluster) {
         let manifest = aws
-            .get_object(&bucket, MANIFEST_KEY)
+            .get_object(&bucket, keys::MANIFEST)
             .await?
             .map(|b| sha256(String::from_utf8_lossy(&b).as_bytes()));
         if manifest != base.manifest_sha256 {
@@ -462,7 +463,7 @@ async fn upload(
 ) -> Result<usize, ApplyError> {
     let manifest = Manifest::new(&plan.desired.artifacts);
     let live_manifest: Option<Manifest> = aws
-        .get_object(bucket, MANIFEST_KEY)
+        .get_object(bucket, keys::MANIFEST)
         .await?
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());
     if live_manifest.as_ref() == Some(&manifest) {
@@ -480,7 +481,7 @@ async fn upload(
         }
         aws.put_object(
             bucket,
-            &blob_key(&entry.sha256),
+            &keys::blob(&entry.sha256),
             entry.content.clone().into_bytes(),
             "text/plain; charset=utf-8",
         )
@@ -501,7 +502,7 @@ async fn upload(
     }
     aws.put_object(
         bucket,
-        MANIFEST_KEY,
+        keys::MANIFEST,
         manifest.to_json().into_bytes(),
         "application/json",
     )
@@ -541,7 +542,7 @@ async fn template_source(
             body.len()
         )));
     };
-    let key = format!("huxley/templates/{}.json", sha256(body));
+    let key = keys::template(&sha256(body));
     aws.put_object(bucket, &key, body.as_bytes().to_vec(), "application/json")
         .await?;
     let url = if aws.endpoint().starts_with("http") {

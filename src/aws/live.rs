@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use super::ops::StackSummary;
 use super::{Aws, AwsError};
 use crate::digest::sha256;
-use crate::plan::diff::{Live, LiveStack};
-use crate::plan::manifest::{MANIFEST_KEY, Manifest};
+use crate::spec::manifest::Manifest;
+use crate::spec::registry::OWNER_PREFIX;
 
 /// What to read.
 #[derive(Debug, Clone)]
@@ -26,9 +26,6 @@ pub struct LiveRead {
     pub public_zone_id: Option<String>,
     pub bucket: Option<String>,
 }
-
-/// The prefix of Huxley's ownership records: `_huxley-owner.<name>`.
-pub const OWNER_PREFIX: &str = "_huxley-owner.";
 
 /// Reads the live state.
 pub async fn read_live(aws: &Aws, query: &Query<'_>) -> Result<LiveRead, AwsError> {
@@ -55,7 +52,7 @@ pub async fn read_live(aws: &Aws, query: &Query<'_>) -> Result<LiveRead, AwsErro
         bucket = summary.bucket(query.cluster);
     }
     if let Some(bucket) = &bucket
-        && let Some(bytes) = aws.get_object(bucket, MANIFEST_KEY).await?
+        && let Some(bytes) = aws.get_object(bucket, crate::spec::keys::MANIFEST).await?
     {
         let text = String::from_utf8_lossy(&bytes).into_owned();
         if let Ok(manifest) = serde_json::from_str::<Manifest>(&text) {
@@ -75,6 +72,18 @@ pub async fn read_live(aws: &Aws, query: &Query<'_>) -> Result<LiveRead, AwsErro
         public_zone_id,
         bucket,
     })
+}
+
+impl Aws {
+    /// The applied manifest in `bucket`, or why it cannot be had.
+    pub async fn manifest(&self, bucket: &str) -> Result<Manifest, String> {
+        let bytes = self
+            .get_object(bucket, crate::spec::keys::MANIFEST)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("s3://{bucket} has no manifest: run `huxley apply`"))?;
+        serde_json::from_slice(&bytes).map_err(|e| format!("the manifest does not parse: {e}"))
+    }
 }
 
 /// The record sets of a zone that a cluster's destroy removes: in its own
@@ -119,6 +128,29 @@ pub fn owned(records: &[super::ops::RecordSet], cluster: &str) -> BTreeMap<Strin
                 .then(|| (r.name.clone(), value.clone()))
         })
         .collect()
+}
+
+/// The live state a plan diffs against.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Live {
+    pub stack: Option<LiveStack>,
+    /// The artifacts in the bucket, from its manifest; `None` when there is
+    /// no manifest yet.
+    pub artifacts: Option<BTreeMap<String, String>>,
+    pub manifest_sha256: Option<String>,
+    /// This cluster's ownership records in the public zone: name → value.
+    pub records: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveStack {
+    pub id: String,
+    pub status: String,
+    pub template_body: String,
+    pub parameters: BTreeMap<String, String>,
+    /// `DRIFTED`, `IN_SYNC`, `NOT_CHECKED` or `UNKNOWN`, from the last drift
+    /// detection.
+    pub drift_status: Option<String>,
 }
 
 #[cfg(test)]

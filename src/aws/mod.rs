@@ -28,7 +28,7 @@ use aws_credential_types::provider::ProvideCredentials;
 pub use error::AwsError;
 pub use images::Repository;
 pub use lease::{LeaseRecord, LeaseWrite};
-pub use live::{LiveRead, OWNER_PREFIX, Query, read_live};
+pub use live::{LiveRead, Query, read_live};
 pub use ops::{
     ChangeError, ChangeSetState, DO_NOT_DISRUPT, Node, RecordChange, RecordSet, StackEvent,
     StackSummary, TemplateSource, batch_sizes,

@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use crate::model::{self, Config, naming};
+use crate::spec::keys;
 
 /// Logical ids and parameter names other stages refer to.
 pub mod ids {
@@ -896,19 +897,19 @@ fn kick_policy(config: &Config) -> Value {
                 "Sid": "PublishDescription",
                 "Effect": "Allow",
                 "Action": ["s3:PutObject"],
-                "Resource": {"Fn::Sub": format!("arn:${{AWS::Partition}}:s3:::{bucket}/huxley/published/*")},
+                "Resource": {"Fn::Sub": format!("arn:${{AWS::Partition}}:s3:::{bucket}/{}*", keys::PUBLISHED)},
             },
             {
                 "Sid": "KeepRepositories",
                 "Effect": "Allow",
                 "Action": ["s3:PutObject"],
-                "Resource": {"Fn::Sub": format!("arn:${{AWS::Partition}}:s3:::{bucket}/huxley/repos/*")},
+                "Resource": {"Fn::Sub": format!("arn:${{AWS::Partition}}:s3:::{bucket}/{}*", keys::REPOS)},
             },
             {
                 "Sid": "RecordDeploys",
                 "Effect": "Allow",
                 "Action": ["s3:PutObject"],
-                "Resource": {"Fn::Sub": format!("arn:${{AWS::Partition}}:s3:::{bucket}/huxley/deploys/*")},
+                "Resource": {"Fn::Sub": format!("arn:${{AWS::Partition}}:s3:::{bucket}/{}*", keys::DEPLOYS)},
             },
             {
                 "Sid": "FindPublicZone",
@@ -1002,7 +1003,7 @@ fn owned_public_names(config: &Config) -> Vec<String> {
     names.insert(naming::kick_name(config));
     let owners: Vec<String> = names
         .iter()
-        .map(|n| format!("{}{n}", crate::aws::OWNER_PREFIX))
+        .map(|n| format!("{}{n}", crate::spec::registry::OWNER_PREFIX))
         .collect();
     names.extend(owners);
     names.into_iter().map(|n| n.to_ascii_lowercase()).collect()
@@ -1247,10 +1248,10 @@ mod tests {
         // Regression: kick publishes under huxley/published/, the role
         // allowed published/ only.
         for key in [
-            crate::kick::publish::DESCRIPTION_KEY,
-            crate::kick::tls::FINGERPRINT_KEY,
-            &crate::kick::deploy::history_key("blog"),
-            &crate::hook::bundle_key("blog"),
+            crate::spec::keys::DESCRIPTION,
+            crate::spec::keys::TLS_FINGERPRINT,
+            &crate::spec::keys::history("blog"),
+            &crate::spec::keys::bundle("blog"),
         ] {
             let covered = allows("s3:PutObject").iter().any(|s| {
                 s["Resource"]["Fn::Sub"]
@@ -1269,7 +1270,7 @@ mod tests {
 
     #[test]
     fn subnets_take_the_first_half_of_the_vpc() {
-        let c = config(&crate::synth::config(1, 1));
+        let c = config(&crate::testing::synth::config(1, 1));
         // 10.40.0.0/16 across 3 zones: /19s.
         assert_eq!(
             subnet_cidrs(&c),
@@ -1284,7 +1285,7 @@ mod tests {
             runs(&ports),
             [(80, 80), (443, 445), (8080, 8080), (65535, 65535)]
         );
-        let c = config(&crate::synth::config(50, 20));
+        let c = config(&crate::testing::synth::config(50, 20));
         let public: Vec<_> = ingress_rules(&c).into_iter().filter(|r| r.public).collect();
         assert_eq!(public.len(), 1, "{public:?}");
         assert_eq!((public[0].from_port, public[0].to_port), (10001, 10200));
@@ -1293,7 +1294,7 @@ mod tests {
     #[test]
     fn secret_policies_split_under_the_iam_limit() {
         let c = config(
-            &crate::synth::Synth {
+            &crate::testing::synth::Synth {
                 apps: 20,
                 services_per_app: 20,
                 host_port_step: 1,
@@ -1322,13 +1323,13 @@ mod tests {
 
     #[test]
     fn admin_rule_ids_do_not_depend_on_order() {
-        let c = config(&crate::synth::config(1, 1));
+        let c = config(&crate::testing::synth::config(1, 1));
         let ids: Vec<_> = ingress_rules(&c).into_iter().map(|r| r.id).collect();
         assert!(ids.contains(&"IngressPublicTcp10001".to_owned()), "{ids:?}");
         assert!(ids.iter().any(|id| id.starts_with("IngressAdminSsh")));
         // The same CIDRs in another order, and one more: the existing rules
         // keep their ids (a plan would otherwise replace them).
-        let source = crate::synth::config(1, 1);
+        let source = crate::testing::synth::config(1, 1);
         let with = |cidrs: &str| {
             let text = source.replace(
                 "admin-cidrs = [\"203.0.113.0/24\"]",

@@ -2,11 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::kick::config::{
+use crate::model::{self, Config, Source, naming};
+use crate::spec::kick::{
     AppSection, ClusterSection, HealthCheck, HealthKind, KickConfig, Listen, NetworkSection,
     NodesSection, ReplicaBounds, ScalePolicy, ServiceSection, Tokens, VERSION,
 };
-use crate::model::{self, Config, Source, naming};
 
 /// The name, under the tokens' path, of the admin token's hash.
 pub const ADMIN_SHA256: &str = "admin-sha256";
@@ -119,7 +119,7 @@ pub fn kick_config(config: &Config) -> KickConfig {
             max: cluster.nodes.max,
             hourly_cost: cluster.nodes.hourly_cost,
             consolidation: cluster.nodes.consolidation.as_ref().map(|c| {
-                crate::kick::config::Consolidation {
+                crate::spec::kick::Consolidation {
                     budget: c.budget,
                     min_monthly_savings: c.min_monthly_savings,
                     after: c.after,
@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn kick_toml_round_trips_through_its_own_type() {
-        let checked = crate::config::check(&crate::synth::config(3, 4));
+        let checked = crate::config::check(&crate::testing::synth::config(3, 4));
         let config = checked.config.expect("valid");
         let text = kick_toml(&config);
         let parsed: KickConfig = toml::from_str(&text).expect("kick parses what build writes");

@@ -6,7 +6,6 @@
 
 pub mod names;
 pub mod parse;
-pub mod quantity;
 pub mod raw;
 pub mod spanned;
 pub mod validate;

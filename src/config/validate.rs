@@ -14,7 +14,6 @@ use ipnet::{IpNet, Ipv4Net};
 
 use super::names;
 use super::parse::Rejected;
-use super::quantity;
 use super::raw::{
     RawApp, RawBudget, RawCluster, RawConfig, RawConsolidation, RawCpu, RawDeploy, RawEnvValue,
     RawHealth, RawNodes, RawReplicas, RawService,
@@ -22,9 +21,11 @@ use super::raw::{
 use super::spanned::Spanned;
 use crate::diagnostic::Diagnostic;
 use crate::model::{
-    self, App, Budget, Cluster, Config, Consolidation, DeployPolicy, FlatcarChannel, Health,
-    HealthCheck, NodeImage, Nodes, Replicas, Scale, SecretRef, Service, Source, aws,
+    self, App, Cluster, Config, Consolidation, FlatcarChannel, Health, HealthCheck, NodeImage,
+    Nodes, Replicas, Scale, SecretRef, Service, Source, aws,
 };
+use crate::spec::kick::{Budget, DeployPolicy};
+use crate::spec::quantity;
 
 /// How long use must stay low before replicas are removed, by default: as
 /// Kubernetes' horizontal autoscaler's scale-down stabilization.

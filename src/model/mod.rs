@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net};
 
+use crate::spec::kick::{Budget, DeployPolicy};
+
 pub use aws::InstanceType;
 
 /// CPU and memory a node keeps for the OS and Huxley's agents; services
@@ -114,59 +116,6 @@ pub struct Consolidation {
     pub after: Duration,
 }
 
-/// Nodes draining at once, at most. Written as huxley.toml writes it: a
-/// count (`1`) or a share (`"10%"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Budget {
-    Nodes(u32),
-    Percent(u8),
-}
-
-impl serde::Serialize for Budget {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Budget::Nodes(n) => s.serialize_u32(*n),
-            Budget::Percent(p) => s.serialize_str(&format!("{p}%")),
-        }
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Budget {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(serde::Deserialize)]
-        #[serde(untagged)]
-        enum Form {
-            Nodes(u32),
-            Share(String),
-        }
-        match Form::deserialize(d)? {
-            Form::Nodes(n) => Ok(Budget::Nodes(n)),
-            Form::Share(text) => text
-                .strip_suffix('%')
-                .and_then(|p| p.parse().ok())
-                .map(Budget::Percent)
-                .ok_or_else(|| {
-                    serde::de::Error::custom(format!("`{text}` is not a share such as \"10%\""))
-                }),
-        }
-    }
-}
-
-impl Budget {
-    /// The nodes that may drain at once out of `nodes`: at least one.
-    pub fn of(self, nodes: usize) -> usize {
-        self.count(nodes).max(1)
-    }
-
-    /// The count out of `total`, shares rounded up; may be zero.
-    pub fn count(self, total: usize) -> usize {
-        match self {
-            Budget::Nodes(n) => usize::try_from(n).unwrap_or(usize::MAX),
-            Budget::Percent(p) => (total * usize::from(p)).div_ceil(100),
-        }
-    }
-}
-
 impl Nodes {
     /// CPU a node offers to services, after the reserve.
     pub fn allocatable_cpu_millis(&self) -> u32 {
@@ -239,35 +188,6 @@ pub struct Service {
     /// How a new release replaces the running one.
     pub deploy: DeployPolicy,
 }
-
-/// How a deploy replaces a service's replicas: in batches, each new
-/// replica healthy before an old one goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct DeployPolicy {
-    /// Replicas started above the count at once.
-    pub max_surge: Budget,
-    /// Replicas that may be missing (stopped before their replacement is
-    /// healthy) at once.
-    pub max_unavailable: Budget,
-    /// How long a batch's new replicas have to become healthy.
-    #[serde(with = "crate::kick::config::duration_text")]
-    pub timeout: Duration,
-}
-
-impl Default for DeployPolicy {
-    /// One new replica at a time, none missing: capacity never drops.
-    fn default() -> Self {
-        DeployPolicy {
-            max_surge: Budget::Nodes(1),
-            max_unavailable: Budget::Nodes(0),
-            timeout: DEFAULT_DEPLOY_TIMEOUT,
-        }
-    }
-}
-
-/// How long a deploy's batch waits for health by default.
-pub const DEFAULT_DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Where a service's image comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

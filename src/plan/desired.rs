@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::aws::OWNER_PREFIX;
 use crate::compile;
 use crate::model::{Config, naming};
+use crate::spec::registry::OWNER_PREFIX;
 
 /// The ownership records a cluster keeps in its public zone: one per public
 /// name of a service, and one for the kick server's name.
@@ -40,7 +40,7 @@ pub fn ownership_records(config: &Config) -> BTreeMap<String, String> {
 /// service's.
 pub fn token_parameters(config: &Config) -> Vec<String> {
     let kick = compile::kick::kick_config(config);
-    let mut names = crate::kick::auth::Tokens::parameter_names(&kick);
+    let mut names = crate::control::auth::Tokens::parameter_names(&kick);
     names.push(kick.tokens.admin);
     names
 }

@@ -7,35 +7,13 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
+use crate::aws::live::Live;
 use crate::digest::sha256;
 
 use super::{
     Action, ArtifactChange, Base, Desired, FORMAT_VERSION, ParameterChange, Plan, PropertyChange,
     RecordChange, Replacement, ResourceChange, StackAction, Summary,
 };
-
-/// The live state, as read by [`crate::aws`].
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Live {
-    pub stack: Option<LiveStack>,
-    /// The artifacts in the bucket, from its manifest; `None` when there is
-    /// no manifest yet.
-    pub artifacts: Option<BTreeMap<String, String>>,
-    pub manifest_sha256: Option<String>,
-    /// This cluster's ownership records in the public zone: name → value.
-    pub records: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct LiveStack {
-    pub id: String,
-    pub status: String,
-    pub template_body: String,
-    pub parameters: BTreeMap<String, String>,
-    /// `DRIFTED`, `IN_SYNC`, `NOT_CHECKED` or `UNKNOWN`, from the last drift
-    /// detection.
-    pub drift_status: Option<String>,
-}
 
 /// Who and where, for the plan's header.
 #[derive(Debug, Clone)]
@@ -426,6 +404,7 @@ fn diff_records(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::live::LiveStack;
     use serde_json::json;
 
     fn target() -> Target {

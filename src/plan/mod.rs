@@ -10,7 +10,6 @@
 
 pub mod desired;
 pub mod diff;
-pub mod manifest;
 pub mod render;
 
 use std::collections::BTreeMap;

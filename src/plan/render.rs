@@ -7,42 +7,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use super::{Action, Plan, Replacement, ResourceChange, StackAction};
-
-/// ANSI styles, or nothing.
-#[derive(Debug, Clone, Copy)]
-pub struct Style {
-    color: bool,
-}
-
-impl Style {
-    pub fn new(color: bool) -> Self {
-        Self { color }
-    }
-
-    fn paint(&self, code: &str, text: &str) -> String {
-        if self.color {
-            format!("\u{1b}[{code}m{text}\u{1b}[0m")
-        } else {
-            text.to_owned()
-        }
-    }
-
-    pub fn red(&self, t: &str) -> String {
-        self.paint("31", t)
-    }
-    pub fn green(&self, t: &str) -> String {
-        self.paint("32", t)
-    }
-    pub fn yellow(&self, t: &str) -> String {
-        self.paint("33", t)
-    }
-    pub fn bold(&self, t: &str) -> String {
-        self.paint("1", t)
-    }
-    pub fn dim(&self, t: &str) -> String {
-        self.paint("2", t)
-    }
-}
+use crate::ui::style::Style;
 
 /// The one-line summary: "Plan: 3 to add, 1 to change, 1 to replace, 0 to
 /// destroy." or "No changes."

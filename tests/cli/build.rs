@@ -317,7 +317,7 @@ fn build_refuses_to_replace_a_directory_it_did_not_write() {
 fn two_hundred_services_fit_in_one_stack() {
     let dir = scratch("two-hundred");
     let file = dir.join("huxley.toml");
-    fs::write(&file, huxley::synth::config(10, 20)).expect("write");
+    fs::write(&file, huxley::testing::synth::config(10, 20)).expect("write");
     let out = dir.join("out");
     let run = build(&file, &out);
     run.code(0);
@@ -342,7 +342,7 @@ fn quotas_are_checked_before_anything_is_written() {
     let file = dir.join("huxley.toml");
     // 7 apps × 50 services: 70 public host-ports, none adjacent, over the
     // 60 rules a security group holds.
-    let synth = huxley::synth::Synth {
+    let synth = huxley::testing::synth::Synth {
         apps: 7,
         services_per_app: 50,
         host_port_step: 2,

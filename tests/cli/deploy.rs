@@ -661,7 +661,7 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        huxley::kick::tls::ensure_provider();
+        huxley::tls::ensure_provider();
     let client = reqwest::Client::new();
         let base = format!("http://{listen}");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -798,7 +798,7 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
         let wrong = format!("{}\n", "0".repeat(64)).into_bytes();
         aws.put_object(
             "huxley-123456789012-us-west-2-described",
-            huxley::kick::tls::FINGERPRINT_KEY,
+            huxley::spec::keys::TLS_FINGERPRINT,
             wrong,
             "text/plain",
         )

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use huxley::aws::RecordChange;
-use huxley::kick::dns::{Settings, Writer};
+use huxley::control::dns::{Settings, Writer};
 use huxley::testing::{Emulator, aws, create_public_zone};
 
 use crate::support::root;
@@ -113,9 +113,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use huxley::kick::api::{Kick, Zone, Zones};
-use huxley::kick::auth::Tokens;
-use huxley::kick::config::KickConfig;
+use huxley::control::auth::Tokens;
+use huxley::control::state::{Kick, Zone, Zones};
+use huxley::spec::kick::KickConfig;
 use serde_json::{Value, json};
 
 /// A kick server for cluster `name` on 127.0.0.1, with its zones in the
@@ -243,7 +243,7 @@ async fn start_kick_with(
     settings: Settings,
 ) -> Arc<Kick> {
     let tokens = Tokens::from_dir(tokens_dir, config).expect("tokens");
-    huxley::kick::server::start(
+    huxley::control::leader::start(
         config.clone(),
         tokens,
         Arc::clone(aws),
@@ -259,7 +259,7 @@ async fn serve(kick: Arc<Kick>) -> String {
         .await
         .expect("bind");
     let address = listener.local_addr().expect("address");
-    tokio::spawn(huxley::kick::server::serve(kick, listener));
+    tokio::spawn(huxley::control::leader::serve(kick, listener));
     format!("http://{address}")
 }
 
@@ -269,7 +269,7 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    huxley::kick::tls::ensure_provider();
+    huxley::tls::ensure_provider();
     let client = reqwest::Client::new();
     let mut request = client.request(method, url);
     if let Some(token) = token {
@@ -581,7 +581,7 @@ fn health_checks_decide_what_dns_answers() {
 
 #[test]
 fn the_openapi_document_is_served_and_checked_in() {
-    let text = huxley::kick::openapi::to_json();
+    let text = huxley::spec::openapi::to_json();
     if let Err(diff) =
         crate::support::compare_or_bless(&root().join("schemas/kick.openapi.json"), &text)
     {
@@ -789,7 +789,7 @@ fn a_thousand_concurrent_registrations_are_all_recorded_in_a_handful_of_requests
     runtime().block_on(async {
         // 100 services (10 apps of 10), 10 replicas each, at the default
         // pace of 5 Route53 requests a second.
-        let toml = huxley::synth::config(10, 10).replace("synth", "kickburst");
+        let toml = huxley::testing::synth::config(10, 10).replace("synth", "kickburst");
         let checked = huxley::config::check(&toml);
         let config = huxley::compile::kick::kick_config(&checked.config.expect("valid synthetic config"));
         let h = harness_for("kickburst", config, Settings::default()).await;
@@ -828,34 +828,40 @@ fn a_thousand_concurrent_registrations_are_all_recorded_in_a_handful_of_requests
 /// A listener serving a one-route router, with `limits`, over TLS when
 /// `identity` is given; its address.
 async fn listening(
-    identity: Option<&huxley::kick::tls::Identity>,
-    limits: huxley::kick::listen::Limits,
+    identity: Option<&huxley::tls::Identity>,
+    limits: huxley::control::listener::Limits,
 ) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let address = listener.local_addr().expect("address");
     let router = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" }));
-    let tls = identity.map(|i| huxley::kick::tls::acceptor(i).expect("acceptor"));
-    tokio::spawn(huxley::kick::listen::serve(listener, tls, router, limits));
+    let tls = identity.map(|i| huxley::tls::acceptor(i).expect("acceptor"));
+    tokio::spawn(huxley::control::listener::serve(
+        listener, tls, router, limits,
+    ));
     address
 }
 
 #[test]
 fn a_stalled_tls_handshake_does_not_block_other_clients() {
     runtime().block_on(async {
-        huxley::kick::tls::ensure_provider();
+        huxley::tls::ensure_provider();
         let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("kick-stall");
         let _ = std::fs::remove_dir_all(&dir);
         let identity =
-            huxley::kick::tls::load_or_create(&dir, &["localhost".to_owned()]).expect("identity");
-        let address = listening(Some(&identity), huxley::kick::listen::Limits::default()).await;
+            huxley::tls::load_or_create(&dir, &["localhost".to_owned()]).expect("identity");
+        let address = listening(
+            Some(&identity),
+            huxley::control::listener::Limits::default(),
+        )
+        .await;
         // Regression: the handshake ran inside accept, so this client, which
         // connects and says nothing, held every later one for 10 s.
         let _stalled = tokio::net::TcpStream::connect(address)
             .await
             .expect("connect");
-        let tls = huxley::kick::tls::pinned_client(&identity.fingerprint).expect("client");
+        let tls = huxley::tls::pinned_client(&identity.fingerprint).expect("client");
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .build()
@@ -877,9 +883,9 @@ fn a_stalled_tls_handshake_does_not_block_other_clients() {
 fn a_client_that_never_finishes_its_headers_is_cut_off() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     runtime().block_on(async {
-        let limits = huxley::kick::listen::Limits {
+        let limits = huxley::control::listener::Limits {
             header_read: Duration::from_millis(500),
-            ..huxley::kick::listen::Limits::default()
+            ..huxley::control::listener::Limits::default()
         };
         let address = listening(None, limits).await;
         let mut slow = tokio::net::TcpStream::connect(address)
@@ -904,10 +910,10 @@ fn a_client_that_never_finishes_its_headers_is_cut_off() {
 fn connections_beyond_the_cap_wait_for_a_free_one() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     runtime().block_on(async {
-        let limits = huxley::kick::listen::Limits {
+        let limits = huxley::control::listener::Limits {
             connections: 1,
             header_read: Duration::from_secs(1),
-            ..huxley::kick::listen::Limits::default()
+            ..huxley::control::listener::Limits::default()
         };
         let address = listening(None, limits).await;
         // One idle connection holds the only place...

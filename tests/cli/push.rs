@@ -189,7 +189,7 @@ deploy = { timeout = "15s" }
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let _cleanup = DockerCleanup(name.to_owned());
-    let _ = docker(&["network", "rm", huxley::node::runtime::NETWORK]);
+    let _ = docker(&["network", "rm", huxley::agent::runtime::NETWORK]);
     let mut live = Live::with_config(name, "100.64.0.0/16", &text, 1);
     // A control plane of two: a leader and a standby, each with its hook
     // server, as two nodes would run them.

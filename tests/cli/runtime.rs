@@ -347,7 +347,7 @@ impl Live {
     }
 
     pub(crate) async fn get(&self, url: &str, token: Option<&str>) -> Option<(u16, String)> {
-        huxley::kick::tls::ensure_provider();
+        huxley::tls::ensure_provider();
         let client = reqwest::Client::new();
         let mut request = client.get(url).timeout(Duration::from_secs(5));
         if let Some(token) = token {
@@ -707,7 +707,7 @@ fn a_leader_paused_past_its_lease_steps_down_without_writing_dns() {
     let log = live.dir.join("api.log");
     live.processes.spawn("api", service, &log);
     rt.block_on(async {
-        huxley::kick::tls::ensure_provider();
+        huxley::tls::ensure_provider();
         let client = reqwest::Client::new();
         let registration = serde_json::json!({"app": "blog", "service": "api", "node": live.nodes[0], "address": "127.78.0.9", "port": 9000, "replica": 1});
         let response = client
@@ -826,7 +826,7 @@ impl Drop for DockerCleanup {
                 let _ = docker(&["rm", "--force", id]);
             }
         }
-        let _ = docker(&["network", "rm", huxley::node::runtime::NETWORK]);
+        let _ = docker(&["network", "rm", huxley::agent::runtime::NETWORK]);
     }
 }
 
@@ -887,7 +887,7 @@ health = {{ tcp = 7000, interval = "1s", timeout = "500ms", healthy = 1, unhealt
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let _cleanup = DockerCleanup(name.to_owned());
-    let _ = docker(&["network", "rm", huxley::node::runtime::NETWORK]);
+    let _ = docker(&["network", "rm", huxley::agent::runtime::NETWORK]);
     // The real containers' range: a bridge on this host, reached from it.
     let mut live = Live::with_config(name, "100.64.0.0/16", &text, 1);
     let kicks = vec![live.kick("kick")];

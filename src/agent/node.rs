@@ -1,0 +1,584 @@
+//! The node agent's loop: long-poll this node's assignment from the kick
+//! server's leader, make the node match, report.
+//!
+//! Making the node match, in this order: new replicas are started first
+//! (each at an address of the node's container subnet) and registered with
+//! kick at that address once running; then replicas no longer assigned are
+//! deregistered (so DNS drops them) and only then stopped. A replica that
+//! exits is restarted after a pause, as systemd's `Restart=on-failure`.
+//!
+//! When kick cannot be reached the node keeps running what it runs: the
+//! agent never stops a replica because kick is away; it retries with
+//! backoff, and follows a standby's pointer to the leader.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::agent::runtime::{ReplicaKey, ReplicaSpec, Runtime};
+use crate::spec::assignment::{
+    AssignedReplica, Assignment, NodeReport, ReplicaReport, ReplicaState,
+};
+
+/// How long one long poll asks kick to wait for a change.
+pub const POLL_WAIT: Duration = Duration::from_secs(10);
+/// Backoff after a failed call to kick, doubling up to the limit.
+const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const BACKOFF_LIMIT: Duration = Duration::from_secs(15);
+/// How long a replica that exited waits before it is started again.
+const RESTART_AFTER: Duration = Duration::from_secs(5);
+/// How often registrations are refreshed (heartbeats) and the report sent
+/// again even when nothing changed.
+const REFRESH_EVERY: Duration = Duration::from_secs(10);
+
+/// The kick servers the agent knows, and the token it calls them with.
+#[derive(Debug)]
+pub struct KickClient {
+    client: reqwest::Client,
+    /// The configured addresses; the first one answers first.
+    bases: Vec<String>,
+    /// The leader, when a standby named it.
+    leader: Option<String>,
+    next: usize,
+    token: String,
+}
+
+/// Why a call to kick failed.
+#[derive(Debug)]
+pub enum CallError {
+    /// No kick server could be reached, or none leads yet.
+    Unreachable(String),
+    /// Kick answered with an error.
+    Refused(u16, String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Unreachable(why) => write!(f, "kick cannot be reached: {why}"),
+            CallError::Refused(status, why) => write!(f, "kick answered {status}: {why}"),
+        }
+    }
+}
+
+impl KickClient {
+    pub fn new(bases: Vec<String>, token: String) -> Self {
+        crate::tls::ensure_provider();
+        Self {
+            client: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .build()
+                .expect("an HTTP client"),
+            bases,
+            leader: None,
+            next: 0,
+            token,
+        }
+    }
+
+    fn base(&self) -> String {
+        self.leader
+            .clone()
+            .unwrap_or_else(|| self.bases[self.next % self.bases.len().max(1)].clone())
+    }
+
+    /// One call; on a standby's 503 it follows the named leader, on a
+    /// connection failure it tries the next address, each once.
+    async fn call(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        timeout: Duration,
+    ) -> Result<(u16, String), CallError> {
+        let mut last = String::new();
+        for _ in 0..=self.bases.len() {
+            let url = format!("{}{path}", self.base());
+            let mut request = self
+                .client
+                .request(method.clone(), &url)
+                .bearer_auth(&self.token)
+                .timeout(timeout);
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            match request.send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let text = response.text().await.unwrap_or_default();
+                    if status == 503 {
+                        let leader = serde_json::from_str::<serde_json::Value>(&text)
+                            .ok()
+                            .and_then(|v| v["leader"].as_str().map(str::to_owned));
+                        match leader {
+                            Some(leader) if Some(&leader) != self.leader.as_ref() => {
+                                self.leader = Some(leader);
+                                continue;
+                            }
+                            _ => {
+                                self.forget_leader();
+                                last = text;
+                                continue;
+                            }
+                        }
+                    }
+                    return Ok((status, text));
+                }
+                Err(err) => {
+                    last = format!("{url}: {err}");
+                    self.forget_leader();
+                }
+            }
+        }
+        Err(CallError::Unreachable(last))
+    }
+
+    fn forget_leader(&mut self) {
+        if self.leader.take().is_none() {
+            self.next += 1;
+        }
+    }
+
+    async fn expect(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        timeout: Duration,
+    ) -> Result<String, CallError> {
+        let (status, text) = self.call(method, path, body, timeout).await?;
+        if (200..300).contains(&status) {
+            Ok(text)
+        } else {
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            Err(CallError::Refused(status, message))
+        }
+    }
+}
+
+/// A replica the node runs.
+#[derive(Debug)]
+struct Running {
+    spec: ReplicaSpec,
+    /// Its instance id at kick, once registered.
+    registered: Option<String>,
+    /// When it last exited, to restart it after a pause.
+    exited_at: Option<Instant>,
+    state: ReplicaState,
+    detail: Option<String>,
+    memory_mib: Option<u64>,
+    /// The last CPU time reading, and when it was taken.
+    cpu_reading: Option<(Instant, u64)>,
+    /// CPU used between the last two readings, in thousandths of a core.
+    cpu_millis: Option<u64>,
+}
+
+/// The node agent.
+#[derive(Debug)]
+pub struct Agent<R: Runtime> {
+    pub node: String,
+    pub kick: KickClient,
+    pub runtime: R,
+    generation: Option<u64>,
+    subnet: Option<Ipv4Net>,
+    /// The node's address, used for replicas when it has no subnet.
+    fallback_address: IpAddr,
+    running: BTreeMap<ReplicaKey, Running>,
+    last_report: Option<(Instant, Vec<ReplicaReport>)>,
+    last_refresh: Option<Instant>,
+}
+
+impl<R: Runtime> Agent<R> {
+    pub fn new(node: String, kick: KickClient, runtime: R, fallback_address: IpAddr) -> Self {
+        Self {
+            node,
+            kick,
+            runtime,
+            generation: None,
+            subnet: None,
+            fallback_address,
+            running: BTreeMap::new(),
+            last_report: None,
+            last_refresh: None,
+        }
+    }
+
+    /// Runs until the task is dropped.
+    pub async fn run(&mut self) {
+        let mut backoff = BACKOFF_FIRST;
+        let mut said: Option<String> = None;
+        loop {
+            match self.step().await {
+                Ok(()) => {
+                    if said.take().is_some() {
+                        eprintln!("node: kick answers again");
+                    }
+                    backoff = BACKOFF_FIRST;
+                }
+                Err(err) => {
+                    let text = err.to_string();
+                    if said.as_ref() != Some(&text) {
+                        eprintln!(
+                            "node: {text}; the node keeps running its {} replicas and tries again",
+                            self.running.len()
+                        );
+                        said = Some(text);
+                    }
+                    // Replicas that exit are restarted even while kick is away.
+                    self.restart_exited().await;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_LIMIT);
+                }
+            }
+        }
+    }
+
+    /// Stops every replica this agent runs, each leaving DNS first: for
+    /// runtimes whose replicas are the agent's own children, which would
+    /// otherwise outlive it.
+    pub async fn stop_all(&mut self) {
+        let keys: Vec<ReplicaKey> = self.running.keys().cloned().collect();
+        for key in keys {
+            let Some(running) = self.running.remove(&key) else {
+                continue;
+            };
+            if let Some(id) = &running.registered {
+                let path = format!("/v1/instances/{id}");
+                let _ = self
+                    .kick
+                    .expect(reqwest::Method::DELETE, &path, None, Duration::from_secs(5))
+                    .await;
+            }
+            match self.runtime.stop(&running.spec).await {
+                Ok(()) => eprintln!("node: stopped {}", describe(&key)),
+                Err(err) => eprintln!("node: cannot stop {}: {err}", describe(&key)),
+            }
+        }
+    }
+
+    /// One round: poll, converge, register, report.
+    pub async fn step(&mut self) -> Result<(), CallError> {
+        let path = match self.generation {
+            Some(generation) => format!(
+                "/v1/nodes/{}/assignment?after={generation}&wait={}",
+                self.node,
+                POLL_WAIT.as_secs()
+            ),
+            None => format!("/v1/nodes/{}/assignment", self.node),
+        };
+        let text = self
+            .kick
+            .expect(
+                reqwest::Method::GET,
+                &path,
+                None,
+                POLL_WAIT + Duration::from_secs(5),
+            )
+            .await?;
+        let assignment: Assignment = serde_json::from_str(&text).map_err(|e| {
+            CallError::Refused(200, format!("an assignment that does not parse: {e}"))
+        })?;
+        self.converge(&assignment).await;
+        self.restart_exited().await;
+        self.register_and_refresh().await?;
+        self.report().await
+    }
+
+    /// Starts what is assigned and not running, then stops what runs and is
+    /// no longer assigned.
+    async fn converge(&mut self, assignment: &Assignment) {
+        let subnet = assignment.subnet.as_deref().and_then(|s| s.parse().ok());
+        if subnet != self.subnet {
+            match self.runtime.prepare(subnet).await {
+                Ok(()) => self.subnet = subnet,
+                Err(err) => {
+                    eprintln!("node: cannot set up the container network {subnet:?}: {err}");
+                    return;
+                }
+            }
+        }
+        if self.generation != Some(assignment.generation)
+            && let Err(err) = self.runtime.refresh().await
+        {
+            eprintln!("node: cannot fetch the service units: {err}");
+        }
+        self.generation = Some(assignment.generation);
+        let wanted: BTreeMap<ReplicaKey, &AssignedReplica> = assignment
+            .replicas
+            .iter()
+            .map(|r| ((r.app.clone(), r.service.clone(), r.replica), r))
+            .collect();
+        // A replica whose image changed (a failed deploy puts the previous
+        // release back) stops, then starts again on its image.
+        let changed: Vec<ReplicaKey> = self
+            .running
+            .iter()
+            .filter(|(k, r)| {
+                wanted
+                    .get(*k)
+                    .is_some_and(|a| a.image != r.spec.assigned.image)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &changed {
+            self.retire(key).await;
+        }
+        for (key, assigned) in &wanted {
+            if self.running.contains_key(key) {
+                continue;
+            }
+            let Some(address) = self.free_address() else {
+                eprintln!("node: no free address in {subnet:?} for {}", describe(key));
+                continue;
+            };
+            let spec = ReplicaSpec {
+                assigned: (*assigned).clone(),
+                address,
+            };
+            let (state, detail) = match self.runtime.start(&spec).await {
+                Ok(()) => {
+                    eprintln!("node: started {} at {address}", describe(key));
+                    (ReplicaState::Starting, None)
+                }
+                Err(err) => {
+                    eprintln!("node: cannot start {}: {err}", describe(key));
+                    (ReplicaState::Failed, Some(err))
+                }
+            };
+            let failed = state == ReplicaState::Failed;
+            self.running.insert(
+                key.clone(),
+                Running {
+                    spec,
+                    registered: None,
+                    exited_at: failed.then(Instant::now),
+                    state,
+                    detail,
+                    memory_mib: None,
+                    cpu_reading: None,
+                    cpu_millis: None,
+                },
+            );
+        }
+        let gone: Vec<ReplicaKey> = self
+            .running
+            .keys()
+            .filter(|k| !wanted.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.retire(&key).await;
+        }
+    }
+
+    /// Takes a replica out of DNS, then stops it.
+    async fn retire(&mut self, key: &ReplicaKey) {
+        let Some(running) = self.running.remove(key) else {
+            return;
+        };
+        // Out of DNS first, then stopped.
+        if let Some(id) = &running.registered {
+            let path = format!("/v1/instances/{id}");
+            if let Err(err) = self
+                .kick
+                .expect(
+                    reqwest::Method::DELETE,
+                    &path,
+                    None,
+                    Duration::from_secs(10),
+                )
+                .await
+            {
+                eprintln!("node: cannot deregister {}: {err}", describe(key));
+            }
+        }
+        match self.runtime.stop(&running.spec).await {
+            Ok(()) => eprintln!("node: stopped {}", describe(key)),
+            Err(err) => eprintln!("node: cannot stop {}: {err}", describe(key)),
+        }
+    }
+
+    /// The lowest address of the subnet no replica holds (the first is the
+    /// bridge's gateway), or the node's own without a subnet.
+    fn free_address(&self) -> Option<IpAddr> {
+        let Some(subnet) = self.subnet else {
+            return Some(self.fallback_address);
+        };
+        let used: BTreeSet<IpAddr> = self.running.values().map(|r| r.spec.address).collect();
+        subnet
+            .hosts()
+            .skip(1)
+            .map(IpAddr::V4)
+            .find(|a| !used.contains(a))
+    }
+
+    /// Observes every replica; starts again, after a pause, those that
+    /// exited.
+    async fn restart_exited(&mut self) {
+        for (key, running) in &mut self.running {
+            let observed = self.runtime.observe(&running.spec).await;
+            running.memory_mib = observed.memory_mib;
+            if let Some(ns) = observed.cpu_ns {
+                let now = Instant::now();
+                if let Some((at, before)) = running.cpu_reading {
+                    let elapsed = now.duration_since(at).as_nanos().max(1);
+                    let used = u128::from(ns.saturating_sub(before));
+                    running.cpu_millis = u64::try_from(used * 1000 / elapsed).ok();
+                }
+                running.cpu_reading = Some((now, ns));
+            }
+            match observed.state {
+                ReplicaState::Failed | ReplicaState::Stopped => {
+                    if running.state != ReplicaState::Failed {
+                        eprintln!(
+                            "node: {} {}",
+                            describe(key),
+                            observed.detail.as_deref().unwrap_or("stopped")
+                        );
+                    }
+                    running.state = ReplicaState::Failed;
+                    running.detail = observed.detail.or(running.detail.take());
+                    let since = *running.exited_at.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= RESTART_AFTER {
+                        running.exited_at = None;
+                        if let Err(err) = self.runtime.start(&running.spec).await {
+                            running.detail = Some(err);
+                            running.exited_at = Some(Instant::now());
+                        }
+                    }
+                }
+                state => {
+                    running.state = state;
+                    if state == ReplicaState::Running {
+                        running.detail = None;
+                        running.exited_at = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Registers running replicas not yet registered; heartbeats the others
+    /// now and then (a kick restarted since re-learns them from Route53,
+    /// but a heartbeat to an instance it no longer knows re-registers it).
+    async fn register_and_refresh(&mut self) -> Result<(), CallError> {
+        let refresh = self
+            .last_refresh
+            .is_none_or(|at| at.elapsed() >= REFRESH_EVERY);
+        for (key, running) in &mut self.running {
+            if running.state != ReplicaState::Running {
+                continue;
+            }
+            if let (Some(id), true) = (&running.registered, refresh) {
+                let path = format!("/v1/instances/{id}/heartbeat");
+                match self
+                    .kick
+                    .call(reqwest::Method::PUT, &path, None, Duration::from_secs(10))
+                    .await?
+                {
+                    (404, _) => running.registered = None,
+                    _ => continue,
+                }
+            }
+            if running.registered.is_some() {
+                continue;
+            }
+            let Some(port) = running.spec.assigned.port else {
+                // A worker without a port is not in DNS; kick learns of it
+                // from the report.
+                continue;
+            };
+            let mut body = json!({
+                "app": key.0, "service": key.1, "node": self.node,
+                "address": running.spec.address, "port": port, "replica": key.2,
+            });
+            if let Some(version) = running.spec.version() {
+                // The release it runs: a deploy waits for this one.
+                body["version"] = json!(version);
+            }
+            let answer = self
+                .kick
+                .expect(
+                    reqwest::Method::POST,
+                    "/v1/instances",
+                    Some(body),
+                    Duration::from_secs(30),
+                )
+                .await;
+            match answer {
+                Ok(text) => {
+                    running.registered = serde_json::from_str::<serde_json::Value>(&text)
+                        .ok()
+                        .and_then(|v| v["id"].as_str().map(str::to_owned));
+                }
+                Err(CallError::Refused(status, why)) => {
+                    eprintln!(
+                        "node: kick refused the registration of {} ({status}): {why}",
+                        describe(key)
+                    );
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        if refresh {
+            self.last_refresh = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Sends what the node runs when it changed, or now and then.
+    async fn report(&mut self) -> Result<(), CallError> {
+        let replicas: Vec<ReplicaReport> = self
+            .running
+            .iter()
+            .map(|(key, r)| ReplicaReport {
+                app: key.0.clone(),
+                service: key.1.clone(),
+                replica: key.2,
+                state: r.state,
+                detail: r.detail.clone(),
+                address: Some(r.spec.address),
+                version: r.spec.version().map(str::to_owned),
+                cpu_millis: r.cpu_millis,
+                memory_mib: r.memory_mib,
+            })
+            .collect();
+        let unchanged = self.last_report.as_ref().is_some_and(|(at, last)| {
+            at.elapsed() < REFRESH_EVERY
+                && last.len() == replicas.len()
+                && last.iter().zip(&replicas).all(|(a, b)| {
+                    (a.state, &a.detail, a.address) == (b.state, &b.detail, b.address)
+                })
+        });
+        if unchanged {
+            return Ok(());
+        }
+        let report = NodeReport {
+            generation: self.generation.unwrap_or(0),
+            replicas: replicas.clone(),
+        };
+        let body = serde_json::to_value(&report).expect("a report serializes");
+        let path = format!("/v1/nodes/{}/status", self.node);
+        self.kick
+            .expect(
+                reqwest::Method::PUT,
+                &path,
+                Some(body),
+                Duration::from_secs(10),
+            )
+            .await?;
+        self.last_report = Some((Instant::now(), replicas));
+        Ok(())
+    }
+}
+
+fn describe(key: &ReplicaKey) -> String {
+    format!("{}.{}#{}", key.0, key.1, key.2)
+}

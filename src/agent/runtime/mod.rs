@@ -1,0 +1,233 @@
+//! How a node runs replicas: the seam between the agent's logic and the
+//! process manager.
+//!
+//! - [`Systemd`] (production): installs the generated template units from
+//!   the artifact manifest, writes each replica's environment file, and
+//!   starts and stops `<unit>@<n>.service` with `systemctl`; the unit runs
+//!   the container on the node's container network.
+//! - [`Processes`] (development and tests): runs each replica as a local
+//!   process given on the command line (`--exec app.service=COMMAND`), with
+//!   the same environment; no systemd or Docker needed.
+
+pub mod processes;
+pub mod systemd;
+pub mod units;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::Ipv4Net;
+
+use crate::spec::assignment::{AssignedReplica, ReplicaState};
+
+/// A replica, as a node tells them apart.
+pub type ReplicaKey = (String, String, u32);
+
+/// Everything a runtime needs to start a replica.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaSpec {
+    pub assigned: AssignedReplica,
+    /// Its address on the node's container network.
+    pub address: IpAddr,
+}
+
+impl ReplicaSpec {
+    pub fn key(&self) -> ReplicaKey {
+        (
+            self.assigned.app.clone(),
+            self.assigned.service.clone(),
+            self.assigned.replica,
+        )
+    }
+
+    /// The digest its image is pinned by: the release it runs.
+    pub fn version(&self) -> Option<&str> {
+        self.assigned
+            .image
+            .as_deref()
+            .and_then(crate::spec::release::version_of)
+    }
+
+    /// `<unit>@<n>`, as systemd names the instance.
+    pub fn instance(&self) -> String {
+        format!("{}@{}", self.assigned.unit, self.assigned.replica)
+    }
+
+    /// The replica's environment: who it is, where it listens, where its
+    /// dependencies are.
+    pub fn environment(&self) -> BTreeMap<String, String> {
+        let mut env = self.assigned.env.clone();
+        env.insert("HUXLEY_APP".into(), self.assigned.app.clone());
+        env.insert("HUXLEY_SERVICE".into(), self.assigned.service.clone());
+        env.insert("HUXLEY_REPLICA".into(), self.assigned.replica.to_string());
+        env.insert("HUXLEY_ADDRESS".into(), self.address.to_string());
+        if let Some(image) = &self.assigned.image {
+            // The unit runs `${HUXLEY_IMAGE}`: a release's image, per replica.
+            env.insert("HUXLEY_IMAGE".into(), image.clone());
+        }
+        if let Some(port) = self.assigned.port {
+            env.insert("PORT".into(), port.to_string());
+        }
+        env
+    }
+}
+
+/// What a runtime says of a replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub state: ReplicaState,
+    /// Why it failed: the exit, or the start's error (an image pull).
+    pub detail: Option<String>,
+    pub memory_mib: Option<u64>,
+    /// CPU time used so far, in nanoseconds (the agent turns two readings
+    /// into a rate).
+    pub cpu_ns: Option<u64>,
+}
+
+/// The process manager behind the node agent.
+pub trait Runtime: Send {
+    /// Makes the node's container network match `subnet`.
+    fn prepare(
+        &mut self,
+        subnet: Option<Ipv4Net>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Starts a replica; an error says why it could not.
+    fn start(&mut self, replica: &ReplicaSpec) -> impl Future<Output = Result<(), String>> + Send;
+    /// Stops a replica and waits for it to end.
+    fn stop(&mut self, replica: &ReplicaSpec) -> impl Future<Output = Result<(), String>> + Send;
+    /// What the replica is doing now.
+    fn observe(&mut self, replica: &ReplicaSpec) -> impl Future<Output = Observed> + Send;
+    /// Picks up new artifacts (units) when the assignment changed.
+    fn refresh(&mut self) -> impl Future<Output = Result<(), String>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// Runs commands: the seam under [`Systemd`], so the exact `systemctl` and
+/// `docker` calls are tested without systemd as PID 1.
+pub trait Commands: Send + Sync {
+    fn run(
+        &self,
+        program: &str,
+        args: &[String],
+    ) -> impl Future<Output = Result<String, String>> + Send;
+}
+
+/// The real thing: runs the program, its standard output or its error.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Host;
+
+impl Commands for Host {
+    async fn run(&self, program: &str, args: &[String]) -> Result<String, String> {
+        let output = tokio::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(format!(
+                "`{program} {}` failed ({}): {}",
+                args.join(" "),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))
+        }
+    }
+}
+
+/// Where the services' plain env files go (the units name this path).
+pub const SERVICE_ENV_DIR: &str = "/etc/huxley/units";
+
+/// Where the node keeps kick.toml (read by `huxley node secrets`).
+pub const KICK_TOML: &str = "/etc/huxley/kick.toml";
+
+/// The name of the node's container network in Docker, and its bridge.
+pub const NETWORK: &str = "huxley";
+pub const BRIDGE: &str = "huxley0";
+
+/// The line of a failed process's output that says why: the last one that
+/// reads as an error (Docker ends a failed pull with a usage hint), else
+/// the last one.
+pub fn last_words(output: &str) -> String {
+    let lines: Vec<&str> = output
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines
+        .iter()
+        .rev()
+        .find(|l| {
+            let lower = l.to_ascii_lowercase();
+            lower.contains("error") || lower.contains("denied") || lower.contains("not found")
+        })
+        .or(lines.last())
+        .map_or_else(String::new, |l| (*l).to_owned())
+}
+
+/// A fake [`Commands`] and a replica, for the runtimes' tests.
+#[cfg(test)]
+pub mod fake {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use super::{Commands, ReplicaSpec};
+    use crate::spec::assignment::AssignedReplica;
+
+    type Answer = Result<String, String>;
+
+    /// Records every command and answers from a table (by prefix).
+    #[derive(Debug, Clone, Default)]
+    pub struct Recorder {
+        pub calls: Arc<Mutex<Vec<String>>>,
+        pub answers: Arc<Mutex<Vec<(String, Answer)>>>,
+    }
+
+    impl Recorder {
+        pub fn answer(&self, prefix: &str, answer: Result<&str, &str>) {
+            self.answers.lock().expect("answers").push((
+                prefix.to_owned(),
+                answer.map(str::to_owned).map_err(str::to_owned),
+            ));
+        }
+
+        pub fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *self.calls.lock().expect("calls"))
+        }
+    }
+
+    impl Commands for Recorder {
+        async fn run(&self, program: &str, args: &[String]) -> Result<String, String> {
+            let line = format!("{program} {}", args.join(" "));
+            self.calls.lock().expect("calls").push(line.clone());
+            self.answers
+                .lock()
+                .expect("answers")
+                .iter()
+                .find(|(prefix, _)| line.starts_with(prefix.as_str()))
+                .map_or(Ok(String::new()), |(_, answer)| answer.clone())
+        }
+    }
+
+    pub fn replica() -> ReplicaSpec {
+        ReplicaSpec {
+            assigned: AssignedReplica {
+                app: "blog".into(),
+                service: "web".into(),
+                replica: 2,
+                unit: "blog-web".into(),
+                image: None,
+                port: Some(8080),
+                host_port: Some(80),
+                env: BTreeMap::from([(
+                    "API_URL".into(),
+                    "http://api.blog.acme.internal:9000".into(),
+                )]),
+            },
+            address: "100.64.3.5".parse().expect("ip"),
+        }
+    }
+}

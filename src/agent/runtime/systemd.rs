@@ -1,0 +1,521 @@
+//! Replicas as systemd template units running containers (production):
+//! the generated units installed from the manifest, each replica's
+//! environment file, `systemctl` to start and stop `<unit>@<n>.service`,
+//! and each container's use read from its cgroup.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::{Commands, Observed, ReplicaSpec, Runtime};
+use crate::agent::runtime::BRIDGE;
+use crate::agent::runtime::KICK_TOML;
+use crate::agent::runtime::NETWORK;
+use crate::agent::runtime::SERVICE_ENV_DIR;
+use crate::files::write_atomically;
+use crate::spec::assignment::ReplicaState;
+use ipnet::Ipv4Net;
+
+/// Replicas as systemd template units running containers.
+#[derive(Debug)]
+pub struct Systemd<C: Commands> {
+    pub commands: C,
+    /// Where replicas' environment files go (`<unit>-<n>.env`), read by the
+    /// units (`EnvironmentFile=` and `docker run --env-file`).
+    pub replicas_dir: PathBuf,
+    /// The units the agent installs from the manifest: file name → text.
+    pub units: BTreeMap<String, String>,
+    pub units_dir: PathBuf,
+    /// Where the services' plain env files go ([`SERVICE_ENV_DIR`]).
+    pub env_dir: PathBuf,
+    /// Where kick.toml goes ([`KICK_TOML`]), for `huxley node secrets`.
+    pub kick_toml: PathBuf,
+    subnet: Option<Ipv4Net>,
+    /// Where the artifact manifest is: the units come from it.
+    pub source: Option<(std::sync::Arc<crate::aws::Aws>, String)>,
+    /// Whether systemd is told of new units (not when the agent runs them).
+    pub reload: bool,
+}
+
+impl<C: Commands> Systemd<C> {
+    pub fn new(commands: C, replicas_dir: &Path, units_dir: &Path) -> Self {
+        Self {
+            commands,
+            replicas_dir: replicas_dir.to_owned(),
+            units: BTreeMap::new(),
+            units_dir: units_dir.to_owned(),
+            env_dir: PathBuf::from(SERVICE_ENV_DIR),
+            kick_toml: PathBuf::from(KICK_TOML),
+            subnet: None,
+            source: None,
+            reload: true,
+        }
+    }
+
+    async fn systemctl(&self, args: &[&str]) -> Result<String, String> {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        self.commands.run("systemctl", &args).await
+    }
+
+    /// Writes the units that changed; reloads systemd when any did.
+    pub async fn install_units(&mut self, units: BTreeMap<String, String>) -> Result<(), String> {
+        let mut changed = false;
+        for (name, text) in &units {
+            // Plain env files beside the unit, where `docker run --env-file`
+            // reads them; units where systemd does.
+            let path = if name.ends_with(".env") {
+                self.env_dir.join(name)
+            } else {
+                self.units_dir.join(name)
+            };
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                write_atomically(&path, text.as_bytes(), 0o644)?;
+                changed = true;
+            }
+        }
+        self.units = units;
+        if changed && self.reload {
+            self.systemctl(&["daemon-reload"]).await?;
+        }
+        Ok(())
+    }
+
+    pub fn env_file(&self, replica: &ReplicaSpec) -> PathBuf {
+        self.replicas_dir.join(format!(
+            "{}-{}.env",
+            replica.assigned.unit, replica.assigned.replica
+        ))
+    }
+}
+
+impl<C: Commands> Runtime for Systemd<C> {
+    async fn prepare(&mut self, subnet: Option<Ipv4Net>) -> Result<(), String> {
+        if subnet == self.subnet {
+            return Ok(());
+        }
+        let Some(subnet) = subnet else {
+            return Ok(());
+        };
+        let args = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
+        let inspect = self
+            .commands
+            .run(
+                "docker",
+                &args(&[
+                    "network",
+                    "inspect",
+                    "--format",
+                    "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+                    NETWORK,
+                ]),
+            )
+            .await;
+        match inspect {
+            Ok(current) if current.trim() == subnet.to_string() => {}
+            found => {
+                if found.is_ok() {
+                    // Another subnet: the node was given a new one.
+                    self.commands
+                        .run("docker", &args(&["network", "rm", NETWORK]))
+                        .await?;
+                }
+                let gateway = subnet
+                    .hosts()
+                    .next()
+                    .map(|g| g.to_string())
+                    .unwrap_or_default();
+                self.commands
+                    .run(
+                        "docker",
+                        &args(&[
+                            "network",
+                            "create",
+                            "--driver",
+                            "bridge",
+                            "--subnet",
+                            &subnet.to_string(),
+                            "--gateway",
+                            &gateway,
+                            "--opt",
+                            &format!("com.docker.network.bridge.name={BRIDGE}"),
+                            NETWORK,
+                        ]),
+                    )
+                    .await?;
+            }
+        }
+        self.subnet = Some(subnet);
+        Ok(())
+    }
+
+    async fn refresh(&mut self) -> Result<(), String> {
+        let Some((aws, bucket)) = self.source.clone() else {
+            return Ok(());
+        };
+        let manifest = aws.manifest(&bucket).await?;
+        // The service units and their plain env files; the agents' own
+        // units come with the node's boot config.
+        let units = manifest
+            .files
+            .iter()
+            .filter_map(|(path, entry)| {
+                let name = path.strip_prefix("units/")?;
+                (name.contains("@.service") || name.ends_with(".env"))
+                    .then(|| (name.to_owned(), entry.content.clone()))
+            })
+            .collect();
+        if let Some(kick) = manifest.files.get("kick/kick.toml") {
+            write_atomically(&self.kick_toml, kick.content.as_bytes(), 0o644)?;
+        }
+        self.install_units(units).await
+    }
+
+    async fn start(&mut self, replica: &ReplicaSpec) -> Result<(), String> {
+        let unit = format!("{}@.service", replica.assigned.unit);
+        if !self.units.contains_key(&unit) {
+            return Err(format!("the manifest has no unit {unit}"));
+        }
+        let mut text = String::from("# Written by the huxley node agent for this replica.\n");
+        for (key, value) in replica.environment() {
+            text.push_str(&format!("{key}={value}\n"));
+        }
+        write_atomically(&self.env_file(replica), text.as_bytes(), 0o600)?;
+        self.systemctl(&[
+            "start",
+            "--no-block",
+            &format!("{}.service", replica.instance()),
+        ])
+        .await
+        .map(|_| ())
+    }
+
+    async fn stop(&mut self, replica: &ReplicaSpec) -> Result<(), String> {
+        self.systemctl(&["stop", &format!("{}.service", replica.instance())])
+            .await?;
+        let _ = std::fs::remove_file(self.env_file(replica));
+        Ok(())
+    }
+
+    async fn observe(&mut self, replica: &ReplicaSpec) -> Observed {
+        let unit = format!("{}.service", replica.instance());
+        let shown = self
+            .systemctl(&[
+                "show",
+                &unit,
+                "--property=ActiveState,SubState,Result,ExecMainStatus,MemoryCurrent,CPUUsageNSec",
+            ])
+            .await
+            .unwrap_or_default();
+        let properties: BTreeMap<&str, &str> = shown
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .collect();
+        let memory_mib = properties
+            .get("MemoryCurrent")
+            .and_then(|m| m.parse::<u64>().ok())
+            .map(|bytes| bytes / (1024 * 1024));
+        let active = matches!(
+            properties.get("ActiveState").copied(),
+            Some("active" | "activating" | "reloading")
+        );
+        // The container's own use when it runs one; else the unit's.
+        let (container_cpu, container_memory) = if active {
+            container_usage(&self.commands, replica).await
+        } else {
+            (None, None)
+        };
+        let cpu_ns = container_cpu.or_else(|| {
+            properties
+                .get("CPUUsageNSec")
+                .and_then(|n| n.parse::<u64>().ok())
+        });
+        let memory_mib = container_memory.or(memory_mib);
+        match properties.get("ActiveState").copied() {
+            Some("active") => Observed {
+                state: ReplicaState::Running,
+                detail: None,
+                memory_mib,
+                cpu_ns,
+            },
+            Some("activating" | "reloading") => Observed {
+                state: ReplicaState::Starting,
+                detail: None,
+                memory_mib,
+                cpu_ns,
+            },
+            Some("failed") | Some("inactive") if properties.get("Result") != Some(&"success") => {
+                // The unit's own last words say why: an image that cannot
+                // be pulled, a container that exits.
+                let journal = self
+                    .commands
+                    .run(
+                        "journalctl",
+                        &[
+                            "--unit",
+                            &unit,
+                            "--lines",
+                            "3",
+                            "--no-pager",
+                            "--output",
+                            "cat",
+                        ]
+                        .map(str::to_owned),
+                    )
+                    .await
+                    .unwrap_or_default();
+                let status = properties.get("ExecMainStatus").copied().unwrap_or("?");
+                let result = properties.get("Result").copied().unwrap_or("?");
+                let last = journal
+                    .trim()
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned();
+                Observed {
+                    state: ReplicaState::Failed,
+                    detail: Some(if last.is_empty() {
+                        format!("{result}, exit status {status}")
+                    } else {
+                        format!("{result}, exit status {status}: {last}")
+                    }),
+                    memory_mib: None,
+                    cpu_ns: None,
+                }
+            }
+            _ => Observed {
+                state: ReplicaState::Stopped,
+                detail: None,
+                memory_mib: None,
+                cpu_ns: None,
+            },
+        }
+    }
+}
+
+/// The container a generated unit runs for `replica` (`<unit>-<n>`, as
+/// the unit's `docker run --name`).
+pub fn container(replica: &ReplicaSpec) -> String {
+    format!("{}-{}", replica.assigned.unit, replica.assigned.replica)
+}
+
+/// What a replica's container uses: (CPU time in ns, memory in MiB), from
+/// the cgroup of its main process. A unit's own accounting does not see
+/// it (the container runs under Docker, not under the unit's `docker run`
+/// client). `None`s when it does not run or cannot be read.
+pub async fn container_usage<C: Commands>(
+    commands: &C,
+    replica: &ReplicaSpec,
+) -> (Option<u64>, Option<u64>) {
+    let args = ["inspect", "--format", "{{.State.Pid}}", &container(replica)].map(str::to_owned);
+    let pid = commands
+        .run("docker", &args)
+        .await
+        .ok()
+        .and_then(|out| out.trim().parse::<u32>().ok())
+        .filter(|pid| *pid > 0);
+    match pid {
+        Some(pid) => cgroup_usage(pid, Path::new("/")),
+        None => (None, None),
+    }
+}
+
+/// A process's cgroup's CPU time (ns) and memory (MiB), under `root`
+/// (`/` but in tests): cgroup v1 (`cpuacct`, `memory`) when the process
+/// is in v1 controllers, else v2 (`cpu.stat`, `memory.current`).
+fn cgroup_usage(pid: u32, root: &Path) -> (Option<u64>, Option<u64>) {
+    let Ok(text) = std::fs::read_to_string(root.join(format!("proc/{pid}/cgroup"))) else {
+        return (None, None);
+    };
+    let (mut unified, mut cpuacct, mut memory) = (None, None, None);
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let path = path.trim_start_matches('/');
+        if id == "0" && controllers.is_empty() {
+            unified = Some(path);
+        }
+        for controller in controllers.split(',') {
+            match controller {
+                "cpuacct" => cpuacct = Some(path),
+                "memory" => memory = Some(path),
+                _ => {}
+            }
+        }
+    }
+    let read = |relative: String| -> Option<String> {
+        std::fs::read_to_string(root.join("sys/fs/cgroup").join(relative)).ok()
+    };
+    let number = |text: Option<String>| text.and_then(|t| t.trim().parse::<u64>().ok());
+    let v2_cpu = |path: &str| {
+        read(format!("{path}/cpu.stat")).and_then(|stat| {
+            stat.lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|usec| usec * 1000)
+        })
+    };
+    let cpu = cpuacct
+        .and_then(|p| number(read(format!("cpuacct/{p}/cpuacct.usage"))))
+        .or_else(|| unified.and_then(v2_cpu));
+    let bytes = memory
+        .and_then(|p| number(read(format!("memory/{p}/memory.usage_in_bytes"))))
+        .or_else(|| unified.and_then(|p| number(read(format!("{p}/memory.current")))));
+    (cpu, bytes.map(|b| b / (1024 * 1024)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fake::{Recorder, replica};
+    use super::super::last_words;
+    use super::*;
+
+    #[test]
+    fn a_containers_use_is_read_from_its_cgroup_v1_or_v2() {
+        let root = std::env::temp_dir().join(format!("huxley-cgroup-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let write = |path: &str, text: &str| {
+            let file = root.join(path);
+            std::fs::create_dir_all(file.parent().expect("parent")).expect("dir");
+            std::fs::write(file, text).expect("write");
+        };
+        // cgroup v2, as Flatcar runs Docker (systemd driver).
+        write("proc/10/cgroup", "0::/system.slice/docker-abc.scope\n");
+        write(
+            "sys/fs/cgroup/system.slice/docker-abc.scope/cpu.stat",
+            "usage_usec 2500000\nuser_usec 2000000\n",
+        );
+        write(
+            "sys/fs/cgroup/system.slice/docker-abc.scope/memory.current",
+            "104857600\n",
+        );
+        assert_eq!(cgroup_usage(10, &root), (Some(2_500_000_000), Some(100)));
+        // cgroup v1 (a hybrid host lists an empty v2 line too).
+        write(
+            "proc/11/cgroup",
+            "4:memory:/docker/def\n2:cpu,cpuacct:/docker/def\n0::/\n",
+        );
+        write("sys/fs/cgroup/cpuacct/docker/def/cpuacct.usage", "7000\n");
+        write(
+            "sys/fs/cgroup/memory/docker/def/memory.usage_in_bytes",
+            "2097152\n",
+        );
+        assert_eq!(cgroup_usage(11, &root), (Some(7000), Some(2)));
+        // Not running: nothing.
+        assert_eq!(cgroup_usage(12, &root), (None, None));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[tokio::test]
+    async fn systemd_is_driven_with_exactly_these_calls() {
+        let dir = std::env::temp_dir().join(format!("huxley-systemd-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let recorder = Recorder::default();
+        let mut systemd = Systemd::new(recorder.clone(), &dir.join("run"), &dir.join("units"));
+        systemd.env_dir = dir.join("env");
+        let units = BTreeMap::from([
+            ("blog-web@.service".to_owned(), "[Service]\n".to_owned()),
+            ("blog-web.env".to_owned(), "RUST_LOG=info\n".to_owned()),
+        ]);
+        systemd
+            .install_units(units.clone())
+            .await
+            .expect("installed");
+        assert_eq!(recorder.take(), ["systemctl daemon-reload"]);
+        assert!(
+            dir.join("units/blog-web@.service").exists() && dir.join("env/blog-web.env").exists()
+        );
+        // The same units again: nothing to reload.
+        systemd.install_units(units).await.expect("installed");
+        assert!(recorder.take().is_empty());
+
+        // The node's network: created when Docker does not have it.
+        recorder.answer("docker network inspect", Err("no such network"));
+        let subnet: Ipv4Net = "100.64.3.0/24".parse().expect("subnet");
+        systemd.prepare(Some(subnet)).await.expect("network");
+        assert_eq!(
+            recorder.take(),
+            [
+                "docker network inspect --format {{range .IPAM.Config}}{{.Subnet}}{{end}} huxley",
+                "docker network create --driver bridge --subnet 100.64.3.0/24 --gateway 100.64.3.1 --opt com.docker.network.bridge.name=huxley0 huxley",
+            ]
+        );
+
+        systemd.start(&replica()).await.expect("started");
+        assert_eq!(
+            recorder.take(),
+            ["systemctl start --no-block blog-web@2.service"]
+        );
+        let env_file = dir.join("run/blog-web-2.env");
+        let written = std::fs::read_to_string(&env_file).expect("the replica's env file");
+        assert!(written.contains("HUXLEY_ADDRESS=100.64.3.5\n"), "{written}");
+        assert!(
+            written.contains("API_URL=http://api.blog.acme.internal:9000\n"),
+            "{written}"
+        );
+        assert!(written.contains("PORT=8080\n"), "{written}");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&env_file)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+
+        // A unit that failed to pull its image: the journal's last line says so.
+        recorder.answer(
+            "systemctl show",
+            Ok("ActiveState=failed\nSubState=failed\nResult=exit-code\nExecMainStatus=125\n"),
+        );
+        recorder.answer(
+            "journalctl",
+            Ok("Unable to find image 'web:abc' locally\nError response from daemon: pull access denied for web\n"),
+        );
+        let observed = systemd.observe(&replica()).await;
+        assert_eq!(observed.state, ReplicaState::Failed);
+        let detail = observed.detail.expect("a reason");
+        assert_eq!(
+            last_words(
+                "Unable to find image 'x' locally\ndocker: Error response from daemon: manifest unknown.\nSee 'docker run --help'.\n"
+            ),
+            "docker: Error response from daemon: manifest unknown."
+        );
+        assert!(
+            detail.contains("exit status 125") && detail.contains("pull access denied"),
+            "{detail}"
+        );
+        assert_eq!(
+            recorder.take(),
+            [
+                "systemctl show blog-web@2.service --property=ActiveState,SubState,Result,ExecMainStatus,MemoryCurrent,CPUUsageNSec",
+                "journalctl --unit blog-web@2.service --lines 3 --no-pager --output cat",
+            ]
+        );
+
+        // A running unit: its container's use, by the container's pid.
+        recorder.answers.lock().expect("answers").clear();
+        recorder.answer(
+            "systemctl show",
+            Ok("ActiveState=active\nSubState=running\nResult=success\nMemoryCurrent=1048576\nCPUUsageNSec=5\n"),
+        );
+        recorder.answer("docker inspect", Ok("0\n"));
+        let observed = systemd.observe(&replica()).await;
+        assert_eq!(observed.state, ReplicaState::Running);
+        // No container pid: the unit's own accounting.
+        assert_eq!((observed.cpu_ns, observed.memory_mib), (Some(5), Some(1)));
+        assert_eq!(
+            recorder.take(),
+            [
+                "systemctl show blog-web@2.service --property=ActiveState,SubState,Result,ExecMainStatus,MemoryCurrent,CPUUsageNSec",
+                "docker inspect --format {{.State.Pid}} blog-web-2",
+            ]
+        );
+
+        systemd.stop(&replica()).await.expect("stopped");
+        assert_eq!(recorder.take(), ["systemctl stop blog-web@2.service"]);
+        assert!(!env_file.exists(), "the env file goes with the replica");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,132 @@
+//! `huxley node secrets`: a replica's secrets, fetched when it starts.
+//!
+//! Reads the SSM parameters the service's `secrets` name (decrypted, with
+//! the node's role) and writes them as a Docker env file, mode 0600, whole
+//! or not at all: when a parameter is missing nothing is written and the
+//! error names it, so the unit fails to start with a reason instead of
+//! running without its secret.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::aws::Aws;
+use crate::spec::kick::KickConfig;
+
+/// Why the secrets could not be written.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SecretsError {
+    UnknownUnit(String),
+    /// Parameters SSM does not have: (variable, parameter).
+    Missing(Vec<(String, String)>),
+    /// A value Docker's env file cannot carry.
+    Multiline(String),
+    Other(String),
+}
+
+impl std::fmt::Display for SecretsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnknownUnit(unit) => write!(f, "no service runs as unit {unit} in kick.toml"),
+            Self::Missing(missing) => {
+                let names: Vec<String> = missing
+                    .iter()
+                    .map(|(variable, parameter)| format!("{parameter} (for {variable})"))
+                    .collect();
+                write!(
+                    f,
+                    "SSM has no parameter {}; nothing was written\nhelp: create it with `aws ssm put-parameter --type SecureString --name NAME --value ...`",
+                    names.join(", ")
+                )
+            }
+            Self::Multiline(variable) => write!(
+                f,
+                "the value of {variable} spans several lines, which a Docker env file cannot hold; nothing was written"
+            ),
+            Self::Other(why) => f.write_str(why),
+        }
+    }
+}
+
+/// The variables and parameters of the service that runs as `unit`.
+pub fn references<'a>(
+    config: &'a KickConfig,
+    unit: &str,
+) -> Result<&'a BTreeMap<String, String>, SecretsError> {
+    config
+        .apps
+        .values()
+        .flat_map(|a| a.services.values())
+        .find(|s| s.unit == unit)
+        .map(|s| &s.secrets)
+        .ok_or_else(|| SecretsError::UnknownUnit(unit.to_owned()))
+}
+
+/// The env file's text from the references and the values SSM returned.
+pub fn env_file(
+    references: &BTreeMap<String, String>,
+    values: &BTreeMap<String, String>,
+) -> Result<String, SecretsError> {
+    let missing: Vec<(String, String)> = references
+        .iter()
+        .filter(|(_, parameter)| !values.contains_key(*parameter))
+        .map(|(v, p)| (v.clone(), p.clone()))
+        .collect();
+    if !missing.is_empty() {
+        return Err(SecretsError::Missing(missing));
+    }
+    let mut text = String::new();
+    for (variable, parameter) in references {
+        let value = &values[parameter];
+        if value.contains('\n') {
+            return Err(SecretsError::Multiline(variable.clone()));
+        }
+        text.push_str(&format!("{variable}={value}\n"));
+    }
+    Ok(text)
+}
+
+/// Fetches the unit's secrets and writes them to `out`.
+pub async fn write(
+    aws: &Aws,
+    config: &KickConfig,
+    unit: &str,
+    out: &Path,
+) -> Result<usize, SecretsError> {
+    let references = references(config, unit)?;
+    let names: Vec<String> = references.values().cloned().collect();
+    let values = aws
+        .secure_parameters(&names)
+        .await
+        .map_err(|e| SecretsError::Other(e.to_string()))?;
+    let text = env_file(references, &values)?;
+    crate::files::write_atomically(out, text.as_bytes(), 0o600).map_err(SecretsError::Other)?;
+    Ok(references.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_parameter_is_named_and_nothing_is_written() {
+        let references = BTreeMap::from([
+            ("DATABASE_URL".to_owned(), "/acme/db".to_owned()),
+            ("API_KEY".to_owned(), "/acme/key".to_owned()),
+        ]);
+        let values = BTreeMap::from([("/acme/db".to_owned(), "postgres://x".to_owned())]);
+        let error = env_file(&references, &values).expect_err("one is missing");
+        assert_eq!(
+            error,
+            SecretsError::Missing(vec![("API_KEY".into(), "/acme/key".into())])
+        );
+        assert!(error.to_string().contains("/acme/key (for API_KEY)"));
+        let values = BTreeMap::from([
+            ("/acme/db".to_owned(), "postgres://x".to_owned()),
+            ("/acme/key".to_owned(), "k=1".to_owned()),
+        ]);
+        assert_eq!(
+            env_file(&references, &values).expect("complete"),
+            "API_KEY=k=1\nDATABASE_URL=postgres://x\n"
+        );
+    }
+}

@@ -1,0 +1,548 @@
+//! Deploys (`/v1/apps/{app}/deployments`): the hook server's releases and the admin's rollbacks, checked here, rolled out by the deploy controller.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::control::api::http::{authenticate, body, error, refuse};
+use crate::control::auth::Scope;
+use crate::control::controllers::deploy::HISTORY_KEPT;
+use crate::control::controllers::deploy::{now, run, save};
+use crate::control::state::Kick;
+use crate::control::state::deploys::Deploys;
+use crate::spec::release::DeployRequest;
+use crate::spec::release::Outcome;
+use crate::spec::release::Release;
+use crate::spec::release::short;
+use crate::spec::release::version_of;
+use std::collections::BTreeSet;
+
+/// Checks a deploy request against the app and its history; the release
+/// to roll out, or the refusal.
+fn prepare(
+    config: &crate::spec::kick::KickConfig,
+    deploys: &Deploys,
+    scope: &Scope,
+    app: &str,
+    request: DeployRequest,
+) -> Result<Release, Box<Response>> {
+    let Some(section) = config.apps.get(app) else {
+        return Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            format!("no app {app}"),
+        )));
+    };
+    let built: BTreeSet<&String> = section
+        .services
+        .iter()
+        .filter(|(_, s)| s.image.is_none())
+        .map(|(name, _)| name)
+        .collect();
+    if let Some(holder) = deploys.active(app) {
+        let by = holder.by.as_deref().unwrap_or("someone");
+        let commit = holder
+            .commit
+            .as_deref()
+            .map_or(String::new(), |c| format!(" of {}", short(c)));
+        return Err(Box::new((
+            StatusCode::CONFLICT,
+            Json(json!({
+                "error": format!(
+                    "{app} is being deployed: v{}{commit} by {by}, started {} ago; try again when it ends",
+                    holder.id,
+                    crate::ui::describe::age(now().saturating_sub(holder.started)),
+                ),
+                "holder": holder,
+            })),
+        )
+            .into_response()));
+    }
+    let current = deploys.current(app);
+    let releases = deploys.history.get(app).map(Vec::as_slice).unwrap_or(&[]);
+    let (images, commit, by, rollback_of) = match request.rollback_to {
+        Some(target) => {
+            if *scope != Scope::Admin {
+                return Err(Box::new(error(
+                    StatusCode::FORBIDDEN,
+                    "only the admin token may roll back",
+                )));
+            }
+            let mut succeeded = releases.iter().filter(|r| r.outcome == Outcome::Succeeded);
+            let running = current.values().map(|(id, _)| *id).max();
+            let chosen = if target == 0 {
+                succeeded.rfind(|r| running.is_none_or(|current| r.id < current))
+            } else {
+                succeeded.rfind(|r| r.id == target)
+            };
+            let Some(chosen) = chosen else {
+                let which = if target == 0 {
+                    format!("{app} has no successful release before the current one")
+                } else {
+                    format!("{app} has no successful release v{target}")
+                };
+                return Err(Box::new(error(
+                    StatusCode::NOT_FOUND,
+                    format!("{which}; `huxley deploys {app}` lists them"),
+                )));
+            };
+            (
+                chosen.images.clone(),
+                chosen.commit.clone(),
+                Some("admin".to_owned()),
+                Some(chosen.id),
+            )
+        }
+        None => {
+            if !matches!(scope, Scope::Admin | Scope::Hook) {
+                return Err(Box::new(error(
+                    StatusCode::FORBIDDEN,
+                    "only the hook server and the admin may deploy",
+                )));
+            }
+            let named: BTreeSet<&String> = request.images.keys().collect();
+            if named != built {
+                let list = |set: &BTreeSet<&String>| {
+                    set.iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                return Err(Box::new(error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "a deploy of {app} names an image for each service built on push ({}); this one names ({})",
+                        list(&built),
+                        list(&named)
+                    ),
+                )));
+            }
+            if let Some((service, image)) = request
+                .images
+                .iter()
+                .find(|(_, image)| version_of(image).is_none_or(|d| !d.starts_with("sha256:")))
+            {
+                return Err(Box::new(error(
+                    StatusCode::BAD_REQUEST,
+                    format!("{service}'s image {image} is not pinned by digest (…@sha256:…)"),
+                )));
+            }
+            (request.images, request.commit, request.by, None)
+        }
+    };
+    if images.is_empty() {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("{app} has no service built on push: its images change with `huxley apply`"),
+        )));
+    }
+    let previous: BTreeMap<String, String> = current
+        .iter()
+        .map(|(service, (_, image))| (service.clone(), image.clone()))
+        .collect();
+    Ok(Release {
+        id: releases.iter().map(|r| r.id).max().unwrap_or(0) + 1,
+        app: app.to_owned(),
+        commit,
+        by,
+        rollback_of,
+        started: now(),
+        finished: None,
+        outcome: Outcome::Running,
+        images,
+        previous,
+        replaced: 0,
+        reason: None,
+        events: Vec::new(),
+    })
+}
+
+/// `POST /v1/apps/{app}/deployments`.
+pub async fn post_deployment(
+    State(kick): State<Arc<Kick>>,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    payload: Result<Json<DeployRequest>, JsonRejection>,
+) -> Response {
+    let scope = match authenticate(&kick, &headers) {
+        Ok(scope) => scope,
+        Err(response) => return *response,
+    };
+    if !matches!(scope, Scope::Admin | Scope::Hook) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "only the hook server and the admin may deploy",
+        );
+    }
+    let request = match body(payload) {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    if !kick.deploys.lock().expect("deploys").loaded {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this kick server is still reading the deploy history; try again in a moment",
+        );
+    }
+    let prepared = {
+        let deploys = kick.deploys.lock().expect("deploys");
+        prepare(&kick.config, &deploys, &scope, &app, request)
+    };
+    let release = match prepared {
+        Ok(release) => release,
+        Err(response) => return *response,
+    };
+    let unchanged = release
+        .images
+        .iter()
+        .all(|(service, image)| release.previous.get(service) == Some(image));
+    if unchanged && release.rollback_of.is_none() {
+        return (
+            StatusCode::OK,
+            Json(json!({
+                "unchanged": true,
+                "message": format!(
+                    "nothing to deploy: {app}'s services already run these images",
+                ),
+            })),
+        )
+            .into_response();
+    }
+    let id = release.id;
+    {
+        let mut deploys = kick.deploys.lock().expect("deploys");
+        let history = deploys.history.entry(app.clone()).or_default();
+        history.push(release.clone());
+        if history.len() > HISTORY_KEPT {
+            history.remove(0);
+        }
+    }
+    save(&kick, &app).await;
+    let task = {
+        let kick = Arc::clone(&kick);
+        let app = app.clone();
+        tokio::spawn(async move { run(&kick, &app, id).await })
+    };
+    kick.tasks.lock().expect("tasks").push(task.abort_handle());
+    (StatusCode::ACCEPTED, Json(release)).into_response()
+}
+
+/// `GET /v1/apps/{app}/deployments`: the app's history, newest first.
+pub async fn list_deployments(
+    State(kick): State<Arc<Kick>>,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+) -> Response {
+    if let Err(response) = may_read(&kick, &headers, &app) {
+        return *response;
+    }
+    let deploys = kick.deploys.lock().expect("deploys");
+    let mut releases = deploys.history.get(&app).cloned().unwrap_or_default();
+    releases.reverse();
+    Json(releases).into_response()
+}
+
+/// `GET /v1/apps/{app}/deployments/{id}`: one deploy, with its events.
+pub async fn get_deployment(
+    State(kick): State<Arc<Kick>>,
+    headers: HeaderMap,
+    Path((app, id)): Path<(String, String)>,
+) -> Response {
+    if let Err(response) = may_read(&kick, &headers, &app) {
+        return *response;
+    }
+    let Ok(id) = id.trim_start_matches('v').parse::<u64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("`{id}` is not a release number such as 3 or v3"),
+        );
+    };
+    let deploys = kick.deploys.lock().expect("deploys");
+    match deploys
+        .history
+        .get(&app)
+        .and_then(|h| h.iter().find(|r| r.id == id))
+    {
+        Some(release) => Json(release).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("{app} has no deploy v{id}")),
+    }
+}
+
+fn may_read(kick: &Kick, headers: &HeaderMap, app: &str) -> Result<(), Box<Response>> {
+    let scope = authenticate(kick, headers)?;
+    if !matches!(scope, Scope::Admin | Scope::Hook) {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "only the hook server and the admin may read deploys",
+        ));
+    }
+    if !kick.config.apps.contains_key(app) {
+        return Err(refuse(StatusCode::NOT_FOUND, format!("no app {app}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::control::controllers::deploy::describe_check;
+    use crate::control::state::deploys::Deploys;
+    use crate::spec::release::{Outcome, Release, short, version_of};
+
+    const DIGEST: &str = "sha256:2850f9785568690e626e9b1a2079a64b8507358302810817b3f7f0c63299c405";
+
+    fn config() -> crate::spec::kick::KickConfig {
+        let checked = crate::config::check(
+            r#"[cluster]
+name = "acme"
+region = "us-east-1"
+availability-zones = ["us-east-1a", "us-east-1b"]
+private-domain = "acme.internal"
+
+[cluster.nodes]
+instance-type = "m6i.large"
+min = 1
+max = 2
+
+[apps.shop.services.web]
+build = "web"
+port = 8080
+depends-on = ["api"]
+
+[apps.shop.services.api]
+build = "api"
+port = 9000
+
+[apps.shop.services.cache]
+image = "redis:7.2"
+port = 6379
+"#,
+        );
+        crate::compile::kick::kick_config(&checked.config.expect("valid"))
+    }
+
+    fn release(id: u64, outcome: Outcome, images: &[(&str, &str)]) -> Release {
+        Release {
+            id,
+            app: "shop".into(),
+            commit: Some(format!("{id:040}")),
+            by: Some("SHA256:x".into()),
+            rollback_of: None,
+            started: 100 * id,
+            finished: Some(100 * id + 10),
+            outcome,
+            images: images
+                .iter()
+                .map(|(s, i)| ((*s).to_owned(), (*i).to_owned()))
+                .collect(),
+            previous: BTreeMap::new(),
+            replaced: 0,
+            reason: None,
+            events: Vec::new(),
+        }
+    }
+
+    fn image(n: u8) -> String {
+        format!(
+            "r.example/huxley-acme/shop@sha256:{}",
+            format!("{n:x}").repeat(64).get(..64).unwrap_or_default()
+        )
+    }
+
+    fn history(releases: Vec<Release>) -> Deploys {
+        Deploys {
+            history: [("shop".to_owned(), releases)].into(),
+            loaded: true,
+        }
+    }
+
+    #[test]
+    fn a_service_runs_the_last_successful_release_that_named_it() {
+        let deploys = history(vec![
+            release(
+                1,
+                Outcome::Succeeded,
+                &[("web", &image(1)), ("api", &image(2))],
+            ),
+            release(
+                2,
+                Outcome::Succeeded,
+                &[("web", &image(3)), ("api", &image(2))],
+            ),
+            release(
+                3,
+                Outcome::RolledBack,
+                &[("web", &image(4)), ("api", &image(5))],
+            ),
+            release(
+                4,
+                Outcome::Interrupted,
+                &[("web", &image(6)), ("api", &image(6))],
+            ),
+        ]);
+        let current = deploys.current("shop");
+        assert_eq!(current["web"], (2, image(3)));
+        assert_eq!(current["api"], (2, image(2)));
+        assert!(deploys.active("shop").is_none());
+        assert!(deploys.current("blog").is_empty());
+    }
+
+    fn refused(result: Result<Release, Box<Response>>) -> StatusCode {
+        match result {
+            Ok(release) => panic!("accepted: {release:?}"),
+            Err(response) => response.status(),
+        }
+    }
+
+    #[test]
+    fn a_deploy_names_every_built_service_by_digest_and_waits_its_turn() {
+        let config = config();
+        let both = |web: &str, api: &str| DeployRequest {
+            commit: Some("abc".into()),
+            images: [
+                ("web".to_owned(), web.to_owned()),
+                ("api".to_owned(), api.to_owned()),
+            ]
+            .into(),
+            by: Some("SHA256:x".into()),
+            rollback_to: None,
+        };
+        let empty = Deploys::default();
+        let release = prepare(
+            &config,
+            &empty,
+            &Scope::Hook,
+            "shop",
+            both(&image(1), &image(2)),
+        )
+        .expect("a good request");
+        assert_eq!((release.id, release.outcome), (1, Outcome::Running));
+        assert!(release.previous.is_empty());
+        // Not every built service; a prebuilt one; a tag, not a digest.
+        let mut one = both(&image(1), &image(2));
+        one.images.remove("api");
+        assert_eq!(
+            refused(prepare(&config, &empty, &Scope::Hook, "shop", one)),
+            StatusCode::BAD_REQUEST
+        );
+        let mut extra = both(&image(1), &image(2));
+        extra.images.insert("cache".into(), image(3));
+        assert_eq!(
+            refused(prepare(&config, &empty, &Scope::Hook, "shop", extra)),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            refused(prepare(
+                &config,
+                &empty,
+                &Scope::Hook,
+                "shop",
+                both("r.example/x:latest", &image(2))
+            )),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            refused(prepare(
+                &config,
+                &empty,
+                &Scope::Hook,
+                "blog",
+                both(&image(1), &image(2))
+            )),
+            StatusCode::NOT_FOUND
+        );
+        // A node's token may not deploy.
+        assert_eq!(
+            refused(prepare(
+                &config,
+                &empty,
+                &Scope::Node,
+                "shop",
+                both(&image(1), &image(2))
+            )),
+            StatusCode::FORBIDDEN
+        );
+        // One at a time: the second is refused with who holds it.
+        let mut running = release.clone();
+        running.outcome = Outcome::Running;
+        let busy = history(vec![running]);
+        match prepare(
+            &config,
+            &busy,
+            &Scope::Hook,
+            "shop",
+            both(&image(1), &image(2)),
+        ) {
+            Err(response) => assert_eq!(response.status(), StatusCode::CONFLICT),
+            Ok(_) => panic!("two deploys at once"),
+        }
+    }
+
+    #[test]
+    fn a_rollback_redeploys_the_release_before_the_current_one_for_the_admin_only() {
+        let config = config();
+        let both = |a: u8, b: u8| [("web", image(a)), ("api", image(b))];
+        fn pairs<'a>(v: &'a [(&'a str, String); 2]) -> Vec<(&'a str, &'a str)> {
+            v.iter().map(|(s, i)| (*s, i.as_str())).collect()
+        }
+        let (one, two, three) = (both(1, 2), both(3, 4), both(5, 6));
+        let deploys = history(vec![
+            release(1, Outcome::Succeeded, &pairs(&one)),
+            release(2, Outcome::Succeeded, &pairs(&two)),
+            release(3, Outcome::RolledBack, &pairs(&three)),
+        ]);
+        let back = |to: u64| DeployRequest {
+            rollback_to: Some(to),
+            ..DeployRequest::default()
+        };
+        let redeploy =
+            prepare(&config, &deploys, &Scope::Admin, "shop", back(0)).expect("rollback");
+        assert_eq!(redeploy.id, 4);
+        assert_eq!(redeploy.rollback_of, Some(1));
+        assert_eq!(redeploy.images["web"], image(1));
+        assert_eq!(redeploy.previous["web"], image(3));
+        assert_eq!(redeploy.by.as_deref(), Some("admin"));
+        // A rolled-back release is no target; nor is one that never was.
+        assert_eq!(
+            refused(prepare(&config, &deploys, &Scope::Admin, "shop", back(3))),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            refused(prepare(&config, &deploys, &Scope::Admin, "shop", back(9))),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            refused(prepare(&config, &deploys, &Scope::Hook, "shop", back(1))),
+            StatusCode::FORBIDDEN
+        );
+        // Nothing before the first release.
+        let first = history(vec![release(1, Outcome::Succeeded, &pairs(&one))]);
+        assert_eq!(
+            refused(prepare(&config, &first, &Scope::Admin, "shop", back(0))),
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[test]
+    fn digests_and_commits_read_short_and_checks_read_in_words() {
+        assert_eq!(short(&format!("r.example/a@{DIGEST}")), "2850f9785568");
+        assert_eq!(
+            short("257164ae6c3f5fad8d99f02fd71c855021c01956"),
+            "257164ae6c3f"
+        );
+        assert_eq!(version_of(&format!("r.example/a@{DIGEST}")), Some(DIGEST));
+        assert_eq!(version_of("r.example/a:1"), None);
+        let config = config();
+        assert_eq!(
+            describe_check(&config.apps["shop"].services["web"].health),
+            "its health check (a TCP connect to port 8080 every 10s, timeout 2s, healthy after 2 passing)"
+        );
+    }
+}

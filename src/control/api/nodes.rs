@@ -1,0 +1,162 @@
+//! Node agents' share (`GET /v1/nodes/{id}/assignment`, a long poll) and reports (`PUT /v1/nodes/{id}/status`).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::control::api::http::{authenticate, error};
+use crate::control::controllers::assign::MAX_WAIT;
+use crate::control::controllers::assign::assignment;
+use crate::control::controllers::assign::replace;
+use crate::control::state::Kick;
+use crate::spec::assignment::NodeReport;
+use crate::spec::assignment::ReplicaReport;
+use crate::spec::assignment::ReplicaState;
+use axum::extract::Query;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+pub struct Wait {
+    /// The generation the agent has; answer when it changes.
+    after: Option<u64>,
+    /// Seconds to wait for a change, at most 60.
+    wait: Option<u64>,
+}
+
+/// `GET /v1/nodes/{id}/assignment?after=G&wait=S`: the node's share, at
+/// once when it differs from generation G, else when it changes or after S
+/// seconds.
+pub async fn get_assignment(
+    State(kick): State<Arc<Kick>>,
+    headers: HeaderMap,
+    Path(node): Path<String>,
+    query: Result<Query<Wait>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(response) = node_scope(&kick, &headers, &node).await {
+        return *response;
+    }
+    let wait = match query {
+        Ok(Query(wait)) => wait,
+        Err(rejection) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("malformed query: {}", rejection.body_text()),
+            );
+        }
+    };
+    let newly_ready = kick
+        .assignments
+        .lock()
+        .expect("assignments")
+        .ready
+        .insert(node.clone());
+    if newly_ready {
+        replace(&kick).await;
+    }
+    let mut changes = kick.placed.subscribe();
+    let limit = Duration::from_secs(wait.wait.unwrap_or(0)).min(MAX_WAIT);
+    if let Some(after) = wait.after {
+        let deadline = tokio::time::Instant::now() + limit;
+        while *changes.borrow_and_update() == after {
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+    }
+    Json(assignment(&kick, &node)).into_response()
+}
+
+/// `PUT /v1/nodes/{id}/status`: what the node runs.
+pub async fn put_status(
+    State(kick): State<Arc<Kick>>,
+    headers: HeaderMap,
+    Path(node): Path<String>,
+    payload: Result<Json<NodeReport>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(response) = node_scope(&kick, &headers, &node).await {
+        return *response;
+    }
+    let report = match crate::control::api::http::body(payload) {
+        Ok(report) => report,
+        Err(response) => return *response,
+    };
+    let mut assignments = kick.assignments.lock().expect("assignments");
+    // Usage alone changes nothing the description shows.
+    let shown = |r: &ReplicaReport| {
+        (
+            r.app.clone(),
+            r.service.clone(),
+            r.replica,
+            r.state,
+            r.detail.clone(),
+            r.address,
+        )
+    };
+    let changed = assignments.reports.get(&node).is_none_or(|(_, old)| {
+        !old.replicas
+            .iter()
+            .map(shown)
+            .eq(report.replicas.iter().map(shown))
+    });
+    for replica in &report.replicas {
+        let before = assignments
+            .reports
+            .get(&node)
+            .and_then(|(_, old)| {
+                old.replicas.iter().find(|r| {
+                    r.app == replica.app
+                        && r.service == replica.service
+                        && r.replica == replica.replica
+                })
+            })
+            .map(|r| r.state);
+        if replica.state == ReplicaState::Failed && before != Some(ReplicaState::Failed) {
+            eprintln!(
+                "kick: {}.{}#{} failed on {node}: {}",
+                replica.app,
+                replica.service,
+                replica.replica,
+                replica.detail.as_deref().unwrap_or("no detail")
+            );
+        }
+    }
+    assignments
+        .reports
+        .insert(node, (SystemTime::now(), report));
+    if changed {
+        assignments.version += 1;
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Checks the caller may manage nodes and that `node` is one of the
+/// cluster's.
+pub async fn node_scope(kick: &Kick, headers: &HeaderMap, node: &str) -> Result<(), Box<Response>> {
+    let scope = authenticate(kick, headers)?;
+    if !scope.manages_nodes() {
+        return Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "this needs the node agents' token",
+        )));
+    }
+    match crate::control::state::known(kick, node).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no node {node} in cluster {}: use the EC2 instance id of one of its running nodes",
+                kick.config.cluster.name
+            ),
+        ))),
+        Err(err) => Err(Box::new(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot list the cluster's nodes: {err}"),
+        ))),
+    }
+}

@@ -1,0 +1,597 @@
+//! Assignments: which replicas each node runs, and each node's container
+//! subnet. The leader places every service's replicas on the cluster's
+//! nodes ([`crate::scheduler::placement`]), and node agents long-poll their own share
+//! (`GET /v1/nodes/{id}/assignment?after=GENERATION`) and report what
+//! they run (`PUT /v1/nodes/{id}/status`).
+//!
+//! Nothing here lives only in memory: after a failover the new leader
+//! seeds the placement from the registered instances (each carries its node
+//! and replica number, kept in Route53) and the subnets from the VPC route
+//! table, so every replica stays where it runs.
+//!
+//! Networking: every node gets a /24 of the cluster's container range
+//! (outside the VPC), routed to it in the VPC's route table; the node agent
+//! gives each replica an address in it. DNS then carries container
+//! addresses, any number of replicas of any service can share a node, and
+//! a private service needs no host port.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+
+use crate::control::state::Kick;
+use crate::control::state::assignments::Assignments;
+use crate::scheduler::placement::{self, NodeSpec, Replica, ServiceSpec};
+use crate::spec::assignment::AssignedReplica;
+use crate::spec::assignment::Assignment;
+use crate::spec::kick::KickConfig;
+use crate::spec::registry::Status;
+
+/// How often the leader re-reads the cluster's nodes from EC2 and places
+/// again: a terminated node's replicas are re-placed within this.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(5);
+/// The longest a node agent's long poll is held.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// The handoffs after a placement change: every replica that moved from a
+/// node that is still alive, and every earlier handoff, until the replica
+/// is healthy on its new node, its old node is gone, or it is no longer
+/// wanted there.
+pub fn handoffs(
+    earlier: &BTreeMap<Replica, String>,
+    old: &BTreeMap<Replica, String>,
+    new: &BTreeMap<Replica, String>,
+    alive: &BTreeSet<String>,
+    healthy: &BTreeSet<(Replica, String)>,
+) -> BTreeMap<Replica, String> {
+    let moved = old
+        .iter()
+        .filter(|(replica, node)| new.get(*replica).is_some_and(|n| n != *node));
+    earlier
+        .iter()
+        .chain(moved)
+        .filter(|(replica, leaving)| {
+            alive.contains(*leaving)
+                && new.get(*replica).is_some_and(|to| {
+                    to != *leaving && !healthy.contains(&((*replica).clone(), to.clone()))
+                })
+        })
+        .map(|(r, n)| (r.clone(), n.clone()))
+        .collect()
+}
+
+/// A service's wanted replica count: the scaler's, or `replicas.min`.
+pub fn wanted_count(
+    config: &KickConfig,
+    assignments: &Assignments,
+    key: &crate::spec::kick::ServiceKey,
+) -> u32 {
+    assignments.wanted.get(key).copied().unwrap_or_else(|| {
+        config
+            .apps
+            .get(&key.0)
+            .and_then(|a| a.services.get(&key.1))
+            .map_or(0, |s| s.replicas.min)
+    })
+}
+
+/// The services' replicas, as placement takes them: a deploy's count, the
+/// scaler's, or `replicas.min`; none for a built service before its first
+/// release.
+pub fn service_specs(config: &KickConfig, assignments: &Assignments) -> Vec<ServiceSpec> {
+    config
+        .apps
+        .iter()
+        .flat_map(|(app, section)| {
+            section.services.iter().map(move |(name, s)| {
+                let key = (app.clone(), name.clone());
+                let replicas = match assignments.rolling.get(&key) {
+                    Some(count) => *count,
+                    None if assignments.awaiting_first_deploy(&key, s) => 0,
+                    None => wanted_count(config, assignments, &key),
+                };
+                (s, key, replicas)
+            })
+        })
+        .map(|(s, (app, service), replicas)| ServiceSpec {
+            first: assignments
+                .first
+                .get(&(app.clone(), service.clone()))
+                .copied()
+                .unwrap_or(1),
+            app,
+            service,
+            replicas,
+            cpu_millis: s.cpu_millis,
+            memory_mib: s.memory_mib,
+            host_port: s.host_port,
+            stateful: s.stateful,
+        })
+        .collect()
+}
+
+/// Marks the description as changed (a deploy's progress shows there).
+pub fn bump(kick: &Kick) {
+    kick.assignments.lock().expect("assignments").version += 1;
+}
+
+/// The environment that tells a replica where its dependencies are.
+pub fn dependency_env(config: &KickConfig, app: &str, service: &str) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    let Some(section) = config.apps.get(app) else {
+        return env;
+    };
+    let Some(own) = section.services.get(service) else {
+        return env;
+    };
+    for dependency in &own.depends_on {
+        let Some(target) = section.services.get(dependency) else {
+            continue;
+        };
+        let (Some(host), Some(port)) = (&target.private_name, target.port) else {
+            continue;
+        };
+        let prefix = dependency.to_ascii_uppercase().replace('-', "_");
+        env.insert(format!("{prefix}_HOST"), host.clone());
+        env.insert(format!("{prefix}_PORT"), port.to_string());
+        env.insert(format!("{prefix}_URL"), format!("http://{host}:{port}"));
+    }
+    env
+}
+
+/// The `index`-th /24 of `range`, if it has one.
+pub fn subnet(range: Ipv4Net, index: u32) -> Option<Ipv4Net> {
+    if range.prefix_len() > 24 {
+        return None;
+    }
+    let count = 1u64 << (24 - range.prefix_len());
+    if u64::from(index) >= count {
+        return None;
+    }
+    let base = u32::from(range.network()) + (index << 8);
+    Ipv4Net::new(Ipv4Addr::from(base), 24).ok()
+}
+
+/// A node and its container subnet.
+pub type NodeSubnet = (String, Ipv4Net);
+
+/// Gives every node a subnet (the lowest free one) and takes back those of
+/// nodes that are gone; returns the subnets added and removed.
+pub fn allocate_subnets(
+    range: Ipv4Net,
+    nodes: &BTreeSet<String>,
+    subnets: &mut BTreeMap<String, Ipv4Net>,
+) -> (Vec<NodeSubnet>, Vec<NodeSubnet>) {
+    let removed: Vec<NodeSubnet> = subnets
+        .iter()
+        .filter(|(node, _)| !nodes.contains(*node))
+        .map(|(n, s)| (n.clone(), *s))
+        .collect();
+    for (node, _) in &removed {
+        subnets.remove(node);
+    }
+    let mut used: BTreeSet<Ipv4Net> = subnets.values().copied().collect();
+    let mut added = Vec::new();
+    let mut next = 0u32;
+    for node in nodes {
+        if subnets.contains_key(node) {
+            continue;
+        }
+        while let Some(candidate) = subnet(range, next) {
+            next += 1;
+            if used.insert(candidate) {
+                subnets.insert(node.clone(), candidate);
+                added.push((node.clone(), candidate));
+                break;
+            }
+        }
+    }
+    (added, removed)
+}
+
+/// The nodes kick knows, as placement takes them, by id.
+pub fn node_specs(kick: &Kick) -> BTreeMap<String, NodeSpec> {
+    kick.nodes
+        .lock()
+        .expect("nodes")
+        .known
+        .values()
+        .map(|n| {
+            (
+                n.id.clone(),
+                NodeSpec {
+                    id: n.id.clone(),
+                    zone: n.zone.clone(),
+                    cpu_millis: kick.config.nodes.allocatable_cpu_millis,
+                    memory_mib: kick.config.nodes.allocatable_memory_mib,
+                    ports_in_use: BTreeSet::new(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Places again from the nodes kick knows, keeping what runs where it is;
+/// bumps the generation and wakes the node agents when anything moved.
+pub async fn replace(kick: &Kick) {
+    let specs = node_specs(kick);
+    let node_ids: BTreeSet<String> = specs.keys().cloned().collect();
+    let nodes: Vec<NodeSpec> = specs.into_values().collect();
+    // What runs now: the last placement, and for replicas it does not
+    // hold (a new leader), where the registry says they run.
+    let mut current = kick
+        .assignments
+        .lock()
+        .expect("assignments")
+        .placement
+        .assigned
+        .clone();
+    {
+        let registry = kick.registry.lock().expect("registry");
+        for (app, services) in &registry.apps {
+            for (service, state) in services {
+                for instance in state.instances.values() {
+                    if let Some(replica) = instance.replica {
+                        current
+                            .entry(Replica {
+                                app: app.clone(),
+                                service: service.clone(),
+                                index: replica,
+                            })
+                            .or_insert_with(|| instance.node.clone());
+                    }
+                }
+            }
+        }
+    }
+    let (ready, draining, specs) = {
+        let mut assignments = kick.assignments.lock().expect("assignments");
+        assignments.ready.retain(|n| node_ids.contains(n));
+        if !assignments.seeded {
+            // A new leader keeps the counts the last one scaled to, and
+            // the replica numbers that run.
+            assignments.wanted = seed_wanted(&kick.config, &current);
+            assignments.first = seed_first(&current);
+            assignments.seeded = true;
+        }
+        (
+            assignments.ready.clone(),
+            assignments.draining.clone(),
+            service_specs(&kick.config, &assignments),
+        )
+    };
+    let hosting: BTreeSet<&String> = current.values().collect();
+    let nodes: Vec<NodeSpec> = nodes
+        .into_iter()
+        .filter(|n| ready.contains(&n.id) || hosting.contains(&n.id))
+        .filter(|n| !draining.contains_key(&n.id))
+        .collect();
+    let mut placement = placement::place(&nodes, &specs, &current);
+    if nodes.is_empty() && !node_ids.is_empty() {
+        // The nodes are there, their agents are not (yet): say so, once.
+        let reason = format!(
+            "none of the cluster's {} nodes has a node agent that has checked in yet",
+            node_ids.len()
+        );
+        placement
+            .unplaced
+            .values_mut()
+            .for_each(|r| r.clone_from(&reason));
+    }
+    // Replicas healthy where they run, for the handoffs.
+    let healthy: BTreeSet<(Replica, String)> = {
+        let registry = kick.registry.lock().expect("registry");
+        registry
+            .apps
+            .iter()
+            .flat_map(|(app, services)| {
+                services.iter().flat_map(move |(service, state)| {
+                    state.instances.values().filter_map(move |i| {
+                        (i.health.status == Status::Healthy).then_some((
+                            Replica {
+                                app: app.clone(),
+                                service: service.clone(),
+                                index: i.replica?,
+                            },
+                            i.node.clone(),
+                        ))
+                    })
+                })
+            })
+            .collect()
+    };
+    let mut routes = (Vec::new(), Vec::new());
+    let changed = {
+        let mut assignments = kick.assignments.lock().expect("assignments");
+        let handoff = handoffs(
+            &assignments.handoff,
+            &assignments.placement.assigned,
+            &placement.assigned,
+            &node_ids,
+            &healthy,
+        );
+        let mut changed = assignments.placement != placement || assignments.handoff != handoff;
+        assignments.handoff = handoff;
+        if let Some(range) = kick.network.range {
+            routes = allocate_subnets(range, &node_ids, &mut assignments.subnets);
+            changed |= !routes.0.is_empty() || !routes.1.is_empty();
+        }
+        if changed {
+            for (replica, reason) in &placement.unplaced {
+                if assignments.placement.unplaced.get(replica) != Some(reason) && !nodes.is_empty()
+                {
+                    eprintln!("kick: cannot place {replica}: {reason}");
+                }
+            }
+            assignments.placement = placement;
+        }
+        changed
+    };
+    if let Some(table) = &kick.network.route_table {
+        route(kick, table, &routes.0, &routes.1).await;
+    }
+    if changed {
+        let mut assignments = kick.assignments.lock().expect("assignments");
+        assignments.generation += 1;
+        assignments.version += 1;
+        let generation = assignments.generation;
+        drop(assignments);
+        kick.placed.send_replace(generation);
+    }
+}
+
+/// The replica counts of scaled services as they run: as many as are
+/// placed or registered, within the service's bounds.
+pub fn seed_wanted(
+    config: &KickConfig,
+    running: &BTreeMap<Replica, String>,
+) -> BTreeMap<crate::spec::kick::ServiceKey, u32> {
+    let mut counts: BTreeMap<crate::spec::kick::ServiceKey, u32> = BTreeMap::new();
+    for replica in running.keys() {
+        *counts
+            .entry((replica.app.clone(), replica.service.clone()))
+            .or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .filter_map(|(key, count)| {
+            let s = config.apps.get(&key.0)?.services.get(&key.1)?;
+            (s.scale.is_some() && s.replicas.min < s.replicas.max)
+                .then(|| (key, count.clamp(s.replicas.min, s.replicas.max)))
+        })
+        .collect()
+}
+
+/// Each service's lowest running replica number, where it is not 1.
+pub fn seed_first(
+    running: &BTreeMap<Replica, String>,
+) -> BTreeMap<crate::spec::kick::ServiceKey, u32> {
+    let mut first: BTreeMap<crate::spec::kick::ServiceKey, u32> = BTreeMap::new();
+    for replica in running.keys() {
+        let entry = first
+            .entry((replica.app.clone(), replica.service.clone()))
+            .or_insert(replica.index);
+        *entry = (*entry).min(replica.index);
+    }
+    first.retain(|_, n| *n != 1);
+    first
+}
+
+/// Adds the routes of new nodes' subnets and removes those of nodes that
+/// are gone, in the VPC's route table. A failure is logged and tried again
+/// at the next reconcile (the route is then missing, not wrong).
+async fn route(kick: &Kick, table: &str, added: &[NodeSubnet], removed: &[NodeSubnet]) {
+    if kick.lease.as_ref().is_some_and(|l| !l.valid()) {
+        return;
+    }
+    for (node, subnet) in removed {
+        if let Err(err) = kick.aws.delete_route(table, &subnet.to_string()).await {
+            eprintln!("kick: cannot remove the route of {node}'s subnet {subnet}: {err}");
+        }
+    }
+    for (node, subnet) in added {
+        if let Err(err) = kick
+            .aws
+            .route_to_node(table, &subnet.to_string(), node)
+            .await
+        {
+            eprintln!("kick: cannot route {subnet} to {node}: {err}");
+            kick.assignments
+                .lock()
+                .expect("assignments")
+                .subnets
+                .remove(node);
+        }
+    }
+}
+
+/// The assignment of `node` as of now.
+pub fn assignment(kick: &Kick, node: &str) -> Assignment {
+    let assignments = kick.assignments.lock().expect("assignments");
+    let leaving = assignments
+        .handoff
+        .iter()
+        .filter(|(_, from)| from.as_str() == node)
+        .map(|(replica, _)| replica);
+    let replicas = assignments
+        .placement
+        .on_node(node)
+        .chain(leaving)
+        .filter_map(|replica| {
+            let section = kick
+                .config
+                .apps
+                .get(&replica.app)?
+                .services
+                .get(&replica.service)?;
+            Some(AssignedReplica {
+                app: replica.app.clone(),
+                service: replica.service.clone(),
+                replica: replica.index,
+                unit: section.unit.clone(),
+                image: assignments.image_of(replica, section.image.as_ref()),
+                port: section.port,
+                host_port: section.host_port,
+                env: dependency_env(&kick.config, &replica.app, &replica.service),
+            })
+        })
+        .collect();
+    Assignment {
+        node: node.to_owned(),
+        generation: assignments.generation,
+        subnet: assignments.subnets.get(node).map(ToString::to_string),
+        replicas,
+    }
+}
+
+/// Re-reads the nodes from EC2 and places again, every
+/// [`RECONCILE_EVERY`], while this server leads.
+pub fn spawn(kick: Arc<Kick>) -> tokio::task::AbortHandle {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RECONCILE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match kick.aws.cluster_nodes(&kick.config.cluster.name).await {
+                Ok(list) => {
+                    let known: BTreeSet<String> = list.iter().map(|n| n.id.clone()).collect();
+                    kick.nodes.lock().expect("nodes").replace(list);
+                    // A node that is gone takes its instances with it: out
+                    // of DNS at once, and placed again below.
+                    let touched = kick
+                        .registry
+                        .lock()
+                        .expect("registry")
+                        .drop_gone_nodes(&known);
+                    for (app, service) in touched {
+                        crate::control::controllers::health::sync_dns(&kick, &app, &service).await;
+                        let _ = crate::control::controllers::health::sync_replicas(
+                            &kick, &app, &service,
+                        )
+                        .await;
+                    }
+                }
+                Err(err) => eprintln!("kick: cannot list the cluster's nodes: {err}"),
+            }
+            replace(&kick).await;
+            crate::control::controllers::scale::step(&kick).await;
+        }
+    })
+    .abort_handle()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_are_the_lowest_free_24s_and_come_back_when_a_node_goes() {
+        let range: Ipv4Net = "100.64.0.0/22".parse().expect("range");
+        let mut subnets = BTreeMap::new();
+        let nodes: BTreeSet<String> = ["i-a", "i-b", "i-c"].map(String::from).into();
+        let (added, removed) = allocate_subnets(range, &nodes, &mut subnets);
+        assert_eq!(added.len(), 3);
+        assert!(removed.is_empty());
+        assert_eq!(subnets["i-b"].to_string(), "100.64.1.0/24");
+        let nodes: BTreeSet<String> = ["i-a", "i-c", "i-d", "i-e"].map(String::from).into();
+        let (added, removed) = allocate_subnets(range, &nodes, &mut subnets);
+        assert_eq!(
+            removed,
+            [("i-b".to_owned(), "100.64.1.0/24".parse().expect("net"))]
+        );
+        // i-d takes i-b's old subnet, i-e the last one; a fifth node gets none.
+        assert_eq!(subnets["i-d"].to_string(), "100.64.1.0/24");
+        assert_eq!(subnets["i-e"].to_string(), "100.64.3.0/24");
+        assert_eq!(added.len(), 2);
+        let nodes: BTreeSet<String> = ["i-a", "i-c", "i-d", "i-e", "i-f"].map(String::from).into();
+        allocate_subnets(range, &nodes, &mut subnets);
+        assert!(!subnets.contains_key("i-f"));
+    }
+
+    #[test]
+    fn a_replica_moving_between_live_nodes_stays_on_the_old_one_until_healthy() {
+        let r = Replica {
+            app: "blog".into(),
+            service: "api".into(),
+            index: 1,
+        };
+        let on = |node: &str| BTreeMap::from([(r.clone(), node.to_owned())]);
+        let alive: BTreeSet<String> = ["a", "b"].map(String::from).into();
+        let none = BTreeSet::new();
+        // Moved from a to b: a keeps it.
+        let handoff = handoffs(&BTreeMap::new(), &on("a"), &on("b"), &alive, &none);
+        assert_eq!(handoff, on("a"));
+        // Still moving while b's is not healthy (placement unchanged).
+        assert_eq!(
+            handoffs(&handoff, &on("b"), &on("b"), &alive, &none),
+            on("a")
+        );
+        // Healthy on b: a lets go.
+        let healthy = BTreeSet::from([(r.clone(), "b".to_owned())]);
+        assert!(handoffs(&handoff, &on("b"), &on("b"), &alive, &healthy).is_empty());
+        // A node that is gone keeps nothing.
+        let only_b: BTreeSet<String> = ["b"].map(String::from).into();
+        assert!(handoffs(&BTreeMap::new(), &on("a"), &on("b"), &only_b, &none).is_empty());
+        // Unchanged placements hand nothing off.
+        assert!(handoffs(&BTreeMap::new(), &on("a"), &on("a"), &alive, &none).is_empty());
+    }
+
+    /// examples/blog's kick.toml.
+    fn blog() -> KickConfig {
+        let checked = crate::config::check(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/blog/huxley.toml"
+            ))
+            .expect("the blog example"),
+        );
+        crate::compile::kick::kick_config(&checked.config.expect("valid"))
+    }
+
+    #[test]
+    fn a_new_leader_keeps_the_replica_counts_that_run() {
+        let config = blog();
+        let web = &config.apps["blog"].services["web"];
+        assert!(web.scale.is_some() && web.replicas.min < web.replicas.max);
+        let running = |service: &'static str, count: u32| {
+            (1..=count).map(move |index| {
+                (
+                    Replica {
+                        app: "blog".into(),
+                        service: service.into(),
+                        index,
+                    },
+                    format!("i-{index}"),
+                )
+            })
+        };
+        // web runs one more than its minimum; api is not scaled.
+        let counts = seed_wanted(
+            &config,
+            &running("web", web.replicas.min + 1)
+                .chain(running("api", 1))
+                .collect(),
+        );
+        let key = ("blog".to_owned(), "web".to_owned());
+        assert_eq!(
+            counts,
+            BTreeMap::from([(key.clone(), web.replicas.min + 1)])
+        );
+        // Never beyond the bounds.
+        let counts = seed_wanted(&config, &running("web", web.replicas.max + 5).collect());
+        assert_eq!(counts[&key], web.replicas.max);
+    }
+
+    #[test]
+    fn dependencies_are_named_in_the_environment() {
+        let config = blog();
+        let env = dependency_env(&config, "blog", "web");
+        assert_eq!(env["API_HOST"], "api.blog.acme.internal");
+        assert_eq!(env["API_PORT"], "9000");
+        assert_eq!(env["API_URL"], "http://api.blog.acme.internal:9000");
+        assert!(dependency_env(&config, "blog", "api").is_empty());
+    }
+}

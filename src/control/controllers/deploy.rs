@@ -1,0 +1,654 @@
+//! Deploys: the leader rolls a new release of an app's built services out
+//! in health-gated batches, and rolls it back when a new replica fails.
+//!
+//! A release pins each built service's image by digest. A service's
+//! replicas are a window of replica numbers `first..first + count`: a
+//! deploy starts new replicas above the window (max-surge at a time, each
+//! on the new image), waits for them to pass the service's health check,
+//! then retires the lowest (the old release's): out of DNS, stopped (the
+//! node agent's order), so the numbers stay one window and a replica never
+//! changes image under its number, except when a failed deploy puts the
+//! previous release back on the replicas that got the new one.
+//!
+//! Every deploy is recorded in the artifact bucket
+//! (`huxley/deploys/<app>.json`), so `huxley deploys` reads the history
+//! without the cluster and a new leader runs what the last successful
+//! release pinned. One deploy per app at a time: a second is refused with
+//! who holds it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::control::state::Kick;
+use crate::scheduler::rollout::batches;
+use crate::scheduler::rollout::dependency_order;
+use crate::scheduler::rollout::effective_surge;
+use crate::spec::kick::ServiceKey;
+use crate::spec::registry::Status;
+use crate::spec::release::Event;
+use crate::spec::release::Outcome;
+use crate::spec::release::Release;
+use crate::spec::release::short;
+use crate::spec::release::version_of;
+
+/// How many deploys of an app the history keeps.
+pub const HISTORY_KEPT: usize = 100;
+/// How many events one deploy keeps.
+const EVENTS_KEPT: usize = 400;
+/// How often a rollout looks at its replicas' health.
+const POLL: Duration = Duration::from_millis(200);
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Reads every app's deploy history from the bucket, once per leadership:
+/// a deploy left running by an earlier leader is recorded as interrupted,
+/// and each service runs its last successful release.
+pub async fn restore(kick: &Kick) -> Result<(), String> {
+    let Some(bucket) = &kick.bucket else {
+        kick.deploys.lock().expect("deploys").loaded = true;
+        return Ok(());
+    };
+    let mut history = BTreeMap::new();
+    let mut interrupted = Vec::new();
+    for app in kick.config.apps.keys() {
+        let Some(bytes) = kick
+            .aws
+            .get_object(bucket, &crate::spec::keys::history(app))
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            continue;
+        };
+        let mut releases: Vec<Release> = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("the deploy history of {app} does not parse: {e}"))?;
+        for release in &mut releases {
+            if release.outcome == Outcome::Running {
+                release.outcome = Outcome::Interrupted;
+                release.finished = Some(now());
+                release.reason = Some(
+                    "the kick server running it stopped leading; the last successful release runs"
+                        .into(),
+                );
+                interrupted.push(app.clone());
+            }
+        }
+        history.insert(app.clone(), releases);
+    }
+    let current: Vec<(ServiceKey, String)> = {
+        let mut deploys = kick.deploys.lock().expect("deploys");
+        deploys.history = history;
+        deploys.loaded = true;
+        kick.config
+            .apps
+            .keys()
+            .flat_map(|app| {
+                deploys
+                    .current(app)
+                    .into_iter()
+                    .map(move |(service, (_, image))| ((app.clone(), service), image))
+            })
+            .collect()
+    };
+    kick.assignments
+        .lock()
+        .expect("assignments")
+        .current
+        .extend(current);
+    for app in interrupted {
+        save(kick, &app).await;
+    }
+    Ok(())
+}
+
+/// Writes `app`'s history to the bucket; a failure is logged (the deploy
+/// goes on, and the next save carries it).
+pub async fn save(kick: &Kick, app: &str) {
+    let Some(bucket) = &kick.bucket else {
+        return;
+    };
+    let body = {
+        let deploys = kick.deploys.lock().expect("deploys");
+        let releases = deploys.history.get(app).cloned().unwrap_or_default();
+        serde_json::to_vec_pretty(&releases).expect("releases serialize")
+    };
+    if let Err(err) = kick
+        .aws
+        .put_object(
+            bucket,
+            &crate::spec::keys::history(app),
+            body,
+            "application/json",
+        )
+        .await
+    {
+        eprintln!("kick: cannot record the deploys of {app}: {err}");
+    }
+}
+
+/// Adds a line to a release's events (and kick's log).
+fn say(kick: &Kick, app: &str, id: u64, text: impl Into<String>) {
+    let text = text.into();
+    eprintln!("kick: deploy {app} v{id}: {text}");
+    let mut deploys = kick.deploys.lock().expect("deploys");
+    if let Some(release) = deploys.release_mut(app, id) {
+        if release.events.len() >= EVENTS_KEPT {
+            release.events.remove(0);
+        }
+        release.events.push(Event { at: now(), text });
+    }
+    drop(deploys);
+    // The description shows a running deploy.
+    crate::control::controllers::assign::bump(kick);
+}
+
+/// Why a rollout stopped.
+struct Stopped {
+    reason: String,
+}
+
+/// Rolls release `id` of `app` out, service by service (dependencies
+/// first); on a failure, puts the previous release back.
+pub async fn run(kick: &Arc<Kick>, app: &str, id: u64) {
+    let Some(release) = kick
+        .deploys
+        .lock()
+        .expect("deploys")
+        .release_mut(app, id)
+        .cloned()
+    else {
+        return;
+    };
+    let what = match (release.rollback_of, &release.commit) {
+        (Some(of), _) => format!("rolling back to v{of}"),
+        (None, Some(commit)) => format!("rolling out {}", short(commit)),
+        (None, None) => "rolling out".to_owned(),
+    };
+    say(kick, app, id, what);
+    let section = &kick.config.apps[app];
+    let depends_on = |name: &str| {
+        section
+            .services
+            .get(name)
+            .map_or(&[][..], |s| s.depends_on.as_slice())
+    };
+    let order = dependency_order(depends_on, release.images.keys());
+    let mut done: Vec<String> = Vec::new();
+    let mut failure = None;
+    for service in &order {
+        let image = &release.images[service];
+        if release.previous.get(service) == Some(image) {
+            say(
+                kick,
+                app,
+                id,
+                format!("{service}: already runs {}", short(image)),
+            );
+            continue;
+        }
+        match roll(kick, app, id, service, image).await {
+            Ok(replaced) => {
+                if let Some(r) = kick.deploys.lock().expect("deploys").release_mut(app, id) {
+                    r.replaced += replaced;
+                }
+                done.push(service.clone());
+            }
+            Err(stopped) => {
+                failure = Some((service.clone(), stopped.reason));
+                break;
+            }
+        }
+        save(kick, app).await;
+    }
+    let outcome = match failure {
+        None => {
+            say(kick, app, id, "every replica runs the new release");
+            Outcome::Succeeded
+        }
+        Some((service, reason)) => {
+            say(kick, app, id, reason.clone());
+            let put_back = put_back(kick, app, id, &release, &service, &done).await;
+            let mut deploys = kick.deploys.lock().expect("deploys");
+            if let Some(r) = deploys.release_mut(app, id) {
+                r.reason = Some(reason);
+            }
+            if put_back {
+                Outcome::RolledBack
+            } else {
+                Outcome::Failed
+            }
+        }
+    };
+    {
+        let mut deploys = kick.deploys.lock().expect("deploys");
+        if let Some(r) = deploys.release_mut(app, id) {
+            r.outcome = outcome;
+            r.finished = Some(now());
+        }
+    }
+    save(kick, app).await;
+    crate::control::controllers::assign::bump(kick);
+}
+
+/// The replica window of a service: its first number and how many.
+fn window(kick: &Kick, key: &ServiceKey) -> (u32, u32) {
+    let assignments = kick.assignments.lock().expect("assignments");
+    let first = assignments.first.get(key).copied().unwrap_or(1);
+    let count = assignments.rolling.get(key).copied().unwrap_or_else(|| {
+        crate::control::controllers::assign::wanted_count(&kick.config, &assignments, key)
+    });
+    (first, count)
+}
+
+/// Sets a service's window and the images of its new replicas, then
+/// places again.
+async fn set_window(
+    kick: &Kick,
+    key: &ServiceKey,
+    first: u32,
+    count: u32,
+    images: &[(u32, String)],
+) {
+    {
+        let mut assignments = kick.assignments.lock().expect("assignments");
+        assignments.first.insert(key.clone(), first);
+        assignments.rolling.insert(key.clone(), count);
+        for (index, image) in images {
+            assignments.images.insert(
+                crate::scheduler::placement::Replica {
+                    app: key.0.clone(),
+                    service: key.1.clone(),
+                    index: *index,
+                },
+                image.clone(),
+            );
+        }
+        let end = first + count;
+        assignments.images.retain(|r, _| {
+            (&r.app, &r.service) != (&key.0, &key.1) || (first..end).contains(&r.index)
+        });
+    }
+    crate::control::controllers::assign::replace(kick).await;
+}
+
+/// Replaces every replica of `service` with one on `image`, in batches;
+/// the number started. On a failure the window is left as it stands (the
+/// caller puts the previous release back).
+async fn roll(
+    kick: &Arc<Kick>,
+    app: &str,
+    id: u64,
+    service: &str,
+    image: &str,
+) -> Result<u32, Stopped> {
+    let key: ServiceKey = (app.to_owned(), service.to_owned());
+    let section = kick.config.apps[app].services[service].clone();
+    let policy = section.deploy;
+    let (mut first, running) = window(kick, &key);
+    let target = {
+        let assignments = kick.assignments.lock().expect("assignments");
+        crate::control::controllers::assign::wanted_count(&kick.config, &assignments, &key).max(1)
+    };
+    // What runs now is the old release (none before a first deploy).
+    let fresh = !kick
+        .assignments
+        .lock()
+        .expect("assignments")
+        .current
+        .contains_key(&key);
+    let mut old = if fresh { 0 } else { running };
+    let mut new = 0u32;
+    let count = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+    let surge = u32::try_from(policy.max_surge.count(count(target))).unwrap_or(u32::MAX);
+    let unavailable =
+        u32::try_from(policy.max_unavailable.count(count(target))).unwrap_or(u32::MAX);
+    let surge = effective_surge(surge, unavailable);
+    let mut started = 0;
+    say(
+        kick,
+        app,
+        id,
+        format!(
+            "{service}: {} {} on {} (max-surge {surge}, max-unavailable {unavailable}, {} per batch to pass {})",
+            if fresh { "starting" } else { "replacing" },
+            count_of(old.max(target), "replica"),
+            short(image),
+            crate::spec::quantity::format_duration(policy.timeout),
+            describe_check(&section.health),
+        ),
+    );
+    let numbered = |numbers: &[u32]| {
+        numbers
+            .iter()
+            .map(|n| format!("#{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for batch in batches(old, target, surge, unavailable) {
+        if batch.stop_first > 0 {
+            (first, old) = retire(kick, &key, (first, old, new), batch.stop_first).await;
+            say(
+                kick,
+                app,
+                id,
+                format!(
+                    "{service}: {} out of DNS and stopped first (max-unavailable)",
+                    count_of(batch.stop_first, "old replica")
+                ),
+            );
+        }
+        if batch.start > 0 {
+            let from = first + old + new;
+            let numbers: Vec<u32> = (from..from + batch.start).collect();
+            let images: Vec<(u32, String)> =
+                numbers.iter().map(|n| (*n, image.to_owned())).collect();
+            set_window(kick, &key, first, old + new + batch.start, &images).await;
+            say(
+                kick,
+                app,
+                id,
+                format!(
+                    "{service}: started {} ({})",
+                    count_of(batch.start, "new replica"),
+                    numbered(&numbers)
+                ),
+            );
+            started += batch.start;
+            wait_healthy(kick, &key, &numbers, image, policy.timeout).await?;
+            say(
+                kick,
+                app,
+                id,
+                format!("{service}: {} healthy", numbered(&numbers)),
+            );
+            new += batch.start;
+        }
+        if batch.retire > 0 {
+            (first, old) = retire(kick, &key, (first, old, new), batch.retire).await;
+            say(
+                kick,
+                app,
+                id,
+                format!(
+                    "{service}: {} out of DNS and stopped",
+                    count_of(batch.retire, "old replica")
+                ),
+            );
+        }
+    }
+    // Done: the image is the service's release; the window is its count.
+    {
+        let mut assignments = kick.assignments.lock().expect("assignments");
+        assignments.current.insert(key.clone(), image.to_owned());
+        assignments.rolling.remove(&key);
+        assignments.first.insert(key.clone(), first);
+        assignments
+            .images
+            .retain(|r, _| (&r.app, &r.service) != (&key.0, &key.1));
+    }
+    crate::control::controllers::assign::replace(kick).await;
+    say(
+        kick,
+        app,
+        id,
+        format!("{service}: every replica runs {}", short(image)),
+    );
+    Ok(started)
+}
+
+/// Retires the `n` lowest replicas of a window (`first`, `old` on the old
+/// release, `new` above them): out of DNS, then stopped, by their node
+/// agents. The window's new `first` and `old`.
+async fn retire(
+    kick: &Kick,
+    key: &ServiceKey,
+    (first, old, new): (u32, u32, u32),
+    n: u32,
+) -> (u32, u32) {
+    let (first, old) = (first + n, old - n);
+    set_window(kick, key, first, old + new, &[]).await;
+    (first, old)
+}
+
+/// How a service's health is checked, in words.
+pub fn describe_check(check: &crate::spec::kick::HealthCheck) -> String {
+    use crate::spec::kick::HealthKind;
+    let what = match check.kind {
+        HealthKind::Http => format!(
+            "GET {} on port {}",
+            check.path.as_deref().unwrap_or("/"),
+            check.port.map_or_else(|| "?".to_owned(), |p| p.to_string())
+        ),
+        HealthKind::Tcp => format!(
+            "a TCP connect to port {}",
+            check.port.map_or_else(|| "?".to_owned(), |p| p.to_string())
+        ),
+        HealthKind::Running => "the container running".to_owned(),
+    };
+    let format = crate::spec::quantity::format_duration;
+    format!(
+        "its health check ({what} every {}, timeout {}, healthy after {} passing)",
+        format(check.interval),
+        format(check.timeout),
+        check.healthy,
+    )
+}
+
+/// Waits until every replica in `numbers` runs `image` and passes its
+/// health check, or says why not by the deadline.
+async fn wait_healthy(
+    kick: &Kick,
+    key: &ServiceKey,
+    numbers: &[u32],
+    image: &str,
+    timeout: Duration,
+) -> Result<(), Stopped> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let version = version_of(image).unwrap_or(image).to_owned();
+    let section = &kick.config.apps[&key.0].services[&key.1];
+    loop {
+        let (pending, failed) = replica_states(kick, key, numbers, &version, section);
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if let Some((number, detail)) = failed {
+            return Err(Stopped {
+                reason: format!("{}'s new replica #{number} failed: {detail}", key.1),
+            });
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let (number, last) = pending.into_iter().next().unwrap_or_default();
+            return Err(Stopped {
+                reason: format!(
+                    "{}'s new replica #{number} did not pass {} within {} (deploy.timeout); last: {last}",
+                    key.1,
+                    describe_check(&section.health),
+                    crate::spec::quantity::format_duration(timeout),
+                ),
+            });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The replicas of `numbers` not yet healthy on `version`, each with what
+/// was last seen of it, and one that failed outright (its container
+/// exited, its image would not pull).
+fn replica_states(
+    kick: &Kick,
+    key: &ServiceKey,
+    numbers: &[u32],
+    version: &str,
+    section: &crate::spec::kick::ServiceSection,
+) -> (BTreeMap<u32, String>, Option<(u32, String)>) {
+    use crate::spec::assignment::ReplicaState;
+    let mut pending = BTreeMap::new();
+    let mut failed = None;
+    let registry = kick.registry.lock().expect("registry");
+    let assignments = kick.assignments.lock().expect("assignments");
+    let state = registry.service(&key.0, &key.1);
+    for number in numbers {
+        let reported = assignments.reports.values().find_map(|(_, report)| {
+            report
+                .replicas
+                .iter()
+                .find(|r| (&r.app, &r.service, r.replica) == (&key.0, &key.1, *number))
+        });
+        let on_version = reported.is_some_and(|r| r.version.as_deref() == Some(version));
+        if let Some(r) = reported.filter(|_| on_version)
+            && r.state == ReplicaState::Failed
+        {
+            failed.get_or_insert((
+                *number,
+                r.detail.clone().unwrap_or_else(|| "it stopped".to_owned()),
+            ));
+        }
+        let instance = state.and_then(|s| {
+            s.instances
+                .values()
+                .find(|i| i.replica == Some(*number) && i.version.as_deref() == Some(version))
+        });
+        let healthy = match section.port {
+            // Without a port there is no check but that it runs.
+            None => on_version && reported.is_some_and(|r| r.state == ReplicaState::Running),
+            Some(_) => instance.is_some_and(|i| i.health.status == Status::Healthy),
+        };
+        if healthy {
+            continue;
+        }
+        let last = match (instance, reported) {
+            (Some(i), _) if !i.health.last_output.is_empty() => {
+                format!(
+                    "{} at {}: {}",
+                    status_word(i.health.status),
+                    i.address,
+                    i.health.last_output.trim()
+                )
+            }
+            (Some(i), _) => format!("registered at {}, not checked yet", i.address),
+            (None, Some(r)) if on_version => format!(
+                "{} on {}, not registered yet",
+                format!("{:?}", r.state).to_lowercase(),
+                assignments
+                    .placement
+                    .assigned
+                    .iter()
+                    .find(|(p, _)| (&p.app, &p.service, p.index) == (&key.0, &key.1, *number))
+                    .map_or("its node", |(_, node)| node.as_str())
+            ),
+            _ => match assignments
+                .placement
+                .unplaced
+                .iter()
+                .find(|(p, _)| (&p.app, &p.service, p.index) == (&key.0, &key.1, *number))
+            {
+                Some((_, why)) => format!("not placed: {why}"),
+                None => "its node has not started it yet".to_owned(),
+            },
+        };
+        pending.insert(*number, last);
+    }
+    (pending, failed)
+}
+
+/// `n` `noun`s, in words.
+fn count_of(n: u32, noun: &str) -> String {
+    crate::diagnostic::plural(usize::try_from(n).unwrap_or(usize::MAX), noun)
+}
+
+fn status_word(status: Status) -> &'static str {
+    match status {
+        Status::Unknown => "not healthy yet",
+        Status::Healthy => "healthy",
+        Status::Unhealthy => "unhealthy",
+    }
+}
+
+/// Puts the previous release back after `failed` stopped the rollout:
+/// `failed`'s replicas on the new image go back to the previous one (the
+/// old replicas never stopped serving), and services already rolled
+/// (`done`) roll back through the same health-gated batches. Whether every
+/// service runs its previous release again.
+async fn put_back(
+    kick: &Arc<Kick>,
+    app: &str,
+    id: u64,
+    release: &Release,
+    failed: &str,
+    done: &[String],
+) -> bool {
+    let key: ServiceKey = (app.to_owned(), failed.to_owned());
+    let section = kick.config.apps[app].services[failed].clone();
+    {
+        let mut assignments = kick.assignments.lock().expect("assignments");
+        assignments.rolling.remove(&key);
+        assignments
+            .images
+            .retain(|r, _| (&r.app, &r.service) != (&key.0, &key.1));
+    }
+    crate::control::controllers::assign::replace(kick).await;
+    let mut ok = true;
+    match release.previous.get(failed) {
+        None => say(
+            kick,
+            app,
+            id,
+            format!("{failed}: no earlier release to put back; its new replicas are stopped"),
+        ),
+        Some(previous) => {
+            say(
+                kick,
+                app,
+                id,
+                format!("{failed}: putting {} back", short(previous)),
+            );
+            let (first, count) = window(kick, &key);
+            let numbers: Vec<u32> = (first..first + count).collect();
+            match wait_healthy(kick, &key, &numbers, previous, section.deploy.timeout).await {
+                Ok(()) => say(
+                    kick,
+                    app,
+                    id,
+                    format!("{failed}: every replica runs {} again", short(previous)),
+                ),
+                Err(stopped) => {
+                    say(kick, app, id, format!("rollback: {}", stopped.reason));
+                    ok = false;
+                }
+            }
+        }
+    }
+    for service in done.iter().rev() {
+        let Some(previous) = release.previous.get(service) else {
+            // Its first release: it goes, as it came, with the deploy.
+            say(
+                kick,
+                app,
+                id,
+                format!("{service}: no earlier release to put back; its replicas are stopped"),
+            );
+            kick.assignments
+                .lock()
+                .expect("assignments")
+                .current
+                .remove(&(app.to_owned(), service.clone()));
+            crate::control::controllers::assign::replace(kick).await;
+            continue;
+        };
+        say(
+            kick,
+            app,
+            id,
+            format!("{service}: rolling back to {}", short(previous)),
+        );
+        if let Err(stopped) = roll(kick, app, id, service, previous).await {
+            say(kick, app, id, format!("rollback: {}", stopped.reason));
+            ok = false;
+        }
+    }
+    ok
+}

@@ -1,0 +1,295 @@
+//! Health checks and the DNS answers that follow them.
+//!
+//! One loop per service runs its check (HTTP GET with a 2xx answer, or a
+//! TCP connect; for a service without a port, a recent heartbeat) against
+//! every instance at the service's interval, with its timeout. When a
+//! service's set of healthy instances changes, its private name (and its
+//! public names) are rewritten to carry exactly the healthy addresses,
+//! through the batching writer.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::aws::RecordChange;
+use crate::control::registry::DEREGISTER_AFTER;
+use crate::control::state::{Kick, REAP_EVERY, own};
+use crate::spec::kick::HealthKind;
+use crate::spec::registry::replicas_name;
+
+/// Starts the check loops of every service and the reaper; their handles.
+pub fn spawn(kick: Arc<Kick>) -> Vec<tokio::task::AbortHandle> {
+    let services: Vec<(String, String)> = kick
+        .config
+        .apps
+        .iter()
+        .flat_map(|(app, section)| {
+            section
+                .services
+                .keys()
+                .map(move |s| (app.clone(), s.clone()))
+        })
+        .collect();
+    crate::tls::ensure_provider();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client");
+    let mut tasks = Vec::new();
+    for (app, service) in services {
+        let kick = Arc::clone(&kick);
+        let client = client.clone();
+        tasks.push(
+            tokio::spawn(async move { check_loop(kick, client, app, service).await })
+                .abort_handle(),
+        );
+    }
+    let reaper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REAP_EVERY);
+        loop {
+            tick.tick().await;
+            let touched = kick
+                .registry
+                .lock()
+                .expect("registry")
+                .reap(SystemTime::now(), DEREGISTER_AFTER);
+            for (app, service) in touched {
+                sync_dns(&kick, &app, &service).await;
+                // On failure the record keeps the reaped instance until the
+                // service's next change rewrites it.
+                let _ = sync_replicas(&kick, &app, &service).await;
+            }
+        }
+    });
+    tasks.push(reaper.abort_handle());
+    tasks
+}
+
+async fn check_loop(kick: Arc<Kick>, client: reqwest::Client, app: String, service: String) {
+    let Some(check) = kick
+        .config
+        .apps
+        .get(&app)
+        .and_then(|a| a.services.get(&service))
+        .map(|s| s.health.clone())
+    else {
+        return;
+    };
+    let mut tick = tokio::time::interval(check.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let targets: Vec<(String, IpAddr, u16, SystemTime, SystemTime)> = {
+            let registry = kick.registry.lock().expect("registry");
+            registry
+                .service(&app, &service)
+                .map(|s| {
+                    s.instances
+                        .values()
+                        .map(|i| {
+                            (
+                                i.id.clone(),
+                                i.address,
+                                i.port,
+                                i.registered,
+                                i.last_heartbeat,
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let now = SystemTime::now();
+        let checks = targets.into_iter().filter(|(_, _, _, registered, _)| {
+            // Within the grace period failures do not count: skip the check.
+            now.duration_since(*registered).unwrap_or_default() >= check.grace
+        });
+        let results = futures_join(checks.map(|(id, address, port, _, heartbeat)| {
+            let client = client.clone();
+            let check = check.clone();
+            async move {
+                let (passed, output) = match check.kind {
+                    HealthKind::Http => {
+                        http(
+                            &client,
+                            address,
+                            port,
+                            check.path.as_deref().unwrap_or("/"),
+                            check.timeout,
+                        )
+                        .await
+                    }
+                    HealthKind::Tcp => tcp(address, port, check.timeout).await,
+                    HealthKind::Running => {
+                        let age = SystemTime::now()
+                            .duration_since(heartbeat)
+                            .unwrap_or_default();
+                        (
+                            age <= check.interval * 3,
+                            format!("last heartbeat {}s ago", age.as_secs()),
+                        )
+                    }
+                };
+                (id, passed, output)
+            }
+        }))
+        .await;
+        let changed = {
+            let mut registry = kick.registry.lock().expect("registry");
+            let now = SystemTime::now();
+            results
+                .into_iter()
+                .filter_map(|(id, passed, output)| registry.record(&id, passed, &output, now))
+                .count()
+                > 0
+        };
+        if changed {
+            sync_dns(&kick, &app, &service).await;
+        }
+    }
+}
+
+/// Runs futures concurrently and collects their outputs in order.
+pub async fn futures_join<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        if let Ok(value) = handle.await {
+            out.push(value);
+        }
+    }
+    out
+}
+
+async fn http(
+    client: &reqwest::Client,
+    address: IpAddr,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> (bool, String) {
+    let host = match address {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    };
+    match client
+        .get(format!("http://{host}:{port}{path}"))
+        .timeout(timeout)
+        .send()
+        .await
+    {
+        Ok(response) => {
+            let status = response.status();
+            (status.is_success(), format!("HTTP {}", status.as_u16()))
+        }
+        Err(err) if err.is_timeout() => {
+            (false, format!("timed out after {}ms", timeout.as_millis()))
+        }
+        Err(err) => (false, format!("{err}")),
+    }
+}
+
+async fn tcp(address: IpAddr, port: u16, timeout: Duration) -> (bool, String) {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((address, port))).await {
+        Ok(Ok(_)) => (true, "connected".into()),
+        Ok(Err(err)) => (false, err.to_string()),
+        Err(_) => (false, format!("timed out after {}ms", timeout.as_millis())),
+    }
+}
+
+/// The change that makes record set (name, kind) hold `values` (none:
+/// absent), given what it holds now; `None` when it already does.
+fn change_towards(
+    current: Option<RecordChange>,
+    name: &str,
+    kind: &str,
+    ttl: i64,
+    values: Vec<String>,
+) -> Option<RecordChange> {
+    match (current, values.is_empty()) {
+        (Some(old), _) if old.values == values => None,
+        (None, true) => None,
+        // Route53 deletes only the exact record set: send the last one.
+        (Some(old), true) => Some(RecordChange {
+            upsert: false,
+            ..old
+        }),
+        (_, false) => Some(RecordChange {
+            upsert: true,
+            name: name.to_owned(),
+            kind: kind.to_owned(),
+            ttl,
+            values,
+        }),
+    }
+}
+
+/// Rewrites a service's replicas record (its instances, in the private
+/// zone) to match the registry; returns once Route53 has it.
+pub async fn sync_replicas(kick: &Kick, app: &str, service: &str) -> Result<(), String> {
+    let (values, ticket) = {
+        let registry = kick.registry.lock().expect("registry");
+        let Some(state) = registry.service(app, service) else {
+            return Ok(());
+        };
+        (state.replica_values(), kick.writer.ticket())
+    };
+    let name = replicas_name(app, service, &kick.zones.private.name);
+    let current = kick.writer.published(&name, "TXT");
+    match change_towards(current, &name, "TXT", 60, values) {
+        Some(change) => {
+            kick.writer
+                .submit_ticketed(&kick.zones.private.id, change, ticket)
+                .await
+        }
+        None => Ok(()),
+    }
+}
+
+/// Rewrites a service's names to carry exactly its healthy addresses.
+pub async fn sync_dns(kick: &Kick, app: &str, service: &str) {
+    let (addresses, names, ticket) = {
+        let registry = kick.registry.lock().expect("registry");
+        let Some(state) = registry.service(app, service) else {
+            return;
+        };
+        let names: Vec<String> = state
+            .config
+            .private_name
+            .iter()
+            .chain(state.config.public_names.iter())
+            .cloned()
+            .collect();
+        (state.healthy_addresses(), names, kick.writer.ticket())
+    };
+    for name in names {
+        let Some(zone) = kick.zones.of(&name).map(|z| z.id.clone()) else {
+            continue;
+        };
+        if kick.foreign.lock().expect("foreign").contains(&name) {
+            continue;
+        }
+        for (kind, v6) in [("A", false), ("AAAA", true)] {
+            let values: Vec<String> = addresses
+                .iter()
+                .filter(|a| a.is_ipv6() == v6)
+                .map(ToString::to_string)
+                .collect();
+            let current = kick.writer.published(&name, kind);
+            let Some(change) = change_towards(current, &name, kind, 30, values) else {
+                continue;
+            };
+            if own(kick, &zone, &name).await.is_err() {
+                continue;
+            }
+            // A failure leaves the record as it was; the next change of
+            // this service's health rewrites it.
+            let _ = kick.writer.submit_ticketed(&zone, change, ticket).await;
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The leader's placement and what node agents report: which replicas each
+//! node runs, each node's container subnet, the replica counts the scaler
+//! and deploys set, and each built service's current release.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+use ipnet::Ipv4Net;
+
+use crate::scheduler::placement::{Placement, Replica};
+use crate::spec::assignment::NodeReport;
+
+/// The leader's placement and what node agents reported.
+#[derive(Debug, Default)]
+pub struct Assignments {
+    pub placement: Placement,
+    /// Bumped whenever any node's share or subnet changes.
+    pub generation: u64,
+    /// Each node's container subnet.
+    pub subnets: BTreeMap<String, Ipv4Net>,
+    /// Each node's last report, with when it came.
+    pub reports: BTreeMap<String, (SystemTime, NodeReport)>,
+    /// Bumped on every change the description shows.
+    pub version: u64,
+    /// Nodes whose agent has asked for its assignment: only these, and
+    /// nodes that already run replicas, get new ones (a node still booting
+    /// would leave them waiting).
+    pub ready: BTreeSet<String>,
+    /// Replicas moving between two live nodes: replica → the node it
+    /// leaves, which keeps running it until it is healthy on the new one
+    /// (make before break: a move never leaves a service without it).
+    pub handoff: BTreeMap<Replica, String>,
+    /// Each scaled service's replica count, as the scaler set it; a
+    /// service absent here runs `replicas.min`.
+    pub wanted: BTreeMap<crate::spec::kick::ServiceKey, u32>,
+    /// Nodes being drained, with the reason: nothing new is placed on
+    /// them, and what runs there moves (make before break).
+    pub draining: BTreeMap<String, String>,
+    /// Whether `wanted` was seeded from what runs (once, by a new leader).
+    pub seeded: bool,
+    /// Each service's lowest replica number (absent: 1). A deploy starts
+    /// new replicas above a service's replicas and retires the lowest, so
+    /// its replicas stay the window `first..first + count`.
+    pub first: BTreeMap<crate::spec::kick::ServiceKey, u32>,
+    /// The replica count of services being deployed, which the deploy
+    /// sets (the scaler leaves them alone meanwhile).
+    pub rolling: BTreeMap<crate::spec::kick::ServiceKey, u32>,
+    /// The image each built service runs: its current release, pinned by
+    /// digest. A built service without one has no replicas yet.
+    pub current: BTreeMap<crate::spec::kick::ServiceKey, String>,
+    /// Replicas a deploy started on a new image, until it ends.
+    pub images: BTreeMap<Replica, String>,
+}
+
+impl Assignments {
+    /// Whether `key` is built on push and was never deployed (nor is being):
+    /// nothing of it runs yet.
+    pub fn awaiting_first_deploy(
+        &self,
+        key: &crate::spec::kick::ServiceKey,
+        section: &crate::spec::kick::ServiceSection,
+    ) -> bool {
+        section.image.is_none()
+            && !self.current.contains_key(key)
+            && !self.rolling.contains_key(key)
+    }
+
+    /// The image `replica` runs: the deploy's, else its service's release.
+    pub fn image_of(&self, replica: &Replica, prebuilt: Option<&String>) -> Option<String> {
+        self.images
+            .get(replica)
+            .or_else(|| {
+                self.current
+                    .get(&(replica.app.clone(), replica.service.clone()))
+            })
+            .or(prebuilt)
+            .cloned()
+    }
+}

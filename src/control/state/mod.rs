@@ -1,0 +1,193 @@
+//! The kick server's shared state: what the API handlers, the health
+//! checks, placement and the publisher all read and change. Its own module,
+//! so that those depend on it and not on each other.
+
+pub mod assignments;
+pub mod deploys;
+pub mod describe;
+pub mod scaling;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::aws::{Aws, RecordChange};
+use crate::control::auth::Tokens;
+use crate::control::dns::Writer;
+use crate::control::nodes::Nodes;
+use crate::control::registry::Registry;
+use crate::spec::kick::KickConfig;
+
+/// How long the registry may stay locked before /healthz says kick is stuck.
+const STUCK_AFTER: Duration = Duration::from_secs(2);
+
+/// A hosted zone kick writes to.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    pub id: String,
+    pub name: String,
+}
+
+/// The zones of the cluster.
+#[derive(Debug, Clone)]
+pub struct Zones {
+    pub private: Zone,
+    pub public: Option<Zone>,
+}
+
+impl Zones {
+    /// The zone a name lies in, if any.
+    pub fn of(&self, name: &str) -> Option<&Zone> {
+        let inside = |zone: &Zone| name == zone.name || name.ends_with(&format!(".{}", zone.name));
+        std::iter::once(&self.private)
+            .chain(self.public.as_ref())
+            .find(|zone| inside(zone))
+    }
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct Kick {
+    pub config: KickConfig,
+    pub registry: Mutex<Registry>,
+    pub tokens: Tokens,
+    pub writer: Writer,
+    pub zones: Zones,
+    pub aws: Arc<Aws>,
+    /// The cluster's nodes, as EC2 lists them.
+    pub nodes: Mutex<Nodes>,
+    /// Held while the node list is re-read, so concurrent misses make one
+    /// EC2 call, not one each.
+    pub refreshing: tokio::sync::Mutex<()>,
+    /// The last `GET /v1/cluster` body, with the (registry, nodes)
+    /// generations it was made at: served again until either moves.
+    pub described: Mutex<Option<(Generations, axum::body::Bytes)>>,
+    /// Names kick owns (their `_huxley-owner.` record is kick's).
+    pub owned: Mutex<BTreeSet<String>>,
+    /// Names that exist in the zones and are not Huxley's: never touched.
+    pub foreign: Mutex<BTreeSet<String>>,
+    pub requests: AtomicU64,
+    /// The lease this server leads under; `None` when it runs alone.
+    pub lease: Option<Arc<crate::control::lease::Lease>>,
+    /// The tasks it runs while it leads, stopped when it steps down.
+    pub tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Where every replica runs, and what the node agents report.
+    pub assignments: Mutex<assignments::Assignments>,
+    /// The assignment generation, for node agents' long polls.
+    pub placed: tokio::sync::watch::Sender<u64>,
+    pub network: Network,
+    /// The scaler's memory and decisions.
+    pub scaling: Mutex<scaling::Scaling>,
+    /// The artifact bucket: deploy history, published description.
+    pub bucket: Option<String>,
+    /// Every app's deploys.
+    pub deploys: Mutex<deploys::Deploys>,
+}
+
+/// The (registry, nodes, assignments) generations a description was made at.
+pub type Generations = (u64, u64, u64);
+
+/// The container network: the range nodes' subnets come from, and the VPC
+/// route table that routes each subnet to its node.
+#[derive(Debug, Clone, Default)]
+pub struct Network {
+    pub range: Option<ipnet::Ipv4Net>,
+    pub route_table: Option<String>,
+}
+
+impl Kick {
+    /// Why this server cannot serve, if it cannot: a lock poisoned by a
+    /// panic (every later request touching it would fail), or the registry
+    /// held for seconds (everything waits on it).
+    pub async fn health_problem(&self) -> Option<String> {
+        let poisoned = [
+            ("registry", self.registry.is_poisoned()),
+            ("nodes", self.nodes.is_poisoned()),
+            ("assignments", self.assignments.is_poisoned()),
+            ("described", self.described.is_poisoned()),
+            ("owned", self.owned.is_poisoned()),
+            ("foreign", self.foreign.is_poisoned()),
+            ("tasks", self.tasks.is_poisoned()),
+            ("scaling", self.scaling.is_poisoned()),
+            ("deploys", self.deploys.is_poisoned()),
+        ];
+        if let Some((name, _)) = poisoned.iter().find(|(_, p)| *p) {
+            return Some(format!("the {name} lock is poisoned (a request panicked)"));
+        }
+        let deadline = tokio::time::Instant::now() + STUCK_AFTER;
+        loop {
+            if self.registry.try_lock().is_ok() {
+                return None;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Some(format!(
+                    "the registry has been locked for over {}s",
+                    STUCK_AFTER.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops everything this server runs as the leader.
+    pub fn stop(&self) {
+        if let Some(lease) = &self.lease {
+            lease.step_down();
+        }
+        for task in self.tasks.lock().expect("tasks").drain(..) {
+            task.abort();
+        }
+        self.writer.stop();
+    }
+}
+
+/// Writes the ownership record of a name once.
+pub async fn own(kick: &Kick, zone: &str, name: &str) -> Result<(), String> {
+    if kick.owned.lock().expect("owned").contains(name) {
+        return Ok(());
+    }
+    let change = RecordChange {
+        upsert: true,
+        name: format!("{}{name}", crate::spec::registry::OWNER_PREFIX),
+        kind: "TXT".into(),
+        ttl: 300,
+        values: vec![format!(
+            "\"heritage=huxley,cluster={},owner=kick\"",
+            kick.config.cluster.name
+        )],
+    };
+    kick.writer.submit(zone, change).await?;
+    kick.owned.lock().expect("owned").insert(name.to_owned());
+    Ok(())
+}
+
+/// How long DNS and health keep in step: the reaper's period.
+pub const REAP_EVERY: Duration = Duration::from_secs(30);
+
+/// Whether `id` is one of the cluster's nodes, asking EC2 again when it is
+/// not known and the last answer is old enough.
+pub async fn known(kick: &Kick, id: &str) -> Result<bool, crate::aws::AwsError> {
+    let answer = || {
+        let nodes = kick.nodes.lock().expect("nodes");
+        if nodes.known.contains_key(id) {
+            return Some(true);
+        }
+        nodes
+            .refreshed
+            .is_some_and(|at| at.elapsed() < crate::control::nodes::REFRESH_AT_MOST_EVERY)
+            .then_some(false)
+    };
+    if let Some(known) = answer() {
+        return Ok(known);
+    }
+    // One caller reads EC2; the others wait for it and take its answer.
+    let _refreshing = kick.refreshing.lock().await;
+    if let Some(known) = answer() {
+        return Ok(known);
+    }
+    let list = kick.aws.cluster_nodes(&kick.config.cluster.name).await?;
+    let mut nodes = kick.nodes.lock().expect("nodes");
+    nodes.replace(list);
+    Ok(nodes.known.contains_key(id))
+}

@@ -1,0 +1,618 @@
+//! The hook server's git remote: one bare repository per app, served over
+//! SSH by OpenSSH's `sshd` with a forced command.
+//!
+//! Why sshd and not an SSH library: it is the SSH server every operator
+//! already trusts and audits (Gitolite, GitLab Shell and Dokku front git
+//! the same way), it speaks git's own `git-receive-pack` unchanged, and it
+//! ships with Flatcar. `huxley hook serve` writes its configuration (only
+//! public keys, only the forced command, no shell, no forwarding) and runs
+//! it; every key in `authorized_keys` runs `huxley hook shell`, which
+//! accepts `git push` (and fetch) to a repository named after one of the
+//! cluster's apps and nothing else.
+//!
+//! The repositories are durable: after each accepted push the shell asks
+//! the hook server (over a Unix socket in its state directory, so no
+//! credentials reach the forced command) to save the repository as a `git
+//! bundle` in the artifact bucket, and a hook server restores every app's
+//! bundle before it accepts pushes, so a new node (or a new leader) serves
+//! every pushed commit.
+//!
+//! Deploys: each app's `pre-receive` hook (compiled by `huxley build`,
+//! installed by the hook server from the applied artifacts) exports the
+//! pushed commit and runs `huxley hook deploy`, which asks the hook server
+//! over the same socket to build the app's images ([`crate::hook::build`]), push
+//! them, and have the kick server roll them out; the hook server streams
+//! the build and the rollout back, and the push fails when the deploy
+//! does. The hook server holds the registry's and kick's credentials: the
+//! pusher's forced command holds none.
+
+pub mod build;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// What a key may run: `git-receive-pack` (a push) or `git-upload-pack`
+/// (a fetch or clone), on one app's repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitCommand {
+    pub program: &'static str,
+    pub app: String,
+}
+
+/// Reads the command an SSH client asked for (`SSH_ORIGINAL_COMMAND`), as
+/// git sends it: `git-receive-pack '/blog.git'` (or without the slash, or
+/// the `.git`). Anything else is refused with what is allowed.
+pub fn parse_command(original: &str, apps: &BTreeSet<String>) -> Result<GitCommand, String> {
+    let allowed = || {
+        format!(
+            "this remote takes git pushes to the cluster's apps ({}): git push <remote> <branch>",
+            apps.iter().cloned().collect::<Vec<_>>().join(", ")
+        )
+    };
+    let (verb, argument) = original.trim().split_once(' ').ok_or_else(allowed)?;
+    let program = match verb {
+        "git-receive-pack" => "git-receive-pack",
+        "git-upload-pack" => "git-upload-pack",
+        _ => return Err(allowed()),
+    };
+    let quoted = argument.trim();
+    let path = quoted
+        .strip_prefix('\'')
+        .and_then(|p| p.strip_suffix('\''))
+        .ok_or_else(allowed)?;
+    let name = path.trim_start_matches('/');
+    let name = name.strip_suffix(".git").unwrap_or(name);
+    if !apps.contains(name) {
+        return Err(format!("no app `{name}` on this cluster; {}", allowed()));
+    }
+    Ok(GitCommand {
+        program,
+        app: name.to_owned(),
+    })
+}
+
+/// An app's bare repository under `repos`, made on first use with the
+/// app's branch as its default.
+pub fn repository(repos: &Path, app: &str, branch: &str) -> Result<PathBuf, String> {
+    let path = repos.join(format!("{app}.git"));
+    if path.join("HEAD").exists() {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(repos)
+        .map_err(|e| format!("cannot create {}: {e}", repos.display()))?;
+    let status = std::process::Command::new("git")
+        .args(["init", "--quiet", "--bare", "--initial-branch", branch])
+        .arg(&path)
+        .status()
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if !status.success() {
+        return Err(format!("git init {} failed: {status}", path.display()));
+    }
+    Ok(path)
+}
+
+/// The socket the shell asks the hook server to save through.
+pub const SOCKET: &str = "hook.sock";
+
+fn git(args: &[&str], repository: &Path) -> Result<String, String> {
+    // The repositories belong to the pushers' user, not to the hook
+    // server: trust this one, as git asks.
+    let out = std::process::Command::new("git")
+        .arg("-c")
+        .arg(format!("safe.directory={}", repository.display()))
+        .arg("--git-dir")
+        .arg(repository)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Every ref of a repository with what it points at: a push that changed
+/// none (its hook refused it) has nothing to keep.
+pub fn refs(repository: &Path) -> Option<String> {
+    git(
+        &["for-each-ref", "--format=%(objectname) %(refname)"],
+        repository,
+    )
+    .ok()
+}
+
+/// Saves `app`'s repository as a bundle in `bucket`; the number of refs
+/// saved (none for a repository nothing was pushed to yet).
+pub async fn save(
+    aws: &crate::aws::Aws,
+    bucket: &str,
+    repos: &Path,
+    app: &str,
+) -> Result<usize, String> {
+    let repository = repos.join(format!("{app}.git"));
+    let refs = git(&["for-each-ref", "--format=%(refname)"], &repository)?;
+    let count = refs.lines().count();
+    if count == 0 {
+        return Ok(0);
+    }
+    let file = repos.join(format!(".{app}.bundle"));
+    git(
+        &[
+            "bundle",
+            "create",
+            "--quiet",
+            &file.display().to_string(),
+            "--all",
+        ],
+        &repository,
+    )?;
+    let body = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let _ = std::fs::remove_file(&file);
+    aws.put_object(
+        bucket,
+        &crate::spec::keys::bundle(app),
+        body,
+        "application/x-git-bundle",
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(count)
+}
+
+/// Restores `app`'s repository from its bundle in `bucket`, when there is
+/// one; the number of refs it holds.
+pub async fn restore(
+    aws: &crate::aws::Aws,
+    bucket: &str,
+    repos: &Path,
+    app: &str,
+    branch: &str,
+) -> Result<usize, String> {
+    let Some(body) = aws
+        .get_object(bucket, &crate::spec::keys::bundle(app))
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(0);
+    };
+    let repository = repository(repos, app, branch)?;
+    let file = repos.join(format!(".{app}.bundle"));
+    std::fs::write(&file, body).map_err(|e| format!("{}: {e}", file.display()))?;
+    let fetched = git(
+        &[
+            "fetch",
+            "--quiet",
+            &file.display().to_string(),
+            "+refs/*:refs/*",
+        ],
+        &repository,
+    );
+    let _ = std::fs::remove_file(&file);
+    fetched?;
+    Ok(git(&["for-each-ref", "--format=%(refname)"], &repository)?
+        .lines()
+        .count())
+}
+
+/// The sshd configuration: public keys only, the forced command only.
+pub fn sshd_config(listen: &str, state: &Path, user: &str) -> Result<String, String> {
+    let (host, port) = listen
+        .rsplit_once(':')
+        .ok_or_else(|| format!("--listen {listen}: expected HOST:PORT"))?;
+    port.parse::<u16>()
+        .map_err(|_| format!("--listen {listen}: {port} is not a port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok(format!(
+        "# Written by huxley hook serve: git over SSH, nothing else.\n\
+         Port {port}\n\
+         ListenAddress {host}\n\
+         HostKey {host_key}\n\
+         AuthorizedKeysFile {keys}\n\
+         AllowUsers {user}\n\
+         PubkeyAuthentication yes\n\
+         PasswordAuthentication no\n\
+         KbdInteractiveAuthentication no\n\
+         PermitRootLogin prohibit-password\n\
+         DisableForwarding yes\n\
+         PermitTTY no\n\
+         UsePAM no\n\
+         StrictModes no\n\
+         PidFile none\n\
+         LogLevel VERBOSE\n",
+        host_key = state.join("ssh_host_ed25519_key").display(),
+        keys = state.join("authorized_keys").display(),
+    ))
+}
+
+/// `authorized_keys`: every key runs `shell` and nothing else, told its
+/// fingerprint (the pusher a deploy records).
+pub fn authorized_keys(keys: &[String], shell: &str) -> String {
+    keys.iter()
+        .map(|key| {
+            let named = fingerprint(key).map_or(String::new(), |f| format!(" --key {f}"));
+            format!("command=\"{shell}{named}\",restrict {}\n", key.trim())
+        })
+        .collect()
+}
+
+/// Quotes `word` for the shell sshd runs the forced command with.
+pub fn shell_word(word: &str) -> String {
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
+/// What `huxley hook deploy` asks the hook server (one JSON line after
+/// `deploy `).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DeployAsk {
+    pub app: String,
+    pub commit: String,
+    /// The exported commit.
+    pub source: PathBuf,
+    /// The pusher's SSH key fingerprint.
+    pub by: Option<String>,
+}
+
+/// One line of the hook server's answer: progress, then the end.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    Say(String),
+    Ok(String),
+    Error(String),
+}
+
+/// What the hook server deploys with.
+pub struct Deployer<B: crate::hook::build::Builder> {
+    pub config: crate::spec::kick::KickConfig,
+    /// The kick server's internal API.
+    pub kick_url: String,
+    pub token: String,
+    /// The registry images are pushed to (the account's ECR).
+    pub registry: String,
+    pub builder: B,
+    pub aws: std::sync::Arc<crate::aws::Aws>,
+    /// Apps being deployed from this server: commit, pusher, since.
+    pub busy:
+        std::sync::Mutex<std::collections::BTreeMap<String, (String, String, std::time::Instant)>>,
+}
+
+impl<B: crate::hook::build::Builder> std::fmt::Debug for Deployer<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("Deployer")
+            .field("kick_url", &self.kick_url)
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Installs each app's compiled `pre-receive` hook (`hooks/<app>/pre-receive`
+/// in the applied artifacts) in its repository, when it changed; the apps
+/// whose hook was written.
+pub fn install_hooks(
+    repos: &Path,
+    hooks: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<String>, String> {
+    let mut written = Vec::new();
+    for (app, text) in hooks {
+        let dir = repos.join(format!("{app}.git")).join("hooks");
+        if !dir.is_dir() {
+            continue;
+        }
+        let path = dir.join("pre-receive");
+        if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
+            continue;
+        }
+        crate::files::write_atomically(&path, text.as_bytes(), 0o755)?;
+        written.push(app.clone());
+    }
+    Ok(written)
+}
+
+/// The compiled hooks in an artifact manifest, by app.
+pub fn hooks_of(
+    manifest: &crate::spec::manifest::Manifest,
+) -> std::collections::BTreeMap<String, String> {
+    manifest
+        .files
+        .iter()
+        .filter_map(|(path, entry)| {
+            let app = path.strip_prefix("hooks/")?.strip_suffix("/pre-receive")?;
+            Some((app.to_owned(), entry.content.clone()))
+        })
+        .collect()
+}
+
+/// Frees an app when its deploy ends, however it ends.
+struct Busy<'a, B: crate::hook::build::Builder>(&'a Deployer<B>, String);
+
+impl<B: crate::hook::build::Builder> Drop for Busy<'_, B> {
+    fn drop(&mut self) {
+        self.0.busy.lock().expect("busy").remove(&self.1);
+    }
+}
+
+/// How often a deploy's progress is asked for.
+const POLL: std::time::Duration = std::time::Duration::from_millis(300);
+
+impl<B: crate::hook::build::Builder> Deployer<B> {
+    /// Builds and pushes the app's images, asks kick to roll them out and
+    /// follows it; what to tell the pusher at the end, or why it failed.
+    pub async fn deploy(
+        &self,
+        ask: &DeployAsk,
+        say: crate::hook::build::Lines<'_>,
+    ) -> Result<String, String> {
+        let Some(section) = self.config.apps.get(&ask.app) else {
+            return Err(format!("no app `{}` on this cluster", ask.app));
+        };
+        let by = ask.by.clone().unwrap_or_else(|| "an unknown key".into());
+        let short = crate::spec::release::short(&ask.commit).to_owned();
+        {
+            let mut busy = self.busy.lock().expect("busy");
+            if let Some((commit, holder, since)) = busy.get(&ask.app) {
+                return Err(format!(
+                    "{} is being deployed: {} by {holder}, started {} ago; push again when it ends",
+                    ask.app,
+                    crate::spec::release::short(commit),
+                    crate::ui::describe::age(since.elapsed().as_secs())
+                ));
+            }
+            busy.insert(
+                ask.app.clone(),
+                (ask.commit.clone(), by.clone(), std::time::Instant::now()),
+            );
+        }
+        let _busy = Busy(self, ask.app.clone());
+        let built: Vec<(&String, &String)> = section
+            .services
+            .iter()
+            .filter_map(|(name, s)| s.build.as_ref().map(|context| (name, context)))
+            .collect();
+        if built.is_empty() {
+            return Ok(format!(
+                "{} has no service built on push: nothing to deploy (its images change with `huxley apply`)",
+                ask.app
+            ));
+        }
+        if self.registry.contains(".dkr.ecr.") {
+            let password = self
+                .aws
+                .registry_password()
+                .await
+                .map_err(|e| format!("cannot log in to {}: {e}", self.registry))?;
+            self.builder.login(&self.registry, &password, say).await?;
+        }
+        let repository = format!(
+            "{}/{}",
+            self.registry.trim_end_matches('/'),
+            crate::model::naming::repository_name(&self.config.cluster.name, &ask.app)
+        );
+        // Tags are immutable in ECR: the commit and when it was built.
+        let built_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut images = std::collections::BTreeMap::new();
+        for (name, context) in built {
+            let dir = ask.source.join(context);
+            if !dir.is_dir() {
+                return Err(format!(
+                    "{name} builds from `{context}`, which commit {short} does not have"
+                ));
+            }
+            say(format!("building {name} from {context}"));
+            let tag = format!("{repository}:{name}-{}-{built_at}", ask.commit);
+            let pinned = self
+                .builder
+                .build_and_push(&dir, &tag, say)
+                .await
+                .map_err(|e| format!("the build of {name} failed: {e}"))?;
+            say(format!("pushed {name}: {pinned}"));
+            images.insert(name.clone(), pinned);
+        }
+        let request = crate::spec::release::DeployRequest {
+            commit: Some(ask.commit.clone()),
+            images,
+            by: Some(by),
+            rollback_to: None,
+        };
+        crate::tls::ensure_provider();
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| e.to_string())?;
+        follow(
+            &client,
+            &self.kick_url,
+            &self.token,
+            &ask.app,
+            &request,
+            say,
+        )
+        .await
+    }
+}
+
+/// Asks kick for a deploy and prints its progress until it ends; the
+/// closing line, or why it failed.
+pub async fn follow(
+    client: &reqwest::Client,
+    kick_url: &str,
+    token: &str,
+    app: &str,
+    request: &crate::spec::release::DeployRequest,
+    say: crate::hook::build::Lines<'_>,
+) -> Result<String, String> {
+    use crate::spec::release::{Outcome, Release};
+    let base = format!(
+        "{}/v1/apps/{app}/deployments",
+        kick_url.trim_end_matches('/')
+    );
+    let response = client
+        .post(&base)
+        .bearer_auth(token)
+        .json(request)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach the kick server at {kick_url}: {e}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if status == reqwest::StatusCode::OK && body["unchanged"] == true {
+        return Ok(body["message"]
+            .as_str()
+            .unwrap_or("nothing to deploy")
+            .to_owned());
+    }
+    if status != reqwest::StatusCode::ACCEPTED {
+        return Err(body["error"].as_str().map_or_else(
+            || format!("the kick server answered {status}"),
+            str::to_owned,
+        ));
+    }
+    let release: Release =
+        serde_json::from_value(body).map_err(|e| format!("the kick server's answer: {e}"))?;
+    let id = release.id;
+    let mut shown = 0;
+    let mut unreachable_since: Option<std::time::Instant> = None;
+    loop {
+        tokio::time::sleep(POLL).await;
+        let answer = client
+            .get(format!("{base}/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await;
+        let release: Release = match answer {
+            Ok(r) if r.status().is_success() => match r.json().await {
+                Ok(release) => release,
+                Err(e) => return Err(format!("the kick server's answer: {e}")),
+            },
+            other => {
+                // A failover: the next leader records the deploy as
+                // interrupted; keep asking for a while.
+                let since = *unreachable_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > std::time::Duration::from_secs(90) {
+                    return Err(format!(
+                        "lost the kick server while it deployed v{id}: {}",
+                        other.map_or_else(|e| e.to_string(), |r| r.status().to_string())
+                    ));
+                }
+                continue;
+            }
+        };
+        unreachable_since = None;
+        // Events are capped: a long deploy drops its oldest.
+        let skipped = release.events.len().min(shown);
+        for event in &release.events[skipped..] {
+            say(event.text.clone());
+        }
+        shown = release.events.len();
+        let commit = release.commit.as_deref().map_or(String::new(), |c| {
+            format!(" ({})", crate::spec::release::short(c))
+        });
+        match release.outcome {
+            Outcome::Running => {}
+            Outcome::Succeeded => {
+                return Ok(format!("deployed {app} v{id}{commit}"));
+            }
+            outcome => {
+                return Err(format!(
+                    "deploy of {app} v{id}{commit} {}: {}",
+                    outcome.as_str(),
+                    release.reason.as_deref().unwrap_or("see `huxley deploys`")
+                ));
+            }
+        }
+    }
+}
+
+/// The SHA-256 fingerprint of an OpenSSH public key line, as `ssh-keygen
+/// -l` prints it (`SHA256:…`).
+pub fn fingerprint(key: &str) -> Option<String> {
+    let blob = key.split_whitespace().nth(1)?;
+    let bytes = aws_smithy_types::base64::decode(blob).ok()?;
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(&bytes);
+    let encoded = aws_smithy_types::base64::encode(digest);
+    Some(format!("SHA256:{}", encoded.trim_end_matches('=')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apps() -> BTreeSet<String> {
+        ["blog", "shop"].map(String::from).into()
+    }
+
+    #[test]
+    fn only_git_on_the_clusters_apps_is_allowed() {
+        for asked in [
+            "git-receive-pack '/blog.git'",
+            "git-receive-pack 'blog.git'",
+            "git-receive-pack '/blog'",
+        ] {
+            assert_eq!(
+                parse_command(asked, &apps()),
+                Ok(GitCommand {
+                    program: "git-receive-pack",
+                    app: "blog".into()
+                }),
+                "{asked}"
+            );
+        }
+        assert_eq!(
+            parse_command("git-upload-pack '/shop.git'", &apps()).map(|c| c.program),
+            Ok("git-upload-pack")
+        );
+        let unknown = parse_command("git-receive-pack '/nope.git'", &apps()).unwrap_err();
+        assert!(
+            unknown.starts_with("no app `nope` on this cluster"),
+            "{unknown}"
+        );
+        for refused in [
+            "",
+            "bash",
+            "git-receive-pack /blog.git",
+            "git-receive-pack '../etc/passwd'",
+            "rm -rf '/blog.git'",
+        ] {
+            assert!(
+                parse_command(refused, &apps())
+                    .unwrap_err()
+                    .contains("this remote takes git pushes to the cluster's apps (blog, shop)"),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_server_allows_keys_and_the_forced_command_only() {
+        let config =
+            sshd_config("0.0.0.0:2222", Path::new("/var/lib/huxley/hook"), "git").expect("config");
+        for line in [
+            "Port 2222\n",
+            "ListenAddress 0.0.0.0\n",
+            "PasswordAuthentication no\n",
+            "DisableForwarding yes\n",
+            "AllowUsers git\n",
+            "AuthorizedKeysFile /var/lib/huxley/hook/authorized_keys\n",
+        ] {
+            assert!(config.contains(line), "{line}");
+        }
+        assert!(sshd_config("2222", Path::new("/x"), "git").is_err());
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJSFxjrtfCIcfjieFPr9eLqmUrkyeAK6oYbwOmNzajTh ops@acme";
+        let keys = authorized_keys(&[format!("{key} ")], "/opt/bin/huxley hook shell");
+        // The fingerprint as `ssh-keygen -l` prints it, told to the shell.
+        assert_eq!(
+            keys,
+            format!(
+                "command=\"/opt/bin/huxley hook shell --key SHA256:YC7WuhSyqZjoRiPts32F/gX/d1icJh303ytNid0+Kl0\",restrict {key}\n"
+            )
+        );
+        assert_eq!(fingerprint("ssh-ed25519 !!!"), None);
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+    }
+}

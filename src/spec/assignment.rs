@@ -1,0 +1,78 @@
+//! What the leader hands each node agent and what the agent reports back:
+//! `GET /v1/nodes/{id}/assignment` and `PUT /v1/nodes/{id}/status`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One node's share (`GET /v1/nodes/{id}/assignment`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Assignment {
+    pub node: String,
+    /// Changes whenever any node's assignment changes; pass it back as
+    /// `after` to wait for the next change.
+    pub generation: u64,
+    /// The node's container subnet: replicas take addresses in it.
+    pub subnet: Option<String>,
+    pub replicas: Vec<AssignedReplica>,
+}
+
+/// One replica a node must run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AssignedReplica {
+    pub app: String,
+    pub service: String,
+    /// The replica number: the systemd instance `<unit>@<replica>`.
+    pub replica: u32,
+    pub unit: String,
+    /// The image: prebuilt, or the release of a service built on push
+    /// (pinned by digest).
+    pub image: Option<String>,
+    pub port: Option<u16>,
+    pub host_port: Option<u16>,
+    /// Where the services it depends on are found (`<NAME>_HOST`,
+    /// `<NAME>_PORT` and `<NAME>_URL`).
+    pub env: BTreeMap<String, String>,
+}
+
+/// What a node agent runs (`PUT /v1/nodes/{id}/status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeReport {
+    /// The assignment generation the node has applied.
+    pub generation: u64,
+    pub replicas: Vec<ReplicaReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaReport {
+    pub app: String,
+    pub service: String,
+    pub replica: u32,
+    pub state: ReplicaState,
+    /// Why it failed: the last exit, or the image pull's error.
+    #[serde(default)]
+    pub detail: Option<String>,
+    #[serde(default)]
+    pub address: Option<IpAddr>,
+    /// The image's digest, for an image pinned by one: the release it runs.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// CPU used, in thousandths of a core.
+    #[serde(default)]
+    pub cpu_millis: Option<u64>,
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaState {
+    Starting,
+    Running,
+    Failed,
+    Stopped,
+}

@@ -1,0 +1,176 @@
+//! The registry's contract: what registering a replica carries, a record
+//! write's body, an instance's health status, and the records kick keeps
+//! in Route53 (its ownership records and each service's replicas record,
+//! from which a new leader rebuilds the registry).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Unknown,
+    Healthy,
+    Unhealthy,
+}
+
+/// What registering an instance needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    pub app: String,
+    pub service: String,
+    /// The node the replica runs on: the EC2 instance id of one of the
+    /// cluster's nodes.
+    #[schemars(length(min = 1, max = 32), extend("pattern" = "^[A-Za-z0-9._:@+/-]+$"))]
+    pub node: String,
+    /// The address the replica is reached at (IPv4 or IPv6).
+    #[schemars(schema_with = "ip_schema")]
+    pub address: IpAddr,
+    #[schemars(range(min = 1))]
+    #[serde(deserialize_with = "integral::value")]
+    pub port: u16,
+    /// The deployed version (commit, image tag or digest): letters, digits
+    /// and `._:@+/-`, at most 128 characters.
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 128), extend("pattern" = "^[A-Za-z0-9._:@+/-]+$"))]
+    pub version: Option<String>,
+    /// The replica number (`<unit>@<n>`) when a node agent runs it; kick
+    /// keeps each replica on its node across restarts and failovers by it.
+    #[serde(default, deserialize_with = "integral::option")]
+    #[schemars(range(min = 1, max = 10_000))]
+    pub replica: Option<u32>,
+}
+
+/// Characters a node id or version may hold: they are written into a TXT
+/// record, space-separated.
+fn recordable(text: &str) -> bool {
+    text.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._:@+/-".contains(c))
+}
+
+impl Registration {
+    /// Refuses what cannot be recorded in the replicas record.
+    pub fn check(&self) -> Result<(), String> {
+        if self.node.is_empty() || self.node.len() > 32 || !recordable(&self.node) {
+            return Err(format!(
+                "node `{}` is not a node id: use the EC2 instance id (letters, digits, `-`)",
+                self.node
+            ));
+        }
+        if let Some(version) = &self.version
+            && (version.is_empty() || version.len() > 128 || !recordable(version))
+        {
+            return Err(
+                "version must be 1 to 128 letters, digits or `._:@+/-` (a commit, image tag or digest)"
+                    .into(),
+            );
+        }
+        if self.replica.is_some_and(|n| n == 0 || n > 10_000) {
+            return Err("replica must be a number from 1 to 10000".into());
+        }
+        Ok(())
+    }
+}
+
+/// The prefix of the TXT record set holding a service's instances.
+pub const REPLICAS_PREFIX: &str = "_huxley-replicas.";
+
+/// The name of the TXT record set holding `app.service`'s instances.
+pub fn replicas_name(app: &str, service: &str, private_zone: &str) -> String {
+    format!("{REPLICAS_PREFIX}{service}.{app}.{private_zone}")
+}
+
+/// Reads one TXT string of a replicas record; `None` when it is not one.
+pub fn parse_replica(app: &str, service: &str, value: &str) -> Option<Registration> {
+    let text = value.trim().trim_matches('"');
+    let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
+    for pair in text.split_whitespace() {
+        let (key, value) = pair.split_once('=')?;
+        fields.insert(key, value);
+    }
+    Some(Registration {
+        app: app.to_owned(),
+        service: service.to_owned(),
+        node: (*fields.get("node")?).to_owned(),
+        address: fields.get("address")?.parse().ok()?,
+        port: fields.get("port")?.parse().ok()?,
+        version: fields.get("version").map(|v| (*v).to_owned()),
+        replica: match fields.get("replica") {
+            Some(n) => Some(n.parse().ok()?),
+            None => None,
+        },
+    })
+}
+
+/// An IP address, as JSON Schema's standard formats say it.
+fn ip_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "anyOf": [{ "format": "ipv4" }, { "format": "ipv6" }],
+    })
+}
+
+/// A stable id for a replica: service, node, address and port.
+pub fn instance_id(r: &Registration) -> String {
+    let digest = crate::digest::sha256(format!(
+        "{}/{}/{}/{}/{}",
+        r.app, r.service, r.node, r.address, r.port
+    ));
+    format!("{}-{}-{}", r.app, r.service, &digest[..12])
+}
+
+/// The prefix of Huxley's ownership records: `_huxley-owner.<name>`.
+pub const OWNER_PREFIX: &str = "_huxley-owner.";
+
+/// The body of a record write.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordRequest {
+    /// A fully qualified name the calling service may use.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// A, AAAA, CNAME, SRV or TXT.
+    #[serde(rename = "type")]
+    #[schemars(extend("enum" = ["A", "AAAA", "CNAME", "SRV", "TXT"]))]
+    pub kind: String,
+    /// Time to live in seconds; default 60.
+    #[serde(default, deserialize_with = "integral::option")]
+    #[schemars(range(min = 0, max = 2_147_483_647))]
+    pub ttl: Option<i64>,
+    /// The record's values; ignored on delete.
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+/// Whole numbers in JSON: JSON Schema counts `3412.0` as an integer (a
+/// number with no fraction), so the API accepts it wherever its schema
+/// says integer.
+mod integral {
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    /// A whole number, written with or without `.0`.
+    pub fn value<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<T, D::Error> {
+        let number = serde_json::Number::deserialize(d)?;
+        let whole = number
+            .as_i64()
+            .or_else(|| {
+                number
+                    .as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                    .map(|f| f as i64)
+            })
+            .ok_or_else(|| D::Error::custom(format!("{number} is not a whole number")))?;
+        T::try_from(whole).map_err(|_| D::Error::custom(format!("{whole} is out of range")))
+    }
+
+    /// An optional whole number.
+    pub fn option<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<Option<T>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped<T: TryFrom<i64>>(#[serde(deserialize_with = "value")] T);
+        Ok(Option::<Wrapped<T>>::deserialize(d)?.map(|Wrapped(v)| v))
+    }
+}

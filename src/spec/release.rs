@@ -1,0 +1,123 @@
+//! Releases: what `POST /v1/apps/{app}/deployments` asks for, and each
+//! deploy as the history in the artifact bucket records it
+//! ([`super::keys::history`]), which `huxley deploys` reads without the
+//! cluster.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What a deploy did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Rolling out now.
+    Running,
+    /// Every replica runs the release.
+    Succeeded,
+    /// A new replica failed; the previous release runs again.
+    RolledBack,
+    /// A new replica failed and the previous release could not be put
+    /// back everywhere either: see the events.
+    Failed,
+    /// The leader that ran it stopped leading before it ended; the next
+    /// leader runs the last successful release.
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Running => "running",
+            Outcome::Succeeded => "succeeded",
+            Outcome::RolledBack => "rolled back",
+            Outcome::Failed => "failed",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// One line of a deploy's progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Event {
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    pub text: String,
+}
+
+/// One deploy of an app: a release.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Release {
+    /// The app's release number, from 1.
+    pub id: u64,
+    pub app: String,
+    /// The commit pushed, or the one a rollback redeploys.
+    pub commit: Option<String>,
+    /// The SHA-256 fingerprint of the pusher's SSH key; `admin` for a
+    /// rollback asked with the admin token.
+    pub by: Option<String>,
+    /// For a rollback: the release it redeploys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<u64>,
+    /// Seconds since the Unix epoch.
+    pub started: u64,
+    pub finished: Option<u64>,
+    pub outcome: Outcome,
+    /// Each built service's image, pinned by digest.
+    pub images: BTreeMap<String, String>,
+    /// What each service ran before.
+    #[serde(default)]
+    pub previous: BTreeMap<String, String>,
+    /// Replicas started on the new images (old ones they replaced).
+    pub replaced: u32,
+    /// Why it did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub events: Vec<Event>,
+}
+
+/// `POST /v1/apps/{app}/deployments`: a new release (the hook server,
+/// after a push and a build) or a rollback (the admin).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// The pushed commit.
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// Each built service's image, pinned by digest
+    /// (`registry/repository@sha256:…`).
+    #[serde(default)]
+    pub images: BTreeMap<String, String>,
+    /// The pusher's SSH key fingerprint.
+    #[serde(default)]
+    pub by: Option<String>,
+    /// Redeploy this earlier release instead (0: the one before the
+    /// current release).
+    #[serde(default)]
+    pub rollback_to: Option<u64>,
+}
+
+/// The release a service runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ServiceRelease {
+    /// The app's release number.
+    pub id: u64,
+    pub commit: Option<String>,
+    /// The image, pinned by digest.
+    pub image: String,
+}
+
+/// The short form of a commit or digest, as people read them.
+pub fn short(text: &str) -> &str {
+    let text = text.rsplit('@').next().unwrap_or(text);
+    let hex = text.strip_prefix("sha256:").unwrap_or(text);
+    &hex[..hex.len().min(12)]
+}
+
+/// The digest of an image pinned by digest (`…@sha256:…`), which node
+/// agents report as the replica's version.
+pub fn version_of(image: &str) -> Option<&str> {
+    image.rsplit_once('@').map(|(_, digest)| digest)
+}

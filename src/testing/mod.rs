@@ -1,0 +1,546 @@
+//! The local AWS emulator for tests and benchmarks: `moto_server` (from the
+//! project's `.venv/`) on 127.0.0.1, one per process, on a free port.
+//!
+//! A watchdog shell stops the emulator when the process that started it
+//! ends, however it ends (a failed assertion, an abort), so no emulator
+//! outlives its tests. Nothing is faked above the HTTP wire: the real SDK
+//! talks to the real emulator. Where the emulator cannot reach a state that
+//! AWS can (it never rolls a stack back), [`StatusProxy`] sits on the wire
+//! and rewrites the stack status in `DescribeStacks` answers.
+//!
+//! Not part of the user-facing API.
+
+pub mod synth;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// A running emulator.
+#[derive(Debug)]
+pub struct Emulator {
+    pub port: u16,
+    /// The watchdog shell; it ends with the emulator, after this process.
+    _watchdog: std::process::Child,
+}
+
+impl Emulator {
+    /// The process's emulator, started on first use.
+    ///
+    /// # Panics
+    /// When `.venv/bin/moto_server` is missing (run `scripts/test.sh`,
+    /// which installs it) or the emulator does not answer within 60 s.
+    pub fn shared(root: &Path) -> &'static Emulator {
+        static EMULATOR: OnceLock<Emulator> = OnceLock::new();
+        EMULATOR.get_or_init(|| Emulator::start(root))
+    }
+
+    fn start(root: &Path) -> Emulator {
+        let moto = root.join(".venv/bin/moto_server");
+        assert!(
+            moto.exists(),
+            "{} is missing: run `bash scripts/test.sh` (or scripts/setup.sh's huxley_setup_venv) to install the emulator",
+            moto.display()
+        );
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("huxley-moto-{port}.log"));
+        let amis = root.join("tests/emulator/flatcar-amis.json");
+        // The watchdog: start the emulator, then poll the parent's pid and
+        // stop the emulator when the parent is gone.
+        let script = r#"MOTO_AMIS_PATH="$1" "$2" -H 127.0.0.1 -p "$3" > "$5" 2>&1 &
+m=$!
+while kill -0 "$4" 2>/dev/null && kill -0 "$m" 2>/dev/null; do sleep 1; done
+kill "$m" 2>/dev/null"#;
+        let mut watchdog = Command::new("sh")
+            .args(["-c", script, "watchdog"])
+            .arg(&amis)
+            .arg(&moto)
+            .arg(port.to_string())
+            .arg(std::process::id().to_string())
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own process group, so the watchdog and the emulator can be
+            // stopped together.
+            .process_group(0)
+            .spawn()
+            .expect("start the emulator's watchdog");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if http_get(port, "/moto-api/").is_some_and(|status| status == 200) {
+                return Emulator {
+                    port,
+                    _watchdog: watchdog,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = Command::new("kill")
+            .arg("--")
+            .arg(format!("-{}", watchdog.id()))
+            .status();
+        let _ = watchdog.wait();
+        let output = std::fs::read_to_string(&log).unwrap_or_default();
+        panic!("the emulator did not start on port {port} within 60 s:\n{output}");
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Environment for a `huxley` process: the emulator's endpoint, dummy
+    /// credentials, and nothing from the developer's own AWS set-up.
+    pub fn env(&self, region: &str) -> Vec<(String, String)> {
+        client_env(&self.endpoint(), region)
+    }
+}
+
+/// The environment that points the SDK at `endpoint` with dummy
+/// credentials, isolated from the caller's AWS files and profiles.
+pub fn client_env(endpoint: &str, region: &str) -> Vec<(String, String)> {
+    [
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", region),
+        ("AWS_CONFIG_FILE", "/nonexistent/huxley-test-config"),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/huxley-test-credentials",
+        ),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// Variables of the caller's AWS set-up that must not leak into a test.
+pub const FOREIGN_ENV: [&str; 5] = [
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_ROLE_ARN",
+];
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// The status of a plain `GET`, or `None` when nothing answers.
+fn http_get(port: u16, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).ok()?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A proxy on the wire between the SDK and the emulator that can make one
+/// stack look like it is in a state the emulator never reaches (such as
+/// `ROLLBACK_COMPLETE`). The rewrite lasts until the stack is deleted or a
+/// change set is executed on it, as it would on AWS.
+#[derive(Debug, Clone)]
+pub struct StatusProxy {
+    pub port: u16,
+    rewrite: Arc<Mutex<Option<(String, String)>>>,
+}
+
+impl StatusProxy {
+    /// Starts a proxy to the emulator on `upstream`.
+    pub fn start(upstream: u16) -> StatusProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let rewrite: Arc<Mutex<Option<(String, String)>>> = Arc::new(Mutex::new(None));
+        let shared = Arc::clone(&rewrite);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let shared = Arc::clone(&shared);
+                std::thread::spawn(move || {
+                    let _ = serve(client, upstream, &shared);
+                });
+            }
+        });
+        StatusProxy { port, rewrite }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Makes `stack` report `status` from now on.
+    pub fn set_status(&self, stack: &str, status: &str) {
+        *self.rewrite.lock().expect("proxy state") = Some((stack.to_owned(), status.to_owned()));
+    }
+
+    /// Whether a status rewrite is still in force.
+    pub fn rewriting(&self) -> bool {
+        self.rewrite.lock().expect("proxy state").is_some()
+    }
+}
+
+/// Serves one client connection, one request at a time.
+fn serve(
+    client: TcpStream,
+    upstream: u16,
+    rewrite: &Mutex<Option<(String, String)>>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut client = client;
+    loop {
+        let Some((head, body)) = read_message(&mut reader)? else {
+            return Ok(());
+        };
+        let text = String::from_utf8_lossy(&body).into_owned();
+        {
+            let mut state = rewrite.lock().expect("proxy state");
+            let ends =
+                text.contains("Action=DeleteStack") || text.contains("Action=ExecuteChangeSet");
+            if ends
+                && state
+                    .as_ref()
+                    .is_some_and(|(stack, _)| text.contains(stack.as_str()))
+            {
+                *state = None;
+            }
+        }
+        // Forward with `Connection: close`, so the answer ends at EOF.
+        let mut upstream_conn = TcpStream::connect(("127.0.0.1", upstream))?;
+        let head: String = head
+            .lines()
+            .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+            .map(|l| format!("{l}\r\n"))
+            .collect();
+        upstream_conn.write_all(head.as_bytes())?;
+        upstream_conn.write_all(b"Connection: close\r\n\r\n")?;
+        upstream_conn.write_all(&body)?;
+        let mut answer = Vec::new();
+        upstream_conn.read_to_end(&mut answer)?;
+        let answer = rewritten(answer, &text, rewrite);
+        client.write_all(&answer)?;
+    }
+}
+
+/// Reads one HTTP message (head, body by Content-Length); `None` at EOF.
+fn read_message(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<(String, Vec<u8>)>> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(line.trim_end_matches(['\r', '\n']));
+        head.push('\n');
+    }
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok(Some((head, body)))
+}
+
+/// The emulator's answer, with the stack's status replaced when a rewrite
+/// is in force and this is its `DescribeStacks`.
+fn rewritten(answer: Vec<u8>, request: &str, rewrite: &Mutex<Option<(String, String)>>) -> Vec<u8> {
+    let state = rewrite.lock().expect("proxy state").clone();
+    let Some((stack, status)) = state else {
+        return answer;
+    };
+    if !request.contains("Action=DescribeStacks") || !request.contains(stack.as_str()) {
+        return answer;
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return answer;
+    };
+    let Some(start) = body.find("<StackStatus>") else {
+        return answer;
+    };
+    let Some(end) = body[start..].find("</StackStatus>") else {
+        return answer;
+    };
+    let body = format!(
+        "{}<StackStatus>{status}{}",
+        &body[..start],
+        &body[start + end..]
+    );
+    let head: String = head
+        .lines()
+        .map(|l| {
+            if l.to_ascii_lowercase().starts_with("content-length:") {
+                format!("Content-Length: {}\r\n", body.len())
+            } else {
+                format!("{l}\r\n")
+            }
+        })
+        .collect();
+    format!("{head}\r\n{body}").into_bytes()
+}
+
+/// A scratch file holding a few bytes, standing in for the `huxley` binary
+/// that `apply` uploads for the nodes (`HUXLEY_NODE_BINARY`).
+pub fn stand_in_binary() -> PathBuf {
+    let path = std::env::temp_dir().join(format!("huxley-node-binary-{}", std::process::id()));
+    std::fs::write(
+        &path,
+        b"#!/bin/sh\n# stands in for the huxley binary in tests\n",
+    )
+    .expect("write the stand-in");
+    path
+}
+
+/// An SDK configuration for the emulator at `endpoint`, with dummy
+/// credentials given explicitly (no environment needed).
+async fn sdk_config(endpoint: &str, region: &str) -> aws_config::SdkConfig {
+    let credentials =
+        aws_sdk_route53::config::Credentials::new("testing", "testing", None, None, "huxley-tests");
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new(region.to_owned()))
+        .credentials_provider(credentials)
+        .load()
+        .await
+}
+
+/// Runs `f` with an SDK configuration for the emulator at `endpoint`.
+fn with_sdk<T>(
+    endpoint: &str,
+    region: &str,
+    f: impl AsyncFnOnce(&aws_config::SdkConfig) -> T,
+) -> T {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async { f(&sdk_config(endpoint, region).await).await })
+}
+
+/// Huxley's AWS clients for the emulator at `endpoint`, with dummy
+/// credentials, for tests that drive a library part (the kick server's
+/// writer) directly.
+pub async fn aws(endpoint: &str, region: &str) -> crate::aws::Aws {
+    crate::aws::Aws::from_config(&sdk_config(endpoint, region).await, region.to_owned())
+}
+
+/// Leaves a stack as a failed creation does: no resources, only a change
+/// set (the emulator shows it as `REVIEW_IN_PROGRESS`; put a
+/// [`StatusProxy`] in front to show it as `ROLLBACK_COMPLETE`).
+pub fn create_empty_stack(endpoint: &str, region: &str, stack: &str) {
+    with_sdk(endpoint, region, async |config| {
+        let client = aws_sdk_cloudformation::Client::new(config);
+        client
+            .create_change_set()
+            .stack_name(stack)
+            .change_set_name("failed-creation")
+            .change_set_type(aws_sdk_cloudformation::types::ChangeSetType::Create)
+            .template_body(r#"{"Resources":{"Vpc":{"Type":"AWS::EC2::VPC","Properties":{"CidrBlock":"10.99.0.0/16"}}}}"#)
+            .send()
+            .await
+            .expect("create the change set");
+    });
+}
+
+/// Launches `count` nodes of cluster `cluster` in the emulator (EC2
+/// instances tagged as the node group tags them); returns their ids.
+pub async fn run_nodes(aws: &crate::aws::Aws, cluster: &str, count: i32) -> Vec<String> {
+    use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+    let output = aws
+        .ec2
+        .run_instances()
+        // An image the emulator knows (tests/emulator/flatcar-amis.json).
+        .image_id("ami-0f1a7c0000000a001")
+        .instance_type(aws_sdk_ec2::types::InstanceType::M6iLarge)
+        .min_count(count)
+        .max_count(count)
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Instance)
+                .tags(Tag::builder().key("huxley:cluster").value(cluster).build())
+                .build(),
+        )
+        .send()
+        .await
+        .expect("launch nodes");
+    output
+        .instances()
+        .iter()
+        .filter_map(|i| i.instance_id().map(str::to_owned))
+        .collect()
+}
+
+/// Terminates nodes in the emulator.
+pub async fn terminate_nodes(aws: &crate::aws::Aws, ids: &[String]) {
+    aws.ec2
+        .terminate_instances()
+        .set_instance_ids(Some(ids.to_vec()))
+        .send()
+        .await
+        .expect("terminate nodes");
+}
+
+/// Creates a public hosted zone in the emulator, as a user's existing zone,
+/// through the real SDK; returns its id.
+pub fn create_public_zone(endpoint: &str, region: &str, name: &str) -> String {
+    with_sdk(endpoint, region, async |config| {
+        let client = aws_sdk_route53::Client::new(config);
+        let zone = client
+            .create_hosted_zone()
+            .name(name)
+            .caller_reference(format!("huxley-tests-{name}"))
+            .send()
+            .await
+            .expect("create the public zone");
+        zone.hosted_zone()
+            .map(|z| z.id().trim_start_matches("/hostedzone/").to_owned())
+            .expect("a zone id")
+    })
+}
+
+/// Creates the S3 bucket `name` (as the stack creates the artifact bucket).
+pub fn create_bucket(endpoint: &str, region: &str, name: &str) {
+    with_sdk(endpoint, region, async |config| {
+        let client = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(config)
+                .force_path_style(true)
+                .build(),
+        );
+        client
+            .create_bucket()
+            .bucket(name)
+            .create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(region))
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("create the bucket");
+    });
+}
+
+/// Puts an image manifest tagged `tag` into the ECR repository
+/// `repository`, as a push would (the emulator keeps manifests, not layers).
+pub fn put_image(endpoint: &str, region: &str, repository: &str, tag: &str) {
+    with_sdk(endpoint, region, async |config| {
+        let client = aws_sdk_ecr::Client::new(config);
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "size": 7023,
+                "digest": format!("sha256:{}", crate::digest::sha256(format!("config {tag}"))),
+            },
+            "layers": [],
+        });
+        client
+            .put_image()
+            .repository_name(repository)
+            .image_tag(tag)
+            .image_manifest(manifest.to_string())
+            .send()
+            .await
+            .expect("put an image");
+    });
+}
+
+/// A stand-in for one node's instance metadata service (IMDSv2) on
+/// 127.0.0.1, answering as the SDK's IMDS client asks: a session token from
+/// `PUT /latest/api/token` (with its TTL header), then the metadata paths
+/// with that token. The node agent and kick reach it through the SDK's own
+/// `AWS_EC2_METADATA_SERVICE_ENDPOINT`.
+#[derive(Debug)]
+pub struct Imds {
+    pub port: u16,
+}
+
+impl Imds {
+    /// Serves `instance_id`, `zone` and `address` until the process ends.
+    pub fn start(instance_id: &str, zone: &str, address: &str) -> Imds {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the IMDS stand-in");
+        let port = listener.local_addr().expect("address").port();
+        let paths: Arc<Vec<(String, String)>> = Arc::new(vec![
+            ("/latest/meta-data/instance-id".into(), instance_id.into()),
+            (
+                "/latest/meta-data/placement/availability-zone".into(),
+                zone.into(),
+            ),
+            ("/latest/meta-data/local-ipv4".into(), address.into()),
+        ]);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let paths = Arc::clone(&paths);
+                std::thread::spawn(move || imds_answer(stream, &paths));
+            }
+        });
+        Imds { port }
+    }
+
+    /// The endpoint, as `AWS_EC2_METADATA_SERVICE_ENDPOINT` takes it.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+}
+
+fn imds_answer(stream: TcpStream, paths: &[(String, String)]) {
+    let Ok(reader) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(reader);
+    let mut stream = stream;
+    loop {
+        let Ok(Some((head, _))) = read_message(&mut reader) else {
+            return;
+        };
+        let mut words = head.split_whitespace();
+        let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        let has_token = head.lines().any(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("x-aws-ec2-metadata-token: huxley-imds")
+        });
+        let (status, extra, body) = if method == "PUT" && path == "/latest/api/token" {
+            (
+                "200 OK",
+                "x-aws-ec2-metadata-token-ttl-seconds: 21600\r\n",
+                "huxley-imds-token".to_owned(),
+            )
+        } else if !has_token {
+            ("401 Unauthorized", "", String::new())
+        } else if let Some((_, value)) = paths.iter().find(|(p, _)| p == path) {
+            ("200 OK", "", value.clone())
+        } else {
+            ("404 Not Found", "", String::new())
+        };
+        let answer = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\n{extra}content-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if stream.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
