@@ -180,7 +180,6 @@ pub fn command_words(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
 

@@ -75,6 +75,28 @@ pub async fn read_live(aws: &Aws, query: &Query<'_>) -> Result<LiveRead, AwsErro
 }
 
 impl Aws {
+    /// The cluster's stack and its artifact bucket, or why there are none.
+    pub async fn cluster_stack(
+        &self,
+        cluster: &str,
+        stack: &str,
+    ) -> Result<(StackSummary, String), String> {
+        let summary = self
+            .describe_stack(stack)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!(
+                    "no cluster {cluster} in {} (no stack {stack})",
+                    self.region()
+                )
+            })?;
+        let bucket = summary
+            .bucket(cluster)
+            .ok_or_else(|| format!("the stack {stack} names no artifact bucket"))?;
+        Ok((summary, bucket))
+    }
+
     /// The applied manifest in `bucket`, or why it cannot be had.
     pub async fn manifest(&self, bucket: &str) -> Result<Manifest, String> {
         let bytes = self

@@ -27,6 +27,7 @@
 //! pusher's forced command holds none.
 
 pub mod build;
+pub mod server;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

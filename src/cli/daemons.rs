@@ -1,0 +1,541 @@
+//! The daemons' argument handling: `kick serve`, `node run`, `node secrets`,
+//! `hook serve`, and the hook's forced command and pre-receive client.
+
+use std::path::Path;
+use std::path::PathBuf;
+
+use super::{AwsArgs, HookServeArgs, RuntimeKind, connect, connect_session, exit};
+use crate::agent::runtime::processes::Processes;
+use crate::agent::runtime::systemd::Systemd;
+use crate::agent::runtime::units::Units;
+use crate::aws;
+use crate::diagnostic::plural;
+
+/// Where `kick serve` listens, and where it keeps its certificate.
+#[derive(Debug)]
+pub(super) struct Listeners {
+    pub(super) internal: Option<std::net::SocketAddr>,
+    pub(super) external: Option<std::net::SocketAddr>,
+    pub(super) state_dir: PathBuf,
+    /// The user's certificate and key files.
+    pub(super) own_certificate: Option<(PathBuf, PathBuf)>,
+    pub(super) advertise: Option<std::net::IpAddr>,
+    pub(super) public_address: Option<std::net::IpAddr>,
+}
+
+pub(super) async fn kick_serve(
+    config_path: &Path,
+    tokens_dir: Option<&Path>,
+    listeners: &Listeners,
+    rate: f64,
+    args: &AwsArgs,
+) -> u8 {
+    use crate::control::{dns, server as serve};
+    let config = match read_kick_config(config_path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let address = |given: Option<std::net::SocketAddr>, configured: &str| {
+        given.map_or_else(
+            || {
+                configured.parse::<std::net::SocketAddr>().map_err(|e| {
+                    format!(
+                        "listen address `{configured}` in {}: {e}",
+                        config_path.display()
+                    )
+                })
+            },
+            Ok,
+        )
+    };
+    let (internal, external) = match (
+        address(listeners.internal, &config.listen.internal),
+        address(listeners.external, &config.listen.external),
+    ) {
+        (Ok(internal), Ok(external)) => (internal, external),
+        (Err(err), _) | (_, Err(err)) => {
+            eprintln!("error: {err}");
+            return exit::USAGE;
+        }
+    };
+    let aws = match connect(args, &config.cluster.region).await {
+        Ok(aws) => std::sync::Arc::new(aws),
+        Err(code) => return code,
+    };
+    let tokens = match tokens_dir {
+        Some(dir) => crate::control::auth::Tokens::from_dir(dir, &config)
+            .map_err(|err| format!("cannot read the tokens in {}: {err}", dir.display())),
+        None => {
+            let names = crate::control::auth::Tokens::parameter_names(&config);
+            match aws.secure_parameters(&names).await {
+                Ok(values) => crate::control::auth::Tokens::from_parameters(&values, &config),
+                Err(err) => Err(format!("cannot read the tokens from SSM: {err}")),
+            }
+        }
+    };
+    let tokens = match tokens {
+        Ok(tokens) => tokens,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return exit::INVALID;
+        }
+    };
+    // Where this node is: given, or from the instance metadata.
+    let (advertise, public_address) = match listeners.advertise {
+        Some(advertise) => (advertise, listeners.public_address),
+        None => match aws::imds::identity().await {
+            Ok(me) => (
+                me.private_address,
+                listeners.public_address.or(me.public_address),
+            ),
+            Err(err) => {
+                eprintln!(
+                    "error: cannot tell this node's address ({err})\nhelp: pass --advertise ADDRESS"
+                );
+                return exit::USAGE;
+            }
+        },
+    };
+    let names = vec![
+        config.cluster.kick_name.clone(),
+        "localhost".to_owned(),
+        external.ip().to_string(),
+        advertise.to_string(),
+    ];
+    let identity = match &listeners.own_certificate {
+        Some((cert, key)) => crate::tls::load_pem(cert, key)
+            .map_err(|err| format!("cannot use the certificate {}: {err}", cert.display())),
+        None => crate::tls::load_or_create(&listeners.state_dir, &names).map_err(|err| {
+            format!(
+                "cannot keep the TLS certificate in {}: {err}",
+                listeners.state_dir.display()
+            )
+        }),
+    };
+    let identity = match identity {
+        Ok(identity) => identity,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return exit::USAGE;
+        }
+    };
+    let options = serve::Options {
+        config,
+        tokens,
+        aws,
+        internal,
+        external,
+        identity,
+        settings: dns::Settings {
+            requests_per_second: rate,
+            ..dns::Settings::default()
+        },
+        advertise,
+        public_address,
+    };
+    match serve::run(options).await {
+        Ok(()) => exit::OK,
+        Err(err) => {
+            eprintln!("error: {err}");
+            exit::INVALID
+        }
+    }
+}
+
+/// `huxley node run`'s arguments.
+#[derive(Debug, clap::Args)]
+pub(super) struct NodeRun {
+    /// The cluster.
+    #[arg(long, env = "HUXLEY_CLUSTER")]
+    cluster: String,
+    /// The kick servers' internal API, e.g. http://kick.acme.internal:7400
+    /// (repeat, or separate with commas; standbys point at the leader).
+    #[arg(
+        long = "kick",
+        value_name = "URL",
+        env = "HUXLEY_KICK_URL",
+        value_delimiter = ',',
+        required = true
+    )]
+    kick: Vec<String>,
+    /// A file holding the node agents' token [default: the SSM
+    /// parameter /huxley/<cluster>/tokens/node].
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// This node's EC2 instance id [default: from the instance metadata].
+    #[arg(long, value_name = "ID")]
+    node: Option<String>,
+    /// This node's private address [default: from the instance metadata].
+    #[arg(long, value_name = "ADDRESS")]
+    address: Option<std::net::IpAddr>,
+    /// How replicas run.
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Systemd)]
+    runtime: RuntimeKind,
+    /// With --runtime processes: the command of a service's replicas,
+    /// e.g. `blog.web=/usr/local/bin/web` (repeat for each service).
+    #[arg(long = "exec", value_name = "APP.SERVICE=COMMAND")]
+    exec: Vec<String>,
+    /// The artifact bucket, where the service units come from.
+    #[arg(long, env = "HUXLEY_BUCKET", value_name = "NAME")]
+    bucket: Option<String>,
+    /// Where replicas' environment files (and, with --runtime
+    /// processes, their logs) go.
+    #[arg(long, value_name = "DIR", default_value = "/run/huxley/replicas")]
+    state_dir: PathBuf,
+    /// Where the service units are installed.
+    #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
+    units_dir: PathBuf,
+    /// Where kick.toml and the services' plain env files go (the units
+    /// name /etc/huxley/units/<unit>.env).
+    #[arg(long, value_name = "DIR", default_value = "/etc/huxley")]
+    etc: PathBuf,
+    #[command(flatten)]
+    aws: AwsArgs,
+}
+
+pub(super) async fn node_run(args: NodeRun) -> u8 {
+    use crate::agent::{node as agent, runtime};
+    let mut commands = std::collections::BTreeMap::new();
+    for entry in &args.exec {
+        match entry.split_once('=') {
+            Some((service, command)) if service.contains('.') && !command.is_empty() => {
+                commands.insert(service.to_owned(), command.to_owned());
+            }
+            _ => {
+                eprintln!("error: --exec `{entry}`: expected APP.SERVICE=COMMAND");
+                return exit::USAGE;
+            }
+        }
+    }
+    // On a node the region comes from /etc/huxley/cluster.env.
+    let mut aws_args = args.aws;
+    if aws_args.region.is_none() {
+        aws_args.region = std::env::var("HUXLEY_REGION")
+            .ok()
+            .filter(|r| !r.is_empty());
+    }
+    let aws = match connect_session(&aws_args).await {
+        Ok(aws) => std::sync::Arc::new(aws),
+        Err(code) => return code,
+    };
+    let (node, address) = match (args.node, args.address) {
+        (Some(node), Some(address)) => (node, address),
+        (node, address) => match aws::imds::identity().await {
+            Ok(me) => (
+                node.unwrap_or(me.instance_id),
+                address.unwrap_or(me.private_address),
+            ),
+            Err(err) => {
+                eprintln!(
+                    "error: cannot tell who this node is ({err})\nhelp: pass --node ID and --address ADDRESS"
+                );
+                return exit::USAGE;
+            }
+        },
+    };
+    let token = match &args.token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        None => {
+            let name = crate::model::naming::cluster_token_parameter(&args.cluster, "node");
+            match aws.secure_parameters(std::slice::from_ref(&name)).await {
+                Ok(values) => values
+                    .get(&name)
+                    .cloned()
+                    .ok_or_else(|| format!("SSM has no parameter {name}: run `huxley apply`")),
+                Err(err) => Err(format!("cannot read the node token from SSM: {err}")),
+            }
+        }
+    };
+    let token = match token {
+        Ok(token) if !token.is_empty() => token,
+        Ok(_) => {
+            eprintln!("error: the node token is empty");
+            return exit::USAGE;
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            return exit::INVALID;
+        }
+    };
+    let kick = agent::KickClient::new(args.kick.clone(), token);
+    eprintln!(
+        "node: {node} ({address}) of cluster {}, kick at {}",
+        args.cluster,
+        args.kick.join(", ")
+    );
+    match args.runtime {
+        RuntimeKind::Processes => {
+            let runtime = Processes::new(commands, &args.state_dir);
+            // The replicas are this process's children: they stop with it.
+            run_agent(agent::Agent::new(node, kick, runtime, address), true).await;
+        }
+        RuntimeKind::Systemd | RuntimeKind::Units => {
+            let mut systemd = Systemd::new(runtime::Host, &args.state_dir, &args.units_dir);
+            systemd.source = args.bucket.map(|bucket| (aws, bucket));
+            systemd.env_dir = args.etc.join("units");
+            systemd.kick_toml = args.etc.join("kick.toml");
+            if args.runtime == RuntimeKind::Units {
+                let runtime = Units::new(systemd);
+                run_agent(agent::Agent::new(node, kick, runtime, address), true).await;
+            } else {
+                // systemd keeps the replicas running while the agent restarts.
+                run_agent(agent::Agent::new(node, kick, systemd, address), false).await;
+            }
+        }
+    }
+    exit::OK
+}
+
+/// Runs the agent until ctrl-c or SIGTERM; then stops the replicas when
+/// they are its own children (`stop_replicas`).
+pub(super) async fn run_agent<R: crate::agent::runtime::Runtime>(
+    mut agent: crate::agent::node::Agent<R>,
+    stop_replicas: bool,
+) {
+    tokio::select! {
+        () = agent.run() => {}
+        () = stop_signal() => {
+            if stop_replicas {
+                eprintln!("node: stopping its replicas");
+                agent.stop_all().await;
+            } else {
+                eprintln!("node: stopping; systemd keeps the replicas running");
+            }
+        }
+    }
+}
+
+/// `huxley hook serve`: restores the repositories, then sshd with the
+/// forced command, until a stop signal.
+/// `huxley hook serve`: reads kick.toml, finds the bucket, then runs the
+/// hook server.
+pub(super) async fn hook_serve(args: HookServeArgs) -> u8 {
+    let config = match read_kick_config(&args.config) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let aws = match connect(&args.aws, &config.cluster.region).await {
+        Ok(aws) => std::sync::Arc::new(aws),
+        Err(code) => return code,
+    };
+    let bucket = match &args.bucket {
+        Some(bucket) => bucket.clone(),
+        None => match aws
+            .cluster_stack(&config.cluster.name, &config.cluster.stack)
+            .await
+        {
+            Ok((_, bucket)) => bucket,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return exit::INVALID;
+            }
+        },
+    };
+    let options = crate::hook::server::Options {
+        config: args.config,
+        listen: args.listen,
+        state_dir: args.state_dir,
+        keys: args.keys,
+        user: args.user,
+        sshd: args.sshd,
+        kick_url: args.kick_url,
+        token_file: args.token_file,
+        registry: args.registry,
+    };
+    match crate::hook::server::run(&options, &config, aws, bucket).await {
+        Ok(()) => exit::OK,
+        Err(crate::hook::server::Stop::Invalid(err)) => {
+            eprintln!("error: {err}");
+            exit::INVALID
+        }
+        Err(crate::hook::server::Stop::Usage(err)) => {
+            eprintln!("error: {err}");
+            exit::USAGE
+        }
+    }
+}
+
+/// `huxley hook shell`: the forced command. Runs git, then, after a push,
+/// has the hook server keep the repository.
+pub(super) fn hook_shell(
+    config_path: &Path,
+    repos: &Path,
+    socket: Option<&Path>,
+    key: Option<&str>,
+) -> u8 {
+    let config = match read_kick_config(config_path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let apps: std::collections::BTreeSet<String> = config.apps.keys().cloned().collect();
+    let asked = std::env::var("SSH_ORIGINAL_COMMAND").unwrap_or_default();
+    let command = match crate::hook::parse_command(&asked, &apps) {
+        Ok(command) => command,
+        Err(err) => {
+            eprintln!("huxley: {err}");
+            return exit::INVALID;
+        }
+    };
+    let branch = config
+        .apps
+        .get(&command.app)
+        .map_or("main", |a| a.branch.as_str());
+    let path = match crate::hook::repository(repos, &command.app, branch) {
+        Ok(path) => path,
+        Err(err) => {
+            eprintln!("huxley: {err}");
+            return exit::USAGE;
+        }
+    };
+    // The app's pre-receive hook deploys through the hook server.
+    let mut git = std::process::Command::new(command.program);
+    git.arg(&path);
+    if let Ok(exe) = std::env::current_exe() {
+        git.env("HUXLEY_BIN", exe);
+    }
+    if let Some(socket) = socket {
+        git.env("HUXLEY_HOOK_SOCKET", socket);
+    }
+    if let Some(key) = key {
+        git.env("HUXLEY_PUSHER", key);
+    }
+    let before = crate::hook::refs(&path);
+    let status = match git.status() {
+        Ok(status) => status,
+        Err(err) => {
+            eprintln!("huxley: cannot run {}: {err}", command.program);
+            return exit::USAGE;
+        }
+    };
+    if !status.success() {
+        return u8::try_from(status.code().unwrap_or(1)).unwrap_or(1);
+    }
+    let (true, Some(socket)) = (command.program == "git-receive-pack", socket) else {
+        return exit::OK;
+    };
+    if before.is_some() && crate::hook::refs(&path) == before {
+        // The hook refused every ref (git-receive-pack still exits 0):
+        // nothing new to keep.
+        return exit::OK;
+    }
+    let kept = (|| -> std::io::Result<String> {
+        use std::io::{BufRead as _, Write as _};
+        let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+        writeln!(stream, "save {}", command.app)?;
+        let mut answer = String::new();
+        std::io::BufReader::new(stream).read_line(&mut answer)?;
+        Ok(answer)
+    })();
+    match kept.as_deref().map(str::trim) {
+        Ok(answer) if answer.starts_with("ok ") => {
+            eprintln!("huxley: {} kept in the cluster's bucket", command.app);
+            exit::OK
+        }
+        Ok(answer) => {
+            eprintln!(
+                "huxley: the push landed, but {} could not be kept in the cluster's bucket: {}",
+                command.app,
+                answer.trim_start_matches("error ")
+            );
+            exit::INVALID
+        }
+        Err(err) => {
+            eprintln!(
+                "huxley: the push landed, but the hook server could not be asked to keep it: {err}"
+            );
+            exit::INVALID
+        }
+    }
+}
+
+/// `huxley hook deploy`: asks the hook server to deploy, prints what it
+/// says.
+pub(super) fn hook_deploy(ask: crate::hook::DeployAsk, socket: &Path) -> u8 {
+    use crate::hook::Answer;
+    use std::io::{BufRead as _, Write as _};
+    let asked = (|| -> std::io::Result<std::os::unix::net::UnixStream> {
+        let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+        let line = serde_json::to_string(&ask).map_err(std::io::Error::other)?;
+        writeln!(stream, "deploy {line}")?;
+        Ok(stream)
+    })();
+    let stream = match asked {
+        Ok(stream) => stream,
+        Err(err) => {
+            eprintln!(
+                "huxley: cannot reach the hook server at {}: {err}; nothing was deployed",
+                socket.display()
+            );
+            return exit::INVALID;
+        }
+    };
+    for line in std::io::BufReader::new(stream).lines() {
+        let Ok(line) = line else { break };
+        match serde_json::from_str::<Answer>(&line) {
+            Ok(Answer::Say(text)) => eprintln!("huxley: {text}"),
+            Ok(Answer::Ok(text)) => {
+                eprintln!("huxley: {text}");
+                return exit::OK;
+            }
+            Ok(Answer::Error(text)) => {
+                for (i, line) in text.lines().enumerate() {
+                    if i == 0 {
+                        eprintln!("huxley: error: {line}");
+                    } else {
+                        eprintln!("huxley:   {line}");
+                    }
+                }
+                eprintln!(
+                    "huxley: the push is refused: {} on the cluster is unchanged",
+                    ask.app
+                );
+                return exit::INVALID;
+            }
+            Err(_) => eprintln!("huxley: {line}"),
+        }
+    }
+    eprintln!(
+        "huxley: error: the hook server stopped answering; the deploy's end is in `huxley deploys {}`",
+        ask.app
+    );
+    exit::INVALID
+}
+
+/// Reads kick.toml, printing why it cannot be read.
+pub(super) fn read_kick_config(path: &Path) -> Result<crate::spec::kick::KickConfig, u8> {
+    std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| toml::from_str(&text).map_err(|e| e.to_string()))
+        .map_err(|err| {
+            eprintln!("error: cannot read {}: {err}", path.display());
+            exit::USAGE
+        })
+}
+
+pub(super) async fn node_secrets(unit: &str, out: &Path, config_path: &Path, args: &AwsArgs) -> u8 {
+    let config = match read_kick_config(config_path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let aws = match connect(args, &config.cluster.region).await {
+        Ok(aws) => aws,
+        Err(code) => return code,
+    };
+    match crate::agent::secrets::write(&aws, &config, unit, out).await {
+        Ok(count) => {
+            eprintln!("wrote {} to {}", plural(count, "secret"), out.display());
+            exit::OK
+        }
+        Err(err) => {
+            eprintln!("error: {unit}: {err}");
+            exit::INVALID
+        }
+    }
+}
+
+/// Ctrl-c, or SIGTERM (systemd's stop).
+pub(super) async fn stop_signal() {
+    crate::control::server::stop_signal().await;
+}

@@ -1,0 +1,415 @@
+//! The pipeline's verbs: `validate`, `build`, `plan`, `apply`, `destroy`.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::path::Path;
+use std::path::PathBuf;
+
+use super::{AwsArgs, Color, Format, RunArgs, calls, connect, exit, load, load_and_connect, print};
+use crate::apply as applying;
+use crate::apply::PlanOptions;
+use crate::apply::progress::Progress;
+use crate::compile;
+use crate::compile::TemplateFormat;
+use crate::diagnostic::plural;
+use crate::output;
+use crate::output::Difference;
+use crate::plan::Plan;
+use crate::plan::render;
+
+pub(super) fn validate(path: &Path, color: Color) -> u8 {
+    match load(path, color) {
+        Ok(config) => {
+            println!(
+                "{}: valid: cluster `{}`, {}, {}",
+                path.display(),
+                config.cluster.name,
+                plural(config.apps.len(), "app"),
+                plural(config.services().count(), "service")
+            );
+            exit::OK
+        }
+        Err(code) => code,
+    }
+}
+
+pub(super) fn build(
+    path: &Path,
+    out: &Path,
+    format: Format,
+    check: Option<&Path>,
+    color: Color,
+) -> u8 {
+    let config = match load(path, color) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let format = match format {
+        Format::Json => TemplateFormat::Json,
+        Format::Yaml => TemplateFormat::Yaml,
+    };
+    let artifacts = match compile::compile(&config, format) {
+        Ok(artifacts) => artifacts,
+        Err(errors) => {
+            for error in &errors {
+                eprintln!(
+                    "error: {}
+  = quota: {}
+  = help: {}
+",
+                    error.message, error.quota, error.help
+                );
+            }
+            eprintln!(
+                "{}: {} over AWS quotas; nothing was written",
+                path.display(),
+                plural(errors.len(), "limit")
+            );
+            return exit::INVALID;
+        }
+    };
+    if let Some(dir) = check {
+        return check_against(dir, &artifacts);
+    }
+    if let Err(err) = output::write(out, &artifacts) {
+        eprintln!("error: cannot write {}: {err}", out.display());
+        return exit::USAGE;
+    }
+    let (template, bytes) = artifacts.template().unwrap_or(("", 0));
+    println!(
+        "wrote {}/: {template} ({} resources, {:.1} KiB), ignition/node.ign, {}, {}, kick/kick.toml",
+        out.display(),
+        artifacts.resources,
+        bytes as f64 / 1024.0,
+        plural(artifacts.count("units/"), "unit file"),
+        plural(artifacts.count("hooks/"), "hook"),
+    );
+    if bytes > compile::quotas::MAX_INLINE_TEMPLATE {
+        println!(
+            "note: the template is over CloudFormation's {} bytes for inline templates; apply passes it through the artifact bucket",
+            compile::quotas::MAX_INLINE_TEMPLATE
+        );
+    }
+    exit::OK
+}
+
+pub(super) fn check_against(dir: &Path, artifacts: &compile::Artifacts) -> u8 {
+    let differences = match output::compare(dir, artifacts) {
+        Ok(differences) => differences,
+        Err(err) => {
+            eprintln!("error: cannot read {}: {err}", dir.display());
+            return exit::USAGE;
+        }
+    };
+    if differences.is_empty() {
+        println!("{}: up to date", dir.display());
+        return exit::OK;
+    }
+    let mut out = std::io::stdout().lock();
+    for difference in &differences {
+        let _ = match difference {
+            Difference::Missing(path) => writeln!(out, "missing: {}/{path}", dir.display()),
+            Difference::Extra(path) => writeln!(
+                out,
+                "extra:   {}/{path} (huxley build would not write it)",
+                dir.display()
+            ),
+            Difference::Mode { path, executable } => writeln!(
+                out,
+                "mode:    {}/{path} should {}be executable",
+                dir.display(),
+                if *executable { "" } else { "not " }
+            ),
+            Difference::Changed { diff, .. } => write!(out, "{diff}"),
+        };
+    }
+    eprintln!(
+        "{}: {} differ from huxley build; run `huxley build -o {}` and commit the result",
+        dir.display(),
+        plural(differences.len(), "file"),
+        dir.display()
+    );
+    exit::INVALID
+}
+
+#[derive(Debug)]
+pub(super) struct PlanArgs {
+    pub(super) json: bool,
+    pub(super) out: Option<PathBuf>,
+    pub(super) detailed_exitcode: bool,
+    pub(super) refresh_image: bool,
+}
+
+pub(super) async fn plan(path: &Path, args: &AwsArgs, options: &PlanArgs, color: Color) -> u8 {
+    let (config, aws) = match load_and_connect(path, args, color).await {
+        Ok(pair) => pair,
+        Err(code) => return code,
+    };
+    let plan = match applying::prepare(
+        &config,
+        &aws,
+        PlanOptions {
+            refresh_image: options.refresh_image,
+        },
+    )
+    .await
+    {
+        Ok(plan) => plan,
+        Err(err) => {
+            eprintln!("error: {err}");
+            calls(args, &aws);
+            return exit::INVALID;
+        }
+    };
+    calls(args, &aws);
+    if let Some(out) = &options.out {
+        if let Err(err) = save_plan(out, &plan) {
+            eprintln!("error: cannot write {}: {err}", out.display());
+            return exit::USAGE;
+        }
+    }
+    if options.json {
+        print(&plan_json(&plan));
+    } else {
+        print(&render::render(
+            &plan,
+            crate::ui::style::Style::new(color.enabled_for(std::io::stdout().is_terminal())),
+        ));
+        if let Some(out) = &options.out {
+            println!(
+                "\nSaved the plan to {}; apply it with `huxley apply {}`.",
+                out.display(),
+                out.display()
+            );
+        }
+    }
+    if options.detailed_exitcode && plan.has_changes() {
+        2
+    } else {
+        exit::OK
+    }
+}
+
+pub(super) fn plan_json(plan: &Plan) -> String {
+    let mut text = serde_json::to_string_pretty(plan).expect("a plan always serializes");
+    text.push('\n');
+    text
+}
+
+pub(super) fn save_plan(path: &Path, plan: &Plan) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, plan_json(plan))?;
+    std::fs::rename(&tmp, path)
+}
+
+pub(super) fn read_plan(path: &Path) -> Result<Plan, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let plan: Plan = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not a Huxley plan: {e}", path.display()))?;
+    if plan.format_version != crate::plan::FORMAT_VERSION {
+        return Err(format!(
+            "{} is a plan of format {}, this huxley reads format {}; make it again with `huxley plan --out`",
+            path.display(),
+            plan.format_version,
+            crate::plan::FORMAT_VERSION
+        ));
+    }
+    Ok(plan)
+}
+
+/// Asks on the terminal; `false` when the answer is not exactly `word`.
+pub(super) fn confirm(question: &str, word: &str) -> bool {
+    eprint!("{question} Only '{word}' is accepted: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).is_ok() && answer.trim() == word
+}
+
+pub(super) async fn apply(
+    path: &Path,
+    args: &AwsArgs,
+    run: RunArgs,
+    refresh_image: bool,
+    plan_file: Option<&Path>,
+    color: Color,
+) -> u8 {
+    let RunArgs { yes, wait_timeout } = run;
+    let terminal = std::io::stderr().is_terminal();
+    let style = crate::ui::style::Style::new(color.enabled_for(std::io::stdout().is_terminal()));
+    let (aws, plan) = if let Some(file) = plan_file {
+        let plan = match read_plan(file) {
+            Ok(plan) => plan,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return exit::USAGE;
+            }
+        };
+        let aws = match connect(args, &plan.region).await {
+            Ok(aws) => aws,
+            Err(code) => return code,
+        };
+        println!("{}", render::summary(&plan));
+        (aws, plan)
+    } else {
+        let (config, aws) = match load_and_connect(path, args, color).await {
+            Ok(pair) => pair,
+            Err(code) => return code,
+        };
+        let mut progress = Progress::new(terminal, wait_timeout);
+        if let Err(err) =
+            applying::settle(&aws, &crate::model::naming::stack(&config), &mut progress).await
+        {
+            drop(progress);
+            eprintln!("error: {err}");
+            return exit::INVALID;
+        }
+        drop(progress);
+        let plan = match applying::prepare(&config, &aws, PlanOptions { refresh_image }).await {
+            Ok(plan) => plan,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return exit::INVALID;
+            }
+        };
+        print(&render::render(&plan, style));
+        if plan.has_changes() && !yes {
+            if !std::io::stdin().is_terminal() {
+                eprintln!(
+                    "error: refusing to apply without --yes: standard input is not a terminal"
+                );
+                return exit::INVALID;
+            }
+            if !confirm("\nApply these changes?", "yes") {
+                eprintln!("Apply cancelled; nothing was changed.");
+                return exit::INVALID;
+            }
+        }
+        (aws, plan)
+    };
+    if !plan.has_changes() {
+        calls(args, &aws);
+        return exit::OK;
+    }
+    let mut progress = Progress::new(terminal, wait_timeout);
+    let result = applying::apply(&aws, &plan, &mut progress).await;
+    progress.finish();
+    calls(args, &aws);
+    match result {
+        Ok(summary) => {
+            let s = plan.summary;
+            println!(
+                "\nApply complete: {} added, {} changed, {} replaced, {} destroyed; {} uploaded, {} updated.",
+                s.add,
+                s.change,
+                s.replace,
+                s.destroy,
+                plural(summary.uploaded, "artifact"),
+                plural(summary.records, "DNS record")
+            );
+            if summary.tokens > 0 {
+                println!("Kick tokens: {} created or removed in SSM.", summary.tokens);
+            }
+            exit::OK
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            exit::INVALID
+        }
+    }
+}
+
+pub(super) async fn destroy(path: &Path, args: &AwsArgs, run: RunArgs, color: Color) -> u8 {
+    let RunArgs { yes, wait_timeout } = run;
+    let (config, aws) = match load_and_connect(path, args, color).await {
+        Ok(pair) => pair,
+        Err(code) => return code,
+    };
+    let stack = crate::model::naming::stack(&config);
+    match aws.describe_stack(&stack).await {
+        Ok(None) => {
+            println!("Nothing to destroy: the stack {stack} does not exist.");
+            calls(args, &aws);
+            return exit::OK;
+        }
+        Ok(Some(_)) => {}
+        Err(err) => {
+            eprintln!("error: {err}");
+            return exit::INVALID;
+        }
+    }
+    // Images built on push cannot be rebuilt from the cluster: say how
+    // many go before anything does.
+    let repositories = match aws
+        .repositories(&crate::model::naming::repository_prefix(&config))
+        .await
+    {
+        Ok(list) => list,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return exit::INVALID;
+        }
+    };
+    let images: usize = repositories.iter().map(|r| r.images.len()).sum();
+    let losing = if images == 0 {
+        String::new()
+    } else {
+        format!(
+            ", and {} in {}",
+            plural(images, "image"),
+            match repositories.iter().filter(|r| !r.images.is_empty()).count() {
+                1 => "1 image repository".to_owned(),
+                n => format!("{n} image repositories"),
+            }
+        )
+    };
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            eprintln!(
+                "error: refusing to destroy without --yes: standard input is not a terminal{}",
+                if images == 0 {
+                    String::new()
+                } else {
+                    format!(" (it would delete {})", &losing[", and ".len()..])
+                }
+            );
+            return exit::INVALID;
+        }
+        let question = format!(
+            "Destroy cluster `{}`: stack {stack}, its artifact bucket and its DNS records{losing}? Type the cluster name to confirm.",
+            config.cluster.name
+        );
+        if !confirm(&question, &config.cluster.name) {
+            eprintln!("Destroy cancelled; nothing was changed.");
+            return exit::INVALID;
+        }
+    }
+    let mut progress = Progress::new(std::io::stderr().is_terminal(), wait_timeout);
+    let result = applying::destroy(&aws, &config, &mut progress).await;
+    progress.finish();
+    calls(args, &aws);
+    match result {
+        Ok(Some(d)) => {
+            println!(
+                "Destroyed stack {stack} ({}), emptied {} ({}), removed {}{}.",
+                plural(d.resources, "resource"),
+                d.bucket.as_deref().unwrap_or("no bucket"),
+                plural(d.objects, "object version"),
+                plural(d.records, "DNS record"),
+                if d.images == 0 {
+                    String::new()
+                } else {
+                    format!(", deleted {}", plural(d.images, "image"))
+                }
+            );
+            exit::OK
+        }
+        Ok(None) => {
+            println!("Nothing to destroy: the stack {stack} does not exist.");
+            exit::OK
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            exit::INVALID
+        }
+    }
+}

@@ -1,0 +1,465 @@
+//! The hook server (`huxley hook serve`): the cluster's git remote. It
+//! writes sshd's configuration (a forced command per key), restores every
+//! app's repository from the bucket, installs each app's pre-receive hook
+//! from the applied artifacts, answers the forced command's requests on a
+//! Unix socket (keep a repository, build and deploy a push), and runs sshd
+//! only while its kick server leads.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::aws::Aws;
+use crate::diagnostic::plural;
+use crate::spec::kick::KickConfig;
+
+/// Where and as whom the hook server serves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// kick.toml, which the forced command reads too.
+    pub config: PathBuf,
+    /// Where sshd listens, HOST:PORT.
+    pub listen: String,
+    /// The host key, the generated sshd configuration and the repositories.
+    pub state_dir: PathBuf,
+    /// Public keys allowed to push, in authorized_keys form.
+    pub keys: PathBuf,
+    /// The user pushers log in as.
+    pub user: String,
+    /// The sshd to run.
+    pub sshd: PathBuf,
+    /// The kick server's internal API, which deploys what is pushed.
+    pub kick_url: Option<String>,
+    /// The file holding the hook's kick token.
+    pub token_file: Option<PathBuf>,
+    /// The registry built images are pushed to (default: the stack's).
+    pub registry: Option<String>,
+}
+
+/// Why the hook server stopped serving.
+#[derive(Debug)]
+pub enum Stop {
+    /// The cluster's state would not let it serve (a repository that
+    /// cannot be restored).
+    Invalid(String),
+    /// It could not run as configured (files, sshd, the socket).
+    Usage(String),
+}
+
+/// Serves until a stop signal, or until it cannot.
+pub async fn run(
+    args: &Options,
+    config: &KickConfig,
+    aws: Arc<Aws>,
+    bucket: String,
+) -> Result<(), Stop> {
+    let state = prepare(args).map_err(Stop::Usage)?;
+    let repos = state.join("repos");
+    if let Err(err) = restore_all(&aws, &bucket, &repos, config).await {
+        return Err(Stop::Invalid(err));
+    }
+    // Each app's hook, from the applied artifacts, kept current.
+    let refresh_hooks = {
+        let (aws, bucket, repos) = (aws.clone(), bucket.clone(), repos.clone());
+        move || {
+            let (aws, bucket, repos) = (aws.clone(), bucket.clone(), repos.clone());
+            async move {
+                match aws.manifest(&bucket).await {
+                    Ok(manifest) => {
+                        match super::install_hooks(&repos, &super::hooks_of(&manifest)) {
+                            Ok(apps) if !apps.is_empty() => {
+                                eprintln!(
+                                    "hook: installed the pre-receive hook of {}",
+                                    apps.join(", ")
+                                );
+                            }
+                            Ok(_) => {}
+                            Err(err) => eprintln!("hook: cannot install the hooks: {err}"),
+                        }
+                    }
+                    Err(err) => eprintln!(
+                        "hook: no applied artifacts to take the apps' hooks from ({err}); pushes land but deploy nothing until `huxley apply`"
+                    ),
+                }
+            }
+        }
+    };
+    refresh_hooks().await;
+    let socket = state.join(super::SOCKET);
+    let _ = std::fs::remove_file(&socket);
+    let listener = match tokio::net::UnixListener::bind(&socket) {
+        Ok(listener) => listener,
+        Err(err) => {
+            return Err(Stop::Usage(format!(
+                "cannot listen on {}: {err}",
+                socket.display()
+            )));
+        }
+    };
+    // The forced command runs as the pushers' user: the repositories and
+    // the socket are theirs.
+    give_to(&args.user, &[&repos, &socket]).map_err(Stop::Usage)?;
+    let deployer = deployer(args, config, &aws)
+        .await
+        .map_err(Stop::Usage)?
+        .map(Arc::new);
+    let apps: BTreeSet<String> = config.apps.keys().cloned().collect();
+    let saver = {
+        let (aws, bucket, repos, apps) = (aws.clone(), bucket.clone(), repos.clone(), apps.clone());
+        let saving = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (aws, bucket, repos, apps) =
+                    (aws.clone(), bucket.clone(), repos.clone(), apps.clone());
+                let (saving, deployer) = (saving.clone(), deployer.clone());
+                tokio::spawn(async move {
+                    answer_request(
+                        stream,
+                        &aws,
+                        &bucket,
+                        &repos,
+                        &apps,
+                        &saving,
+                        deployer.as_deref(),
+                    )
+                    .await;
+                });
+            }
+        })
+    };
+    let refresher = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            refresh_hooks().await;
+        }
+    });
+    crate::tls::ensure_provider();
+    let Ok(asker) = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+    else {
+        return Err(Stop::Usage("cannot make an HTTP client".into()));
+    };
+    let leading = |kick_url: Option<String>| {
+        let asker = asker.clone();
+        async move {
+            let Some(kick_url) = kick_url else {
+                return true;
+            };
+            leads(&asker, &kick_url).await
+        }
+    };
+    let ended = loop {
+        // Only where the kick server leads: the cluster's kick name points
+        // there.
+        if !leading(args.kick_url.clone()).await {
+            tokio::select! {
+                () = tokio::time::sleep(LEADER_POLL) => continue,
+                () = crate::control::server::stop_signal() => break Ok(()),
+            }
+        }
+        if args.kick_url.is_some() {
+            // A new leader: every commit pushed to the last one, first.
+            if let Err(err) = restore_all(&aws, &bucket, &repos, config).await {
+                eprintln!("hook: {err}; trying again");
+                tokio::time::sleep(LEADER_POLL).await;
+                continue;
+            }
+            if let Err(err) = give_to(&args.user, &[&repos]) {
+                break Err(Stop::Usage(err));
+            }
+        }
+        let mut child = match tokio::process::Command::new(&args.sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(state.join("sshd_config"))
+            .kill_on_drop(true)
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(err) => {
+                break Err(Stop::Usage(format!(
+                    "cannot start {}: {err}",
+                    args.sshd.display()
+                )));
+            }
+        };
+        eprintln!(
+            "hook: serving git over SSH on {} for {} (git push ssh://{}@HOST:PORT/APP.git BRANCH); repositories kept in s3://{bucket}/huxley/repos/",
+            args.listen,
+            apps.iter().cloned().collect::<Vec<_>>().join(", "),
+            args.user
+        );
+        let lost = async {
+            loop {
+                tokio::time::sleep(LEADER_POLL).await;
+                if !leading(args.kick_url.clone()).await {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            status = child.wait() => {
+                break Err(Stop::Usage(format!("sshd ended: {}", status.map_or_else(|e| e.to_string(), |s| s.to_string()))));
+            }
+            () = lost => {
+                let _ = child.kill().await;
+                eprintln!("hook: the kick server here no longer leads; not serving git until it does");
+            }
+            () = crate::control::server::stop_signal() => {
+                let _ = child.kill().await;
+                break Ok(());
+            }
+        }
+    };
+    saver.abort();
+    refresher.abort();
+    let _ = std::fs::remove_file(&socket);
+    ended
+}
+
+/// How often the hook server asks whether its kick server leads.
+const LEADER_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether the kick server at `kick_url` leads (its /healthz says so).
+async fn leads(client: &reqwest::Client, kick_url: &str) -> bool {
+    match client
+        .get(format!("{}/healthz", kick_url.trim_end_matches('/')))
+        .send()
+        .await
+    {
+        Ok(answer) if answer.status().is_success() => answer
+            .text()
+            .await
+            .is_ok_and(|text| text.starts_with("ok: leader")),
+        _ => false,
+    }
+}
+
+/// Restores every app's repository from its bundle (every pushed commit)
+/// and makes the repositories that have none.
+async fn restore_all(
+    aws: &Aws,
+    bucket: &str,
+    repos: &Path,
+    config: &KickConfig,
+) -> Result<(), String> {
+    for (app, section) in &config.apps {
+        match super::restore(aws, bucket, repos, app, &section.branch).await {
+            Ok(0) => {}
+            Ok(refs) => eprintln!(
+                "hook: restored {app} ({}) from s3://{bucket}/{}",
+                plural(refs, "ref"),
+                crate::spec::keys::bundle(app)
+            ),
+            Err(err) => return Err(format!("cannot restore {app}'s repository: {err}")),
+        }
+        super::repository(repos, app, &section.branch)?;
+    }
+    Ok(())
+}
+
+/// What the hook server deploys with: none without a kick server to ask.
+async fn deployer(
+    args: &Options,
+    config: &KickConfig,
+    aws: &std::sync::Arc<Aws>,
+) -> Result<Option<super::Deployer<super::build::Docker<super::build::Host>>>, String> {
+    let Some(kick_url) = &args.kick_url else {
+        eprintln!("hook: no --kick-url: pushes land but deploy nothing");
+        return Ok(None);
+    };
+    let token_file = args
+        .token_file
+        .as_ref()
+        .ok_or("--kick-url needs --token-file (the hook's kick token)")?;
+    let token = std::fs::read_to_string(token_file)
+        .map_err(|e| format!("cannot read the hook token {}: {e}", token_file.display()))?
+        .trim()
+        .to_owned();
+    let registry = match &args.registry {
+        Some(registry) => registry.clone(),
+        None => aws
+            .cluster_stack(&config.cluster.name, &config.cluster.stack)
+            .await?
+            .0
+            .outputs
+            .get("ImageRegistry")
+            .cloned()
+            .ok_or("the stack has no ImageRegistry output: pass --registry")?,
+    };
+    Ok(Some(super::Deployer {
+        config: config.clone(),
+        kick_url: kick_url.clone(),
+        token,
+        registry,
+        builder: super::build::Docker::new(),
+        aws: aws.clone(),
+        busy: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+    }))
+}
+
+/// Makes `paths` (recursively) `user`'s, when this runs as root for
+/// another user.
+fn give_to(user: &str, paths: &[&Path]) -> Result<(), String> {
+    let me = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .map_err(|e| format!("cannot run id: {e}"))?;
+    if String::from_utf8_lossy(&me.stdout).trim() == user {
+        return Ok(());
+    }
+    let status = std::process::Command::new("chown")
+        .arg("-R")
+        .arg(format!("{user}:"))
+        .args(paths)
+        .status()
+        .map_err(|e| format!("cannot run chown: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "cannot give the repositories to {user}: chown {status}"
+        ));
+    }
+    Ok(())
+}
+
+/// Answers one request on the hook server's socket: `save APP` (after a
+/// push: keep the repository) or `deploy {JSON}` (from a pre-receive hook:
+/// build and roll out, streaming the progress back as JSON lines).
+async fn answer_request(
+    stream: tokio::net::UnixStream,
+    aws: &Aws,
+    bucket: &str,
+    repos: &Path,
+    apps: &BTreeSet<String>,
+    saving: &tokio::sync::Mutex<()>,
+    deployer: Option<&super::Deployer<super::build::Docker<super::build::Host>>>,
+) {
+    use super::Answer;
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(read);
+    if reader.read_line(&mut line).await.is_err() {
+        return;
+    }
+    if let Some(app) = line.trim().strip_prefix("save ") {
+        let answer = if apps.contains(app) {
+            // One save at a time: two pushes never race on a bundle.
+            let _one = saving.lock().await;
+            match super::save(aws, bucket, repos, app).await {
+                Ok(refs) => format!("ok {refs}\n"),
+                Err(err) => format!("error {err}\n"),
+            }
+        } else {
+            "error expected `save APP` with one of the cluster's apps\n".to_owned()
+        };
+        let _ = write.write_all(answer.as_bytes()).await;
+        return;
+    }
+    let answer = |answer: &Answer| {
+        let mut text = serde_json::to_string(answer).expect("an answer serializes");
+        text.push('\n');
+        text
+    };
+    let Some(ask) = line
+        .trim()
+        .strip_prefix("deploy ")
+        .and_then(|json| serde_json::from_str::<super::DeployAsk>(json).ok())
+    else {
+        let refused = Answer::Error("expected `save APP` or `deploy {…}`".into());
+        let _ = write.write_all(answer(&refused).as_bytes()).await;
+        return;
+    };
+    let Some(deployer) = deployer else {
+        let refused = Answer::Error(
+            "this hook server deploys nothing (it runs without --kick-url); the push is kept"
+                .into(),
+        );
+        let _ = write.write_all(answer(&refused).as_bytes()).await;
+        return;
+    };
+    eprintln!(
+        "hook: deploying {} at {} for {}",
+        ask.app,
+        ask.commit,
+        ask.by.as_deref().unwrap_or("an unknown key")
+    );
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Answer>();
+    let forward = tokio::spawn(async move {
+        while let Some(line) = receiver.recv().await {
+            if write.write_all(answer(&line).as_bytes()).await.is_err() {
+                break;
+            }
+        }
+    });
+    let say = {
+        let sender = sender.clone();
+        move |text: String| {
+            let _ = sender.send(Answer::Say(text));
+        }
+    };
+    let end = match deployer.deploy(&ask, &say).await {
+        Ok(text) => Answer::Ok(text),
+        Err(text) => Answer::Error(text),
+    };
+    eprintln!("hook: deploy of {} at {}: {end:?}", ask.app, ask.commit);
+    let _ = sender.send(end);
+    drop(sender);
+    drop(say);
+    let _ = forward.await;
+}
+
+/// The host key, authorized_keys and sshd_config in the state directory,
+/// which it returns as an absolute path.
+pub fn prepare(args: &Options) -> Result<PathBuf, String> {
+    let absolute = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
+    let state = absolute(&args.state_dir)?;
+    std::fs::create_dir_all(state.join("repos"))
+        .map_err(|e| format!("cannot create {}: {e}", state.display()))?;
+    let host_key = state.join("ssh_host_ed25519_key");
+    if !host_key.exists() {
+        let made = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "huxley-hook", "-f"])
+            .arg(&host_key)
+            .status()
+            .map_err(|e| format!("cannot run ssh-keygen: {e}"))?;
+        if !made.success() {
+            return Err(format!("ssh-keygen failed: {made}"));
+        }
+    }
+    let text = std::fs::read_to_string(&args.keys)
+        .map_err(|e| format!("cannot read the keys {}: {e}", args.keys.display()))?;
+    let keys: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    if keys.is_empty() {
+        return Err(format!(
+            "{} holds no public key: nobody could push (set ssh-keys in huxley.toml)",
+            args.keys.display()
+        ));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find huxley: {e}"))?;
+    let word = |p: &Path| super::shell_word(&p.display().to_string());
+    let shell = format!(
+        "{} hook shell --config {} --repos {} --socket {}",
+        word(&exe),
+        word(&absolute(&args.config)?),
+        word(&state.join("repos")),
+        word(&state.join(super::SOCKET)),
+    );
+    let write = |name: &str, text: String| {
+        std::fs::write(state.join(name), text)
+            .map_err(|e| format!("cannot write {}: {e}", state.join(name).display()))
+    };
+    write("authorized_keys", super::authorized_keys(&keys, &shell))?;
+    write(
+        "sshd_config",
+        super::sshd_config(&args.listen, &state, &args.user)?,
+    )?;
+    // sshd's privilege separation directory.
+    let _ = std::fs::create_dir_all("/run/sshd");
+    Ok(state)
+}
