@@ -17,13 +17,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::aws::{Aws, AwsError, Query, StackSummary, TemplateSource, read_live};
-use crate::compile::{self, TemplateFormat, cloudformation::ids};
+use crate::compile::{self, TemplateFormat};
 use crate::digest::sha256;
 use crate::model::{Config, NodeImage, naming};
 use crate::plan::diff::{self, Target};
 use crate::plan::{Action, Desired, Plan, StackAction};
 use crate::spec::keys;
 use crate::spec::manifest::Manifest;
+use crate::spec::names::ids;
 use progress::Progress;
 
 /// Templates larger than this go to CloudFormation through the bucket.
@@ -146,7 +147,7 @@ pub async fn prepare(config: &Config, aws: &Aws, options: PlanOptions) -> Result
     let mut plan = diff::plan(&target, desired, &read.live);
     plan.notes.extend(notes);
     let existing = aws
-        .parameter_names(&naming::tokens_path(&config.cluster.name))
+        .parameter_names(&crate::spec::names::tokens_path(&config.cluster.name))
         .await?;
     plan.tokens =
         crate::plan::token_changes(&crate::plan::desired::token_parameters(config), &existing);
@@ -207,7 +208,7 @@ pub async fn apply(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<Su
         .filter(|t| t.action == Action::Add)
         .map(|t| t.name.as_str())
         .collect();
-    let tokens_path = naming::tokens_path(&plan.cluster);
+    let tokens_path = crate::spec::names::tokens_path(&plan.cluster);
     let admin = format!("{tokens_path}admin");
     let admin_hash = format!("{tokens_path}{}", compile::kick::ADMIN_SHA256);
     // The admin token before its hash (the names sort that way).
@@ -735,7 +736,7 @@ pub async fn destroy(
         zones.push((aws.public_zone_id(domain).await?, false));
     }
     if let Some(private) = aws
-        .stack_resource(&stack, crate::compile::cloudformation::ids::PRIVATE_ZONE)
+        .stack_resource(&stack, crate::spec::names::ids::PRIVATE_ZONE)
         .await?
     {
         zones.push((private.trim_start_matches("/hostedzone/").to_owned(), true));
@@ -761,7 +762,7 @@ pub async fn destroy(
     }
     // The tokens go last: a stack that failed to delete keeps working.
     let tokens = aws
-        .parameter_names(&naming::tokens_path(&config.cluster.name))
+        .parameter_names(&crate::spec::names::tokens_path(&config.cluster.name))
         .await?;
     if !tokens.is_empty() {
         aws.delete_parameters(&tokens).await?;

@@ -15,6 +15,7 @@ pub mod live;
 mod network;
 mod ops;
 mod scaling;
+mod ssm;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

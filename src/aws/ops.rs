@@ -45,7 +45,7 @@ impl StackSummary {
         let parts: Vec<&str> = self.id.split(':').collect();
         match parts.as_slice() {
             ["arn", _, "cloudformation", region, account, ..] => {
-                Some(crate::model::naming::bucket(cluster, account, region))
+                Some(crate::spec::names::bucket(cluster, account, region))
             }
             _ => None,
         }
@@ -756,105 +756,6 @@ impl Aws {
         }
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(nodes)
-    }
-}
-
-impl Aws {
-    // ----- SSM Parameter Store ------------------------------------------------
-
-    /// The names of the parameters under `path` (recursively), sorted.
-    pub async fn parameter_names(&self, path: &str) -> Result<Vec<String>, AwsError> {
-        let mut names = Vec::new();
-        let mut pages = self
-            .ssm
-            .get_parameters_by_path()
-            .path(path)
-            .recursive(true)
-            .with_decryption(false)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            self.count();
-            let page = page.map_err(|e| self.err("ssm:GetParametersByPath", e))?;
-            names.extend(
-                page.parameters()
-                    .iter()
-                    .filter_map(|p| p.name().map(str::to_owned)),
-            );
-        }
-        names.sort();
-        Ok(names)
-    }
-
-    /// Decrypted values of the parameters that exist among `names`.
-    pub async fn secure_parameters(
-        &self,
-        names: &[String],
-    ) -> Result<BTreeMap<String, String>, AwsError> {
-        let mut values = BTreeMap::new();
-        // GetParameters takes at most 10 names.
-        for chunk in names.chunks(10) {
-            self.count();
-            let output = self
-                .ssm
-                .get_parameters()
-                .set_names(Some(chunk.to_vec()))
-                .with_decryption(true)
-                .send()
-                .await
-                .map_err(|e| self.err("ssm:GetParameters", e))?;
-            for parameter in output.parameters() {
-                if let (Some(name), Some(value)) = (parameter.name(), parameter.value()) {
-                    values.insert(name.to_owned(), value.to_owned());
-                }
-            }
-        }
-        Ok(values)
-    }
-
-    /// Creates a SecureString parameter; one that exists is left as it is.
-    pub async fn create_secure_parameter(
-        &self,
-        name: &str,
-        value: &str,
-        description: &str,
-    ) -> Result<(), AwsError> {
-        self.count();
-        let result = self
-            .ssm
-            .put_parameter()
-            .name(name)
-            .value(value)
-            .description(description)
-            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-            .overwrite(false)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_parameter_already_exists()) =>
-            {
-                Ok(())
-            }
-            Err(err) => Err(self.err("ssm:PutParameter", err)),
-        }
-    }
-
-    /// Deletes parameters (those already gone are no error).
-    pub async fn delete_parameters(&self, names: &[String]) -> Result<(), AwsError> {
-        for chunk in names.chunks(10) {
-            self.count();
-            self.ssm
-                .delete_parameters()
-                .set_names(Some(chunk.to_vec()))
-                .send()
-                .await
-                .map_err(|e| self.err("ssm:DeleteParameters", e))?;
-        }
-        Ok(())
     }
 }
 

@@ -147,7 +147,7 @@ pub(super) async fn kick_client(
         Err(_) => {
             // The admin token `huxley apply` created, read with the
             // user's own AWS rights.
-            let parameter = crate::model::naming::cluster_token_parameter(cluster, "admin");
+            let parameter = crate::spec::names::cluster_token_parameter(cluster, "admin");
             aws.secure_parameters(std::slice::from_ref(&parameter))
                 .await
                 .map_err(|e| format!("HUXLEY_TOKEN is not set, and {parameter} cannot be read: {e}"))?

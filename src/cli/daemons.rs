@@ -66,7 +66,7 @@ pub(super) async fn kick_serve(
         Some(dir) => crate::control::auth::Tokens::from_dir(dir, &config)
             .map_err(|err| format!("cannot read the tokens in {}: {err}", dir.display())),
         None => {
-            let names = crate::control::auth::Tokens::parameter_names(&config);
+            let names = config.token_parameters();
             match aws.secure_parameters(&names).await {
                 Ok(values) => crate::control::auth::Tokens::from_parameters(&values, &config),
                 Err(err) => Err(format!("cannot read the tokens from SSM: {err}")),
@@ -238,7 +238,7 @@ pub(super) async fn node_run(args: NodeRun) -> u8 {
             .map(|t| t.trim().to_owned())
             .map_err(|e| format!("cannot read {}: {e}", path.display())),
         None => {
-            let name = crate::model::naming::cluster_token_parameter(&args.cluster, "node");
+            let name = crate::spec::names::cluster_token_parameter(&args.cluster, "node");
             match aws.secure_parameters(std::slice::from_ref(&name)).await {
                 Ok(values) => values
                     .get(&name)
@@ -296,7 +296,7 @@ pub(super) async fn run_agent<R: crate::agent::runtime::Runtime>(
 ) {
     tokio::select! {
         () = agent.run() => {}
-        () = stop_signal() => {
+        () = crate::signal::stop_signal() => {
             if stop_replicas {
                 eprintln!("node: stopping its replicas");
                 agent.stop_all().await;
@@ -533,9 +533,4 @@ pub(super) async fn node_secrets(unit: &str, out: &Path, config_path: &Path, arg
             exit::INVALID
         }
     }
-}
-
-/// Ctrl-c, or SIGTERM (systemd's stop).
-pub(super) async fn stop_signal() {
-    crate::control::server::stop_signal().await;
 }

@@ -8,7 +8,9 @@
 
 pub mod cloudformation;
 pub mod hooks;
+pub mod iam;
 pub mod ignition;
+pub mod ingress;
 pub mod kick;
 pub mod quotas;
 pub mod templates;

@@ -2,7 +2,9 @@
 
 use serde_json::Value;
 
-use super::cloudformation::{self, IngressRule};
+use super::ingress::{IngressRule, ingress_rules};
+use crate::compile::iam::public_name_policies;
+use crate::compile::iam::secret_policy_chunks;
 use crate::model::{Config, naming};
 
 /// CloudFormation: resources in one stack.
@@ -65,7 +67,7 @@ pub fn check(
             help: "fewer or shorter ssh-keys".into(),
         });
     }
-    let rules = cloudformation::ingress_rules(config);
+    let rules = ingress_rules(config);
     let family = |v6: bool| {
         rules
             .iter()
@@ -82,8 +84,7 @@ pub fn check(
             });
         }
     }
-    let policies = cloudformation::secret_policy_chunks(config).len()
-        + cloudformation::public_name_policies(config).len();
+    let policies = secret_policy_chunks(config).len() + public_name_policies(config).len();
     if policies > MAX_MANAGED_POLICIES {
         errors.push(QuotaError {
             quota: "IAM: managed policies per role",

@@ -169,23 +169,6 @@ impl Tokens {
         Ok(Self { entries })
     }
 
-    /// Every parameter name kick reads its tokens from (the admin's hash,
-    /// not the admin token).
-    pub fn parameter_names(config: &KickConfig) -> Vec<String> {
-        let mut names = vec![
-            config.tokens.admin_sha256.clone(),
-            config.tokens.hook.clone(),
-            config.tokens.node.clone(),
-        ];
-        names.extend(
-            config
-                .apps
-                .values()
-                .flat_map(|a| a.services.values().map(|s| s.token.clone())),
-        );
-        names
-    }
-
     /// The scope of a presented token, comparing against every known token
     /// in constant time.
     pub fn scope(&self, presented: &str) -> Option<Scope> {
@@ -256,7 +239,11 @@ mod tests {
         // The hash itself is no token.
         assert_eq!(tokens.scope(&hash), None);
         // Kick never asks SSM for the admin token itself.
-        assert!(!Tokens::parameter_names(&config).contains(&config.tokens.admin));
-        assert!(Tokens::parameter_names(&config).contains(&config.tokens.admin_sha256));
+        assert!(!config.token_parameters().contains(&config.tokens.admin));
+        assert!(
+            config
+                .token_parameters()
+                .contains(&config.tokens.admin_sha256)
+        );
     }
 }

@@ -13,7 +13,6 @@ use std::time::Duration;
 use crate::control::api;
 
 use crate::aws::{Aws, AwsError, RecordChange};
-use crate::compile::cloudformation::ids;
 use crate::control::auth::Tokens;
 use crate::control::dns::Settings;
 use crate::control::front::{self, Front};
@@ -23,6 +22,7 @@ use crate::control::listener::{self, Limits};
 use crate::control::state::own;
 use crate::control::state::{Kick, Zone, Zones};
 use crate::spec::kick::KickConfig;
+use crate::spec::names::ids;
 use crate::tls::Identity;
 
 /// Everything a kick server runs with.
@@ -146,20 +146,11 @@ pub async fn run(options: Options) -> Result<(), String> {
     tokio::select! {
         result = serving => result,
         () = lead_when_elected(&options, &found, &lease, &front) => Ok(()),
-        () = stop_signal() => {
+        () = crate::signal::stop_signal() => {
             lease.release().await;
             eprintln!("kick: stopping");
             Ok(())
         }
-    }
-}
-
-/// Ctrl-c, or SIGTERM (systemd's stop).
-pub async fn stop_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
     }
 }
 

@@ -391,7 +391,7 @@ impl<B: crate::hook::build::Builder> Deployer<B> {
         let repository = format!(
             "{}/{}",
             self.registry.trim_end_matches('/'),
-            crate::model::naming::repository_name(&self.config.cluster.name, &ask.app)
+            crate::spec::names::repository_name(&self.config.cluster.name, &ask.app)
         );
         // Tags are immutable in ECR: the commit and when it was built.
         let built_at = std::time::SystemTime::now()

@@ -155,7 +155,7 @@ pub async fn run(
         if !leading(args.kick_url.clone()).await {
             tokio::select! {
                 () = tokio::time::sleep(LEADER_POLL) => continue,
-                () = crate::control::server::stop_signal() => break Ok(()),
+                () = crate::signal::stop_signal() => break Ok(()),
             }
         }
         if args.kick_url.is_some() {
@@ -205,7 +205,7 @@ pub async fn run(
                 let _ = child.kill().await;
                 eprintln!("hook: the kick server here no longer leads; not serving git until it does");
             }
-            () = crate::control::server::stop_signal() => {
+            () = crate::signal::stop_signal() => {
                 let _ = child.kill().await;
                 break Ok(());
             }

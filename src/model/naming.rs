@@ -6,6 +6,7 @@
 //! fits in S3's 63).
 
 use super::{App, Config, Service};
+use crate::spec::names::{cluster_token_parameter, repository_name};
 
 /// The CloudFormation stack of a cluster.
 pub fn stack(config: &Config) -> String {
@@ -20,11 +21,6 @@ pub fn bucket_pattern(config: &Config) -> String {
         "huxley-${{AWS::AccountId}}-${{AWS::Region}}-{}",
         config.cluster.name
     )
-}
-
-/// The artifact bucket's name in an account and region.
-pub fn bucket(cluster: &str, account: &str, region: &str) -> String {
-    format!("huxley-{account}-{region}-{cluster}")
 }
 
 /// The DynamoDB table holding the control plane's lease.
@@ -49,16 +45,6 @@ pub fn token_parameter(config: &Config, who: &str) -> String {
     cluster_token_parameter(&config.cluster.name, who)
 }
 
-/// SSM parameter holding a token of cluster `cluster`.
-pub fn cluster_token_parameter(cluster: &str, who: &str) -> String {
-    format!("{}{who}", tokens_path(cluster))
-}
-
-/// Where a cluster's kick tokens live in SSM Parameter Store.
-pub fn tokens_path(cluster: &str) -> String {
-    format!("/huxley/{cluster}/tokens/")
-}
-
 /// SSM parameter holding a service's own kick token.
 pub fn service_token_parameter(config: &Config, app: &App, service: &Service) -> String {
     token_parameter(config, &format!("{}/{}", app.name, service.name))
@@ -70,11 +56,6 @@ pub fn service_token_parameter(config: &Config, app: &App, service: &Service) ->
 /// per service would make the stack grow with the services.
 pub fn repository(config: &Config, app: &App) -> String {
     repository_name(&config.cluster.name, &app.name)
-}
-
-/// The ECR repository of an app's built images, by cluster and app name.
-pub fn repository_name(cluster: &str, app: &str) -> String {
-    format!("huxley-{cluster}/{app}")
 }
 
 /// What every repository of the cluster starts with.

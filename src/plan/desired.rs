@@ -40,7 +40,7 @@ pub fn ownership_records(config: &Config) -> BTreeMap<String, String> {
 /// service's.
 pub fn token_parameters(config: &Config) -> Vec<String> {
     let kick = compile::kick::kick_config(config);
-    let mut names = crate::control::auth::Tokens::parameter_names(&kick);
+    let mut names = kick.token_parameters();
     names.push(kick.tokens.admin);
     names
 }

@@ -27,6 +27,24 @@ pub struct KickConfig {
     pub apps: BTreeMap<String, AppSection>,
 }
 
+impl KickConfig {
+    /// Every parameter name kick reads its tokens from (the admin's hash,
+    /// not the admin token).
+    pub fn token_parameters(&self) -> Vec<String> {
+        let mut names = vec![
+            self.tokens.admin_sha256.clone(),
+            self.tokens.hook.clone(),
+            self.tokens.node.clone(),
+        ];
+        names.extend(
+            self.apps
+                .values()
+                .flat_map(|a| a.services.values().map(|s| s.token.clone())),
+        );
+        names
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ClusterSection {

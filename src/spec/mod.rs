@@ -7,6 +7,7 @@ pub mod description;
 pub mod keys;
 pub mod kick;
 pub mod manifest;
+pub mod names;
 pub mod openapi;
 pub mod quantity;
 pub mod registry;

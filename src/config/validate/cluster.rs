@@ -1,0 +1,366 @@
+//! The `[cluster]` table: name, region, zones, network, admin access, keys.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use ipnet::{IpNet, Ipv4Net};
+
+use crate::config::names;
+use crate::config::raw::{RawCluster, RawConfig};
+use crate::config::spanned::Spanned;
+use crate::diagnostic::Diagnostic;
+use crate::model::{Cluster, aws};
+
+use super::Checker;
+
+impl Checker<'_> {
+    pub(super) fn cluster(&mut self, raw: &RawConfig) -> Option<Cluster> {
+        let Some(spanned) = &raw.cluster else {
+            if !self.rejected.contains(&(0..0), "cluster") {
+                self.push(
+                    Diagnostic::error("missing the `[cluster]` table")
+                        .at(0..0, "expected a [cluster] table in this file")
+                        .help("start the file with:\n[cluster]\nname = \"acme\"\nregion = \"us-west-2\"\navailability-zones = [\"us-west-2a\", \"us-west-2b\"]"),
+                );
+            }
+            return None;
+        };
+        let table = &spanned.span;
+        let head = self.header(table);
+        let rc: &RawCluster = &spanned.value;
+        let place = "`[cluster]`";
+
+        let name = self
+            .required(
+                &rc.name,
+                table,
+                head.clone(),
+                "name",
+                place,
+                "name = \"acme\"",
+            )
+            .and_then(|n| {
+                self.check(names::dns_label(&n.value, 28), &n.span, || {
+                    format!("cluster name `{}` is not a valid DNS label", n.value)
+                })
+                .map(|()| n.value.clone())
+            });
+        if let Some(n) = &name
+            && let Some(spanned) = &rc.name
+            && n.starts_with("aws")
+        {
+            self.push(
+                Diagnostic::error("cluster names cannot start with `aws`").at(
+                    spanned.span.clone(),
+                    "AWS reserves this prefix for its own resource names",
+                ),
+            );
+        }
+
+        let region = self
+            .required(
+                &rc.region,
+                table,
+                head.clone(),
+                "region",
+                place,
+                "region = \"us-west-2\"",
+            )
+            .and_then(|r| self.region(r));
+        let zones = self
+            .required(
+                &rc.availability_zones,
+                table,
+                head.clone(),
+                "availability-zones",
+                place,
+                "availability-zones = [\"us-west-2a\", \"us-west-2b\"]",
+            )
+            .and_then(|zones| self.zones(zones, region.as_deref()));
+
+        let vpc_cidr = match &rc.vpc_cidr {
+            None => {
+                Some(Ipv4Net::new(std::net::Ipv4Addr::new(10, 0, 0, 0), 16).expect("valid default"))
+            }
+            Some(cidr) => self.vpc_cidr(cidr),
+        };
+
+        let public_domain = rc.public_domain.as_ref().and_then(|d| {
+            let value = d.value.trim_end_matches('.').to_owned();
+            self.check(names::domain(&value), &d.span, || {
+                format!("`{}` is not a valid domain name", d.value)
+            })
+            .map(|()| value)
+        });
+        let private_domain = match &rc.private_domain {
+            None => name.as_ref().map(|n| format!("{n}.cluster")),
+            Some(d) => {
+                let value = d.value.trim_end_matches('.').to_owned();
+                let checked = self
+                    .check(names::domain(&value), &d.span, || {
+                        format!("`{}` is not a valid domain name", d.value)
+                    })
+                    .map(|()| value);
+                if let Some(private) = &checked {
+                    if public_domain.as_deref() == Some(private.as_str()) {
+                        self.push(
+                            Diagnostic::error("the private and public domains are the same")
+                                .at(d.span.clone(), "private zone")
+                                .also(rc.public_domain.as_ref().map_or(0..0, |p| p.span.clone()), "public zone")
+                                .help("use a name of its own for the private zone, such as \"acme.internal\""),
+                        );
+                    }
+                    if private.ends_with(".local") {
+                        self.push(
+                            Diagnostic::warning("`.local` is reserved for multicast DNS")
+                                .at(
+                                    d.span.clone(),
+                                    "resolvers may never ask Route53 for this name",
+                                )
+                                .help("use `.internal` instead"),
+                        );
+                    }
+                }
+                checked
+            }
+        };
+
+        let admin_cidrs = self.admin_cidrs(rc.admin_cidrs.as_deref().unwrap_or_default());
+        let ssh_keys = self.ssh_keys(rc.ssh_keys.as_deref().unwrap_or_default());
+        let nodes = self
+            .required(
+                &rc.nodes,
+                table,
+                head,
+                "nodes",
+                place,
+                "[cluster.nodes] with instance-type, min and max",
+            )
+            .and_then(|nodes| self.nodes(nodes));
+
+        Some(Cluster {
+            name: name?,
+            region: region?,
+            availability_zones: zones?,
+            vpc_cidr: vpc_cidr?,
+            public_domain,
+            private_domain: private_domain?,
+            admin_cidrs: admin_cidrs?,
+            ssh_keys: ssh_keys?,
+            nodes: nodes?,
+        })
+    }
+
+    pub(super) fn region(&mut self, region: &Spanned<String>) -> Option<String> {
+        let value = &region.value;
+        if aws::REGIONS.contains(&value.as_str()) {
+            return Some(value.clone());
+        }
+        let suggestion = names::did_you_mean(value, aws::REGIONS.iter().copied());
+        if aws::is_region_shaped(value) {
+            let d = Diagnostic::warning(format!("`{value}` is not a region Huxley knows"))
+                .at(region.span.clone(), "unknown region");
+            self.push(match suggestion {
+                Some(s) => d.help(format!("did you mean `{s}`?")),
+                None => d.note("if AWS opened it recently, this is fine"),
+            });
+            return Some(value.clone());
+        }
+        let d = Diagnostic::error(format!("`{value}` is not an AWS region"))
+            .at(region.span.clone(), "not a region name");
+        self.push(match suggestion {
+            Some(s) => d.help(format!("did you mean `{s}`?")),
+            None => d.help("regions look like \"us-west-2\" or \"eu-central-1\""),
+        });
+        None
+    }
+
+    pub(super) fn zones(
+        &mut self,
+        zones: &Spanned<Vec<Spanned<String>>>,
+        region: Option<&str>,
+    ) -> Option<Vec<String>> {
+        let before = self.diagnostics.len();
+        if zones.value.len() < 2 {
+            self.push(
+                Diagnostic::error("a cluster needs at least two availability zones")
+                    .at(zones.span.clone(), format!("{} given", zones.value.len()))
+                    .note("a node group in one zone goes down with that zone")
+                    .help("list two or more, such as [\"us-west-2a\", \"us-west-2b\"]"),
+            );
+        }
+        let mut seen: BTreeMap<&str, &Range<usize>> = BTreeMap::new();
+        for zone in &zones.value {
+            if let Some(first) = seen.insert(&zone.value, &zone.span) {
+                let first = first.clone();
+                self.push(
+                    Diagnostic::error(format!(
+                        "availability zone `{}` is listed twice",
+                        zone.value
+                    ))
+                    .at(zone.span.clone(), "again here")
+                    .also(first, "first here"),
+                );
+                continue;
+            }
+            let Some(region) = region else { continue };
+            let suffix_ok = zone
+                .value
+                .strip_prefix(region)
+                .is_some_and(|s| s.len() == 1 && s.chars().all(|c| c.is_ascii_lowercase()));
+            if !suffix_ok {
+                self.push(
+                    Diagnostic::error(format!(
+                        "`{}` is not an availability zone of `{region}`",
+                        zone.value
+                    ))
+                    .at(zone.span.clone(), format!("not in {region}"))
+                    .help(format!(
+                        "zones of {region} are named like \"{region}a\", \"{region}b\""
+                    )),
+                );
+            }
+        }
+        (self.diagnostics.len() == before)
+            .then(|| zones.value.iter().map(|z| z.value.clone()).collect())
+    }
+
+    pub(super) fn vpc_cidr(&mut self, cidr: &Spanned<String>) -> Option<Ipv4Net> {
+        let parsed: Ipv4Net = match cidr.value.parse() {
+            Ok(net) => net,
+            Err(_) => {
+                let d = Diagnostic::error(format!("`{}` is not an IPv4 CIDR", cidr.value))
+                    .at(cidr.span.clone(), "expected an address and a prefix length");
+                self.push(d.help("write it like \"10.40.0.0/16\""));
+                return None;
+            }
+        };
+        if !(16..=24).contains(&parsed.prefix_len()) {
+            self.push(
+                Diagnostic::error("the VPC range must have a prefix from /16 to /24")
+                    .at(
+                        cidr.span.clone(),
+                        format!("/{} is outside /16–/24", parsed.prefix_len()),
+                    )
+                    .note("AWS allows /16 to /28; Huxley needs room for one subnet per zone"),
+            );
+            return None;
+        }
+        if parsed.trunc() != parsed {
+            self.push(
+                Diagnostic::error(format!("`{}` has host bits set", cidr.value))
+                    .at(cidr.span.clone(), "not the first address of its range")
+                    .help(format!("did you mean \"{}\"?", parsed.trunc())),
+            );
+            return None;
+        }
+        if let Ok(containers) = crate::model::CONTAINER_RANGE.parse::<Ipv4Net>()
+            && (containers.contains(&parsed) || parsed.contains(&containers))
+        {
+            self.push(
+                Diagnostic::error(format!(
+                    "`{parsed}` overlaps the containers' range {containers}"
+                ))
+                .at(cidr.span.clone(), "the VPC must lie outside it")
+                .note("every node's containers get a /24 of that range, routed to the node in the VPC's route table")
+                .help("use a range inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16"),
+            );
+            return None;
+        }
+        if !parsed.addr().is_private()
+            && !Ipv4Net::new(std::net::Ipv4Addr::new(100, 64, 0, 0), 10)
+                .is_ok_and(|cgn| cgn.contains(&parsed))
+        {
+            self.push(
+                Diagnostic::warning(format!("`{parsed}` is not a private range"))
+                    .at(
+                        cidr.span.clone(),
+                        "addresses here may clash with the internet",
+                    )
+                    .help("use a range inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16"),
+            );
+        }
+        Some(parsed)
+    }
+
+    pub(super) fn admin_cidrs(&mut self, cidrs: &[Spanned<String>]) -> Option<Vec<IpNet>> {
+        let before = self.diagnostics.len();
+        let mut out = Vec::new();
+        for cidr in cidrs {
+            match cidr.value.parse::<IpNet>() {
+                Ok(net) if net.prefix_len() == 0 => self.push(
+                    Diagnostic::error(format!(
+                        "`{}` opens SSH and the kick API to the whole internet",
+                        cidr.value
+                    ))
+                    .at(cidr.span.clone(), "every address")
+                    .help("list your office or VPN ranges instead, such as \"203.0.113.0/24\""),
+                ),
+                Ok(net) if net.trunc() != net => self.push(
+                    Diagnostic::error(format!("`{}` has host bits set", cidr.value))
+                        .at(cidr.span.clone(), "not the first address of its range")
+                        .help(format!("did you mean \"{}\"?", net.trunc())),
+                ),
+                Ok(net) => out.push(net),
+                Err(_) => {
+                    let d = Diagnostic::error(format!("`{}` is not a CIDR", cidr.value))
+                        .at(cidr.span.clone(), "expected an address and a prefix length");
+                    let d = match cidr.value.parse::<std::net::IpAddr>() {
+                        Ok(std::net::IpAddr::V4(_)) => {
+                            d.help(format!("for one address write \"{}/32\"", cidr.value))
+                        }
+                        Ok(std::net::IpAddr::V6(_)) => {
+                            d.help(format!("for one address write \"{}/128\"", cidr.value))
+                        }
+                        Err(_) => d.help("write it like \"203.0.113.0/24\""),
+                    };
+                    self.push(d);
+                }
+            }
+        }
+        (self.diagnostics.len() == before).then_some(out)
+    }
+
+    pub(super) fn ssh_keys(&mut self, keys: &[Spanned<String>]) -> Option<Vec<String>> {
+        const TYPES: [&str; 6] = [
+            "ssh-ed25519",
+            "ssh-rsa",
+            "ecdsa-sha2-nistp256",
+            "ecdsa-sha2-nistp384",
+            "ecdsa-sha2-nistp521",
+            "sk-ssh-ed25519@openssh.com",
+        ];
+        let before = self.diagnostics.len();
+        for key in keys {
+            if key.value.contains("PRIVATE KEY") {
+                self.redact.push(key.span.clone());
+                self.push(
+                    Diagnostic::error("this is a private key")
+                        .at(key.span.clone(), "never share a private key")
+                        .help("use the public key: the contents of the `.pub` file, such as ~/.ssh/id_ed25519.pub")
+                        .note("treat this key as leaked: it is in this file's history"),
+                );
+                continue;
+            }
+            let mut parts = key.value.split_whitespace();
+            let kind = parts.next().unwrap_or("");
+            let body = parts.next().unwrap_or("");
+            let body_ok = body.len() >= 16
+                && body
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c));
+            if !TYPES.contains(&kind) || !body_ok {
+                self.push(
+                    Diagnostic::error("not an SSH public key")
+                        .at(key.span.clone(), "expected `<type> <base64> [comment]`")
+                        .help(format!(
+                            "paste a line of a `.pub` file; types: {}",
+                            TYPES.join(", ")
+                        )),
+                );
+            }
+        }
+        (self.diagnostics.len() == before)
+            .then(|| keys.iter().map(|k| k.value.trim().to_owned()).collect())
+    }
+}

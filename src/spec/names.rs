@@ -1,0 +1,34 @@
+//! Names the compiler gives AWS resources and the runtime looks up: the
+//! artifact bucket, the token parameters, the image repositories, and the
+//! stack's logical ids.
+
+/// The artifact bucket's name in an account and region.
+pub fn bucket(cluster: &str, account: &str, region: &str) -> String {
+    format!("huxley-{account}-{region}-{cluster}")
+}
+
+/// SSM parameter holding a token of cluster `cluster`.
+pub fn cluster_token_parameter(cluster: &str, who: &str) -> String {
+    format!("{}{who}", tokens_path(cluster))
+}
+
+/// Where a cluster's kick tokens live in SSM Parameter Store.
+pub fn tokens_path(cluster: &str) -> String {
+    format!("/huxley/{cluster}/tokens/")
+}
+
+/// The ECR repository of an app's built images, by cluster and app name.
+pub fn repository_name(cluster: &str, app: &str) -> String {
+    format!("huxley-{cluster}/{app}")
+}
+
+/// Logical ids and parameter names other stages refer to.
+pub mod ids {
+    pub const NODE_IMAGE_PARAMETER: &str = "NodeImageId";
+    pub const PUBLIC_ZONE_PARAMETER: &str = "PublicZoneId";
+    pub const ARTIFACT_BUCKET: &str = "ArtifactBucket";
+    pub const PRIVATE_ZONE: &str = "PrivateZone";
+    pub const NODE_GROUP: &str = "NodeGroup";
+    pub const LEASE_TABLE: &str = "LeaseTable";
+    pub const ROUTE_TABLE: &str = "PublicRouteTable";
+}
