@@ -117,4 +117,76 @@ mod tests {
     fn data_urls_are_percent_encoded() {
         assert_eq!(data_url("A=b c\n"), "data:,A%3Db%20c%0A");
     }
+
+    /// The text a `data:` URL holds (the inverse of [`data_url`]).
+    fn decoded(url: &str) -> String {
+        let text = url.strip_prefix("data:,").expect("a data URL");
+        let mut bytes = Vec::new();
+        let mut rest = text.as_bytes();
+        while let Some((&first, tail)) = rest.split_first() {
+            if first == b'%' && tail.len() >= 2 {
+                let hex = std::str::from_utf8(&tail[..2]).expect("hex");
+                bytes.push(u8::from_str_radix(hex, 16).expect("a percent escape"));
+                rest = &tail[2..];
+            } else {
+                bytes.push(first);
+                rest = tail;
+            }
+        }
+        String::from_utf8(bytes).expect("utf-8")
+    }
+
+    /// Regression: `EnvironmentFile=` overrides `Environment=` (systemd.exec),
+    /// so the hook unit's `HUXLEY_KICK_URL=http://127.0.0.1:…` lost to
+    /// cluster.env's kick name, and every node's hook server asked the
+    /// leader whether it led, heard yes, and served git.
+    #[test]
+    fn no_agent_unit_sets_what_cluster_env_overrides() {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/blog/huxley.toml"),
+        )
+        .expect("the blog example");
+        let config = crate::config::check(&text).config.expect("valid");
+        let ignition = ignition(&config, &Templates::new());
+        let files = ignition["storage"]["files"].as_array().expect("files");
+        let env = files
+            .iter()
+            .find(|f| f["path"] == "/etc/huxley/cluster.env")
+            .and_then(|f| f["contents"]["source"].as_str())
+            .expect("cluster.env");
+        let env = decoded(&env.replace("${ArtifactBucket}", ""));
+        let from_file: Vec<&str> = env
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+            .collect();
+        assert!(from_file.contains(&"HUXLEY_KICK_URL"), "{env}");
+        for unit in ignition["systemd"]["units"].as_array().expect("units") {
+            let contents = unit["contents"].as_str().expect("contents");
+            assert!(contents.contains("EnvironmentFile=/etc/huxley/cluster.env"));
+            for line in contents.lines() {
+                if let Some((key, _)) = line
+                    .strip_prefix("Environment=")
+                    .and_then(|v| v.split_once('='))
+                {
+                    assert!(
+                        !from_file.contains(&key),
+                        "{} sets {key} with Environment=, which cluster.env overrides",
+                        unit["name"]
+                    );
+                }
+            }
+        }
+        let hook = ignition["systemd"]["units"]
+            .as_array()
+            .and_then(|u| u.iter().find(|u| u["name"] == "huxley-hook.service"))
+            .and_then(|u| u["contents"].as_str())
+            .expect("the hook unit");
+        assert!(
+            hook.contains(&format!(
+                "--kick-url http://127.0.0.1:{}",
+                crate::model::KICK_INTERNAL_PORT
+            )),
+            "the hook server must ask its own node's kick server:\n{hook}"
+        );
+    }
 }
