@@ -15,4 +15,4 @@ huxley_setup_containers
 trap huxley_stop_started EXIT
 huxley_static_service
 
-cargo test --locked --quiet --test cli ten_replicas_on_three_nodes -- --ignored --nocapture --test-threads 1 2>/dev/null | grep -E '^(git push|  commit)'
+cargo test --locked --quiet --features e2e --test e2e ten_replicas_on_three_nodes -- --ignored --nocapture --test-threads 1 2>/dev/null | grep -E '^(git push|  commit)'

@@ -316,6 +316,26 @@ pub(super) async fn hook_serve(args: HookServeArgs) -> u8 {
         Ok(config) => config,
         Err(code) => return code,
     };
+    let options = crate::hook::server::Options {
+        config: args.config,
+        listen: args.listen,
+        state_dir: args.state_dir,
+        keys: args.keys,
+        user: args.user,
+        sshd: args.sshd,
+        kick_url: args.kick_url,
+        token_file: args.token_file,
+        registry: args.registry,
+    };
+    // The node's own set-up first: a missing keys file is said at once,
+    // without a call to AWS on every restart.
+    let state = match crate::hook::server::prepare(&options) {
+        Ok(state) => state,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return exit::USAGE;
+        }
+    };
     let aws = match connect(&args.aws, &config.cluster.region).await {
         Ok(aws) => std::sync::Arc::new(aws),
         Err(code) => return code,
@@ -333,18 +353,7 @@ pub(super) async fn hook_serve(args: HookServeArgs) -> u8 {
             }
         },
     };
-    let options = crate::hook::server::Options {
-        config: args.config,
-        listen: args.listen,
-        state_dir: args.state_dir,
-        keys: args.keys,
-        user: args.user,
-        sshd: args.sshd,
-        kick_url: args.kick_url,
-        token_file: args.token_file,
-        registry: args.registry,
-    };
-    match crate::hook::server::run(&options, &config, aws, bucket).await {
+    match crate::hook::server::run(&options, &state, &config, aws, bucket).await {
         Ok(()) => exit::OK,
         Err(crate::hook::server::Stop::Invalid(err)) => {
             eprintln!("error: {err}");

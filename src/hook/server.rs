@@ -46,14 +46,15 @@ pub enum Stop {
     Usage(String),
 }
 
-/// Serves until a stop signal, or until it cannot.
+/// Serves until a stop signal, or until it cannot; `state` is the state
+/// directory [`prepare`] made.
 pub async fn run(
     args: &Options,
+    state: &Path,
     config: &KickConfig,
     aws: Arc<Aws>,
     bucket: String,
 ) -> Result<(), Stop> {
-    let state = prepare(args).map_err(Stop::Usage)?;
     let repos = state.join("repos");
     if let Err(err) = restore_all(&aws, &bucket, &repos, config).await {
         return Err(Stop::Invalid(err));

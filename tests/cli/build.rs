@@ -4,7 +4,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::support::{Output, Test, blessing, report, root};
+use crate::fixtures::report;
+use crate::support::{Output, Test, blessing, root};
 
 /// A fresh directory for one test, under cargo's scratch space.
 fn scratch(name: &str) -> PathBuf {

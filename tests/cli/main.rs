@@ -1,15 +1,13 @@
-//! The `huxley` binary, driven the way a user drives it.
+//! The `huxley` binary, driven the way a user drives it: the fast tier, no
+//! emulator, Docker or network needed (`cargo test`). The end-to-end tests
+//! are in `tests/e2e/` (`cargo test --features e2e`).
 //!
-//! One integration test binary (`cargo test --test cli`), one module per
-//! verb. Snapshots are plain files beside their inputs; `HUXLEY_BLESS=1
-//! cargo test` rewrites them and deletes stale ones.
+//! One module per verb. Snapshots are plain files beside their inputs;
+//! `HUXLEY_BLESS=1 cargo test` rewrites them and deletes stale ones.
 
 mod build;
-mod deploy;
-mod hook;
-mod kick;
-mod push;
-mod runtime;
-mod scaling;
+mod daemons;
+mod fixtures;
+#[path = "../support/mod.rs"]
 mod support;
 mod validate;

@@ -1,6 +1,7 @@
 //! `huxley validate`, `huxley schema` and `huxley completions`.
 
-use crate::support::{Test, blessing, compare_or_bless, files, report, root};
+use crate::fixtures::{files, report};
+use crate::support::{Test, blessing, compare_or_bless, root};
 
 /// Runs every fixture of `dir` and compares its diagnostics with the
 /// `.stderr` file beside it.

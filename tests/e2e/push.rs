@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::hook::{keygen, run};
-use crate::runtime::{CONTAINERS, DockerCleanup, Live, REGION, cluster_toml, docker};
+use crate::harness::cluster::{CONTAINERS, DockerCleanup, Live, REGION, cluster_toml, docker};
+use crate::harness::git::{keygen, run};
 use crate::support::Test;
 
 /// The hook token in a file, and a pusher's key allowed to push; the

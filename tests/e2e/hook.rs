@@ -14,33 +14,8 @@ use std::time::{Duration, Instant};
 
 use huxley::testing::{Emulator, aws, create_bucket, free_port};
 
+use crate::harness::git::{keygen, run};
 use crate::support::{Test, root};
-
-pub(crate) fn run(dir: &Path, program: &str, args: &[&str]) -> std::process::Output {
-    Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"))
-}
-
-pub(crate) fn keygen(path: &Path) {
-    let out = run(
-        path.parent().expect("dir"),
-        "ssh-keygen",
-        &[
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-f",
-            path.to_str().expect("utf-8"),
-        ],
-    );
-    assert!(out.status.success(), "{out:?}");
-}
 
 /// Kills the hook server and its sshd (its process group) when the test
 /// ends, however it ends.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::runtime::{Live, REGION};
+use crate::harness::cluster::{Live, REGION};
 
 fn config(name: &str) -> String {
     format!(

@@ -1,0 +1,4 @@
+//! What several end-to-end tests share.
+
+pub mod cluster;
+pub mod git;

@@ -1,0 +1,15 @@
+//! End to end: the real `huxley` binary and its daemons against the local
+//! AWS emulator (moto), with kick servers, node agents, sshd and Docker on
+//! loopback. Needs what `scripts/test.sh` installs and starts, so it builds
+//! only with the `e2e` feature: `cargo test --features e2e --
+//! --include-ignored` (the Docker tests are `#[ignore]`d without it).
+
+mod deploy;
+mod harness;
+mod hook;
+mod kick;
+mod push;
+mod runtime;
+mod scaling;
+#[path = "../support/mod.rs"]
+mod support;
