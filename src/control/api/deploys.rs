@@ -91,6 +91,22 @@ fn prepare(
                     format!("{which}; `huxley deploys {app}` lists them"),
                 )));
             };
+            let gone: Vec<&str> = chosen
+                .images
+                .keys()
+                .filter(|s| !built.contains(s))
+                .map(String::as_str)
+                .collect();
+            if !gone.is_empty() {
+                return Err(Box::new(error(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "v{} runs {}, which {app} no longer builds on push (removed, or now a prebuilt image); roll back to a later release, or deploy with git push",
+                        chosen.id,
+                        gone.join(", ")
+                    ),
+                )));
+            }
             (
                 chosen.images.clone(),
                 chosen.commit.clone(),
@@ -528,6 +544,53 @@ port = 6379
             refused(prepare(&config, &first, &Scope::Admin, "shop", back(0))),
             StatusCode::NOT_FOUND
         );
+    }
+
+    /// Regression: a rollback to a release that names a service the app no
+    /// longer builds on push (removed from huxley.toml, or now a prebuilt
+    /// image) was accepted, recorded as running, and its rollout panicked
+    /// on the missing service: every later deploy of the app was refused
+    /// as "being deployed" for the rest of the leadership.
+    #[test]
+    fn a_rollback_to_a_release_naming_a_service_no_longer_built_is_refused() {
+        let config = config();
+        let deploys = history(vec![
+            release(
+                1,
+                Outcome::Succeeded,
+                &[
+                    ("web", &image(1)),
+                    ("api", &image(2)),
+                    ("worker", &image(3)),
+                ],
+            ),
+            release(
+                2,
+                Outcome::Succeeded,
+                &[("web", &image(4)), ("api", &image(5))],
+            ),
+            release(
+                3,
+                Outcome::Succeeded,
+                &[("web", &image(6)), ("cache", &image(7))],
+            ),
+        ]);
+        let back = |to: u64| DeployRequest {
+            rollback_to: Some(to),
+            ..DeployRequest::default()
+        };
+        let refusal =
+            prepare(&config, &deploys, &Scope::Admin, "shop", back(1)).expect_err("worker is gone");
+        assert_eq!(refusal.status(), StatusCode::CONFLICT);
+        // `cache` is now a prebuilt image: not a rollback's to change.
+        assert_eq!(
+            refused(prepare(&config, &deploys, &Scope::Admin, "shop", back(3))),
+            StatusCode::CONFLICT
+        );
+        // A release naming only services still built goes ahead.
+        let redeploy =
+            prepare(&config, &deploys, &Scope::Admin, "shop", back(2)).expect("rollback");
+        assert_eq!(redeploy.images["api"], image(5));
     }
 
     #[test]
