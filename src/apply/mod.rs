@@ -202,6 +202,59 @@ pub async fn apply(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<Su
     let stack = plan.stack.as_str();
 
     // Tokens first: the kick server reads them when its node boots.
+    let added = create_tokens(aws, plan, progress).await?;
+    if plan.stack_action == StackAction::Recreate {
+        progress.line(&format!("deleting the failed stack {stack} first"));
+        if let Some(left) = delete_stack(aws, stack, progress).await? {
+            return Err(ApplyError::Failed {
+                cause: left
+                    .status_reason
+                    .unwrap_or_else(|| "the failed stack was not deleted".into()),
+                state: left.status,
+            });
+        }
+    }
+
+    // On an update, the new artifacts are in the bucket before the stack
+    // changes, so new nodes boot with them. A recreated stack is gone by
+    // now, and so is its bucket.
+    let live_bucket = live
+        .filter(|_| plan.stack_action != StackAction::Recreate)
+        .and_then(|s| s.bucket(&plan.cluster));
+    if let Some(bucket) = &live_bucket {
+        summary.uploaded += upload(aws, bucket, plan, progress).await?;
+    }
+
+    if plan.stack_action != StackAction::None {
+        summary.stack = change_stack(aws, plan, live_bucket.as_deref(), progress).await?;
+    }
+
+    if live_bucket.is_none() {
+        let bucket = aws
+            .describe_stack(stack)
+            .await?
+            .and_then(|s| s.bucket(&plan.cluster))
+            .ok_or_else(|| {
+                ApplyError::Refused(format!(
+                    "the stack {stack} is gone, or its id is not an ARN"
+                ))
+            })?;
+        summary.uploaded += upload(aws, &bucket, plan, progress).await?;
+    }
+
+    summary.records = update_records(aws, plan, progress).await?;
+    let removed = remove_tokens(aws, plan, progress).await?;
+    summary.tokens = added + removed;
+    Ok(summary)
+}
+
+/// Creates the kick tokens the plan adds (the admin token before its
+/// hash); how many.
+async fn create_tokens(
+    aws: &Aws,
+    plan: &Plan,
+    progress: &mut Progress,
+) -> Result<usize, ApplyError> {
     let added: Vec<&str> = plan
         .tokens
         .iter()
@@ -241,132 +294,120 @@ pub async fn apply(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<Su
             crate::diagnostic::plural(added.len(), "kick token")
         ));
     }
+    Ok(added.len())
+}
 
-    if plan.stack_action == StackAction::Recreate {
-        progress.line(&format!("deleting the failed stack {stack} first"));
-        if let Some(left) = delete_stack(aws, stack, progress).await? {
-            return Err(ApplyError::Failed {
-                cause: left
-                    .status_reason
-                    .unwrap_or_else(|| "the failed stack was not deleted".into()),
-                state: left.status,
-            });
+/// Creates and executes the stack's change set and waits for it; the
+/// stack's status after, or none when CloudFormation found nothing to
+/// change.
+async fn change_stack(
+    aws: &Aws,
+    plan: &Plan,
+    live_bucket: Option<&str>,
+    progress: &mut Progress,
+) -> Result<Option<String>, ApplyError> {
+    let stack = plan.stack.as_str();
+    let create = matches!(
+        plan.stack_action,
+        StackAction::Create | StackAction::Recreate
+    );
+    let template = template_source(aws, live_bucket, &plan.desired.template_body).await?;
+    // Unique even for two applies in the same second (the emulator
+    // finds change sets by name alone).
+    let change_set = format!(
+        "huxley-{}-{:08x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        fastrand::u32(..)
+    );
+    progress.line(&format!("creating change set {change_set}"));
+    aws.create_change_set(
+        stack,
+        &change_set,
+        create,
+        &template,
+        &plan.desired.parameters,
+        &[("huxley:cluster", &plan.cluster)],
+    )
+    .await?;
+    let state = aws.wait_change_set(stack, &change_set).await?;
+    if state.status == "FAILED" {
+        let reason = state.reason.unwrap_or_default();
+        let _ = aws.delete_change_set(stack, &change_set).await;
+        if reason.contains("didn't contain changes") || reason.contains("No updates") {
+            progress.line("CloudFormation found nothing to change in the stack");
+            return Ok(None);
         }
+        return Err(ApplyError::Failed {
+            cause: format!("the change set was rejected: {reason}"),
+            state: "unchanged".into(),
+        });
     }
-
-    // On an update, the new artifacts are in the bucket before the stack
-    // changes, so new nodes boot with them. A recreated stack is gone by
-    // now, and so is its bucket.
-    let live_bucket = live
-        .filter(|_| plan.stack_action != StackAction::Recreate)
-        .and_then(|s| s.bucket(&plan.cluster));
-    if let Some(bucket) = &live_bucket {
-        summary.uploaded += upload(aws, bucket, plan, progress).await?;
-    }
-
-    if plan.stack_action != StackAction::None {
-        let create = matches!(
-            plan.stack_action,
-            StackAction::Create | StackAction::Recreate
-        );
-        let template =
-            template_source(aws, live_bucket.as_deref(), &plan.desired.template_body).await?;
-        // Unique even for two applies in the same second (the emulator
-        // finds change sets by name alone).
-        let change_set = format!(
-            "huxley-{}-{:08x}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            fastrand::u32(..)
-        );
-        progress.line(&format!("creating change set {change_set}"));
-        aws.create_change_set(
-            stack,
-            &change_set,
-            create,
-            &template,
-            &plan.desired.parameters,
-            &[("huxley:cluster", &plan.cluster)],
-        )
-        .await?;
-        let state = aws.wait_change_set(stack, &change_set).await?;
-        if state.status == "FAILED" {
-            let reason = state.reason.unwrap_or_default();
-            let _ = aws.delete_change_set(stack, &change_set).await;
-            if reason.contains("didn't contain changes") || reason.contains("No updates") {
-                progress.line("CloudFormation found nothing to change in the stack");
-            } else {
-                return Err(ApplyError::Failed {
-                    cause: format!("the change set was rejected: {reason}"),
-                    state: "unchanged".into(),
-                });
-            }
-        } else {
-            for (action, id, kind, replacement) in &state.changes {
-                let replacement = replacement
-                    .as_deref()
-                    .map(|r| format!(" (replacement: {r})"))
-                    .unwrap_or_default();
-                progress.line(&format!(
-                    "  change set: {action} {id} ({kind}){replacement}"
-                ));
-            }
-            aws.execute_change_set(stack, &change_set).await?;
-            let (after, failure) = wait(aws, stack, progress).await?;
-            let status = after
-                .as_ref()
-                .map_or("gone".to_owned(), |s| s.status.clone());
-            if let Some(cause) = failure {
-                return Err(ApplyError::Failed {
-                    cause,
-                    state: status,
-                });
-            }
-            if !status.ends_with("_COMPLETE") || status.contains("ROLLBACK") {
-                return Err(ApplyError::Failed {
-                    cause: after
-                        .and_then(|s| s.status_reason)
-                        .unwrap_or_else(|| "no reason given".into()),
-                    state: status,
-                });
-            }
-            summary.stack = Some(status);
-        }
-    }
-
-    if live_bucket.is_none() {
-        let bucket = aws
-            .describe_stack(stack)
-            .await?
-            .and_then(|s| s.bucket(&plan.cluster))
-            .ok_or_else(|| {
-                ApplyError::Refused(format!(
-                    "the stack {stack} is gone, or its id is not an ARN"
-                ))
-            })?;
-        summary.uploaded += upload(aws, &bucket, plan, progress).await?;
-    }
-
-    if !plan.records.is_empty() {
-        let zone = plan
-            .desired
-            .public_zone_id
+    for (action, id, kind, replacement) in &state.changes {
+        let replacement = replacement
             .as_deref()
-            .ok_or_else(|| ApplyError::Refused("DNS changes without a public zone".into()))?;
-        let changes: Vec<(String, String, bool)> = plan
-            .records
-            .iter()
-            .map(|r| (r.name.clone(), r.value.clone(), r.action != Action::Remove))
-            .collect();
-        let requests = aws.change_txt_records(zone, &changes).await?;
+            .map(|r| format!(" (replacement: {r})"))
+            .unwrap_or_default();
         progress.line(&format!(
-            "updated {} DNS records in {requests} request(s)",
-            changes.len()
+            "  change set: {action} {id} ({kind}){replacement}"
         ));
-        summary.records = changes.len();
     }
+    aws.execute_change_set(stack, &change_set).await?;
+    let (after, failure) = wait(aws, stack, progress).await?;
+    let status = after
+        .as_ref()
+        .map_or("gone".to_owned(), |s| s.status.clone());
+    if let Some(cause) = failure {
+        return Err(ApplyError::Failed {
+            cause,
+            state: status,
+        });
+    }
+    if !status.ends_with("_COMPLETE") || status.contains("ROLLBACK") {
+        return Err(ApplyError::Failed {
+            cause: after
+                .and_then(|s| s.status_reason)
+                .unwrap_or_else(|| "no reason given".into()),
+            state: status,
+        });
+    }
+    Ok(Some(status))
+}
 
+/// Writes the plan's ownership records in the public zone; how many.
+async fn update_records(
+    aws: &Aws,
+    plan: &Plan,
+    progress: &mut Progress,
+) -> Result<usize, ApplyError> {
+    if plan.records.is_empty() {
+        return Ok(0);
+    }
+    let zone = plan
+        .desired
+        .public_zone_id
+        .as_deref()
+        .ok_or_else(|| ApplyError::Refused("DNS changes without a public zone".into()))?;
+    let changes: Vec<(String, String, bool)> = plan
+        .records
+        .iter()
+        .map(|r| (r.name.clone(), r.value.clone(), r.action != Action::Remove))
+        .collect();
+    let requests = aws.change_txt_records(zone, &changes).await?;
+    progress.line(&format!(
+        "updated {} DNS records in {requests} request(s)",
+        changes.len()
+    ));
+    Ok(changes.len())
+}
+
+/// Removes the tokens of services no longer in huxley.toml; how many.
+async fn remove_tokens(
+    aws: &Aws,
+    plan: &Plan,
+    progress: &mut Progress,
+) -> Result<usize, ApplyError> {
     let removed: Vec<String> = plan
         .tokens
         .iter()
@@ -380,8 +421,7 @@ pub async fn apply(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<Su
             crate::diagnostic::plural(removed.len(), "kick token")
         ));
     }
-    summary.tokens = added.len() + removed.len();
-    Ok(summary)
+    Ok(removed.len())
 }
 
 /// What an apply did.

@@ -21,66 +21,7 @@ pub fn kick_config(config: &Config) -> KickConfig {
             let services = app
                 .services
                 .values()
-                .map(|service| {
-                    let health = &service.health;
-                    let (kind, path, port) = match &health.check {
-                        model::HealthCheck::Http { path } => {
-                            (HealthKind::Http, Some(path.clone()), service.port)
-                        }
-                        model::HealthCheck::Tcp { port } => (HealthKind::Tcp, None, Some(*port)),
-                        model::HealthCheck::Running => (HealthKind::Running, None, None),
-                    };
-                    let section = ServiceSection {
-                        unit: naming::unit(app, service),
-                        image: match &service.source {
-                            Source::Image { reference } => Some(reference.clone()),
-                            Source::Build { .. } => None,
-                        },
-                        build: match &service.source {
-                            Source::Build { context } => Some(context.clone()),
-                            Source::Image { .. } => None,
-                        },
-                        token: naming::service_token_parameter(config, app, service),
-                        port: service.port,
-                        host_port: service.host_port,
-                        private_name: service.port.map(|_| config.private_name(app, service)),
-                        public_names: config.public_names(service),
-                        cpu_millis: service.cpu_millis,
-                        memory_mib: service.memory_mib,
-                        replicas: ReplicaBounds {
-                            min: service.replicas.min,
-                            max: service.replicas.max,
-                        },
-                        scale: service.scale.map(|s| ScalePolicy {
-                            target_cpu_percent: s.target_cpu_percent,
-                            target_memory_percent: s.target_memory_percent,
-                            scale_in_after: s.scale_in_after,
-                        }),
-                        health: HealthCheck {
-                            kind,
-                            path,
-                            port,
-                            interval: health.interval,
-                            timeout: health.timeout,
-                            healthy: health.healthy_threshold,
-                            unhealthy: health.unhealthy_threshold,
-                            grace: health.grace,
-                        },
-                        stateful: service.stateful,
-                        deploy: service.deploy,
-                        depends_on: service.depends_on.clone(),
-                        secrets: service
-                            .secrets
-                            .iter()
-                            .map(|(name, reference)| match reference {
-                                model::SecretRef::Ssm { parameter } => {
-                                    (name.clone(), parameter.clone())
-                                }
-                            })
-                            .collect(),
-                    };
-                    (service.name.clone(), section)
-                })
+                .map(|service| (service.name.clone(), service_section(config, app, service)))
                 .collect();
             (
                 app.name.clone(),
@@ -133,6 +74,68 @@ pub fn kick_config(config: &Config) -> KickConfig {
             vpc_cidr: cluster.vpc_cidr.to_string(),
         },
         apps,
+    }
+}
+
+/// What kick knows of one service.
+fn service_section(config: &Config, app: &model::App, service: &model::Service) -> ServiceSection {
+    ServiceSection {
+        unit: naming::unit(app, service),
+        image: match &service.source {
+            Source::Image { reference } => Some(reference.clone()),
+            Source::Build { .. } => None,
+        },
+        build: match &service.source {
+            Source::Build { context } => Some(context.clone()),
+            Source::Image { .. } => None,
+        },
+        token: naming::service_token_parameter(config, app, service),
+        port: service.port,
+        host_port: service.host_port,
+        private_name: service.port.map(|_| config.private_name(app, service)),
+        public_names: config.public_names(service),
+        cpu_millis: service.cpu_millis,
+        memory_mib: service.memory_mib,
+        replicas: ReplicaBounds {
+            min: service.replicas.min,
+            max: service.replicas.max,
+        },
+        scale: service.scale.map(|s| ScalePolicy {
+            target_cpu_percent: s.target_cpu_percent,
+            target_memory_percent: s.target_memory_percent,
+            scale_in_after: s.scale_in_after,
+        }),
+        health: health_check(service),
+        stateful: service.stateful,
+        deploy: service.deploy,
+        depends_on: service.depends_on.clone(),
+        secrets: service
+            .secrets
+            .iter()
+            .map(|(name, reference)| match reference {
+                model::SecretRef::Ssm { parameter } => (name.clone(), parameter.clone()),
+            })
+            .collect(),
+    }
+}
+
+/// A service's health check, as kick runs it.
+fn health_check(service: &model::Service) -> HealthCheck {
+    let health = &service.health;
+    let (kind, path, port) = match &health.check {
+        model::HealthCheck::Http { path } => (HealthKind::Http, Some(path.clone()), service.port),
+        model::HealthCheck::Tcp { port } => (HealthKind::Tcp, None, Some(*port)),
+        model::HealthCheck::Running => (HealthKind::Running, None, None),
+    };
+    HealthCheck {
+        kind,
+        path,
+        port,
+        interval: health.interval,
+        timeout: health.timeout,
+        healthy: health.healthy_threshold,
+        unhealthy: health.unhealthy_threshold,
+        grace: health.grace,
     }
 }
 

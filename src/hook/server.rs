@@ -9,6 +9,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::Deployer;
+use super::build::{Docker, Host};
 use crate::aws::Aws;
 use crate::diagnostic::plural;
 use crate::spec::kick::KickConfig;
@@ -56,47 +58,14 @@ pub async fn run(
     bucket: String,
 ) -> Result<(), Stop> {
     let repos = state.join("repos");
-    if let Err(err) = restore_all(&aws, &bucket, &repos, config).await {
-        return Err(Stop::Invalid(err));
-    }
-    // Each app's hook, from the applied artifacts, kept current.
-    let refresh_hooks = {
-        let (aws, bucket, repos) = (aws.clone(), bucket.clone(), repos.clone());
-        move || {
-            let (aws, bucket, repos) = (aws.clone(), bucket.clone(), repos.clone());
-            async move {
-                match aws.manifest(&bucket).await {
-                    Ok(manifest) => {
-                        match super::install_hooks(&repos, &super::hooks_of(&manifest)) {
-                            Ok(apps) if !apps.is_empty() => {
-                                eprintln!(
-                                    "hook: installed the pre-receive hook of {}",
-                                    apps.join(", ")
-                                );
-                            }
-                            Ok(_) => {}
-                            Err(err) => eprintln!("hook: cannot install the hooks: {err}"),
-                        }
-                    }
-                    Err(err) => eprintln!(
-                        "hook: no applied artifacts to take the apps' hooks from ({err}); pushes land but deploy nothing until `huxley apply`"
-                    ),
-                }
-            }
-        }
-    };
-    refresh_hooks().await;
+    restore_all(&aws, &bucket, &repos, config)
+        .await
+        .map_err(Stop::Invalid)?;
+    refresh_hooks(&aws, &bucket, &repos).await;
     let socket = state.join(super::SOCKET);
     let _ = std::fs::remove_file(&socket);
-    let listener = match tokio::net::UnixListener::bind(&socket) {
-        Ok(listener) => listener,
-        Err(err) => {
-            return Err(Stop::Usage(format!(
-                "cannot listen on {}: {err}",
-                socket.display()
-            )));
-        }
-    };
+    let listener = tokio::net::UnixListener::bind(&socket)
+        .map_err(|err| Stop::Usage(format!("cannot listen on {}: {err}", socket.display())))?;
     // The forced command runs as the pushers' user: the repositories and
     // the socket are theirs.
     give_to(&args.user, &[&repos, &socket]).map_err(Stop::Usage)?;
@@ -105,102 +74,144 @@ pub async fn run(
         .map_err(Stop::Usage)?
         .map(Arc::new);
     let apps: BTreeSet<String> = config.apps.keys().cloned().collect();
-    let saver = {
-        let (aws, bucket, repos, apps) = (aws.clone(), bucket.clone(), repos.clone(), apps.clone());
-        let saving = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+    let answering = answer_on(listener, &aws, &bucket, &repos, &apps, deployer);
+    // Each app's hook, from the applied artifacts, kept current.
+    let refresher = {
+        let (aws, bucket, repos) = (aws.clone(), bucket.clone(), repos.clone());
         tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (aws, bucket, repos, apps) =
-                    (aws.clone(), bucket.clone(), repos.clone(), apps.clone());
-                let (saving, deployer) = (saving.clone(), deployer.clone());
-                tokio::spawn(async move {
-                    answer_request(
-                        stream,
-                        &aws,
-                        &bucket,
-                        &repos,
-                        &apps,
-                        &saving,
-                        deployer.as_deref(),
-                    )
-                    .await;
-                });
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                refresh_hooks(&aws, &bucket, &repos).await;
             }
         })
     };
-    let refresher = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
-            refresh_hooks().await;
+    let ended = serve_while_leading(args, state, config, &aws, &bucket, &apps).await;
+    answering.abort();
+    refresher.abort();
+    let _ = std::fs::remove_file(&socket);
+    ended
+}
+
+/// Installs each app's pre-receive hook from the applied artifacts.
+async fn refresh_hooks(aws: &Aws, bucket: &str, repos: &Path) {
+    match aws.manifest(bucket).await {
+        Ok(manifest) => match super::install_hooks(repos, &super::hooks_of(&manifest)) {
+            Ok(apps) if !apps.is_empty() => {
+                eprintln!(
+                    "hook: installed the pre-receive hook of {}",
+                    apps.join(", ")
+                );
+            }
+            Ok(_) => {}
+            Err(err) => eprintln!("hook: cannot install the hooks: {err}"),
+        },
+        Err(err) => eprintln!(
+            "hook: no applied artifacts to take the apps' hooks from ({err}); pushes land but deploy nothing until `huxley apply`"
+        ),
+    }
+}
+
+/// Answers the forced command's requests on the socket, each in a task of
+/// its own; saves one at a time.
+fn answer_on(
+    listener: tokio::net::UnixListener,
+    aws: &Arc<Aws>,
+    bucket: &str,
+    repos: &Path,
+    apps: &BTreeSet<String>,
+    deployer: Option<Arc<Deployer<Docker<Host>>>>,
+) -> tokio::task::JoinHandle<()> {
+    let (aws, bucket, repos, apps) = (
+        aws.clone(),
+        bucket.to_owned(),
+        repos.to_owned(),
+        apps.clone(),
+    );
+    let saving = Arc::new(tokio::sync::Mutex::new(()));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (aws, bucket, repos, apps) =
+                (aws.clone(), bucket.clone(), repos.clone(), apps.clone());
+            let (saving, deployer) = (saving.clone(), deployer.clone());
+            tokio::spawn(async move {
+                answer_request(
+                    stream,
+                    &aws,
+                    &bucket,
+                    &repos,
+                    &apps,
+                    &saving,
+                    deployer.as_deref(),
+                )
+                .await;
+            });
         }
-    });
+    })
+}
+
+/// Runs sshd while this node's kick server leads, restoring every
+/// repository each time it starts to lead, until a stop signal.
+async fn serve_while_leading(
+    args: &Options,
+    state: &Path,
+    config: &KickConfig,
+    aws: &Aws,
+    bucket: &str,
+    apps: &BTreeSet<String>,
+) -> Result<(), Stop> {
+    let repos = state.join("repos");
     crate::tls::ensure_provider();
-    let Ok(asker) = reqwest::Client::builder()
+    let asker = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(5))
         .build()
-    else {
-        return Err(Stop::Usage("cannot make an HTTP client".into()));
-    };
-    let leading = |kick_url: Option<String>| {
-        let asker = asker.clone();
-        async move {
-            let Some(kick_url) = kick_url else {
-                return true;
-            };
-            leads(&asker, &kick_url).await
+        .map_err(|_| Stop::Usage("cannot make an HTTP client".into()))?;
+    // Without a kick server to ask, it always serves.
+    let leading = || async {
+        match &args.kick_url {
+            Some(kick_url) => leads(&asker, kick_url).await,
+            None => true,
         }
     };
-    let ended = loop {
-        // Only where the kick server leads: the cluster's kick name points
-        // there.
-        if !leading(args.kick_url.clone()).await {
+    loop {
+        if !leading().await {
             tokio::select! {
                 () = tokio::time::sleep(LEADER_POLL) => continue,
-                () = crate::signal::stop_signal() => break Ok(()),
+                () = crate::signal::stop_signal() => return Ok(()),
             }
         }
         if args.kick_url.is_some() {
             // A new leader: every commit pushed to the last one, first.
-            if let Err(err) = restore_all(&aws, &bucket, &repos, config).await {
+            if let Err(err) = restore_all(aws, bucket, &repos, config).await {
                 eprintln!("hook: {err}; trying again");
                 tokio::time::sleep(LEADER_POLL).await;
                 continue;
             }
-            if let Err(err) = give_to(&args.user, &[&repos]) {
-                break Err(Stop::Usage(err));
-            }
+            give_to(&args.user, &[&repos]).map_err(Stop::Usage)?;
         }
-        let mut child = match tokio::process::Command::new(&args.sshd)
+        let mut child = tokio::process::Command::new(&args.sshd)
             .args(["-D", "-e", "-f"])
             .arg(state.join("sshd_config"))
             .kill_on_drop(true)
             .spawn()
-        {
-            Ok(child) => child,
-            Err(err) => {
-                break Err(Stop::Usage(format!(
-                    "cannot start {}: {err}",
-                    args.sshd.display()
-                )));
-            }
-        };
+            .map_err(|err| Stop::Usage(format!("cannot start {}: {err}", args.sshd.display())))?;
         eprintln!(
-            "hook: serving git over SSH on {} for {} (git push ssh://{}@HOST:PORT/APP.git BRANCH); repositories kept in s3://{bucket}/huxley/repos/",
+            "hook: serving git over SSH on {} for {} (git push ssh://{}@HOST:PORT/APP.git BRANCH); repositories kept in s3://{bucket}/{}",
             args.listen,
             apps.iter().cloned().collect::<Vec<_>>().join(", "),
-            args.user
+            args.user,
+            crate::spec::keys::REPOS,
         );
         let lost = async {
             loop {
                 tokio::time::sleep(LEADER_POLL).await;
-                if !leading(args.kick_url.clone()).await {
+                if !leading().await {
                     break;
                 }
             }
         };
         tokio::select! {
             status = child.wait() => {
-                break Err(Stop::Usage(format!("sshd ended: {}", status.map_or_else(|e| e.to_string(), |s| s.to_string()))));
+                return Err(Stop::Usage(format!("sshd ended: {}", status.map_or_else(|e| e.to_string(), |s| s.to_string()))));
             }
             () = lost => {
                 let _ = child.kill().await;
@@ -208,14 +219,10 @@ pub async fn run(
             }
             () = crate::signal::stop_signal() => {
                 let _ = child.kill().await;
-                break Ok(());
+                return Ok(());
             }
         }
-    };
-    saver.abort();
-    refresher.abort();
-    let _ = std::fs::remove_file(&socket);
-    ended
+    }
 }
 
 /// How often the hook server asks whether its kick server leads.
@@ -264,7 +271,7 @@ async fn deployer(
     args: &Options,
     config: &KickConfig,
     aws: &std::sync::Arc<Aws>,
-) -> Result<Option<super::Deployer<super::build::Docker<super::build::Host>>>, String> {
+) -> Result<Option<Deployer<Docker<Host>>>, String> {
     let Some(kick_url) = &args.kick_url else {
         eprintln!("hook: no --kick-url: pushes land but deploy nothing");
         return Ok(None);
@@ -333,7 +340,7 @@ async fn answer_request(
     repos: &Path,
     apps: &BTreeSet<String>,
     saving: &tokio::sync::Mutex<()>,
-    deployer: Option<&super::Deployer<super::build::Docker<super::build::Host>>>,
+    deployer: Option<&Deployer<Docker<Host>>>,
 ) {
     use super::Answer;
     use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};

@@ -62,14 +62,9 @@ pub fn plan(
     if saves_monthly < policy.threshold_monthly {
         return Vec::new();
     }
-    let requests: BTreeMap<(&str, &str), (u64, u64)> = services
+    let spec: BTreeMap<(&str, &str), &ServiceSpec> = services
         .iter()
-        .map(|s| {
-            (
-                (s.app.as_str(), s.service.as_str()),
-                (u64::from(s.cpu_millis), s.memory_mib),
-            )
-        })
+        .map(|s| ((s.app.as_str(), s.service.as_str()), s))
         .collect();
     // Each node's replicas, found once (not a scan of every replica per
     // node: that alone was most of a decision on 1,000 nodes).
@@ -78,7 +73,52 @@ pub fn plan(
         on_node.entry(node.as_str()).or_default().push(replica);
     }
     let here_on = |id: &str| on_node.get(id).map_or(&[][..], Vec::as_slice);
-    // Candidates: empty nodes first, then fewest replicas, then least used.
+    let mut free = rooms(nodes, &spec, placement);
+    let mut drained: Vec<Drain> = Vec::new();
+    for node in candidates(nodes, &spec, &here_on) {
+        if drained.len() >= policy.budget || nodes.len() - drained.len() <= policy.min_nodes {
+            break;
+        }
+        // A node an earlier drain moves replicas onto stays: draining it too
+        // would strand them.
+        let receiving = drained
+            .iter()
+            .any(|d| d.moves.values().any(|to| *to == node.id));
+        if policy.do_not_disrupt.contains(&node.id) || receiving {
+            continue;
+        }
+        let here: Vec<(&Replica, &ServiceSpec)> = here_on(&node.id)
+            .iter()
+            .filter_map(|r| Some((*r, *spec.get(&(r.app.as_str(), r.service.as_str()))?)))
+            .collect();
+        if here.iter().any(|(_, s)| s.stateful) {
+            continue;
+        }
+        let gone: BTreeSet<&str> = drained
+            .iter()
+            .map(|d| d.node.as_str())
+            .chain([node.id.as_str()])
+            .collect();
+        let Some(moves) = move_all(here, &mut free, &gone) else {
+            continue;
+        };
+        drained.push(Drain {
+            reason: reason(&node.id, &moves, saves_monthly),
+            node: node.id.clone(),
+            moves,
+            saves_monthly,
+        });
+    }
+    drained
+}
+
+/// The nodes worth draining, best first: empty nodes, then the fewest
+/// replicas, then the least used.
+fn candidates<'n, 'r>(
+    nodes: &'n [NodeSpec],
+    spec: &BTreeMap<(&str, &str), &ServiceSpec>,
+    here_on: &impl Fn(&str) -> &'r [&'r Replica],
+) -> Vec<&'n NodeSpec> {
     let mut candidates: Vec<(usize, u64, &NodeSpec)> = nodes
         .iter()
         .map(|n| {
@@ -86,10 +126,9 @@ pub fn plan(
             let used: u64 = here
                 .iter()
                 .map(|r| {
-                    let (cpu, memory) = requests
+                    let (cpu, memory) = spec
                         .get(&(r.app.as_str(), r.service.as_str()))
-                        .copied()
-                        .unwrap_or((0, 0));
+                        .map_or((0, 0), |s| (u64::from(s.cpu_millis), s.memory_mib));
                     // Thousandths of the node, on the larger dimension.
                     (cpu * 1000 / u64::from(n.cpu_millis.max(1)))
                         .max(memory * 1000 / n.memory_mib.max(1))
@@ -99,8 +138,15 @@ pub fn plan(
         })
         .collect();
     candidates.sort_by(|a, b| (a.0, a.1, &a.2.id).cmp(&(b.0, b.1, &b.2.id)));
+    candidates.into_iter().map(|(_, _, n)| n).collect()
+}
 
-    // What each node has free, as the current placement leaves it.
+/// What each node has free, as the current placement leaves it.
+fn rooms<'a>(
+    nodes: &'a [NodeSpec],
+    spec: &BTreeMap<(&str, &str), &'a ServiceSpec>,
+    placement: &Placement,
+) -> BTreeMap<&'a str, Room<'a>> {
     let mut free: BTreeMap<&str, Room> = nodes
         .iter()
         .map(|n| {
@@ -115,10 +161,6 @@ pub fn plan(
             )
         })
         .collect();
-    let spec: BTreeMap<(&str, &str), &ServiceSpec> = services
-        .iter()
-        .map(|s| ((s.app.as_str(), s.service.as_str()), s))
-        .collect();
     for (replica, node) in &placement.assigned {
         if let (Some(room), Some(s)) = (
             free.get_mut(node.as_str()),
@@ -127,100 +169,67 @@ pub fn plan(
             room.take(s);
         }
     }
+    free
+}
 
-    let mut drained: Vec<Drain> = Vec::new();
-    for (_, _, node) in candidates {
-        if drained.len() >= policy.budget || nodes.len() - drained.len() <= policy.min_nodes {
-            break;
-        }
-        // A node an earlier drain moves replicas onto stays: draining it too
-        // would strand them.
-        let receiving = drained
+/// Where a node's replicas go, the largest first (first-fit decreasing),
+/// each where its service has the fewest replicas, then where it fits
+/// tightest, never onto a node in `gone`; `None`, with `free` as it was,
+/// when they do not all fit.
+fn move_all<'a>(
+    mut here: Vec<(&Replica, &'a ServiceSpec)>,
+    free: &mut BTreeMap<&'a str, Room<'a>>,
+    gone: &BTreeSet<&str>,
+) -> Option<BTreeMap<Replica, String>> {
+    here.sort_by(|a, b| {
+        (b.1.cpu_millis, b.1.memory_mib, a.0).cmp(&(a.1.cpu_millis, a.1.memory_mib, b.0))
+    });
+    // Taken from `free` as the moves are tried; given back when the
+    // node's replicas do not all fit (no copy of `free` per candidate).
+    let mut taken: Vec<(&str, &ServiceSpec)> = Vec::new();
+    let mut moves = BTreeMap::new();
+    for (replica, s) in &here {
+        let key = (s.app.as_str(), s.service.as_str());
+        let best = free
             .iter()
-            .any(|d| d.moves.values().any(|to| *to == node.id));
-        if policy.do_not_disrupt.contains(&node.id) || receiving {
-            continue;
-        }
-        let mut here: Vec<(&Replica, &ServiceSpec)> = here_on(&node.id)
-            .iter()
-            .filter_map(|r| Some((*r, *spec.get(&(r.app.as_str(), r.service.as_str()))?)))
-            .collect();
-        if here.iter().any(|(_, s)| s.stateful) {
-            continue;
-        }
-        // The largest first (first-fit decreasing), each where the service
-        // has the fewest replicas, then where it fits tightest.
-        here.sort_by(|a, b| {
-            (b.1.cpu_millis, b.1.memory_mib, a.0).cmp(&(a.1.cpu_millis, a.1.memory_mib, b.0))
-        });
-        let gone: BTreeSet<&str> = drained
-            .iter()
-            .map(|d| d.node.as_str())
-            .chain([node.id.as_str()])
-            .collect();
-        // Taken from `free` as the moves are tried; given back when the
-        // node's replicas do not all fit (no copy of `free` per candidate).
-        let mut taken: Vec<(&str, &ServiceSpec)> = Vec::new();
-        let mut moves = BTreeMap::new();
-        let mut fits = true;
-        for (replica, s) in &here {
-            let key = (s.app.as_str(), s.service.as_str());
-            let best = free
-                .iter()
-                .filter(|(id, room)| !gone.contains(*id) && room.fits(s))
-                .min_by_key(|(id, room)| {
-                    (
-                        room.services.get(&key).copied().unwrap_or(0),
-                        room.cpu.saturating_sub(u64::from(s.cpu_millis)),
-                        **id,
-                    )
-                })
-                .map(|(id, _)| *id);
-            match best {
-                Some(to) => {
-                    if let Some(room) = free.get_mut(to) {
-                        room.take(s);
-                        taken.push((to, s));
-                    }
-                    moves.insert((*replica).clone(), to.to_owned());
-                }
-                None => {
-                    fits = false;
-                    break;
-                }
-            }
-        }
-        if !fits {
+            .filter(|(id, room)| !gone.contains(*id) && room.fits(s))
+            .min_by_key(|(id, room)| {
+                (
+                    room.services.get(&key).copied().unwrap_or(0),
+                    room.cpu.saturating_sub(u64::from(s.cpu_millis)),
+                    **id,
+                )
+            })
+            .map(|(id, _)| *id);
+        let Some(to) = best else {
             for (to, s) in taken {
                 if let Some(room) = free.get_mut(to) {
                     room.give(s);
                 }
             }
-            continue;
-        }
-        let targets: BTreeSet<&str> = moves.values().map(String::as_str).collect();
-        let reason = if moves.is_empty() {
-            format!(
-                "draining {}: it runs nothing; saves ${saves_monthly:.0}/month",
-                node.id
-            )
-        } else {
-            format!(
-                "draining {}: its {} replica{} fit on {}; saves ${saves_monthly:.0}/month",
-                node.id,
-                moves.len(),
-                if moves.len() == 1 { "" } else { "s" },
-                targets.into_iter().collect::<Vec<_>>().join(", ")
-            )
+            return None;
         };
-        drained.push(Drain {
-            node: node.id.clone(),
-            moves,
-            saves_monthly,
-            reason,
-        });
+        if let Some(room) = free.get_mut(to) {
+            room.take(s);
+            taken.push((to, s));
+        }
+        moves.insert((*replica).clone(), to.to_owned());
     }
-    drained
+    Some(moves)
+}
+
+/// A drain's reason, for people.
+fn reason(node: &str, moves: &BTreeMap<Replica, String>, saves_monthly: f64) -> String {
+    if moves.is_empty() {
+        return format!("draining {node}: it runs nothing; saves ${saves_monthly:.0}/month");
+    }
+    let targets: BTreeSet<&str> = moves.values().map(String::as_str).collect();
+    format!(
+        "draining {node}: its {} replica{} fit on {}; saves ${saves_monthly:.0}/month",
+        moves.len(),
+        if moves.len() == 1 { "" } else { "s" },
+        targets.into_iter().collect::<Vec<_>>().join(", ")
+    )
 }
 
 /// What a node has free while drains are planned.

@@ -222,23 +222,25 @@ pub fn day(options: &Options) -> Day {
     let mut services = workload(&mut rng, options.services);
     // Each service's CPU demand at the peak, in millicores: enough for
     // up to 8 replicas at a 60% target.
-    let peak: Vec<f64> = services
-        .iter()
-        .map(|s| f64::from(s.cpu_millis) * 0.6 * f64::from(rng.u32(2..=8)))
-        .collect();
-    let bounds: Vec<ReplicaBounds> = services
-        .iter()
-        .map(|s| ReplicaBounds {
-            min: if s.stateful { s.replicas } else { 1 },
-            max: if s.stateful { s.replicas } else { 8 },
-        })
-        .collect();
-    let scale = ScalePolicy {
-        target_cpu_percent: Some(60),
-        target_memory_percent: None,
-        scale_in_after: Duration::from_secs(30 * 60),
+    let demand = Demand {
+        peak: services
+            .iter()
+            .map(|s| f64::from(s.cpu_millis) * 0.6 * f64::from(rng.u32(2..=8)))
+            .collect(),
+        bounds: services
+            .iter()
+            .map(|s| ReplicaBounds {
+                min: if s.stateful { s.replicas } else { 1 },
+                max: if s.stateful { s.replicas } else { 8 },
+            })
+            .collect(),
+        scale: ScalePolicy {
+            target_cpu_percent: Some(60),
+            target_memory_percent: None,
+            scale_in_after: Duration::from_secs(30 * 60),
+        },
     };
-    for (s, b) in services.iter_mut().zip(&bounds) {
+    for (s, b) in services.iter_mut().zip(&demand.bounds) {
         s.replicas = b.min;
     }
     let mut nodes: Vec<NodeSpec> = (0..options.min_nodes).map(|i| node(options, i)).collect();
@@ -267,44 +269,7 @@ pub fn day(options: &Options) -> Day {
             h.load_percent = h.load_percent.max((load * 100.0).round() as u32);
             let start = Instant::now();
             // Replicas, as the scaler decides them.
-            let mut changed = false;
-            for (i, s) in services.iter_mut().enumerate() {
-                if bounds[i].min == bounds[i].max {
-                    continue;
-                }
-                let demand = peak[i] * load;
-                let usage = Usage {
-                    replicas: s.replicas,
-                    cpu_millis: demand as u64,
-                    memory_mib: 0,
-                };
-                let Some((count, _)) = recommend(
-                    &scale,
-                    bounds[i],
-                    (s.cpu_millis, s.memory_mib),
-                    s.replicas,
-                    &usage,
-                ) else {
-                    continue;
-                };
-                let recent = &mut history[i];
-                recent.push_back(count);
-                if recent.len() > SCALE_IN_STEPS {
-                    recent.pop_front();
-                }
-                let highest = recent.iter().copied().max().unwrap_or(count);
-                let next = if count > s.replicas {
-                    count
-                } else if recent.len() == SCALE_IN_STEPS && highest < s.replicas {
-                    highest
-                } else {
-                    s.replicas
-                };
-                if next != s.replicas {
-                    s.replicas = next;
-                    changed = true;
-                }
-            }
+            let mut changed = scale_replicas(&mut services, &demand, load, &mut history);
             placement = placement::place(&nodes, &services, &placement.assigned);
             // Nodes out: the fewest that hold what did not fit.
             if !placement.unplaced.is_empty() && nodes.len() < options.max_nodes {
@@ -330,23 +295,10 @@ pub fn day(options: &Options) -> Day {
             // then confirms, as the leader does).
             steady = if changed { 0 } else { steady + 1 };
             if steady >= STEADY_STEPS {
-                let drains = consolidate::plan(&nodes, &services, &placement, &policy(options));
-                for drain in &drains {
-                    let without: Vec<NodeSpec> = nodes
-                        .iter()
-                        .filter(|n| n.id != drain.node)
-                        .cloned()
-                        .collect();
-                    let check = placement::place(&without, &services, &placement.assigned);
-                    if !check.unplaced.is_empty() {
-                        continue;
-                    }
-                    h.moves += moved(&placement, &check);
-                    below += usize::from(drain.saves_monthly < options.min_savings);
-                    nodes = without;
-                    placement = check;
-                    h.drained += 1;
-                }
+                let (drained, moves, under) = drain(&mut nodes, &services, &mut placement, options);
+                h.drained += drained;
+                h.moves += moves;
+                below += under;
             }
             h.slowest_decision = h.slowest_decision.max(start.elapsed());
             node_steps += nodes.len();
@@ -366,6 +318,92 @@ pub fn day(options: &Options) -> Day {
         hours,
         below_threshold: below,
     }
+}
+
+/// What the day's services ask of the scaler: each one's CPU at the
+/// peak, its replica bounds, and the scaling policy.
+struct Demand {
+    peak: Vec<f64>,
+    bounds: Vec<ReplicaBounds>,
+    scale: ScalePolicy,
+}
+
+/// Each service's replicas at `load`, as the scaler decides them: up at
+/// once, down only to the highest of the last [`SCALE_IN_STEPS`]
+/// recommendations; whether any changed.
+fn scale_replicas(
+    services: &mut [ServiceSpec],
+    demand: &Demand,
+    load: f64,
+    history: &mut [VecDeque<u32>],
+) -> bool {
+    let mut changed = false;
+    for (i, s) in services.iter_mut().enumerate() {
+        if demand.bounds[i].min == demand.bounds[i].max {
+            continue;
+        }
+        let usage = Usage {
+            replicas: s.replicas,
+            cpu_millis: (demand.peak[i] * load) as u64,
+            memory_mib: 0,
+        };
+        let Some((count, _)) = recommend(
+            &demand.scale,
+            demand.bounds[i],
+            (s.cpu_millis, s.memory_mib),
+            s.replicas,
+            &usage,
+        ) else {
+            continue;
+        };
+        let recent = &mut history[i];
+        recent.push_back(count);
+        if recent.len() > SCALE_IN_STEPS {
+            recent.pop_front();
+        }
+        let highest = recent.iter().copied().max().unwrap_or(count);
+        let next = if count > s.replicas {
+            count
+        } else if recent.len() == SCALE_IN_STEPS && highest < s.replicas {
+            highest
+        } else {
+            s.replicas
+        };
+        if next != s.replicas {
+            s.replicas = next;
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// The drains consolidation plans, each confirmed by the placement engine
+/// (as the leader does): (nodes drained, replicas moved, drains below the
+/// savings threshold).
+fn drain(
+    nodes: &mut Vec<NodeSpec>,
+    services: &[ServiceSpec],
+    placement: &mut Placement,
+    options: &Options,
+) -> (usize, usize, usize) {
+    let (mut drained, mut moves, mut below) = (0, 0, 0);
+    for drain in consolidate::plan(nodes, services, placement, &policy(options)) {
+        let without: Vec<NodeSpec> = nodes
+            .iter()
+            .filter(|n| n.id != drain.node)
+            .cloned()
+            .collect();
+        let check = placement::place(&without, services, &placement.assigned);
+        if !check.unplaced.is_empty() {
+            continue;
+        }
+        moves += moved(placement, &check);
+        below += usize::from(drain.saves_monthly < options.min_savings);
+        *nodes = without;
+        *placement = check;
+        drained += 1;
+    }
+    (drained, moves, below)
 }
 
 /// Replicas whose node differs between two placements.

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::spec::assignment::ReplicaState;
-use crate::spec::description::ClusterDescription;
+use crate::spec::description::{ClusterDescription, ServiceDescription};
 use crate::spec::quantity::{format_cpu, format_memory};
 use crate::spec::registry::Status;
 use crate::ui::style::Style;
@@ -26,90 +26,102 @@ pub fn render(description: &ClusterDescription, source: &str, style: Style) -> S
             let _ = writeln!(out, "  {}", style.yellow(&format!("deploying {deploying}")));
         }
         for (name, service) in &services.services {
-            let names: Vec<&str> = service
-                .private_name
-                .iter()
-                .chain(&service.public_names)
-                .map(String::as_str)
-                .collect();
-            let replicas = format!(
-                "{} desired, {} running, {} healthy",
-                service.desired, service.running, service.healthy
-            );
-            let replicas = if service.healthy < service.desired as usize {
-                style.yellow(&replicas)
-            } else {
-                replicas
-            };
-            if service.awaiting_first_deploy && service.running == 0 {
-                let _ = writeln!(
-                    out,
-                    "  {name:<16} {}",
-                    style.yellow("waiting for its first deploy: git push to the app's remote")
-                );
-                continue;
-            }
-            let _ = writeln!(out, "  {name:<16} {replicas}");
-            if !names.is_empty() {
-                let _ = writeln!(out, "  {:<16} {}", "", style.dim(&names.join(", ")));
-            }
-            if let Some(release) = &service.release {
-                let commit = release.commit.as_deref().map_or(String::new(), |c| {
-                    format!(" ({})", crate::spec::release::short(c))
-                });
-                let _ = writeln!(
-                    out,
-                    "  {:<16} release v{}{commit}: {}",
-                    "",
-                    release.id,
-                    crate::spec::release::short(&release.image)
-                );
-            }
-            for unplaced in &service.unplaced {
-                let _ = writeln!(
-                    out,
-                    "    {} {}",
-                    style.red(&format!("replica {} not placed:", unplaced.replica)),
-                    unplaced.reason
-                );
-            }
-            for placed in &service.placed {
-                if placed.state == Some(ReplicaState::Failed) {
-                    let _ = writeln!(
-                        out,
-                        "    {} {}",
-                        style.red(&format!(
-                            "replica {} failed on {}:",
-                            placed.replica, placed.node
-                        )),
-                        placed.detail.as_deref().unwrap_or("no detail")
-                    );
-                }
-            }
-            for instance in &service.instances {
-                let health = match instance.health {
-                    Status::Healthy => style.green("healthy"),
-                    Status::Unhealthy => style.red("unhealthy"),
-                    Status::Unknown => style.yellow("unknown"),
-                };
-                let address = match instance.address {
-                    std::net::IpAddr::V4(a) => format!("{a}:{}", instance.port),
-                    std::net::IpAddr::V6(a) => format!("[{a}]:{}", instance.port),
-                };
-                let _ = writeln!(
-                    out,
-                    "    {:<20} {:<22} {health:<9} {:<14} {}",
-                    instance.node,
-                    address,
-                    instance.last_check_output,
-                    instance
-                        .version
-                        .as_deref()
-                        .map_or("-", crate::spec::release::short)
-                );
-            }
+            render_service(&mut out, name, service, style);
         }
     }
+    render_nodes(&mut out, description, style);
+    render_decisions(&mut out, description, style);
+    out
+}
+
+/// One service: its replicas, names, release, problems and instances.
+fn render_service(out: &mut String, name: &str, service: &ServiceDescription, style: Style) {
+    let names: Vec<&str> = service
+        .private_name
+        .iter()
+        .chain(&service.public_names)
+        .map(String::as_str)
+        .collect();
+    let replicas = format!(
+        "{} desired, {} running, {} healthy",
+        service.desired, service.running, service.healthy
+    );
+    let replicas = if service.healthy < service.desired as usize {
+        style.yellow(&replicas)
+    } else {
+        replicas
+    };
+    if service.awaiting_first_deploy && service.running == 0 {
+        let _ = writeln!(
+            out,
+            "  {name:<16} {}",
+            style.yellow("waiting for its first deploy: git push to the app's remote")
+        );
+        return;
+    }
+    let _ = writeln!(out, "  {name:<16} {replicas}");
+    if !names.is_empty() {
+        let _ = writeln!(out, "  {:<16} {}", "", style.dim(&names.join(", ")));
+    }
+    if let Some(release) = &service.release {
+        let commit = release.commit.as_deref().map_or(String::new(), |c| {
+            format!(" ({})", crate::spec::release::short(c))
+        });
+        let _ = writeln!(
+            out,
+            "  {:<16} release v{}{commit}: {}",
+            "",
+            release.id,
+            crate::spec::release::short(&release.image)
+        );
+    }
+    for unplaced in &service.unplaced {
+        let _ = writeln!(
+            out,
+            "    {} {}",
+            style.red(&format!("replica {} not placed:", unplaced.replica)),
+            unplaced.reason
+        );
+    }
+    for placed in &service.placed {
+        if placed.state == Some(ReplicaState::Failed) {
+            let _ = writeln!(
+                out,
+                "    {} {}",
+                style.red(&format!(
+                    "replica {} failed on {}:",
+                    placed.replica, placed.node
+                )),
+                placed.detail.as_deref().unwrap_or("no detail")
+            );
+        }
+    }
+    for instance in &service.instances {
+        let health = match instance.health {
+            Status::Healthy => style.green("healthy"),
+            Status::Unhealthy => style.red("unhealthy"),
+            Status::Unknown => style.yellow("unknown"),
+        };
+        let address = match instance.address {
+            std::net::IpAddr::V4(a) => format!("{a}:{}", instance.port),
+            std::net::IpAddr::V6(a) => format!("[{a}]:{}", instance.port),
+        };
+        let _ = writeln!(
+            out,
+            "    {:<20} {:<22} {health:<9} {:<14} {}",
+            instance.node,
+            address,
+            instance.last_check_output,
+            instance
+                .version
+                .as_deref()
+                .map_or("-", crate::spec::release::short)
+        );
+    }
+}
+
+/// Each node's capacity, and why it drains.
+fn render_nodes(out: &mut String, description: &ClusterDescription, style: Style) {
     if !description.nodes.is_empty() {
         let _ = writeln!(out, "\n{}", style.bold("nodes"));
         for (node, capacity) in &description.nodes {
@@ -138,6 +150,10 @@ pub fn render(description: &ClusterDescription, source: &str, style: Style) -> S
             }
         }
     }
+}
+
+/// The scaler's latest decisions.
+fn render_decisions(out: &mut String, description: &ClusterDescription, style: Style) {
     if !description.decisions.is_empty() {
         let _ = writeln!(out, "\n{}", style.bold("scaling decisions"));
         // The latest few, oldest first; `--json` has them all.
@@ -152,7 +168,6 @@ pub fn render(description: &ClusterDescription, source: &str, style: Style) -> S
             );
         }
     }
-    out
 }
 
 /// Scaling decisions the text shows.

@@ -8,6 +8,7 @@
 mod build;
 mod daemons;
 mod fixtures;
+mod schemas;
 #[path = "../support/mod.rs"]
 mod support;
 mod validate;

@@ -30,32 +30,7 @@ impl Checker<'_> {
         let rc: &RawCluster = &spanned.value;
         let place = "`[cluster]`";
 
-        let name = self
-            .required(
-                &rc.name,
-                table,
-                head.clone(),
-                "name",
-                place,
-                "name = \"acme\"",
-            )
-            .and_then(|n| {
-                self.check(names::dns_label(&n.value, 28), &n.span, || {
-                    format!("cluster name `{}` is not a valid DNS label", n.value)
-                })
-                .map(|()| n.value.clone())
-            });
-        if let Some(n) = &name
-            && let Some(spanned) = &rc.name
-            && n.starts_with("aws")
-        {
-            self.push(
-                Diagnostic::error("cluster names cannot start with `aws`").at(
-                    spanned.span.clone(),
-                    "AWS reserves this prefix for its own resource names",
-                ),
-            );
-        }
+        let name = self.cluster_name(rc, table, head.clone());
 
         let region = self
             .required(
@@ -85,6 +60,67 @@ impl Checker<'_> {
             Some(cidr) => self.vpc_cidr(cidr),
         };
 
+        let (public_domain, private_domain) = self.domains(rc, name.as_deref());
+
+        let admin_cidrs = self.admin_cidrs(rc.admin_cidrs.as_deref().unwrap_or_default());
+        let ssh_keys = self.ssh_keys(rc.ssh_keys.as_deref().unwrap_or_default());
+        let nodes = self
+            .required(
+                &rc.nodes,
+                table,
+                head,
+                "nodes",
+                place,
+                "[cluster.nodes] with instance-type, min and max",
+            )
+            .and_then(|nodes| self.nodes(nodes));
+
+        Some(Cluster {
+            name: name?,
+            region: region?,
+            availability_zones: zones?,
+            vpc_cidr: vpc_cidr?,
+            public_domain,
+            private_domain: private_domain?,
+            admin_cidrs: admin_cidrs?,
+            ssh_keys: ssh_keys?,
+            nodes: nodes?,
+        })
+    }
+
+    /// The cluster's name: a DNS label, not AWS's reserved prefix.
+    fn cluster_name(
+        &mut self,
+        rc: &RawCluster,
+        table: &Range<usize>,
+        head: Range<usize>,
+    ) -> Option<String> {
+        let place = "`[cluster]`";
+        let name = self
+            .required(&rc.name, table, head, "name", place, "name = \"acme\"")
+            .and_then(|n| {
+                self.check(names::dns_label(&n.value, 28), &n.span, || {
+                    format!("cluster name `{}` is not a valid DNS label", n.value)
+                })
+                .map(|()| n.value.clone())
+            });
+        if let Some(n) = &name
+            && let Some(spanned) = &rc.name
+            && n.starts_with("aws")
+        {
+            self.push(
+                Diagnostic::error("cluster names cannot start with `aws`").at(
+                    spanned.span.clone(),
+                    "AWS reserves this prefix for its own resource names",
+                ),
+            );
+        }
+        name
+    }
+
+    /// The public domain, and the private one (by default `<name>.cluster`),
+    /// which must differ from it.
+    fn domains(&mut self, rc: &RawCluster, name: Option<&str>) -> (Option<String>, Option<String>) {
         let public_domain = rc.public_domain.as_ref().and_then(|d| {
             let value = d.value.trim_end_matches('.').to_owned();
             self.check(names::domain(&value), &d.span, || {
@@ -93,7 +129,7 @@ impl Checker<'_> {
             .map(|()| value)
         });
         let private_domain = match &rc.private_domain {
-            None => name.as_ref().map(|n| format!("{n}.cluster")),
+            None => name.map(|n| format!("{n}.cluster")),
             Some(d) => {
                 let value = d.value.trim_end_matches('.').to_owned();
                 let checked = self
@@ -124,31 +160,7 @@ impl Checker<'_> {
                 checked
             }
         };
-
-        let admin_cidrs = self.admin_cidrs(rc.admin_cidrs.as_deref().unwrap_or_default());
-        let ssh_keys = self.ssh_keys(rc.ssh_keys.as_deref().unwrap_or_default());
-        let nodes = self
-            .required(
-                &rc.nodes,
-                table,
-                head,
-                "nodes",
-                place,
-                "[cluster.nodes] with instance-type, min and max",
-            )
-            .and_then(|nodes| self.nodes(nodes));
-
-        Some(Cluster {
-            name: name?,
-            region: region?,
-            availability_zones: zones?,
-            vpc_cidr: vpc_cidr?,
-            public_domain,
-            private_domain: private_domain?,
-            admin_cidrs: admin_cidrs?,
-            ssh_keys: ssh_keys?,
-            nodes: nodes?,
-        })
+        (public_domain, private_domain)
     }
 
     pub(super) fn region(&mut self, region: &Spanned<String>) -> Option<String> {

@@ -14,13 +14,9 @@ use super::{Checker, SECRET_WORDS};
 
 impl Checker<'_> {
     pub(super) fn health(&mut self, raw: &RawService, port: Option<u16>) -> Option<Health> {
-        let default_check = || match port {
-            Some(port) => HealthCheck::Tcp { port },
-            None => HealthCheck::Running,
-        };
         let Some(spanned) = &raw.health else {
             return Some(Health {
-                check: default_check(),
+                check: default_check(port),
                 interval: Duration::from_secs(10),
                 timeout: Duration::from_secs(2),
                 healthy_threshold: 2,
@@ -30,7 +26,37 @@ impl Checker<'_> {
         };
         let before = self.diagnostics.len();
         let h: &RawHealth = &spanned.value;
-        let check = match (&h.http, &h.tcp) {
+        let check = self.health_check(h, raw, port);
+        let (interval, timeout, grace) = self.health_timing(h, &spanned.span);
+        let threshold =
+            |this: &mut Self, v: &Option<Spanned<i64>>, default: u32, what: &str| match v {
+                None => Some(default),
+                Some(v) => this.int_in::<u32>(v, 1..=10, what),
+            };
+        let healthy = threshold(self, &h.healthy, 2, "health.healthy");
+        let unhealthy = threshold(self, &h.unhealthy, 3, "health.unhealthy");
+        if self.diagnostics.len() != before {
+            return None;
+        }
+        Some(Health {
+            check: check?,
+            interval: interval?,
+            timeout: timeout?,
+            healthy_threshold: healthy?,
+            unhealthy_threshold: unhealthy?,
+            grace: grace?,
+        })
+    }
+
+    /// The check itself: HTTP on the service's port, TCP on it, or that
+    /// the container runs.
+    fn health_check(
+        &mut self,
+        h: &RawHealth,
+        raw: &RawService,
+        port: Option<u16>,
+    ) -> Option<HealthCheck> {
+        match (&h.http, &h.tcp) {
             (Some(http), Some(tcp)) => {
                 self.push(
                     Diagnostic::error("a health check is `http` or `tcp`, not both")
@@ -82,8 +108,16 @@ impl Checker<'_> {
                 }
                 tcp_port.map(|port| HealthCheck::Tcp { port })
             }
-            (None, None) => Some(default_check()),
-        };
+            (None, None) => Some(default_check(port)),
+        }
+    }
+
+    /// The check's interval, timeout and grace, each within its bounds.
+    fn health_timing(
+        &mut self,
+        h: &RawHealth,
+        whole: &std::ops::Range<usize>,
+    ) -> (Option<Duration>, Option<Duration>, Option<Duration>) {
         let duration =
             |this: &mut Self, v: &Option<Spanned<String>>, default: Duration, what: &str| match v {
                 None => Some(default),
@@ -128,7 +162,7 @@ impl Checker<'_> {
                 .timeout
                 .as_ref()
                 .or(h.interval.as_ref())
-                .map_or(spanned.span.clone(), |s| s.span.clone());
+                .map_or(whole.clone(), |s| s.span.clone());
             self.push(
                 Diagnostic::error("the health check timeout must be shorter than its interval").at(
                     span,
@@ -140,24 +174,7 @@ impl Checker<'_> {
                 ),
             );
         }
-        let threshold =
-            |this: &mut Self, v: &Option<Spanned<i64>>, default: u32, what: &str| match v {
-                None => Some(default),
-                Some(v) => this.int_in::<u32>(v, 1..=10, what),
-            };
-        let healthy = threshold(self, &h.healthy, 2, "health.healthy");
-        let unhealthy = threshold(self, &h.unhealthy, 3, "health.unhealthy");
-        if self.diagnostics.len() != before {
-            return None;
-        }
-        Some(Health {
-            check: check?,
-            interval: interval?,
-            timeout: timeout?,
-            healthy_threshold: healthy?,
-            unhealthy_threshold: unhealthy?,
-            grace: grace?,
-        })
+        (interval, timeout, grace)
     }
 
     pub(super) fn env(
@@ -325,5 +342,14 @@ impl Checker<'_> {
             );
         }
         (self.diagnostics[before..].iter().all(|d| !d.is_error())).then_some(out)
+    }
+}
+
+/// The check a service gets when it names none: a TCP connect to its
+/// port, or that its container runs.
+fn default_check(port: Option<u16>) -> HealthCheck {
+    match port {
+        Some(port) => HealthCheck::Tcp { port },
+        None => HealthCheck::Running,
     }
 }

@@ -1,6 +1,7 @@
-//! Deploys (`/v1/apps/{app}/deployments`): the hook server's releases and the admin's rollbacks, checked here, rolled out by the deploy controller.
+//! Deploys (`/v1/apps/{app}/deployments`): the hook server's releases and
+//! the admin's rollbacks, checked here, rolled out by the deploy controller.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::Json;
@@ -10,33 +11,25 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::control::api::http::{authenticate, body, error, refuse};
+use crate::control::api::http::{Refusal, authenticate, body, error, refuse};
 use crate::control::auth::Scope;
-use crate::control::controllers::deploy::HISTORY_KEPT;
-use crate::control::controllers::deploy::{now, run, save};
+use crate::control::controllers::deploy::{HISTORY_KEPT, now, run, save};
 use crate::control::state::Kick;
 use crate::control::state::deploys::Deploys;
-use crate::spec::release::DeployRequest;
-use crate::spec::release::Outcome;
-use crate::spec::release::Release;
-use crate::spec::release::short;
-use crate::spec::release::version_of;
-use std::collections::BTreeSet;
+use crate::spec::kick::KickConfig;
+use crate::spec::release::{DeployRequest, Outcome, Release, short, version_of};
 
 /// Checks a deploy request against the app and its history; the release
 /// to roll out, or the refusal.
 fn prepare(
-    config: &crate::spec::kick::KickConfig,
+    config: &KickConfig,
     deploys: &Deploys,
     scope: &Scope,
     app: &str,
     request: DeployRequest,
-) -> Result<Release, Box<Response>> {
+) -> Result<Release, Refusal> {
     let Some(section) = config.apps.get(app) else {
-        return Err(Box::new(error(
-            StatusCode::NOT_FOUND,
-            format!("no app {app}"),
-        )));
+        return Err(refuse(StatusCode::NOT_FOUND, format!("no app {app}")));
     };
     let built: BTreeSet<&String> = section
         .services
@@ -45,68 +38,14 @@ fn prepare(
         .map(|(name, _)| name)
         .collect();
     if let Some(holder) = deploys.active(app) {
-        let by = holder.by.as_deref().unwrap_or("someone");
-        let commit = holder
-            .commit
-            .as_deref()
-            .map_or(String::new(), |c| format!(" of {}", short(c)));
-        return Err(Box::new((
-            StatusCode::CONFLICT,
-            Json(json!({
-                "error": format!(
-                    "{app} is being deployed: v{}{commit} by {by}, started {} ago; try again when it ends",
-                    holder.id,
-                    crate::ui::describe::age(now().saturating_sub(holder.started)),
-                ),
-                "holder": holder,
-            })),
-        )
-            .into_response()));
+        return Err(busy(app, holder));
     }
     let current = deploys.current(app);
     let releases = deploys.history.get(app).map(Vec::as_slice).unwrap_or(&[]);
     let (images, commit, by, rollback_of) = match request.rollback_to {
         Some(target) => {
-            if *scope != Scope::Admin {
-                return Err(Box::new(error(
-                    StatusCode::FORBIDDEN,
-                    "only the admin token may roll back",
-                )));
-            }
-            let mut succeeded = releases.iter().filter(|r| r.outcome == Outcome::Succeeded);
             let running = current.values().map(|(id, _)| *id).max();
-            let chosen = if target == 0 {
-                succeeded.rfind(|r| running.is_none_or(|current| r.id < current))
-            } else {
-                succeeded.rfind(|r| r.id == target)
-            };
-            let Some(chosen) = chosen else {
-                let which = if target == 0 {
-                    format!("{app} has no successful release before the current one")
-                } else {
-                    format!("{app} has no successful release v{target}")
-                };
-                return Err(Box::new(error(
-                    StatusCode::NOT_FOUND,
-                    format!("{which}; `huxley deploys {app}` lists them"),
-                )));
-            };
-            let gone: Vec<&str> = chosen
-                .images
-                .keys()
-                .filter(|s| !built.contains(s))
-                .map(String::as_str)
-                .collect();
-            if !gone.is_empty() {
-                return Err(Box::new(error(
-                    StatusCode::CONFLICT,
-                    format!(
-                        "v{} runs {}, which {app} no longer builds on push (removed, or now a prebuilt image); roll back to a later release, or deploy with git push",
-                        chosen.id,
-                        gone.join(", ")
-                    ),
-                )));
-            }
+            let chosen = rollback_target(scope, app, releases, running, target, &built)?;
             (
                 chosen.images.clone(),
                 chosen.commit.clone(),
@@ -115,47 +54,15 @@ fn prepare(
             )
         }
         None => {
-            if !matches!(scope, Scope::Admin | Scope::Hook) {
-                return Err(Box::new(error(
-                    StatusCode::FORBIDDEN,
-                    "only the hook server and the admin may deploy",
-                )));
-            }
-            let named: BTreeSet<&String> = request.images.keys().collect();
-            if named != built {
-                let list = |set: &BTreeSet<&String>| {
-                    set.iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                return Err(Box::new(error(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "a deploy of {app} names an image for each service built on push ({}); this one names ({})",
-                        list(&built),
-                        list(&named)
-                    ),
-                )));
-            }
-            if let Some((service, image)) = request
-                .images
-                .iter()
-                .find(|(_, image)| version_of(image).is_none_or(|d| !d.starts_with("sha256:")))
-            {
-                return Err(Box::new(error(
-                    StatusCode::BAD_REQUEST,
-                    format!("{service}'s image {image} is not pinned by digest (…@sha256:…)"),
-                )));
-            }
+            check_new_release(scope, app, &request, &built)?;
             (request.images, request.commit, request.by, None)
         }
     };
     if images.is_empty() {
-        return Err(Box::new(error(
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             format!("{app} has no service built on push: its images change with `huxley apply`"),
-        )));
+        ));
     }
     let previous: BTreeMap<String, String> = current
         .iter()
@@ -176,6 +83,127 @@ fn prepare(
         reason: None,
         events: Vec::new(),
     })
+}
+
+/// The 409 for a second deploy of `app` while `holder` rolls out, with who
+/// holds it.
+fn busy(app: &str, holder: &Release) -> Refusal {
+    let by = holder.by.as_deref().unwrap_or("someone");
+    let commit = holder
+        .commit
+        .as_deref()
+        .map_or(String::new(), |c| format!(" of {}", short(c)));
+    Box::new(
+        (
+            StatusCode::CONFLICT,
+            Json(json!({
+                "error": format!(
+                    "{app} is being deployed: v{}{commit} by {by}, started {} ago; try again when it ends",
+                    holder.id,
+                    crate::ui::describe::age(now().saturating_sub(holder.started)),
+                ),
+                "holder": holder,
+            })),
+        )
+            .into_response(),
+    )
+}
+
+/// The earlier release a rollback redeploys (`target` 0: the last
+/// successful one before the `running` release), for the admin only, and
+/// only while every service it names is still built on push.
+fn rollback_target<'r>(
+    scope: &Scope,
+    app: &str,
+    releases: &'r [Release],
+    running: Option<u64>,
+    target: u64,
+    built: &BTreeSet<&String>,
+) -> Result<&'r Release, Refusal> {
+    if *scope != Scope::Admin {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "only the admin token may roll back",
+        ));
+    }
+    let mut succeeded = releases.iter().filter(|r| r.outcome == Outcome::Succeeded);
+    let chosen = if target == 0 {
+        succeeded.rfind(|r| running.is_none_or(|current| r.id < current))
+    } else {
+        succeeded.rfind(|r| r.id == target)
+    };
+    let Some(chosen) = chosen else {
+        let which = if target == 0 {
+            format!("{app} has no successful release before the current one")
+        } else {
+            format!("{app} has no successful release v{target}")
+        };
+        return Err(refuse(
+            StatusCode::NOT_FOUND,
+            format!("{which}; `huxley deploys {app}` lists them"),
+        ));
+    };
+    let gone: Vec<&str> = chosen
+        .images
+        .keys()
+        .filter(|s| !built.contains(s))
+        .map(String::as_str)
+        .collect();
+    if !gone.is_empty() {
+        return Err(refuse(
+            StatusCode::CONFLICT,
+            format!(
+                "v{} runs {}, which {app} no longer builds on push (removed, or now a prebuilt image); roll back to a later release, or deploy with git push",
+                chosen.id,
+                gone.join(", ")
+            ),
+        ));
+    }
+    Ok(chosen)
+}
+
+/// Checks a new release: from the hook server or the admin, one image for
+/// each service built on push, each pinned by digest.
+fn check_new_release(
+    scope: &Scope,
+    app: &str,
+    request: &DeployRequest,
+    built: &BTreeSet<&String>,
+) -> Result<(), Refusal> {
+    if !matches!(scope, Scope::Admin | Scope::Hook) {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "only the hook server and the admin may deploy",
+        ));
+    }
+    let named: BTreeSet<&String> = request.images.keys().collect();
+    if named != *built {
+        let list = |set: &BTreeSet<&String>| {
+            set.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "a deploy of {app} names an image for each service built on push ({}); this one names ({})",
+                list(built),
+                list(&named)
+            ),
+        ));
+    }
+    if let Some((service, image)) = request
+        .images
+        .iter()
+        .find(|(_, image)| version_of(image).is_none_or(|d| !d.starts_with("sha256:")))
+    {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!("{service}'s image {image} is not pinned by digest (…@sha256:…)"),
+        ));
+    }
+    Ok(())
 }
 
 /// `POST /v1/apps/{app}/deployments`.
@@ -289,7 +317,7 @@ pub async fn get_deployment(
     }
 }
 
-fn may_read(kick: &Kick, headers: &HeaderMap, app: &str) -> Result<(), Box<Response>> {
+fn may_read(kick: &Kick, headers: &HeaderMap, app: &str) -> Result<(), Refusal> {
     let scope = authenticate(kick, headers)?;
     if !matches!(scope, Scope::Admin | Scope::Hook) {
         return Err(refuse(
@@ -410,7 +438,7 @@ port = 6379
         assert!(deploys.current("blog").is_empty());
     }
 
-    fn refused(result: Result<Release, Box<Response>>) -> StatusCode {
+    fn refused(result: Result<Release, Refusal>) -> StatusCode {
         match result {
             Ok(release) => panic!("accepted: {release:?}"),
             Err(response) => response.status(),
