@@ -4,6 +4,7 @@
 use std::io::IsTerminal as _;
 use std::path::Path;
 
+use super::error::{Error, Outcome};
 use super::{AwsArgs, Color, calls, connect_session, exit, print};
 use crate::aws::Aws;
 
@@ -13,12 +14,9 @@ pub(super) async fn cluster_describe(
     endpoint: Option<&str>,
     args: &AwsArgs,
     color: Color,
-) -> u8 {
+) -> Outcome {
     use crate::spec::description::ClusterDescription;
-    let aws = match connect_session(args).await {
-        Ok(aws) => aws,
-        Err(code) => return code,
-    };
+    let aws = connect_session(args).await?;
     let stack = format!("huxley-{name}");
     let found = async {
         let (summary, bucket) = aws.cluster_stack(name, &stack).await?;
@@ -35,16 +33,14 @@ pub(super) async fn cluster_describe(
         Ok(found) => found,
         Err(err) => {
             calls(args, &aws);
-            eprintln!("error: {err}");
-            return exit::INVALID;
+            return Err(Error::Invalid(err.to_string()));
         }
     };
     if let Some(endpoint) = &endpoint
         && let Err(why) = token_safe_endpoint(endpoint)
     {
         calls(args, &aws);
-        eprintln!("error: {why}");
-        return exit::USAGE;
+        return Err(Error::Usage(why));
     }
     let mut live = None;
     if let Some(endpoint) = &endpoint {
@@ -88,8 +84,7 @@ pub(super) async fn cluster_describe(
                 }
                 Err(err) => {
                     calls(args, &aws);
-                    eprintln!("error: {err}");
-                    return exit::INVALID;
+                    return Err(Error::Invalid(err.to_string()));
                 }
             }
         }
@@ -203,28 +198,22 @@ pub(super) async fn live_description(
     response.json().await.map_err(|e| e.to_string())
 }
 
-pub(super) async fn cluster_list(args: &AwsArgs) -> u8 {
-    let aws = match connect_session(args).await {
-        Ok(aws) => aws,
-        Err(code) => return code,
-    };
+pub(super) async fn cluster_list(args: &AwsArgs) -> Outcome {
+    let aws = connect_session(args).await?;
     let stacks = aws.huxley_stacks().await;
     calls(args, &aws);
     match stacks {
         Ok(stacks) if stacks.is_empty() => {
             println!("No Huxley clusters in {}.", aws.region());
-            exit::OK
+            Ok(exit::OK)
         }
         Ok(stacks) => {
             for (name, status) in stacks {
                 println!("{name:<30} {status:<24} {}", aws.region());
             }
-            exit::OK
+            Ok(exit::OK)
         }
-        Err(err) => {
-            eprintln!("error: {err}");
-            exit::INVALID
-        }
+        Err(err) => Err(Error::Invalid(err.to_string())),
     }
 }
 
@@ -245,20 +234,21 @@ pub(super) fn which_cluster(named: Option<&str>) -> Result<String, String> {
 }
 
 /// `huxley deploys`: an app's history, from the bucket.
-pub(super) async fn deploys(app: &str, cluster: Option<&str>, json: bool, args: &AwsArgs) -> u8 {
+pub(super) async fn deploys(
+    app: &str,
+    cluster: Option<&str>,
+    json: bool,
+    args: &AwsArgs,
+) -> Outcome {
     use crate::spec::release::{Release, short};
 
     let cluster = match which_cluster(cluster) {
         Ok(cluster) => cluster,
         Err(err) => {
-            eprintln!("error: {err}");
-            return exit::USAGE;
+            return Err(Error::Usage(err.to_string()));
         }
     };
-    let aws = match connect_session(args).await {
-        Ok(aws) => aws,
-        Err(code) => return code,
-    };
+    let aws = connect_session(args).await?;
     let stack = format!("huxley-{cluster}");
     let read = async {
         let (_, bucket) = aws.cluster_stack(&cluster, &stack).await?;
@@ -277,8 +267,7 @@ pub(super) async fn deploys(app: &str, cluster: Option<&str>, json: bool, args: 
     let mut releases = match read {
         Ok(releases) => releases,
         Err(err) => {
-            eprintln!("error: {err}");
-            return exit::INVALID;
+            return Err(Error::Invalid(err.to_string()));
         }
     };
     releases.reverse();
@@ -291,7 +280,7 @@ pub(super) async fn deploys(app: &str, cluster: Option<&str>, json: bool, args: 
         println!(
             "{app} on {cluster} has no deploys yet: `git push` to its remote deploys it (`huxley remote add {cluster}` adds the remote)"
         );
-        return exit::OK;
+        return Ok(exit::OK);
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -343,12 +332,11 @@ pub(super) async fn rollback(
     cluster: Option<&str>,
     endpoint: Option<&str>,
     args: &AwsArgs,
-) -> u8 {
+) -> Outcome {
     let cluster = match which_cluster(cluster) {
         Ok(cluster) => cluster,
         Err(err) => {
-            eprintln!("error: {err}");
-            return exit::USAGE;
+            return Err(Error::Usage(err.to_string()));
         }
     };
     let target = match release {
@@ -356,17 +344,13 @@ pub(super) async fn rollback(
         Some(text) => match text.trim_start_matches('v').parse::<u64>() {
             Ok(n) if n > 0 => n,
             _ => {
-                eprintln!(
-                    "error: release `{text}` is not a release number such as 3 or v3 (`huxley deploys {app}` lists them)"
-                );
-                return exit::USAGE;
+                return Err(Error::Usage(format!(
+                    "release `{text}` is not a release number such as 3 or v3 (`huxley deploys {app}` lists them)"
+                )));
             }
         },
     };
-    let aws = match connect_session(args).await {
-        Ok(aws) => aws,
-        Err(code) => return code,
-    };
+    let aws = connect_session(args).await?;
     let stack = format!("huxley-{cluster}");
     let found = async {
         let (summary, bucket) = aws.cluster_stack(&cluster, &stack).await?;
@@ -391,8 +375,7 @@ pub(super) async fn rollback(
         Ok(found) => found,
         Err(err) => {
             calls(args, &aws);
-            eprintln!("error: {err}");
-            return exit::INVALID;
+            return Err(Error::Invalid(err.to_string()));
         }
     };
     let request = crate::spec::release::DeployRequest {
@@ -405,12 +388,9 @@ pub(super) async fn rollback(
     match result {
         Ok(text) => {
             eprintln!("{text}");
-            exit::OK
+            Ok(exit::OK)
         }
-        Err(err) => {
-            eprintln!("error: {err}");
-            exit::INVALID
-        }
+        Err(err) => Err(Error::Invalid(err.to_string())),
     }
 }
 
@@ -421,7 +401,7 @@ pub(super) async fn remote_add(
     name: &str,
     dir: &Path,
     args: &AwsArgs,
-) -> u8 {
+) -> Outcome {
     let git = |arguments: &[&str]| {
         std::process::Command::new("git")
             .arg("-C")
@@ -432,17 +412,13 @@ pub(super) async fn remote_add(
     match git(&["rev-parse", "--is-inside-work-tree"]) {
         Ok(out) if out.status.success() => {}
         _ => {
-            eprintln!(
-                "error: {} is not a git working copy: run this in your app's repository (or pass -C DIR)",
+            return Err(Error::Usage(format!(
+                "{} is not a git working copy: run this in your app's repository (or pass -C DIR)",
                 dir.display()
-            );
-            return exit::USAGE;
+            )));
         }
     }
-    let aws = match connect_session(args).await {
-        Ok(aws) => aws,
-        Err(code) => return code,
-    };
+    let aws = connect_session(args).await?;
     let stack = format!("huxley-{cluster}");
     let config = async {
         let (_, bucket) = aws.cluster_stack(cluster, &stack).await?;
@@ -459,8 +435,7 @@ pub(super) async fn remote_add(
     let config = match config {
         Ok(config) => config,
         Err(err) => {
-            eprintln!("error: {err}");
-            return exit::INVALID;
+            return Err(Error::Invalid(err.to_string()));
         }
     };
     let folder = std::path::absolute(dir)
@@ -468,11 +443,10 @@ pub(super) async fn remote_add(
         .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
     let app = app.map(str::to_owned).or(folder).unwrap_or_default();
     let Some(section) = config.apps.get(&app) else {
-        eprintln!(
-            "error: cluster {cluster} has no app `{app}`; its apps: {} (pass --app)",
+        return Err(Error::Invalid(format!(
+            "cluster {cluster} has no app `{app}`; its apps: {} (pass --app)",
             config.apps.keys().cloned().collect::<Vec<_>>().join(", ")
-        );
-        return exit::INVALID;
+        )));
     };
     let url = format!(
         "ssh://core@{}:{}/{app}.git",
@@ -492,20 +466,18 @@ pub(super) async fn remote_add(
         match git(&arguments) {
             Ok(out) if out.status.success() => {}
             Ok(out) => {
-                eprintln!(
-                    "error: git {}: {}",
+                return Err(Error::Usage(format!(
+                    "git {}: {}",
                     arguments.join(" "),
                     String::from_utf8_lossy(&out.stderr).trim()
-                );
-                return exit::USAGE;
+                )));
             }
             Err(err) => {
-                eprintln!("error: cannot run git: {err}");
-                return exit::USAGE;
+                return Err(Error::Usage(format!("cannot run git: {err}")));
             }
         }
     }
     println!("{verb} remote `{name}` → {url}");
     println!("Deploy {app} with:\n  git push {name} {}", section.branch);
-    exit::OK
+    Ok(exit::OK)
 }

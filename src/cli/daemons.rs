@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::path::PathBuf;
 
+use super::error::{Error, Outcome};
 use super::{AwsArgs, HookServeArgs, RuntimeKind, connect, connect_session, exit};
 use crate::agent::runtime::processes::Processes;
 use crate::agent::runtime::systemd::Systemd;
@@ -29,12 +30,9 @@ pub(super) async fn kick_serve(
     listeners: &Listeners,
     rate: f64,
     args: &AwsArgs,
-) -> u8 {
+) -> Outcome {
     use crate::control::{dns, server as serve};
-    let config = match read_kick_config(config_path) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
+    let config = read_kick_config(config_path)?;
     let address = |given: Option<std::net::SocketAddr>, configured: &str| {
         given.map_or_else(
             || {
@@ -54,14 +52,10 @@ pub(super) async fn kick_serve(
     ) {
         (Ok(internal), Ok(external)) => (internal, external),
         (Err(err), _) | (_, Err(err)) => {
-            eprintln!("error: {err}");
-            return exit::USAGE;
+            return Err(Error::Usage(err.to_string()));
         }
     };
-    let aws = match connect(args, &config.cluster.region).await {
-        Ok(aws) => std::sync::Arc::new(aws),
-        Err(code) => return code,
-    };
+    let aws = std::sync::Arc::new(connect(args, &config.cluster.region).await?);
     let tokens = match tokens_dir {
         Some(dir) => crate::control::auth::Tokens::from_dir(dir, &config)
             .map_err(|err| format!("cannot read the tokens in {}: {err}", dir.display())),
@@ -76,8 +70,7 @@ pub(super) async fn kick_serve(
     let tokens = match tokens {
         Ok(tokens) => tokens,
         Err(err) => {
-            eprintln!("error: {err}");
-            return exit::INVALID;
+            return Err(Error::Invalid(err.to_string()));
         }
     };
     // Where this node is: given, or from the instance metadata.
@@ -89,10 +82,9 @@ pub(super) async fn kick_serve(
                 listeners.public_address.or(me.public_address),
             ),
             Err(err) => {
-                eprintln!(
-                    "error: cannot tell this node's address ({err})\nhelp: pass --advertise ADDRESS"
-                );
-                return exit::USAGE;
+                return Err(Error::Usage(format!(
+                    "cannot tell this node's address ({err})\nhelp: pass --advertise ADDRESS"
+                )));
             }
         },
     };
@@ -115,8 +107,7 @@ pub(super) async fn kick_serve(
     let identity = match identity {
         Ok(identity) => identity,
         Err(err) => {
-            eprintln!("error: {err}");
-            return exit::USAGE;
+            return Err(Error::Usage(err.to_string()));
         }
     };
     let options = serve::Options {
@@ -134,11 +125,8 @@ pub(super) async fn kick_serve(
         public_address,
     };
     match serve::run(options).await {
-        Ok(()) => exit::OK,
-        Err(err) => {
-            eprintln!("error: {err}");
-            exit::INVALID
-        }
+        Ok(()) => Ok(exit::OK),
+        Err(err) => Err(Error::Invalid(err.to_string())),
     }
 }
 
@@ -193,7 +181,7 @@ pub(super) struct NodeRun {
     aws: AwsArgs,
 }
 
-pub(super) async fn node_run(args: NodeRun) -> u8 {
+pub(super) async fn node_run(args: NodeRun) -> Outcome {
     use crate::agent::{node as agent, runtime};
     let mut commands = std::collections::BTreeMap::new();
     for entry in &args.exec {
@@ -202,8 +190,9 @@ pub(super) async fn node_run(args: NodeRun) -> u8 {
                 commands.insert(service.to_owned(), command.to_owned());
             }
             _ => {
-                eprintln!("error: --exec `{entry}`: expected APP.SERVICE=COMMAND");
-                return exit::USAGE;
+                return Err(Error::Usage(format!(
+                    "--exec `{entry}`: expected APP.SERVICE=COMMAND"
+                )));
             }
         }
     }
@@ -214,10 +203,7 @@ pub(super) async fn node_run(args: NodeRun) -> u8 {
             .ok()
             .filter(|r| !r.is_empty());
     }
-    let aws = match connect_session(&aws_args).await {
-        Ok(aws) => std::sync::Arc::new(aws),
-        Err(code) => return code,
-    };
+    let aws = std::sync::Arc::new(connect_session(&aws_args).await?);
     let (node, address) = match (args.node, args.address) {
         (Some(node), Some(address)) => (node, address),
         (node, address) => match aws::imds::identity().await {
@@ -226,10 +212,9 @@ pub(super) async fn node_run(args: NodeRun) -> u8 {
                 address.unwrap_or(me.private_address),
             ),
             Err(err) => {
-                eprintln!(
-                    "error: cannot tell who this node is ({err})\nhelp: pass --node ID and --address ADDRESS"
-                );
-                return exit::USAGE;
+                return Err(Error::Usage(format!(
+                    "cannot tell who this node is ({err})\nhelp: pass --node ID and --address ADDRESS"
+                )));
             }
         },
     };
@@ -251,12 +236,10 @@ pub(super) async fn node_run(args: NodeRun) -> u8 {
     let token = match token {
         Ok(token) if !token.is_empty() => token,
         Ok(_) => {
-            eprintln!("error: the node token is empty");
-            return exit::USAGE;
+            return Err(Error::Usage("the node token is empty".into()));
         }
         Err(err) => {
-            eprintln!("error: {err}");
-            return exit::INVALID;
+            return Err(Error::Invalid(err.to_string()));
         }
     };
     let kick = agent::KickClient::new(args.kick.clone(), token);
@@ -285,7 +268,7 @@ pub(super) async fn node_run(args: NodeRun) -> u8 {
             }
         }
     }
-    exit::OK
+    Ok(exit::OK)
 }
 
 /// Runs the agent until ctrl-c or SIGTERM; then stops the replicas when
@@ -311,11 +294,8 @@ pub(super) async fn run_agent<R: crate::agent::runtime::Runtime>(
 /// forced command, until a stop signal.
 /// `huxley hook serve`: reads kick.toml, finds the bucket, then runs the
 /// hook server.
-pub(super) async fn hook_serve(args: HookServeArgs) -> u8 {
-    let config = match read_kick_config(&args.config) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
+pub(super) async fn hook_serve(args: HookServeArgs) -> Outcome {
+    let config = read_kick_config(&args.config)?;
     let options = crate::hook::server::Options {
         config: args.config,
         listen: args.listen,
@@ -332,14 +312,10 @@ pub(super) async fn hook_serve(args: HookServeArgs) -> u8 {
     let state = match crate::hook::server::prepare(&options) {
         Ok(state) => state,
         Err(err) => {
-            eprintln!("error: {err}");
-            return exit::USAGE;
+            return Err(Error::Usage(err.to_string()));
         }
     };
-    let aws = match connect(&args.aws, &config.cluster.region).await {
-        Ok(aws) => std::sync::Arc::new(aws),
-        Err(code) => return code,
-    };
+    let aws = std::sync::Arc::new(connect(&args.aws, &config.cluster.region).await?);
     let bucket = match &args.bucket {
         Some(bucket) => bucket.clone(),
         None => match aws
@@ -348,21 +324,14 @@ pub(super) async fn hook_serve(args: HookServeArgs) -> u8 {
         {
             Ok((_, bucket)) => bucket,
             Err(err) => {
-                eprintln!("error: {err}");
-                return exit::INVALID;
+                return Err(Error::Invalid(err.to_string()));
             }
         },
     };
     match crate::hook::server::run(&options, &state, &config, aws, bucket).await {
-        Ok(()) => exit::OK,
-        Err(crate::hook::server::Stop::Invalid(err)) => {
-            eprintln!("error: {err}");
-            exit::INVALID
-        }
-        Err(crate::hook::server::Stop::Usage(err)) => {
-            eprintln!("error: {err}");
-            exit::USAGE
-        }
+        Ok(()) => Ok(exit::OK),
+        Err(crate::hook::server::Stop::Invalid(err)) => Err(Error::Invalid(err.to_string())),
+        Err(crate::hook::server::Stop::Usage(err)) => Err(Error::Usage(err.to_string())),
     }
 }
 
@@ -373,18 +342,15 @@ pub(super) fn hook_shell(
     repos: &Path,
     socket: Option<&Path>,
     key: Option<&str>,
-) -> u8 {
-    let config = match read_kick_config(config_path) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
+) -> Outcome {
+    let config = read_kick_config(config_path)?;
     let apps: std::collections::BTreeSet<String> = config.apps.keys().cloned().collect();
     let asked = std::env::var("SSH_ORIGINAL_COMMAND").unwrap_or_default();
     let command = match crate::hook::parse_command(&asked, &apps) {
         Ok(command) => command,
         Err(err) => {
             eprintln!("huxley: {err}");
-            return exit::INVALID;
+            return Err(Error::Reported(exit::INVALID));
         }
     };
     let branch = config
@@ -395,7 +361,7 @@ pub(super) fn hook_shell(
         Ok(path) => path,
         Err(err) => {
             eprintln!("huxley: {err}");
-            return exit::USAGE;
+            return Err(Error::Reported(exit::USAGE));
         }
     };
     // The app's pre-receive hook deploys through the hook server.
@@ -415,19 +381,22 @@ pub(super) fn hook_shell(
         Ok(status) => status,
         Err(err) => {
             eprintln!("huxley: cannot run {}: {err}", command.program);
-            return exit::USAGE;
+            return Err(Error::Reported(exit::USAGE));
         }
     };
     if !status.success() {
-        return u8::try_from(status.code().unwrap_or(1)).unwrap_or(1);
+        // git said why: its status is the push's.
+        return Err(Error::Reported(
+            u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
+        ));
     }
     let (true, Some(socket)) = (command.program == "git-receive-pack", socket) else {
-        return exit::OK;
+        return Ok(exit::OK);
     };
     if before.is_some() && crate::hook::refs(&path) == before {
         // The hook refused every ref (git-receive-pack still exits 0):
         // nothing new to keep.
-        return exit::OK;
+        return Ok(exit::OK);
     }
     let kept = (|| -> std::io::Result<String> {
         use std::io::{BufRead as _, Write as _};
@@ -440,7 +409,7 @@ pub(super) fn hook_shell(
     match kept.as_deref().map(str::trim) {
         Ok(answer) if answer.starts_with("ok ") => {
             eprintln!("huxley: {} kept in the cluster's bucket", command.app);
-            exit::OK
+            Ok(exit::OK)
         }
         Ok(answer) => {
             eprintln!(
@@ -448,20 +417,20 @@ pub(super) fn hook_shell(
                 command.app,
                 answer.trim_start_matches("error ")
             );
-            exit::INVALID
+            Err(Error::Reported(exit::INVALID))
         }
         Err(err) => {
             eprintln!(
                 "huxley: the push landed, but the hook server could not be asked to keep it: {err}"
             );
-            exit::INVALID
+            Err(Error::Reported(exit::INVALID))
         }
     }
 }
 
 /// `huxley hook deploy`: asks the hook server to deploy, prints what it
 /// says.
-pub(super) fn hook_deploy(ask: crate::hook::DeployAsk, socket: &Path) -> u8 {
+pub(super) fn hook_deploy(ask: crate::hook::DeployAsk, socket: &Path) -> Outcome {
     use crate::hook::Answer;
     use std::io::{BufRead as _, Write as _};
     let asked = (|| -> std::io::Result<std::os::unix::net::UnixStream> {
@@ -477,7 +446,7 @@ pub(super) fn hook_deploy(ask: crate::hook::DeployAsk, socket: &Path) -> u8 {
                 "huxley: cannot reach the hook server at {}: {err}; nothing was deployed",
                 socket.display()
             );
-            return exit::INVALID;
+            return Err(Error::Reported(exit::INVALID));
         }
     };
     for line in std::io::BufReader::new(stream).lines() {
@@ -486,7 +455,7 @@ pub(super) fn hook_deploy(ask: crate::hook::DeployAsk, socket: &Path) -> u8 {
             Ok(Answer::Say(text)) => eprintln!("huxley: {text}"),
             Ok(Answer::Ok(text)) => {
                 eprintln!("huxley: {text}");
-                return exit::OK;
+                return Ok(exit::OK);
             }
             Ok(Answer::Error(text)) => {
                 for (i, line) in text.lines().enumerate() {
@@ -500,7 +469,7 @@ pub(super) fn hook_deploy(ask: crate::hook::DeployAsk, socket: &Path) -> u8 {
                     "huxley: the push is refused: {} on the cluster is unchanged",
                     ask.app
                 );
-                return exit::INVALID;
+                return Err(Error::Reported(exit::INVALID));
             }
             Err(_) => eprintln!("huxley: {line}"),
         }
@@ -509,37 +478,30 @@ pub(super) fn hook_deploy(ask: crate::hook::DeployAsk, socket: &Path) -> u8 {
         "huxley: error: the hook server stopped answering; the deploy's end is in `huxley deploys {}`",
         ask.app
     );
-    exit::INVALID
+    Err(Error::Reported(exit::INVALID))
 }
 
-/// Reads kick.toml, printing why it cannot be read.
-pub(super) fn read_kick_config(path: &Path) -> Result<crate::spec::kick::KickConfig, u8> {
+/// Reads kick.toml.
+pub(super) fn read_kick_config(path: &Path) -> Result<crate::spec::kick::KickConfig, Error> {
     std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
         .and_then(|text| toml::from_str(&text).map_err(|e| e.to_string()))
-        .map_err(|err| {
-            eprintln!("error: cannot read {}: {err}", path.display());
-            exit::USAGE
-        })
+        .map_err(|err| Error::Usage(format!("cannot read {}: {err}", path.display())))
 }
 
-pub(super) async fn node_secrets(unit: &str, out: &Path, config_path: &Path, args: &AwsArgs) -> u8 {
-    let config = match read_kick_config(config_path) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    let aws = match connect(args, &config.cluster.region).await {
-        Ok(aws) => aws,
-        Err(code) => return code,
-    };
+pub(super) async fn node_secrets(
+    unit: &str,
+    out: &Path,
+    config_path: &Path,
+    args: &AwsArgs,
+) -> Outcome {
+    let config = read_kick_config(config_path)?;
+    let aws = connect(args, &config.cluster.region).await?;
     match crate::agent::secrets::write(&aws, &config, unit, out).await {
         Ok(count) => {
             eprintln!("wrote {} to {}", plural(count, "secret"), out.display());
-            exit::OK
+            Ok(exit::OK)
         }
-        Err(err) => {
-            eprintln!("error: {unit}: {err}");
-            exit::INVALID
-        }
+        Err(err) => Err(Error::Invalid(format!("{unit}: {err}"))),
     }
 }

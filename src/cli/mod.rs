@@ -1,10 +1,10 @@
-//! The command line: clap types, and one function per verb.
-//!
-//! Exit statuses: 0 success, 1 the input is invalid, 2 usage or I/O error
-//! (clap's own usage errors also exit 2).
+//! The command line: clap types and dispatch. The verbs live by group in
+//! [`pipeline`], [`cluster`] and [`daemons`]; each returns an
+//! [`Outcome`], which [`error::status`] makes the exit status.
 
 mod cluster;
 mod daemons;
+pub mod error;
 mod pipeline;
 
 use std::io::{IsTerminal, Write};
@@ -17,6 +17,7 @@ use crate::aws::{self, Aws};
 use crate::config;
 use crate::diagnostic::Report;
 use crate::model::Config;
+use error::{Error, Outcome, exit};
 
 /// Deploy Docker microservices onto a cluster in your own AWS account,
 /// declared in one huxley.toml (Cluster → App → Microservice).
@@ -555,17 +556,14 @@ impl Color {
     }
 }
 
-/// Exit statuses.
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const INVALID: u8 = 1;
-    pub const USAGE: u8 = 2;
-}
-
 /// Runs the command line and returns the process's exit status.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let code = match cli.command {
+    ExitCode::from(error::status(run(Cli::parse())))
+}
+
+/// Runs one command.
+fn run(cli: Cli) -> Outcome {
+    match cli.command {
         Command::Validate { file } => pipeline::validate(&file.path, cli.color),
         Command::Build {
             file,
@@ -625,62 +623,9 @@ pub fn main() -> ExitCode {
             endpoint.as_deref(),
             &aws,
         )),
-        Command::Cluster { command } => match command {
-            ClusterCommand::Describe {
-                name,
-                json,
-                endpoint,
-                aws,
-            } => run_async(cluster::cluster_describe(
-                &name,
-                json,
-                endpoint.as_deref(),
-                &aws,
-                cli.color,
-            )),
-            ClusterCommand::List { aws } => run_async(cluster::cluster_list(&aws)),
-        },
-        Command::Kick {
-            command:
-                KickCommand::Serve {
-                    config,
-                    tokens,
-                    listen,
-                    external,
-                    state_dir,
-                    tls_cert,
-                    tls_key,
-                    route53_rate,
-                    advertise,
-                    public_address,
-                    aws,
-                },
-        } => {
-            let listeners = daemons::Listeners {
-                internal: listen,
-                external,
-                state_dir,
-                own_certificate: tls_cert.zip(tls_key),
-                advertise,
-                public_address,
-            };
-            run_async(daemons::kick_serve(
-                &config,
-                tokens.as_deref(),
-                &listeners,
-                route53_rate,
-                &aws,
-            ))
-        }
-        Command::Node { command } => match command {
-            NodeCommand::Run(args) => run_async(daemons::node_run(args)),
-            NodeCommand::Secrets {
-                unit,
-                out,
-                config,
-                aws,
-            } => run_async(daemons::node_secrets(&unit, &out, &config, &aws)),
-        },
+        Command::Cluster { command } => cluster_command(command, cli.color),
+        Command::Kick { command } => kick(command),
+        Command::Node { command } => node(command),
         Command::Remote { command } => match command {
             RemoteCommand::Add {
                 cluster,
@@ -696,30 +641,7 @@ pub fn main() -> ExitCode {
                 &aws,
             )),
         },
-        Command::Hook { command } => match command {
-            HookCommand::Serve(args) => run_async(daemons::hook_serve(args)),
-            HookCommand::Shell {
-                config,
-                repos,
-                socket,
-                key,
-            } => daemons::hook_shell(&config, &repos, socket.as_deref(), key.as_deref()),
-            HookCommand::Deploy {
-                app,
-                commit,
-                source,
-                socket,
-                by,
-            } => daemons::hook_deploy(
-                crate::hook::DeployAsk {
-                    app,
-                    commit,
-                    source,
-                    by,
-                },
-                &socket,
-            ),
-        },
+        Command::Hook { command } => hook(command),
         Command::Schema { kind } => match kind {
             SchemaKind::Config => print(&crate::schema::huxley_schema()),
             SchemaKind::Plan => print(&crate::schema::plan_schema()),
@@ -739,35 +661,129 @@ pub fn main() -> ExitCode {
         }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "huxley", &mut std::io::stdout());
-            exit::OK
-        }
-    };
-    ExitCode::from(code)
-}
-
-fn print(text: &str) -> u8 {
-    match std::io::stdout().write_all(text.as_bytes()) {
-        Ok(()) => exit::OK,
-        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
-        Err(err) => {
-            eprintln!("error: cannot write to standard output: {err}");
-            exit::USAGE
+            Ok(exit::OK)
         }
     }
 }
 
+/// `huxley cluster …`.
+fn cluster_command(command: ClusterCommand, color: Color) -> Outcome {
+    match command {
+        ClusterCommand::Describe {
+            name,
+            json,
+            endpoint,
+            aws,
+        } => run_async(cluster::cluster_describe(
+            &name,
+            json,
+            endpoint.as_deref(),
+            &aws,
+            color,
+        )),
+        ClusterCommand::List { aws } => run_async(cluster::cluster_list(&aws)),
+    }
+}
+
+/// `huxley kick …`.
+fn kick(command: KickCommand) -> Outcome {
+    match command {
+        KickCommand::Serve {
+            config,
+            tokens,
+            listen,
+            external,
+            state_dir,
+            tls_cert,
+            tls_key,
+            route53_rate,
+            advertise,
+            public_address,
+            aws,
+        } => {
+            let listeners = daemons::Listeners {
+                internal: listen,
+                external,
+                state_dir,
+                own_certificate: tls_cert.zip(tls_key),
+                advertise,
+                public_address,
+            };
+            run_async(daemons::kick_serve(
+                &config,
+                tokens.as_deref(),
+                &listeners,
+                route53_rate,
+                &aws,
+            ))
+        }
+    }
+}
+
+/// `huxley node …`.
+fn node(command: NodeCommand) -> Outcome {
+    match command {
+        NodeCommand::Run(args) => run_async(daemons::node_run(args)),
+        NodeCommand::Secrets {
+            unit,
+            out,
+            config,
+            aws,
+        } => run_async(daemons::node_secrets(&unit, &out, &config, &aws)),
+    }
+}
+
+/// `huxley hook …`.
+fn hook(command: HookCommand) -> Outcome {
+    match command {
+        HookCommand::Serve(args) => run_async(daemons::hook_serve(args)),
+        HookCommand::Shell {
+            config,
+            repos,
+            socket,
+            key,
+        } => daemons::hook_shell(&config, &repos, socket.as_deref(), key.as_deref()),
+        HookCommand::Deploy {
+            app,
+            commit,
+            source,
+            socket,
+            by,
+        } => daemons::hook_deploy(
+            crate::hook::DeployAsk {
+                app,
+                commit,
+                source,
+                by,
+            },
+            &socket,
+        ),
+    }
+}
+
+fn print(text: &str) -> Outcome {
+    match std::io::stdout().write_all(text.as_bytes()) {
+        Ok(()) => Ok(exit::OK),
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit::OK),
+        Err(err) => Err(Error::Usage(format!(
+            "cannot write to standard output: {err}"
+        ))),
+    }
+}
+
 /// Reads and checks a huxley.toml, printing its diagnostics; the model
-/// when it is valid, else the exit status to return.
-fn load(path: &Path, color: Color) -> Result<Config, u8> {
+/// when it is valid.
+fn load(path: &Path, color: Color) -> Result<Config, Error> {
     let shown = path.display().to_string();
     let source = match std::fs::read_to_string(path) {
         Ok(source) => source,
         Err(err) => {
-            eprintln!("error: cannot read {shown}: {err}");
-            if err.kind() == std::io::ErrorKind::NotFound {
-                eprintln!("help: run huxley where huxley.toml is, or pass its path with -f PATH");
-            }
-            return Err(exit::USAGE);
+            let help = if err.kind() == std::io::ErrorKind::NotFound {
+                "\nhelp: run huxley where huxley.toml is, or pass its path with -f PATH"
+            } else {
+                ""
+            };
+            return Err(Error::Usage(format!("cannot read {shown}: {err}{help}")));
         }
     };
     let checked = config::check(&source);
@@ -784,20 +800,19 @@ fn load(path: &Path, color: Color) -> Result<Config, u8> {
     }
     match checked.config {
         Some(config) if !checked.has_errors() => Ok(config),
-        _ => Err(exit::INVALID),
+        _ => Err(Error::Reported(exit::INVALID)),
     }
 }
 
-fn run_async(future: impl std::future::Future<Output = u8>) -> u8 {
+fn run_async(future: impl std::future::Future<Output = Outcome>) -> Outcome {
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime.block_on(future),
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            exit::USAGE
-        }
+        Err(err) => Err(Error::Usage(format!(
+            "cannot start the async runtime: {err}"
+        ))),
     }
 }
 
@@ -813,19 +828,19 @@ fn duration_arg(text: &str) -> Result<std::time::Duration, String> {
     Ok(duration)
 }
 
-/// Connects to AWS for a config's cluster, printing the error on failure.
-async fn connect(args: &AwsArgs, region: &str) -> Result<Aws, u8> {
+/// Connects to AWS for a config's cluster.
+async fn connect(args: &AwsArgs, region: &str) -> Result<Aws, Error> {
     Aws::connect(&args.connect(), Some(region))
         .await
-        .map_err(|err| {
-            eprintln!("error: {err}");
-            exit::INVALID
-        })
+        .map_err(|err| Error::Invalid(err.to_string()))
 }
 
-/// Reads a huxley.toml and connects to AWS for its cluster's region,
-/// printing what went wrong; the exit status on failure.
-async fn load_and_connect(path: &Path, args: &AwsArgs, color: Color) -> Result<(Config, Aws), u8> {
+/// Reads a huxley.toml and connects to AWS for its cluster's region.
+async fn load_and_connect(
+    path: &Path,
+    args: &AwsArgs,
+    color: Color,
+) -> Result<(Config, Aws), Error> {
     let config = load(path, color)?;
     let aws = connect(args, &config.cluster.region).await?;
     Ok((config, aws))
@@ -837,9 +852,8 @@ fn calls(args: &AwsArgs, aws: &Aws) {
     }
 }
 
-async fn connect_session(args: &AwsArgs) -> Result<Aws, u8> {
-    Aws::connect(&args.connect(), None).await.map_err(|err| {
-        eprintln!("error: {err}");
-        exit::INVALID
-    })
+async fn connect_session(args: &AwsArgs) -> Result<Aws, Error> {
+    Aws::connect(&args.connect(), None)
+        .await
+        .map_err(|err| Error::Invalid(err.to_string()))
 }

@@ -4,6 +4,7 @@ use std::io::{IsTerminal as _, Write as _};
 use std::path::Path;
 use std::path::PathBuf;
 
+use super::error::{Error, Outcome};
 use super::{AwsArgs, Color, Format, RunArgs, calls, connect, exit, load, load_and_connect, print};
 use crate::apply as applying;
 use crate::apply::PlanOptions;
@@ -16,7 +17,7 @@ use crate::output::Difference;
 use crate::plan::Plan;
 use crate::plan::render;
 
-pub(super) fn validate(path: &Path, color: Color) -> u8 {
+pub(super) fn validate(path: &Path, color: Color) -> Outcome {
     match load(path, color) {
         Ok(config) => {
             println!(
@@ -26,9 +27,9 @@ pub(super) fn validate(path: &Path, color: Color) -> u8 {
                 plural(config.apps.len(), "app"),
                 plural(config.services().count(), "service")
             );
-            exit::OK
+            Ok(exit::OK)
         }
-        Err(code) => code,
+        Err(err) => Err(err),
     }
 }
 
@@ -38,11 +39,8 @@ pub(super) fn build(
     format: Format,
     check: Option<&Path>,
     color: Color,
-) -> u8 {
-    let config = match load(path, color) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
+) -> Outcome {
+    let config = load(path, color)?;
     let format = match format {
         Format::Json => TemplateFormat::Json,
         Format::Yaml => TemplateFormat::Yaml,
@@ -64,15 +62,17 @@ pub(super) fn build(
                 path.display(),
                 plural(errors.len(), "limit")
             );
-            return exit::INVALID;
+            return Err(Error::Reported(exit::INVALID));
         }
     };
     if let Some(dir) = check {
         return check_against(dir, &artifacts);
     }
     if let Err(err) = output::write(out, &artifacts) {
-        eprintln!("error: cannot write {}: {err}", out.display());
-        return exit::USAGE;
+        return Err(Error::Usage(format!(
+            "cannot write {}: {err}",
+            out.display()
+        )));
     }
     let (template, bytes) = artifacts.template().unwrap_or(("", 0));
     println!(
@@ -89,20 +89,22 @@ pub(super) fn build(
             compile::quotas::MAX_INLINE_TEMPLATE
         );
     }
-    exit::OK
+    Ok(exit::OK)
 }
 
-pub(super) fn check_against(dir: &Path, artifacts: &compile::Artifacts) -> u8 {
+pub(super) fn check_against(dir: &Path, artifacts: &compile::Artifacts) -> Outcome {
     let differences = match output::compare(dir, artifacts) {
         Ok(differences) => differences,
         Err(err) => {
-            eprintln!("error: cannot read {}: {err}", dir.display());
-            return exit::USAGE;
+            return Err(Error::Usage(format!(
+                "cannot read {}: {err}",
+                dir.display()
+            )));
         }
     };
     if differences.is_empty() {
         println!("{}: up to date", dir.display());
-        return exit::OK;
+        return Ok(exit::OK);
     }
     let mut out = std::io::stdout().lock();
     for difference in &differences {
@@ -128,7 +130,7 @@ pub(super) fn check_against(dir: &Path, artifacts: &compile::Artifacts) -> u8 {
         plural(differences.len(), "file"),
         dir.display()
     );
-    exit::INVALID
+    Err(Error::Reported(exit::INVALID))
 }
 
 #[derive(Debug)]
@@ -139,11 +141,8 @@ pub(super) struct PlanArgs {
     pub(super) refresh_image: bool,
 }
 
-pub(super) async fn plan(path: &Path, args: &AwsArgs, options: &PlanArgs, color: Color) -> u8 {
-    let (config, aws) = match load_and_connect(path, args, color).await {
-        Ok(pair) => pair,
-        Err(code) => return code,
-    };
+pub(super) async fn plan(path: &Path, args: &AwsArgs, options: &PlanArgs, color: Color) -> Outcome {
+    let (config, aws) = load_and_connect(path, args, color).await?;
     let plan = match applying::prepare(
         &config,
         &aws,
@@ -157,23 +156,25 @@ pub(super) async fn plan(path: &Path, args: &AwsArgs, options: &PlanArgs, color:
         Err(err) => {
             eprintln!("error: {err}");
             calls(args, &aws);
-            return exit::INVALID;
+            return Err(Error::Reported(exit::INVALID));
         }
     };
     calls(args, &aws);
     if let Some(out) = &options.out {
         if let Err(err) = save_plan(out, &plan) {
-            eprintln!("error: cannot write {}: {err}", out.display());
-            return exit::USAGE;
+            return Err(Error::Usage(format!(
+                "cannot write {}: {err}",
+                out.display()
+            )));
         }
     }
     if options.json {
-        print(&plan_json(&plan));
+        print(&plan_json(&plan))?;
     } else {
         print(&render::render(
             &plan,
             crate::ui::style::Style::new(color.enabled_for(std::io::stdout().is_terminal())),
-        ));
+        ))?;
         if let Some(out) = &options.out {
             println!(
                 "\nSaved the plan to {}; apply it with `huxley apply {}`.",
@@ -183,9 +184,9 @@ pub(super) async fn plan(path: &Path, args: &AwsArgs, options: &PlanArgs, color:
         }
     }
     if options.detailed_exitcode && plan.has_changes() {
-        2
+        Ok(2)
     } else {
-        exit::OK
+        Ok(exit::OK)
     }
 }
 
@@ -232,7 +233,7 @@ pub(super) async fn apply(
     refresh_image: bool,
     plan_file: Option<&Path>,
     color: Color,
-) -> u8 {
+) -> Outcome {
     let RunArgs { yes, wait_timeout } = run;
     let terminal = std::io::stderr().is_terminal();
     let style = crate::ui::style::Style::new(color.enabled_for(std::io::stdout().is_terminal()));
@@ -240,55 +241,45 @@ pub(super) async fn apply(
         let plan = match read_plan(file) {
             Ok(plan) => plan,
             Err(err) => {
-                eprintln!("error: {err}");
-                return exit::USAGE;
+                return Err(Error::Usage(err.to_string()));
             }
         };
-        let aws = match connect(args, &plan.region).await {
-            Ok(aws) => aws,
-            Err(code) => return code,
-        };
+        let aws = connect(args, &plan.region).await?;
         println!("{}", render::summary(&plan));
         (aws, plan)
     } else {
-        let (config, aws) = match load_and_connect(path, args, color).await {
-            Ok(pair) => pair,
-            Err(code) => return code,
-        };
+        let (config, aws) = load_and_connect(path, args, color).await?;
         let mut progress = Progress::new(terminal, wait_timeout);
         if let Err(err) =
             applying::settle(&aws, &crate::model::naming::stack(&config), &mut progress).await
         {
             drop(progress);
-            eprintln!("error: {err}");
-            return exit::INVALID;
+            return Err(Error::Invalid(err.to_string()));
         }
         drop(progress);
         let plan = match applying::prepare(&config, &aws, PlanOptions { refresh_image }).await {
             Ok(plan) => plan,
             Err(err) => {
-                eprintln!("error: {err}");
-                return exit::INVALID;
+                return Err(Error::Invalid(err.to_string()));
             }
         };
-        print(&render::render(&plan, style));
+        print(&render::render(&plan, style))?;
         if plan.has_changes() && !yes {
             if !std::io::stdin().is_terminal() {
-                eprintln!(
-                    "error: refusing to apply without --yes: standard input is not a terminal"
-                );
-                return exit::INVALID;
+                return Err(Error::Invalid(
+                    "refusing to apply without --yes: standard input is not a terminal".into(),
+                ));
             }
             if !confirm("\nApply these changes?", "yes") {
                 eprintln!("Apply cancelled; nothing was changed.");
-                return exit::INVALID;
+                return Err(Error::Reported(exit::INVALID));
             }
         }
         (aws, plan)
     };
     if !plan.has_changes() {
         calls(args, &aws);
-        return exit::OK;
+        return Ok(exit::OK);
     }
     let mut progress = Progress::new(terminal, wait_timeout);
     let result = applying::apply(&aws, &plan, &mut progress).await;
@@ -309,32 +300,25 @@ pub(super) async fn apply(
             if summary.tokens > 0 {
                 println!("Kick tokens: {} created or removed in SSM.", summary.tokens);
             }
-            exit::OK
+            Ok(exit::OK)
         }
-        Err(err) => {
-            eprintln!("error: {err}");
-            exit::INVALID
-        }
+        Err(err) => Err(Error::Invalid(err.to_string())),
     }
 }
 
-pub(super) async fn destroy(path: &Path, args: &AwsArgs, run: RunArgs, color: Color) -> u8 {
+pub(super) async fn destroy(path: &Path, args: &AwsArgs, run: RunArgs, color: Color) -> Outcome {
     let RunArgs { yes, wait_timeout } = run;
-    let (config, aws) = match load_and_connect(path, args, color).await {
-        Ok(pair) => pair,
-        Err(code) => return code,
-    };
+    let (config, aws) = load_and_connect(path, args, color).await?;
     let stack = crate::model::naming::stack(&config);
     match aws.describe_stack(&stack).await {
         Ok(None) => {
             println!("Nothing to destroy: the stack {stack} does not exist.");
             calls(args, &aws);
-            return exit::OK;
+            return Ok(exit::OK);
         }
         Ok(Some(_)) => {}
         Err(err) => {
-            eprintln!("error: {err}");
-            return exit::INVALID;
+            return Err(Error::Invalid(err.to_string()));
         }
     }
     // Images built on push cannot be rebuilt from the cluster: say how
@@ -345,8 +329,7 @@ pub(super) async fn destroy(path: &Path, args: &AwsArgs, run: RunArgs, color: Co
     {
         Ok(list) => list,
         Err(err) => {
-            eprintln!("error: {err}");
-            return exit::INVALID;
+            return Err(Error::Invalid(err.to_string()));
         }
     };
     let images: usize = repositories.iter().map(|r| r.images.len()).sum();
@@ -364,15 +347,14 @@ pub(super) async fn destroy(path: &Path, args: &AwsArgs, run: RunArgs, color: Co
     };
     if !yes {
         if !std::io::stdin().is_terminal() {
-            eprintln!(
-                "error: refusing to destroy without --yes: standard input is not a terminal{}",
+            return Err(Error::Invalid(format!(
+                "refusing to destroy without --yes: standard input is not a terminal{}",
                 if images == 0 {
                     String::new()
                 } else {
                     format!(" (it would delete {})", &losing[", and ".len()..])
                 }
-            );
-            return exit::INVALID;
+            )));
         }
         let question = format!(
             "Destroy cluster `{}`: stack {stack}, its artifact bucket and its DNS records{losing}? Type the cluster name to confirm.",
@@ -380,7 +362,7 @@ pub(super) async fn destroy(path: &Path, args: &AwsArgs, run: RunArgs, color: Co
         );
         if !confirm(&question, &config.cluster.name) {
             eprintln!("Destroy cancelled; nothing was changed.");
-            return exit::INVALID;
+            return Err(Error::Reported(exit::INVALID));
         }
     }
     let mut progress = Progress::new(std::io::stderr().is_terminal(), wait_timeout);
@@ -401,15 +383,12 @@ pub(super) async fn destroy(path: &Path, args: &AwsArgs, run: RunArgs, color: Co
                     format!(", deleted {}", plural(d.images, "image"))
                 }
             );
-            exit::OK
+            Ok(exit::OK)
         }
         Ok(None) => {
             println!("Nothing to destroy: the stack {stack} does not exist.");
-            exit::OK
+            Ok(exit::OK)
         }
-        Err(err) => {
-            eprintln!("error: {err}");
-            exit::INVALID
-        }
+        Err(err) => Err(Error::Invalid(err.to_string())),
     }
 }

@@ -4,8 +4,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::fixtures::blessing;
 use crate::fixtures::report;
-use crate::support::{Output, Test, blessing, root};
+use crate::support::{Output, Test, root};
 
 /// A fresh directory for one test, under cargo's scratch space.
 fn scratch(name: &str) -> PathBuf {

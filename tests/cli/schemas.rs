@@ -3,7 +3,8 @@
 
 use serde_json::Value;
 
-use crate::support::{compare_or_bless, root};
+use crate::fixtures::compare_or_bless;
+use crate::support::root;
 
 #[test]
 fn the_openapi_document_is_checked_in() {

@@ -1,7 +1,8 @@
 //! `huxley validate`, `huxley schema` and `huxley completions`.
 
+use crate::fixtures::{blessing, compare_or_bless};
 use crate::fixtures::{files, report};
-use crate::support::{Test, blessing, compare_or_bless, root};
+use crate::support::{Test, root};
 
 /// Runs every fixture of `dir` and compares its diagnostics with the
 /// `.stderr` file beside it.
@@ -166,7 +167,7 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn blessing_is_refused_in_ci() {
-    use crate::support::bless_decision;
+    use crate::fixtures::bless_decision;
     use std::ffi::OsStr;
     let one = Some(OsStr::new("1"));
     assert_eq!(bless_decision(one, None), Ok(true));
