@@ -31,7 +31,7 @@
 //! - [`hook`]: the git remote: sshd's configuration, the server, image builds, deploy requests.
 //! - [`ui`]: text for people: styles, the cluster's description.
 //! - [`cli`]: clap types and dispatch, a file per group of verbs.
-//! - [`diagnostic`], [`digest`], [`files`], [`signal`], [`tls`]: small shared leaves.
+//! - [`clock`], [`diagnostic`], [`digest`], [`files`], [`signal`], [`tls`]: small shared leaves.
 //! - `testing` (feature `testing`): the emulator harness and synthetic configs for tests.
 //!
 //! `tests/tidy.rs` keeps these layers as drawn.
@@ -40,6 +40,7 @@ pub mod agent;
 pub mod apply;
 pub mod aws;
 pub mod cli;
+pub mod clock;
 pub mod compile;
 pub mod config;
 pub mod control;

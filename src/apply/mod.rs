@@ -316,9 +316,7 @@ async fn change_stack(
     // finds change sets by name alone).
     let change_set = format!(
         "huxley-{}-{:08x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        crate::clock::unix_seconds(),
         fastrand::u32(..)
     );
     progress.line(&format!("creating change set {change_set}"));

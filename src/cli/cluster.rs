@@ -17,15 +17,9 @@ pub(super) async fn cluster_describe(
 ) -> Outcome {
     use crate::spec::description::ClusterDescription;
     let aws = connect_session(args).await?;
-    let stack = format!("huxley-{name}");
     let found = async {
-        let (summary, bucket) = aws.cluster_stack(name, &stack).await?;
-        let endpoint = endpoint.map(str::to_owned).or_else(|| {
-            summary
-                .outputs
-                .get("KickServerAddress")
-                .map(|a| format!("https://{a}"))
-        });
+        let (summary, bucket) = find_cluster(&aws, name).await?;
+        let endpoint = kick_endpoint(&summary, endpoint);
         Ok::<_, String>((bucket, endpoint))
     }
     .await;
@@ -70,9 +64,7 @@ pub(super) async fn cluster_describe(
             .await;
             match published {
                 Ok(description) => {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs());
+                    let now = crate::clock::unix_seconds();
                     let age =
                         crate::ui::describe::age(now.saturating_sub(description.generated_at));
                     let seconds = now.saturating_sub(description.generated_at);
@@ -218,6 +210,26 @@ pub(super) async fn cluster_list(args: &AwsArgs) -> Outcome {
 }
 
 /// The cluster a command acts on: the one named, else the one of
+/// A cluster's stack and artifact bucket, or why there are none.
+async fn find_cluster(
+    aws: &crate::aws::Aws,
+    cluster: &str,
+) -> Result<(crate::aws::StackSummary, String), String> {
+    aws.cluster_stack(cluster, &crate::spec::names::stack(cluster))
+        .await
+}
+
+/// The kick server's external API: `given`, or the stack's
+/// `KickServerAddress` output.
+fn kick_endpoint(summary: &crate::aws::StackSummary, given: Option<&str>) -> Option<String> {
+    given.map(str::to_owned).or_else(|| {
+        summary
+            .outputs
+            .get("KickServerAddress")
+            .map(|a| format!("https://{a}"))
+    })
+}
+
 /// ./huxley.toml.
 pub(super) fn which_cluster(named: Option<&str>) -> Result<String, String> {
     if let Some(name) = named {
@@ -242,16 +254,10 @@ pub(super) async fn deploys(
 ) -> Outcome {
     use crate::spec::release::{Release, short};
 
-    let cluster = match which_cluster(cluster) {
-        Ok(cluster) => cluster,
-        Err(err) => {
-            return Err(Error::Usage(err.to_string()));
-        }
-    };
+    let cluster = which_cluster(cluster).map_err(Error::Usage)?;
     let aws = connect_session(args).await?;
-    let stack = format!("huxley-{cluster}");
     let read = async {
-        let (_, bucket) = aws.cluster_stack(&cluster, &stack).await?;
+        let (_, bucket) = find_cluster(&aws, &cluster).await?;
         let bytes = aws
             .get_object(&bucket, &crate::spec::keys::history(app))
             .await
@@ -282,9 +288,7 @@ pub(super) async fn deploys(
         );
         return Ok(exit::OK);
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::clock::unix_seconds();
     let mut text = format!(
         "{:<8} {:<13} {:<12} {:<14} {:<6} {}\n",
         "RELEASE", "COMMIT", "OUTCOME", "STARTED", "TOOK", "BY"
@@ -333,12 +337,7 @@ pub(super) async fn rollback(
     endpoint: Option<&str>,
     args: &AwsArgs,
 ) -> Outcome {
-    let cluster = match which_cluster(cluster) {
-        Ok(cluster) => cluster,
-        Err(err) => {
-            return Err(Error::Usage(err.to_string()));
-        }
-    };
+    let cluster = which_cluster(cluster).map_err(Error::Usage)?;
     let target = match release {
         None => 0,
         Some(text) => match text.trim_start_matches('v').parse::<u64>() {
@@ -351,20 +350,14 @@ pub(super) async fn rollback(
         },
     };
     let aws = connect_session(args).await?;
-    let stack = format!("huxley-{cluster}");
     let found = async {
-        let (summary, bucket) = aws.cluster_stack(&cluster, &stack).await?;
-        let endpoint = endpoint
-            .map(str::to_owned)
-            .or_else(|| {
-                summary
-                    .outputs
-                    .get("KickServerAddress")
-                    .map(|a| format!("https://{a}"))
-            })
-            .ok_or_else(|| {
-                format!("the stack {stack} has no KickServerAddress output: pass --endpoint")
-            })?;
+        let (summary, bucket) = find_cluster(&aws, &cluster).await?;
+        let endpoint = kick_endpoint(&summary, endpoint).ok_or_else(|| {
+            format!(
+                "the stack {} has no KickServerAddress output: pass --endpoint",
+                crate::spec::names::stack(&cluster)
+            )
+        })?;
         token_safe_endpoint(&endpoint)?;
         let (client, token) =
             kick_client(&aws, &cluster, &bucket, std::time::Duration::from_secs(30)).await?;
@@ -419,9 +412,8 @@ pub(super) async fn remote_add(
         }
     }
     let aws = connect_session(args).await?;
-    let stack = format!("huxley-{cluster}");
     let config = async {
-        let (_, bucket) = aws.cluster_stack(cluster, &stack).await?;
+        let (_, bucket) = find_cluster(&aws, cluster).await?;
         let manifest = aws.manifest(&bucket).await?;
         let text = manifest
             .files

@@ -672,7 +672,6 @@ mod tests {
         "cloudformation:ExecuteChangeSet",
         "cloudformation:GetTemplate",
         "cloudformation:ListStacks",
-        "dynamodb:CreateTable",
         "ec2:DescribeImages",
         "ecr:BatchDeleteImage",
         "ecr:DescribeRepositories",

@@ -154,11 +154,6 @@ impl Writer {
             .cloned()
     }
 
-    /// Every record set as last committed.
-    pub fn all_published(&self) -> Published {
-        self.published.lock().expect("published").clone()
-    }
-
     /// Submits a change and waits until Route53 has committed it, or says
     /// why it did not.
     pub async fn submit(&self, zone: &str, change: RecordChange) -> Result<(), String> {

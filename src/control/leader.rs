@@ -28,13 +28,13 @@ use crate::control::dns::{Published, Route53Api, Settings, Writer};
 use crate::control::lease::Lease;
 use crate::control::nodes::Nodes;
 use crate::control::registry::Registry;
+use crate::control::registry::{REPLICAS_PREFIX, parse_replica};
 use crate::control::state::assignments::Assignments;
 use crate::control::state::deploys::Deploys;
 use crate::control::state::scaling::Scaling;
 use crate::control::state::{Kick, Network, Zones};
 use crate::spec::kick::KickConfig;
 use crate::spec::registry::OWNER_PREFIX;
-use crate::spec::registry::{REPLICAS_PREFIX, parse_replica};
 
 /// Route53 behind the lease: a change is sent only while this server leads
 /// and its lease has not lapsed by its own clock, so a leader that was

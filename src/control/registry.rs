@@ -224,6 +224,36 @@ fn replica_value(instance: &Instance) -> String {
     format!("\"{text}\"")
 }
 
+/// The prefix of the TXT record set holding a service's instances.
+pub const REPLICAS_PREFIX: &str = "_huxley-replicas.";
+
+/// The name of the TXT record set holding `app.service`'s instances.
+pub fn replicas_name(app: &str, service: &str, private_zone: &str) -> String {
+    format!("{REPLICAS_PREFIX}{service}.{app}.{private_zone}")
+}
+
+/// Reads one TXT string of a replicas record; `None` when it is not one.
+pub fn parse_replica(app: &str, service: &str, value: &str) -> Option<Registration> {
+    let text = value.trim().trim_matches('"');
+    let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
+    for pair in text.split_whitespace() {
+        let (key, value) = pair.split_once('=')?;
+        fields.insert(key, value);
+    }
+    Some(Registration {
+        app: app.to_owned(),
+        service: service.to_owned(),
+        node: (*fields.get("node")?).to_owned(),
+        address: fields.get("address")?.parse().ok()?,
+        port: fields.get("port")?.parse().ok()?,
+        version: fields.get("version").map(|v| (*v).to_owned()),
+        replica: match fields.get("replica") {
+            Some(n) => Some(n.parse().ok()?),
+            None => None,
+        },
+    })
+}
+
 impl Registry {
     /// An empty registry for a cluster's configuration.
     pub fn new(config: &KickConfig) -> Self {
@@ -449,7 +479,6 @@ impl Registry {
 mod tests {
     use super::*;
     use crate::spec::kick::HealthKind;
-    use crate::spec::registry::parse_replica;
 
     fn check() -> HealthCheck {
         HealthCheck {

@@ -394,9 +394,7 @@ impl<B: crate::hook::build::Builder> Deployer<B> {
             crate::spec::names::repository_name(&self.config.cluster.name, &ask.app)
         );
         // Tags are immutable in ECR: the commit and when it was built.
-        let built_at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let built_at = crate::clock::unix_seconds();
         let mut images = std::collections::BTreeMap::new();
         for (name, context) in built {
             let dir = ask.source.join(context);

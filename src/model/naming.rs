@@ -10,7 +10,7 @@ use crate::spec::names::{cluster_token_parameter, repository_name};
 
 /// The CloudFormation stack of a cluster.
 pub fn stack(config: &Config) -> String {
-    format!("huxley-{}", config.cluster.name)
+    crate::spec::names::stack(&config.cluster.name)
 }
 
 /// The artifact bucket, as a CloudFormation `Fn::Sub` pattern: unique per

@@ -22,6 +22,11 @@ pub fn repository_name(cluster: &str, app: &str) -> String {
     format!("huxley-{cluster}/{app}")
 }
 
+/// A cluster's CloudFormation stack.
+pub fn stack(cluster: &str) -> String {
+    format!("huxley-{cluster}")
+}
+
 /// Logical ids and parameter names other stages refer to.
 pub mod ids {
     pub const NODE_IMAGE_PARAMETER: &str = "NodeImageId";

@@ -1,9 +1,7 @@
 //! The registry's contract: what registering a replica carries, a record
-//! write's body, an instance's health status, and the records kick keeps
-//! in Route53 (its ownership records and each service's replicas record,
-//! from which a new leader rebuilds the registry).
+//! write's body, an instance's health status, an instance's id, and the
+//! prefix of the ownership records kick and `huxley plan` both read.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use schemars::JsonSchema;
@@ -74,36 +72,6 @@ impl Registration {
         }
         Ok(())
     }
-}
-
-/// The prefix of the TXT record set holding a service's instances.
-pub const REPLICAS_PREFIX: &str = "_huxley-replicas.";
-
-/// The name of the TXT record set holding `app.service`'s instances.
-pub fn replicas_name(app: &str, service: &str, private_zone: &str) -> String {
-    format!("{REPLICAS_PREFIX}{service}.{app}.{private_zone}")
-}
-
-/// Reads one TXT string of a replicas record; `None` when it is not one.
-pub fn parse_replica(app: &str, service: &str, value: &str) -> Option<Registration> {
-    let text = value.trim().trim_matches('"');
-    let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
-    for pair in text.split_whitespace() {
-        let (key, value) = pair.split_once('=')?;
-        fields.insert(key, value);
-    }
-    Some(Registration {
-        app: app.to_owned(),
-        service: service.to_owned(),
-        node: (*fields.get("node")?).to_owned(),
-        address: fields.get("address")?.parse().ok()?,
-        port: fields.get("port")?.parse().ok()?,
-        version: fields.get("version").map(|v| (*v).to_owned()),
-        replica: match fields.get("replica") {
-            Some(n) => Some(n.parse().ok()?),
-            None => None,
-        },
-    })
 }
 
 /// An IP address, as JSON Schema's standard formats say it.

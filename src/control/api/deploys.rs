@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::control::api::http::{Refusal, authenticate, body, error, refuse};
 use crate::control::auth::Scope;
-use crate::control::controllers::deploy::{HISTORY_KEPT, now, run, save};
+use crate::control::controllers::deploy::{HISTORY_KEPT, run, save};
 use crate::control::state::Kick;
 use crate::control::state::deploys::Deploys;
 use crate::spec::kick::KickConfig;
@@ -74,7 +74,7 @@ fn prepare(
         commit,
         by,
         rollback_of,
-        started: now(),
+        started: crate::clock::unix_seconds(),
         finished: None,
         outcome: Outcome::Running,
         images,
@@ -100,7 +100,7 @@ fn busy(app: &str, holder: &Release) -> Refusal {
                 "error": format!(
                     "{app} is being deployed: v{}{commit} by {by}, started {} ago; try again when it ends",
                     holder.id,
-                    crate::ui::describe::age(now().saturating_sub(holder.started)),
+                    crate::ui::describe::age(crate::clock::unix_seconds().saturating_sub(holder.started)),
                 ),
                 "holder": holder,
             })),

@@ -63,19 +63,18 @@ pub fn handoffs(
         .collect()
 }
 
-/// A service's wanted replica count: the scaler's, or `replicas.min`.
+/// A service's wanted replica count ([`Assignments::wanted_count`]); 0 for
+/// a service the config does not have.
 pub fn wanted_count(
     config: &KickConfig,
     assignments: &Assignments,
     key: &crate::spec::kick::ServiceKey,
 ) -> u32 {
-    assignments.wanted.get(key).copied().unwrap_or_else(|| {
-        config
-            .apps
-            .get(&key.0)
-            .and_then(|a| a.services.get(&key.1))
-            .map_or(0, |s| s.replicas.min)
-    })
+    config
+        .apps
+        .get(&key.0)
+        .and_then(|a| a.services.get(&key.1))
+        .map_or(0, |s| assignments.wanted_count(key, s))
 }
 
 /// The services' replicas, as placement takes them: a deploy's count, the
@@ -91,7 +90,7 @@ pub fn service_specs(config: &KickConfig, assignments: &Assignments) -> Vec<Serv
                 let replicas = match assignments.rolling.get(&key) {
                     Some(count) => *count,
                     None if assignments.awaiting_first_deploy(&key, s) => 0,
-                    None => wanted_count(config, assignments, &key),
+                    None => assignments.wanted_count(&key, s),
                 };
                 (s, key, replicas)
             })

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::control::state::Kick;
 use crate::scheduler::rollout::batches;
@@ -38,12 +38,6 @@ pub const HISTORY_KEPT: usize = 100;
 const EVENTS_KEPT: usize = 400;
 /// How often a rollout looks at its replicas' health.
 const POLL: Duration = Duration::from_millis(200);
-
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 /// Reads every app's deploy history from the bucket, once per leadership:
 /// a deploy left running by an earlier leader is recorded as interrupted,
@@ -69,7 +63,7 @@ pub async fn restore(kick: &Kick) -> Result<(), String> {
         for release in &mut releases {
             if release.outcome == Outcome::Running {
                 release.outcome = Outcome::Interrupted;
-                release.finished = Some(now());
+                release.finished = Some(crate::clock::unix_seconds());
                 release.reason = Some(
                     "the kick server running it stopped leading; the last successful release runs"
                         .into(),
@@ -139,7 +133,10 @@ fn say(kick: &Kick, app: &str, id: u64, text: impl Into<String>) {
         if release.events.len() >= EVENTS_KEPT {
             release.events.remove(0);
         }
-        release.events.push(Event { at: now(), text });
+        release.events.push(Event {
+            at: crate::clock::unix_seconds(),
+            text,
+        });
     }
     drop(deploys);
     // The description shows a running deploy.
@@ -227,7 +224,7 @@ pub async fn run(kick: &Arc<Kick>, app: &str, id: u64) {
         let mut deploys = kick.deploys.lock().expect("deploys");
         if let Some(r) = deploys.release_mut(app, id) {
             r.outcome = outcome;
-            r.finished = Some(now());
+            r.finished = Some(crate::clock::unix_seconds());
         }
     }
     save(kick, app).await;

@@ -13,9 +13,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::aws::RecordChange;
 use crate::control::registry::DEREGISTER_AFTER;
+use crate::control::registry::replicas_name;
 use crate::control::state::{Kick, REAP_EVERY, own};
 use crate::spec::kick::HealthKind;
-use crate::spec::registry::replicas_name;
 
 /// Starts the check loops of every service and the reaper; their handles.
 pub fn spawn(kick: Arc<Kick>) -> Vec<tokio::task::AbortHandle> {

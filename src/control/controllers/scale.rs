@@ -72,11 +72,7 @@ fn wanted(config: &KickConfig, assignments: &Assignments) -> BTreeMap<ServiceKey
         .flat_map(|(app, section)| {
             section.services.iter().map(move |(name, s)| {
                 let key = (app.clone(), name.clone());
-                let count = assignments
-                    .wanted
-                    .get(&key)
-                    .copied()
-                    .unwrap_or(s.replicas.min);
+                let count = assignments.wanted_count(&key, s);
                 (key, count)
             })
         })

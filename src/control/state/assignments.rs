@@ -9,6 +9,7 @@ use ipnet::Ipv4Net;
 
 use crate::scheduler::placement::{Placement, Replica};
 use crate::spec::assignment::NodeReport;
+use crate::spec::kick::{ServiceKey, ServiceSection};
 
 /// The leader's placement and what node agents reported.
 #[derive(Debug, Default)]
@@ -32,7 +33,7 @@ pub struct Assignments {
     pub handoff: BTreeMap<Replica, String>,
     /// Each scaled service's replica count, as the scaler set it; a
     /// service absent here runs `replicas.min`.
-    pub wanted: BTreeMap<crate::spec::kick::ServiceKey, u32>,
+    pub wanted: BTreeMap<ServiceKey, u32>,
     /// Nodes being drained, with the reason: nothing new is placed on
     /// them, and what runs there moves (make before break).
     pub draining: BTreeMap<String, String>,
@@ -41,25 +42,38 @@ pub struct Assignments {
     /// Each service's lowest replica number (absent: 1). A deploy starts
     /// new replicas above a service's replicas and retires the lowest, so
     /// its replicas stay the window `first..first + count`.
-    pub first: BTreeMap<crate::spec::kick::ServiceKey, u32>,
+    pub first: BTreeMap<ServiceKey, u32>,
     /// The replica count of services being deployed, which the deploy
     /// sets (the scaler leaves them alone meanwhile).
-    pub rolling: BTreeMap<crate::spec::kick::ServiceKey, u32>,
+    pub rolling: BTreeMap<ServiceKey, u32>,
     /// The image each built service runs: its current release, pinned by
     /// digest. A built service without one has no replicas yet.
-    pub current: BTreeMap<crate::spec::kick::ServiceKey, String>,
+    pub current: BTreeMap<ServiceKey, String>,
     /// Replicas a deploy started on a new image, until it ends.
     pub images: BTreeMap<Replica, String>,
 }
 
 impl Assignments {
+    /// A service's wanted replica count: the scaler's, or `replicas.min`.
+    pub fn wanted_count(&self, key: &ServiceKey, section: &ServiceSection) -> u32 {
+        self.wanted
+            .get(key)
+            .copied()
+            .unwrap_or(section.replicas.min)
+    }
+
+    /// The replicas a service runs for now: a deploy's count while one
+    /// rolls out, else the wanted count.
+    pub fn desired_count(&self, key: &ServiceKey, section: &ServiceSection) -> u32 {
+        self.rolling
+            .get(key)
+            .copied()
+            .unwrap_or_else(|| self.wanted_count(key, section))
+    }
+
     /// Whether `key` is built on push and was never deployed (nor is being):
     /// nothing of it runs yet.
-    pub fn awaiting_first_deploy(
-        &self,
-        key: &crate::spec::kick::ServiceKey,
-        section: &crate::spec::kick::ServiceSection,
-    ) -> bool {
+    pub fn awaiting_first_deploy(&self, key: &ServiceKey, section: &ServiceSection) -> bool {
         section.image.is_none()
             && !self.current.contains_key(key)
             && !self.rolling.contains_key(key)

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::time::SystemTime;
 
 use super::Kick;
 use super::assignments::Assignments;
@@ -77,18 +76,13 @@ pub fn service_description(
         .collect();
     let (placed, unplaced) = placement_of(assignments, app, name);
     let key = (app.to_owned(), name.to_owned());
-    let wanted = assignments
-        .wanted
-        .get(&key)
-        .copied()
-        .unwrap_or(state.config.replicas.min);
     let awaiting = assignments.awaiting_first_deploy(&key, &state.config);
     ServiceDescription {
         placed,
         unplaced,
         private_name: state.config.private_name.clone(),
         public_names: state.config.public_names.clone(),
-        desired: assignments.rolling.get(&key).copied().unwrap_or(wanted),
+        desired: assignments.desired_count(&key, &state.config),
         awaiting_first_deploy: awaiting,
         release: None,
         running: instances.len(),
@@ -170,7 +164,7 @@ pub fn describe(kick: &Kick) -> ClusterDescription {
         .collect();
     ClusterDescription {
         cluster: registry.cluster.clone(),
-        generated_at: now_secs(),
+        generated_at: crate::clock::unix_seconds(),
         apps,
         nodes,
         decisions,
@@ -211,7 +205,9 @@ pub fn shown(kick: &Kick) -> BTreeMap<String, Shown> {
                         .as_deref()
                         .map_or(String::new(), |c| format!(" ({})", short(c))),
                     r.by.as_deref().unwrap_or("someone"),
-                    crate::ui::describe::age(now_secs().saturating_sub(r.started))
+                    crate::ui::describe::age(
+                        crate::clock::unix_seconds().saturating_sub(r.started)
+                    )
                 )
             });
             (
@@ -223,11 +219,4 @@ pub fn shown(kick: &Kick) -> BTreeMap<String, Shown> {
             )
         })
         .collect()
-}
-
-/// Seconds since the Unix epoch.
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -3,7 +3,6 @@
 //! the description shows.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::SystemTime;
 
 use tokio::time::Instant;
 
@@ -41,9 +40,7 @@ impl Scaling {
             return;
         }
         eprintln!("kick: {text}");
-        let at = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let at = crate::clock::unix_seconds();
         self.decisions.push_back(Decision { at, decision: text });
         while self.decisions.len() > DECISIONS_KEPT {
             self.decisions.pop_front();
