@@ -1,6 +1,6 @@
 //! Files written whole: a temporary sibling, then a rename, so a reader
 //! never sees half a file (the node agent's env files, the hook server's
-//! hooks and keys).
+//! hooks, keys and sshd configuration, saved plans).
 
 use std::path::Path;
 

@@ -99,7 +99,7 @@ pub(super) async fn cluster_describe(
 
 /// Refuses an endpoint the admin token would cross the network in clear
 /// to: plain HTTP is for loopback only (a tunnel, a test).
-pub(super) fn token_safe_endpoint(endpoint: &str) -> Result<(), String> {
+fn token_safe_endpoint(endpoint: &str) -> Result<(), String> {
     let url = reqwest::Url::parse(endpoint)
         .map_err(|e| format!("--endpoint {endpoint} is not a URL: {e}"))?;
     let host = url.host_str().unwrap_or("").trim_matches(['[', ']']);
@@ -123,7 +123,7 @@ pub(super) fn token_safe_endpoint(endpoint: &str) -> Result<(), String> {
 /// certificate whose fingerprint the server published to the bucket, and
 /// the admin token (HUXLEY_TOKEN, else the SSM parameter `huxley apply`
 /// made).
-pub(super) async fn kick_client(
+async fn kick_client(
     aws: &Aws,
     cluster: &str,
     bucket: &str,
@@ -161,7 +161,7 @@ pub(super) async fn kick_client(
 }
 
 /// Asks the kick server's external API for the cluster's description.
-pub(super) async fn live_description(
+async fn live_description(
     aws: &Aws,
     cluster: &str,
     bucket: &str,
@@ -231,7 +231,7 @@ fn kick_endpoint(summary: &crate::aws::StackSummary, given: Option<&str>) -> Opt
 }
 
 /// ./huxley.toml.
-pub(super) fn which_cluster(named: Option<&str>) -> Result<String, String> {
+fn which_cluster(named: Option<&str>) -> Result<String, String> {
     if let Some(name) = named {
         return Ok(name.to_owned());
     }

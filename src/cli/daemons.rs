@@ -273,7 +273,7 @@ pub(super) async fn node_run(args: NodeRun) -> Outcome {
 
 /// Runs the agent until ctrl-c or SIGTERM; then stops the replicas when
 /// they are its own children (`stop_replicas`).
-pub(super) async fn run_agent<R: crate::agent::runtime::Runtime>(
+async fn run_agent<R: crate::agent::runtime::Runtime>(
     mut agent: crate::agent::node::Agent<R>,
     stop_replicas: bool,
 ) {
@@ -482,7 +482,7 @@ pub(super) fn hook_deploy(ask: crate::hook::DeployAsk, socket: &Path) -> Outcome
 }
 
 /// Reads kick.toml.
-pub(super) fn read_kick_config(path: &Path) -> Result<crate::spec::kick::KickConfig, Error> {
+fn read_kick_config(path: &Path) -> Result<crate::spec::kick::KickConfig, Error> {
     std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
         .and_then(|text| toml::from_str(&text).map_err(|e| e.to_string()))

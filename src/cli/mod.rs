@@ -1,6 +1,6 @@
 //! The command line: clap types and dispatch. The verbs live by group in
-//! [`pipeline`], [`cluster`] and [`daemons`]; each returns an
-//! [`Outcome`], which [`error::status`] makes the exit status.
+//! `pipeline`, `cluster` and `daemons`; each returns an [`Outcome`], which
+//! [`error::status`] makes the exit status.
 
 mod cluster;
 mod daemons;

@@ -92,7 +92,7 @@ pub(super) fn build(
     Ok(exit::OK)
 }
 
-pub(super) fn check_against(dir: &Path, artifacts: &compile::Artifacts) -> Outcome {
+fn check_against(dir: &Path, artifacts: &compile::Artifacts) -> Outcome {
     let differences = match output::compare(dir, artifacts) {
         Ok(differences) => differences,
         Err(err) => {
@@ -161,12 +161,9 @@ pub(super) async fn plan(path: &Path, args: &AwsArgs, options: &PlanArgs, color:
     };
     calls(args, &aws);
     if let Some(out) = &options.out {
-        if let Err(err) = save_plan(out, &plan) {
-            return Err(Error::Usage(format!(
-                "cannot write {}: {err}",
-                out.display()
-            )));
-        }
+        // Written whole, so a saved plan is never half a plan.
+        crate::files::write_atomically(out, plan_json(&plan).as_bytes(), 0o644)
+            .map_err(Error::Usage)?;
     }
     if options.json {
         print(&plan_json(&plan))?;
@@ -190,19 +187,13 @@ pub(super) async fn plan(path: &Path, args: &AwsArgs, options: &PlanArgs, color:
     }
 }
 
-pub(super) fn plan_json(plan: &Plan) -> String {
+fn plan_json(plan: &Plan) -> String {
     let mut text = serde_json::to_string_pretty(plan).expect("a plan always serializes");
     text.push('\n');
     text
 }
 
-pub(super) fn save_plan(path: &Path, plan: &Plan) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, plan_json(plan))?;
-    std::fs::rename(&tmp, path)
-}
-
-pub(super) fn read_plan(path: &Path) -> Result<Plan, String> {
+fn read_plan(path: &Path) -> Result<Plan, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let plan: Plan = serde_json::from_str(&text)
@@ -219,7 +210,7 @@ pub(super) fn read_plan(path: &Path) -> Result<Plan, String> {
 }
 
 /// Asks on the terminal; `false` when the answer is not exactly `word`.
-pub(super) fn confirm(question: &str, word: &str) -> bool {
+fn confirm(question: &str, word: &str) -> bool {
     eprint!("{question} Only '{word}' is accepted: ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();

@@ -458,9 +458,9 @@ pub fn prepare(args: &Options) -> Result<PathBuf, String> {
         word(&state.join("repos")),
         word(&state.join(super::SOCKET)),
     );
+    // Whole, so sshd never reads half a key list.
     let write = |name: &str, text: String| {
-        std::fs::write(state.join(name), text)
-            .map_err(|e| format!("cannot write {}: {e}", state.join(name).display()))
+        crate::files::write_atomically(&state.join(name), text.as_bytes(), 0o644)
     };
     write("authorized_keys", super::authorized_keys(&keys, &shell))?;
     write(

@@ -8,3 +8,4 @@ pub mod placement;
 pub mod rollout;
 pub mod scale;
 pub mod simulate;
+pub mod subnets;

@@ -16,7 +16,7 @@
 //! - the same input gives the same output.
 //!
 //! Cost: one pass over the nodes per replica to place, with flat arrays,
-//! so 10,000 replicas on 1,000 nodes take milliseconds (`bench/placement.rs`).
+//! so 10,000 replicas on 1,000 nodes take milliseconds (`benches/placement.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -310,9 +310,66 @@ fn why_not(free: &Free, nodes: &[&NodeSpec], service: &ServiceSpec) -> String {
     }
 }
 
+/// The handoffs after a placement change: every replica that moved from a
+/// node that is still alive, and every earlier handoff, until the replica
+/// is healthy on its new node, its old node is gone, or it is no longer
+/// wanted there.
+pub fn handoffs(
+    earlier: &BTreeMap<Replica, String>,
+    old: &BTreeMap<Replica, String>,
+    new: &BTreeMap<Replica, String>,
+    alive: &BTreeSet<String>,
+    healthy: &BTreeSet<(Replica, String)>,
+) -> BTreeMap<Replica, String> {
+    let moved = old
+        .iter()
+        .filter(|(replica, node)| new.get(*replica).is_some_and(|n| n != *node));
+    earlier
+        .iter()
+        .chain(moved)
+        .filter(|(replica, leaving)| {
+            alive.contains(*leaving)
+                && new.get(*replica).is_some_and(|to| {
+                    to != *leaving && !healthy.contains(&((*replica).clone(), to.clone()))
+                })
+        })
+        .map(|(r, n)| (r.clone(), n.clone()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replica_moving_between_live_nodes_stays_on_the_old_one_until_healthy() {
+        let r = Replica {
+            app: "blog".into(),
+            service: "api".into(),
+            index: 1,
+        };
+        let on = |node: &str| BTreeMap::from([(r.clone(), node.to_owned())]);
+        let alive: BTreeSet<String> = ["a", "b"].map(String::from).into();
+        let none = BTreeSet::new();
+        // Moved from a to b: a keeps it.
+        let handoff = handoffs(&BTreeMap::new(), &on("a"), &on("b"), &alive, &none);
+        assert_eq!(handoff, on("a"));
+        // Still moving while b's is not healthy (placement unchanged).
+        assert_eq!(
+            handoffs(&handoff, &on("b"), &on("b"), &alive, &none),
+            on("a")
+        );
+        // Healthy on b: a lets go.
+        let healthy = BTreeSet::from([(r.clone(), "b".to_owned())]);
+        assert!(handoffs(&handoff, &on("b"), &on("b"), &alive, &healthy).is_empty());
+        // A node that is gone keeps nothing.
+        let only_b: BTreeSet<String> = ["b"].map(String::from).into();
+        assert!(handoffs(&BTreeMap::new(), &on("a"), &on("b"), &only_b, &none).is_empty());
+        // Unchanged placements hand nothing off.
+        assert!(handoffs(&BTreeMap::new(), &on("a"), &on("a"), &alive, &none).is_empty());
+    }
+
+    /// examples/blog's kick.toml.
     use proptest::prelude::*;
 
     fn node(id: &str, zone: &str, cpu: u32, memory: u64) -> NodeSpec {

@@ -1,11 +1,11 @@
 //! How a node runs replicas: the seam between the agent's logic and the
 //! process manager.
 //!
-//! - [`Systemd`] (production): installs the generated template units from
+//! - [`systemd::Systemd`] (production): installs the generated template units from
 //!   the artifact manifest, writes each replica's environment file, and
 //!   starts and stops `<unit>@<n>.service` with `systemctl`; the unit runs
 //!   the container on the node's container network.
-//! - [`Processes`] (development and tests): runs each replica as a local
+//! - [`processes::Processes`] (development and tests): runs each replica as a local
 //!   process given on the command line (`--exec app.service=COMMAND`), with
 //!   the same environment; no systemd or Docker needed.
 
@@ -103,7 +103,7 @@ pub trait Runtime: Send {
     }
 }
 
-/// Runs commands: the seam under [`Systemd`], so the exact `systemctl` and
+/// Runs commands: the seam under [`systemd::Systemd`], so the exact `systemctl` and
 /// `docker` calls are tested without systemd as PID 1.
 pub trait Commands: Send + Sync {
     fn run(

@@ -290,7 +290,7 @@ impl Checker<'_> {
         Some(policy)
     }
 
-    pub(super) fn source_of(
+    fn source_of(
         &mut self,
         raw: &RawService,
         name: &Spanned<String>,

@@ -89,7 +89,7 @@ impl Checker<'_> {
     }
 
     /// An amount of USD: finite and not negative.
-    pub(super) fn money(&mut self, value: &Spanned<f64>, what: &str) -> Option<f64> {
+    fn money(&mut self, value: &Spanned<f64>, what: &str) -> Option<f64> {
         if value.value.is_finite() && value.value >= 0.0 && value.value < 1e9 {
             return Some(value.value);
         }
@@ -238,7 +238,7 @@ impl Checker<'_> {
         None
     }
 
-    pub(super) fn node_image(&mut self, image: &Spanned<String>) -> Option<NodeImage> {
+    fn node_image(&mut self, image: &Spanned<String>) -> Option<NodeImage> {
         let value = image.value.as_str();
         let channel = match value {
             "flatcar-stable" => Some(FlatcarChannel::Stable),

@@ -137,7 +137,7 @@ pub async fn put_status(
 
 /// Checks the caller may manage nodes and that `node` is one of the
 /// cluster's.
-pub async fn node_scope(kick: &Kick, headers: &HeaderMap, node: &str) -> Result<(), Box<Response>> {
+async fn node_scope(kick: &Kick, headers: &HeaderMap, node: &str) -> Result<(), Box<Response>> {
     let scope = authenticate(kick, headers)?;
     if !scope.manages_nodes() {
         return Err(Box::new(error(

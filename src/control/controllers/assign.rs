@@ -16,17 +16,14 @@
 //! a private service needs no host port.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipnet::Ipv4Net;
-
 use crate::control::state::Kick;
 use crate::control::state::assignments::Assignments;
-use crate::scheduler::placement::{self, NodeSpec, Replica, ServiceSpec};
-use crate::spec::assignment::AssignedReplica;
-use crate::spec::assignment::Assignment;
+use crate::scheduler::placement::{self, NodeSpec, Replica, ServiceSpec, handoffs};
+use crate::scheduler::subnets::{NodeSubnet, allocate_subnets};
+use crate::spec::assignment::{AssignedReplica, Assignment};
 use crate::spec::kick::KickConfig;
 use crate::spec::registry::Status;
 
@@ -35,33 +32,6 @@ use crate::spec::registry::Status;
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(5);
 /// The longest a node agent's long poll is held.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
-
-/// The handoffs after a placement change: every replica that moved from a
-/// node that is still alive, and every earlier handoff, until the replica
-/// is healthy on its new node, its old node is gone, or it is no longer
-/// wanted there.
-pub fn handoffs(
-    earlier: &BTreeMap<Replica, String>,
-    old: &BTreeMap<Replica, String>,
-    new: &BTreeMap<Replica, String>,
-    alive: &BTreeSet<String>,
-    healthy: &BTreeSet<(Replica, String)>,
-) -> BTreeMap<Replica, String> {
-    let moved = old
-        .iter()
-        .filter(|(replica, node)| new.get(*replica).is_some_and(|n| n != *node));
-    earlier
-        .iter()
-        .chain(moved)
-        .filter(|(replica, leaving)| {
-            alive.contains(*leaving)
-                && new.get(*replica).is_some_and(|to| {
-                    to != *leaving && !healthy.contains(&((*replica).clone(), to.clone()))
-                })
-        })
-        .map(|(r, n)| (r.clone(), n.clone()))
-        .collect()
-}
 
 /// A service's wanted replica count ([`Assignments::wanted_count`]); 0 for
 /// a service the config does not have.
@@ -139,56 +109,6 @@ pub fn dependency_env(config: &KickConfig, app: &str, service: &str) -> BTreeMap
         env.insert(format!("{prefix}_URL"), format!("http://{host}:{port}"));
     }
     env
-}
-
-/// The `index`-th /24 of `range`, if it has one.
-pub fn subnet(range: Ipv4Net, index: u32) -> Option<Ipv4Net> {
-    if range.prefix_len() > 24 {
-        return None;
-    }
-    let count = 1u64 << (24 - range.prefix_len());
-    if u64::from(index) >= count {
-        return None;
-    }
-    let base = u32::from(range.network()) + (index << 8);
-    Ipv4Net::new(Ipv4Addr::from(base), 24).ok()
-}
-
-/// A node and its container subnet.
-pub type NodeSubnet = (String, Ipv4Net);
-
-/// Gives every node a subnet (the lowest free one) and takes back those of
-/// nodes that are gone; returns the subnets added and removed.
-pub fn allocate_subnets(
-    range: Ipv4Net,
-    nodes: &BTreeSet<String>,
-    subnets: &mut BTreeMap<String, Ipv4Net>,
-) -> (Vec<NodeSubnet>, Vec<NodeSubnet>) {
-    let removed: Vec<NodeSubnet> = subnets
-        .iter()
-        .filter(|(node, _)| !nodes.contains(*node))
-        .map(|(n, s)| (n.clone(), *s))
-        .collect();
-    for (node, _) in &removed {
-        subnets.remove(node);
-    }
-    let mut used: BTreeSet<Ipv4Net> = subnets.values().copied().collect();
-    let mut added = Vec::new();
-    let mut next = 0u32;
-    for node in nodes {
-        if subnets.contains_key(node) {
-            continue;
-        }
-        while let Some(candidate) = subnet(range, next) {
-            next += 1;
-            if used.insert(candidate) {
-                subnets.insert(node.clone(), candidate);
-                added.push((node.clone(), candidate));
-                break;
-            }
-        }
-    }
-    (added, removed)
 }
 
 /// The nodes kick knows, as placement takes them, by id.
@@ -486,59 +406,6 @@ pub fn spawn(kick: Arc<Kick>) -> tokio::task::AbortHandle {
 mod tests {
     use super::*;
 
-    #[test]
-    fn subnets_are_the_lowest_free_24s_and_come_back_when_a_node_goes() {
-        let range: Ipv4Net = "100.64.0.0/22".parse().expect("range");
-        let mut subnets = BTreeMap::new();
-        let nodes: BTreeSet<String> = ["i-a", "i-b", "i-c"].map(String::from).into();
-        let (added, removed) = allocate_subnets(range, &nodes, &mut subnets);
-        assert_eq!(added.len(), 3);
-        assert!(removed.is_empty());
-        assert_eq!(subnets["i-b"].to_string(), "100.64.1.0/24");
-        let nodes: BTreeSet<String> = ["i-a", "i-c", "i-d", "i-e"].map(String::from).into();
-        let (added, removed) = allocate_subnets(range, &nodes, &mut subnets);
-        assert_eq!(
-            removed,
-            [("i-b".to_owned(), "100.64.1.0/24".parse().expect("net"))]
-        );
-        // i-d takes i-b's old subnet, i-e the last one; a fifth node gets none.
-        assert_eq!(subnets["i-d"].to_string(), "100.64.1.0/24");
-        assert_eq!(subnets["i-e"].to_string(), "100.64.3.0/24");
-        assert_eq!(added.len(), 2);
-        let nodes: BTreeSet<String> = ["i-a", "i-c", "i-d", "i-e", "i-f"].map(String::from).into();
-        allocate_subnets(range, &nodes, &mut subnets);
-        assert!(!subnets.contains_key("i-f"));
-    }
-
-    #[test]
-    fn a_replica_moving_between_live_nodes_stays_on_the_old_one_until_healthy() {
-        let r = Replica {
-            app: "blog".into(),
-            service: "api".into(),
-            index: 1,
-        };
-        let on = |node: &str| BTreeMap::from([(r.clone(), node.to_owned())]);
-        let alive: BTreeSet<String> = ["a", "b"].map(String::from).into();
-        let none = BTreeSet::new();
-        // Moved from a to b: a keeps it.
-        let handoff = handoffs(&BTreeMap::new(), &on("a"), &on("b"), &alive, &none);
-        assert_eq!(handoff, on("a"));
-        // Still moving while b's is not healthy (placement unchanged).
-        assert_eq!(
-            handoffs(&handoff, &on("b"), &on("b"), &alive, &none),
-            on("a")
-        );
-        // Healthy on b: a lets go.
-        let healthy = BTreeSet::from([(r.clone(), "b".to_owned())]);
-        assert!(handoffs(&handoff, &on("b"), &on("b"), &alive, &healthy).is_empty());
-        // A node that is gone keeps nothing.
-        let only_b: BTreeSet<String> = ["b"].map(String::from).into();
-        assert!(handoffs(&BTreeMap::new(), &on("a"), &on("b"), &only_b, &none).is_empty());
-        // Unchanged placements hand nothing off.
-        assert!(handoffs(&BTreeMap::new(), &on("a"), &on("a"), &alive, &none).is_empty());
-    }
-
-    /// examples/blog's kick.toml.
     fn blog() -> KickConfig {
         let checked = crate::config::check(
             &std::fs::read_to_string(concat!(

@@ -19,7 +19,7 @@
 //!    here once healthy there, make before break), then terminated with the
 //!    group's desired capacity decremented. Never below `nodes.min`.
 //!
-//! Every decision is kept with its reason ([`Decision`]) and shown by
+//! Every decision is kept with its reason ([`crate::spec::description::Decision`]) and shown by
 //! `GET /v1/cluster` and `huxley cluster describe`.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -174,13 +174,13 @@ pub fn describe(kick: &Kick) -> ClusterDescription {
 /// What describe shows of an app's releases: each service's, and the
 /// deploy rolling out.
 #[derive(Debug, Clone, Default)]
-pub struct Shown {
+struct Shown {
     pub services: BTreeMap<String, ServiceRelease>,
     pub deploying: Option<String>,
 }
 
 /// Each app's releases, for the description.
-pub fn shown(kick: &Kick) -> BTreeMap<String, Shown> {
+fn shown(kick: &Kick) -> BTreeMap<String, Shown> {
     let deploys = kick.deploys.lock().expect("deploys");
     deploys
         .history
