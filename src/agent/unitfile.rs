@@ -2,6 +2,7 @@
 //! their command lines split and expanded as systemd does.
 
 use std::collections::BTreeMap;
+
 /// What the agent takes from a unit file.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct UnitFile {

@@ -16,6 +16,8 @@ pub mod progress;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use progress::Progress;
+
 use crate::aws::{Aws, AwsError, Query, StackSummary, TemplateSource, read_live};
 use crate::compile::{self, TemplateFormat};
 use crate::digest::sha256;
@@ -25,7 +27,6 @@ use crate::plan::{Action, Desired, Plan, StackAction};
 use crate::spec::keys;
 use crate::spec::manifest::Manifest;
 use crate::spec::names::ids;
-use progress::Progress;
 
 /// Templates larger than this go to CloudFormation through the bucket.
 const MAX_INLINE_TEMPLATE: usize = compile::quotas::MAX_INLINE_TEMPLATE;

@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use error::{Error, Outcome, exit};
 
 use crate::aws::{self, Aws};
 use crate::config;
 use crate::diagnostic::Report;
 use crate::model::Config;
-use error::{Error, Outcome, exit};
 
 /// Deploy Docker microservices onto a cluster in your own AWS account,
 /// declared in one huxley.toml (Cluster → App → Microservice).

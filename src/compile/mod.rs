@@ -20,6 +20,7 @@ pub mod yaml;
 use std::collections::BTreeMap;
 
 use crate::model::Config;
+
 pub use quotas::QuotaError;
 use templates::Templates;
 

@@ -19,9 +19,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use crate::control::api;
-
 use crate::aws::{Aws, AwsError, ChangeError, RecordChange};
+use crate::control::api;
 use crate::control::auth::Tokens;
 use crate::control::controllers::health::{futures_join, sync_dns, sync_replicas};
 use crate::control::dns::{Published, Route53Api, Settings, Writer};

@@ -10,9 +10,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::control::api;
-
 use crate::aws::{Aws, AwsError, RecordChange};
+use crate::control::api;
 use crate::control::auth::Tokens;
 use crate::control::dns::Settings;
 use crate::control::front::{self, Front};

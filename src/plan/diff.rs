@@ -7,13 +7,12 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::aws::live::Live;
-use crate::digest::sha256;
-
 use super::{
     Action, ArtifactChange, Base, Desired, FORMAT_VERSION, ParameterChange, Plan, PropertyChange,
     RecordChange, Replacement, ResourceChange, StackAction, Summary,
 };
+use crate::aws::live::Live;
+use crate::digest::sha256;
 
 /// Who and where, for the plan's header.
 #[derive(Debug, Clone)]

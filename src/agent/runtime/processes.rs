@@ -4,11 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
 
 use super::{Observed, ReplicaKey, ReplicaSpec, Runtime};
 use crate::spec::assignment::ReplicaState;
-use ipnet::Ipv4Net;
-use std::time::Duration;
 
 /// Replicas as local processes: `commands` maps `app.service` to a shell
 /// command. A process that exits is restarted by the agent, as systemd's

@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use ipnet::Ipv4Net;
+
 use super::{Commands, Observed, ReplicaSpec, Runtime};
 use crate::agent::runtime::BRIDGE;
 use crate::agent::runtime::KICK_TOML;
@@ -13,7 +15,6 @@ use crate::agent::runtime::NETWORK;
 use crate::agent::runtime::SERVICE_ENV_DIR;
 use crate::files::write_atomically;
 use crate::spec::assignment::ReplicaState;
-use ipnet::Ipv4Net;
 
 /// Replicas as systemd template units running containers.
 #[derive(Debug)]

@@ -3,6 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
 
 use super::processes::not_running;
 use super::systemd::{Systemd, container_usage};
@@ -11,8 +14,6 @@ use crate::agent::runtime::last_words;
 use crate::agent::unitfile::{UnitFile, command_words};
 use crate::files::write_atomically;
 use crate::spec::assignment::ReplicaState;
-use ipnet::Ipv4Net;
-use std::time::Duration;
 
 /// The generated template units run as systemd would run them, by the
 /// agent itself: for hosts where systemd is not PID 1 (a development

@@ -3,12 +3,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
+use super::{Checker, ServiceEntry, cluster_nodes_anchor, cycles};
 use crate::config::names;
 use crate::diagnostic::Diagnostic;
 use crate::model::{self, Cluster};
 use crate::spec::quantity;
-
-use super::{Checker, ServiceEntry, cluster_nodes_anchor, cycles};
 
 impl Checker<'_> {
     pub(super) fn unit_name_clashes(&mut self, entries: &[ServiceEntry<'_>]) {

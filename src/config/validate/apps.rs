@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use super::{Checker, DEFAULT_SCALE_IN_AFTER, ServiceEntry, timeout_is_zero};
 use crate::config::names;
 use crate::config::raw::{
     RawApp, RawBudget, RawConfig, RawCpu, RawDeploy, RawReplicas, RawService,
@@ -12,8 +13,6 @@ use crate::diagnostic::Diagnostic;
 use crate::model::{self, App, Cluster, Replicas, Scale, Service, Source};
 use crate::spec::kick::{Budget, DeployPolicy};
 use crate::spec::quantity;
-
-use super::{Checker, DEFAULT_SCALE_IN_AFTER, ServiceEntry, timeout_is_zero};
 
 impl Checker<'_> {
     pub(super) fn apps(

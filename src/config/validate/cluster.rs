@@ -5,13 +5,12 @@ use std::ops::Range;
 
 use ipnet::{IpNet, Ipv4Net};
 
+use super::Checker;
 use crate::config::names;
 use crate::config::raw::{RawCluster, RawConfig};
 use crate::config::spanned::Spanned;
 use crate::diagnostic::Diagnostic;
 use crate::model::{Cluster, aws};
-
-use super::Checker;
 
 impl Checker<'_> {
     pub(super) fn cluster(&mut self, raw: &RawConfig) -> Option<Cluster> {

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::Checker;
 use crate::config::names;
 use crate::config::raw::{RawBudget, RawConsolidation, RawNodes};
 use crate::config::spanned::Spanned;
@@ -9,8 +10,6 @@ use crate::diagnostic::Diagnostic;
 use crate::model::{self, Consolidation, FlatcarChannel, NodeImage, Nodes, aws};
 use crate::spec::kick::Budget;
 use crate::spec::quantity;
-
-use super::Checker;
 
 impl Checker<'_> {
     pub(super) fn nodes(&mut self, spanned: &Spanned<RawNodes>) -> Option<Nodes> {

@@ -3,14 +3,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::{Checker, SECRET_WORDS};
 use crate::config::names;
 use crate::config::raw::{RawEnvValue, RawHealth, RawService};
 use crate::config::spanned::Spanned;
 use crate::diagnostic::Diagnostic;
 use crate::model::{Health, HealthCheck, SecretRef};
 use crate::spec::quantity;
-
-use super::{Checker, SECRET_WORDS};
 
 impl Checker<'_> {
     pub(super) fn health(&mut self, raw: &RawService, port: Option<u16>) -> Option<Health> {

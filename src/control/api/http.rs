@@ -1,12 +1,13 @@
 //! The API's request plumbing shared by its handlers: errors as JSON,
 //! bearer tokens, bodies.
 
+use std::sync::atomic::Ordering;
+
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use std::sync::atomic::Ordering;
 
 use crate::control::auth::Scope;
 use crate::control::state::Kick;

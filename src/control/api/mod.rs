@@ -22,10 +22,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 
-use crate::control::auth::Scope;
-
 use crate::control::api::http::refuse;
 use crate::control::api::http::{Refusal, authenticate, error};
+use crate::control::auth::Scope;
 use crate::control::state::Kick;
 
 /// The router, with the body limit.

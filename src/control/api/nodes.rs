@@ -1,9 +1,11 @@
 //! Node agents' share (`GET /v1/nodes/{id}/assignment`, a long poll) and reports (`PUT /v1/nodes/{id}/status`).
 
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::SystemTime;
 
 use axum::Json;
+use axum::extract::Query;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,8 +19,6 @@ use crate::control::state::Kick;
 use crate::spec::assignment::NodeReport;
 use crate::spec::assignment::ReplicaReport;
 use crate::spec::assignment::ReplicaState;
-use axum::extract::Query;
-use std::time::Duration;
 
 #[derive(Debug, Deserialize)]
 pub struct Wait {

@@ -9,11 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::spec::description::ClusterDescription;
-
 use crate::aws::Aws;
 use crate::control::state::Kick;
 use crate::control::state::describe::describe;
+use crate::spec::description::ClusterDescription;
 
 /// Starts the publisher; it writes only while this server leads.
 pub fn spawn(

@@ -28,7 +28,6 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use crate::control::controllers::assign;
-
 use crate::control::state::Kick;
 use crate::control::state::assignments::Assignments;
 use crate::scheduler::consolidate::{self, Policy};
