@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::ops::StackSummary;
+use super::StackSummary;
 use super::{Aws, AwsError};
 use crate::digest::sha256;
 use crate::spec::manifest::Manifest;
@@ -114,10 +114,10 @@ impl Aws {
 /// names they own (the addresses kick wrote: left behind, they would point
 /// at addresses AWS gives to someone else), never anything else.
 pub fn to_remove(
-    records: &[super::ops::RecordSet],
+    records: &[super::RecordSet],
     cluster: &str,
     whole_zone: bool,
-) -> Vec<super::ops::RecordChange> {
+) -> Vec<super::RecordChange> {
     let owners = owned(records, cluster);
     let names: std::collections::BTreeSet<&str> = owners
         .keys()
@@ -127,7 +127,7 @@ pub fn to_remove(
         .iter()
         .filter(|r| r.kind != "SOA" && r.kind != "NS")
         .filter(|r| whole_zone || owners.contains_key(&r.name) || names.contains(r.name.as_str()))
-        .map(|r| super::ops::RecordChange {
+        .map(|r| super::RecordChange {
             upsert: false,
             name: r.name.clone(),
             kind: r.kind.clone(),
@@ -138,7 +138,7 @@ pub fn to_remove(
 }
 
 /// The ownership records that name this cluster.
-pub fn owned(records: &[super::ops::RecordSet], cluster: &str) -> BTreeMap<String, String> {
+pub fn owned(records: &[super::RecordSet], cluster: &str) -> BTreeMap<String, String> {
     let marker = format!("cluster={cluster},");
     records
         .iter()
@@ -178,7 +178,7 @@ pub struct LiveStack {
 #[cfg(test)]
 mod removal_tests {
     use super::*;
-    use crate::aws::ops::RecordSet;
+    use crate::aws::RecordSet;
 
     fn set(name: &str, kind: &str, value: &str) -> RecordSet {
         RecordSet {

@@ -7,13 +7,16 @@
 //! went wrong in the user's terms: no or expired credentials, access denied
 //! (naming the action), an unreachable endpoint, a missing zone.
 
+mod cloudformation;
+mod ec2;
 mod error;
 mod images;
 pub mod imds;
 mod lease;
 pub mod live;
 mod network;
-mod ops;
+mod route53;
+mod s3;
 mod scaling;
 mod ssm;
 
@@ -25,15 +28,15 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::provider::ProvideCredentials;
+use error::classify;
 
+pub use cloudformation::{ChangeSetState, StackEvent, StackSummary, TemplateSource};
+pub use ec2::{DO_NOT_DISRUPT, Node};
 pub use error::AwsError;
 pub use images::Repository;
 pub use lease::{LeaseRecord, LeaseWrite};
 pub use live::{LiveRead, Query, read_live};
-pub use ops::{
-    ChangeError, ChangeSetState, DO_NOT_DISRUPT, Node, RecordChange, RecordSet, StackEvent,
-    StackSummary, TemplateSource, batch_sizes,
-};
+pub use route53::{ChangeError, RecordChange, RecordSet, batch_sizes};
 pub use scaling::NodeGroup;
 
 /// Flatcar's publisher account, whose images `flatcar-*` resolves to.
@@ -66,6 +69,15 @@ pub struct Aws {
 }
 
 impl Aws {
+    /// The SDK error of `action`, in the user's terms.
+    fn err<E, R>(&self, action: &str, err: aws_sdk_s3::error::SdkError<E, R>) -> AwsError
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        classify(action, self.endpoint(), err)
+    }
+
     /// Loads the configuration and checks that credentials can be had,
     /// before any call, so a missing login is reported as such.
     /// `config_region` is the cluster's region when a config names one:
