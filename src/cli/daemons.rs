@@ -335,8 +335,7 @@ pub(super) async fn hook_serve(args: HookServeArgs) -> Outcome {
     }
 }
 
-/// `huxley hook shell`: the forced command. Runs git, then, after a push,
-/// has the hook server keep the repository.
+/// `huxley hook shell`: the forced command ([`crate::hook::shell`]).
 pub(super) fn hook_shell(
     config_path: &Path,
     repos: &Path,
@@ -344,141 +343,21 @@ pub(super) fn hook_shell(
     key: Option<&str>,
 ) -> Outcome {
     let config = read_kick_config(config_path)?;
-    let apps: std::collections::BTreeSet<String> = config.apps.keys().cloned().collect();
-    let asked = std::env::var("SSH_ORIGINAL_COMMAND").unwrap_or_default();
-    let command = match crate::hook::parse_command(&asked, &apps) {
-        Ok(command) => command,
-        Err(err) => {
-            eprintln!("huxley: {err}");
-            return Err(Error::Reported(exit::INVALID));
-        }
-    };
-    let branch = config
-        .apps
-        .get(&command.app)
-        .map_or("main", |a| a.branch.as_str());
-    let path = match crate::hook::repository(repos, &command.app, branch) {
-        Ok(path) => path,
-        Err(err) => {
-            eprintln!("huxley: {err}");
-            return Err(Error::Reported(exit::USAGE));
-        }
-    };
-    // The app's pre-receive hook deploys through the hook server.
-    let mut git = std::process::Command::new(command.program);
-    git.arg(&path);
-    if let Ok(exe) = std::env::current_exe() {
-        git.env("HUXLEY_BIN", exe);
-    }
-    if let Some(socket) = socket {
-        git.env("HUXLEY_HOOK_SOCKET", socket);
-    }
-    if let Some(key) = key {
-        git.env("HUXLEY_PUSHER", key);
-    }
-    let before = crate::hook::refs(&path);
-    let status = match git.status() {
-        Ok(status) => status,
-        Err(err) => {
-            eprintln!("huxley: cannot run {}: {err}", command.program);
-            return Err(Error::Reported(exit::USAGE));
-        }
-    };
-    if !status.success() {
-        // git said why: its status is the push's.
-        return Err(Error::Reported(
-            u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
-        ));
-    }
-    let (true, Some(socket)) = (command.program == "git-receive-pack", socket) else {
-        return Ok(exit::OK);
-    };
-    if before.is_some() && crate::hook::refs(&path) == before {
-        // The hook refused every ref (git-receive-pack still exits 0):
-        // nothing new to keep.
-        return Ok(exit::OK);
-    }
-    let kept = (|| -> std::io::Result<String> {
-        use std::io::{BufRead as _, Write as _};
-        let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
-        writeln!(stream, "save {}", command.app)?;
-        let mut answer = String::new();
-        std::io::BufReader::new(stream).read_line(&mut answer)?;
-        Ok(answer)
-    })();
-    match kept.as_deref().map(str::trim) {
-        Ok(answer) if answer.starts_with("ok ") => {
-            eprintln!("huxley: {} kept in the cluster's bucket", command.app);
-            Ok(exit::OK)
-        }
-        Ok(answer) => {
-            eprintln!(
-                "huxley: the push landed, but {} could not be kept in the cluster's bucket: {}",
-                command.app,
-                answer.trim_start_matches("error ")
-            );
-            Err(Error::Reported(exit::INVALID))
-        }
-        Err(err) => {
-            eprintln!(
-                "huxley: the push landed, but the hook server could not be asked to keep it: {err}"
-            );
-            Err(Error::Reported(exit::INVALID))
-        }
-    }
+    said(crate::hook::shell::serve(&config, repos, socket, key))
 }
 
-/// `huxley hook deploy`: asks the hook server to deploy, prints what it
-/// says.
+/// `huxley hook deploy`: the pre-receive hook's request
+/// ([`crate::hook::shell`]).
 pub(super) fn hook_deploy(ask: crate::hook::DeployAsk, socket: &Path) -> Outcome {
-    use crate::hook::Answer;
-    use std::io::{BufRead as _, Write as _};
-    let asked = (|| -> std::io::Result<std::os::unix::net::UnixStream> {
-        let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
-        let line = serde_json::to_string(&ask).map_err(std::io::Error::other)?;
-        writeln!(stream, "deploy {line}")?;
-        Ok(stream)
-    })();
-    let stream = match asked {
-        Ok(stream) => stream,
-        Err(err) => {
-            eprintln!(
-                "huxley: cannot reach the hook server at {}: {err}; nothing was deployed",
-                socket.display()
-            );
-            return Err(Error::Reported(exit::INVALID));
-        }
-    };
-    for line in std::io::BufReader::new(stream).lines() {
-        let Ok(line) = line else { break };
-        match serde_json::from_str::<Answer>(&line) {
-            Ok(Answer::Say(text)) => eprintln!("huxley: {text}"),
-            Ok(Answer::Ok(text)) => {
-                eprintln!("huxley: {text}");
-                return Ok(exit::OK);
-            }
-            Ok(Answer::Error(text)) => {
-                for (i, line) in text.lines().enumerate() {
-                    if i == 0 {
-                        eprintln!("huxley: error: {line}");
-                    } else {
-                        eprintln!("huxley:   {line}");
-                    }
-                }
-                eprintln!(
-                    "huxley: the push is refused: {} on the cluster is unchanged",
-                    ask.app
-                );
-                return Err(Error::Reported(exit::INVALID));
-            }
-            Err(_) => eprintln!("huxley: {line}"),
-        }
+    said(crate::hook::shell::deploy(&ask, socket))
+}
+
+/// The status of what told the pusher itself how it went.
+fn said(status: u8) -> Outcome {
+    match status {
+        exit::OK => Ok(exit::OK),
+        status => Err(Error::Reported(status)),
     }
-    eprintln!(
-        "huxley: error: the hook server stopped answering; the deploy's end is in `huxley deploys {}`",
-        ask.app
-    );
-    Err(Error::Reported(exit::INVALID))
 }
 
 /// Reads kick.toml.

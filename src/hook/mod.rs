@@ -28,6 +28,7 @@
 
 pub mod build;
 pub mod server;
+pub mod shell;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
