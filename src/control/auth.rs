@@ -148,12 +148,9 @@ impl Tokens {
         no_admin: impl FnOnce() -> E,
     ) -> Result<Self, E> {
         let scopes = [Scope::Admin, Scope::Hook, Scope::Node].into_iter().chain(
-            config.apps.iter().flat_map(|(app, section)| {
-                section.services.keys().map(move |service| Scope::Service {
-                    app: app.clone(),
-                    service: service.clone(),
-                })
-            }),
+            config
+                .services()
+                .map(|((app, service), _)| Scope::Service { app, service }),
         );
         let mut entries = Vec::new();
         for scope in scopes {

@@ -28,6 +28,16 @@ pub struct KickConfig {
 }
 
 impl KickConfig {
+    /// Every service of every app, with its key, in order.
+    pub fn services(&self) -> impl Iterator<Item = (ServiceKey, &ServiceSection)> {
+        self.apps.iter().flat_map(|(app, section)| {
+            section
+                .services
+                .iter()
+                .map(move |(name, s)| ((app.clone(), name.clone()), s))
+        })
+    }
+
     /// Every parameter name kick reads its tokens from (the admin's hash,
     /// not the admin token).
     pub fn token_parameters(&self) -> Vec<String> {

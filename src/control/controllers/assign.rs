@@ -52,32 +52,25 @@ pub fn wanted_count(
 /// release.
 pub fn service_specs(config: &KickConfig, assignments: &Assignments) -> Vec<ServiceSpec> {
     config
-        .apps
-        .iter()
-        .flat_map(|(app, section)| {
-            section.services.iter().map(move |(name, s)| {
-                let key = (app.clone(), name.clone());
-                let replicas = match assignments.rolling.get(&key) {
-                    Some(count) => *count,
-                    None if assignments.awaiting_first_deploy(&key, s) => 0,
-                    None => assignments.wanted_count(&key, s),
-                };
-                (s, key, replicas)
-            })
-        })
-        .map(|(s, (app, service), replicas)| ServiceSpec {
-            first: assignments
-                .first
-                .get(&(app.clone(), service.clone()))
-                .copied()
-                .unwrap_or(1),
-            app,
-            service,
-            replicas,
-            cpu_millis: s.cpu_millis,
-            memory_mib: s.memory_mib,
-            host_port: s.host_port,
-            stateful: s.stateful,
+        .services()
+        .map(|(key, s)| {
+            let replicas = match assignments.rolling.get(&key) {
+                Some(count) => *count,
+                None if assignments.awaiting_first_deploy(&key, s) => 0,
+                None => assignments.wanted_count(&key, s),
+            };
+            let first = assignments.first.get(&key).copied().unwrap_or(1);
+            let (app, service) = key;
+            ServiceSpec {
+                first,
+                app,
+                service,
+                replicas,
+                cpu_millis: s.cpu_millis,
+                memory_mib: s.memory_mib,
+                host_port: s.host_port,
+                stateful: s.stateful,
+            }
         })
         .collect()
 }

@@ -19,17 +19,7 @@ use crate::spec::kick::HealthKind;
 
 /// Starts the check loops of every service and the reaper; their handles.
 pub fn spawn(kick: Arc<Kick>) -> Vec<tokio::task::AbortHandle> {
-    let services: Vec<(String, String)> = kick
-        .config
-        .apps
-        .iter()
-        .flat_map(|(app, section)| {
-            section
-                .services
-                .keys()
-                .map(move |s| (app.clone(), s.clone()))
-        })
-        .collect();
+    let services: Vec<(String, String)> = kick.config.services().map(|(key, _)| key).collect();
     crate::tls::ensure_provider();
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

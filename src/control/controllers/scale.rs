@@ -66,14 +66,10 @@ pub async fn step(kick: &Kick) {
 /// Every service's wanted replica count.
 fn wanted(config: &KickConfig, assignments: &Assignments) -> BTreeMap<ServiceKey, u32> {
     config
-        .apps
-        .iter()
-        .flat_map(|(app, section)| {
-            section.services.iter().map(move |(name, s)| {
-                let key = (app.clone(), name.clone());
-                let count = assignments.wanted_count(&key, s);
-                (key, count)
-            })
+        .services()
+        .map(|(key, s)| {
+            let count = assignments.wanted_count(&key, s);
+            (key, count)
         })
         .collect()
 }
