@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use crate::compile::Artifacts;
 
 /// The file every output has; its presence marks a directory as ours.
-const MARKER: &str = "kick/kick.toml";
+const MARKER: &str = crate::spec::manifest::KICK_TOML;
 
 /// Writes `artifacts` to `dir`, replacing what was there.
 pub fn write(dir: &Path, artifacts: &Artifacts) -> io::Result<()> {

@@ -44,7 +44,7 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
         }
         rules.insert(stage, may);
     }
-    rules.insert("output", vec!["compile"]);
+    rules.insert("output", vec!["compile", "spec"]);
     rules.insert("schema", vec!["config", "plan"]);
     rules.insert("scheduler", vec!["spec", "model"]);
     let runtime = [

@@ -417,7 +417,7 @@ pub(super) async fn remote_add(
         let manifest = aws.manifest(&bucket).await?;
         let text = manifest
             .files
-            .get("kick/kick.toml")
+            .get(crate::spec::manifest::KICK_TOML)
             .map(|f| f.content.clone())
             .ok_or_else(|| "the cluster's artifacts hold no kick.toml".to_owned())?;
         toml::from_str::<crate::spec::kick::KickConfig>(&text)

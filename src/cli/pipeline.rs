@@ -80,8 +80,8 @@ pub(super) fn build(
         out.display(),
         artifacts.resources,
         bytes as f64 / 1024.0,
-        plural(artifacts.count("units/"), "unit file"),
-        plural(artifacts.count("hooks/"), "hook"),
+        plural(artifacts.count(crate::spec::manifest::UNITS), "unit file"),
+        plural(artifacts.count(crate::spec::manifest::HOOKS), "hook"),
     );
     if bytes > compile::quotas::MAX_INLINE_TEMPLATE {
         println!(

@@ -20,6 +20,7 @@ pub mod yaml;
 use std::collections::BTreeMap;
 
 use crate::model::Config;
+use crate::spec::manifest;
 
 pub use quotas::QuotaError;
 use templates::Templates;
@@ -100,15 +101,19 @@ pub fn compile(config: &Config, format: TemplateFormat) -> Result<Artifacts, Vec
     artifacts.add(template_path.to_owned(), template_text, false);
     artifacts.add("ignition/node.ign".to_owned(), ignition_text, false);
     for (name, text) in units::units(config, &templates) {
-        artifacts.add(format!("units/{name}"), text, false);
+        artifacts.add(format!("{}{name}", manifest::UNITS), text, false);
     }
     for app in config.apps.values() {
         artifacts.add(
-            format!("hooks/{}/pre-receive", app.name),
+            manifest::hook_path(&app.name),
             hooks::pre_receive(config, app, &templates),
             true,
         );
     }
-    artifacts.add("kick/kick.toml".to_owned(), kick::kick_toml(config), false);
+    artifacts.add(
+        manifest::KICK_TOML.to_owned(),
+        kick::kick_toml(config),
+        false,
+    );
     Ok(artifacts)
 }

@@ -323,7 +323,7 @@ pub fn hooks_of(
         .files
         .iter()
         .filter_map(|(path, entry)| {
-            let app = path.strip_prefix("hooks/")?.strip_suffix("/pre-receive")?;
+            let app = crate::spec::manifest::hook_app(path)?;
             Some((app.to_owned(), entry.content.clone()))
         })
         .collect()

@@ -12,6 +12,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::sha256;
 
+/// Where the artifacts sit in a build and in the manifest: the kick
+/// server's configuration, the service units, and each app's hook.
+pub const KICK_TOML: &str = "kick/kick.toml";
+pub const UNITS: &str = "units/";
+pub const HOOKS: &str = "hooks/";
+
+/// An app's pre-receive hook.
+pub fn hook_path(app: &str) -> String {
+    format!("{HOOKS}{app}/pre-receive")
+}
+
+/// The app whose pre-receive hook sits at `path`.
+pub fn hook_app(path: &str) -> Option<&str> {
+    path.strip_prefix(HOOKS)?.strip_suffix("/pre-receive")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: u32,
@@ -36,7 +52,7 @@ impl Manifest {
                 let entry = ManifestEntry {
                     key: crate::spec::keys::blob(&sha),
                     sha256: sha,
-                    executable: path.starts_with("hooks/"),
+                    executable: path.starts_with(HOOKS),
                     content: content.clone(),
                 };
                 (path.clone(), entry)

@@ -159,12 +159,12 @@ impl<C: Commands> Runtime for Systemd<C> {
             .files
             .iter()
             .filter_map(|(path, entry)| {
-                let name = path.strip_prefix("units/")?;
+                let name = path.strip_prefix(crate::spec::manifest::UNITS)?;
                 (name.contains("@.service") || name.ends_with(".env"))
                     .then(|| (name.to_owned(), entry.content.clone()))
             })
             .collect();
-        if let Some(kick) = manifest.files.get("kick/kick.toml") {
+        if let Some(kick) = manifest.files.get(crate::spec::manifest::KICK_TOML) {
             write_atomically(&self.kick_toml, kick.content.as_bytes(), 0o644)?;
         }
         self.install_units(units).await
