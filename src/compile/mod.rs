@@ -1,10 +1,12 @@
 //! Stage 3: the validated model → artifacts, deterministically.
 //!
 //! The same model gives byte-identical files: maps are sorted, nothing
-//! carries a time or a random id. Four kinds, each in its own module:
-//! [`cloudformation`] (the stack), [`units`] and [`ignition`] (what runs on
-//! the nodes), [`hooks`] (git push → deploy) and [`kick`] (the kick
-//! server's config). Quotas are checked before anything is returned.
+//! carries a time or a random id. Five kinds: the stack
+//! ([`cloudformation`], with its [`iam`] and [`ingress`]), the nodes' boot
+//! config ([`ignition`]), the systemd [`units`], the apps' git [`hooks`],
+//! and the kick server's config ([`kick`]); [`templates`] holds the unit
+//! and hook templates, [`yaml`] the YAML form of the stack. [`quotas`] are
+//! checked before anything is returned.
 
 pub mod cloudformation;
 pub mod hooks;
