@@ -290,10 +290,8 @@ async fn run_agent<R: crate::agent::runtime::Runtime>(
     }
 }
 
-/// `huxley hook serve`: restores the repositories, then sshd with the
-/// forced command, until a stop signal.
-/// `huxley hook serve`: reads kick.toml, finds the bucket, then runs the
-/// hook server.
+/// `huxley hook serve`: reads kick.toml, prepares the state directory,
+/// finds the bucket, then runs the hook server ([`crate::hook::server`]).
 pub(super) async fn hook_serve(args: HookServeArgs) -> Outcome {
     let config = read_kick_config(&args.config)?;
     let options = crate::hook::server::Options {
