@@ -1,6 +1,7 @@
 //! Files written whole: a temporary sibling, then a rename, so a reader
 //! never sees half a file (the node agent's env files, the hook server's
-//! hooks, keys and sshd configuration, saved plans).
+//! hooks, keys and sshd configuration, saved plans); and tokens read from
+//! a file.
 
 use std::path::Path;
 
@@ -30,4 +31,14 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Stri
         let _ = std::fs::remove_file(&temporary);
         format!("cannot write {}: {e}", path.display())
     })
+}
+
+/// A token kept in a file (tests and hand-run daemons; on a node the
+/// daemons read theirs from SSM).
+pub fn read_token(path: &Path) -> Result<String, String> {
+    match std::fs::read_to_string(path) {
+        Ok(token) if !token.trim().is_empty() => Ok(token.trim().to_owned()),
+        Ok(_) => Err(format!("{} is empty", path.display())),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
 }

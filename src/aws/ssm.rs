@@ -55,6 +55,23 @@ impl Aws {
         Ok(values)
     }
 
+    /// A daemon's bearer token: the SecureString parameter `name`,
+    /// decrypted, which `huxley apply` creates; an error that names the
+    /// parameter and says how to make it.
+    pub async fn token(&self, name: &str) -> Result<String, String> {
+        let values = self
+            .secure_parameters(&[name.to_owned()])
+            .await
+            .map_err(|e| format!("cannot read the token {name} from SSM: {e}"))?;
+        match values.get(name).map(|t| t.trim()) {
+            Some(token) if !token.is_empty() => Ok(token.to_owned()),
+            Some(_) => Err(format!(
+                "the SSM parameter {name} is empty: run `huxley apply`"
+            )),
+            None => Err(format!("SSM has no parameter {name}: run `huxley apply`")),
+        }
+    }
+
     /// Creates a SecureString parameter; one that exists is left as it is.
     pub async fn create_secure_parameter(
         &self,

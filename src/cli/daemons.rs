@@ -219,29 +219,16 @@ pub(super) async fn node_run(args: NodeRun) -> Outcome {
         },
     };
     let token = match &args.token_file {
-        Some(path) => std::fs::read_to_string(path)
-            .map(|t| t.trim().to_owned())
-            .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        Some(path) => crate::files::read_token(path),
         None => {
-            let name = crate::spec::names::cluster_token_parameter(&args.cluster, "node");
-            match aws.secure_parameters(std::slice::from_ref(&name)).await {
-                Ok(values) => values
-                    .get(&name)
-                    .cloned()
-                    .ok_or_else(|| format!("SSM has no parameter {name}: run `huxley apply`")),
-                Err(err) => Err(format!("cannot read the node token from SSM: {err}")),
-            }
+            aws.token(&crate::spec::names::cluster_token_parameter(
+                &args.cluster,
+                "node",
+            ))
+            .await
         }
-    };
-    let token = match token {
-        Ok(token) if !token.is_empty() => token,
-        Ok(_) => {
-            return Err(Error::Usage("the node token is empty".into()));
-        }
-        Err(err) => {
-            return Err(Error::Invalid(err.to_string()));
-        }
-    };
+    }
+    .map_err(Error::Invalid)?;
     let kick = agent::KickClient::new(args.kick.clone(), token);
     eprintln!(
         "node: {node} ({address}) of cluster {}, kick at {}",

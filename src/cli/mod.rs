@@ -435,8 +435,9 @@ struct HookServeArgs {
     /// The kick server's internal API, which deploys what is pushed.
     #[arg(long, env = "HUXLEY_KICK_URL", value_name = "URL")]
     kick_url: Option<String>,
-    /// The file holding the hook's kick token.
-    #[arg(long, env = "HUXLEY_TOKEN_FILE", value_name = "PATH")]
+    /// A file holding the hook's kick token [default: the SSM parameter
+    /// kick.toml names, /huxley/<cluster>/tokens/hook].
+    #[arg(long, value_name = "PATH")]
     token_file: Option<PathBuf>,
     /// The registry built images are pushed to [default: the account's
     /// ECR, the stack's ImageRegistry output].

@@ -189,4 +189,30 @@ mod tests {
             "the hook server must ask its own node's kick server:\n{hook}"
         );
     }
+
+    /// Regression: the hook unit named `/run/huxley/tokens/hook`, which
+    /// nothing on a node writes, so `hook serve` restarted every 5 s and
+    /// no push deployed. Every daemon reads its token from SSM with the
+    /// node's role: no unit names a token file.
+    #[test]
+    fn no_daemon_unit_names_a_token_file() {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/blog/huxley.toml"),
+        )
+        .expect("the blog example");
+        let config = crate::config::check(&text).config.expect("valid");
+        let ignition = ignition(&config, &Templates::new());
+        let units = ignition["systemd"]["units"].as_array().expect("units");
+        assert!(units.len() >= 3, "{units:?}");
+        for unit in units {
+            let contents = unit["contents"].as_str().expect("contents");
+            for needle in ["TOKEN_FILE", "--token-file", "/tokens/"] {
+                assert!(
+                    !contents.contains(needle),
+                    "{} names a token file ({needle}), which nothing writes",
+                    unit["name"]
+                );
+            }
+        }
+    }
 }

@@ -32,7 +32,8 @@ pub struct Options {
     pub sshd: PathBuf,
     /// The kick server's internal API, which deploys what is pushed.
     pub kick_url: Option<String>,
-    /// The file holding the hook's kick token.
+    /// The file holding the hook's kick token (default: the SSM
+    /// parameter kick.toml names).
     pub token_file: Option<PathBuf>,
     /// The registry built images are pushed to (default: the stack's).
     pub registry: Option<String>,
@@ -276,14 +277,13 @@ async fn deployer(
         eprintln!("hook: no --kick-url: pushes land but deploy nothing");
         return Ok(None);
     };
-    let token_file = args
-        .token_file
-        .as_ref()
-        .ok_or("--kick-url needs --token-file (the hook's kick token)")?;
-    let token = std::fs::read_to_string(token_file)
-        .map_err(|e| format!("cannot read the hook token {}: {e}", token_file.display()))?
-        .trim()
-        .to_owned();
+    // On a node the token is the SSM parameter kick.toml names, read
+    // with the node's role; a file only where a test or an operator
+    // passes one.
+    let token = match &args.token_file {
+        Some(path) => crate::files::read_token(path)?,
+        None => aws.token(&config.tokens.hook).await?,
+    };
     let registry = match &args.registry {
         Some(registry) => registry.clone(),
         None => aws

@@ -23,19 +23,9 @@ use crate::harness::cluster::{CONTAINERS, DockerCleanup, Live, REGION, cluster_t
 use crate::harness::git::{keygen, run};
 use crate::support::Test;
 
-/// The hook token in a file, and a pusher's key allowed to push; the
-/// user pushes log in as.
+/// A pusher's key allowed to push, and the user pushes log in as. The
+/// hook server reads its kick token from SSM, as on a node.
 fn pusher(live: &Live, key: &Path) -> String {
-    let hook_token = format!("/huxley/{}/tokens/hook", live.name);
-    let token = live
-        .rt()
-        .block_on(
-            live.aws
-                .secure_parameters(std::slice::from_ref(&hook_token)),
-        )
-        .expect("the hook token")[&hook_token]
-        .clone();
-    fs::write(live.dir.join("hook-token"), token).expect("token");
     keygen(key);
     fs::copy(key.with_extension("pub"), live.dir.join("keys")).expect("keys");
     String::from_utf8(run(&live.dir, "id", &["-un"]).stdout)
@@ -65,8 +55,6 @@ fn hook_server(live: &mut Live, label: &str, port: u16, kick: &str, user: &str) 
         &format!("huxley-123456789012-{REGION}-{}", live.name),
         "--kick-url",
         kick,
-        "--token-file",
-        &dir.join("hook-token").display().to_string(),
         "--registry",
         "127.0.0.1:5000",
     ]
