@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::aws::Aws;
+use crate::spec::envfile::{Readers, check_value};
 use crate::spec::kick::KickConfig;
 
 /// Why the secrets could not be written.
@@ -18,8 +19,8 @@ pub enum SecretsError {
     UnknownUnit(String),
     /// Parameters SSM does not have: (variable, parameter).
     Missing(Vec<(String, String)>),
-    /// A value Docker's env file cannot carry.
-    Multiline(String),
+    /// A value Docker's env file cannot carry: the variable, and why.
+    Unwritable(String, String),
     Other(String),
 }
 
@@ -38,9 +39,9 @@ impl std::fmt::Display for SecretsError {
                     names.join(", ")
                 )
             }
-            Self::Multiline(variable) => write!(
+            Self::Unwritable(variable, why) => write!(
                 f,
-                "the value of {variable} spans several lines, which a Docker env file cannot hold; nothing was written"
+                "the value of {variable} {why}; nothing was written\nhelp: store the value on one line (base64 it if it must hold line breaks)"
             ),
             Self::Other(why) => f.write_str(why),
         }
@@ -77,9 +78,8 @@ pub fn env_file(
     let mut text = String::new();
     for (variable, parameter) in references {
         let value = &values[parameter];
-        if value.contains('\n') {
-            return Err(SecretsError::Multiline(variable.clone()));
-        }
+        check_value(value, Readers::Docker)
+            .map_err(|why| SecretsError::Unwritable(variable.clone(), why))?;
         text.push_str(&format!("{variable}={value}\n"));
     }
     Ok(text)
@@ -128,5 +128,20 @@ mod tests {
             env_file(&references, &values).expect("complete"),
             "API_KEY=k=1\nDATABASE_URL=postgres://x\n"
         );
+    }
+
+    /// Regression: only `\n` was refused, so a `\r` (or any other control
+    /// character) reached the env file. The error names the variable and
+    /// never the value.
+    #[test]
+    fn a_value_with_a_control_character_is_refused_without_showing_it() {
+        let references = BTreeMap::from([("TOKEN".to_owned(), "/acme/token".to_owned())]);
+        for value in ["s3cret\rDOCKER_HOST=tcp://x", "s3cret\nA=b", "s3cret\u{0}"] {
+            let values = BTreeMap::from([("/acme/token".to_owned(), value.to_owned())]);
+            let error = env_file(&references, &values).expect_err("refused");
+            let said = error.to_string();
+            assert!(said.contains("the value of TOKEN"), "{said}");
+            assert!(!said.contains("s3cret"), "{said}");
+        }
     }
 }

@@ -27,6 +27,21 @@ impl StackSummary {
         self.status == "REVIEW_IN_PROGRESS"
     }
 
+    /// The account's image registry: the stack's `ImageRegistry` output,
+    /// or else ECR's host for the account and region of the stack's ARN.
+    pub fn registry(&self) -> Option<String> {
+        if let Some(registry) = self.outputs.get("ImageRegistry") {
+            return Some(registry.clone());
+        }
+        let parts: Vec<&str> = self.id.split(':').collect();
+        match parts.as_slice() {
+            ["arn", _, "cloudformation", region, account, ..] => {
+                Some(format!("{account}.dkr.ecr.{region}.amazonaws.com"))
+            }
+            _ => None,
+        }
+    }
+
     /// The artifact bucket: the stack's output, or else the name Huxley
     /// gives it, with the account taken from the stack's ARN
     /// (`arn:aws:cloudformation:<region>:<account>:stack/...`). The local

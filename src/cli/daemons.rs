@@ -22,6 +22,8 @@ pub(super) struct Listeners {
     pub(super) own_certificate: Option<(PathBuf, PathBuf)>,
     pub(super) advertise: Option<std::net::IpAddr>,
     pub(super) public_address: Option<std::net::IpAddr>,
+    /// The registry deployed images must come from.
+    pub(super) registry: Option<String>,
 }
 
 pub(super) async fn kick_serve(
@@ -123,6 +125,7 @@ pub(super) async fn kick_serve(
         },
         advertise,
         public_address,
+        registry: listeners.registry.clone(),
     };
     match serve::run(options).await {
         Ok(()) => Ok(exit::OK),

@@ -319,6 +319,10 @@ enum KickCommand {
         /// [default: the node's public address, else --advertise].
         #[arg(long, value_name = "ADDRESS")]
         public_address: Option<std::net::IpAddr>,
+        /// The registry every deployed image must come from [default:
+        /// the account's ECR, the stack's ImageRegistry output].
+        #[arg(long, env = "HUXLEY_REGISTRY", value_name = "HOST")]
+        registry: Option<String>,
         #[command(flatten)]
         aws: AwsArgs,
     },
@@ -700,6 +704,7 @@ fn kick(command: KickCommand) -> Outcome {
             route53_rate,
             advertise,
             public_address,
+            registry,
             aws,
         } => {
             let listeners = daemons::Listeners {
@@ -709,6 +714,7 @@ fn kick(command: KickCommand) -> Outcome {
                 own_certificate: tls_cert.zip(tls_key),
                 advertise,
                 public_address,
+                registry,
             };
             run_async(daemons::kick_serve(
                 &config,

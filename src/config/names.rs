@@ -77,13 +77,7 @@ pub fn relative_name(name: &str) -> Result<(), String> {
 /// Checks an environment variable name: letters, digits and `_`, not
 /// starting with a digit.
 pub fn env_name(name: &str) -> Result<(), String> {
-    let mut chars = name.chars();
-    match chars.next() {
-        None => Err("a name cannot be empty".into()),
-        Some(c) if c.is_ascii_digit() => Err("must not start with a digit".into()),
-        _ if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => Ok(()),
-        _ => Err("only letters, digits and `_` are allowed".into()),
-    }
+    crate::spec::envfile::check_name(name)
 }
 
 /// Checks a branch name by git's rules (`git check-ref-format --branch`).

@@ -74,6 +74,9 @@ pub struct Leading {
     pub route_table: Option<String>,
     /// The artifact bucket, where deploys are recorded.
     pub bucket: Option<String>,
+    /// The registry deployed images must come from (`None`: any host
+    /// name, for a server run by hand).
+    pub registry: Option<String>,
 }
 
 /// Builds the server's state from Route53 and EC2, and reconciles both
@@ -172,6 +175,7 @@ pub async fn start_leading(
         placed: tokio::sync::watch::channel(0).0,
         scaling: Mutex::new(Scaling::default()),
         bucket: leading.bucket,
+        image_registry: leading.registry,
         deploys: Mutex::new(Deploys::default()),
         network: Network {
             range,

@@ -39,6 +39,9 @@ pub struct Options {
     pub advertise: IpAddr,
     /// This node's public address, for the kick name in the public zone.
     pub public_address: Option<IpAddr>,
+    /// The registry deployed images must come from [default: the stack's
+    /// `ImageRegistry`].
+    pub registry: Option<String>,
 }
 
 /// Where the cluster's state lives, found once at start.
@@ -47,6 +50,8 @@ struct Found {
     zones: Zones,
     bucket: String,
     route_table: Option<String>,
+    /// The account's image registry, from the stack.
+    registry: Option<String>,
 }
 
 async fn find(aws: &Aws, config: &KickConfig) -> Result<Found, String> {
@@ -72,12 +77,12 @@ async fn find(aws: &Aws, config: &KickConfig) -> Result<Found, String> {
         }),
         None => None,
     };
-    let bucket = aws
-        .describe_stack(stack)
-        .await
-        .map_err(|e| e.to_string())?
+    let described = aws.describe_stack(stack).await.map_err(|e| e.to_string())?;
+    let bucket = described
+        .as_ref()
         .and_then(|s| s.bucket(&config.cluster.name))
         .ok_or_else(|| format!("the stack {stack} does not exist: run `huxley apply` first"))?;
+    let registry = described.as_ref().and_then(|s| s.registry());
     let route_table = aws
         .stack_resource(stack, ids::ROUTE_TABLE)
         .await
@@ -92,6 +97,7 @@ async fn find(aws: &Aws, config: &KickConfig) -> Result<Found, String> {
         },
         bucket,
         route_table,
+        registry,
     })
 }
 
@@ -229,6 +235,7 @@ async fn start(
             lease: Some(Arc::clone(lease)),
             route_table: found.route_table.clone(),
             bucket: Some(found.bucket.clone()),
+            registry: options.registry.clone().or_else(|| found.registry.clone()),
         },
     )
     .await

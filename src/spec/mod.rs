@@ -4,6 +4,7 @@
 
 pub mod assignment;
 pub mod description;
+pub mod envfile;
 pub mod keys;
 pub mod kick;
 pub mod manifest;

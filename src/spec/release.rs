@@ -109,6 +109,56 @@ pub struct ServiceRelease {
     pub image: String,
 }
 
+/// Checks an image a deploy names: `REGISTRY/REPOSITORY@sha256:` and 64
+/// lowercase hex digits, where REPOSITORY is the app's own repository and
+/// REGISTRY the cluster's (when the caller knows it; otherwise a host name
+/// with an optional port). The reason it is refused, otherwise.
+pub fn check_image(image: &str, registry: Option<&str>, repository: &str) -> Result<(), String> {
+    let expected = || {
+        format!(
+            "expected {}/{repository}@sha256:<64 hex digits>",
+            registry.unwrap_or("<registry>")
+        )
+    };
+    let (name, digest) = image
+        .split_once('@')
+        .ok_or_else(|| format!("is not pinned by digest; {}", expected()))?;
+    let hex = digest
+        .strip_prefix("sha256:")
+        .ok_or_else(|| format!("is not pinned by a sha256 digest; {}", expected()))?;
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(format!("has a malformed digest; {}", expected()));
+    }
+    let (host, path) = name
+        .split_once('/')
+        .ok_or_else(|| format!("names no registry; {}", expected()))?;
+    if path != repository {
+        return Err(format!("is not from the app's repository; {}", expected()));
+    }
+    let host_ok = match registry {
+        Some(registry) => host == registry,
+        None => {
+            let (domain, port) = host.split_once(':').unwrap_or((host, "1"));
+            !domain.is_empty()
+                && domain
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+                && port.parse::<u16>().is_ok()
+        }
+    };
+    if !host_ok {
+        return Err(format!(
+            "is not from the cluster's registry; {}",
+            expected()
+        ));
+    }
+    Ok(())
+}
+
 /// The short form of a commit or digest, as people read them.
 pub fn short(text: &str) -> &str {
     let text = text.rsplit('@').next().unwrap_or(text);
@@ -120,4 +170,55 @@ pub fn short(text: &str) -> &str {
 /// agents report as the replica's version.
 pub fn version_of(image: &str) -> Option<&str> {
     image.rsplit_once('@').map(|(_, digest)| digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX: &str = "2850f9785568690e626e9b1a2079a64b8507358302810817b3f7f0c63299c405";
+
+    #[test]
+    fn images_come_from_the_apps_repository_pinned_by_a_well_formed_digest() {
+        let good = format!("1234.dkr.ecr.us-west-2.amazonaws.com/huxley-acme/blog@sha256:{HEX}");
+        let registry = Some("1234.dkr.ecr.us-west-2.amazonaws.com");
+        assert_eq!(check_image(&good, registry, "huxley-acme/blog"), Ok(()));
+        assert_eq!(check_image(&good, None, "huxley-acme/blog"), Ok(()));
+        assert_eq!(
+            check_image(
+                &format!("127.0.0.1:5000/huxley-acme/blog@sha256:{HEX}"),
+                None,
+                "huxley-acme/blog"
+            ),
+            Ok(())
+        );
+        for bad in [
+            // The issue's injection: a line break after a short digest.
+            format!("x@sha256:0\nDOCKER_HOST=tcp://10.0.0.9:2375"),
+            format!("1234.dkr.ecr.us-west-2.amazonaws.com/huxley-acme/blog@sha256:{HEX}\r"),
+            format!(
+                "1234.dkr.ecr.us-west-2.amazonaws.com/huxley-acme/blog@sha256:{}",
+                HEX.to_uppercase()
+            ),
+            format!("1234.dkr.ecr.us-west-2.amazonaws.com/huxley-acme/blog:latest"),
+            format!("1234.dkr.ecr.us-west-2.amazonaws.com/huxley-acme/other@sha256:{HEX}"),
+            format!("evil.example/huxley-acme/blog@sha256:{HEX}"),
+            format!("huxley-acme/blog@sha256:{HEX}"),
+            format!("1234.dkr.ecr.us-west-2.amazonaws.com/huxley-acme/blog@sha512:{HEX}"),
+        ] {
+            assert!(
+                check_image(&bad, registry, "huxley-acme/blog").is_err(),
+                "{bad:?}"
+            );
+        }
+        for bad in [
+            format!("ev il/huxley-acme/blog@sha256:{HEX}"),
+            format!("h:99999/huxley-acme/blog@sha256:{HEX}"),
+        ] {
+            assert!(
+                check_image(&bad, None, "huxley-acme/blog").is_err(),
+                "{bad:?}"
+            );
+        }
+    }
 }

@@ -179,6 +179,10 @@ deploy = { timeout = "15s" }
     let _cleanup = DockerCleanup(name.to_owned());
     let _ = docker(&["network", "rm", huxley::agent::runtime::NETWORK]);
     let mut live = Live::with_config(name, "100.64.0.0/16", &text, 1);
+    // The images come from the local registry, not the account's ECR:
+    // kick refuses any other.
+    live.env
+        .push(("HUXLEY_REGISTRY".into(), "127.0.0.1:5000".into()));
     // A control plane of two: a leader and a standby, each with its hook
     // server, as two nodes would run them.
     let kicks = vec![live.kick("kick-a"), live.kick("kick-b")];
@@ -511,6 +515,10 @@ replicas = 10
 health = { http = "/healthz", interval = "1s", timeout = "500ms", healthy = 1, unhealthy = 2 }
 "#;
     let mut live = Live::with_config(name, "127.79.0.0/16", &text, 3);
+    // The images come from the local registry, not the account's ECR:
+    // kick refuses any other.
+    live.env
+        .push(("HUXLEY_REGISTRY".into(), "127.0.0.1:5000".into()));
     let kicks = vec![live.kick("kick")];
     let service = env!("CARGO_BIN_EXE_huxley-test-service");
     for index in 0..3 {

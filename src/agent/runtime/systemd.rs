@@ -175,10 +175,14 @@ impl<C: Commands> Runtime for Systemd<C> {
         if !self.units.contains_key(&unit) {
             return Err(format!("the manifest has no unit {unit}"));
         }
-        let mut text = String::from("# Written by the huxley node agent for this replica.\n");
-        for (key, value) in replica.environment() {
-            text.push_str(&format!("{key}={value}\n"));
-        }
+        // Read by systemd (the unit's EnvironmentFile=) and by Docker
+        // (--env-file): a value they would read differently is refused.
+        let environment = replica.environment();
+        let text = crate::spec::envfile::text(
+            "# Written by the huxley node agent for this replica.\n",
+            environment.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            crate::spec::envfile::Readers::DockerAndSystemd,
+        )?;
         write_atomically(&self.env_file(replica), text.as_bytes(), 0o600)?;
         self.systemctl(&[
             "start",

@@ -232,10 +232,12 @@ impl Checker<'_> {
                     .help("keep one"),
                 );
             }
-            if text.contains(['\n', '\r', '\0']) {
+            if let Err(why) =
+                crate::spec::envfile::check_value(&text, crate::spec::envfile::Readers::Docker)
+            {
                 self.push(
-                    Diagnostic::error(format!("`{}` has a line break in its value", key.value))
-                        .at(value.span.clone(), "environment values are one line")
+                    Diagnostic::error(format!("`{}` cannot be written to an env file", key.value))
+                        .at(value.span.clone(), format!("it {why}"))
                         .help("encode it (for example as base64) or use a file in the image"),
                 );
             }

@@ -206,6 +206,48 @@ fn check_new_release(
     Ok(())
 }
 
+/// Checks what a deploy request carries before anything is kept: each
+/// image from the app's own repository in the cluster's registry, pinned
+/// by a well-formed digest (the agents write it into env files, and nodes
+/// pull it); the commit as git names one; the pusher's fingerprint short
+/// and printable.
+fn check_sources(
+    registry: Option<&str>,
+    cluster: &str,
+    app: &str,
+    request: &DeployRequest,
+) -> Result<(), Refusal> {
+    let repository = crate::spec::names::repository_name(cluster, app);
+    for (service, image) in &request.images {
+        crate::spec::release::check_image(image, registry, &repository).map_err(|why| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                format!("{service}'s image {} {why}", image.escape_debug()),
+            )
+        })?;
+    }
+    if let Some(commit) = &request.commit
+        && !(matches!(commit.len(), 40 | 64) && commit.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the commit {} is not a full git object name (40 or 64 hex digits)",
+                commit.escape_debug()
+            ),
+        ));
+    }
+    if let Some(by) = &request.by
+        && (by.len() > 200 || by.chars().any(char::is_control))
+    {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "the pusher's fingerprint must be one printable line of at most 200 bytes",
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /v1/apps/{app}/deployments`.
 pub async fn post_deployment(
     State(kick): State<Arc<Kick>>,
@@ -227,6 +269,14 @@ pub async fn post_deployment(
         Ok(request) => request,
         Err(response) => return *response,
     };
+    if let Err(response) = check_sources(
+        kick.image_registry.as_deref(),
+        &kick.config.cluster.name,
+        &app,
+        &request,
+    ) {
+        return *response;
+    }
     if !kick.deploys.lock().expect("deploys").loaded {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -405,6 +455,51 @@ port = 6379
             history: [("shop".to_owned(), releases)].into(),
             loaded: true,
         }
+    }
+
+    /// Regression: only `@sha256:` after the last `@` was checked, so an
+    /// image with a line break wrote a variable of the pusher's choosing
+    /// into the replica's env file.
+    #[test]
+    fn a_request_carries_only_the_clusters_images_a_commit_and_a_printable_pusher() {
+        let registry = Some("r.example");
+        let ask = |images: &[(&str, String)], commit: Option<&str>, by: Option<&str>| {
+            let request = DeployRequest {
+                commit: commit.map(str::to_owned),
+                images: images
+                    .iter()
+                    .map(|(s, i)| ((*s).to_owned(), i.clone()))
+                    .collect(),
+                by: by.map(str::to_owned),
+                rollback_to: None,
+            };
+            check_sources(registry, "acme", "shop", &request).map_err(|r| r.status())
+        };
+        let commit = "a".repeat(40);
+        assert_eq!(
+            ask(&[("web", image(1))], Some(&commit), Some("SHA256:abc")),
+            Ok(())
+        );
+        for bad in [
+            format!("{}\nDOCKER_HOST=tcp://10.0.0.9:2375", image(1)),
+            format!("x@{DIGEST}"),
+            image(1).replace("r.example", "evil.example"),
+            image(1).replace("/shop@", "/other@"),
+        ] {
+            assert_eq!(
+                ask(&[("web", bad.clone())], Some(&commit), None),
+                Err(StatusCode::BAD_REQUEST),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            ask(&[("web", image(1))], Some("main\nx"), None),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            ask(&[("web", image(1))], None, Some("SHA256:x\rforged")),
+            Err(StatusCode::BAD_REQUEST)
+        );
     }
 
     #[test]

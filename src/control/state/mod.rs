@@ -81,6 +81,8 @@ pub struct Kick {
     pub scaling: Mutex<scaling::Scaling>,
     /// The artifact bucket: deploy history, published description.
     pub bucket: Option<String>,
+    /// The registry deployed images must come from.
+    pub image_registry: Option<String>,
     /// Every app's deploys.
     pub deploys: Mutex<deploys::Deploys>,
 }
