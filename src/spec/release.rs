@@ -194,13 +194,13 @@ mod tests {
         );
         for bad in [
             // The issue's injection: a line break after a short digest.
-            format!("x@sha256:0\nDOCKER_HOST=tcp://10.0.0.9:2375"),
+            "x@sha256:0\nDOCKER_HOST=tcp://10.0.0.9:2375".to_owned(),
             format!("1234.dkr.ecr.us-west-2.amazonaws.com/huxley-acme/blog@sha256:{HEX}\r"),
             format!(
                 "1234.dkr.ecr.us-west-2.amazonaws.com/huxley-acme/blog@sha256:{}",
                 HEX.to_uppercase()
             ),
-            format!("1234.dkr.ecr.us-west-2.amazonaws.com/huxley-acme/blog:latest"),
+            "1234.dkr.ecr.us-west-2.amazonaws.com/huxley-acme/blog:latest".to_owned(),
             format!("1234.dkr.ecr.us-west-2.amazonaws.com/huxley-acme/other@sha256:{HEX}"),
             format!("evil.example/huxley-acme/blog@sha256:{HEX}"),
             format!("huxley-acme/blog@sha256:{HEX}"),
