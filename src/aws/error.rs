@@ -26,6 +26,9 @@ pub enum AwsError {
     ImageNotFound(String),
     /// The stack ended in a failed state.
     StackFailed { status: String, cause: String },
+    /// A conditional write found the object changed since it was read
+    /// (S3's 412 PreconditionFailed): another writer came first.
+    Conflict { action: String, key: String },
     /// Anything else: the action, the service's code and message.
     Other { action: String, detail: String },
 }
@@ -63,6 +66,10 @@ impl fmt::Display for AwsError {
             ),
             Self::ImageNotFound(what) => write!(f, "no machine image found: {what}"),
             Self::StackFailed { status, cause } => write!(f, "the stack is {status}: {cause}"),
+            Self::Conflict { action, key } => write!(
+                f,
+                "{action} refused: {key} changed since this process read it (another writer came first)"
+            ),
             Self::Other { action, detail } => write!(f, "{action} failed: {detail}"),
         }
     }

@@ -28,6 +28,76 @@ impl Aws {
         }
     }
 
+    /// An object with its ETag, the version a conditional write names.
+    pub async fn get_object_versioned(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, String)>, AwsError> {
+        self.count();
+        match self.s3.get_object().bucket(bucket).key(key).send().await {
+            Ok(output) => {
+                let etag = output.e_tag().unwrap_or_default().to_owned();
+                let bytes = output.body.collect().await.map_err(|e| AwsError::Other {
+                    action: "s3:GetObject".into(),
+                    detail: e.to_string(),
+                })?;
+                Ok(Some((bytes.into_bytes().to_vec(), etag)))
+            }
+            Err(err) => {
+                use aws_sdk_s3::error::ProvideErrorMetadata as _;
+                if matches!(err.code(), Some("NoSuchKey" | "NoSuchBucket" | "NotFound")) {
+                    Ok(None)
+                } else {
+                    Err(self.err("s3:GetObject", err))
+                }
+            }
+        }
+    }
+
+    /// Writes an object only if it is as the writer last saw it: absent
+    /// (`If-None-Match: *`) or at `expected`'s ETag (`If-Match`). The new
+    /// ETag; [`AwsError::Conflict`] when another writer came first.
+    pub async fn put_object_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        expected: Option<&str>,
+    ) -> Result<String, AwsError> {
+        use aws_sdk_s3::error::ProvideErrorMetadata as _;
+        self.count();
+        let request = self
+            .s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body));
+        let request = match expected {
+            Some(etag) => request.if_match(etag),
+            None => request.if_none_match("*"),
+        };
+        match request.send().await {
+            Ok(output) => Ok(output.e_tag().unwrap_or_default().to_owned()),
+            Err(err)
+                if matches!(
+                    err.code(),
+                    Some("PreconditionFailed" | "ConditionalRequestConflict")
+                ) || err
+                    .raw_response()
+                    .is_some_and(|r| r.status().as_u16() == 412) =>
+            {
+                Err(AwsError::Conflict {
+                    action: "s3:PutObject".into(),
+                    key: key.to_owned(),
+                })
+            }
+            Err(err) => Err(self.err("s3:PutObject", err)),
+        }
+    }
+
     pub async fn object_exists(&self, bucket: &str, key: &str) -> Result<bool, AwsError> {
         self.count();
         match self.s3.head_object().bucket(bucket).key(key).send().await {

@@ -177,6 +177,7 @@ pub async fn start_leading(
         bucket: leading.bucket,
         image_registry: leading.registry,
         deploys: Mutex::new(Deploys::default()),
+        history_writes: tokio::sync::Mutex::new(()),
         network: Network {
             range,
             route_table: leading.route_table,
@@ -184,11 +185,7 @@ pub async fn start_leading(
     });
     reconcile(&kick, managed).await;
     // The releases to run, before anything is placed.
-    if let Err(err) = crate::control::controllers::deploy::restore(&kick).await {
-        eprintln!(
-            "kick: cannot read the deploy history: {err}; deploys are refused until it reads"
-        );
-    }
+    crate::control::controllers::deploy::restore(&kick).await;
     crate::control::controllers::assign::replace(&kick).await;
     let mut tasks = crate::control::controllers::health::spawn(Arc::clone(&kick));
     tasks.push(crate::control::controllers::assign::spawn(Arc::clone(

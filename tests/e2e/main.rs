@@ -13,6 +13,7 @@
 
 mod deploy;
 mod harness;
+mod history;
 mod hook;
 mod kick;
 mod push;

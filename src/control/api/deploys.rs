@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::control::api::http::{Refusal, authenticate, body, error, refuse};
 use crate::control::auth::Scope;
-use crate::control::controllers::deploy::{HISTORY_KEPT, run, save};
+use crate::control::controllers::deploy::{read, run, save};
 use crate::control::state::Kick;
 use crate::control::state::deploys::Deploys;
 use crate::spec::kick::KickConfig;
@@ -277,46 +277,59 @@ pub async fn post_deployment(
     ) {
         return *response;
     }
-    if !kick.deploys.lock().expect("deploys").loaded {
+    // This leadership's view of the app's history, read now if it has
+    // not been (or a write found it changed).
+    if let Err(why) = read(&kick, &app).await {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "this kick server is still reading the deploy history; try again in a moment",
+            format!("{why}; nothing was deployed, try again"),
         );
     }
-    let prepared = {
-        let deploys = kick.deploys.lock().expect("deploys");
-        prepare(&kick.config, &deploys, &scope, &app, request)
-    };
-    let release = match prepared {
-        Ok(release) => release,
-        Err(response) => return *response,
-    };
-    let unchanged = release
-        .images
-        .iter()
-        .all(|(service, image)| release.previous.get(service) == Some(image));
-    if unchanged && release.rollback_of.is_none() {
-        return (
-            StatusCode::OK,
-            Json(json!({
-                "unchanged": true,
-                "message": format!(
-                    "nothing to deploy: {app}'s services already run these images",
-                ),
-            })),
-        )
-            .into_response();
-    }
-    let id = release.id;
-    {
+    // Decided and recorded under one lock: of concurrent requests exactly
+    // one is accepted, and release numbers are unique.
+    let release = {
         let mut deploys = kick.deploys.lock().expect("deploys");
-        let history = deploys.history.entry(app.clone()).or_default();
-        history.push(release.clone());
-        if history.len() > HISTORY_KEPT {
-            history.remove(0);
+        let release = match prepare(&kick.config, &deploys, &scope, &app, request) {
+            Ok(release) => release,
+            Err(response) => return *response,
+        };
+        let unchanged = release
+            .images
+            .iter()
+            .all(|(service, image)| release.previous.get(service) == Some(image));
+        if unchanged && release.rollback_of.is_none() {
+            return (
+                StatusCode::OK,
+                Json(json!({
+                    "unchanged": true,
+                    "message": format!(
+                        "nothing to deploy: {app}'s services already run these images",
+                    ),
+                })),
+            )
+                .into_response();
         }
+        deploys.record(release.clone());
+        release
+    };
+    let id = release.id;
+    // Nothing rolls out that the bucket does not hold: a write that fails
+    // (or finds another writer came first) takes the release back.
+    if let Err(err) = save(&kick, &app).await {
+        let mut deploys = kick.deploys.lock().expect("deploys");
+        if let Some(history) = deploys.history.get_mut(&app) {
+            history.retain(|r| r.id != id);
+        }
+        let status = if matches!(err, crate::aws::AwsError::Conflict { .. }) {
+            StatusCode::CONFLICT
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        return error(
+            status,
+            format!("cannot record the deploy of {app}: {err}; nothing was deployed, try again"),
+        );
     }
-    save(&kick, &app).await;
     let task = {
         let kick = Arc::clone(&kick);
         let app = app.clone();
@@ -453,7 +466,8 @@ port = 6379
     fn history(releases: Vec<Release>) -> Deploys {
         Deploys {
             history: [("shop".to_owned(), releases)].into(),
-            loaded: true,
+            read: [("shop".to_owned(), None)].into(),
+            unreadable: BTreeMap::new(),
         }
     }
 

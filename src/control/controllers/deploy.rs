@@ -32,60 +32,77 @@ use crate::spec::release::Release;
 use crate::spec::release::short;
 use crate::spec::release::version_of;
 
-/// How many deploys of an app the history keeps.
-pub const HISTORY_KEPT: usize = 100;
 /// How many events one deploy keeps.
 const EVENTS_KEPT: usize = 400;
 /// How often a rollout looks at its replicas' health.
 const POLL: Duration = Duration::from_millis(200);
 
-/// Reads every app's deploy history from the bucket, once per leadership:
-/// a deploy left running by an earlier leader is recorded as interrupted,
-/// and each service runs its last successful release.
-pub async fn restore(kick: &Kick) -> Result<(), String> {
+/// Reads every app's deploy history from the bucket when a leadership
+/// starts: a deploy left running by an earlier leader is recorded as
+/// interrupted, and each service runs its last successful release. Each
+/// app on its own: one whose history cannot be read (or parse) keeps its
+/// running replicas on the releases the registry says they run, is read
+/// again before its next deploy, and leaves every other app untouched.
+pub async fn restore(kick: &Kick) {
+    for app in kick.config.apps.keys() {
+        if let Err(why) = read(kick, app).await {
+            eprintln!("kick: {why}; {app} keeps what runs and is read again before it deploys");
+            kick.deploys
+                .lock()
+                .expect("deploys")
+                .unreadable
+                .insert(app.clone(), why);
+            keep_what_runs(kick, app);
+        }
+    }
+}
+
+/// Reads `app`'s history (when this leadership has not yet) and puts each
+/// of its services on its last successful release.
+pub async fn read(kick: &Kick, app: &str) -> Result<(), String> {
+    if kick.deploys.lock().expect("deploys").is_read(app) {
+        return Ok(());
+    }
     let Some(bucket) = &kick.bucket else {
-        kick.deploys.lock().expect("deploys").loaded = true;
+        let mut deploys = kick.deploys.lock().expect("deploys");
+        deploys.read.insert(app.to_owned(), None);
         return Ok(());
     };
-    let mut history = BTreeMap::new();
-    let mut interrupted = Vec::new();
-    for app in kick.config.apps.keys() {
-        let Some(bytes) = kick
-            .aws
-            .get_object(bucket, &crate::spec::keys::history(app))
-            .await
-            .map_err(|e| e.to_string())?
-        else {
-            continue;
-        };
-        let mut releases: Vec<Release> = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("the deploy history of {app} does not parse: {e}"))?;
-        for release in &mut releases {
-            if release.outcome == Outcome::Running {
-                release.outcome = Outcome::Interrupted;
-                release.finished = Some(crate::clock::unix_seconds());
-                release.reason = Some(
-                    "the kick server running it stopped leading; the last successful release runs"
-                        .into(),
-                );
-                interrupted.push(app.clone());
-            }
+    let key = crate::spec::keys::history(app);
+    let (mut releases, version): (Vec<Release>, Option<String>) = match kick
+        .aws
+        .get_object_versioned(bucket, &key)
+        .await
+        .map_err(|e| format!("cannot read the deploy history of {app}: {e}"))?
+    {
+        None => (Vec::new(), None),
+        Some((bytes, etag)) => (
+            serde_json::from_slice(&bytes)
+                .map_err(|e| format!("the deploy history of {app} ({key}) does not parse: {e}"))?,
+            Some(etag),
+        ),
+    };
+    let mut interrupted = false;
+    for release in &mut releases {
+        if release.outcome == Outcome::Running {
+            release.outcome = Outcome::Interrupted;
+            release.finished = Some(crate::clock::unix_seconds());
+            release.reason = Some(
+                "the kick server running it stopped leading; the last successful release runs"
+                    .into(),
+            );
+            interrupted = true;
         }
-        history.insert(app.clone(), releases);
     }
     let current: Vec<(ServiceKey, String)> = {
         let mut deploys = kick.deploys.lock().expect("deploys");
-        deploys.history = history;
-        deploys.loaded = true;
-        kick.config
-            .apps
-            .keys()
-            .flat_map(|app| {
-                deploys
-                    .current(app)
-                    .into_iter()
-                    .map(move |(service, (_, image))| ((app.clone(), service), image))
-            })
+        deploys.history.insert(app.to_owned(), releases);
+        deploys.read.insert(app.to_owned(), version);
+        deploys.unreadable.remove(app);
+        deploys
+            .current(app)
+            .into_iter()
+            .map(|(service, (_, image))| ((app.to_owned(), service), image))
             .collect()
     };
     kick.assignments
@@ -93,33 +110,105 @@ pub async fn restore(kick: &Kick) -> Result<(), String> {
         .expect("assignments")
         .current
         .extend(current);
-    for app in interrupted {
-        save(kick, &app).await;
+    if interrupted && let Err(err) = save(kick, app).await {
+        eprintln!("kick: {err}");
     }
     Ok(())
 }
 
-/// Writes `app`'s history to the bucket; a failure is logged (the deploy
-/// goes on, and the next save carries it).
-pub async fn save(kick: &Kick, app: &str) {
-    let Some(bucket) = &kick.bucket else {
+/// For an app whose history cannot be read: each built service that has
+/// no release yet runs the image its registered replicas run (the most
+/// common digest), so a new leader never stops what runs for want of a
+/// history.
+fn keep_what_runs(kick: &Kick, app: &str) {
+    let Some(registry_host) = &kick.image_registry else {
         return;
     };
-    let body = {
-        let deploys = kick.deploys.lock().expect("deploys");
-        let releases = deploys.history.get(app).cloned().unwrap_or_default();
-        serde_json::to_vec_pretty(&releases).expect("releases serialize")
+    let repository = crate::spec::names::repository_name(&kick.config.cluster.name, app);
+    let mut seen: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    {
+        let registry = kick.registry.lock().expect("registry");
+        for (service, state) in registry.apps.get(app).into_iter().flatten() {
+            for instance in state.instances.values() {
+                if let Some(version) = &instance.version {
+                    *seen
+                        .entry(service.clone())
+                        .or_default()
+                        .entry(version.clone())
+                        .or_default() += 1;
+                }
+            }
+        }
+    }
+    let mut assignments = kick.assignments.lock().expect("assignments");
+    for (service, versions) in seen {
+        let Some((version, _)) = versions.into_iter().max_by_key(|(_, n)| *n) else {
+            continue;
+        };
+        let image = format!("{registry_host}/{repository}@{version}");
+        if crate::spec::release::check_image(&image, Some(registry_host), &repository).is_ok() {
+            assignments
+                .current
+                .entry((app.to_owned(), service))
+                .or_insert(image);
+        }
+    }
+}
+
+/// Writes `app`'s history to the bucket, only over the version this
+/// leader read or last wrote: when another writer came first the write
+/// fails ([`crate::aws::AwsError::Conflict`]), and the app is read again
+/// before its next deploy.
+pub async fn save(kick: &Kick, app: &str) -> Result<(), crate::aws::AwsError> {
+    let Some(bucket) = &kick.bucket else {
+        return Ok(());
     };
-    if let Err(err) = kick
+    // One write at a time, each of the latest state: two writers with
+    // the same version would refuse each other.
+    let _writing = kick.history_writes.lock().await;
+    let (body, version) = {
+        let deploys = kick.deploys.lock().expect("deploys");
+        let Some(version) = deploys.read.get(app).cloned() else {
+            return Err(crate::aws::AwsError::Conflict {
+                action: "s3:PutObject".into(),
+                key: crate::spec::keys::history(app),
+            });
+        };
+        let releases = deploys.history.get(app).cloned().unwrap_or_default();
+        (
+            serde_json::to_vec_pretty(&releases).expect("releases serialize"),
+            version,
+        )
+    };
+    let written = kick
         .aws
-        .put_object(
+        .put_object_if(
             bucket,
             &crate::spec::keys::history(app),
             body,
             "application/json",
+            version.as_deref(),
         )
-        .await
-    {
+        .await;
+    let mut deploys = kick.deploys.lock().expect("deploys");
+    match written {
+        Ok(etag) => {
+            deploys.read.insert(app.to_owned(), Some(etag));
+            Ok(())
+        }
+        Err(err) => {
+            if matches!(err, crate::aws::AwsError::Conflict { .. }) {
+                deploys.read.remove(app);
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Records progress, saying (not failing) when the write is refused: the
+/// rollout goes on and the next write carries it.
+async fn save_progress(kick: &Kick, app: &str) {
+    if let Err(err) = save(kick, app).await {
         eprintln!("kick: cannot record the deploys of {app}: {err}");
     }
 }
@@ -199,7 +288,7 @@ pub async fn run(kick: &Arc<Kick>, app: &str, id: u64) {
                 break;
             }
         }
-        save(kick, app).await;
+        save_progress(kick, app).await;
     }
     let outcome = match failure {
         None => {
@@ -227,7 +316,7 @@ pub async fn run(kick: &Arc<Kick>, app: &str, id: u64) {
             r.finished = Some(crate::clock::unix_seconds());
         }
     }
-    save(kick, app).await;
+    save_progress(kick, app).await;
     crate::control::controllers::assign::bump(kick);
 }
 

@@ -85,6 +85,8 @@ pub struct Kick {
     pub image_registry: Option<String>,
     /// Every app's deploys.
     pub deploys: Mutex<deploys::Deploys>,
+    /// Held while a deploy history is written: one write at a time.
+    pub history_writes: tokio::sync::Mutex<()>,
 }
 
 /// The (registry, nodes, assignments) generations a description was made at.

@@ -1,0 +1,289 @@
+//! Deploys under races and bad state, against the emulator's S3: one
+//! deploy per app decided atomically, the history written only over the
+//! version the leader read, and one app's unreadable history leaving the
+//! others alone.
+
+use std::sync::Arc;
+
+use huxley::control::auth::Tokens;
+use huxley::control::dns::Settings;
+use huxley::control::leader::{Leading, start_leading};
+use huxley::control::state::Kick;
+use huxley::control::state::{Zone, Zones};
+use huxley::testing::{Emulator, aws, create_bucket, create_public_zone};
+use serde_json::{Value, json};
+
+use crate::support::root;
+
+const REGION: &str = "us-west-2";
+const REGISTRY: &str = "r.example";
+
+fn config(name: &str) -> huxley::spec::kick::KickConfig {
+    let toml = format!(
+        r#"[cluster]
+name = "{name}"
+region = "{REGION}"
+availability-zones = ["us-west-2a", "us-west-2b"]
+private-domain = "{name}.internal"
+
+[cluster.nodes]
+instance-type = "m6i.large"
+min = 1
+max = 2
+
+[apps.shop.services.web]
+build = "web"
+port = 8080
+
+[apps.blog.services.web]
+build = "web"
+port = 8080
+"#
+    );
+    let checked = huxley::config::check(&toml);
+    huxley::compile::kick::kick_config(&checked.config.expect("valid test config"))
+}
+
+fn image(name: &str, app: &str, n: u32) -> String {
+    format!("{REGISTRY}/huxley-{name}/{app}@sha256:{n:064x}")
+}
+
+/// A release as the history object holds it.
+fn release(name: &str, app: &str, id: u64, n: u32) -> Value {
+    json!({
+        "id": id, "app": app, "commit": format!("{id:040x}"), "by": "SHA256:x",
+        "rollback_of": null, "started": id, "finished": id, "outcome": "succeeded",
+        "images": { "web": image(name, app, n) }, "previous": {}, "replaced": 1,
+        "reason": null, "events": []
+    })
+}
+
+struct Cluster {
+    name: String,
+    base: String,
+    aws: Arc<huxley::aws::Aws>,
+    bucket: String,
+    kick: Arc<Kick>,
+}
+
+/// A leader with a bucket whose history objects are `seed` (app, body)
+/// before it starts.
+async fn leader(name: &str, seed: &[(&str, Vec<u8>)]) -> Cluster {
+    let emulator = Emulator::shared(&root());
+    let endpoint = emulator.endpoint();
+    let bucket = format!("huxley-history-{name}");
+    let private = {
+        let (endpoint, zone, bucket) =
+            (endpoint.clone(), format!("{name}.internal"), bucket.clone());
+        tokio::task::spawn_blocking(move || {
+            create_bucket(&endpoint, REGION, &bucket);
+            create_public_zone(&endpoint, REGION, &zone)
+        })
+        .await
+        .expect("zone and bucket")
+    };
+    let aws = Arc::new(aws(&endpoint, REGION).await);
+    for (app, body) in seed {
+        aws.put_object(
+            &bucket,
+            &huxley::spec::keys::history(app),
+            body.clone(),
+            "application/json",
+        )
+        .await
+        .expect("seed the history");
+    }
+    let tokens_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("history")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&tokens_dir);
+    std::fs::create_dir_all(&tokens_dir).expect("tokens dir");
+    std::fs::write(tokens_dir.join("admin"), "admin-token").expect("token");
+    std::fs::write(tokens_dir.join("hook"), "hook-token").expect("token");
+    let config = config(name);
+    let tokens = Tokens::from_dir(&tokens_dir, &config).expect("tokens");
+    let zones = Zones {
+        private: Zone {
+            id: private,
+            name: format!("{name}.internal"),
+        },
+        public: None,
+    };
+    let settings = Settings {
+        requests_per_second: 50.0,
+        ..Settings::default()
+    };
+    let leading = Leading {
+        bucket: Some(bucket.clone()),
+        registry: Some(REGISTRY.into()),
+        ..Leading::default()
+    };
+    let kick = start_leading(config, tokens, Arc::clone(&aws), zones, settings, leading)
+        .await
+        .expect("kick starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(huxley::control::leader::serve(Arc::clone(&kick), listener));
+    Cluster {
+        name: name.to_owned(),
+        base,
+        aws,
+        bucket,
+        kick,
+    }
+}
+
+async fn deploy(base: &str, app: &str, token: &str, body: Value) -> (u16, Value) {
+    huxley::tls::ensure_provider();
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/apps/{app}/deployments"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("kick answers");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn stored(cluster: &Cluster, app: &str) -> Option<Vec<Value>> {
+    let bytes = cluster
+        .aws
+        .get_object(&cluster.bucket, &huxley::spec::keys::history(app))
+        .await
+        .expect("read the history")?;
+    Some(serde_json::from_slice(&bytes).expect("the history parses"))
+}
+
+fn push(name: &str, app: &str, n: u32) -> Value {
+    json!({ "commit": format!("{n:040x}"), "images": { "web": image(name, app, n) }, "by": "SHA256:p" })
+}
+
+/// Regression: a deploy was checked under the lock, the lock dropped and
+/// taken again to record it, so two requests could both start with the
+/// same release number (a rollback racing a push rolled one window
+/// twice).
+#[test]
+fn twenty_concurrent_deploys_accept_exactly_one_and_a_stale_writer_is_refused() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let name = "races";
+        let history = serde_json::to_vec(&vec![
+            release(name, "shop", 1, 1),
+            release(name, "shop", 2, 2),
+        ])
+        .expect("json");
+        let cluster = leader(name, &[("shop", history)]).await;
+        let mut requests = Vec::new();
+        for n in 0..20u32 {
+            let base = cluster.base.clone();
+            requests.push(tokio::spawn(async move {
+                if n % 2 == 0 {
+                    deploy(&base, "shop", "hook-token", push(name, "shop", 100 + n)).await
+                } else {
+                    deploy(&base, "shop", "admin-token", json!({ "rollback_to": 0 })).await
+                }
+            }));
+        }
+        let mut answers = Vec::new();
+        for request in requests {
+            answers.push(request.await.expect("request"));
+        }
+        let accepted: Vec<&(u16, Value)> = answers.iter().filter(|(s, _)| *s == 202).collect();
+        assert_eq!(accepted.len(), 1, "{answers:#?}");
+        assert_eq!(accepted[0].1["id"], 3, "{answers:#?}");
+        assert!(
+            answers.iter().all(|(s, _)| *s == 202 || *s == 409),
+            "{answers:#?}"
+        );
+        let ids: Vec<u64> = stored(&cluster, "shop")
+            .await
+            .expect("shop's history")
+            .iter()
+            .filter_map(|r| r["id"].as_u64())
+            .collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+
+        // Another writer puts blog's history after this leader read it (it
+        // had none): the leader's write is refused, nothing is deployed,
+        // and the other writer's history stands.
+        let theirs = serde_json::to_vec(&vec![release(name, "blog", 7, 7)]).expect("json");
+        cluster
+            .aws
+            .put_object(
+                &cluster.bucket,
+                &huxley::spec::keys::history("blog"),
+                theirs,
+                "application/json",
+            )
+            .await
+            .expect("the other writer");
+        let (status, body) =
+            deploy(&cluster.base, "blog", "hook-token", push(name, "blog", 8)).await;
+        assert_eq!(status, 409, "{body}");
+        assert!(
+            body.to_string().contains("another writer came first"),
+            "{body}"
+        );
+        let kept = stored(&cluster, "blog").await.expect("blog's history");
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0]["id"], 7);
+        // The next request reads the history again and carries on from it.
+        let (status, body) =
+            deploy(&cluster.base, "blog", "hook-token", push(name, "blog", 9)).await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["id"], 8, "{body}");
+        cluster.kick.stop();
+    });
+}
+
+/// Regression: one app's history that did not parse stopped the restore
+/// for every app, and deploys were refused for the whole leadership.
+#[test]
+fn an_unreadable_history_leaves_the_other_apps_alone() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let name = "unreadable";
+        let shop = serde_json::to_vec(&vec![release(name, "shop", 1, 1)]).expect("json");
+        let cluster = leader(name, &[("shop", shop), ("blog", b"{ not json".to_vec())]).await;
+        // shop runs its release; blog's is not known.
+        {
+            let assignments = cluster.kick.assignments.lock().expect("assignments");
+            assert_eq!(
+                assignments
+                    .current
+                    .get(&("shop".to_owned(), "web".to_owned())),
+                Some(&image(&cluster.name, "shop", 1))
+            );
+        }
+        let (status, body) =
+            deploy(&cluster.base, "shop", "hook-token", push(name, "shop", 2)).await;
+        assert_eq!(status, 202, "{body}");
+        let (status, body) =
+            deploy(&cluster.base, "blog", "hook-token", push(name, "blog", 2)).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.to_string().contains("does not parse"), "{body}");
+        // Mended in the bucket, it is read at the next deploy.
+        cluster
+            .aws
+            .put_object(
+                &cluster.bucket,
+                &huxley::spec::keys::history("blog"),
+                b"[]".to_vec(),
+                "application/json",
+            )
+            .await
+            .expect("mend");
+        let (status, body) =
+            deploy(&cluster.base, "blog", "hook-token", push(name, "blog", 3)).await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["id"], 1, "{body}");
+        cluster.kick.stop();
+    });
+}
