@@ -34,10 +34,10 @@ impl Deploys {
     /// last successful one), which rollbacks and a new leader need.
     pub fn record(&mut self, release: Release) {
         let app = release.app.clone();
+        self.history.entry(app.clone()).or_default().push(release);
         let running: std::collections::BTreeSet<u64> =
             self.current(&app).values().map(|(id, _)| *id).collect();
         let history = self.history.entry(app).or_default();
-        history.push(release);
         while history.len() > HISTORY_KEPT {
             match history.iter().position(|r| !running.contains(&r.id)) {
                 Some(oldest) => {
