@@ -7,6 +7,9 @@ use super::{Aws, AwsError};
 pub struct Node {
     pub id: String,
     pub address: Option<std::net::IpAddr>,
+    /// The public IPv4 address, when the node has one: what a service's
+    /// public names carry in DNS mode.
+    pub public_address: Option<std::net::IpAddr>,
     pub instance_type: String,
     /// The availability zone.
     pub zone: String,
@@ -96,6 +99,7 @@ impl Aws {
                 nodes.push(Node {
                     id: id.to_owned(),
                     address: instance.private_ip_address().and_then(|a| a.parse().ok()),
+                    public_address: instance.public_ip_address().and_then(|a| a.parse().ok()),
                     instance_type: instance
                         .instance_type()
                         .map(|t| t.as_str().to_owned())

@@ -402,6 +402,31 @@ pub async fn terminate_nodes(aws: &crate::aws::Aws, ids: &[String]) {
         .expect("terminate nodes");
 }
 
+/// Gives each node a public address, as the stack's public subnets do on
+/// AWS (`MapPublicIpOnLaunch`): the emulator launches the node group's
+/// instances without one, so an Elastic IP stands in. The addresses.
+pub async fn give_public_addresses(aws: &crate::aws::Aws, ids: &[String]) -> Vec<String> {
+    let mut addresses = Vec::new();
+    for id in ids {
+        let allocated = aws
+            .ec2
+            .allocate_address()
+            .domain(aws_sdk_ec2::types::DomainType::Vpc)
+            .send()
+            .await
+            .expect("allocate an address");
+        aws.ec2
+            .associate_address()
+            .instance_id(id)
+            .set_allocation_id(allocated.allocation_id().map(str::to_owned))
+            .send()
+            .await
+            .expect("associate the address");
+        addresses.push(allocated.public_ip().unwrap_or_default().to_owned());
+    }
+    addresses
+}
+
 /// Creates a public hosted zone in the emulator, as a user's existing zone,
 /// through the real SDK; returns its id.
 pub fn create_public_zone(endpoint: &str, region: &str, name: &str) -> String {

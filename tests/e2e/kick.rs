@@ -543,6 +543,27 @@ async fn until_dns(h: &Harness, expected: Option<&str>) -> Vec<(String, String, 
     }
 }
 
+/// Waits until the public zone's A record of `name` is `expected`.
+async fn until_public(h: &Harness, name: &str, expected: Option<&str>) {
+    let zone = &h.zones.public.as_ref().expect("a public zone").id;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let live = records(&h.aws, zone).await;
+        let current = live
+            .iter()
+            .find(|(n, t, _)| n == name && t == "A")
+            .map(|(_, _, v)| v.clone());
+        if current.as_deref() == expected.map(|e| vec![e.to_owned()]).as_deref() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} never became {expected:?}: {live:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[test]
 fn health_checks_decide_what_dns_answers() {
     runtime().block_on(async {
@@ -554,12 +575,27 @@ fn health_checks_decide_what_dns_answers() {
         assert_eq!(status, 201, "{body}");
 
         until_dns(&h, Some("127.0.0.1")).await;
+        // The public name carries the public address of the node that runs
+        // the healthy replica, never the replica's own address (the
+        // internet cannot reach a container).
+        let public_ip = h
+            .aws
+            .cluster_nodes("kickhealth")
+            .await
+            .expect("nodes")
+            .into_iter()
+            .find(|n| n.id == h.nodes[0])
+            .and_then(|n| n.public_address)
+            .expect("the emulator gives nodes a public address")
+            .to_string();
+        until_public(&h, "www.kickhealth.example.com", Some(&public_ip)).await;
         let (_, described) = call(reqwest::Method::GET, &format!("{}/v1/apps/blog/services/web", h.base), Some("admin-token"), None).await;
         assert_eq!((described["running"].as_u64(), described["healthy"].as_u64()), (Some(1), Some(1)), "{described}");
         assert_eq!(described["instances"][0]["last_check_output"], "HTTP 200");
 
         healthy.store(false, Ordering::Relaxed);
         until_dns(&h, None).await;
+        until_public(&h, "www.kickhealth.example.com", None).await;
         let (_, described) = call(reqwest::Method::GET, &format!("{}/v1/cluster", h.base), Some("admin-token"), None).await;
         let web = &described["apps"]["blog"]["services"]["web"];
         assert_eq!(web["instances"][0]["health"], "unhealthy", "{described}");

@@ -29,6 +29,12 @@ fn instances<'a>(description: &'a Value, service: &str) -> Vec<&'a Value> {
 #[test]
 fn the_cluster_runs_every_replica_survives_a_lost_node_and_fails_over() {
     let mut live = Live::new("runtime", "127.77.0.0/16");
+    // On AWS the public subnets give each node a public address; the
+    // emulator does not, so an Elastic IP stands in.
+    live.rt().block_on(huxley::testing::give_public_addresses(
+        &live.aws,
+        &live.nodes,
+    ));
     let kicks = vec![live.kick("kick-a"), live.kick("kick-b")];
     // One of them leads before the agents start.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -89,6 +95,51 @@ fn the_cluster_runs_every_replica_survives_a_lost_node_and_fails_over() {
         );
     }
     rt.block_on(live.dns_until("web.blog.runtime.internal", &web_addresses));
+    // The public name: the public addresses of the nodes that run web,
+    // never an address in the containers' range.
+    rt.block_on(async {
+        let mut expected: Vec<String> = live
+            .aws
+            .cluster_nodes("runtime")
+            .await
+            .expect("nodes")
+            .into_iter()
+            .filter(|n| web_nodes.contains(n.id.as_str()))
+            .filter_map(|n| n.public_address.map(|a| a.to_string()))
+            .collect();
+        expected.sort();
+        assert_eq!(expected.len(), 2, "every node has a public address");
+        let zone = live
+            .aws
+            .public_zone_id("runtime.example.com")
+            .await
+            .expect("the public zone");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let records = live.aws.list_records(&zone).await.expect("records");
+            let mut www: Vec<String> = records
+                .into_iter()
+                .find(|r| r.name == "www.runtime.example.com" && r.kind == "A")
+                .map(|r| r.values)
+                .unwrap_or_default();
+            www.sort();
+            for address in &www {
+                let ip: std::net::Ipv4Addr = address.parse().expect("IPv4");
+                assert!(
+                    !range.contains(&ip),
+                    "www carries a container address: {www:?}"
+                );
+            }
+            if www == expected {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "www is {www:?}, not {expected:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
     let routes = rt.block_on(async {
         let table = live
             .aws

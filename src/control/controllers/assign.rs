@@ -370,14 +370,28 @@ pub fn spawn(kick: Arc<Kick>) -> tokio::task::AbortHandle {
             match kick.aws.cluster_nodes(&kick.config.cluster.name).await {
                 Ok(list) => {
                     let known: BTreeSet<String> = list.iter().map(|n| n.id.clone()).collect();
-                    kick.nodes.lock().expect("nodes").replace(list);
+                    let changed = {
+                        let mut nodes = kick.nodes.lock().expect("nodes");
+                        let before = nodes.generation;
+                        nodes.replace(list);
+                        nodes.generation != before
+                    };
                     // A node that is gone takes its instances with it: out
                     // of DNS at once, and placed again below.
-                    let touched = kick
+                    let mut touched: BTreeSet<(String, String)> = kick
                         .registry
                         .lock()
                         .expect("registry")
-                        .drop_gone_nodes(&known);
+                        .drop_gone_nodes(&known)
+                        .into_iter()
+                        .collect();
+                    if changed {
+                        // Public names carry nodes' public addresses: a
+                        // node that got (or lost) one changes them.
+                        touched.extend(kick.config.services().filter_map(|(key, section)| {
+                            (!section.public_names.is_empty()).then_some(key)
+                        }));
+                    }
                     for (app, service) in touched {
                         crate::control::controllers::health::sync_dns(&kick, &app, &service).await;
                         let _ = crate::control::controllers::health::sync_replicas(

@@ -241,23 +241,50 @@ pub async fn sync_replicas(kick: &Kick, app: &str, service: &str) -> Result<(), 
     }
 }
 
-/// Rewrites a service's names to carry exactly its healthy addresses.
+/// Rewrites a service's names to carry exactly where it is served: its
+/// private name the healthy replicas' addresses (reached inside the VPC
+/// through the container routes), its public names the public addresses
+/// of the nodes that run a healthy replica on the host port (the internet
+/// cannot reach a container address).
 pub async fn sync_dns(kick: &Kick, app: &str, service: &str) {
-    let (addresses, names, ticket) = {
+    let (private, public, healthy_nodes, ticket) = {
         let registry = kick.registry.lock().expect("registry");
         let Some(state) = registry.service(app, service) else {
             return;
         };
-        let names: Vec<String> = state
-            .config
-            .private_name
-            .iter()
-            .chain(state.config.public_names.iter())
-            .cloned()
+        let healthy_nodes: std::collections::BTreeSet<String> = state
+            .instances
+            .values()
+            .filter(|i| i.health.status == crate::spec::registry::Status::Healthy)
+            .map(|i| i.node.clone())
             .collect();
-        (state.healthy_addresses(), names, kick.writer.ticket())
+        (
+            state
+                .config
+                .private_name
+                .clone()
+                .map(|name| (name, state.healthy_addresses())),
+            state.config.public_names.clone(),
+            healthy_nodes,
+            kick.writer.ticket(),
+        )
     };
-    for name in names {
+    let public_addresses: Vec<std::net::IpAddr> = {
+        let nodes = kick.nodes.lock().expect("nodes");
+        let mut addresses: Vec<std::net::IpAddr> = healthy_nodes
+            .iter()
+            .filter_map(|node| nodes.known.get(node)?.public_address)
+            .collect();
+        addresses.sort();
+        addresses.dedup();
+        addresses
+    };
+    let names = private.into_iter().chain(
+        public
+            .into_iter()
+            .map(|name| (name, public_addresses.clone())),
+    );
+    for (name, addresses) in names {
         let Some(zone) = kick.zones.of(&name).map(|z| z.id.clone()) else {
             continue;
         };
