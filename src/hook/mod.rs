@@ -127,77 +127,173 @@ pub fn refs(repository: &Path) -> Option<String> {
     .ok()
 }
 
-/// Saves `app`'s repository as a bundle in `bucket`; the number of refs
-/// saved (none for a repository nothing was pushed to yet).
+/// The versions (ETags) of the bundles this hook server last read or
+/// wrote, by app (`None`: the bucket has none yet). A save names it, so
+/// two hook servers (an old leader and a new one) never overwrite each
+/// other's pushes.
+pub type Versions = std::collections::BTreeMap<String, Option<String>>;
+
+/// Saves `app`'s repository as a bundle in `bucket`, only over the bundle
+/// it last read or wrote; the number of refs saved (none for a repository
+/// nothing was pushed to yet). When another hook server saved in between,
+/// its commits are taken first (fast-forward only) and the union saved.
 pub async fn save(
     aws: &crate::aws::Aws,
     bucket: &str,
     repos: &Path,
     app: &str,
+    versions: &mut Versions,
 ) -> Result<usize, String> {
     let repository = repos.join(format!("{app}.git"));
-    let refs = git(&["for-each-ref", "--format=%(refname)"], &repository)?;
-    let count = refs.lines().count();
-    if count == 0 {
-        return Ok(0);
+    for _ in 0..3 {
+        let refs = git(&["for-each-ref", "--format=%(refname)"], &repository)?;
+        let count = refs.lines().count();
+        if count == 0 {
+            return Ok(0);
+        }
+        let file = repos.join(format!(".{app}.bundle"));
+        git(
+            &[
+                "bundle",
+                "create",
+                "--quiet",
+                &file.display().to_string(),
+                "--all",
+            ],
+            &repository,
+        )?;
+        let body = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()));
+        let _ = std::fs::remove_file(&file);
+        let expected = versions.get(app).cloned().flatten();
+        match aws
+            .put_object_if(
+                bucket,
+                &crate::spec::keys::bundle(app),
+                body?,
+                "application/x-git-bundle",
+                expected.as_deref(),
+            )
+            .await
+        {
+            Ok(etag) => {
+                versions.insert(app.to_owned(), Some(etag));
+                return Ok(count);
+            }
+            Err(crate::aws::AwsError::Conflict { .. }) => {
+                eprintln!(
+                    "hook: {app}'s bundle changed since this server read it: taking its commits first"
+                );
+                let (_, version) = fetch_bundle(aws, bucket, repos, app, &repository).await?;
+                versions.insert(app.to_owned(), version);
+            }
+            Err(err) => return Err(err.to_string()),
+        }
     }
-    let file = repos.join(format!(".{app}.bundle"));
-    git(
-        &[
-            "bundle",
-            "create",
-            "--quiet",
-            &file.display().to_string(),
-            "--all",
-        ],
-        &repository,
-    )?;
-    let body = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let _ = std::fs::remove_file(&file);
-    aws.put_object(
-        bucket,
-        &crate::spec::keys::bundle(app),
-        body,
-        "application/x-git-bundle",
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    Ok(count)
+    Err(format!(
+        "{app}'s bundle kept changing while this server saved it"
+    ))
 }
 
 /// Restores `app`'s repository from its bundle in `bucket`, when there is
-/// one; the number of refs it holds.
+/// one; the number of refs it holds and the bundle's version. A ref moves
+/// only forward: one the repository has ahead of (or beside) the bundle
+/// is kept, so a push whose save failed is never rewound.
 pub async fn restore(
     aws: &crate::aws::Aws,
     bucket: &str,
     repos: &Path,
     app: &str,
     branch: &str,
-) -> Result<usize, String> {
-    let Some(body) = aws
-        .get_object(bucket, &crate::spec::keys::bundle(app))
+) -> Result<(usize, Option<String>), String> {
+    let repository = repository(repos, app, branch)?;
+    let (_, version) = fetch_bundle(aws, bucket, repos, app, &repository).await?;
+    let count = git(&["for-each-ref", "--format=%(refname)"], &repository)?
+        .lines()
+        .count();
+    Ok((count, version))
+}
+
+/// Fetches `app`'s bundle into its repository, fast-forward only; whether
+/// there was one, and its version.
+async fn fetch_bundle(
+    aws: &crate::aws::Aws,
+    bucket: &str,
+    repos: &Path,
+    app: &str,
+    repository: &Path,
+) -> Result<(bool, Option<String>), String> {
+    let Some((body, etag)) = aws
+        .get_object_versioned(bucket, &crate::spec::keys::bundle(app))
         .await
         .map_err(|e| e.to_string())?
     else {
-        return Ok(0);
+        return Ok((false, None));
     };
-    let repository = repository(repos, app, branch)?;
     let file = repos.join(format!(".{app}.bundle"));
     std::fs::write(&file, body).map_err(|e| format!("{}: {e}", file.display()))?;
-    let fetched = git(
+    let merged = fast_forward_from(repository, &file);
+    let _ = std::fs::remove_file(&file);
+    merged?;
+    Ok((true, Some(etag)))
+}
+
+/// Where a bundle's refs are fetched before each is moved (or not).
+const RESTORING: &str = "refs/huxley-restoring/";
+
+/// Takes a bundle's refs into `repository`: a ref it lacks is made, one
+/// the bundle has ahead is moved forward, one it has ahead or beside the
+/// bundle's is kept (and said).
+fn fast_forward_from(repository: &Path, bundle: &Path) -> Result<(), String> {
+    git(
         &[
             "fetch",
             "--quiet",
-            &file.display().to_string(),
-            "+refs/*:refs/*",
+            "--no-tags",
+            &bundle.display().to_string(),
+            &format!("+refs/*:{RESTORING}*"),
         ],
-        &repository,
-    );
-    let _ = std::fs::remove_file(&file);
-    fetched?;
-    Ok(git(&["for-each-ref", "--format=%(refname)"], &repository)?
-        .lines()
-        .count())
+        repository,
+    )?;
+    let fetched = git(
+        &[
+            "for-each-ref",
+            "--format=%(objectname) %(refname)",
+            RESTORING,
+        ],
+        repository,
+    )?;
+    let mut result = Ok(());
+    for line in fetched.lines() {
+        let Some((theirs, staged)) = line.split_once(' ') else {
+            continue;
+        };
+        let name = format!("refs/{}", &staged[RESTORING.len()..]);
+        let ours = git(&["rev-parse", "--verify", "--quiet", &name], repository)
+            .ok()
+            .map(|o| o.trim().to_owned());
+        let moved = match ours.as_deref() {
+            None => git(&["update-ref", &name, theirs, ""], repository).map(|_| ()),
+            Some(ours) if ours == theirs => Ok(()),
+            Some(ours)
+                if git(&["merge-base", "--is-ancestor", ours, theirs], repository).is_ok() =>
+            {
+                git(&["update-ref", &name, theirs, ours], repository).map(|_| ())
+            }
+            Some(ours) => {
+                eprintln!(
+                    "hook: kept {name} at {} (the saved bundle's {} is not ahead of it)",
+                    crate::spec::release::short(ours),
+                    crate::spec::release::short(theirs)
+                );
+                Ok(())
+            }
+        };
+        let _ = git(&["update-ref", "-d", staged], repository);
+        if result.is_ok() {
+            result = moved;
+        }
+    }
+    result
 }
 
 /// The sshd configuration: public keys only, the forced command only.

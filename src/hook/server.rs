@@ -59,7 +59,8 @@ pub async fn run(
     bucket: String,
 ) -> Result<(), Stop> {
     let repos = state.join("repos");
-    restore_all(&aws, &bucket, &repos, config)
+    let versions = Arc::new(tokio::sync::Mutex::new(super::Versions::new()));
+    restore_all(&aws, &bucket, &repos, config, &versions)
         .await
         .map_err(Stop::Invalid)?;
     refresh_hooks(&aws, &bucket, &repos).await;
@@ -75,7 +76,7 @@ pub async fn run(
         .map_err(Stop::Usage)?
         .map(Arc::new);
     let apps: BTreeSet<String> = config.apps.keys().cloned().collect();
-    let answering = answer_on(listener, &aws, &bucket, &repos, &apps, deployer);
+    let answering = answer_on(listener, &aws, &bucket, &repos, &apps, deployer, &versions);
     // Each app's hook, from the applied artifacts, kept current.
     let refresher = {
         let (aws, bucket, repos) = (aws.clone(), bucket.clone(), repos.clone());
@@ -86,7 +87,7 @@ pub async fn run(
             }
         })
     };
-    let ended = serve_while_leading(args, state, config, &aws, &bucket, &apps).await;
+    let ended = serve_while_leading(args, state, config, &aws, &bucket, &versions).await;
     answering.abort();
     refresher.abort();
     let _ = std::fs::remove_file(&socket);
@@ -121,6 +122,7 @@ fn answer_on(
     repos: &Path,
     apps: &BTreeSet<String>,
     deployer: Option<Arc<Deployer<Docker<Host>>>>,
+    versions: &Arc<tokio::sync::Mutex<super::Versions>>,
 ) -> tokio::task::JoinHandle<()> {
     let (aws, bucket, repos, apps) = (
         aws.clone(),
@@ -128,7 +130,7 @@ fn answer_on(
         repos.to_owned(),
         apps.clone(),
     );
-    let saving = Arc::new(tokio::sync::Mutex::new(()));
+    let saving = Arc::clone(versions);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let (aws, bucket, repos, apps) =
@@ -158,7 +160,7 @@ async fn serve_while_leading(
     config: &KickConfig,
     aws: &Aws,
     bucket: &str,
-    apps: &BTreeSet<String>,
+    versions: &tokio::sync::Mutex<super::Versions>,
 ) -> Result<(), Stop> {
     let repos = state.join("repos");
     crate::tls::ensure_provider();
@@ -182,7 +184,7 @@ async fn serve_while_leading(
         }
         if args.kick_url.is_some() {
             // A new leader: every commit pushed to the last one, first.
-            if let Err(err) = restore_all(aws, bucket, &repos, config).await {
+            if let Err(err) = restore_all(aws, bucket, &repos, config, versions).await {
                 eprintln!("hook: {err}; trying again");
                 tokio::time::sleep(LEADER_POLL).await;
                 continue;
@@ -198,7 +200,7 @@ async fn serve_while_leading(
         eprintln!(
             "hook: serving git over SSH on {} for {} (git push ssh://{}@HOST:PORT/APP.git BRANCH); repositories kept in s3://{bucket}/{}",
             args.listen,
-            apps.iter().cloned().collect::<Vec<_>>().join(", "),
+            config.apps.keys().cloned().collect::<Vec<_>>().join(", "),
             args.user,
             crate::spec::keys::REPOS,
         );
@@ -251,9 +253,16 @@ async fn restore_all(
     bucket: &str,
     repos: &Path,
     config: &KickConfig,
+    versions: &tokio::sync::Mutex<super::Versions>,
 ) -> Result<(), String> {
+    // Saves wait while the repositories are restored.
+    let mut versions = versions.lock().await;
     for (app, section) in &config.apps {
-        match super::restore(aws, bucket, repos, app, &section.branch).await {
+        let restored = super::restore(aws, bucket, repos, app, &section.branch).await;
+        if let Ok((_, version)) = &restored {
+            versions.insert(app.clone(), version.clone());
+        }
+        match restored.map(|(refs, _)| refs) {
             Ok(0) => {}
             Ok(refs) => eprintln!(
                 "hook: restored {app} ({}) from s3://{bucket}/{}",
@@ -339,7 +348,7 @@ async fn answer_request(
     bucket: &str,
     repos: &Path,
     apps: &BTreeSet<String>,
-    saving: &tokio::sync::Mutex<()>,
+    saving: &tokio::sync::Mutex<super::Versions>,
     deployer: Option<&Deployer<Docker<Host>>>,
 ) {
     use super::Answer;
@@ -353,8 +362,8 @@ async fn answer_request(
     if let Some(app) = line.trim().strip_prefix("save ") {
         let answer = if apps.contains(app) {
             // One save at a time: two pushes never race on a bundle.
-            let _one = saving.lock().await;
-            match super::save(aws, bucket, repos, app).await {
+            let mut versions = saving.lock().await;
+            match super::save(aws, bucket, repos, app, &mut versions).await {
                 Ok(refs) => format!("ok {refs}\n"),
                 Err(err) => format!("error {err}\n"),
             }

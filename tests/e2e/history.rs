@@ -287,3 +287,181 @@ fn an_unreadable_history_leaves_the_other_apps_alone() {
         cluster.kick.stop();
     });
 }
+
+/// Commits a file in `work` and pushes `branch` to the bare `repository`.
+fn commit_to(
+    work: &std::path::Path,
+    repository: &std::path::Path,
+    branch: &str,
+    text: &str,
+) -> String {
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .current_dir(work)
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    if !work.join(".git").exists() {
+        std::fs::create_dir_all(work).expect("work");
+        git(&["init", "--quiet", "--initial-branch", "main"]);
+        git(&["config", "user.email", "dev@example.com"]);
+        git(&["config", "user.name", "Dev"]);
+        git(&["remote", "add", "origin", &repository.display().to_string()]);
+    }
+    git(&["checkout", "--quiet", "-B", branch]);
+    std::fs::write(work.join("file"), text).expect("file");
+    git(&["add", "file"]);
+    git(&["commit", "--quiet", "-m", text]);
+    git(&[
+        "push",
+        "--quiet",
+        "--force",
+        "origin",
+        &format!("{branch}:{branch}"),
+    ]);
+    git(&["rev-parse", "HEAD"])
+}
+
+fn branch_of(repository: &std::path::Path, branch: &str) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(repository)
+        .args([
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("refs/heads/{branch}"),
+        ])
+        .output()
+        .expect("git runs");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Regression: bundles were written unconditionally and restored with a
+/// forced fetch, so a push whose save failed was rewound on the next
+/// start, and two hook servers dropped each other's pushes.
+#[test]
+fn bundles_are_saved_over_what_was_read_and_a_restore_never_moves_a_branch_back() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let emulator = Emulator::shared(&root());
+        let endpoint = emulator.endpoint();
+        let bucket = "huxley-history-bundles".to_owned();
+        {
+            let (endpoint, bucket) = (endpoint.clone(), bucket.clone());
+            tokio::task::spawn_blocking(move || create_bucket(&endpoint, REGION, &bucket))
+                .await
+                .expect("bucket");
+        }
+        let aws = aws(&endpoint, REGION).await;
+        let scratch = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bundles");
+        let _ = std::fs::remove_dir_all(&scratch);
+        let (one, two) = (scratch.join("one"), scratch.join("two"));
+        let (mut v1, mut v2) = (huxley::hook::Versions::new(), huxley::hook::Versions::new());
+
+        // Server one: a push of main, saved.
+        let (restored, version) = huxley::hook::restore(&aws, &bucket, &one, "shop", "main")
+            .await
+            .expect("restore");
+        assert_eq!((restored, version.clone()), (0, None));
+        v1.insert("shop".into(), version);
+        let a = commit_to(
+            &scratch.join("work-one"),
+            &one.join("shop.git"),
+            "main",
+            "a",
+        );
+        assert_eq!(
+            huxley::hook::save(&aws, &bucket, &one, "shop", &mut v1).await,
+            Ok(1)
+        );
+
+        // Server two reads it, takes a push on main, saves.
+        let (_, version) = huxley::hook::restore(&aws, &bucket, &two, "shop", "main")
+            .await
+            .expect("restore");
+        v2.insert("shop".into(), version);
+        assert_eq!(branch_of(&two.join("shop.git"), "main"), Some(a.clone()));
+        let work_two = scratch.join("work-two");
+        std::fs::create_dir_all(&work_two).expect("work");
+        let clone = std::process::Command::new("git")
+            .args(["clone", "--quiet"])
+            .arg(two.join("shop.git"))
+            .arg(&work_two)
+            .status()
+            .expect("git clone");
+        assert!(clone.success());
+        for args in [
+            ["config", "user.email", "x@example.com"],
+            ["config", "user.name", "X"],
+        ] {
+            std::process::Command::new("git")
+                .current_dir(&work_two)
+                .args(args)
+                .status()
+                .expect("git");
+        }
+        let c = commit_to(&work_two, &two.join("shop.git"), "main", "c");
+        assert_eq!(
+            huxley::hook::save(&aws, &bucket, &two, "shop", &mut v2).await,
+            Ok(1)
+        );
+
+        // Server one, stale, saves a push of another branch: its write is
+        // refused, it takes two's main first, and saves both.
+        let b = commit_to(
+            &scratch.join("work-one"),
+            &one.join("shop.git"),
+            "feature",
+            "b",
+        );
+        assert_eq!(
+            huxley::hook::save(&aws, &bucket, &one, "shop", &mut v1).await,
+            Ok(2)
+        );
+        let fresh = scratch.join("fresh");
+        huxley::hook::restore(&aws, &bucket, &fresh, "shop", "main")
+            .await
+            .expect("restore");
+        assert_eq!(branch_of(&fresh.join("shop.git"), "main"), Some(c.clone()));
+        assert_eq!(branch_of(&fresh.join("shop.git"), "feature"), Some(b));
+
+        // A push whose save failed (here: never asked) is not rewound by
+        // the next restore.
+        let work_three = scratch.join("work-three");
+        std::fs::create_dir_all(&work_three).expect("work");
+        assert!(
+            std::process::Command::new("git")
+                .args(["clone", "--quiet"])
+                .arg(fresh.join("shop.git"))
+                .arg(&work_three)
+                .status()
+                .expect("git clone")
+                .success()
+        );
+        for args in [
+            ["config", "user.email", "x@example.com"],
+            ["config", "user.name", "X"],
+        ] {
+            std::process::Command::new("git")
+                .current_dir(&work_three)
+                .args(args)
+                .status()
+                .expect("git");
+        }
+        let d = commit_to(&work_three, &fresh.join("shop.git"), "main", "d");
+        huxley::hook::restore(&aws, &bucket, &fresh, "shop", "main")
+            .await
+            .expect("restore");
+        assert_eq!(branch_of(&fresh.join("shop.git"), "main"), Some(d));
+    });
+}
