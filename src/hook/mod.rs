@@ -342,6 +342,44 @@ pub fn shell_word(word: &str) -> String {
     format!("'{}'", word.replace('\'', "'\\''"))
 }
 
+/// How long one service's build and push may take.
+pub const BUILD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// A service's build context in an exported commit: a directory inside
+/// `source` reached through no symbolic link, whose Containerfile or
+/// Dockerfile (when there is one) is no link either. A link would have
+/// Docker build from (and copy) anything on the node, such as
+/// `web -> /etc/huxley`. The reason it cannot be built from, otherwise.
+pub fn build_context(source: &Path, context: &str) -> Result<PathBuf, String> {
+    let mut dir = source.to_path_buf();
+    for part in Path::new(context).components() {
+        match part {
+            std::path::Component::Normal(name) => dir.push(name),
+            std::path::Component::CurDir => continue,
+            _ => return Err("leaves the repository".into()),
+        }
+        match std::fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(format!(
+                    "is a symbolic link at `{}`",
+                    dir.strip_prefix(source).unwrap_or(&dir).display()
+                ));
+            }
+            Ok(_) => {}
+            Err(_) => return Err("does not exist".into()),
+        }
+    }
+    if !dir.is_dir() {
+        return Err("is not a directory".into());
+    }
+    for file in ["Containerfile", "Dockerfile"] {
+        if std::fs::symlink_metadata(dir.join(file)).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(format!("has a {file} that is a symbolic link"));
+        }
+    }
+    Ok(dir)
+}
+
 /// What `huxley hook deploy` asks the hook server (one JSON line after
 /// `deploy `).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -494,19 +532,23 @@ impl<B: crate::hook::build::Builder> Deployer<B> {
         let built_at = crate::clock::unix_seconds();
         let mut images = std::collections::BTreeMap::new();
         for (name, context) in built {
-            let dir = ask.source.join(context);
-            if !dir.is_dir() {
-                return Err(format!(
-                    "{name} builds from `{context}`, which commit {short} does not have"
-                ));
-            }
+            let dir = build_context(&ask.source, context).map_err(|why| {
+                format!("{name} builds from `{context}`, which {why} in commit {short}")
+            })?;
             say(format!("building {name} from {context}"));
             let tag = format!("{repository}:{name}-{}-{built_at}", ask.commit);
-            let pinned = self
-                .builder
-                .build_and_push(&dir, &tag, say)
-                .await
-                .map_err(|e| format!("the build of {name} failed: {e}"))?;
+            // Dropping the build at the deadline kills the docker CLI,
+            // which cancels the build, and frees the app for the next push.
+            let pinned =
+                tokio::time::timeout(BUILD_TIMEOUT, self.builder.build_and_push(&dir, &tag, say))
+                    .await
+                    .map_err(|_| {
+                        format!(
+                            "the build of {name} took longer than {} minutes and was stopped",
+                            BUILD_TIMEOUT.as_secs() / 60
+                        )
+                    })?
+                    .map_err(|e| format!("the build of {name} failed: {e}"))?;
             say(format!("pushed {name}: {pinned}"));
             images.insert(name.clone(), pinned);
         }
@@ -638,6 +680,36 @@ pub fn fingerprint(key: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: a context that was a link (`web -> /etc/huxley`) was
+    /// followed, so a push built (and could copy) any directory on the
+    /// leader.
+    #[test]
+    fn build_contexts_and_containerfiles_that_are_links_are_refused() {
+        let source = std::env::temp_dir().join(format!("huxley-context-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&source);
+        std::fs::create_dir_all(source.join("web")).expect("web");
+        std::fs::create_dir_all(source.join("api")).expect("api");
+        std::fs::create_dir_all(source.join("deep/real")).expect("deep");
+        std::fs::write(source.join("web/Containerfile"), "FROM scratch\n").expect("file");
+        std::os::unix::fs::symlink("/etc", source.join("etc")).expect("link");
+        std::os::unix::fs::symlink("/etc/passwd", source.join("api/Dockerfile")).expect("link");
+        std::os::unix::fs::symlink("/tmp", source.join("deep/via")).expect("link");
+        assert_eq!(build_context(&source, "web"), Ok(source.join("web")));
+        assert_eq!(build_context(&source, "./web"), Ok(source.join("web")));
+        for (context, why) in [
+            ("etc", "symbolic link"),
+            ("api", "Dockerfile that is a symbolic link"),
+            ("deep/via", "symbolic link"),
+            ("../web", "leaves the repository"),
+            ("/etc", "leaves the repository"),
+            ("missing", "does not exist"),
+        ] {
+            let said = build_context(&source, context).expect_err(context);
+            assert!(said.contains(why), "{context}: {said}");
+        }
+        let _ = std::fs::remove_dir_all(&source);
+    }
 
     fn apps() -> BTreeSet<String> {
         ["blog", "shop"].map(String::from).into()
