@@ -23,7 +23,7 @@
 //! - [`apply`]: the plan carried out through change sets, recoverable when interrupted.
 //! - [`output`]: artifacts written whole or not at all; `build --check`.
 //! - [`schema`]: the JSON Schemas of huxley.toml and of plans.
-//! - [`spec`]: contracts shared by compiler and runtime: kick.toml, wire types, bucket keys, names, OpenAPI.
+//! - [`spec`]: contracts shared by compiler and runtime: kick.toml, wire types, bucket keys, names, env files, OpenAPI.
 //! - [`aws`]: the only seam to the AWS SDK, one file per service.
 //! - [`scheduler`]: pure decisions: placement, consolidation, scaling, rollout batches, simulate.
 //! - [`control`]: the kick server: election, listeners, API handlers, controllers, shared state.
