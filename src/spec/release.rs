@@ -143,7 +143,7 @@ pub fn check_image(image: &str, registry: Option<&str>, repository: &str) -> Res
         Some(registry) => host == registry,
         None => {
             let (domain, port) = host.split_once(':').unwrap_or((host, "1"));
-            !domain.is_empty()
+            domain.starts_with(|c: char| c.is_ascii_alphanumeric())
                 && domain
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
@@ -213,6 +213,7 @@ mod tests {
         }
         for bad in [
             format!("ev il/huxley-acme/blog@sha256:{HEX}"),
+            format!("-e/huxley-acme/blog@sha256:{HEX}"),
             format!("h:99999/huxley-acme/blog@sha256:{HEX}"),
         ] {
             assert!(

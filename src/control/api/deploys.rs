@@ -269,6 +269,9 @@ pub async fn post_deployment(
         Ok(request) => request,
         Err(response) => return *response,
     };
+    if !kick.config.apps.contains_key(&app) {
+        return error(StatusCode::NOT_FOUND, format!("no app {app}"));
+    }
     if let Err(response) = check_sources(
         kick.image_registry.as_deref(),
         &kick.config.cluster.name,

@@ -72,6 +72,17 @@ pub async fn get_assignment(
     Json(assignment(&kick, &node)).into_response()
 }
 
+/// A node cannot use more than it can allocate: a replica's reported
+/// figures are clamped to that, so one report (of `1e15` CPU, say) cannot
+/// scale every service and the node group to their maximum, nor overflow
+/// the scaler's sums.
+fn clamp_usage(report: &mut NodeReport, cpu_millis: u64, memory_mib: u64) {
+    for replica in &mut report.replicas {
+        replica.cpu_millis = replica.cpu_millis.map(|c| c.min(cpu_millis));
+        replica.memory_mib = replica.memory_mib.map(|m| m.min(memory_mib));
+    }
+}
+
 /// `PUT /v1/nodes/{id}/status`: what the node runs.
 pub async fn put_status(
     State(kick): State<Arc<Kick>>,
@@ -82,10 +93,15 @@ pub async fn put_status(
     if let Err(response) = node_scope(&kick, &headers, &node).await {
         return *response;
     }
-    let report = match crate::control::api::http::body(payload) {
+    let mut report = match crate::control::api::http::body(payload) {
         Ok(report) => report,
         Err(response) => return *response,
     };
+    clamp_usage(
+        &mut report,
+        u64::from(kick.config.nodes.allocatable_cpu_millis),
+        kick.config.nodes.allocatable_memory_mib,
+    );
     let mut assignments = kick.assignments.lock().expect("assignments");
     // Usage alone changes nothing the description shows.
     let shown = |r: &ReplicaReport| {
@@ -158,5 +174,47 @@ async fn node_scope(kick: &Kick, headers: &HeaderMap, node: &str) -> Result<(), 
             StatusCode::SERVICE_UNAVAILABLE,
             format!("cannot list the cluster's nodes: {err}"),
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reported_usage_is_clamped_to_what_a_node_can_allocate() {
+        let replica = |cpu: Option<u64>, memory: Option<u64>| ReplicaReport {
+            app: "blog".into(),
+            service: "web".into(),
+            replica: 1,
+            state: ReplicaState::Running,
+            detail: None,
+            address: None,
+            version: None,
+            cpu_millis: cpu,
+            memory_mib: memory,
+        };
+        let mut report = NodeReport {
+            generation: 1,
+            replicas: vec![
+                replica(Some(1_000_000_000_000_000), Some(u64::MAX)),
+                replica(Some(250), Some(100)),
+                replica(None, None),
+            ],
+        };
+        clamp_usage(&mut report, 1800, 7680);
+        let figures: Vec<(Option<u64>, Option<u64>)> = report
+            .replicas
+            .iter()
+            .map(|r| (r.cpu_millis, r.memory_mib))
+            .collect();
+        assert_eq!(
+            figures,
+            vec![
+                (Some(1800), Some(7680)),
+                (Some(250), Some(100)),
+                (None, None)
+            ]
+        );
     }
 }

@@ -96,6 +96,11 @@ pub async fn read(kick: &Kick, app: &str) -> Result<(), String> {
     }
     let current: Vec<(ServiceKey, String)> = {
         let mut deploys = kick.deploys.lock().expect("deploys");
+        // Another request read it meanwhile (and may have recorded a
+        // deploy since): its view stands.
+        if deploys.is_read(app) {
+            return Ok(());
+        }
         deploys.history.insert(app.to_owned(), releases);
         deploys.read.insert(app.to_owned(), version);
         deploys.unreadable.remove(app);
@@ -180,16 +185,27 @@ pub async fn save(kick: &Kick, app: &str) -> Result<(), crate::aws::AwsError> {
             version,
         )
     };
-    let written = kick
+    let key = crate::spec::keys::history(app);
+    let mut written = kick
         .aws
         .put_object_if(
             bucket,
-            &crate::spec::keys::history(app),
-            body,
+            &key,
+            body.clone(),
             "application/json",
             version.as_deref(),
         )
         .await;
+    if matches!(written, Err(crate::aws::AwsError::Conflict { .. })) {
+        // A write of ours whose answer was lost (and retried) lands as a
+        // conflict with itself: when the bucket holds exactly what this
+        // leader wrote, that version is ours.
+        if let Ok(Some((stored, etag))) = kick.aws.get_object_versioned(bucket, &key).await
+            && stored == body
+        {
+            written = Ok(etag);
+        }
+    }
     let mut deploys = kick.deploys.lock().expect("deploys");
     match written {
         Ok(etag) => {

@@ -100,8 +100,9 @@ fn usage(assignments: &Assignments) -> BTreeMap<ServiceKey, Usage> {
             };
             let entry = usage.entry((r.app.clone(), r.service.clone())).or_default();
             entry.replicas += 1;
-            entry.cpu_millis += cpu;
-            entry.memory_mib += memory;
+            // Checked sums: reports are clamped, but a sum never wraps.
+            entry.cpu_millis = entry.cpu_millis.saturating_add(cpu);
+            entry.memory_mib = entry.memory_mib.saturating_add(memory);
         }
     }
     usage
