@@ -34,6 +34,9 @@ const RESTART_AFTER: Duration = Duration::from_secs(5);
 /// How often registrations are refreshed (heartbeats) and the report sent
 /// again even when nothing changed.
 const REFRESH_EVERY: Duration = Duration::from_secs(10);
+/// How often the applied artifacts (service units, kick.toml) are read
+/// again from the bucket, whatever kick says.
+const MANIFEST_EVERY: Duration = Duration::from_secs(60);
 
 /// The kick servers the agent knows, and the token it calls them with.
 #[derive(Debug)]
@@ -193,6 +196,8 @@ pub struct Agent<R: Runtime> {
     running: BTreeMap<ReplicaKey, Running>,
     last_report: Option<(Instant, Vec<ReplicaReport>)>,
     last_refresh: Option<Instant>,
+    /// When the applied artifacts were last installed.
+    installed: Option<Instant>,
 }
 
 impl<R: Runtime> Agent<R> {
@@ -207,6 +212,7 @@ impl<R: Runtime> Agent<R> {
             running: BTreeMap::new(),
             last_report: None,
             last_refresh: None,
+            installed: None,
         }
     }
 
@@ -215,6 +221,10 @@ impl<R: Runtime> Agent<R> {
         let mut backoff = BACKOFF_FIRST;
         let mut said: Option<String> = None;
         loop {
+            // The artifacts first, from the bucket: kick.toml among them,
+            // which this node's kick and hook servers need before any
+            // kick server can lead (and answer the poll below).
+            self.install_artifacts(false).await;
             match self.step().await {
                 Ok(()) => {
                     if said.take().is_some() {
@@ -263,6 +273,28 @@ impl<R: Runtime> Agent<R> {
         }
     }
 
+    /// Installs the applied artifacts from the bucket when `now`, when
+    /// they never were, or every [`MANIFEST_EVERY`]; a failure is said
+    /// and tried again next round.
+    async fn install_artifacts(&mut self, now: bool) {
+        if !now
+            && self
+                .installed
+                .is_some_and(|at| at.elapsed() < MANIFEST_EVERY)
+        {
+            return;
+        }
+        match self.runtime.refresh().await {
+            Ok(()) => self.installed = Some(Instant::now()),
+            Err(err) => {
+                eprintln!(
+                    "node: cannot fetch the applied artifacts (units, kick.toml): {err}; trying again"
+                );
+                self.installed = None;
+            }
+        }
+    }
+
     /// One round: poll, converge, register, report.
     pub async fn step(&mut self) -> Result<(), CallError> {
         let path = match self.generation {
@@ -304,10 +336,8 @@ impl<R: Runtime> Agent<R> {
                 }
             }
         }
-        if self.generation != Some(assignment.generation)
-            && let Err(err) = self.runtime.refresh().await
-        {
-            eprintln!("node: cannot fetch the service units: {err}");
+        if self.generation != Some(assignment.generation) {
+            self.install_artifacts(true).await;
         }
         self.generation = Some(assignment.generation);
         let wanted: BTreeMap<ReplicaKey, &AssignedReplica> = assignment

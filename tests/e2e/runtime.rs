@@ -631,3 +631,44 @@ fn node_secrets_writes_a_0600_env_file_whole_or_names_what_is_missing() {
         unknown.stderr
     );
 }
+
+/// Regression: a node got kick.toml only with its first assignment,
+/// which only a leading kick server gives, and a kick server cannot lead
+/// without kick.toml: a new cluster never came up. The agent installs the
+/// applied artifacts from the bucket first, whatever kick says.
+#[test]
+fn a_node_installs_the_applied_artifacts_before_any_kick_server_answers() {
+    let mut live = Live::new("artifacts", "127.76.0.0/16");
+    let nowhere = format!("http://127.0.0.1:{}", huxley::testing::free_port());
+    let (etc, units) = (live.dir.join("etc"), live.dir.join("units"));
+    let args = [
+        "--runtime",
+        "units",
+        "--bucket",
+        &format!("huxley-123456789012-us-west-2-{}", live.name),
+        "--state-dir",
+        &live.dir.join("replicas").display().to_string(),
+        "--etc",
+        &etc.display().to_string(),
+        "--units-dir",
+        &units.display().to_string(),
+    ]
+    .map(str::to_owned);
+    live.agent_with(0, &[nowhere], &args);
+    let applied = fs::read_to_string(live.dir.join("out/kick/kick.toml")).expect("built kick.toml");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fs::read_to_string(etc.join("kick.toml")).ok().as_deref() != Some(applied.as_str()) {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never installed kick.toml:\n{}",
+            live.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(units.join("blog-web@.service").exists(), "{}", live.logs());
+    assert!(
+        live.logs().contains("kick cannot be reached") || live.logs().contains("tries again"),
+        "no kick server answered all along:\n{}",
+        live.logs()
+    );
+}

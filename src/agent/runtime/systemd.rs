@@ -80,6 +80,19 @@ impl<C: Commands> Systemd<C> {
         Ok(())
     }
 
+    /// Writes a replica's own env file, read by systemd (the unit's
+    /// `EnvironmentFile=`) and by Docker (`--env-file`): a value they
+    /// would read differently is refused.
+    pub(crate) fn write_env(&self, replica: &ReplicaSpec) -> Result<(), String> {
+        let environment = replica.environment();
+        let text = crate::spec::envfile::text(
+            "# Written by the huxley node agent for this replica.\n",
+            environment.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            crate::spec::envfile::Readers::DockerAndSystemd,
+        )?;
+        write_atomically(&self.env_file(replica), text.as_bytes(), 0o600)
+    }
+
     pub fn env_file(&self, replica: &ReplicaSpec) -> PathBuf {
         self.replicas_dir.join(format!(
             "{}-{}.env",
@@ -165,7 +178,17 @@ impl<C: Commands> Runtime for Systemd<C> {
             })
             .collect();
         if let Some(kick) = manifest.files.get(crate::spec::manifest::KICK_TOML) {
-            write_atomically(&self.kick_toml, kick.content.as_bytes(), 0o644)?;
+            let before = std::fs::read_to_string(&self.kick_toml).ok();
+            if before.as_deref() != Some(kick.content.as_str()) {
+                write_atomically(&self.kick_toml, kick.content.as_bytes(), 0o644)?;
+                // kick and the hook server read it once: an `apply` that
+                // changed it reaches them through a restart (a daemon that
+                // waited for the file starts on its own next try).
+                if before.is_some() && self.reload {
+                    self.systemctl(&["try-restart", "huxley-kick.service", "huxley-hook.service"])
+                        .await?;
+                }
+            }
         }
         self.install_units(units).await
     }
@@ -175,15 +198,7 @@ impl<C: Commands> Runtime for Systemd<C> {
         if !self.units.contains_key(&unit) {
             return Err(format!("the manifest has no unit {unit}"));
         }
-        // Read by systemd (the unit's EnvironmentFile=) and by Docker
-        // (--env-file): a value they would read differently is refused.
-        let environment = replica.environment();
-        let text = crate::spec::envfile::text(
-            "# Written by the huxley node agent for this replica.\n",
-            environment.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            crate::spec::envfile::Readers::DockerAndSystemd,
-        )?;
-        write_atomically(&self.env_file(replica), text.as_bytes(), 0o600)?;
+        self.write_env(replica)?;
         self.systemctl(&[
             "start",
             "--no-block",

@@ -12,7 +12,6 @@ use super::systemd::{Systemd, container_usage};
 use super::{Commands, Observed, ReplicaKey, ReplicaSpec, Runtime};
 use crate::agent::runtime::last_words;
 use crate::agent::unitfile::{UnitFile, command_words};
-use crate::files::write_atomically;
 use crate::spec::assignment::ReplicaState;
 
 /// The generated template units run as systemd would run them, by the
@@ -92,11 +91,7 @@ impl<C: Commands> Runtime for Units<C> {
     }
 
     async fn start(&mut self, replica: &ReplicaSpec) -> Result<(), String> {
-        let mut text = String::from("# Written by the huxley node agent for this replica.\n");
-        for (key, value) in replica.environment() {
-            text.push_str(&format!("{key}={value}\n"));
-        }
-        write_atomically(&self.systemd.env_file(replica), text.as_bytes(), 0o600)?;
+        self.systemd.write_env(replica)?;
         let unit = self.unit(replica)?;
         self.run_lines(replica, &unit.start_pre).await?;
         let instance = replica.assigned.replica.to_string();
