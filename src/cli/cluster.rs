@@ -441,7 +441,8 @@ pub(super) async fn remote_add(
         )));
     };
     let url = format!(
-        "ssh://core@{}:{}/{app}.git",
+        "ssh://{}@{}:{}/{app}.git",
+        crate::spec::names::GIT_USER,
         config.cluster.kick_name,
         crate::model::HOOK_SSH_PORT
     );

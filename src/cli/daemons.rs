@@ -297,7 +297,7 @@ pub(super) async fn hook_serve(args: HookServeArgs) -> Outcome {
     };
     // The node's own set-up first: a missing keys file is said at once,
     // without a call to AWS on every restart.
-    let state = match crate::hook::server::prepare(&options) {
+    let state = match crate::hook::server::prepare(&options, &config) {
         Ok(state) => state,
         Err(err) => {
             return Err(Error::Usage(err.to_string()));
@@ -329,9 +329,10 @@ pub(super) fn hook_shell(
     repos: &Path,
     socket: Option<&Path>,
     key: Option<&str>,
+    apps: Option<&[String]>,
 ) -> Outcome {
     let config = read_kick_config(config_path)?;
-    said(crate::hook::shell::serve(&config, repos, socket, key))
+    said(crate::hook::shell::serve(&config, repos, socket, key, apps))
 }
 
 /// `huxley hook deploy`: the pre-receive hook's request

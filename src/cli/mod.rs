@@ -358,9 +358,10 @@ enum HookCommand {
     /// Serve one bare repository per app over SSH.
     ///
     /// Runs OpenSSH's sshd with a configuration it writes: public keys
-    /// only (those of --keys), no shell, no forwarding; every key runs
+    /// only (kick.toml's deployers, each to its apps, and those of
+    /// --keys, to every app), no shell, no forwarding; every key runs
     /// `huxley hook shell`, which takes `git push` (and fetch) to the
-    /// cluster's apps and nothing else. The host key is made once and kept
+    /// key's apps and nothing else. The host key is made once and kept
     /// in --state-dir.
     ///
     /// With --kick-url it deploys what is pushed (each app's pre-receive
@@ -384,6 +385,9 @@ enum HookCommand {
         /// The fingerprint of the key that logged in (the pusher).
         #[arg(long, value_name = "FINGERPRINT")]
         key: Option<String>,
+        /// The apps this key may push to (comma-separated) [default: all].
+        #[arg(long, value_name = "APPS", value_delimiter = ',', num_args = 0..)]
+        apps: Option<Vec<String>>,
     },
     /// Deploy a pushed commit (run by an app's pre-receive hook): the hook
     /// server builds the app's images from --source, pushes them and has
@@ -418,16 +422,14 @@ struct HookServeArgs {
     /// repositories.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/huxley/hook")]
     state_dir: PathBuf,
-    /// Public keys allowed to push, in authorized_keys form (by default
-    /// the cluster's `ssh-keys`, as Ignition installs them).
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "/home/core/.ssh/authorized_keys.d/ignition"
-    )]
-    keys: PathBuf,
-    /// The user pushers log in as (`git push ssh://USER@host:PORT/APP.git`).
-    #[arg(long, default_value = "core")]
+    /// More public keys allowed to push, to every app, in authorized_keys
+    /// form (on a node the keys are kick.toml's deployers, each to its
+    /// apps).
+    #[arg(long, value_name = "FILE")]
+    keys: Option<PathBuf>,
+    /// The user pushers log in as (`git push ssh://USER@host:PORT/APP.git`):
+    /// on a node the unprivileged `huxley-git`, which Ignition makes.
+    #[arg(long, default_value = crate::spec::names::GIT_USER)]
     user: String,
     /// The sshd to run.
     #[arg(long, value_name = "PATH", default_value = "/usr/sbin/sshd")]
@@ -749,7 +751,14 @@ fn hook(command: HookCommand) -> Outcome {
             repos,
             socket,
             key,
-        } => daemons::hook_shell(&config, &repos, socket.as_deref(), key.as_deref()),
+            apps,
+        } => daemons::hook_shell(
+            &config,
+            &repos,
+            socket.as_deref(),
+            key.as_deref(),
+            apps.as_deref(),
+        ),
         HookCommand::Deploy {
             app,
             commit,

@@ -41,7 +41,20 @@ pub fn ignition(config: &Config, templates: &Templates) -> Value {
     json!({
         "ignition": { "version": "3.4.0" },
         "passwd": {
-            "users": [{ "name": "core", "sshAuthorizedKeys": config.cluster.ssh_keys }],
+            // `core` logs in with the cluster's ssh-keys (and is root
+            // through sudo); pushes log in to the hook's own sshd as an
+            // unprivileged system user with no keys of its own and no
+            // group, whose every session runs the hook's forced command
+            // (sshd runs it through the user's shell, so it has one).
+            "users": [
+                { "name": "core", "sshAuthorizedKeys": config.cluster.ssh_keys },
+                {
+                    "name": crate::spec::names::GIT_USER,
+                    "system": true,
+                    "homeDir": "/var/lib/huxley/git",
+                    "shell": "/bin/sh",
+                },
+            ],
         },
         "storage": {
             "directories": [
@@ -187,6 +200,50 @@ mod tests {
                 crate::model::KICK_INTERNAL_PORT
             )),
             "the hook server must ask its own node's kick server:\n{hook}"
+        );
+    }
+
+    /// Regression: pushes logged in as `core` with the nodes' login keys,
+    /// so whoever could push was root on every node. The push user is
+    /// unprivileged, has no keys of its own (port 22 takes none of the
+    /// deploy keys), and the hook unit names neither a keys file nor
+    /// `core`: its keys are kick.toml's deployers.
+    #[test]
+    fn pushers_are_an_unprivileged_user_with_the_deploy_keys_only() {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/blog/huxley.toml"),
+        )
+        .expect("the blog example");
+        let config = crate::config::check(&text).config.expect("valid");
+        assert!(
+            !config.cluster.deployers.is_empty(),
+            "the example has a deployer"
+        );
+        let ignition = ignition(&config, &Templates::new());
+        let users = ignition["passwd"]["users"].as_array().expect("users");
+        let git = users
+            .iter()
+            .find(|u| u["name"] == crate::spec::names::GIT_USER)
+            .expect("the push user");
+        assert!(git.get("sshAuthorizedKeys").is_none(), "{git}");
+        assert!(git.get("groups").is_none(), "{git}");
+        assert_eq!(git["system"], true);
+        let text = ignition.to_string();
+        for deployer in &config.cluster.deployers {
+            let body = deployer.key.split_whitespace().nth(1).expect("key body");
+            assert!(
+                !text.contains(body),
+                "a deploy key reached the nodes' login keys"
+            );
+        }
+        let hook = ignition["systemd"]["units"]
+            .as_array()
+            .and_then(|u| u.iter().find(|u| u["name"] == "huxley-hook.service"))
+            .and_then(|u| u["contents"].as_str())
+            .expect("the hook unit");
+        assert!(
+            !hook.contains("--keys") && !hook.contains("--user"),
+            "{hook}"
         );
     }
 

@@ -74,6 +74,14 @@ pub fn kick_config(config: &Config) -> KickConfig {
             vpc_cidr: cluster.vpc_cidr.to_string(),
         },
         apps,
+        deployers: cluster
+            .deployers
+            .iter()
+            .map(|d| crate::spec::kick::DeployerEntry {
+                key: d.key.clone(),
+                apps: d.apps.clone(),
+            })
+            .collect(),
     }
 }
 

@@ -64,11 +64,27 @@ pub struct RawCluster {
     /// ("203.0.113.0/24", "2001:db8::/32"). Default: nobody.
     pub admin_cidrs: Option<Vec<Spanned<String>>>,
     /// Public SSH keys allowed to log in to the nodes as `core`, in
-    /// authorized_keys form ("ssh-ed25519 AAAA... ops@acme").
+    /// authorized_keys form ("ssh-ed25519 AAAA... ops@acme"). They cannot
+    /// `git push`: see `deployers`.
     pub ssh_keys: Option<Vec<Spanned<String>>>,
+    /// Who may `git push`: each a public key and the apps it may push to
+    /// (default: every app). Deploy keys push as an unprivileged user and
+    /// cannot log in to the nodes.
+    pub deployers: Option<Vec<Spanned<RawDeployer>>>,
     /// The container hosts.
     #[schemars(required)]
     pub nodes: Option<Spanned<RawNodes>>,
+}
+
+/// A key that may `git push`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", expecting = "a table")]
+pub struct RawDeployer {
+    /// The public key, in authorized_keys form ("ssh-ed25519 AAAA... ci@acme").
+    #[schemars(required)]
+    pub key: Option<Spanned<String>>,
+    /// The apps it may push to. Default: every app.
+    pub apps: Option<Vec<Spanned<String>>>,
 }
 
 /// The auto-scaling group of container hosts.

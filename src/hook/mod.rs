@@ -327,12 +327,17 @@ pub fn sshd_config(listen: &str, state: &Path, user: &str) -> Result<String, Str
 }
 
 /// `authorized_keys`: every key runs `shell` and nothing else, told its
-/// fingerprint (the pusher a deploy records).
-pub fn authorized_keys(keys: &[String], shell: &str) -> String {
+/// fingerprint (the pusher a deploy records) and the apps it may push to
+/// (app names are DNS labels: nothing to quote).
+pub fn authorized_keys(keys: &[(String, Vec<String>)], shell: &str) -> String {
     keys.iter()
-        .map(|key| {
+        .map(|(key, apps)| {
             let named = fingerprint(key).map_or(String::new(), |f| format!(" --key {f}"));
-            format!("command=\"{shell}{named}\",restrict {}\n", key.trim())
+            format!(
+                "command=\"{shell}{named} --apps {}\",restrict {}\n",
+                apps.join(","),
+                key.trim()
+            )
         })
         .collect()
 }
@@ -772,12 +777,16 @@ mod tests {
         }
         assert!(sshd_config("2222", Path::new("/x"), "git").is_err());
         let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJSFxjrtfCIcfjieFPr9eLqmUrkyeAK6oYbwOmNzajTh ops@acme";
-        let keys = authorized_keys(&[format!("{key} ")], "/opt/bin/huxley hook shell");
-        // The fingerprint as `ssh-keygen -l` prints it, told to the shell.
+        let keys = authorized_keys(
+            &[(format!("{key} "), vec!["blog".into(), "shop".into()])],
+            "/opt/bin/huxley hook shell",
+        );
+        // The fingerprint as `ssh-keygen -l` prints it, and the apps the
+        // key may push to, told to the shell.
         assert_eq!(
             keys,
             format!(
-                "command=\"/opt/bin/huxley hook shell --key SHA256:YC7WuhSyqZjoRiPts32F/gX/d1icJh303ytNid0+Kl0\",restrict {key}\n"
+                "command=\"/opt/bin/huxley hook shell --key SHA256:YC7WuhSyqZjoRiPts32F/gX/d1icJh303ytNid0+Kl0 --apps blog,shop\",restrict {key}\n"
             )
         );
         assert_eq!(fingerprint("ssh-ed25519 !!!"), None);

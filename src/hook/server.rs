@@ -24,8 +24,9 @@ pub struct Options {
     pub listen: String,
     /// The host key, the generated sshd configuration and the repositories.
     pub state_dir: PathBuf,
-    /// Public keys allowed to push, in authorized_keys form.
-    pub keys: PathBuf,
+    /// More public keys allowed to push (to every app), in
+    /// authorized_keys form, beside kick.toml's deployers.
+    pub keys: Option<PathBuf>,
     /// The user pushers log in as.
     pub user: String,
     /// The sshd to run.
@@ -428,7 +429,7 @@ async fn answer_request(
 
 /// The host key, authorized_keys and sshd_config in the state directory,
 /// which it returns as an absolute path.
-pub fn prepare(args: &Options) -> Result<PathBuf, String> {
+pub fn prepare(args: &Options, config: &KickConfig) -> Result<PathBuf, String> {
     let absolute = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
     let state = absolute(&args.state_dir)?;
     std::fs::create_dir_all(state.join("repos"))
@@ -444,19 +445,28 @@ pub fn prepare(args: &Options) -> Result<PathBuf, String> {
             return Err(format!("ssh-keygen failed: {made}"));
         }
     }
-    let text = std::fs::read_to_string(&args.keys)
-        .map_err(|e| format!("cannot read the keys {}: {e}", args.keys.display()))?;
-    let keys: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_owned)
+    // The deploy keys, each to its apps; never the nodes' login keys.
+    let mut keys: Vec<(String, Vec<String>)> = config
+        .deployers
+        .iter()
+        .map(|d| (d.key.clone(), d.apps.clone()))
         .collect();
+    if let Some(file) = &args.keys {
+        let every_app: Vec<String> = config.apps.keys().cloned().collect();
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read the keys {}: {e}", file.display()))?;
+        keys.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(|l| (l.to_owned(), every_app.clone())),
+        );
+    }
     if keys.is_empty() {
-        return Err(format!(
-            "{} holds no public key: nobody could push (set ssh-keys in huxley.toml)",
-            args.keys.display()
-        ));
+        return Err(
+            "no deploy key: nobody could push (add [[cluster.deployers]] to huxley.toml and apply)"
+                .into(),
+        );
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find huxley: {e}"))?;
     let word = |p: &Path| super::shell_word(&p.display().to_string());

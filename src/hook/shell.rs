@@ -18,7 +18,13 @@ const USAGE: u8 = 2;
 
 /// `huxley hook shell`: the forced command. Runs git, then, after a push,
 /// has the hook server keep the repository.
-pub fn serve(config: &KickConfig, repos: &Path, socket: Option<&Path>, key: Option<&str>) -> u8 {
+pub fn serve(
+    config: &KickConfig,
+    repos: &Path,
+    socket: Option<&Path>,
+    key: Option<&str>,
+    allowed: Option<&[String]>,
+) -> u8 {
     let apps: std::collections::BTreeSet<String> = config.apps.keys().cloned().collect();
     let asked = std::env::var("SSH_ORIGINAL_COMMAND").unwrap_or_default();
     let command = match super::parse_command(&asked, &apps) {
@@ -28,6 +34,20 @@ pub fn serve(config: &KickConfig, repos: &Path, socket: Option<&Path>, key: Opti
             return INVALID;
         }
     };
+    if let Some(allowed) = allowed
+        && !allowed.contains(&command.app)
+    {
+        eprintln!(
+            "huxley: this key may not push to or fetch {} (it may: {}); ask for it in the cluster's [[cluster.deployers]]",
+            command.app,
+            if allowed.is_empty() {
+                "no app".to_owned()
+            } else {
+                allowed.join(", ")
+            }
+        );
+        return INVALID;
+    }
     let branch = config
         .apps
         .get(&command.app)

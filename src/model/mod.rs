@@ -89,7 +89,17 @@ pub struct Cluster {
     /// Empty means nobody reaches SSH or the kick server's external API.
     pub admin_cidrs: Vec<IpNet>,
     pub ssh_keys: Vec<String>,
+    /// Who may `git push`, and to which apps.
+    pub deployers: Vec<Deployer>,
     pub nodes: Nodes,
+}
+
+/// A key that may `git push`, and the apps it may push to (every app
+/// when huxley.toml names none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployer {
+    pub key: String,
+    pub apps: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -25,6 +25,18 @@ pub struct KickConfig {
     pub nodes: NodesSection,
     pub network: NetworkSection,
     pub apps: BTreeMap<String, AppSection>,
+    /// Who may `git push` (public keys, not secrets), and to which apps:
+    /// the hook server's only keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deployers: Vec<DeployerEntry>,
+}
+
+/// A key that may `git push`, and the apps it may push to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DeployerEntry {
+    pub key: String,
+    pub apps: Vec<String>,
 }
 
 impl KickConfig {

@@ -22,6 +22,10 @@ pub fn repository_name(cluster: &str, app: &str) -> String {
     format!("huxley-{cluster}/{app}")
 }
 
+/// The unprivileged user pushes log in as on a node (no sudo, no login
+/// keys; every session runs the hook's forced command).
+pub const GIT_USER: &str = "huxley-git";
+
 /// A cluster's CloudFormation stack.
 pub fn stack(cluster: &str) -> String {
     format!("huxley-{cluster}")

@@ -935,7 +935,7 @@ fn remote_add_points_an_apps_working_copy_at_the_cluster() {
     let work_arg = work.display().to_string();
     let added = cluster.run_bare(&["remote", "add", "remote", "-C", &work_arg]);
     added.code(0);
-    let url = "ssh://core@kick-remote.remote.example.com:2222/blog.git";
+    let url = "ssh://huxley-git@kick-remote.remote.example.com:2222/blog.git";
     assert_eq!(
         added.stdout,
         format!("Added remote `huxley` → {url}\nDeploy blog with:\n  git push huxley main\n")

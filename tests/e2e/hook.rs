@@ -48,9 +48,21 @@ fn git_push_over_ssh_reaches_the_apps_repository_and_nothing_else() {
     ])
     .run()
     .code(0);
-    let (key, other) = (dir.join("pusher"), dir.join("stranger"));
+    let (key, other, scoped) = (dir.join("pusher"), dir.join("stranger"), dir.join("scoped"));
     keygen(&key);
     keygen(&other);
+    keygen(&scoped);
+    // A deploy key that may push to no app of this cluster, beside the
+    // blog example's own deployer (blog only).
+    let kick_toml = out.join("kick/kick.toml");
+    let mut text = fs::read_to_string(&kick_toml).expect("kick.toml");
+    text.push_str(&format!(
+        "\n[[deployers]]\nkey = \"{}\"\napps = []\n",
+        fs::read_to_string(scoped.with_extension("pub"))
+            .expect("key")
+            .trim()
+    ));
+    fs::write(&kick_toml, text).expect("kick.toml");
     let keys = dir.join("keys");
     fs::copy(key.with_extension("pub"), &keys).expect("keys");
     let user = String::from_utf8(run(&dir, "id", &["-un"]).stdout)
@@ -155,6 +167,23 @@ fn git_push_over_ssh_reaches_the_apps_repository_and_nothing_else() {
     let landed = run(&repository, "git", &["rev-parse", "main"]);
     assert_eq!(String::from_utf8_lossy(&landed.stdout), head);
 
+    // Each deploy key runs the forced command told its apps.
+    let authorized = fs::read_to_string(state.join("authorized_keys")).expect("authorized_keys");
+    assert!(
+        authorized.contains("--apps blog\",restrict ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHuxleyExampleDeployKeyForDocs"),
+        "{authorized}"
+    );
+    // A deploy key scoped to other apps: refused by the forced command,
+    // nothing lands.
+    let (pushed, said) = push(&scoped, "blog");
+    assert!(
+        !pushed && said.contains("this key may not push to or fetch blog (it may: no app)"),
+        "{said}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&run(&repository, "git", &["rev-parse", "main"]).stdout),
+        head
+    );
     // A key that is not the cluster's: refused by sshd.
     let (pushed, said) = push(&other, "blog");
     assert!(

@@ -83,6 +83,8 @@ impl Checker<'_> {
             private_domain: private_domain?,
             admin_cidrs: admin_cidrs?,
             ssh_keys: ssh_keys?,
+            // Checked with the apps they name (`deployers`).
+            deployers: Vec::new(),
             nodes: nodes?,
         })
     }
@@ -332,6 +334,87 @@ impl Checker<'_> {
         (self.diagnostics.len() == before).then_some(out)
     }
 
+    /// `[[cluster.deployers]]`: each a public key that may push to the
+    /// apps it names (every app when it names none), never a key that also
+    /// logs in to the nodes, each key once.
+    pub(super) fn deployers(&mut self, raw: &RawConfig) -> Vec<crate::model::Deployer> {
+        let Some(cluster) = &raw.cluster else {
+            return Vec::new();
+        };
+        let apps: Vec<String> = raw
+            .apps
+            .iter()
+            .flatten()
+            .map(|(name, _)| name.value.clone())
+            .collect();
+        let logins: Vec<&str> = cluster
+            .value
+            .ssh_keys
+            .iter()
+            .flatten()
+            .filter_map(|k| key_body(&k.value))
+            .collect();
+        let mut seen: Vec<(&str, Range<usize>)> = Vec::new();
+        let mut out = Vec::new();
+        for entry in cluster.value.deployers.iter().flatten() {
+            let Some(key) = self.required(
+                &entry.value.key,
+                &entry.span,
+                entry.span.clone(),
+                "key",
+                "a `[[cluster.deployers]]` entry",
+                "key = \"ssh-ed25519 AAAA... ci@acme\"",
+            ) else {
+                continue;
+            };
+            if self.ssh_keys(std::slice::from_ref(key)).is_none() {
+                continue;
+            }
+            let body = key_body(&key.value).unwrap_or_default();
+            if logins.contains(&body) {
+                self.push(
+                    Diagnostic::error("a deploy key cannot also log in to the nodes")
+                        .at(key.span.clone(), "this key is in `ssh-keys` too")
+                        .help("use a key of its own for pushes: a login key is root on every node, a deploy key only pushes"),
+                );
+                continue;
+            }
+            if let Some((_, first)) = seen.iter().find(|(b, _)| *b == body) {
+                self.push(
+                    Diagnostic::error("this key is a deployer twice")
+                        .at(key.span.clone(), "again here")
+                        .also(first.clone(), "first here")
+                        .help("list its apps in one entry"),
+                );
+                continue;
+            }
+            seen.push((body, key.span.clone()));
+            let mut named = Vec::new();
+            for app in entry.value.apps.iter().flatten() {
+                if apps.contains(&app.value) {
+                    named.push(app.value.clone());
+                } else {
+                    self.push(
+                        Diagnostic::error(format!("no app `{}` to push to", app.value))
+                            .at(app.span.clone(), "not in [apps]")
+                            .help(format!("the apps are: {}", apps.join(", "))),
+                    );
+                }
+            }
+            named.sort();
+            named.dedup();
+            out.push(crate::model::Deployer {
+                key: key.value.trim().to_owned(),
+                apps: if entry.value.apps.is_some() {
+                    named
+                } else {
+                    apps.clone()
+                },
+            });
+        }
+        out
+    }
+
     pub(super) fn ssh_keys(&mut self, keys: &[Spanned<String>]) -> Option<Vec<String>> {
         const TYPES: [&str; 6] = [
             "ssh-ed25519",
@@ -374,4 +457,9 @@ impl Checker<'_> {
         (self.diagnostics.len() == before)
             .then(|| keys.iter().map(|k| k.value.trim().to_owned()).collect())
     }
+}
+
+/// The base64 part of a public key, which names it whatever its comment.
+fn key_body(key: &str) -> Option<&str> {
+    key.split_whitespace().nth(1)
 }

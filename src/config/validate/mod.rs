@@ -53,8 +53,12 @@ pub fn validate(source: &str, raw: &RawConfig, rejected: &Rejected) -> Validated
         diagnostics: Vec::new(),
         redact: Vec::new(),
     };
-    let cluster = checker.cluster(raw);
+    let mut cluster = checker.cluster(raw);
     let apps = checker.apps(raw, cluster.as_ref());
+    let deployers = checker.deployers(raw);
+    if let Some(cluster) = &mut cluster {
+        cluster.deployers = deployers;
+    }
     let config = match (cluster, apps) {
         (Some(cluster), Some(apps)) if !checker.has_errors() => Some(Config { cluster, apps }),
         _ => None,
