@@ -5,6 +5,7 @@
 #   huxley_setup_rust    rustfmt and clippy; CI's target directory
 #   huxley_setup_tools   shellcheck and systemd-analyze (Debian packages)
 #   huxley_setup_venv    .venv/ with scripts/requirements.txt (PyPI)
+#   huxley_node_image    the node test's systemd machine (Debian, debootstrap)
 set -euo pipefail
 
 huxley_setup_rust() {
@@ -152,4 +153,55 @@ huxley_static_service() {
   export HUXLEY_STATIC_SERVICE="$PWD/$target/static/huxley-test-service"
   [[ "$target" = /* ]] && export HUXLEY_STATIC_SERVICE="$target/static/huxley-test-service"
   return 0
+}
+
+# The node test's machine: a Debian rootfs with systemd as PID 1 (made once
+# with debootstrap from Debian's archive, cached under ~/.cache/huxley),
+# imported into Docker as huxley-test-node:<key>; exports
+# HUXLEY_NODE_IMAGE. What a Flatcar node has that the test needs: systemd,
+# OpenSSH's sshd (the hook server's), git, the docker CLI (bind-mounted from
+# the host by the test), and a docker.service (a stand-in: the test's
+# node uses the host's Docker through its socket).
+huxley_node_image() {
+  local packages="systemd,systemd-sysv,dbus,openssh-server,git,ca-certificates,iproute2,procps"
+  local key cache rootfs image
+  key=$(printf '%s bookworm 1' "$packages" | sha256sum | cut -c1-12)
+  image="huxley-test-node:$key"
+  export HUXLEY_NODE_IMAGE="$image"
+  if docker image inspect "$image" >/dev/null 2>&1; then
+    return
+  fi
+  cache="${HOME}/.cache/huxley/node-rootfs-$key.tar"
+  if [[ ! -f "$cache" ]]; then
+    command -v debootstrap >/dev/null 2>&1 || huxley_apt debootstrap
+    rootfs=$(mktemp -d)
+    echo "setup: making the node test's Debian rootfs with debootstrap (once; log: $rootfs.log)"
+    debootstrap --variant=minbase --include="$packages" bookworm "$rootfs" \
+      http://deb.debian.org/debian > "$rootfs.log" 2>&1 || {
+      tail -20 "$rootfs.log" >&2
+      exit 1
+    }
+    # The node's own sshd is not part of the test (it would take the
+    # host's port 22 on the host's network).
+    ln -sf /dev/null "$rootfs/etc/systemd/system/ssh.service"
+    ln -sf /dev/null "$rootfs/etc/systemd/system/ssh.socket"
+    cat > "$rootfs/etc/systemd/system/docker.service" <<'UNIT'
+[Unit]
+Description=Docker (the host's, through its socket: a stand-in for the node's)
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/true
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    ln -sf /etc/systemd/system/docker.service "$rootfs/etc/systemd/system/multi-user.target.wants/docker.service"
+    mkdir -p "$(dirname "$cache")"
+    tar -C "$rootfs" -cf "$cache.tmp" .
+    mv "$cache.tmp" "$cache"
+    rm -rf "$rootfs" "$rootfs.log"
+  fi
+  docker import "$cache" "$image" >/dev/null
 }

@@ -13,6 +13,8 @@ huxley_setup_venv
 # Real containers: dockerd and a registry on 127.0.0.1:5000, stopped at
 # exit if this script started them.
 huxley_setup_containers
+# The node test's systemd machine (debootstrap once, then cached).
+huxley_node_image
 
 step() { printf '\n==> %s\n' "$*"; }
 log=$(mktemp)

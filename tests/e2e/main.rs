@@ -16,6 +16,7 @@ mod harness;
 mod history;
 mod hook;
 mod kick;
+mod node;
 mod push;
 mod runtime;
 mod scaling;

@@ -87,7 +87,7 @@ fn serving(dir: &Path, label: &str) -> bool {
 }
 
 /// The app's working copy: the static test service in an image.
-fn working_copy(dir: &Path) -> PathBuf {
+pub(crate) fn working_copy(dir: &Path) -> PathBuf {
     let binary = std::env::var("HUXLEY_STATIC_SERVICE").expect(
         "HUXLEY_STATIC_SERVICE names the statically linked test service (scripts/test.sh builds it)",
     );
@@ -105,7 +105,7 @@ fn working_copy(dir: &Path) -> PathBuf {
 }
 
 /// Commits the Containerfile `extra` lines make, with a release marker.
-fn commit(work: &Path, marker: &str, extra: &str) -> String {
+pub(crate) fn commit(work: &Path, marker: &str, extra: &str) -> String {
     fs::write(
         work.join("Containerfile"),
         format!(
@@ -127,7 +127,13 @@ fn commit(work: &Path, marker: &str, extra: &str) -> String {
 }
 
 /// `git push`; whether it succeeded, and what the pusher saw.
-fn push(work: &Path, remote: &str, key: &Path, port: u16, refspec: &str) -> (bool, String) {
+pub(crate) fn push(
+    work: &Path,
+    remote: &str,
+    key: &Path,
+    port: u16,
+    refspec: &str,
+) -> (bool, String) {
     let ssh = format!(
         "ssh -i {} -p {port} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
         key.display()

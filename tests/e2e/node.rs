@@ -1,0 +1,180 @@
+//! A node as it boots: a systemd machine given the cluster's generated
+//! Ignition config exactly (see `harness::node` for what its environment
+//! stands in for), with no command-line flag beyond what the units say.
+//! kick leads, the agent checks in and runs the replicas, the hook server
+//! serves git as the unprivileged push user, and a `git push` with a deploy
+//! key deploys.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::cluster::{CONTAINERS, DockerCleanup, Live, REGION, cluster_toml, docker};
+use crate::harness::git::keygen;
+use crate::harness::node::{Node, apply};
+use crate::push::{commit, push, working_copy};
+
+#[test]
+#[ignore = "needs Docker, the node image and a registry on 127.0.0.1:5000, and root: scripts/test.sh makes them and runs it"]
+fn a_node_booted_from_its_ignition_leads_runs_replicas_and_deploys_a_push() {
+    let name = "booted";
+    let image = std::env::var("HUXLEY_NODE_IMAGE")
+        .expect("HUXLEY_NODE_IMAGE names the node test's systemd image (scripts/test.sh makes it)");
+    let _turn = CONTAINERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _cleanup = DockerCleanup(name.to_owned());
+    let _ = docker(&["network", "rm", huxley::agent::runtime::NETWORK]);
+    let scratch = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("node-keys");
+    let _ = fs::remove_dir_all(&scratch);
+    fs::create_dir_all(&scratch).expect("scratch");
+    let (deploy_key, login_key) = (scratch.join("deploy"), scratch.join("login"));
+    keygen(&deploy_key);
+    keygen(&login_key);
+    let public = |key: &std::path::Path| {
+        fs::read_to_string(key.with_extension("pub"))
+            .expect("a public key")
+            .trim()
+            .to_owned()
+    };
+    let text = cluster_toml(name, 1, 1, 1).replace(
+        "[cluster.nodes]",
+        &format!(
+            "ssh-keys = [\"{}\"]\ndeployers = [{{ key = \"{}\", apps = [\"shop\"] }}]\n\n[cluster.nodes]",
+            public(&login_key),
+            public(&deploy_key)
+        ),
+    ) + r#"[apps.shop.services.web]
+build = "."
+port = 8080
+replicas = 2
+health = { http = "/healthz", interval = "1s", timeout = "500ms", healthy = 1, unhealthy = 2 }
+deploy = { timeout = "30s" }
+"#;
+    let live = Live::with_config(name, "100.64.0.0/16", &text, 1);
+    let bucket = format!("huxley-123456789012-{REGION}-{name}");
+
+    // What Ignition puts on the node's disk, from the generated config
+    // after the stack's substitution.
+    let ignition: Value = serde_json::from_str(
+        &fs::read_to_string(live.dir.join("out/ignition/node.ign"))
+            .expect("the generated Ignition config")
+            .replace("${ArtifactBucket}", &bucket),
+    )
+    .expect("Ignition is JSON");
+    let tree = live.dir.join("node-root");
+    let users = apply(&ignition, &tree, &|bucket, key| {
+        live.rt()
+            .block_on(live.aws.get_object(bucket, key))
+            .expect("read the bucket")
+            .unwrap_or_else(|| {
+                panic!("Ignition names s3://{bucket}/{key}, which apply did not upload")
+            })
+    });
+    assert!(
+        users
+            .iter()
+            .any(|u| u.name == huxley::spec::names::GIT_USER),
+        "Ignition makes the push user"
+    );
+    // Ignition fetched the binary apply uploaded (a stand-in in the tests):
+    // this build's is bind-mounted there instead.
+    fs::remove_file(tree.join("opt/bin/huxley")).expect("Ignition wrote /opt/bin/huxley");
+
+    // The environment a node gets on AWS.
+    let imds = huxley::testing::Imds::start(&live.nodes[0], "us-west-2a", "127.0.0.1");
+    let mut environment: Vec<(String, String)> = live
+        .env
+        .iter()
+        .filter(|(k, _)| k.starts_with("AWS_"))
+        .cloned()
+        .collect();
+    environment.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), imds.endpoint()));
+    environment.push(("AWS_EC2_METADATA_DISABLED".into(), "false".into()));
+    environment.push(("HUXLEY_REGISTRY".into(), "127.0.0.1:5000".into()));
+    let node = Node::boot(
+        &image,
+        &format!("huxley-node-{name}"),
+        &tree,
+        &users,
+        &environment,
+        std::path::Path::new(env!("CARGO_BIN_EXE_huxley")),
+        &format!("127.0.0.1 kick.{name}.internal"),
+    );
+
+    // kick leads, with the units' own flags.
+    let kick = "http://127.0.0.1:7400";
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let health = live
+            .rt()
+            .block_on(live.get(&format!("{kick}/healthz"), None));
+        if health
+            .as_ref()
+            .is_some_and(|(_, t)| t.starts_with("ok: leader"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kick never led on the node ({health:?}):\n{}",
+            node.journal()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The agent checked in: the node is ready for placement.
+    let describe = || -> Value {
+        live.rt()
+            .block_on(live.get(&format!("{kick}/v1/cluster"), Some(&live.admin)))
+            .and_then(|(_, text)| serde_json::from_str(&text).ok())
+            .unwrap_or(Value::Null)
+    };
+    // The hook server serves git, as the push user, with the deploy keys.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while std::net::TcpStream::connect(("127.0.0.1", 2222)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the hook server never served git:\n{}",
+            node.journal()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let sshd = node.exec(&["cat", "/var/lib/huxley/hook/sshd_config"]);
+    assert!(
+        sshd.contains(&format!("AllowUsers {}", huxley::spec::names::GIT_USER)),
+        "{sshd}"
+    );
+    let keys = node.exec(&["cat", "/var/lib/huxley/hook/authorized_keys"]);
+    assert!(
+        keys.contains("--apps shop") && keys.contains(&public(&deploy_key)),
+        "{keys}"
+    );
+    assert!(
+        !keys.contains(&public(&login_key)),
+        "a login key may push:\n{keys}"
+    );
+
+    // A push with the deploy key deploys; the login key cannot push.
+    let work = working_copy(&live.dir);
+    let first = commit(&work, "one", "");
+    let remote = format!("ssh://{}@127.0.0.1/shop.git", huxley::spec::names::GIT_USER);
+    let (pushed, said) = push(&work, &remote, &login_key, 2222, "main");
+    assert!(!pushed && said.contains("Permission denied"), "{said}");
+    let (pushed, said) = push(&work, &remote, &deploy_key, 2222, "main");
+    assert!(pushed, "{said}\n{}", node.journal());
+    assert!(said.contains("deployed shop v1"), "{said}");
+    let described = describe();
+    let web = &described["apps"]["shop"]["services"]["web"];
+    assert_eq!(web["healthy"], 2, "{described:#}");
+    assert_eq!(web["release"]["commit"], first.as_str(), "{described:#}");
+    assert!(
+        web["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|i| i["node"] == live.nodes[0].as_str()),
+        "{described:#}"
+    );
+    drop(node);
+}
