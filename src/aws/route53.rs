@@ -166,12 +166,12 @@ impl Aws {
         Ok(batches.len())
     }
 
-    /// Applies a batch of record changes atomically.
+    /// Applies a batch of record changes atomically; the change's id.
     pub async fn change_records(
         &self,
         zone: &str,
         changes: &[RecordChange],
-    ) -> Result<(), ChangeError> {
+    ) -> Result<String, ChangeError> {
         let mut built = Vec::with_capacity(changes.len());
         for change in changes {
             let mut set = ResourceRecordSet::builder()
@@ -215,7 +215,10 @@ impl Aws {
             .send()
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(output) => Ok(output
+                .change_info()
+                .map(|c| c.id().trim_start_matches("/change/").to_owned())
+                .unwrap_or_default()),
             Err(err) => {
                 use aws_sdk_s3::error::ProvideErrorMetadata as _;
                 let message = err.message().unwrap_or_default().to_owned();
@@ -231,6 +234,33 @@ impl Aws {
                     )),
                 }
             }
+        }
+    }
+}
+
+impl Aws {
+    /// Waits until Route53 reports change `id` INSYNC (on every one of
+    /// its authoritative servers), polling every 2 s, at most `limit`;
+    /// whether it did.
+    pub async fn wait_insync(&self, id: &str, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            self.count();
+            let status = self
+                .route53
+                .get_change()
+                .id(id)
+                .send()
+                .await
+                .ok()
+                .and_then(|o| o.change_info().map(|c| c.status().as_str().to_owned()));
+            if status.as_deref() == Some("INSYNC") {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         }
     }
 }

@@ -241,6 +241,10 @@ pub struct RawDeploy {
     /// How long new replicas have to pass their health check before the
     /// deploy is rolled back, e.g. "2m". Default "5m".
     pub timeout: Option<Spanned<String>>,
+    /// How long clients may keep the service's DNS answer (its records'
+    /// TTL), and so how long a replica leaving a rollout keeps running
+    /// after Route53 has dropped it everywhere, e.g. "10s". Default "30s".
+    pub drain: Option<Spanned<String>>,
 }
 
 /// CPU as "500m" or as a number of vCPUs.

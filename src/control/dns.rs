@@ -31,14 +31,15 @@ use tokio::time::Instant;
 
 use crate::aws::{Aws, ChangeError, RecordChange, batch_sizes};
 
-/// Route53 as the writer sees it: one atomic batch of changes. The seam
-/// between the batching logic and the SDK.
+/// Route53 as the writer sees it: one atomic batch of changes, answered
+/// with the change's id (for `GetChange`). The seam between the batching
+/// logic and the SDK.
 pub trait Route53Api: Send + Sync + 'static {
     fn change(
         &self,
         zone: &str,
         changes: &[RecordChange],
-    ) -> impl Future<Output = Result<(), ChangeError>> + Send;
+    ) -> impl Future<Output = Result<String, ChangeError>> + Send;
 }
 
 impl Route53Api for Aws {
@@ -46,10 +47,15 @@ impl Route53Api for Aws {
         &self,
         zone: &str,
         changes: &[RecordChange],
-    ) -> impl Future<Output = Result<(), ChangeError>> + Send {
+    ) -> impl Future<Output = Result<String, ChangeError>> + Send {
         self.change_records(zone, changes)
     }
 }
+
+/// What a submitted change became: the id of the Route53 change that
+/// carried it, or `None` when nothing needed sending (a newer state of
+/// its record set was already committed).
+pub type Sent = Result<Option<String>, String>;
 
 /// How the writer paces and retries.
 #[derive(Debug, Clone, Copy)]
@@ -87,7 +93,7 @@ struct Job {
     zone: String,
     change: RecordChange,
     ticket: u64,
-    reply: oneshot::Sender<Result<(), String>>,
+    reply: oneshot::Sender<Sent>,
 }
 
 /// Record sets as last committed: (name, type) → the change that wrote them.
@@ -168,6 +174,12 @@ impl Writer {
         change: RecordChange,
         ticket: u64,
     ) -> Result<(), String> {
+        self.submit_tracked(zone, change, ticket).await.map(|_| ())
+    }
+
+    /// Submits a change computed under `ticket`; the id of the Route53
+    /// change that carried it, to wait for with `GetChange`.
+    pub async fn submit_tracked(&self, zone: &str, change: RecordChange, ticket: u64) -> Sent {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Job {
@@ -208,7 +220,7 @@ impl Pacer {
 struct Entry {
     change: RecordChange,
     ticket: u64,
-    replies: Vec<oneshot::Sender<Result<(), String>>>,
+    replies: Vec<oneshot::Sender<Sent>>,
 }
 
 /// A record set in a zone: (zone, name, type).
@@ -237,7 +249,7 @@ async fn run<A: Route53Api>(
             let set = (job.zone.clone(), key.0.clone(), key.1.clone());
             if committed.get(&set).is_some_and(|&t| t > job.ticket) {
                 // A newer state of this record set is already in Route53.
-                let _ = job.reply.send(Ok(()));
+                let _ = job.reply.send(Ok(None));
                 continue;
             }
             let entries = zones.entry(job.zone).or_default();
@@ -332,14 +344,14 @@ fn commit<'a, A: Route53Api>(
                     break Err(format!("Route53 rejected the change: {reason}"));
                 }
                 Err(ChangeError::Other(err)) => break Err(err.to_string()),
-                Ok(()) => {
+                Ok(id) => {
                     metrics
                         .changes
                         .fetch_add(changes.len() as u64, Ordering::Relaxed);
                     metrics
                         .largest_batch
                         .fetch_max(changes.len() as u64, Ordering::Relaxed);
-                    break Ok(());
+                    break Ok(Some(id));
                 }
             }
         };
@@ -384,7 +396,7 @@ mod tests {
             &self,
             _zone: &str,
             changes: &[RecordChange],
-        ) -> impl Future<Output = Result<(), ChangeError>> + Send {
+        ) -> impl Future<Output = Result<String, ChangeError>> + Send {
             let result = (|| {
                 self.calls.lock().expect("calls").push(changes.len());
                 let mut busy = self.busy.lock().expect("busy");
@@ -403,7 +415,7 @@ mod tests {
                     }
                 }
                 *records = next;
-                Ok(())
+                Ok("C1".to_owned())
             })();
             async move { result }
         }

@@ -49,7 +49,7 @@ impl Route53Api for Fenced {
         &self,
         zone: &str,
         changes: &[RecordChange],
-    ) -> impl std::future::Future<Output = Result<(), ChangeError>> + Send {
+    ) -> impl std::future::Future<Output = Result<String, ChangeError>> + Send {
         let allowed = self.lease.as_ref().is_none_or(|l| l.valid());
         let aws = Arc::clone(&self.aws);
         let (zone, changes) = (zone.to_owned(), changes.to_vec());

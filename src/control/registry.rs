@@ -128,6 +128,8 @@ pub struct Instance {
     pub registered: SystemTime,
     pub last_heartbeat: SystemTime,
     pub health: Health,
+    /// Leaving a rollout: out of DNS, kept running for its drain.
+    pub draining: bool,
 }
 
 /// A service's live state beside its configuration.
@@ -144,12 +146,25 @@ impl ServiceState {
         let mut addresses: Vec<IpAddr> = self
             .instances
             .values()
-            .filter(|i| i.health.status == Status::Healthy)
+            .filter(|i| i.health.status == Status::Healthy && !i.draining)
             .map(|i| i.address)
             .collect();
         addresses.sort();
         addresses.dedup();
         addresses
+    }
+
+    /// Marks the instances of the replicas `leaving` as draining: out of
+    /// DNS from the next sync, still running. How many it marked.
+    pub fn drain(&mut self, leaving: impl Fn(u32) -> bool) -> usize {
+        let mut marked = 0;
+        for instance in self.instances.values_mut() {
+            if instance.replica.is_some_and(&leaving) && !instance.draining {
+                instance.draining = true;
+                marked += 1;
+            }
+        }
+        marked
     }
 
     /// The replicas record's values: one string per instance, sorted.
@@ -289,7 +304,7 @@ impl Registry {
         self.apps.get(app)?.get(service)
     }
 
-    fn service_mut(
+    pub fn service_mut(
         &mut self,
         app: &str,
         service: &str,
@@ -340,6 +355,7 @@ impl Registry {
                 registered: now,
                 last_heartbeat: now,
                 health: Health::default(),
+                draining: false,
             });
         let visible = is_new
             || entry.version != registration.version

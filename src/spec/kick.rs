@@ -329,7 +329,19 @@ pub struct DeployPolicy {
     /// How long a batch's new replicas have to become healthy.
     #[serde(with = "duration_text")]
     pub timeout: Duration,
+    /// How long a replica leaving a rollout keeps running after Route53
+    /// has dropped it everywhere (INSYNC): the TTL of the service's
+    /// records, so a client holding the old answer still reaches it.
+    #[serde(with = "duration_text", default = "default_drain")]
+    pub drain: Duration,
 }
+
+fn default_drain() -> Duration {
+    DEFAULT_DRAIN
+}
+
+/// The default drain, and TTL of a service's records.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 
 impl Default for DeployPolicy {
     /// One new replica at a time, none missing: capacity never drops.
@@ -338,6 +350,7 @@ impl Default for DeployPolicy {
             max_surge: Budget::Nodes(1),
             max_unavailable: Budget::Nodes(0),
             timeout: DEFAULT_DEPLOY_TIMEOUT,
+            drain: DEFAULT_DRAIN,
         }
     }
 }

@@ -12,6 +12,7 @@
 #![allow(clippy::too_many_lines)]
 
 mod deploy;
+mod drain;
 mod harness;
 mod history;
 mod hook;

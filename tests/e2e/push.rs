@@ -177,7 +177,7 @@ build = "."
 port = 8080
 replicas = 3
 health = { http = "/healthz", interval = "1s", timeout = "500ms", healthy = 1, unhealthy = 2 }
-deploy = { timeout = "15s" }
+deploy = { timeout = "15s", drain = "1s" }
 "#;
     let _turn = CONTAINERS
         .lock()
@@ -292,7 +292,7 @@ deploy = { timeout = "15s" }
         "{said}"
     );
     assert!(
-        said.contains("old replica out of DNS and stopped"),
+        said.contains("old replica out of DNS, drained 1s and stopped"),
         "{said}"
     );
     assert!(samples > 10, "only {samples} samples");
@@ -519,6 +519,7 @@ cpu = "100m"
 memory = "64Mi"
 replicas = 10
 health = { http = "/healthz", interval = "1s", timeout = "500ms", healthy = 1, unhealthy = 2 }
+deploy = { drain = "0s" }
 "#;
     let mut live = Live::with_config(name, "127.79.0.0/16", &text, 3);
     // The images come from the local registry, not the account's ECR:

@@ -272,10 +272,24 @@ impl Checker<'_> {
                     .help("give new replicas time to pass their health check, such as \"2m\""),
             );
         }
+        let drain = self.duration_or(raw.value.drain.as_ref(), defaults.drain, "deploy.drain");
+        if let (Some(given), Some(drain)) = (&raw.value.drain, drain)
+            && drain > std::time::Duration::from_secs(3600)
+        {
+            self.push(
+                Diagnostic::error("deploy.drain is over an hour")
+                    .at(
+                        given.span.clone(),
+                        "clients would keep this answer that long",
+                    )
+                    .help("a drain is the records' TTL: seconds to minutes, such as \"30s\""),
+            );
+        }
         let policy = DeployPolicy {
             max_surge: surge?.unwrap_or(defaults.max_surge),
             max_unavailable: unavailable?.unwrap_or(defaults.max_unavailable),
             timeout: timeout?,
+            drain: drain?,
         };
         let count = replicas.map_or(1, |r| r.min.max(1) as usize);
         if policy.max_surge.count(count) == 0 && policy.max_unavailable.count(count) == 0 {

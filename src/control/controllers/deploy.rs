@@ -34,6 +34,9 @@ use crate::spec::release::version_of;
 
 /// How many events one deploy keeps.
 const EVENTS_KEPT: usize = 400;
+/// How long a retirement waits for Route53 to be INSYNC before it drains
+/// anyway.
+const INSYNC_AT_MOST: Duration = Duration::from_secs(120);
 /// How often a rollout looks at its replicas' health.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -430,17 +433,28 @@ async fn roll(
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let retired = |n: u32| {
+        format!(
+            "{service}: {} out of DNS, drained {} and stopped",
+            count_of(n, "old replica"),
+            crate::spec::quantity::format_duration(policy.drain)
+        )
+    };
     for batch in batches(old, target, surge, unavailable) {
         if batch.stop_first > 0 {
-            (first, old) = retire(kick, &key, (first, old, new), batch.stop_first).await;
+            (first, old) = retire(
+                kick,
+                &key,
+                (first, old, new),
+                batch.stop_first,
+                policy.drain,
+            )
+            .await;
             say(
                 kick,
                 app,
                 id,
-                format!(
-                    "{service}: {} out of DNS and stopped first (max-unavailable)",
-                    count_of(batch.stop_first, "old replica")
-                ),
+                format!("{} first (max-unavailable)", retired(batch.stop_first)),
             );
         }
         if batch.start > 0 {
@@ -470,16 +484,8 @@ async fn roll(
             new += batch.start;
         }
         if batch.retire > 0 {
-            (first, old) = retire(kick, &key, (first, old, new), batch.retire).await;
-            say(
-                kick,
-                app,
-                id,
-                format!(
-                    "{service}: {} out of DNS and stopped",
-                    count_of(batch.retire, "old replica")
-                ),
-            );
+            (first, old) = retire(kick, &key, (first, old, new), batch.retire, policy.drain).await;
+            say(kick, app, id, retired(batch.retire));
         }
     }
     // Done: the image is the service's release; the window is its count.
@@ -503,14 +509,35 @@ async fn roll(
 }
 
 /// Retires the `n` lowest replicas of a window (`first`, `old` on the old
-/// release, `new` above them): out of DNS, then stopped, by their node
-/// agents. The window's new `first` and `old`.
+/// release, `new` above them): out of DNS first; once Route53 has the
+/// change everywhere (INSYNC), still running for `drain` (the records'
+/// TTL, so a client holding the old answer still reaches them); then
+/// stopped, by their node agents. The window's new `first` and `old`.
 async fn retire(
     kick: &Kick,
     key: &ServiceKey,
     (first, old, new): (u32, u32, u32),
     n: u32,
+    drain: Duration,
 ) -> (u32, u32) {
+    let leaving = first..first + n;
+    let marked = kick
+        .registry
+        .lock()
+        .expect("registry")
+        .service_mut(&key.0, &key.1)
+        .map_or(0, |s| s.drain(|r| leaving.contains(&r)));
+    if marked > 0 {
+        let changes = crate::control::controllers::health::sync_dns(kick, &key.0, &key.1).await;
+        for change in &changes {
+            if !kick.aws.wait_insync(change, INSYNC_AT_MOST).await {
+                eprintln!(
+                    "kick: Route53 change {change} not INSYNC after {INSYNC_AT_MOST:?}; draining anyway"
+                );
+            }
+        }
+        tokio::time::sleep(drain).await;
+    }
     let (first, old) = (first + n, old - n);
     set_window(kick, key, first, old + new, &[]).await;
     (first, old)

@@ -246,16 +246,18 @@ pub async fn sync_replicas(kick: &Kick, app: &str, service: &str) -> Result<(), 
 /// through the container routes), its public names the public addresses
 /// of the nodes that run a healthy replica on the host port (the internet
 /// cannot reach a container address).
-pub async fn sync_dns(kick: &Kick, app: &str, service: &str) {
-    let (private, public, healthy_nodes, ticket) = {
+/// The ids of the Route53 changes that carried it (to wait for INSYNC).
+/// The records' TTL is the service's drain.
+pub async fn sync_dns(kick: &Kick, app: &str, service: &str) -> Vec<String> {
+    let (private, public, healthy_nodes, ttl, ticket) = {
         let registry = kick.registry.lock().expect("registry");
         let Some(state) = registry.service(app, service) else {
-            return;
+            return Vec::new();
         };
         let healthy_nodes: std::collections::BTreeSet<String> = state
             .instances
             .values()
-            .filter(|i| i.health.status == crate::spec::registry::Status::Healthy)
+            .filter(|i| i.health.status == crate::spec::registry::Status::Healthy && !i.draining)
             .map(|i| i.node.clone())
             .collect();
         (
@@ -266,6 +268,7 @@ pub async fn sync_dns(kick: &Kick, app: &str, service: &str) {
                 .map(|name| (name, state.healthy_addresses())),
             state.config.public_names.clone(),
             healthy_nodes,
+            i64::try_from(state.config.deploy.drain.as_secs()).unwrap_or(3600),
             kick.writer.ticket(),
         )
     };
@@ -284,6 +287,7 @@ pub async fn sync_dns(kick: &Kick, app: &str, service: &str) {
             .into_iter()
             .map(|name| (name, public_addresses.clone())),
     );
+    let mut sent = Vec::new();
     for (name, addresses) in names {
         let Some(zone) = kick.zones.of(&name).map(|z| z.id.clone()) else {
             continue;
@@ -298,7 +302,7 @@ pub async fn sync_dns(kick: &Kick, app: &str, service: &str) {
                 .map(ToString::to_string)
                 .collect();
             let current = kick.writer.published(&name, kind);
-            let Some(change) = change_towards(current, &name, kind, 30, values) else {
+            let Some(change) = change_towards(current, &name, kind, ttl, values) else {
                 continue;
             };
             if own(kick, &zone, &name).await.is_err() {
@@ -306,7 +310,10 @@ pub async fn sync_dns(kick: &Kick, app: &str, service: &str) {
             }
             // A failure leaves the record as it was; the next change of
             // this service's health rewrites it.
-            let _ = kick.writer.submit_ticketed(&zone, change, ticket).await;
+            if let Ok(Some(id)) = kick.writer.submit_tracked(&zone, change, ticket).await {
+                sent.push(id);
+            }
         }
     }
+    sent
 }
