@@ -310,6 +310,117 @@ fn why_not(free: &Free, nodes: &[&NodeSpec], service: &ServiceSpec) -> String {
     }
 }
 
+/// Spreads replicas that share a node (or a zone) while another node can
+/// take one: the highest-numbered replica on the node with the most of its
+/// service moves to a node with none, in the zone with the fewest, where
+/// it fits most tightly. One move per service a call, and none for the
+/// services in `busy` (moving, or rolling out), so a service loses at most
+/// one replica's place at a time; with [`handoffs`] the moved replica
+/// keeps running where it was until its new one is healthy. Stateful
+/// replicas never move. Nodes join one at a time on AWS, and the first to
+/// check in gets every replica: this is what evens them out. The replicas
+/// moved.
+pub fn spread(
+    placement: &mut Placement,
+    nodes: &[NodeSpec],
+    services: &[ServiceSpec],
+    busy: &BTreeSet<(String, String)>,
+) -> Vec<Replica> {
+    let mut order: Vec<&NodeSpec> = nodes.iter().collect();
+    order.sort_by(|a, b| a.id.cmp(&b.id));
+    order.dedup_by(|a, b| a.id == b.id);
+    let index: BTreeMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
+        .collect();
+    let by_name: BTreeMap<(&str, &str), &ServiceSpec> = services
+        .iter()
+        .map(|s| ((s.app.as_str(), s.service.as_str()), s))
+        .collect();
+    let mut free = Free {
+        cpu: order.iter().map(|n| u64::from(n.cpu_millis)).collect(),
+        memory: order.iter().map(|n| n.memory_mib).collect(),
+        ports: order.iter().map(|n| n.ports_in_use.clone()).collect(),
+    };
+    for (replica, node) in &placement.assigned {
+        if let (Some(&node), Some(service)) = (
+            index.get(node.as_str()),
+            by_name.get(&(replica.app.as_str(), replica.service.as_str())),
+        ) {
+            // Over-committed nodes are not a placement's: saturate.
+            free.cpu[node] = free.cpu[node].saturating_sub(u64::from(service.cpu_millis));
+            free.memory[node] = free.memory[node].saturating_sub(service.memory_mib);
+            if let Some(port) = service.host_port {
+                free.ports[node].insert(port);
+            }
+        }
+    }
+    let mut moved = Vec::new();
+    for service in services {
+        if service.stateful || busy.contains(&(service.app.clone(), service.service.clone())) {
+            continue;
+        }
+        let mine: Vec<(u32, usize)> = service
+            .numbers()
+            .filter_map(|n| {
+                let node = placement.assigned.get(&replica(service, n))?;
+                Some((n, *index.get(node.as_str())?))
+            })
+            .collect();
+        if mine.len() < 2 {
+            continue;
+        }
+        let mut per_node = vec![0u32; order.len()];
+        let mut per_zone: BTreeMap<&str, u32> = BTreeMap::new();
+        for &(_, node) in &mine {
+            per_node[node] += 1;
+            *per_zone.entry(order[node].zone.as_str()).or_default() += 1;
+        }
+        let zone_count = |node: usize| {
+            per_zone
+                .get(order[node].zone.as_str())
+                .copied()
+                .unwrap_or(0)
+        };
+        // The crowded: most of this service on its node, then in its zone.
+        let Some(&(number, source)) = mine
+            .iter()
+            .filter(|(_, node)| per_node[*node] >= 2 || zone_count(*node) >= 2)
+            .max_by_key(|(n, node)| (per_node[*node], zone_count(*node), *n))
+        else {
+            continue;
+        };
+        let target = (0..order.len())
+            .filter(|&node| per_node[node] == 0 && free.fits(node, service))
+            // A move that helps: off a shared node, or out of a shared
+            // zone into an empty one.
+            .filter(|&node| per_node[source] >= 2 || zone_count(node) == 0)
+            .min_by_key(|&node| {
+                (
+                    zone_count(node),
+                    free.cpu[node].saturating_sub(u64::from(service.cpu_millis)),
+                    node,
+                )
+            });
+        let Some(target) = target else {
+            continue;
+        };
+        free.take(target, service);
+        free.cpu[source] += u64::from(service.cpu_millis);
+        free.memory[source] += service.memory_mib;
+        if let Some(port) = service.host_port {
+            free.ports[source].remove(&port);
+        }
+        let moving = replica(service, number);
+        placement
+            .assigned
+            .insert(moving.clone(), order[target].id.clone());
+        moved.push(moving);
+    }
+    moved
+}
+
 /// The handoffs after a placement change: every replica that moved from a
 /// node that is still alive, and every earlier handoff, until the replica
 /// is healthy on its new node, its old node is gone, or it is no longer
@@ -402,6 +513,82 @@ mod tests {
             .filter(|(r, _)| r.service == name)
             .map(|(_, n)| n.as_str())
             .collect()
+    }
+
+    /// Regression: nodes check in one at a time on AWS, and placement never
+    /// moved a running replica, so the first node kept every replica and
+    /// losing it took the services to zero.
+    #[test]
+    fn replicas_crowded_on_the_first_node_spread_one_move_per_service_at_a_time() {
+        let first = [node("a1", "a", 4000, 8192)];
+        let web = service("web", 2, 100, 100);
+        let api = service("api", 2, 100, 100);
+        let mut db = service("db", 2, 100, 100);
+        db.stateful = true;
+        let services = [web.clone(), api, db];
+        let mut placement = place(&first, &services, &BTreeMap::new());
+        assert_eq!(nodes_of(&placement, "web"), ["a1", "a1"]);
+        // Two more nodes check in: nothing moves by placement alone.
+        let all = [
+            node("a1", "a", 4000, 8192),
+            node("a2", "a", 4000, 8192),
+            node("b1", "b", 4000, 8192),
+        ];
+        let kept = place(&all, &services, &placement.assigned);
+        assert_eq!(kept, placement);
+        placement = kept;
+        // Spread: each stateless service moves one replica, to the other
+        // zone first; stateful ones stay.
+        let moved = spread(&mut placement, &all, &services, &BTreeSet::new());
+        assert_eq!(moved.len(), 2, "{moved:?}");
+        assert_eq!(nodes_of(&placement, "web"), ["a1", "b1"]);
+        assert_eq!(nodes_of(&placement, "api"), ["a1", "b1"]);
+        assert_eq!(nodes_of(&placement, "db"), ["a1", "a1"]);
+        // Spread out already: nothing more moves; a busy service waits.
+        assert!(spread(&mut placement, &all, &services, &BTreeSet::new()).is_empty());
+        let mut crowded = place(&first, &services, &BTreeMap::new());
+        let busy = BTreeSet::from([("app".to_owned(), "web".to_owned())]);
+        let moved = spread(&mut crowded, &all, &services, &busy);
+        assert_eq!(
+            moved.iter().map(|r| r.service.as_str()).collect::<Vec<_>>(),
+            ["api"]
+        );
+    }
+
+    #[test]
+    fn spreading_respects_room_and_host_ports() {
+        let mut web = service("web", 2, 1000, 100);
+        web.host_port = Some(80);
+        let one = [node("a1", "a", 4000, 8192)];
+        // Two replicas with one host port cannot share a node: one waits.
+        let mut placement = place(&one, std::slice::from_ref(&web), &BTreeMap::new());
+        assert_eq!(placement.unplaced.len(), 1);
+        let mut small = node("b1", "b", 500, 8192);
+        small.ports_in_use.insert(80);
+        let nodes = [node("a1", "a", 4000, 8192), small];
+        assert!(
+            spread(
+                &mut placement,
+                &nodes,
+                std::slice::from_ref(&web),
+                &BTreeSet::new()
+            )
+            .is_empty()
+        );
+        let api = service("api", 3, 1000, 100);
+        let crowded = [node("a1", "a", 4000, 8192)];
+        let mut placement = place(&crowded, std::slice::from_ref(&api), &BTreeMap::new());
+        let nodes = [node("a1", "a", 4000, 8192), node("b1", "b", 500, 8192)];
+        assert!(
+            spread(
+                &mut placement,
+                &nodes,
+                std::slice::from_ref(&api),
+                &BTreeSet::new()
+            )
+            .is_empty(),
+            "b1 has no room for api"
+        );
     }
 
     #[test]

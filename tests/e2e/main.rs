@@ -16,6 +16,7 @@ mod drain;
 mod harness;
 mod history;
 mod hook;
+mod join;
 mod kick;
 mod node;
 mod push;

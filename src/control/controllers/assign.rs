@@ -159,7 +159,7 @@ pub async fn replace(kick: &Kick) {
             }
         }
     }
-    let (ready, draining, specs) = {
+    let (ready, draining, specs, busy) = {
         let mut assignments = kick.assignments.lock().expect("assignments");
         assignments.ready.retain(|n| node_ids.contains(n));
         if !assignments.seeded {
@@ -169,10 +169,18 @@ pub async fn replace(kick: &Kick) {
             assignments.first = seed_first(&current);
             assignments.seeded = true;
         }
+        // Services moving a replica or rolling out are not spread now.
+        let busy: BTreeSet<(String, String)> = assignments
+            .handoff
+            .keys()
+            .map(|r| (r.app.clone(), r.service.clone()))
+            .chain(assignments.rolling.keys().cloned())
+            .collect();
         (
             assignments.ready.clone(),
             assignments.draining.clone(),
             service_specs(&kick.config, &assignments),
+            busy,
         )
     };
     let hosting: BTreeSet<&String> = current.values().collect();
@@ -182,6 +190,17 @@ pub async fn replace(kick: &Kick) {
         .filter(|n| !draining.contains_key(&n.id))
         .collect();
     let mut placement = placement::place(&nodes, &specs, &current);
+    // Nodes check in one at a time, and the first got every replica:
+    // spread what crowds a node or a zone, a replica per service at a
+    // time, make-before-break through the handoffs below.
+    for moved in placement::spread(&mut placement, &nodes, &specs, &busy) {
+        eprintln!(
+            "kick: moving {moved} to {} to spread {}.{} over the nodes (it keeps running where it is until the new one is healthy)",
+            placement.assigned.get(&moved).map_or("?", String::as_str),
+            moved.app,
+            moved.service
+        );
+    }
     if nodes.is_empty() && !node_ids.is_empty() {
         // The nodes are there, their agents are not (yet): say so, once.
         let reason = format!(
@@ -193,28 +212,7 @@ pub async fn replace(kick: &Kick) {
             .values_mut()
             .for_each(|r| r.clone_from(&reason));
     }
-    // Replicas healthy where they run, for the handoffs.
-    let healthy: BTreeSet<(Replica, String)> = {
-        let registry = kick.registry.lock().expect("registry");
-        registry
-            .apps
-            .iter()
-            .flat_map(|(app, services)| {
-                services.iter().flat_map(move |(service, state)| {
-                    state.instances.values().filter_map(move |i| {
-                        (i.health.status == Status::Healthy).then_some((
-                            Replica {
-                                app: app.clone(),
-                                service: service.clone(),
-                                index: i.replica?,
-                            },
-                            i.node.clone(),
-                        ))
-                    })
-                })
-            })
-            .collect()
-    };
+    let healthy = healthy_replicas(kick);
     let mut routes = (Vec::new(), Vec::new());
     let changed = {
         let mut assignments = kick.assignments.lock().expect("assignments");
@@ -253,6 +251,29 @@ pub async fn replace(kick: &Kick) {
         drop(assignments);
         kick.placed.send_replace(generation);
     }
+}
+
+/// Replicas healthy where they run, for the handoffs.
+fn healthy_replicas(kick: &Kick) -> BTreeSet<(Replica, String)> {
+    let registry = kick.registry.lock().expect("registry");
+    registry
+        .apps
+        .iter()
+        .flat_map(|(app, services)| {
+            services.iter().flat_map(move |(service, state)| {
+                state.instances.values().filter_map(move |i| {
+                    (i.health.status == Status::Healthy).then_some((
+                        Replica {
+                            app: app.clone(),
+                            service: service.clone(),
+                            index: i.replica?,
+                        },
+                        i.node.clone(),
+                    ))
+                })
+            })
+        })
+        .collect()
 }
 
 /// The replica counts of scaled services as they run: as many as are
