@@ -12,6 +12,25 @@ pub struct Repository {
 }
 
 impl Aws {
+    /// The account registry's authorization for the caller's role: base64
+    /// of `AWS:<password>`, as Docker's `config.json` keeps an `auth`
+    /// (valid 12 hours).
+    pub async fn registry_authorization(&self) -> Result<String, AwsError> {
+        self.count();
+        let answer = self
+            .ecr
+            .get_authorization_token()
+            .send()
+            .await
+            .map_err(|e| self.err("ecr:GetAuthorizationToken", e))?;
+        Ok(answer
+            .authorization_data()
+            .first()
+            .and_then(|d| d.authorization_token())
+            .unwrap_or_default()
+            .to_owned())
+    }
+
     /// The repositories whose names start with `prefix/`, with their images.
     pub async fn repositories(&self, prefix: &str) -> Result<Vec<Repository>, AwsError> {
         let mut names = Vec::new();
@@ -83,20 +102,9 @@ impl Aws {
     /// A password for `docker login` to the account's ECR registry (good
     /// for 12 hours), from `GetAuthorizationToken`.
     pub async fn registry_password(&self) -> Result<String, AwsError> {
-        self.count();
-        let answer = self
-            .ecr
-            .get_authorization_token()
-            .send()
-            .await
-            .map_err(|e| self.err("ecr:GetAuthorizationToken", e))?;
-        let token = answer
-            .authorization_data()
-            .first()
-            .and_then(|d| d.authorization_token())
-            .unwrap_or_default();
+        let token = self.registry_authorization().await?;
         // base64 of `AWS:<password>`.
-        let decoded = aws_smithy_types::base64::decode(token).unwrap_or_default();
+        let decoded = aws_smithy_types::base64::decode(&token).unwrap_or_default();
         let text = String::from_utf8_lossy(&decoded);
         Ok(text
             .split_once(':')

@@ -248,6 +248,7 @@ pub(super) async fn node_run(args: NodeRun) -> Outcome {
             let mut systemd = Systemd::new(runtime::Host, &args.state_dir, &args.units_dir);
             systemd.source = args.bucket.map(|bucket| (aws, bucket));
             systemd.env_dir = args.etc.join("units");
+            systemd.docker_config = args.etc.join("docker");
             systemd.kick_toml = args.etc.join("kick.toml");
             if args.runtime == RuntimeKind::Units {
                 let runtime = Units::new(systemd);

@@ -672,3 +672,42 @@ fn a_node_installs_the_applied_artifacts_before_any_kick_server_answers() {
         live.logs()
     );
 }
+
+/// Every node pulls the images built on push: the agent writes the
+/// registry's authorization (the node role's, through the SDK) into the
+/// units' Docker configuration. Here against the emulator's ECR.
+#[test]
+fn the_registry_authorization_a_node_writes_is_dockers_user_and_password() {
+    let emulator = Emulator::shared(&root());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let auth = rt
+        .block_on(async {
+            aws(&emulator.endpoint(), REGION)
+                .await
+                .registry_authorization()
+                .await
+        })
+        .expect("ecr:GetAuthorizationToken");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("docker-config");
+    let _ = fs::remove_dir_all(&dir);
+    huxley::agent::runtime::systemd::write_registry_auth(
+        &dir,
+        "123456789012.dkr.ecr.us-west-2.amazonaws.com",
+        &auth,
+    )
+    .expect("written");
+    let config: Value =
+        serde_json::from_slice(&fs::read(dir.join("config.json")).expect("config")).expect("json");
+    let written = config["auths"]["123456789012.dkr.ecr.us-west-2.amazonaws.com"]["auth"]
+        .as_str()
+        .expect("an auth");
+    let decoded = String::from_utf8(aws_smithy_types::base64::decode(written).expect("base64"))
+        .expect("utf-8");
+    assert!(
+        decoded.starts_with("AWS:") && decoded.len() > 4,
+        "{decoded}"
+    );
+}

@@ -140,6 +140,10 @@ impl Commands for Host {
 
 /// Where the services' plain env files go (the units name this path).
 pub const SERVICE_ENV_DIR: &str = "/etc/huxley/units";
+/// Docker's configuration for the replicas' units (`DOCKER_CONFIG`): the
+/// account registry's authorization, so every node pulls the images built
+/// on push.
+pub const DOCKER_CONFIG: &str = "/etc/huxley/docker";
 
 /// Where the node keeps kick.toml (read by `huxley node secrets`).
 pub const KICK_TOML: &str = "/etc/huxley/kick.toml";

@@ -35,6 +35,10 @@ pub struct Systemd<C: Commands> {
     pub source: Option<(std::sync::Arc<crate::aws::Aws>, String)>,
     /// Whether systemd is told of new units (not when the agent runs them).
     pub reload: bool,
+    /// Docker's configuration directory for the units ([`DOCKER_CONFIG`]).
+    pub docker_config: PathBuf,
+    /// When each registry's authorization was last written.
+    logins: BTreeMap<String, std::time::Instant>,
 }
 
 impl<C: Commands> Systemd<C> {
@@ -49,6 +53,8 @@ impl<C: Commands> Systemd<C> {
             subnet: None,
             source: None,
             reload: true,
+            docker_config: PathBuf::from(crate::agent::runtime::DOCKER_CONFIG),
+            logins: BTreeMap::new(),
         }
     }
 
@@ -77,6 +83,36 @@ impl<C: Commands> Systemd<C> {
         if changed && self.reload {
             self.systemctl(&["daemon-reload"]).await?;
         }
+        Ok(())
+    }
+
+    /// Before a replica of an image in the account's ECR starts: the
+    /// registry's authorization (the node role's, 12 hours) in the units'
+    /// Docker configuration, written again after 6 hours. Only the hook
+    /// server logged in before, so other nodes could not pull the images
+    /// built on push.
+    async fn log_in_for(&mut self, image: &str) -> Result<(), String> {
+        let host = image.split('/').next().unwrap_or_default();
+        if !host.contains(".dkr.ecr.") {
+            return Ok(());
+        }
+        if self
+            .logins
+            .get(host)
+            .is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(6 * 3600))
+        {
+            return Ok(());
+        }
+        let Some((aws, _)) = &self.source else {
+            return Ok(());
+        };
+        let auth = aws
+            .registry_authorization()
+            .await
+            .map_err(|e| format!("cannot log in to {host}: {e}"))?;
+        write_registry_auth(&self.docker_config, host, &auth)?;
+        self.logins
+            .insert(host.to_owned(), std::time::Instant::now());
         Ok(())
     }
 
@@ -199,6 +235,9 @@ impl<C: Commands> Runtime for Systemd<C> {
             return Err(format!("the manifest has no unit {unit}"));
         }
         self.write_env(replica)?;
+        if let Some(image) = &replica.assigned.image {
+            self.log_in_for(image).await?;
+        }
         self.systemctl(&[
             "start",
             "--no-block",
@@ -386,6 +425,21 @@ fn cgroup_usage(pid: u32, root: &Path) -> (Option<u64>, Option<u64>) {
     (cpu, bytes.map(|b| b / (1024 * 1024)))
 }
 
+/// Puts `auth` (base64 of `user:password`) for `host` into Docker's
+/// `config.json` under `dir`, keeping its other entries; the file is the
+/// root's alone (0600).
+pub fn write_registry_auth(dir: &Path, host: &str, auth: &str) -> Result<(), String> {
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .filter(serde_json::Value::is_object)
+        .unwrap_or_else(|| serde_json::json!({}));
+    config["auths"][host] = serde_json::json!({ "auth": auth });
+    let text = serde_json::to_vec_pretty(&config).map_err(|e| e.to_string())?;
+    write_atomically(&path, &text, 0o600)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::fake::{Recorder, replica};
@@ -426,6 +480,40 @@ mod tests {
         // Not running: nothing.
         assert_eq!(cgroup_usage(12, &root), (None, None));
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn registry_authorization_is_merged_into_dockers_config_for_root_alone() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("huxley-docker-config-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(
+            dir.join("config.json"),
+            r#"{"auths":{"other.example":{"auth":"eA=="}},"detachKeys":"ctrl-q"}"#,
+        )
+        .expect("config");
+        write_registry_auth(
+            &dir,
+            "1234.dkr.ecr.us-west-2.amazonaws.com",
+            "QVdTOnNlY3JldA==",
+        )
+        .expect("written");
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("config.json")).expect("read"))
+                .expect("json");
+        assert_eq!(
+            config["auths"]["1234.dkr.ecr.us-west-2.amazonaws.com"]["auth"],
+            "QVdTOnNlY3JldA=="
+        );
+        assert_eq!(config["auths"]["other.example"]["auth"], "eA==");
+        assert_eq!(config["detachKeys"], "ctrl-q");
+        let mode = std::fs::metadata(dir.join("config.json"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
