@@ -11,6 +11,7 @@
 //! again: a re-run after an interruption picks up where the last one
 //! stopped.
 
+mod host_key;
 pub mod progress;
 
 use std::collections::BTreeMap;
@@ -265,13 +266,25 @@ async fn create_tokens(
     let tokens_path = crate::spec::names::tokens_path(&plan.cluster);
     let admin = format!("{tokens_path}admin");
     let admin_hash = format!("{tokens_path}{}", compile::kick::ADMIN_SHA256);
+    let host_key_name = format!("{tokens_path}{}", compile::kick::HOOK_HOST_KEY);
     // The admin token before its hash (the names sort that way).
     for name in &added {
-        let description = format!(
-            "Huxley cluster {}: a kick server bearer token",
-            plan.cluster
-        );
-        let value = if *name == admin_hash {
+        let description = if *name == host_key_name {
+            format!(
+                "Huxley cluster {}: the hook server's SSH host key",
+                plan.cluster
+            )
+        } else {
+            format!(
+                "Huxley cluster {}: a kick server bearer token",
+                plan.cluster
+            )
+        };
+        let value = if *name == host_key_name {
+            host_key::generate(&format!("huxley-hook@{}", plan.cluster))
+                .map_err(ApplyError::Refused)?
+                .0
+        } else if *name == admin_hash {
             // Kick checks the admin token against this; the nodes may not
             // read the token itself.
             let token = aws

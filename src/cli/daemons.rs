@@ -305,6 +305,9 @@ pub(super) async fn hook_serve(args: HookServeArgs) -> Outcome {
         }
     };
     let aws = std::sync::Arc::new(connect(&args.aws, &config.cluster.region).await?);
+    crate::hook::server::install_host_key(&aws, &config, &state)
+        .await
+        .map_err(Error::Invalid)?;
     let bucket = match &args.bucket {
         Some(bucket) => bucket.clone(),
         None => match aws

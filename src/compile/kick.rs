@@ -8,6 +8,9 @@ use crate::spec::kick::{
     NodesSection, ReplicaBounds, ScalePolicy, ServiceSection, Tokens, VERSION,
 };
 
+/// The name, under the tokens' path, of the hook server's host key.
+pub const HOOK_HOST_KEY: &str = "hook-host-key";
+
 /// The name, under the tokens' path, of the admin token's hash.
 pub const ADMIN_SHA256: &str = "admin-sha256";
 
@@ -52,6 +55,7 @@ pub fn kick_config(config: &Config) -> KickConfig {
             admin_sha256: naming::token_parameter(config, ADMIN_SHA256),
             hook: naming::token_parameter(config, "hook"),
             node: naming::token_parameter(config, "node"),
+            hook_host_key: naming::token_parameter(config, HOOK_HOST_KEY),
         },
         nodes: NodesSection {
             instance_type: cluster.nodes.instance_type.name.to_owned(),

@@ -316,6 +316,33 @@ async fn deployer(
     }))
 }
 
+/// Installs the cluster's host key (the SSM parameter kick.toml names,
+/// which `huxley apply` makes) as this server's, so the git remote, which
+/// follows the leader, shows pushers one key across failovers. A server
+/// with no such parameter (run by hand, or before an apply made it) keeps
+/// the key it made.
+pub async fn install_host_key(aws: &Aws, config: &KickConfig, state: &Path) -> Result<(), String> {
+    let name = &config.tokens.hook_host_key;
+    if name.is_empty() {
+        return Ok(());
+    }
+    let values = aws
+        .secure_parameters(std::slice::from_ref(name))
+        .await
+        .map_err(|e| format!("cannot read the host key {name}: {e}"))?;
+    let Some(key) = values.get(name) else {
+        eprintln!("hook: SSM has no host key {name}; this server keeps its own");
+        return Ok(());
+    };
+    let path = state.join("ssh_host_ed25519_key");
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(key.as_str()) {
+        crate::files::write_atomically(&path, key.as_bytes(), 0o600)?;
+        let _ = std::fs::remove_file(path.with_extension("pub"));
+        eprintln!("hook: installed the cluster's host key from {name}");
+    }
+    Ok(())
+}
+
 /// Makes `paths` (recursively) `user`'s, when this runs as root for
 /// another user.
 fn give_to(user: &str, paths: &[&Path]) -> Result<(), String> {

@@ -42,6 +42,7 @@ pub fn token_parameters(config: &Config) -> Vec<String> {
     let kick = compile::kick::kick_config(config);
     let mut names = kick.token_parameters();
     names.push(kick.tokens.admin);
+    names.push(kick.tokens.hook_host_key);
     names
 }
 

@@ -118,6 +118,10 @@ pub struct Tokens {
     /// The node agents' token: nodes' assignments and their replicas'
     /// registrations, never DNS names.
     pub node: String,
+    /// The hook server's SSH host key (the cluster's one, so the git
+    /// remote keeps its key across failovers); kick does not read it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hook_host_key: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -164,7 +164,7 @@ fn plan_apply_edit_apply_destroy() {
         plan.stdout
     );
     assert!(
-        plan.stdout.contains("and 7 kick tokens to update."),
+        plan.stdout.contains("and 8 kick tokens to update."),
         "{}",
         plan.stdout
     );
@@ -174,7 +174,7 @@ fn plan_apply_edit_apply_destroy() {
     assert!(
         apply
             .stdout
-            .contains("Kick tokens: 7 created or removed in SSM."),
+            .contains("Kick tokens: 8 created or removed in SSM."),
         "{}",
         apply.stdout
     );
@@ -311,7 +311,7 @@ fn plan_apply_edit_apply_destroy() {
         destroy.stdout
     );
     assert!(
-        destroy.stderr.contains("deleted 8 kick tokens from SSM"),
+        destroy.stderr.contains("deleted 9 kick tokens from SSM"),
         "{}",
         destroy.stderr
     );
@@ -324,7 +324,7 @@ fn plan_apply_edit_apply_destroy() {
     );
     assert!(
         plan.stdout
-            .contains("Also 11 artifacts, 3 DNS records and 8 kick tokens"),
+            .contains("Also 11 artifacts, 3 DNS records and 9 kick tokens"),
         "the bucket, records and tokens are gone too: {}",
         plan.stdout
     );
@@ -579,7 +579,8 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
         .run(&["build", "-o", out.to_str().expect("utf-8")])
         .code(0);
     // apply created the kick tokens in SSM: the admin's, the hook
-    // server's, the node agents' and one per service, as SecureStrings.
+    // server's, the node agents' and one per service, and the hook
+    // server's host key, as SecureStrings.
     let web_token = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -599,14 +600,23 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
                     "blog/redis",
                     "blog/web",
                     "hook",
+                    "hook-host-key",
                     "node"
                 ]
                 .map(|n| format!("/huxley/described/tokens/{n}"))
             );
             let values = aws.secure_parameters(&names).await.expect("read");
             assert!(
-                values.values().all(|v| v.len() == 64),
+                values
+                    .iter()
+                    .filter(|(n, _)| !n.ends_with("/hook-host-key"))
+                    .all(|(_, v)| v.len() == 64),
                 "32 random bytes, hex"
+            );
+            assert!(
+                values["/huxley/described/tokens/hook-host-key"]
+                    .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----\n"),
+                "the hook server's host key, in OpenSSH's format"
             );
             values["/huxley/described/tokens/blog/web"].clone()
         });

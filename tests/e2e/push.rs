@@ -212,6 +212,21 @@ deploy = { timeout = "15s", drain = "1s" }
         hook_server(&mut live, label(i), ports[i], &kicks[i], &user);
     }
     wait_serving(&live, label(lead));
+    // Both hook servers have the cluster's host key, which apply made: the
+    // remote keeps its key when the leader changes.
+    let host_key = format!("/huxley/{name}/tokens/hook-host-key");
+    let cluster_key = live
+        .rt()
+        .block_on(live.aws.secure_parameters(std::slice::from_ref(&host_key)))
+        .expect("SSM")
+        .remove(&host_key)
+        .expect("apply made the host key");
+    for i in 0..2 {
+        let installed =
+            fs::read_to_string(dir.join(format!("hook-{}/ssh_host_ed25519_key", label(i))))
+                .expect("the hook server's host key");
+        assert_eq!(installed, cluster_key, "hook-{}", label(i));
+    }
     // The standby's hook server serves nothing: one git remote, the
     // leader's.
     assert!(!serving(&dir, label(stand)), "{}", live.logs());
