@@ -242,12 +242,35 @@ pub async fn apply(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<Su
                 ))
             })?;
         summary.uploaded += upload(aws, &bucket, plan, progress).await?;
+        replace_early_nodes(aws, plan, progress).await?;
     }
 
     summary.records = update_records(aws, plan, progress).await?;
     let removed = remove_tokens(aws, plan, progress).await?;
     summary.tokens = added + removed;
     Ok(summary)
+}
+
+/// On a new stack the node group launches its nodes while the stack is
+/// created, before the bucket holds the binary their Ignition config
+/// fetches (Ignition gives up on a 404, and the node never joins): they
+/// are replaced now that it does. How many.
+async fn replace_early_nodes(
+    aws: &Aws,
+    plan: &Plan,
+    progress: &mut Progress,
+) -> Result<usize, ApplyError> {
+    let early = aws.cluster_nodes(&plan.cluster).await?;
+    for node in &early {
+        aws.replace_node(&node.id).await?;
+    }
+    if !early.is_empty() {
+        progress.line(&format!(
+            "replaced {} that booted before their boot files were uploaded",
+            crate::diagnostic::plural(early.len(), "node")
+        ));
+    }
+    Ok(early.len())
 }
 
 /// Creates the kick tokens the plan adds (the admin token before its

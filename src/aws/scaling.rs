@@ -62,6 +62,20 @@ impl Aws {
             .map_err(|e| self.err("autoscaling:SetDesiredCapacity", e))
     }
 
+    /// Terminates `instance` and keeps the group's desired capacity, so
+    /// the group launches a new one in its place.
+    pub async fn replace_node(&self, instance: &str) -> Result<(), AwsError> {
+        self.count();
+        self.autoscaling
+            .terminate_instance_in_auto_scaling_group()
+            .instance_id(instance)
+            .should_decrement_desired_capacity(false)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("autoscaling:TerminateInstanceInAutoScalingGroup", e))
+    }
+
     /// Terminates `instance` and lowers the group's desired capacity by
     /// one, so it is not replaced. AWS refuses it below the group's
     /// minimum.

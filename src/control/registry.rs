@@ -167,6 +167,19 @@ impl ServiceState {
         marked
     }
 
+    /// Marks replica `index`'s instance on `node` as draining (a move
+    /// ended: the copy on the node it left). How many it marked.
+    pub fn drain_on(&mut self, node: &str, index: u32) -> usize {
+        let mut marked = 0;
+        for instance in self.instances.values_mut() {
+            if instance.node == node && instance.replica == Some(index) && !instance.draining {
+                instance.draining = true;
+                marked += 1;
+            }
+        }
+        marked
+    }
+
     /// The replicas record's values: one string per instance, sorted.
     pub fn replica_values(&self) -> Vec<String> {
         let mut values: Vec<String> = self.instances.values().map(replica_value).collect();

@@ -178,6 +178,13 @@ fn plan_apply_edit_apply_destroy() {
         "{}",
         apply.stdout
     );
+    // The nodes the group launched while the stack was created booted
+    // before the bucket held their binary: replaced.
+    let said = format!("{}{}", apply.stdout, apply.stderr);
+    assert!(
+        said.contains("that booted before their boot files were uploaded"),
+        "{said}"
+    );
     assert!(
         apply.stdout.contains("Apply complete: 27 added"),
         "{}",

@@ -21,10 +21,10 @@ fn image(name: &str, n: u32) -> String {
 
 /// What the client saw: requests, failures (with why), distinct answers.
 #[derive(Debug, Default)]
-struct Seen {
-    requests: u32,
-    failures: Vec<String>,
-    answers: std::collections::BTreeSet<Vec<String>>,
+pub(crate) struct Seen {
+    pub(crate) requests: u32,
+    pub(crate) failures: Vec<String>,
+    pub(crate) answers: std::collections::BTreeSet<Vec<String>>,
 }
 
 #[test]
@@ -108,22 +108,74 @@ deploy = { timeout = "30s", drain = "2s" }
     let (status, body) = deploy(1);
     assert_eq!(status, 202, "{body}");
     deployed(1);
+    // web's replicas settled on both nodes (spread, if the first node got
+    // both): the only replicas that leave below are the rollout's.
+    live.rt().block_on(live.describe_until(
+        &kicks,
+        Duration::from_secs(60),
+        "web on both nodes",
+        |d| {
+            let web = &d["apps"]["shop"]["services"]["web"];
+            let nodes: std::collections::BTreeSet<&str> = web["instances"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["node"].as_str())
+                .collect();
+            web["healthy"] == 2
+                && web["instances"].as_array().is_some_and(|i| i.len() == 2)
+                && nodes.len() == 2
+        },
+    ));
 
     // The client: resolves through the private zone, caches for the TTL.
+    let (running, client) = caching_client(&live, &format!("web.shop.{name}.internal"), 8080);
+    std::thread::sleep(Duration::from_secs(1));
+    let (status, body) = deploy(2);
+    assert_eq!(status, 202, "{body}");
+    deployed(2);
+    // Past the last drain, so the client's cache turns over once more.
+    std::thread::sleep(Duration::from_secs(3));
+    running.store(false, Ordering::Relaxed);
+    let seen = client.join().expect("the client");
+    assert!(seen.requests >= 50, "{seen:?}");
+    assert!(
+        seen.answers.len() >= 2,
+        "the client saw the rollout's answers change: {seen:?}"
+    );
+    assert!(
+        seen.failures.is_empty(),
+        "a client holding a DNS answer for its TTL met a stopped replica: {seen:?}\n{}",
+        live.logs()
+    );
+}
+
+/// A client of `record` (in the cluster's private zone) on `port`: it
+/// resolves through Route53, keeps each answer for its TTL as a resolver
+/// would, and sends a request every 100 ms (for two minutes at most) until
+/// told to stop; what it saw.
+pub(crate) fn caching_client(
+    live: &Live,
+    record: &str,
+    port: u16,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<Seen>) {
     let zone = live
         .rt()
         .block_on(
             live.aws
-                .stack_resource(&format!("huxley-{name}"), "PrivateZone"),
+                .stack_resource(&format!("huxley-{}", live.name), "PrivateZone"),
         )
         .expect("stack resources")
         .expect("a private zone")
         .trim_start_matches("/hostedzone/")
         .to_owned();
-    let record = format!("web.shop.{name}.internal");
     let running = Arc::new(AtomicBool::new(true));
     let client = {
-        let (running, aws, record) = (Arc::clone(&running), Arc::clone(&live.aws), record.clone());
+        let (running, aws, record) = (
+            Arc::clone(&running),
+            Arc::clone(&live.aws),
+            record.to_owned(),
+        );
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -154,7 +206,7 @@ deploy = { timeout = "30s", drain = "2s" }
                 {
                     let address = &addresses[seen.requests as usize % addresses.len()];
                     seen.requests += 1;
-                    match http_get(address, 8080) {
+                    match http_get(address, port) {
                         Ok(200) => {}
                         Ok(status) => seen.failures.push(format!("{address}: HTTP {status}")),
                         Err(err) => seen.failures.push(format!("{address}: {err}")),
@@ -165,24 +217,7 @@ deploy = { timeout = "30s", drain = "2s" }
             seen
         })
     };
-    std::thread::sleep(Duration::from_secs(1));
-    let (status, body) = deploy(2);
-    assert_eq!(status, 202, "{body}");
-    deployed(2);
-    // Past the last drain, so the client's cache turns over once more.
-    std::thread::sleep(Duration::from_secs(3));
-    running.store(false, Ordering::Relaxed);
-    let seen = client.join().expect("the client");
-    assert!(seen.requests >= 50, "{seen:?}");
-    assert!(
-        seen.answers.len() >= 2,
-        "the client saw the rollout's answers change: {seen:?}"
-    );
-    assert!(
-        seen.failures.is_empty(),
-        "a client holding a DNS answer for its TTL met a stopped replica: {seen:?}\n{}",
-        live.logs()
-    );
+    (running, client)
 }
 
 /// One HTTP GET of /healthz; the status, or why there was none.

@@ -35,12 +35,14 @@ image = "ghcr.io/acme/web:1.0.0"
 port = 8080
 replicas = 2
 health = { http = "/healthz", interval = "1s", timeout = "500ms", healthy = 1, unhealthy = 2 }
+deploy = { drain = "2s" }
 
 [apps.shop.services.api]
 image = "ghcr.io/acme/api:1.0.0"
 port = 9000
 replicas = 2
 health = { http = "/healthz", interval = "1s", timeout = "500ms", healthy = 1, unhealthy = 2 }
+deploy = { drain = "2s" }
 "#;
     let mut live = Live::with_config(name, "127.82.0.0/16", &text, 3);
     let kicks = vec![live.kick("kick")];
@@ -77,7 +79,11 @@ health = { http = "/healthz", interval = "1s", timeout = "500ms", healthy = 1, u
             "{service} on one node before the others join: {first:#}"
         );
     }
-    // The others check in 5 s apart.
+    // The others check in 5 s apart, while a client that caches web's DNS
+    // answer for its TTL sends it a request every 100 ms: the replicas
+    // that move drain before they stop, as a rollout's do.
+    let (running, client) =
+        crate::drain::caching_client(&live, &format!("web.shop.{name}.internal"), 8080);
     for index in 1..3 {
         std::thread::sleep(Duration::from_secs(5));
         start(&mut live, index);
@@ -92,6 +98,16 @@ health = { http = "/healthz", interval = "1s", timeout = "500ms", healthy = 1, u
                 .all(|s| spread_of(d, s, 2).is_some_and(|nodes| nodes.len() == 2))
         },
     ));
+    // Past the last move's drain, so the client's cache turns over.
+    std::thread::sleep(Duration::from_secs(3));
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    let seen = client.join().expect("the client");
+    assert!(seen.answers.len() >= 2, "the client saw web move: {seen:?}");
+    assert!(
+        seen.failures.is_empty(),
+        "a client holding a DNS answer for its TTL met a stopped replica while web spread: {seen:?}\n{}",
+        live.logs()
+    );
     let on_first: Vec<&str> = ["web", "api"]
         .into_iter()
         .filter(|s| spread_of(&spread, s, 2).is_some_and(|nodes| nodes.contains(&live.nodes[0])))

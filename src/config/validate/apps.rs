@@ -180,12 +180,18 @@ impl Checker<'_> {
         let stateful = raw.stateful.as_ref().is_some_and(|s| s.value);
         let volumes = self.volumes(raw, stateful);
         let deploy = self.deploy(raw.deploy.as_ref(), replicas);
-        if let (Some(d), Some(image)) = (&raw.deploy, &raw.image) {
+        // `drain` applies to every service (its records' TTL, and replicas
+        // that move); the rest only to a rollout.
+        if let (Some(d), Some(image)) = (&raw.deploy, &raw.image)
+            && (d.value.max_surge.is_some()
+                || d.value.max_unavailable.is_some()
+                || d.value.timeout.is_some())
+        {
             self.push(
                 Diagnostic::warning("`deploy` has no effect on a prebuilt image")
                     .at(d.span.clone(), "only a `git push` rolls out a release")
                     .also(image.span.clone(), "this image changes with `huxley apply`")
-                    .help("remove `deploy`, or build the service on push with `build`"),
+                    .help("keep only `drain`, or build the service on push with `build`"),
             );
         }
         let depends_on = raw

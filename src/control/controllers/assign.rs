@@ -224,6 +224,11 @@ pub async fn replace(kick: &Kick) {
             &healthy,
         );
         let mut changed = assignments.placement != placement || assignments.handoff != handoff;
+        for moved in ended_moves(&assignments.handoff, &handoff, &node_ids, &placement) {
+            if assignments.lingering.insert(moved.clone()) {
+                assignments.to_drain.push(moved);
+            }
+        }
         assignments.handoff = handoff;
         if let Some(range) = kick.network.range {
             routes = allocate_subnets(range, &node_ids, &mut assignments.subnets);
@@ -251,6 +256,73 @@ pub async fn replace(kick: &Kick) {
         drop(assignments);
         kick.placed.send_replace(generation);
     }
+}
+
+/// Moves that ended (in `old` handoffs, not in `new`), from a node that
+/// is still there and the replica is not placed back on: the copy the node
+/// ran drains before it stops, as a rollout's do.
+fn ended_moves(
+    old: &BTreeMap<Replica, String>,
+    new: &BTreeMap<Replica, String>,
+    alive: &BTreeSet<String>,
+    placement: &placement::Placement,
+) -> Vec<(Replica, String)> {
+    old.iter()
+        .filter(|(replica, from)| {
+            !new.contains_key(*replica)
+                && alive.contains(*from)
+                && placement.assigned.get(*replica) != Some(*from)
+        })
+        .map(|(replica, from)| (replica.clone(), from.clone()))
+        .collect()
+}
+
+/// Drains a replica whose move ended on the node it left (`moved`): out of
+/// DNS, then, once Route53 has the change everywhere, running for the
+/// service's drain; then its node is told to stop it. In a task of the
+/// leader's own.
+fn drain_after_move(leader: &Arc<Kick>, moved: (Replica, String)) {
+    let kick = Arc::clone(leader);
+    let task = tokio::spawn(async move {
+        let (replica, node) = &moved;
+        let drain = kick
+            .config
+            .apps
+            .get(&replica.app)
+            .and_then(|a| a.services.get(&replica.service))
+            .map_or(crate::spec::kick::DEFAULT_DRAIN, |s| s.deploy.drain);
+        let marked = kick
+            .registry
+            .lock()
+            .expect("registry")
+            .service_mut(&replica.app, &replica.service)
+            .map_or(0, |s| s.drain_on(node, replica.index));
+        if marked > 0 {
+            let changes = crate::control::controllers::health::sync_dns(
+                &kick,
+                &replica.app,
+                &replica.service,
+            )
+            .await;
+            for change in &changes {
+                kick.aws
+                    .wait_insync(change, std::time::Duration::from_secs(120))
+                    .await;
+            }
+            tokio::time::sleep(drain).await;
+        }
+        kick.assignments
+            .lock()
+            .expect("assignments")
+            .lingering
+            .remove(&moved);
+        replace(&kick).await;
+    });
+    leader
+        .tasks
+        .lock()
+        .expect("tasks")
+        .push(task.abort_handle());
 }
 
 /// Replicas healthy where they run, for the handoffs.
@@ -348,7 +420,14 @@ pub fn assignment(kick: &Kick, node: &str) -> Assignment {
         .handoff
         .iter()
         .filter(|(_, from)| from.as_str() == node)
-        .map(|(replica, _)| replica);
+        .map(|(replica, _)| replica)
+        .chain(
+            assignments
+                .lingering
+                .iter()
+                .filter(|(_, from)| from.as_str() == node)
+                .map(|(replica, _)| replica),
+        );
     let replicas = assignments
         .placement
         .on_node(node)
@@ -424,6 +503,10 @@ pub fn spawn(kick: Arc<Kick>) -> tokio::task::AbortHandle {
                 Err(err) => eprintln!("kick: cannot list the cluster's nodes: {err}"),
             }
             replace(&kick).await;
+            let ended = std::mem::take(&mut kick.assignments.lock().expect("assignments").to_drain);
+            for moved in ended {
+                drain_after_move(&kick, moved);
+            }
             crate::control::controllers::scale::step(&kick).await;
         }
     })
@@ -432,6 +515,35 @@ pub fn spawn(kick: Arc<Kick>) -> tokio::task::AbortHandle {
 
 #[cfg(test)]
 mod tests {
+
+    /// A move that ended drains the copy on the node it left, unless the
+    /// replica is placed back there (that copy is the one that runs) or
+    /// the node is gone.
+    #[test]
+    fn only_the_copy_left_behind_by_an_ended_move_drains() {
+        let r = |index: u32| Replica {
+            app: "blog".into(),
+            service: "web".into(),
+            index,
+        };
+        let old = BTreeMap::from([
+            (r(1), "a".to_owned()),
+            (r(2), "a".to_owned()),
+            (r(3), "gone".to_owned()),
+            (r(4), "a".to_owned()),
+        ]);
+        let new = BTreeMap::from([(r(4), "a".to_owned())]);
+        let alive: BTreeSet<String> = ["a", "b"].map(String::from).into();
+        let mut placement = placement::Placement::default();
+        placement.assigned.insert(r(1), "b".into());
+        placement.assigned.insert(r(2), "a".into());
+        placement.assigned.insert(r(3), "b".into());
+        placement.assigned.insert(r(4), "b".into());
+        assert_eq!(
+            ended_moves(&old, &new, &alive, &placement),
+            vec![(r(1), "a".to_owned())]
+        );
+    }
     use super::*;
 
     fn blog() -> KickConfig {

@@ -31,6 +31,13 @@ pub struct Assignments {
     /// leaves, which keeps running it until it is healthy on the new one
     /// (make before break: a move never leaves a service without it).
     pub handoff: BTreeMap<Replica, String>,
+    /// Replicas whose move has ended, still running on the node they left
+    /// while they drain: out of DNS, kept until the service's drain has
+    /// passed since Route53 had the change everywhere.
+    pub lingering: BTreeSet<(Replica, String)>,
+    /// Of those, the ones whose drain has not started (the leader's
+    /// placement loop starts it).
+    pub to_drain: Vec<(Replica, String)>,
     /// Each scaled service's replica count, as the scaler set it; a
     /// service absent here runs `replicas.min`.
     pub wanted: BTreeMap<ServiceKey, u32>,
