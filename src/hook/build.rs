@@ -60,29 +60,37 @@ impl Streams for Host {
                 .await
                 .map_err(|e| format!("{program}: {e}"))?;
         }
-        let mut out = BufReader::new(child.stdout.take().expect("piped")).lines();
-        let mut err = BufReader::new(child.stderr.take().expect("piped")).lines();
+        let mut out = BufReader::new(child.stdout.take().expect("piped"));
+        let mut err = BufReader::new(child.stderr.take().expect("piped"));
         let (mut stdout, mut last) = (String::new(), Vec::new());
         let (mut out_open, mut err_open) = (true, true);
+        let (mut out_line, mut err_line) = (Vec::new(), Vec::new());
         while out_open || err_open {
             tokio::select! {
-                line = out.next_line(), if out_open => match line {
-                    Ok(Some(line)) => {
+                line = bounded_line(&mut out, &mut out_line), if out_open => match line {
+                    Some(line) => {
+                        // What a caller reads (a digest, a list) is small:
+                        // only the last MAX_KEPT bytes are kept.
                         stdout.push_str(&line);
                         stdout.push('\n');
+                        if stdout.len() > MAX_KEPT {
+                            let cut = stdout.len() - MAX_KEPT;
+                            let cut = (cut..stdout.len()).find(|&i| stdout.is_char_boundary(i)).unwrap_or(0);
+                            stdout.drain(..cut);
+                        }
                         lines(line);
                     }
-                    _ => out_open = false,
+                    None => out_open = false,
                 },
-                line = err.next_line(), if err_open => match line {
-                    Ok(Some(line)) => {
+                line = bounded_line(&mut err, &mut err_line), if err_open => match line {
+                    Some(line) => {
                         if last.len() == 5 {
                             last.remove(0);
                         }
                         last.push(line.clone());
                         lines(line);
                     }
-                    _ => err_open = false,
+                    None => err_open = false,
                 },
             }
         }
@@ -101,6 +109,52 @@ impl Streams for Host {
             ))
         }
     }
+}
+
+/// The longest line passed on: a build that prints more without a line
+/// break is cut (marked with `…`), so a RUN step cannot make the hook
+/// server hold unbounded output.
+const MAX_LINE: usize = 16 * 1024;
+/// How much of a command's standard output is kept for its caller.
+const MAX_KEPT: usize = 1024 * 1024;
+
+/// The next line of `reader`, at most [`MAX_LINE`] bytes (the rest of a
+/// longer line is read and dropped); `None` at the end. `buffer` is the
+/// caller's, reused.
+async fn bounded_line<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    buffer: &mut Vec<u8>,
+) -> Option<String> {
+    buffer.clear();
+    let mut cut = false;
+    loop {
+        let available = match reader.fill_buf().await {
+            Ok([]) if buffer.is_empty() && !cut => return None,
+            Ok([]) => break,
+            Ok(bytes) => bytes,
+            Err(_) => return None,
+        };
+        let (taken, ends) = match available.iter().position(|&b| b == b'\n') {
+            Some(at) => (at + 1, true),
+            None => (available.len(), false),
+        };
+        let room = MAX_LINE.saturating_sub(buffer.len());
+        let kept = taken.min(room);
+        buffer.extend_from_slice(&available[..kept]);
+        cut |= kept < taken && !(ends && kept + 1 == taken);
+        reader.consume(taken);
+        if ends {
+            break;
+        }
+    }
+    while buffer.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        buffer.pop();
+    }
+    let mut line = String::from_utf8_lossy(buffer).into_owned();
+    if cut {
+        line.push('…');
+    }
+    Some(line)
 }
 
 /// Builds and pushes one service's image.
@@ -217,6 +271,40 @@ impl<S: Streams> Builder for Docker<S> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Regression: output was read a whole line at a time and kept without
+    /// bound, so a RUN step printing without line breaks made the hook
+    /// server hold it all.
+    #[tokio::test]
+    async fn lines_are_cut_at_their_bound_and_the_rest_still_read() {
+        let long = "x".repeat(MAX_LINE * 3);
+        let text = format!("first\r\n{long}\nlast");
+        let mut reader = tokio::io::BufReader::with_capacity(1000, text.as_bytes());
+        let mut buffer = Vec::new();
+        assert_eq!(
+            bounded_line(&mut reader, &mut buffer).await.as_deref(),
+            Some("first")
+        );
+        let cut = bounded_line(&mut reader, &mut buffer)
+            .await
+            .expect("the long line");
+        assert!(
+            cut.ends_with('…') && cut.len() <= MAX_LINE + '…'.len_utf8(),
+            "{}",
+            cut.len()
+        );
+        assert_eq!(
+            bounded_line(&mut reader, &mut buffer).await.as_deref(),
+            Some("last")
+        );
+        assert_eq!(bounded_line(&mut reader, &mut buffer).await, None);
+        // Bounded whatever the line: the vector may double once past it.
+        assert!(
+            buffer.capacity() <= 2 * MAX_LINE + 1000,
+            "{}",
+            buffer.capacity()
+        );
+    }
     use std::sync::Mutex;
 
     use super::*;

@@ -487,6 +487,7 @@ impl<B: crate::hook::build::Builder> Deployer<B> {
         &self,
         ask: &DeployAsk,
         say: crate::hook::build::Lines<'_>,
+        gone: tokio::sync::watch::Receiver<bool>,
     ) -> Result<String, String> {
         let Some(section) = self.config.apps.get(&ask.app) else {
             return Err(format!("no app `{}` on this cluster", ask.app));
@@ -533,29 +534,21 @@ impl<B: crate::hook::build::Builder> Deployer<B> {
             self.registry.trim_end_matches('/'),
             crate::spec::names::repository_name(&self.config.cluster.name, &ask.app)
         );
-        // Tags are immutable in ECR: the commit and when it was built.
-        let built_at = crate::clock::unix_seconds();
-        let mut images = std::collections::BTreeMap::new();
-        for (name, context) in built {
-            let dir = build_context(&ask.source, context).map_err(|why| {
-                format!("{name} builds from `{context}`, which {why} in commit {short}")
-            })?;
-            say(format!("building {name} from {context}"));
-            let tag = format!("{repository}:{name}-{}-{built_at}", ask.commit);
-            // Dropping the build at the deadline kills the docker CLI,
-            // which cancels the build, and frees the app for the next push.
-            let pinned =
-                tokio::time::timeout(BUILD_TIMEOUT, self.builder.build_and_push(&dir, &tag, say))
-                    .await
-                    .map_err(|_| {
-                        format!(
-                            "the build of {name} took longer than {} minutes and was stopped",
-                            BUILD_TIMEOUT.as_secs() / 60
-                        )
-                    })?
-                    .map_err(|e| format!("the build of {name} failed: {e}"))?;
-            say(format!("pushed {name}: {pinned}"));
-            images.insert(name.clone(), pinned);
+        // A pusher who goes away (the SSH session ends) stops the build,
+        // and nothing is deployed: a rollout starts only for a pusher who
+        // waits for it (and whose branch moves when it succeeds).
+        let images = tokio::select! {
+            built = self.build_all(ask, &built, &repository, say) => built?,
+            () = went_away(gone.clone()) => {
+                return Err(format!(
+                    "the pusher went away during the build of {short}: the build was stopped and nothing was deployed"
+                ));
+            }
+        };
+        if *gone.borrow() {
+            return Err(format!(
+                "the pusher went away before the rollout of {short}: nothing was deployed"
+            ));
         }
         let request = crate::spec::release::DeployRequest {
             commit: Some(ask.commit.clone()),
@@ -577,6 +570,50 @@ impl<B: crate::hook::build::Builder> Deployer<B> {
             say,
         )
         .await
+    }
+
+    /// Builds and pushes each built service's image; each pinned by digest.
+    async fn build_all(
+        &self,
+        ask: &DeployAsk,
+        built: &[(&String, &String)],
+        repository: &str,
+        say: crate::hook::build::Lines<'_>,
+    ) -> Result<std::collections::BTreeMap<String, String>, String> {
+        let short = crate::spec::release::short(&ask.commit).to_owned();
+        // Tags are immutable in ECR: the commit and when it was built.
+        let built_at = crate::clock::unix_seconds();
+        let mut images = std::collections::BTreeMap::new();
+        for &(name, context) in built {
+            let dir = build_context(&ask.source, context).map_err(|why| {
+                format!("{name} builds from `{context}`, which {why} in commit {short}")
+            })?;
+            say(format!("building {name} from {context}"));
+            let tag = format!("{repository}:{name}-{}-{built_at}", ask.commit);
+            // Dropping the build at the deadline kills the docker CLI,
+            // which cancels the build, and frees the app for the next push.
+            let pinned =
+                tokio::time::timeout(BUILD_TIMEOUT, self.builder.build_and_push(&dir, &tag, say))
+                    .await
+                    .map_err(|_| {
+                        format!(
+                            "the build of {name} took longer than {} minutes and was stopped",
+                            BUILD_TIMEOUT.as_secs() / 60
+                        )
+                    })?
+                    .map_err(|e| format!("the build of {name} failed: {e}"))?;
+            say(format!("pushed {name}: {pinned}"));
+            images.insert(name.clone(), pinned);
+        }
+        Ok(images)
+    }
+}
+
+/// Resolves once `gone` says the pusher went away (never when nobody can
+/// say so any more).
+async fn went_away(mut gone: tokio::sync::watch::Receiver<bool>) {
+    if gone.wait_for(|g| *g).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -443,10 +443,21 @@ async fn answer_request(
             let _ = sender.send(Answer::Say(text));
         }
     };
-    let end = match deployer.deploy(&ask, &say).await {
+    // The pre-receive hook sends nothing after its request: the end of
+    // its stream is the pusher going away (sshd ends the session, git and
+    // the hook end with it).
+    let (went, gone) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut byte = [0u8; 64];
+        while matches!(reader.read(&mut byte).await, Ok(n) if n > 0) {}
+        let _ = went.send(true);
+    });
+    let end = match deployer.deploy(&ask, &say, gone).await {
         Ok(text) => Answer::Ok(text),
         Err(text) => Answer::Error(text),
     };
+    watcher.abort();
     eprintln!("hook: deploy of {} at {}: {end:?}", ask.app, ask.commit);
     let _ = sender.send(end);
     drop(sender);

@@ -264,3 +264,108 @@ fn git_push_over_ssh_reaches_the_apps_repository_and_nothing_else() {
         "{said}"
     );
 }
+
+/// A builder whose build never ends, like a `RUN` step that hangs.
+struct Stalled;
+
+impl huxley::hook::build::Builder for Stalled {
+    async fn login(
+        &self,
+        _: &str,
+        _: &str,
+        _: huxley::hook::build::Lines<'_>,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn build_and_push(
+        &self,
+        _: &Path,
+        _: &str,
+        say: huxley::hook::build::Lines<'_>,
+    ) -> Result<String, String> {
+        say("Step 1/2 : RUN sleep infinity".into());
+        std::future::pending().await
+    }
+}
+
+/// Regression: a pusher who went away (the SSH session ended) left the
+/// build running and the rollout started anyway, so the cluster ran a
+/// commit its branch did not name. Now the build stops, nothing is
+/// deployed (kick is never asked: its address here answers nothing) and
+/// the app is free for the next push.
+#[test]
+fn a_pusher_who_goes_away_stops_the_build_and_nothing_is_deployed() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hook-gone");
+    let _ = fs::remove_dir_all(&dir);
+    let out = dir.join("out");
+    Test::new(&[
+        "build",
+        "-f",
+        &root()
+            .join("examples/blog/huxley.toml")
+            .display()
+            .to_string(),
+        "-o",
+        &out.display().to_string(),
+    ])
+    .run()
+    .code(0);
+    let config: huxley::spec::kick::KickConfig =
+        toml::from_str(&fs::read_to_string(out.join("kick/kick.toml")).expect("kick.toml"))
+            .expect("kick.toml parses");
+    let source = dir.join("source");
+    fs::create_dir_all(source.join("web")).expect("web");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let emulator = Emulator::shared(&root());
+    let deployer = huxley::hook::Deployer {
+        config,
+        kick_url: format!("http://127.0.0.1:{}", free_port()),
+        token: "hook-token".into(),
+        registry: "127.0.0.1:5000".into(),
+        builder: Stalled,
+        aws: std::sync::Arc::new(rt.block_on(aws(&emulator.endpoint(), "us-west-2"))),
+        busy: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+    };
+    let ask = huxley::hook::DeployAsk {
+        app: "blog".into(),
+        commit: "a".repeat(40),
+        source,
+        by: Some("SHA256:x".into()),
+    };
+    let said = std::sync::Mutex::new(Vec::<String>::new());
+    let say = |line: String| said.lock().expect("said").push(line);
+    let (went, gone) = tokio::sync::watch::channel(false);
+    let started = Instant::now();
+    let outcome = rt.block_on(async {
+        let leave = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let _ = went.send(true);
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            outcome = deployer.deploy(&ask, &say, gone) => outcome,
+            () = leave => unreachable!("the pusher's leaving never ends"),
+            () = tokio::time::sleep(Duration::from_secs(10)) => Err("the build kept running".into()),
+        }
+    });
+    let error = outcome.expect_err("nothing is deployed");
+    assert!(
+        error.contains("the pusher went away during the build"),
+        "{error}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        said.lock()
+            .expect("said")
+            .iter()
+            .any(|l| l.contains("RUN sleep infinity"))
+    );
+    assert!(
+        deployer.busy.lock().expect("busy").is_empty(),
+        "the app is free again"
+    );
+}
