@@ -469,13 +469,23 @@ pub fn spawn(kick: Arc<Kick>) -> tokio::task::AbortHandle {
             tick.tick().await;
             match kick.aws.cluster_nodes(&kick.config.cluster.name).await {
                 Ok(list) => {
-                    let known: BTreeSet<String> = list.iter().map(|n| n.id.clone()).collect();
-                    let changed = {
+                    let (changed, known) = {
                         let mut nodes = kick.nodes.lock().expect("nodes");
-                        let before = nodes.generation;
+                        let before = (nodes.generation, nodes.held.clone());
                         nodes.replace(list);
-                        nodes.generation != before
+                        if nodes.held.is_some() && nodes.held != before.1 {
+                            eprintln!("kick: {}", nodes.held.as_deref().unwrap_or_default());
+                        }
+                        let known: BTreeSet<String> = nodes.known.keys().cloned().collect();
+                        (nodes.generation != before.0, known)
                     };
+                    // Reports of nodes that left go with them (a stale
+                    // failure of a gone node must not fail a deploy).
+                    kick.assignments
+                        .lock()
+                        .expect("assignments")
+                        .reports
+                        .retain(|node, _| known.contains(node));
                     // A node that is gone takes its instances with it: out
                     // of DNS at once, and placed again below.
                     let mut touched: BTreeSet<(String, String)> = kick
