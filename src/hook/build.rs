@@ -174,6 +174,17 @@ pub trait Builder: Send + Sync {
         tag: &str,
         lines: Lines<'_>,
     ) -> impl Future<Output = Result<String, String>> + Send;
+    /// Removes the builder's images of `repository` beyond the newest
+    /// `keep` of each service (tags `<service>-<commit>-<time>`), so the
+    /// leader's disk holds a few releases, not every one; how many it
+    /// removed.
+    fn prune(
+        &self,
+        _repository: &str,
+        _keep: usize,
+    ) -> impl Future<Output = Result<usize, String>> + Send {
+        async { Ok(0) }
+    }
 }
 
 /// Docker's CLI (or a compatible one, such as podman's).
@@ -212,6 +223,50 @@ pub fn repository_of(tag: &str) -> &str {
 }
 
 impl<S: Streams> Builder for Docker<S> {
+    async fn prune(&self, repository: &str, keep: usize) -> Result<usize, String> {
+        // Newest first, as `docker image ls` lists them.
+        let tags = self
+            .streams
+            .run(
+                &self.program,
+                &words(&["image", "ls", "--format", "{{.Tag}}", repository]),
+                None,
+                &|_| {},
+            )
+            .await?;
+        let mut seen: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        let mut removed = 0;
+        for tag in tags
+            .lines()
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && *t != "<none>")
+        {
+            let mut parts = tag.rsplitn(3, '-');
+            let (Some(_time), Some(_commit), Some(service)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let count = seen.entry(service).or_default();
+            *count += 1;
+            if *count > keep
+                && self
+                    .streams
+                    .run(
+                        &self.program,
+                        &words(&["image", "rm", &format!("{repository}:{tag}")]),
+                        None,
+                        &|_| {},
+                    )
+                    .await
+                    .is_ok()
+            {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     async fn login(&self, registry: &str, password: &str, lines: Lines<'_>) -> Result<(), String> {
         // The password on standard input, never on a command line.
         self.streams
@@ -271,6 +326,9 @@ impl<S: Streams> Builder for Docker<S> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
 
     /// Regression: output was read a whole line at a time and kept without
     /// bound, so a RUN step printing without line breaks made the hook
@@ -305,10 +363,6 @@ mod tests {
             buffer.capacity()
         );
     }
-    use std::sync::Mutex;
-
-    use super::*;
-
     /// Records every command line; answers `image inspect` with a digest.
     #[derive(Default)]
     struct Recorded {
@@ -338,12 +392,37 @@ mod tests {
                     Ok(String::new())
                 }
                 Some("push") if self.fail_push => Err("`docker push` failed: denied".into()),
+                Some("image") if args.get(1).is_some_and(|a| a == "ls") => Ok(
+                    "web-c3-300\nweb-c2-200\napi-c2-200\nweb-c1-100\nweb-c0-50\n<none>\n".into(),
+                ),
+                Some("image") if args.get(1).is_some_and(|a| a == "rm") => Ok(String::new()),
                 Some("image") => Ok(
                     "other.example/x@sha256:00\n127.0.0.1:5000/huxley-c/shop@sha256:abc\n".into(),
                 ),
                 _ => Ok(String::new()),
             }
         }
+    }
+
+    /// Regression: images were never removed from the builder (the
+    /// leader), so every push grew its disk.
+    #[tokio::test]
+    async fn prune_keeps_the_newest_images_of_each_service() {
+        let recorded = Recorded::default();
+        let docker = Docker {
+            program: "docker".into(),
+            streams: &recorded,
+        };
+        let repository = "127.0.0.1:5000/huxley-c/shop";
+        assert_eq!(docker.prune(repository, 2).await, Ok(2));
+        assert_eq!(
+            *recorded.calls.lock().unwrap(),
+            [
+                format!("docker image ls --format {{{{.Tag}}}} {repository}"),
+                format!("docker image rm {repository}:web-c1-100"),
+                format!("docker image rm {repository}:web-c0-50"),
+            ]
+        );
     }
 
     #[tokio::test]

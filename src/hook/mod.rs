@@ -347,6 +347,9 @@ pub fn shell_word(word: &str) -> String {
     format!("'{}'", word.replace('\'', "'\\''"))
 }
 
+/// How many images of each service a builder keeps.
+pub const IMAGES_KEPT: usize = 3;
+
 /// How long one service's build and push may take.
 pub const BUILD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
@@ -549,6 +552,18 @@ impl<B: crate::hook::build::Builder> Deployer<B> {
             return Err(format!(
                 "the pusher went away before the rollout of {short}: nothing was deployed"
             ));
+        }
+        // The builder keeps a few releases of each service, not every one
+        // (the registry keeps the releases a rollback may need).
+        match self.builder.prune(&repository, IMAGES_KEPT).await {
+            Ok(0) => {}
+            Ok(removed) => say(format!(
+                "removed {} from this builder",
+                crate::diagnostic::plural(removed, "older image")
+            )),
+            Err(err) => say(format!(
+                "could not remove older images from this builder: {err}"
+            )),
         }
         let request = crate::spec::release::DeployRequest {
             commit: Some(ask.commit.clone()),
