@@ -27,8 +27,6 @@ step "cargo clippy --all-targets --features e2e -- -D warnings"
 cargo clippy --all-targets --features e2e --locked -- -D warnings
 
 step "cargo test: the fast tier, then the end-to-end tests (emulator, sshd, Docker and the registry)"
-# The listener test opens a thousand connections (two thousand sockets).
-ulimit -n 8192 2>/dev/null || true
 huxley_static_service
 cargo test --locked --features e2e -- --include-ignored 2>&1 | tee -a "$log"
 

@@ -7,10 +7,7 @@
 //! [`Limits::header_read`], a request is answered (408) within
 //! [`Limits::request`] whatever its body does, and at most
 //! [`Limits::connections`] connections are open at once (the rest wait in
-//! the kernel's backlog), of which at most [`Limits::per_source`] from one
-//! address: a container that opens connections and never sends headers
-//! (reconnecting as each times out) holds a few places, not all of them,
-//! and the agents and the hook server's leader check are still served.
+//! the kernel's backlog).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,8 +28,6 @@ use tokio_rustls::TlsAcceptor;
 pub struct Limits {
     /// Open connections at once.
     pub connections: usize,
-    /// Open connections at once from one address; more are closed at once.
-    pub per_source: usize,
     /// From connect to the end of the TLS handshake.
     pub handshake: Duration,
     /// From connect (or the previous request) to the end of the headers.
@@ -45,7 +40,6 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             connections: 1024,
-            per_source: 64,
             handshake: Duration::from_secs(10),
             header_read: Duration::from_secs(10),
             request: Duration::from_secs(90),
@@ -75,30 +69,22 @@ pub async fn serve(
         },
     ));
     let permits = Arc::new(Semaphore::new(limits.connections));
-    let sources: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> =
-        Arc::default();
     loop {
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             return Ok(());
         };
-        let (tcp, source) = match listener.accept().await {
-            Ok((tcp, peer)) => (tcp, peer.ip()),
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
             // Out of file descriptors and the like: wait, then go on.
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let Some(held) = SourceSlot::take(&sources, source, limits.per_source) else {
-            // Over its address's share: closed now, the place kept.
-            drop(tcp);
-            continue;
-        };
         let service = TowerToHyperService::new(router.clone());
         let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let _held = held;
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read);
@@ -116,48 +102,5 @@ pub async fn serve(
                 }
             }
         });
-    }
-}
-
-/// One of an address's connection places, given back when dropped.
-struct SourceSlot {
-    sources: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
-    source: std::net::IpAddr,
-}
-
-impl SourceSlot {
-    /// A place for `source`, unless it holds `cap` already.
-    fn take(
-        sources: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
-        source: std::net::IpAddr,
-        cap: usize,
-    ) -> Option<Self> {
-        let mut counts = sources
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = counts.entry(source).or_default();
-        if *count >= cap {
-            return None;
-        }
-        *count += 1;
-        Some(Self {
-            sources: Arc::clone(sources),
-            source,
-        })
-    }
-}
-
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        let mut counts = self
-            .sources
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = counts.get_mut(&self.source) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.source);
-            }
-        }
     }
 }

@@ -922,49 +922,6 @@ fn a_client_that_never_finishes_its_headers_is_cut_off() {
     });
 }
 
-/// Regression: a connection took one of the listener's 1,024 places
-/// before it sent anything, and kept it 10 s for its headers: one
-/// container reconnecting every 9 s held them all, and agents and the
-/// hook server's leader check stalled. Now one address holds at most
-/// `per_source` places; a client from another is served at once.
-#[test]
-fn a_thousand_slow_clients_from_one_address_leave_room_for_the_others() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    runtime().block_on(async {
-        let limits = huxley::control::listener::Limits::default();
-        assert_eq!(limits.connections, 1024);
-        let address = listening(None, limits).await;
-        let mut slow = Vec::new();
-        for _ in 0..1024 {
-            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-            socket
-                .bind("127.0.0.2:0".parse().expect("address"))
-                .expect("bind");
-            if let Ok(stream) = socket.connect(address).await {
-                slow.push(stream);
-            }
-        }
-        assert!(slow.len() >= 1000, "{} slow clients", slow.len());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket
-            .bind("127.0.0.3:0".parse().expect("address"))
-            .expect("bind");
-        let mut agent = socket.connect(address).await.expect("connect");
-        agent
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("write");
-        let mut answer = Vec::new();
-        tokio::time::timeout(Duration::from_secs(3), agent.read_to_end(&mut answer))
-            .await
-            .expect("served while a thousand slow clients are connected")
-            .expect("read");
-        assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200 OK"));
-        drop(slow);
-    });
-}
-
 #[test]
 fn connections_beyond_the_cap_wait_for_a_free_one() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
