@@ -136,8 +136,33 @@ pub async fn start_leading(
             foreign.insert(change.name);
         }
     }
-    let nodes = Nodes::from_list(aws.cluster_nodes(&config.cluster.name).await?);
-    let (registry, managed) = rebuild(&config, &zones, &replicas, &published, &nodes);
+    // The first read of a leadership is careful too: one that lists no
+    // node while the replicas records name some is read again, and if it
+    // still lists none the registry is rebuilt from the records as they
+    // are (dropping every instance would empty every DNS answer).
+    let mut listed = aws.cluster_nodes(&config.cluster.name).await?;
+    for _ in 0..2 {
+        if !listed.is_empty() || replicas.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        listed = aws.cluster_nodes(&config.cluster.name).await?;
+    }
+    let trust_records = listed.is_empty() && !replicas.is_empty();
+    if trust_records {
+        eprintln!(
+            "kick: EC2 lists none of the cluster's nodes; the registry keeps every replica its records name until a read lists some"
+        );
+    }
+    let nodes = Nodes::from_list(listed);
+    let (registry, managed) = rebuild(
+        &config,
+        &zones,
+        &replicas,
+        &published,
+        &nodes,
+        trust_records,
+    );
     let range = config.network.container_range.parse().ok();
     let mut assignments = Assignments::default();
     if let (Some(table), Some(range)) = (&leading.route_table, range) {
@@ -204,6 +229,7 @@ fn rebuild(
     replicas: &[RecordChange],
     published: &Published,
     nodes: &Nodes,
+    every_node: bool,
 ) -> (Registry, Vec<(String, String)>) {
     let mut registry = Registry::new(config);
     let mut managed = Vec::new();
@@ -240,7 +266,7 @@ fn rebuild(
             let Some(registration) = parse_replica(app, service, value) else {
                 continue;
             };
-            if nodes.known.contains_key(&registration.node) {
+            if every_node || nodes.known.contains_key(&registration.node) {
                 let _ =
                     registry.restore(&registration, healthy.contains(&registration.address), now);
             }

@@ -64,7 +64,7 @@ impl Streams for Host {
         let mut err = BufReader::new(child.stderr.take().expect("piped"));
         let (mut stdout, mut last) = (String::new(), Vec::new());
         let (mut out_open, mut err_open) = (true, true);
-        let (mut out_line, mut err_line) = (Vec::new(), Vec::new());
+        let (mut out_line, mut err_line) = (Partial::default(), Partial::default());
         while out_open || err_open {
             tokio::select! {
                 line = bounded_line(&mut out, &mut out_line), if out_open => match line {
@@ -118,18 +118,24 @@ const MAX_LINE: usize = 16 * 1024;
 /// How much of a command's standard output is kept for its caller.
 const MAX_KEPT: usize = 1024 * 1024;
 
+/// A line being read: its bytes so far, and whether it was cut.
+#[derive(Debug, Default)]
+struct Partial {
+    bytes: Vec<u8>,
+    cut: bool,
+}
+
 /// The next line of `reader`, at most [`MAX_LINE`] bytes (the rest of a
-/// longer line is read and dropped); `None` at the end. `buffer` is the
-/// caller's, reused.
+/// longer line is read and dropped); `None` at the end. Cancel-safe, as
+/// `select!` needs: what was read of a line stays in `partial`, the
+/// caller's, until the line is whole.
 async fn bounded_line<R: tokio::io::AsyncBufRead + Unpin>(
     reader: &mut R,
-    buffer: &mut Vec<u8>,
+    partial: &mut Partial,
 ) -> Option<String> {
-    buffer.clear();
-    let mut cut = false;
     loop {
         let available = match reader.fill_buf().await {
-            Ok([]) if buffer.is_empty() && !cut => return None,
+            Ok([]) if partial.bytes.is_empty() && !partial.cut => return None,
             Ok([]) => break,
             Ok(bytes) => bytes,
             Err(_) => return None,
@@ -138,20 +144,21 @@ async fn bounded_line<R: tokio::io::AsyncBufRead + Unpin>(
             Some(at) => (at + 1, true),
             None => (available.len(), false),
         };
-        let room = MAX_LINE.saturating_sub(buffer.len());
+        let room = MAX_LINE.saturating_sub(partial.bytes.len());
         let kept = taken.min(room);
-        buffer.extend_from_slice(&available[..kept]);
-        cut |= kept < taken && !(ends && kept + 1 == taken);
+        partial.bytes.extend_from_slice(&available[..kept]);
+        partial.cut |= kept < taken && !(ends && kept + 1 == taken);
         reader.consume(taken);
         if ends {
             break;
         }
     }
-    while buffer.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        buffer.pop();
+    let mut bytes = std::mem::take(&mut partial.bytes);
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
     }
-    let mut line = String::from_utf8_lossy(buffer).into_owned();
-    if cut {
+    let mut line = String::from_utf8_lossy(&bytes).into_owned();
+    if std::mem::take(&mut partial.cut) {
         line.push('…');
     }
     Some(line)
@@ -333,12 +340,34 @@ mod tests {
     /// Regression: output was read a whole line at a time and kept without
     /// bound, so a RUN step printing without line breaks made the hook
     /// server hold it all.
+    /// `select!` drops the read of the stream that lost: what it had read
+    /// of a line must not be lost with it.
+    #[tokio::test]
+    async fn a_line_read_half_then_dropped_is_whole_on_the_next_read() {
+        use tokio::io::AsyncWriteExt as _;
+        let (mut writer, reader) = tokio::io::duplex(64);
+        let mut reader = tokio::io::BufReader::new(reader);
+        let mut partial = Partial::default();
+        writer.write_all(b"par").await.expect("write");
+        let early = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            bounded_line(&mut reader, &mut partial),
+        )
+        .await;
+        assert!(early.is_err(), "no whole line yet");
+        writer.write_all(b"tial\n").await.expect("write");
+        assert_eq!(
+            bounded_line(&mut reader, &mut partial).await.as_deref(),
+            Some("partial")
+        );
+    }
+
     #[tokio::test]
     async fn lines_are_cut_at_their_bound_and_the_rest_still_read() {
         let long = "x".repeat(MAX_LINE * 3);
         let text = format!("first\r\n{long}\nlast");
         let mut reader = tokio::io::BufReader::with_capacity(1000, text.as_bytes());
-        let mut buffer = Vec::new();
+        let mut buffer = Partial::default();
         assert_eq!(
             bounded_line(&mut reader, &mut buffer).await.as_deref(),
             Some("first")
@@ -356,12 +385,7 @@ mod tests {
             Some("last")
         );
         assert_eq!(bounded_line(&mut reader, &mut buffer).await, None);
-        // Bounded whatever the line: the vector may double once past it.
-        assert!(
-            buffer.capacity() <= 2 * MAX_LINE + 1000,
-            "{}",
-            buffer.capacity()
-        );
+        assert!(buffer.bytes.is_empty() && !buffer.cut);
     }
     /// Records every command line; answers `image inspect` with a digest.
     #[derive(Default)]

@@ -500,6 +500,9 @@ pub fn prepare(args: &Options, config: &KickConfig) -> Result<PathBuf, String> {
                 .map(|l| (l.to_owned(), every_app.clone())),
         );
     }
+    // One key is one line of authorized_keys: a key with a line break
+    // would add a line without the forced command.
+    keys.retain(|(key, _)| !key.trim().chars().any(char::is_control));
     if keys.is_empty() {
         return Err(
             "no deploy key: nobody could push (add [[cluster.deployers]] to huxley.toml and apply)"

@@ -557,24 +557,41 @@ mod tests {
 
     #[test]
     fn spreading_respects_room_and_host_ports() {
-        let mut web = service("web", 2, 1000, 100);
+        // Two replicas with a host port share a zone, not a node: the
+        // one node of the other zone that has the port free takes one.
+        let mut web = service("web", 2, 100, 100);
         web.host_port = Some(80);
-        let one = [node("a1", "a", 4000, 8192)];
-        // Two replicas with one host port cannot share a node: one waits.
-        let mut placement = place(&one, std::slice::from_ref(&web), &BTreeMap::new());
-        assert_eq!(placement.unplaced.len(), 1);
-        let mut small = node("b1", "b", 500, 8192);
-        small.ports_in_use.insert(80);
-        let nodes = [node("a1", "a", 4000, 8192), small];
+        let zone_a = [node("a1", "a", 4000, 8192), node("a2", "a", 4000, 8192)];
+        let mut placement = place(&zone_a, std::slice::from_ref(&web), &BTreeMap::new());
+        assert_eq!(nodes_of(&placement, "web"), ["a1", "a2"]);
+        let mut taken = node("b1", "b", 4000, 8192);
+        taken.ports_in_use.insert(80);
+        let with_taken = [zone_a[0].clone(), zone_a[1].clone(), taken.clone()];
         assert!(
             spread(
                 &mut placement,
-                &nodes,
+                &with_taken,
                 std::slice::from_ref(&web),
                 &BTreeSet::new()
             )
-            .is_empty()
+            .is_empty(),
+            "b1's port 80 is taken"
         );
+        let all = [
+            zone_a[0].clone(),
+            zone_a[1].clone(),
+            taken,
+            node("b2", "b", 4000, 8192),
+        ];
+        let moved = spread(
+            &mut placement,
+            &all,
+            std::slice::from_ref(&web),
+            &BTreeSet::new(),
+        );
+        assert_eq!(moved.len(), 1);
+        assert_eq!(placement.assigned[&moved[0]], "b2");
+        // No room: nothing moves.
         let api = service("api", 3, 1000, 100);
         let crowded = [node("a1", "a", 4000, 8192)];
         let mut placement = place(&crowded, std::slice::from_ref(&api), &BTreeMap::new());

@@ -798,6 +798,32 @@ fn a_restarted_kick_rebuilds_its_registry_from_route53_and_ec2() {
             .map(|(_, _, values)| values);
         assert_eq!(replicas.map(|v| v.len()), Some(1));
     });
+
+    // Regression: a new leader whose one read of EC2 lists no node at all
+    // dropped every instance and emptied every DNS answer. It reads again,
+    // then keeps what the records name until a read lists some.
+    let fourth = runtime();
+    fourth.block_on(async {
+        let aws = Arc::new(aws(&Emulator::shared(&root()).endpoint(), REGION).await);
+        huxley::testing::terminate_nodes(&aws, &nodes[..1]).await;
+        let dns_before = records(&aws, &zones.private.id).await;
+        let kick = start_kick(&config, &tokens_dir, &aws, &zones).await;
+        let base = serve(kick).await;
+        let (_, described) = call(
+            reqwest::Method::GET,
+            &format!("{base}/v1/cluster"),
+            Some("admin-token"),
+            None,
+        )
+        .await;
+        let instances = described["apps"]["blog"]["services"]["web"]["instances"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(instances.len(), 1, "{described}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(records(&aws, &zones.private.id).await, dns_before);
+    });
 }
 
 #[test]

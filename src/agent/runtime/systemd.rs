@@ -106,13 +106,17 @@ impl<C: Commands> Systemd<C> {
         let Some((aws, _)) = &self.source else {
             return Ok(());
         };
-        let auth = aws
-            .registry_authorization()
-            .await
-            .map_err(|e| format!("cannot log in to {host}: {e}"))?;
-        write_registry_auth(&self.docker_config, host, &auth)?;
-        self.logins
-            .insert(host.to_owned(), std::time::Instant::now());
+        // A failure is said, not fatal: an image already on the node
+        // starts anyway, and a pull that needs the login fails on its own.
+        match aws.registry_authorization().await {
+            Ok(auth) if !auth.is_empty() => {
+                write_registry_auth(&self.docker_config, host, &auth)?;
+                self.logins
+                    .insert(host.to_owned(), std::time::Instant::now());
+            }
+            Ok(_) => eprintln!("node: ECR gave no authorization for {host}"),
+            Err(err) => eprintln!("node: cannot log in to {host}: {err}"),
+        }
         Ok(())
     }
 

@@ -436,6 +436,14 @@ impl Checker<'_> {
                 );
                 continue;
             }
+            if key.value.trim().chars().any(char::is_control) {
+                self.push(
+                    Diagnostic::error("an SSH key holds a line break or another control character")
+                        .at(key.span.clone(), "one key is one line")
+                        .help("put each key in its own string"),
+                );
+                continue;
+            }
             let mut parts = key.value.split_whitespace();
             let kind = parts.next().unwrap_or("");
             let body = parts.next().unwrap_or("");

@@ -173,6 +173,7 @@ pub async fn replace(kick: &Kick) {
         let busy: BTreeSet<(String, String)> = assignments
             .handoff
             .keys()
+            .chain(assignments.lingering.iter().map(|(r, _)| r))
             .map(|r| (r.app.clone(), r.service.clone()))
             .chain(assignments.rolling.keys().cloned())
             .collect();
@@ -214,7 +215,7 @@ pub async fn replace(kick: &Kick) {
     }
     let healthy = healthy_replicas(kick);
     let mut routes = (Vec::new(), Vec::new());
-    let changed = {
+    let (changed, back) = {
         let mut assignments = kick.assignments.lock().expect("assignments");
         let handoff = handoffs(
             &assignments.handoff,
@@ -224,11 +225,7 @@ pub async fn replace(kick: &Kick) {
             &healthy,
         );
         let mut changed = assignments.placement != placement || assignments.handoff != handoff;
-        for moved in ended_moves(&assignments.handoff, &handoff, &node_ids, &placement) {
-            if assignments.lingering.insert(moved.clone()) {
-                assignments.to_drain.push(moved);
-            }
-        }
+        let back = settle_moves(&mut assignments, &handoff, &node_ids, &placement);
         assignments.handoff = handoff;
         if let Some(range) = kick.network.range {
             routes = allocate_subnets(range, &node_ids, &mut assignments.subnets);
@@ -243,8 +240,9 @@ pub async fn replace(kick: &Kick) {
             }
             assignments.placement = placement;
         }
-        changed
+        (changed, back)
     };
+    undrain(kick, &back);
     if let Some(table) = &kick.network.route_table {
         route(kick, table, &routes.0, &routes.1).await;
     }
@@ -291,12 +289,24 @@ fn drain_after_move(leader: &Arc<Kick>, moved: (Replica, String)) {
             .get(&replica.app)
             .and_then(|a| a.services.get(&replica.service))
             .map_or(crate::spec::kick::DEFAULT_DRAIN, |s| s.deploy.drain);
-        let marked = kick
-            .registry
+        // Placed back on that node meanwhile: that copy runs, undrained.
+        let back = kick
+            .assignments
             .lock()
-            .expect("registry")
-            .service_mut(&replica.app, &replica.service)
-            .map_or(0, |s| s.drain_on(node, replica.index));
+            .expect("assignments")
+            .placement
+            .assigned
+            .get(replica)
+            == Some(node);
+        let marked = if back {
+            0
+        } else {
+            kick.registry
+                .lock()
+                .expect("registry")
+                .service_mut(&replica.app, &replica.service)
+                .map_or(0, |s| s.drain_on(node, replica.index))
+        };
         if marked > 0 {
             let changes = crate::control::controllers::health::sync_dns(
                 &kick,
@@ -311,11 +321,19 @@ fn drain_after_move(leader: &Arc<Kick>, moved: (Replica, String)) {
             }
             tokio::time::sleep(drain).await;
         }
-        kick.assignments
-            .lock()
-            .expect("assignments")
-            .lingering
-            .remove(&moved);
+        let lingered = {
+            let mut assignments = kick.assignments.lock().expect("assignments");
+            let lingered = assignments.lingering.remove(&moved);
+            if lingered {
+                // The node is told to stop it now, not at its next poll.
+                assignments.generation += 1;
+                assignments.version += 1;
+            }
+            lingered.then_some(assignments.generation)
+        };
+        if let Some(generation) = lingered {
+            kick.placed.send_replace(generation);
+        }
         replace(&kick).await;
     });
     leader
@@ -323,6 +341,52 @@ fn drain_after_move(leader: &Arc<Kick>, moved: (Replica, String)) {
         .lock()
         .expect("tasks")
         .push(task.abort_handle());
+}
+
+/// Moves that ended (`handoff` is the new handoffs) start lingering on
+/// the node they left, to drain; a replica placed back on a node where its
+/// copy lingers stops lingering: that copy is the one that runs now. The
+/// copies placed back, to take out of draining.
+fn settle_moves(
+    assignments: &mut Assignments,
+    handoff: &BTreeMap<Replica, String>,
+    alive: &BTreeSet<String>,
+    placement: &placement::Placement,
+) -> Vec<(Replica, String)> {
+    for moved in ended_moves(&assignments.handoff, handoff, alive, placement) {
+        if assignments.lingering.insert(moved.clone()) {
+            assignments.to_drain.push(moved);
+        }
+    }
+    let back: Vec<(Replica, String)> = assignments
+        .lingering
+        .iter()
+        .filter(|(replica, from)| placement.assigned.get(replica) == Some(from))
+        .cloned()
+        .collect();
+    for copy in &back {
+        assignments.lingering.remove(copy);
+    }
+    back
+}
+
+/// Takes the copies in `copies` (replica, node) out of draining: they run
+/// as placed again (their DNS follows at the service's next sync, which
+/// their health checks bring).
+fn undrain(kick: &Kick, copies: &[(Replica, String)]) {
+    if copies.is_empty() {
+        return;
+    }
+    let mut registry = kick.registry.lock().expect("registry");
+    for (replica, node) in copies {
+        if let Ok(state) = registry.service_mut(&replica.app, &replica.service) {
+            for instance in state.instances.values_mut() {
+                if instance.node == *node && instance.replica == Some(replica.index) {
+                    instance.draining = false;
+                }
+            }
+        }
+    }
 }
 
 /// Replicas healthy where they run, for the handoffs.
@@ -333,8 +397,10 @@ fn healthy_replicas(kick: &Kick) -> BTreeSet<(Replica, String)> {
         .iter()
         .flat_map(|(app, services)| {
             services.iter().flat_map(move |(service, state)| {
+                // A draining copy is on its way out: it never completes
+                // a move.
                 state.instances.values().filter_map(move |i| {
-                    (i.health.status == Status::Healthy).then_some((
+                    (i.health.status == Status::Healthy && !i.draining).then_some((
                         Replica {
                             app: app.clone(),
                             service: service.clone(),
@@ -488,13 +554,19 @@ pub fn spawn(kick: Arc<Kick>) -> tokio::task::AbortHandle {
                         .retain(|node, _| known.contains(node));
                     // A node that is gone takes its instances with it: out
                     // of DNS at once, and placed again below.
-                    let mut touched: BTreeSet<(String, String)> = kick
-                        .registry
-                        .lock()
-                        .expect("registry")
-                        .drop_gone_nodes(&known)
-                        .into_iter()
-                        .collect();
+                    // With no node in view yet (a leader that started on a
+                    // read listing none), the registry keeps what its
+                    // records name.
+                    let mut touched: BTreeSet<(String, String)> = if known.is_empty() {
+                        BTreeSet::new()
+                    } else {
+                        kick.registry
+                            .lock()
+                            .expect("registry")
+                            .drop_gone_nodes(&known)
+                            .into_iter()
+                            .collect()
+                    };
                     if changed {
                         // Public names carry nodes' public addresses: a
                         // node that got (or lost) one changes them.

@@ -437,6 +437,7 @@ fn consolidate(kick: &Kick, now: Instant) -> bool {
     let unsteady = ids != scaling.last_nodes
         || !assignments.placement.unplaced.is_empty()
         || !assignments.handoff.is_empty()
+        || !assignments.lingering.is_empty()
         || !assignments.draining.is_empty()
         || ids.iter().any(|n| !assignments.ready.contains(n));
     scaling.last_nodes = ids;
