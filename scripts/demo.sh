@@ -59,9 +59,11 @@ declare -A internal external
 for kick in a b; do
   internal[$kick]=$(free_port)
   external[$kick]=$(free_port)
+  # Deployed images come from the local registry (standing in for the
+  # account's ECR): kick refuses images from any other.
   "$huxley" kick serve --config "$work/kick.toml" --listen "127.0.0.1:${internal[$kick]}" \
     --external "127.0.0.1:${external[$kick]}" --state-dir "$work/kick-$kick" --advertise 127.0.0.1 \
-    > "$work/kick-$kick.log" 2>&1 &
+    --registry 127.0.0.1:5000 > "$work/kick-$kick.log" 2>&1 &
   pids+=($!)
 done
 leader=""
@@ -107,10 +109,9 @@ hook_port=$(free_port)
 user=$(id -un)
 ssh-keygen -q -t ed25519 -N "" -C demo -f "$work/pusher"
 cp "$work/pusher.pub" "$work/keys"
-.venv/bin/python -c 'import boto3; print(boto3.client("ssm", region_name="us-west-2").get_parameter(Name="/huxley/acme/tokens/hook", WithDecryption=True)["Parameter"]["Value"])' > "$work/hook-token"
 "$huxley" hook serve --config "$work/kick.toml" --listen "127.0.0.1:$hook_port" --state-dir "$work/hook" \
   --keys "$work/keys" --user "$user" --kick-url "http://127.0.0.1:${internal[$leader]}" \
-  --token-file "$work/hook-token" --registry 127.0.0.1:5000 > "$work/hook.log" 2>&1 &
+  --registry 127.0.0.1:5000 > "$work/hook.log" 2>&1 &
 pids+=($!)
 until grep -q "hook: serving git over SSH" "$work/hook.log"; do sleep 0.2; done
 mkdir -p "$work/blog/web"
