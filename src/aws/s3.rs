@@ -8,24 +8,10 @@ use super::{Aws, AwsError};
 impl Aws {
     /// An object's bytes, or `None` when the object or bucket is missing.
     pub async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, AwsError> {
-        self.count();
-        match self.s3.get_object().bucket(bucket).key(key).send().await {
-            Ok(output) => {
-                let bytes = output.body.collect().await.map_err(|e| AwsError::Other {
-                    action: "s3:GetObject".into(),
-                    detail: e.to_string(),
-                })?;
-                Ok(Some(bytes.into_bytes().to_vec()))
-            }
-            Err(err) => {
-                use aws_sdk_s3::error::ProvideErrorMetadata as _;
-                if matches!(err.code(), Some("NoSuchKey" | "NoSuchBucket" | "NotFound")) {
-                    Ok(None)
-                } else {
-                    Err(self.err("s3:GetObject", err))
-                }
-            }
-        }
+        Ok(self
+            .get_object_versioned(bucket, key)
+            .await?
+            .map(|(bytes, _)| bytes))
     }
 
     /// An object with its ETag, the version a conditional write names.

@@ -65,26 +65,22 @@ impl Aws {
     /// Terminates `instance` and keeps the group's desired capacity, so
     /// the group launches a new one in its place.
     pub async fn replace_node(&self, instance: &str) -> Result<(), AwsError> {
-        self.count();
-        self.autoscaling
-            .terminate_instance_in_auto_scaling_group()
-            .instance_id(instance)
-            .should_decrement_desired_capacity(false)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| self.err("autoscaling:TerminateInstanceInAutoScalingGroup", e))
+        self.terminate_in_group(instance, false).await
     }
 
     /// Terminates `instance` and lowers the group's desired capacity by
     /// one, so it is not replaced. AWS refuses it below the group's
     /// minimum.
     pub async fn terminate_node(&self, instance: &str) -> Result<(), AwsError> {
+        self.terminate_in_group(instance, true).await
+    }
+
+    async fn terminate_in_group(&self, instance: &str, decrement: bool) -> Result<(), AwsError> {
         self.count();
         self.autoscaling
             .terminate_instance_in_auto_scaling_group()
             .instance_id(instance)
-            .should_decrement_desired_capacity(true)
+            .should_decrement_desired_capacity(decrement)
             .send()
             .await
             .map(|_| ())

@@ -118,6 +118,15 @@ fn data_url(text: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The blog example, checked.
+    fn blog() -> Config {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/blog/huxley.toml"),
+        )
+        .expect("the blog example");
+        crate::config::check(&text).config.expect("valid")
+    }
+
     #[test]
     fn only_the_bucket_is_substituted() {
         assert_eq!(
@@ -155,11 +164,7 @@ mod tests {
     /// leader whether it led, heard yes, and served git.
     #[test]
     fn no_agent_unit_sets_what_cluster_env_overrides() {
-        let text = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/blog/huxley.toml"),
-        )
-        .expect("the blog example");
-        let config = crate::config::check(&text).config.expect("valid");
+        let config = blog();
         let ignition = ignition(&config, &Templates::new());
         let files = ignition["storage"]["files"].as_array().expect("files");
         let env = files
@@ -210,11 +215,7 @@ mod tests {
     /// `core`: its keys are kick.toml's deployers.
     #[test]
     fn pushers_are_an_unprivileged_user_with_the_deploy_keys_only() {
-        let text = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/blog/huxley.toml"),
-        )
-        .expect("the blog example");
-        let config = crate::config::check(&text).config.expect("valid");
+        let config = blog();
         assert!(
             !config.cluster.deployers.is_empty(),
             "the example has a deployer"
@@ -253,11 +254,7 @@ mod tests {
     /// node's role: no unit names a token file.
     #[test]
     fn no_daemon_unit_names_a_token_file() {
-        let text = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/blog/huxley.toml"),
-        )
-        .expect("the blog example");
-        let config = crate::config::check(&text).config.expect("valid");
+        let config = blog();
         let ignition = ignition(&config, &Templates::new());
         let units = ignition["systemd"]["units"].as_array().expect("units");
         assert!(units.len() >= 3, "{units:?}");

@@ -154,30 +154,17 @@ impl ServiceState {
         addresses
     }
 
-    /// Marks the instances of the replicas `leaving` as draining: out of
-    /// DNS from the next sync, still running. How many it marked.
-    pub fn drain(&mut self, leaving: impl Fn(u32) -> bool) -> usize {
-        let mut marked = 0;
+    /// Marks the instances `which` picks as draining (out of DNS from
+    /// the next sync, still running) or not; how many it changed.
+    pub fn set_draining(&mut self, which: impl Fn(&Instance) -> bool, draining: bool) -> usize {
+        let mut changed = 0;
         for instance in self.instances.values_mut() {
-            if instance.replica.is_some_and(&leaving) && !instance.draining {
-                instance.draining = true;
-                marked += 1;
+            if which(instance) && instance.draining != draining {
+                instance.draining = draining;
+                changed += 1;
             }
         }
-        marked
-    }
-
-    /// Marks replica `index`'s instance on `node` as draining (a move
-    /// ended: the copy on the node it left). How many it marked.
-    pub fn drain_on(&mut self, node: &str, index: u32) -> usize {
-        let mut marked = 0;
-        for instance in self.instances.values_mut() {
-            if instance.node == node && instance.replica == Some(index) && !instance.draining {
-                instance.draining = true;
-                marked += 1;
-            }
-        }
-        marked
+        changed
     }
 
     /// The replicas record's values: one string per instance, sorted.

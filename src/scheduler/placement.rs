@@ -114,6 +114,25 @@ impl Free {
     }
 }
 
+/// The nodes in id order (so an outcome does not depend on the input's),
+/// each one's position in it, and what each has free with nothing placed.
+fn layout(nodes: &[NodeSpec]) -> (Vec<&NodeSpec>, BTreeMap<&str, usize>, Free) {
+    let mut order: Vec<&NodeSpec> = nodes.iter().collect();
+    order.sort_by(|a, b| a.id.cmp(&b.id));
+    order.dedup_by(|a, b| a.id == b.id);
+    let index = order
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
+        .collect();
+    let free = Free {
+        cpu: order.iter().map(|n| u64::from(n.cpu_millis)).collect(),
+        memory: order.iter().map(|n| n.memory_mib).collect(),
+        ports: order.iter().map(|n| n.ports_in_use.clone()).collect(),
+    };
+    (order, index, free)
+}
+
 /// Places every service's replicas on `nodes`, keeping those in `current`
 /// (replica → node) where they still fit.
 pub fn place(
@@ -121,15 +140,7 @@ pub fn place(
     services: &[ServiceSpec],
     current: &BTreeMap<Replica, String>,
 ) -> Placement {
-    // Nodes in id order, so the outcome does not depend on the input order.
-    let mut order: Vec<&NodeSpec> = nodes.iter().collect();
-    order.sort_by(|a, b| a.id.cmp(&b.id));
-    order.dedup_by(|a, b| a.id == b.id);
-    let index: BTreeMap<&str, usize> = order
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.id.as_str(), i))
-        .collect();
+    let (order, index, mut free) = layout(nodes);
     let zones: BTreeMap<&str, usize> = order
         .iter()
         .map(|n| n.zone.as_str())
@@ -139,11 +150,6 @@ pub fn place(
         .map(|(i, z)| (z, i))
         .collect();
     let zone_of: Vec<usize> = order.iter().map(|n| zones[n.zone.as_str()]).collect();
-    let mut free = Free {
-        cpu: order.iter().map(|n| u64::from(n.cpu_millis)).collect(),
-        memory: order.iter().map(|n| n.memory_mib).collect(),
-        ports: order.iter().map(|n| n.ports_in_use.clone()).collect(),
-    };
     let mut services: Vec<&ServiceSpec> = services.iter().collect();
     services.sort_by(|a, b| (&a.app, &a.service).cmp(&(&b.app, &b.service)));
     services.dedup_by(|a, b| a.app == b.app && a.service == b.service);
@@ -326,23 +332,11 @@ pub fn spread(
     services: &[ServiceSpec],
     busy: &BTreeSet<(String, String)>,
 ) -> Vec<Replica> {
-    let mut order: Vec<&NodeSpec> = nodes.iter().collect();
-    order.sort_by(|a, b| a.id.cmp(&b.id));
-    order.dedup_by(|a, b| a.id == b.id);
-    let index: BTreeMap<&str, usize> = order
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.id.as_str(), i))
-        .collect();
+    let (order, index, mut free) = layout(nodes);
     let by_name: BTreeMap<(&str, &str), &ServiceSpec> = services
         .iter()
         .map(|s| ((s.app.as_str(), s.service.as_str()), s))
         .collect();
-    let mut free = Free {
-        cpu: order.iter().map(|n| u64::from(n.cpu_millis)).collect(),
-        memory: order.iter().map(|n| n.memory_mib).collect(),
-        ports: order.iter().map(|n| n.ports_in_use.clone()).collect(),
-    };
     for (replica, node) in &placement.assigned {
         if let (Some(&node), Some(service)) = (
             index.get(node.as_str()),

@@ -41,21 +41,8 @@ deploy = { timeout = "30s", drain = "2s" }
     let mut live = Live::with_config(name, "127.81.0.0/16", &text, 2);
     live.env.push(("HUXLEY_REGISTRY".into(), REGISTRY.into()));
     let kicks = vec![live.kick("kick")];
-    let service = env!("CARGO_BIN_EXE_huxley-test-service");
     for index in 0..2 {
-        let state = live.dir.join(format!("node-{index}"));
-        live.agent_with(
-            index,
-            &kicks,
-            &[
-                "--runtime".into(),
-                "processes".into(),
-                "--state-dir".into(),
-                state.display().to_string(),
-                "--exec".into(),
-                format!("shop.web={service}"),
-            ],
-        );
+        live.process_agent(index, &kicks, &["shop.web"]);
     }
     let kick = kicks[0].clone();
     let deploy = |n: u32| -> (u16, Value) {

@@ -13,33 +13,22 @@ use huxley::control::state::{Zone, Zones};
 use huxley::testing::{Emulator, aws, create_bucket, create_public_zone};
 use serde_json::{Value, json};
 
+use crate::harness::cluster::cluster_toml;
 use crate::support::root;
 
 const REGION: &str = "us-west-2";
 const REGISTRY: &str = "r.example";
 
 fn config(name: &str) -> huxley::spec::kick::KickConfig {
-    let toml = format!(
-        r#"[cluster]
-name = "{name}"
-region = "{REGION}"
-availability-zones = ["us-west-2a", "us-west-2b"]
-private-domain = "{name}.internal"
-
-[cluster.nodes]
-instance-type = "m6i.large"
-min = 1
-max = 2
-
-[apps.shop.services.web]
+    let toml = cluster_toml(name, 1, 2, 1)
+        + r#"[apps.shop.services.web]
 build = "web"
 port = 8080
 
 [apps.blog.services.web]
 build = "web"
 port = 8080
-"#
-    );
+"#;
     let checked = huxley::config::check(&toml);
     huxley::compile::kick::kick_config(&checked.config.expect("valid test config"))
 }

@@ -46,23 +46,8 @@ deploy = { drain = "2s" }
 "#;
     let mut live = Live::with_config(name, "127.82.0.0/16", &text, 3);
     let kicks = vec![live.kick("kick")];
-    let service = env!("CARGO_BIN_EXE_huxley-test-service");
     let start = |live: &mut Live, index: usize| {
-        let state = live.dir.join(format!("node-{index}"));
-        live.agent_with(
-            index,
-            &kicks,
-            &[
-                "--runtime".into(),
-                "processes".into(),
-                "--state-dir".into(),
-                state.display().to_string(),
-                "--exec".into(),
-                format!("shop.web={service}"),
-                "--exec".into(),
-                format!("shop.api={service}"),
-            ],
-        );
+        live.process_agent(index, &kicks, &["shop.web", "shop.api"]);
     };
     // The first node checks in alone and gets every replica.
     start(&mut live, 0);

@@ -705,6 +705,22 @@ async fn describe_until(base: &str, what: &str, done: impl Fn(&Value) -> bool) -
     }
 }
 
+/// The description, and blog.web's instances in it.
+async fn web_instances(base: &str) -> (Value, Vec<Value>) {
+    let (_, described) = call(
+        reqwest::Method::GET,
+        &format!("{base}/v1/cluster"),
+        Some("admin-token"),
+        None,
+    )
+    .await;
+    let instances = described["apps"]["blog"]["services"]["web"]["instances"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    (described, instances)
+}
+
 #[test]
 fn a_restarted_kick_rebuilds_its_registry_from_route53_and_ec2() {
     // The test services outlive every kick: they run on their own runtime.
@@ -778,17 +794,7 @@ fn a_restarted_kick_rebuilds_its_registry_from_route53_and_ec2() {
         huxley::testing::terminate_nodes(&aws, &nodes[1..]).await;
         let kick = start_kick(&config, &tokens_dir, &aws, &zones).await;
         let base = serve(kick).await;
-        let (_, described) = call(
-            reqwest::Method::GET,
-            &format!("{base}/v1/cluster"),
-            Some("admin-token"),
-            None,
-        )
-        .await;
-        let instances = described["apps"]["blog"]["services"]["web"]["instances"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let (described, instances) = web_instances(&base).await;
         assert_eq!(instances.len(), 1, "{described}");
         assert_eq!(instances[0]["node"], nodes[0].as_str());
         let replicas = records(&aws, &zones.private.id)
@@ -809,17 +815,7 @@ fn a_restarted_kick_rebuilds_its_registry_from_route53_and_ec2() {
         let dns_before = records(&aws, &zones.private.id).await;
         let kick = start_kick(&config, &tokens_dir, &aws, &zones).await;
         let base = serve(kick).await;
-        let (_, described) = call(
-            reqwest::Method::GET,
-            &format!("{base}/v1/cluster"),
-            Some("admin-token"),
-            None,
-        )
-        .await;
-        let instances = described["apps"]["blog"]["services"]["web"]["instances"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let (described, instances) = web_instances(&base).await;
         assert_eq!(instances.len(), 1, "{described}");
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(records(&aws, &zones.private.id).await, dns_before);

@@ -542,21 +542,8 @@ deploy = { drain = "0s" }
     live.env
         .push(("HUXLEY_REGISTRY".into(), "127.0.0.1:5000".into()));
     let kicks = vec![live.kick("kick")];
-    let service = env!("CARGO_BIN_EXE_huxley-test-service");
     for index in 0..3 {
-        let state = live.dir.join(format!("node-{index}"));
-        live.agent_with(
-            index,
-            &kicks,
-            &[
-                "--runtime".into(),
-                "processes".into(),
-                "--state-dir".into(),
-                state.display().to_string(),
-                "--exec".into(),
-                format!("shop.web={service}"),
-            ],
-        );
+        live.process_agent(index, &kicks, &["shop.web"]);
     }
     let key = live.dir.join("pusher");
     let user = pusher(&live, &key);

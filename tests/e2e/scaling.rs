@@ -162,20 +162,8 @@ fn load_adds_replicas_and_a_node_and_its_end_drains_and_terminates_one() {
         .build()
         .expect("rt");
     let kicks = vec![live.kick("kick")];
-    let service = env!("CARGO_BIN_EXE_huxley-test-service");
-    let agent_args = |live: &Live, index: usize| {
-        vec![
-            "--runtime".to_owned(),
-            "processes".into(),
-            "--state-dir".into(),
-            live.dir.join(format!("node-{index}")).display().to_string(),
-            "--exec".into(),
-            format!("shop.web={service}"),
-        ]
-    };
     for index in 0..2 {
-        let args = agent_args(&live, index);
-        live.agent_with(index, &kicks, &args);
+        live.process_agent(index, &kicks, &["shop.web"]);
     }
     let mut load = Load::start();
     // The healthy count of web at every look, for the history check.
@@ -212,8 +200,7 @@ fn load_adds_replicas_and_a_node_and_its_end_drains_and_terminates_one() {
                     if !live.nodes.contains(&node.id) {
                         live.nodes.push(node.id);
                         let index = live.nodes.len() - 1;
-                        let args = agent_args(live, index);
-                        live.agent_with(index, &kicks, &args);
+                        live.process_agent(index, &kicks, &["shop.web"]);
                     }
                 }
                 assert!(

@@ -242,18 +242,23 @@ pub async fn replace(kick: &Kick) {
         }
         (changed, back)
     };
-    undrain(kick, &back);
+    undrain(kick, &back).await;
     if let Some(table) = &kick.network.route_table {
         route(kick, table, &routes.0, &routes.1).await;
     }
     if changed {
-        let mut assignments = kick.assignments.lock().expect("assignments");
-        assignments.generation += 1;
-        assignments.version += 1;
-        let generation = assignments.generation;
-        drop(assignments);
-        kick.placed.send_replace(generation);
+        new_generation(kick);
     }
+}
+
+/// A new assignment generation, told to the long polls that wait for one.
+fn new_generation(kick: &Kick) {
+    let mut assignments = kick.assignments.lock().expect("assignments");
+    assignments.generation += 1;
+    assignments.version += 1;
+    let generation = assignments.generation;
+    drop(assignments);
+    kick.placed.send_replace(generation);
 }
 
 /// Moves that ended (in `old` handoffs, not in `new`), from a node that
@@ -298,41 +303,24 @@ fn drain_after_move(leader: &Arc<Kick>, moved: (Replica, String)) {
             .assigned
             .get(replica)
             == Some(node);
-        let marked = if back {
-            0
-        } else {
-            kick.registry
-                .lock()
-                .expect("registry")
-                .service_mut(&replica.app, &replica.service)
-                .map_or(0, |s| s.drain_on(node, replica.index))
-        };
-        if marked > 0 {
-            let changes = crate::control::controllers::health::sync_dns(
+        if !back {
+            crate::control::controllers::health::drain_out_of_dns(
                 &kick,
-                &replica.app,
-                &replica.service,
+                &(replica.app.clone(), replica.service.clone()),
+                |i| i.node == *node && i.replica == Some(replica.index),
+                drain,
             )
             .await;
-            for change in &changes {
-                kick.aws
-                    .wait_insync(change, std::time::Duration::from_secs(120))
-                    .await;
-            }
-            tokio::time::sleep(drain).await;
         }
-        let lingered = {
-            let mut assignments = kick.assignments.lock().expect("assignments");
-            let lingered = assignments.lingering.remove(&moved);
-            if lingered {
-                // The node is told to stop it now, not at its next poll.
-                assignments.generation += 1;
-                assignments.version += 1;
-            }
-            lingered.then_some(assignments.generation)
-        };
-        if let Some(generation) = lingered {
-            kick.placed.send_replace(generation);
+        let lingered = kick
+            .assignments
+            .lock()
+            .expect("assignments")
+            .lingering
+            .remove(&moved);
+        if lingered {
+            // The node is told to stop it now, not at its next poll.
+            new_generation(&kick);
         }
         replace(&kick).await;
     });
@@ -371,21 +359,24 @@ fn settle_moves(
 }
 
 /// Takes the copies in `copies` (replica, node) out of draining: they run
-/// as placed again (their DNS follows at the service's next sync, which
-/// their health checks bring).
-fn undrain(kick: &Kick, copies: &[(Replica, String)]) {
-    if copies.is_empty() {
-        return;
-    }
-    let mut registry = kick.registry.lock().expect("registry");
-    for (replica, node) in copies {
-        if let Ok(state) = registry.service_mut(&replica.app, &replica.service) {
-            for instance in state.instances.values_mut() {
-                if instance.node == *node && instance.replica == Some(replica.index) {
-                    instance.draining = false;
-                }
+/// as placed again, back in their service's DNS answers.
+async fn undrain(kick: &Kick, copies: &[(Replica, String)]) {
+    let mut touched = BTreeSet::new();
+    {
+        let mut registry = kick.registry.lock().expect("registry");
+        for (replica, node) in copies {
+            if let Ok(state) = registry.service_mut(&replica.app, &replica.service)
+                && state.set_draining(
+                    |i| i.node == *node && i.replica == Some(replica.index),
+                    false,
+                ) > 0
+            {
+                touched.insert((replica.app.clone(), replica.service.clone()));
             }
         }
+    }
+    for (app, service) in touched {
+        crate::control::controllers::health::sync_dns(kick, &app, &service).await;
     }
 }
 

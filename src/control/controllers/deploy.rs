@@ -34,9 +34,6 @@ use crate::spec::release::version_of;
 
 /// How many events one deploy keeps.
 const EVENTS_KEPT: usize = 400;
-/// How long a retirement waits for Route53 to be INSYNC before it drains
-/// anyway.
-const INSYNC_AT_MOST: Duration = Duration::from_secs(120);
 /// How often a rollout looks at its replicas' health.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -521,23 +518,13 @@ async fn retire(
     drain: Duration,
 ) -> (u32, u32) {
     let leaving = first..first + n;
-    let marked = kick
-        .registry
-        .lock()
-        .expect("registry")
-        .service_mut(&key.0, &key.1)
-        .map_or(0, |s| s.drain(|r| leaving.contains(&r)));
-    if marked > 0 {
-        let changes = crate::control::controllers::health::sync_dns(kick, &key.0, &key.1).await;
-        for change in &changes {
-            if !kick.aws.wait_insync(change, INSYNC_AT_MOST).await {
-                eprintln!(
-                    "kick: Route53 change {change} not INSYNC after {INSYNC_AT_MOST:?}; draining anyway"
-                );
-            }
-        }
-        tokio::time::sleep(drain).await;
-    }
+    crate::control::controllers::health::drain_out_of_dns(
+        kick,
+        key,
+        |i| i.replica.is_some_and(|r| leaving.contains(&r)),
+        drain,
+    )
+    .await;
     let (first, old) = (first + n, old - n);
     set_window(kick, key, first, old + new, &[]).await;
     (first, old)

@@ -241,6 +241,40 @@ pub async fn sync_replicas(kick: &Kick, app: &str, service: &str) -> Result<(), 
     }
 }
 
+/// How long a drain waits for Route53 to be INSYNC before it drains
+/// anyway.
+const INSYNC_AT_MOST: Duration = Duration::from_secs(120);
+
+/// Drains the instances of service `key` that `leaving` picks: out of DNS
+/// at once; then, once Route53 has the change everywhere (INSYNC), still
+/// running for `drain` (the records' TTL, so a client holding the old
+/// answer still reaches them). Returns when they may stop: at once when
+/// none was in DNS to leave it.
+pub async fn drain_out_of_dns(
+    kick: &Kick,
+    key: &crate::spec::kick::ServiceKey,
+    leaving: impl Fn(&crate::control::registry::Instance) -> bool,
+    drain: Duration,
+) {
+    let marked = kick
+        .registry
+        .lock()
+        .expect("registry")
+        .service_mut(&key.0, &key.1)
+        .map_or(0, |s| s.set_draining(leaving, true));
+    if marked == 0 {
+        return;
+    }
+    for change in &sync_dns(kick, &key.0, &key.1).await {
+        if !kick.aws.wait_insync(change, INSYNC_AT_MOST).await {
+            eprintln!(
+                "kick: Route53 change {change} not INSYNC after {INSYNC_AT_MOST:?}; draining anyway"
+            );
+        }
+    }
+    tokio::time::sleep(drain).await;
+}
+
 /// Rewrites a service's names to carry exactly where it is served: its
 /// private name the healthy replicas' addresses (reached inside the VPC
 /// through the container routes), its public names the public addresses

@@ -277,8 +277,15 @@ impl Live {
     }
 
     /// Starts `huxley node run` for node `index` as `node-<index>`, with
-    /// the replicas as processes of the test service.
+    /// the replicas of blog's services as processes of the test service.
     pub(crate) fn agent(&mut self, index: usize, kicks: &[String]) {
+        self.process_agent(index, kicks, &["blog.web", "blog.api", "blog.redis"]);
+    }
+
+    /// Starts `huxley node run` for node `index` as `node-<index>`, with
+    /// the replicas of `services` (`app.service`) as processes of the test
+    /// service.
+    pub(crate) fn process_agent(&mut self, index: usize, kicks: &[String], services: &[&str]) {
         let service = env!("CARGO_BIN_EXE_huxley-test-service");
         let state = self.dir.join(format!("node-{index}"));
         let mut args = vec![
@@ -287,7 +294,7 @@ impl Live {
             "--state-dir".into(),
             state.display().to_string(),
         ];
-        for name in ["blog.web", "blog.api", "blog.redis"] {
+        for name in services {
             args.push("--exec".into());
             args.push(format!("{name}={service}"));
         }
