@@ -54,7 +54,14 @@ impl Front {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 
+    /// The leader's router, while this server leads by its own clock: the
+    /// moment the lease may have lapsed it answers as a standby (the API,
+    /// `/healthz`, so the hook server stops serving git), whether or not
+    /// the task that steps it down has run yet.
     fn active(&self) -> Option<Router> {
+        if !self.lease.valid() {
+            return None;
+        }
         self.active
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -224,11 +224,23 @@ impl Lease {
             }
             let sent = Instant::now();
             let expires = now_ms() + millis(LEASE);
-            match self
-                .aws
-                .renew_lease(&self.table, &self.me, fence, expires)
-                .await
-            {
+            // A renewal that has not answered by the time the lease may
+            // lapse is given up: the SDK's retries (90 s at most) must not
+            // keep this server leading past its deadline.
+            let Some(deadline) = self.state().valid_until else {
+                return Lost::Lapsed(last_error);
+            };
+            let Ok(answer) = tokio::time::timeout_at(
+                deadline,
+                self.aws.renew_lease(&self.table, &self.me, fence, expires),
+            )
+            .await
+            else {
+                return Lost::Lapsed(format!(
+                    "the renewal did not answer before the lease lapsed (last error: {last_error})"
+                ));
+            };
+            match answer {
                 LeaseWrite::Done => {
                     let mut state = self.state();
                     // Checked again: a renewal that answers after the lease

@@ -9,6 +9,8 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use huxley::testing::{Emulator, aws};
@@ -710,4 +712,115 @@ fn the_registry_authorization_a_node_writes_is_dockers_user_and_password() {
         decoded.starts_with("AWS:") && decoded.len() > 4,
         "{decoded}"
     );
+}
+
+/// A TCP proxy to `upstream` on 127.0.0.1 that, once `stalled` is set,
+/// passes no more bytes either way: an AWS endpoint that stops answering.
+fn stalling_proxy(upstream: u16, stalled: Arc<AtomicBool>) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                ),
+                (server, client),
+            ] {
+                let stalled = Arc::clone(&stalled);
+                std::thread::spawn(move || {
+                    use std::io::{Read as _, Write as _};
+                    let mut buffer = [0u8; 4096];
+                    while let Ok(n) = from.read(&mut buffer) {
+                        while stalled.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        if n == 0 || to.write_all(&buffer[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    port
+}
+
+/// Regression: the leader awaited its renewal inline, and with the SDK's
+/// timeouts (30 s an attempt, 90 s in all) one hung UpdateItem kept it
+/// leading well past its lease, while a standby took over. The renewal
+/// now races the lease's own deadline.
+#[test]
+fn a_renewal_that_hangs_ends_the_leadership_at_its_deadline() {
+    use huxley::control::lease::{LEASE, Lease, Lost};
+    let live = Live::new("leasestall", "127.83.0.0/16");
+    let emulator = Emulator::shared(&root()).endpoint();
+    let upstream: u16 = emulator
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the emulator's port");
+    let stalled = Arc::new(AtomicBool::new(false));
+    let port = stalling_proxy(upstream, Arc::clone(&stalled));
+    live.rt().block_on(async {
+        let aws = Arc::new(aws(&format!("http://127.0.0.1:{port}"), REGION).await);
+        let lease = Arc::new(Lease::new(
+            Arc::clone(&aws),
+            "huxley-leasestall-lease",
+            "http://127.0.0.1:1",
+        ));
+        lease
+            .try_take()
+            .await
+            .expect("the lease table answers")
+            .expect("the lease is free");
+        assert!(lease.valid());
+        stalled.store(true, Ordering::Relaxed);
+        let started = Instant::now();
+        let lost = tokio::time::timeout(LEASE + Duration::from_secs(10), lease.hold())
+            .await
+            .expect("hold gives up at the lease's deadline, not the SDK's");
+        assert!(matches!(lost, Lost::Lapsed(_)), "{lost:?}");
+        assert!(!lease.valid());
+        assert!(
+            started.elapsed() <= LEASE + Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        // The API and /healthz answer as a standby from the deadline on,
+        // before anything stepped the server down: the hook server asks
+        // /healthz whether to serve git.
+        let config: huxley::spec::kick::KickConfig =
+            toml::from_str(&fs::read_to_string(&live.kick_toml).expect("kick.toml"))
+                .expect("kick.toml");
+        let tokens_dir = live.dir.join("stall-tokens");
+        fs::create_dir_all(&tokens_dir).expect("tokens");
+        fs::write(tokens_dir.join("admin"), "admin").expect("token");
+        let tokens = huxley::control::auth::Tokens::from_dir(&tokens_dir, &config).expect("tokens");
+        let front = huxley::control::front::Front::new(Arc::clone(&lease), aws, tokens);
+        front.activate(
+            axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" })),
+        );
+        let answer = {
+            use tower::ServiceExt as _;
+            let response = huxley::control::front::router(front)
+                .oneshot(
+                    axum::http::Request::get("/healthz")
+                        .body(axum::body::Body::empty())
+                        .expect("request"),
+                )
+                .await
+                .expect("an answer");
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .expect("body");
+            String::from_utf8_lossy(&body).into_owned()
+        };
+        assert!(answer.starts_with("ok: standby"), "{answer}");
+        stalled.store(false, Ordering::Relaxed);
+    });
 }
