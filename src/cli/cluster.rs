@@ -252,7 +252,7 @@ pub(super) async fn deploys(
     json: bool,
     args: &AwsArgs,
 ) -> Outcome {
-    use crate::spec::release::{Release, short};
+    use crate::spec::release::short;
 
     let cluster = which_cluster(cluster).map_err(Error::Usage)?;
     let aws = connect_session(args).await?;
@@ -264,7 +264,7 @@ pub(super) async fn deploys(
             .map_err(|e| e.to_string())?;
         match bytes {
             None => Ok(Vec::new()),
-            Some(bytes) => serde_json::from_slice::<Vec<Release>>(&bytes)
+            Some(bytes) => crate::spec::release::parse_history(&bytes)
                 .map_err(|e| format!("the deploy history of {app} does not parse: {e}")),
         }
     }

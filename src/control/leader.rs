@@ -201,7 +201,10 @@ pub async fn start_leading(
         scaling: Mutex::new(Scaling::default()),
         bucket: leading.bucket,
         image_registry: leading.registry,
-        deploys: Mutex::new(Deploys::default()),
+        deploys: Mutex::new(Deploys {
+            writer: fastrand::u64(..),
+            ..Deploys::default()
+        }),
         history_writes: tokio::sync::Mutex::new(()),
         network: Network {
             range,

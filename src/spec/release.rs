@@ -159,6 +159,34 @@ pub fn check_image(image: &str, registry: Option<&str>, repository: &str) -> Res
     Ok(())
 }
 
+/// An app's deploy history as the bucket keeps it: its releases, oldest
+/// first, and the leadership that wrote it last. Every leadership's first
+/// write changes the object (and its ETag), so a version an earlier leader
+/// read is gone and that leader's conditional writes are refused.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredHistory {
+    writer: u64,
+    releases: Vec<Release>,
+}
+
+/// An app's history, as the bucket keeps it (or kept it before it named
+/// its writer: a bare list of releases).
+pub fn parse_history(bytes: &[u8]) -> Result<Vec<Release>, serde_json::Error> {
+    match serde_json::from_slice::<StoredHistory>(bytes) {
+        Ok(stored) => Ok(stored.releases),
+        Err(_) => serde_json::from_slice(bytes),
+    }
+}
+
+/// The bytes of `releases` written by leadership `writer`.
+pub fn history_bytes(releases: &[Release], writer: u64) -> Vec<u8> {
+    serde_json::to_vec_pretty(&StoredHistory {
+        writer,
+        releases: releases.to_vec(),
+    })
+    .expect("releases serialize")
+}
+
 /// The short form of a commit or digest, as people read them.
 pub fn short(text: &str) -> &str {
     let text = text.rsplit('@').next().unwrap_or(text);
@@ -177,6 +205,21 @@ mod tests {
     use super::*;
 
     const HEX: &str = "2850f9785568690e626e9b1a2079a64b8507358302810817b3f7f0c63299c405";
+
+    #[test]
+    fn a_history_names_its_writer_and_one_written_before_still_reads() {
+        assert!(parse_history(b"[]").expect("a bare list").is_empty());
+        let written = history_bytes(&[], 7);
+        let text = String::from_utf8(written.clone()).expect("utf-8");
+        assert!(text.contains("\"writer\": 7"), "{text}");
+        assert!(parse_history(&written).expect("parses").is_empty());
+        assert_ne!(
+            history_bytes(&[], 7),
+            history_bytes(&[], 8),
+            "two leaderships, two objects"
+        );
+        assert!(parse_history(b"{ not json").is_err());
+    }
 
     #[test]
     fn images_come_from_the_apps_repository_pinned_by_a_well_formed_digest() {

@@ -53,6 +53,7 @@ struct Cluster {
     aws: Arc<huxley::aws::Aws>,
     bucket: String,
     kick: Arc<Kick>,
+    zones: Zones,
 }
 
 /// A leader with a bucket whose history objects are `seed` (app, body)
@@ -89,8 +90,6 @@ async fn leader(name: &str, seed: &[(&str, Vec<u8>)]) -> Cluster {
     std::fs::create_dir_all(&tokens_dir).expect("tokens dir");
     std::fs::write(tokens_dir.join("admin"), "admin-token").expect("token");
     std::fs::write(tokens_dir.join("hook"), "hook-token").expect("token");
-    let config = config(name);
-    let tokens = Tokens::from_dir(&tokens_dir, &config).expect("tokens");
     let zones = Zones {
         private: Zone {
             id: private,
@@ -98,6 +97,17 @@ async fn leader(name: &str, seed: &[(&str, Vec<u8>)]) -> Cluster {
         },
         public: None,
     };
+    start(name, aws, bucket, zones).await
+}
+
+/// Starts a leader of cluster `name` on `bucket` (a new one, or another
+/// leader beside an earlier one on the same bucket).
+async fn start(name: &str, aws: Arc<huxley::aws::Aws>, bucket: String, zones: Zones) -> Cluster {
+    let tokens_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("history")
+        .join(name);
+    let config = config(name);
+    let tokens = Tokens::from_dir(&tokens_dir, &config).expect("tokens");
     let settings = Settings {
         requests_per_second: 50.0,
         ..Settings::default()
@@ -107,9 +117,16 @@ async fn leader(name: &str, seed: &[(&str, Vec<u8>)]) -> Cluster {
         registry: Some(REGISTRY.into()),
         ..Leading::default()
     };
-    let kick = start_leading(config, tokens, Arc::clone(&aws), zones, settings, leading)
-        .await
-        .expect("kick starts");
+    let kick = start_leading(
+        config,
+        tokens,
+        Arc::clone(&aws),
+        zones.clone(),
+        settings,
+        leading,
+    )
+    .await
+    .expect("kick starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -121,6 +138,7 @@ async fn leader(name: &str, seed: &[(&str, Vec<u8>)]) -> Cluster {
         aws,
         bucket,
         kick,
+        zones,
     }
 }
 
@@ -147,7 +165,13 @@ async fn stored(cluster: &Cluster, app: &str) -> Option<Vec<Value>> {
         .get_object(&cluster.bucket, &huxley::spec::keys::history(app))
         .await
         .expect("read the history")?;
-    Some(serde_json::from_slice(&bytes).expect("the history parses"))
+    let releases = huxley::spec::release::parse_history(&bytes).expect("the history parses");
+    Some(
+        releases
+            .iter()
+            .map(|r| serde_json::to_value(r).expect("a release"))
+            .collect(),
+    )
 }
 
 fn push(name: &str, app: &str, n: u32) -> Value {
@@ -452,5 +476,40 @@ fn bundles_are_saved_over_what_was_read_and_a_restore_never_moves_a_branch_back(
             .await
             .expect("restore");
         assert_eq!(branch_of(&fresh.join("shop.git"), "main"), Some(d));
+    });
+}
+
+/// Regression: a new leader that found no deploy running wrote nothing,
+/// so an old leader (its lease lapsed, still running) could still write
+/// the history over the version both had read. A new leader writes each
+/// app's history once it has read it: the old leader's next write names a
+/// version that is gone, and is refused.
+#[test]
+fn a_new_leader_writes_the_history_so_the_old_one_cannot() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let name = "twoleaders";
+        let history = serde_json::to_vec(&vec![release(name, "shop", 1, 1)]).expect("json");
+        let old = leader(name, &[("shop", history)]).await;
+        let new = start(
+            name,
+            Arc::clone(&old.aws),
+            old.bucket.clone(),
+            old.zones.clone(),
+        )
+        .await;
+        let (status, body) = deploy(&old.base, "shop", "hook-token", push(name, "shop", 2)).await;
+        assert_eq!(status, 409, "{body}");
+        let ids: Vec<u64> = stored(&old, "shop")
+            .await
+            .expect("shop's history")
+            .iter()
+            .filter_map(|r| r["id"].as_u64())
+            .collect();
+        assert_eq!(ids, vec![1]);
+        let (status, body) = deploy(&new.base, "shop", "hook-token", push(name, "shop", 3)).await;
+        assert_eq!(status, 202, "{body}");
+        old.kick.stop();
+        new.kick.stop();
     });
 }

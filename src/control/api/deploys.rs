@@ -471,6 +471,7 @@ port = 6379
             history: [("shop".to_owned(), releases)].into(),
             read: [("shop".to_owned(), None)].into(),
             unreadable: BTreeMap::new(),
+            writer: 0,
         }
     }
 

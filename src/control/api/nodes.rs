@@ -72,14 +72,22 @@ pub async fn get_assignment(
     Json(assignment(&kick, &node)).into_response()
 }
 
-/// A node cannot use more than it can allocate: a replica's reported
-/// figures are clamped to that, so one report (of `1e15` CPU, say) cannot
-/// scale every service and the node group to their maximum, nor overflow
-/// the scaler's sums.
-fn clamp_usage(report: &mut NodeReport, cpu_millis: u64, memory_mib: u64) {
+/// A replica cannot use more than its service's cpu and memory, which
+/// Docker enforces: a reported figure is clamped to that, so one report
+/// (of `1e15` CPU, or a node's whole allocatable CPU for a 500m service)
+/// cannot scale every service and the node group to their maximum, nor
+/// overflow the scaler's sums.
+fn clamp_usage(report: &mut NodeReport, config: &crate::spec::kick::KickConfig) {
     for replica in &mut report.replicas {
-        replica.cpu_millis = replica.cpu_millis.map(|c| c.min(cpu_millis));
-        replica.memory_mib = replica.memory_mib.map(|m| m.min(memory_mib));
+        // Docker caps a replica at its service's cpu and memory (`--cpus`,
+        // `--memory`): a figure above them is not a measurement.
+        let (cpu, memory) = config
+            .apps
+            .get(&replica.app)
+            .and_then(|a| a.services.get(&replica.service))
+            .map_or((0, 0), |s| (u64::from(s.cpu_millis), s.memory_mib));
+        replica.cpu_millis = replica.cpu_millis.map(|c| c.min(cpu));
+        replica.memory_mib = replica.memory_mib.map(|m| m.min(memory));
     }
 }
 
@@ -97,11 +105,7 @@ pub async fn put_status(
         Ok(report) => report,
         Err(response) => return *response,
     };
-    clamp_usage(
-        &mut report,
-        u64::from(kick.config.nodes.allocatable_cpu_millis),
-        kick.config.nodes.allocatable_memory_mib,
-    );
+    clamp_usage(&mut report, &kick.config);
     let mut assignments = kick.assignments.lock().expect("assignments");
     // Usage alone changes nothing the description shows.
     let shown = |r: &ReplicaReport| {
@@ -182,7 +186,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reported_usage_is_clamped_to_what_a_node_can_allocate() {
+    fn reported_usage_is_clamped_to_the_services_cpu_and_memory() {
         let replica = |cpu: Option<u64>, memory: Option<u64>| ReplicaReport {
             app: "blog".into(),
             service: "web".into(),
@@ -202,7 +206,19 @@ mod tests {
                 replica(None, None),
             ],
         };
-        clamp_usage(&mut report, 1800, 7680);
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/blog/huxley.toml"
+        ))
+        .expect("the blog example");
+        let config =
+            crate::compile::kick::kick_config(&crate::config::check(&text).config.expect("valid"));
+        // blog.web asks for 500m and 512 MiB; no app has a service `ghost`.
+        report.replicas.push(ReplicaReport {
+            service: "ghost".into(),
+            ..replica(Some(9), Some(9))
+        });
+        clamp_usage(&mut report, &config);
         let figures: Vec<(Option<u64>, Option<u64>)> = report
             .replicas
             .iter()
@@ -211,9 +227,10 @@ mod tests {
         assert_eq!(
             figures,
             vec![
-                (Some(1800), Some(7680)),
+                (Some(500), Some(512)),
                 (Some(250), Some(100)),
-                (None, None)
+                (None, None),
+                (Some(0), Some(0))
             ]
         );
     }

@@ -77,12 +77,11 @@ pub async fn read(kick: &Kick, app: &str) -> Result<(), String> {
     {
         None => (Vec::new(), None),
         Some((bytes, etag)) => (
-            serde_json::from_slice(&bytes)
+            crate::spec::release::parse_history(&bytes)
                 .map_err(|e| format!("the deploy history of {app} ({key}) does not parse: {e}"))?,
             Some(etag),
         ),
     };
-    let mut interrupted = false;
     for release in &mut releases {
         if release.outcome == Outcome::Running {
             release.outcome = Outcome::Interrupted;
@@ -91,7 +90,6 @@ pub async fn read(kick: &Kick, app: &str) -> Result<(), String> {
                 "the kick server running it stopped leading; the last successful release runs"
                     .into(),
             );
-            interrupted = true;
         }
     }
     let current: Vec<(ServiceKey, String)> = {
@@ -115,7 +113,11 @@ pub async fn read(kick: &Kick, app: &str) -> Result<(), String> {
         .expect("assignments")
         .current
         .extend(current);
-    if interrupted && let Err(err) = save(kick, app).await {
+    // Written back at once (with what was found running marked
+    // interrupted): the version an earlier leader read is gone, so that
+    // leader, should it still run after its lease lapsed, cannot write
+    // over this one's history.
+    if let Err(err) = save(kick, app).await {
         eprintln!("kick: {err}");
     }
     Ok(())
@@ -179,9 +181,9 @@ pub async fn save(kick: &Kick, app: &str) -> Result<(), crate::aws::AwsError> {
                 key: crate::spec::keys::history(app),
             });
         };
-        let releases = deploys.history.get(app).cloned().unwrap_or_default();
+        let releases = deploys.history.get(app).map_or(&[][..], Vec::as_slice);
         (
-            serde_json::to_vec_pretty(&releases).expect("releases serialize"),
+            crate::spec::release::history_bytes(releases, deploys.writer),
             version,
         )
     };
@@ -608,12 +610,24 @@ fn replica_states(
     let assignments = kick.assignments.lock().expect("assignments");
     let state = registry.service(&key.0, &key.1);
     for number in numbers {
-        let reported = assignments.reports.values().find_map(|(_, report)| {
-            report
-                .replicas
-                .iter()
-                .find(|r| (&r.app, &r.service, r.replica) == (&key.0, &key.1, *number))
-        });
+        // Only the node the replica is placed on speaks for it: any other
+        // node's report of it (a forged Failed, or Running) is not heard.
+        let placed_on = assignments
+            .placement
+            .assigned
+            .get(&crate::scheduler::placement::Replica {
+                app: key.0.clone(),
+                service: key.1.clone(),
+                index: *number,
+            });
+        let reported = placed_on
+            .and_then(|node| assignments.reports.get(node))
+            .and_then(|(_, report)| {
+                report
+                    .replicas
+                    .iter()
+                    .find(|r| (&r.app, &r.service, r.replica) == (&key.0, &key.1, *number))
+            });
         let on_version = reported.is_some_and(|r| r.version.as_deref() == Some(version));
         if let Some(r) = reported.filter(|_| on_version)
             && r.state == ReplicaState::Failed

@@ -21,6 +21,8 @@ pub struct Deploys {
     pub read: BTreeMap<String, Option<String>>,
     /// The apps whose history could not be read, with why.
     pub unreadable: BTreeMap<String, String>,
+    /// This leadership, as its writes of the history name it (random).
+    pub writer: u64,
 }
 
 impl Deploys {
