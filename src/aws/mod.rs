@@ -42,6 +42,64 @@ pub use scaling::NodeGroup;
 /// Flatcar's publisher account, whose images `flatcar-*` resolves to.
 pub const FLATCAR_OWNER: &str = "075585003325";
 
+/// How a class of calls is retried and bounded in time. Throttling, 5xx
+/// answers (whatever their body: a load balancer's 503 is plain text),
+/// timeouts and dropped connections are retried with exponential backoff
+/// and full jitter; anything else (access denied, a validation error, a
+/// failed condition) is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Calls {
+    /// CloudFormation, Route53, EC2, Auto Scaling, ECR, SSM and S3: up to
+    /// [`CONTROL_ATTEMPTS`] attempts, backing off from 0.5 s to 20 s, within
+    /// [`CONTROL_BUDGET`] a call (Route53 allows five requests a second per
+    /// account and sheds more with `Throttling`). The kick server's loops
+    /// never give up beyond that: they try again on their next round.
+    Control,
+    /// The lease's DynamoDB calls: a few quick attempts, each at most
+    /// [`LEASE_ATTEMPT`] and all of them less than the lease's clock margin,
+    /// so a renewal that hangs is given up in time to try another (the
+    /// lease also bounds every call by its own deadline).
+    Lease,
+}
+
+/// Attempts of a control-plane call (Terraform's AWS provider makes 25;
+/// ten at a 10% fault rate fail one call in ten billion).
+pub const CONTROL_ATTEMPTS: u32 = 10;
+/// The time one control-plane call may take, its retries included.
+pub const CONTROL_BUDGET: Duration = Duration::from_secs(5 * 60);
+/// The time one attempt of a lease call may take.
+pub const LEASE_ATTEMPT: Duration = Duration::from_millis(800);
+
+impl Calls {
+    pub fn retries(self) -> RetryConfig {
+        match self {
+            Calls::Control => RetryConfig::standard()
+                .with_max_attempts(CONTROL_ATTEMPTS)
+                .with_initial_backoff(Duration::from_millis(500))
+                .with_max_backoff(Duration::from_secs(20)),
+            Calls::Lease => RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(50))
+                .with_max_backoff(Duration::from_millis(400)),
+        }
+    }
+
+    pub fn timeouts(self) -> TimeoutConfig {
+        match self {
+            Calls::Control => TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .operation_timeout(CONTROL_BUDGET)
+                .build(),
+            Calls::Lease => TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(1))
+                .operation_attempt_timeout(LEASE_ATTEMPT)
+                .operation_timeout(Duration::from_millis(1_800))
+                .build(),
+        }
+    }
+}
+
 /// Where and as whom to connect.
 #[derive(Debug, Clone, Default)]
 pub struct Connect {
@@ -85,14 +143,8 @@ impl Aws {
     /// used.
     pub async fn connect(options: &Connect, config_region: Option<&str>) -> Result<Self, AwsError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    .operation_attempt_timeout(Duration::from_secs(30))
-                    .operation_timeout(Duration::from_secs(90))
-                    .build(),
-            )
-            .retry_config(RetryConfig::standard().with_max_attempts(3));
+            .timeout_config(Calls::Control.timeouts())
+            .retry_config(Calls::Control.retries());
         if let Some(profile) = &options.profile {
             loader = loader.profile_name(profile);
         }
@@ -132,25 +184,39 @@ impl Aws {
         Ok(Self::from_config(&sdk, region))
     }
 
-    /// Clients for a loaded SDK configuration.
+    /// Clients for a loaded SDK configuration, each retried and bounded in
+    /// time as its class of calls is (see [`Calls`]).
     pub fn from_config(sdk: &aws_config::SdkConfig, region: String) -> Self {
         let endpoint = sdk
             .endpoint_url()
             .map_or_else(|| format!("AWS ({region})"), str::to_owned);
+        let control = Calls::Control;
+        macro_rules! client {
+            ($krate:ident, $calls:expr) => {
+                $krate::Client::from_conf(
+                    $krate::config::Builder::from(sdk)
+                        .retry_config($calls.retries())
+                        .timeout_config($calls.timeouts())
+                        .build(),
+                )
+            };
+        }
         // A custom endpoint (a local emulator, a proxy) is reached by path,
         // not by bucket subdomains.
         let s3_config = aws_sdk_s3::config::Builder::from(sdk)
+            .retry_config(control.retries())
+            .timeout_config(control.timeouts())
             .force_path_style(sdk.endpoint_url().is_some())
             .build();
         Self {
-            autoscaling: aws_sdk_autoscaling::Client::new(sdk),
-            cfn: aws_sdk_cloudformation::Client::new(sdk),
-            route53: aws_sdk_route53::Client::new(sdk),
-            ec2: aws_sdk_ec2::Client::new(sdk),
-            ecr: aws_sdk_ecr::Client::new(sdk),
+            autoscaling: client!(aws_sdk_autoscaling, control),
+            cfn: client!(aws_sdk_cloudformation, control),
+            route53: client!(aws_sdk_route53, control),
+            ec2: client!(aws_sdk_ec2, control),
+            ecr: client!(aws_sdk_ecr, control),
             s3: aws_sdk_s3::Client::from_conf(s3_config),
-            ssm: aws_sdk_ssm::Client::new(sdk),
-            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+            ssm: client!(aws_sdk_ssm, control),
+            dynamodb: client!(aws_sdk_dynamodb, Calls::Lease),
             route53_changes: Arc::new(AtomicUsize::new(0)),
             calls: Arc::new(AtomicUsize::new(0)),
             region,

@@ -5,19 +5,24 @@
 //! ends, however it ends (a failed assertion, an abort), so no emulator
 //! outlives its tests. Nothing is faked above the HTTP wire: the real SDK
 //! talks to the real emulator. Where the emulator cannot reach a state that
-//! AWS can (it never rolls a stack back), [`StatusProxy`] sits on the wire
-//! and rewrites the stack status in `DescribeStacks` answers.
+//! AWS can (it never rolls a stack back), or to put AWS's faults on the
+//! wire (503s, latency, a call that hangs), a [`Proxy`] sits between the
+//! SDK and the emulator.
 //!
 //! Not part of the user-facing API.
 
+mod proxy;
 pub mod synth;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use proxy::read_message;
+pub use proxy::{Faults, Proxy, Request};
+
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A running emulator.
@@ -151,156 +156,6 @@ fn http_get(port: u16, path: &str) -> Option<u16> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// A proxy on the wire between the SDK and the emulator that can make one
-/// stack look like it is in a state the emulator never reaches (such as
-/// `ROLLBACK_COMPLETE`). The rewrite lasts until the stack is deleted or a
-/// change set is executed on it, as it would on AWS.
-#[derive(Debug, Clone)]
-pub struct StatusProxy {
-    pub port: u16,
-    rewrite: Arc<Mutex<Option<(String, String)>>>,
-}
-
-impl StatusProxy {
-    /// Starts a proxy to the emulator on `upstream`.
-    pub fn start(upstream: u16) -> StatusProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
-        let port = listener.local_addr().expect("proxy address").port();
-        let rewrite: Arc<Mutex<Option<(String, String)>>> = Arc::new(Mutex::new(None));
-        let shared = Arc::clone(&rewrite);
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                let shared = Arc::clone(&shared);
-                std::thread::spawn(move || {
-                    let _ = serve(client, upstream, &shared);
-                });
-            }
-        });
-        StatusProxy { port, rewrite }
-    }
-
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Makes `stack` report `status` from now on.
-    pub fn set_status(&self, stack: &str, status: &str) {
-        *self.rewrite.lock().expect("proxy state") = Some((stack.to_owned(), status.to_owned()));
-    }
-
-    /// Whether a status rewrite is still in force.
-    pub fn rewriting(&self) -> bool {
-        self.rewrite.lock().expect("proxy state").is_some()
-    }
-}
-
-/// Serves one client connection, one request at a time.
-fn serve(
-    client: TcpStream,
-    upstream: u16,
-    rewrite: &Mutex<Option<(String, String)>>,
-) -> std::io::Result<()> {
-    let mut reader = BufReader::new(client.try_clone()?);
-    let mut client = client;
-    loop {
-        let Some((head, body)) = read_message(&mut reader)? else {
-            return Ok(());
-        };
-        let text = String::from_utf8_lossy(&body).into_owned();
-        {
-            let mut state = rewrite.lock().expect("proxy state");
-            let ends =
-                text.contains("Action=DeleteStack") || text.contains("Action=ExecuteChangeSet");
-            if ends
-                && state
-                    .as_ref()
-                    .is_some_and(|(stack, _)| text.contains(stack.as_str()))
-            {
-                *state = None;
-            }
-        }
-        // Forward with `Connection: close`, so the answer ends at EOF.
-        let mut upstream_conn = TcpStream::connect(("127.0.0.1", upstream))?;
-        let head: String = head
-            .lines()
-            .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
-            .map(|l| format!("{l}\r\n"))
-            .collect();
-        upstream_conn.write_all(head.as_bytes())?;
-        upstream_conn.write_all(b"Connection: close\r\n\r\n")?;
-        upstream_conn.write_all(&body)?;
-        let mut answer = Vec::new();
-        upstream_conn.read_to_end(&mut answer)?;
-        let answer = rewritten(answer, &text, rewrite);
-        client.write_all(&answer)?;
-    }
-}
-
-/// Reads one HTTP message (head, body by Content-Length); `None` at EOF.
-fn read_message(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<(String, Vec<u8>)>> {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(None);
-        }
-        if line == "\r\n" {
-            break;
-        }
-        head.push_str(line.trim_end_matches(['\r', '\n']));
-        head.push('\n');
-    }
-    let length = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body)?;
-    Ok(Some((head, body)))
-}
-
-/// The emulator's answer, with the stack's status replaced when a rewrite
-/// is in force and this is its `DescribeStacks`.
-fn rewritten(answer: Vec<u8>, request: &str, rewrite: &Mutex<Option<(String, String)>>) -> Vec<u8> {
-    let state = rewrite.lock().expect("proxy state").clone();
-    let Some((stack, status)) = state else {
-        return answer;
-    };
-    if !request.contains("Action=DescribeStacks") || !request.contains(stack.as_str()) {
-        return answer;
-    }
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return answer;
-    };
-    let Some(start) = body.find("<StackStatus>") else {
-        return answer;
-    };
-    let Some(end) = body[start..].find("</StackStatus>") else {
-        return answer;
-    };
-    let body = format!(
-        "{}<StackStatus>{status}{}",
-        &body[..start],
-        &body[start + end..]
-    );
-    let head: String = head
-        .lines()
-        .map(|l| {
-            if l.to_ascii_lowercase().starts_with("content-length:") {
-                format!("Content-Length: {}\r\n", body.len())
-            } else {
-                format!("{l}\r\n")
-            }
-        })
-        .collect();
-    format!("{head}\r\n{body}").into_bytes()
-}
-
 /// A scratch file holding a few bytes, standing in for the `huxley` binary
 /// that `apply` uploads for the nodes (`HUXLEY_NODE_BINARY`).
 pub fn stand_in_binary() -> PathBuf {
@@ -348,7 +203,7 @@ pub async fn aws(endpoint: &str, region: &str) -> crate::aws::Aws {
 
 /// Leaves a stack as a failed creation does: no resources, only a change
 /// set (the emulator shows it as `REVIEW_IN_PROGRESS`; put a
-/// [`StatusProxy`] in front to show it as `ROLLBACK_COMPLETE`).
+/// [`Proxy`] in front to show it as `ROLLBACK_COMPLETE`).
 pub fn create_empty_stack(endpoint: &str, region: &str, stack: &str) {
     with_sdk(endpoint, region, async |config| {
         let client = aws_sdk_cloudformation::Client::new(config);
