@@ -29,6 +29,9 @@ pub enum AwsError {
     /// A conditional write found the object changed since it was read
     /// (S3's 412 PreconditionFailed): another writer came first.
     Conflict { action: String, key: String },
+    /// A write this kick server did not send: its lease had lapsed (a
+    /// new leader may be acting), see [`super::fence`].
+    Fenced(String),
     /// Anything else: the action, the service's code and message.
     Other { action: String, detail: String },
 }
@@ -70,6 +73,7 @@ impl fmt::Display for AwsError {
                 f,
                 "{action} refused: {key} changed since this process read it (another writer came first)"
             ),
+            Self::Fenced(detail) => write!(f, "{detail} (another kick server may lead now)"),
             Self::Other { action, detail } => write!(f, "{action} failed: {detail}"),
         }
     }
@@ -84,6 +88,9 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: fmt::Debug + Send + Sync + 'static,
 {
+    if let Some(lapsed) = super::fence::stopped(&err) {
+        return AwsError::Fenced(lapsed.to_string());
+    }
     match &err {
         SdkError::DispatchFailure(failure) => {
             let detail = if failure.is_timeout() {

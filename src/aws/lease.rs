@@ -70,13 +70,13 @@ impl Aws {
     }
 
     /// Takes the lease: when `previous` is `None`, only if nobody ever took
-    /// it; otherwise only if it still carries `previous`'s fence (nobody took
-    /// it in between).
+    /// it; otherwise only if it is still exactly `previous` (nobody took or
+    /// renewed it in between).
     pub async fn take_lease(
         &self,
         table: &str,
         new: &LeaseRecord,
-        previous: Option<u64>,
+        previous: Option<&LeaseRecord>,
     ) -> LeaseWrite {
         self.count();
         let request = self
@@ -89,14 +89,22 @@ impl Aws {
             .item("fence", AttributeValue::N(new.fence.to_string()))
             .item("expires_ms", AttributeValue::N(new.expires_ms.to_string()));
         let request = match previous {
-            None => request.condition_expression("attribute_not_exists(#k)"),
-            Some(fence) => request
-                .condition_expression("fence = :fence")
-                .expression_attribute_values(":fence", AttributeValue::N(fence.to_string())),
-        };
-        let request = match previous {
-            None => request.expression_attribute_names("#k", KEY),
-            Some(_) => request,
+            None => request
+                .condition_expression("attribute_not_exists(#k)")
+                .expression_attribute_names("#k", KEY),
+            Some(previous) => request
+                .condition_expression(
+                    "holder = :holder AND fence = :fence AND expires_ms = :expires",
+                )
+                .expression_attribute_values(":holder", AttributeValue::S(previous.holder.clone()))
+                .expression_attribute_values(
+                    ":fence",
+                    AttributeValue::N(previous.fence.to_string()),
+                )
+                .expression_attribute_values(
+                    ":expires",
+                    AttributeValue::N(previous.expires_ms.to_string()),
+                ),
         };
         match request.send().await {
             Ok(_) => LeaseWrite::Done,

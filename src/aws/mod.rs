@@ -10,6 +10,7 @@
 mod cloudformation;
 mod ec2;
 mod error;
+pub mod fence;
 mod images;
 pub mod imds;
 mod lease;
@@ -33,6 +34,7 @@ use error::classify;
 pub use cloudformation::{ChangeSetState, StackEvent, StackSummary, TemplateSource};
 pub use ec2::{DO_NOT_DISRUPT, Node};
 pub use error::AwsError;
+pub use fence::Deadline;
 pub use images::Repository;
 pub use lease::{LeaseRecord, LeaseWrite};
 pub use live::{LiveRead, Query, read_live};

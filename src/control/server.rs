@@ -103,7 +103,7 @@ async fn find(aws: &Aws, config: &KickConfig) -> Result<Found, String> {
 
 /// Runs the server until ctrl-c or SIGTERM. Errors are what prevents it
 /// from starting at all.
-pub async fn run(options: Options) -> Result<(), String> {
+pub async fn run(mut options: Options) -> Result<(), String> {
     let found = find(&options.aws, &options.config).await?;
     let address = format!(
         "http://{}",
@@ -114,6 +114,9 @@ pub async fn run(options: Options) -> Result<(), String> {
         &options.config.cluster.lease_table,
         &address,
     ));
+    // From here on, every AWS write this server sends is checked against
+    // its lease right before each attempt goes out.
+    options.aws = Arc::new(options.aws.fenced(lease.deadline()));
     let front = Front::new(
         Arc::clone(&lease),
         Arc::clone(&options.aws),

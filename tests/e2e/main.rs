@@ -18,6 +18,7 @@ mod history;
 mod hook;
 mod join;
 mod kick;
+mod lease;
 mod node;
 mod push;
 mod runtime;

@@ -249,6 +249,20 @@ impl Live {
 
     /// Starts `huxley kick serve` as `label`; its internal API's URL.
     pub(crate) fn kick(&mut self, label: &str) -> String {
+        let env = self.env.clone();
+        self.kick_with(label, &env)
+    }
+
+    /// Starts a kick server that reaches AWS through `endpoint` (a
+    /// [`huxley::testing::Proxy`]); returns its internal API's base URL.
+    pub(crate) fn kick_via(&mut self, label: &str, endpoint: &str) -> String {
+        let mut env = self.env.clone();
+        env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
+        env.push(("AWS_ENDPOINT_URL".into(), endpoint.to_owned()));
+        self.kick_with(label, &env)
+    }
+
+    fn kick_with(&mut self, label: &str, env: &[(String, String)]) -> String {
         let (port, external) = (free_port(), free_port());
         let mut command = Test::new(&[
             "kick",
@@ -266,7 +280,7 @@ impl Live {
             "--route53-rate",
             "50",
         ])
-        .env(&self.env)
+        .env(env)
         .command();
         command.env_remove("HUXLEY_NODE_BINARY");
         let log = self.dir.join(format!("{label}.log"));

@@ -1,0 +1,200 @@
+//! The leader's fence on the wire: every attempt of every AWS write a kick
+//! server sends (Route53 changes, S3 puts, Auto Scaling and EC2 calls,
+//! retries included) is checked right before it is transmitted against the
+//! deadline its lease gives it. A write attempted after the deadline is not
+//! sent and fails with [`AwsError::Fenced`](super::AwsError::Fenced), so a
+//! leader whose lease lapsed while a call was in flight, retrying or
+//! waiting for a lock, cannot act after a new leader may have started.
+//!
+//! Reads are not fenced (a standby reads too), nor are the lease's own
+//! DynamoDB calls: the lease protocol fences itself with conditional
+//! writes.
+
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use tokio::time::Instant;
+
+use super::Aws;
+
+/// Until when this process may write to AWS, by its monotonic clock;
+/// nothing when it may not (it does not lead).
+#[derive(Debug, Default)]
+pub struct Deadline {
+    until: Mutex<Option<Instant>>,
+}
+
+impl Deadline {
+    fn until(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The deadline, if any.
+    pub fn get(&self) -> Option<Instant> {
+        *self.until()
+    }
+
+    /// Moves the deadline (`None`: no more writes).
+    pub fn set(&self, until: Option<Instant>) {
+        *self.until() = until;
+    }
+
+    /// Moves the deadline only while it has not passed: a renewal that
+    /// answers after the deadline must not reopen it.
+    pub fn extend(&self, until: Instant) -> bool {
+        let mut current = self.until();
+        if current.is_some_and(|c| Instant::now() < c) {
+            *current = Some(until);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether writes may be sent now.
+    pub fn open(&self) -> bool {
+        self.get().is_some_and(|until| Instant::now() < until)
+    }
+}
+
+/// Why a write was not sent.
+#[derive(Debug)]
+pub struct Lapsed {
+    pub operation: String,
+}
+
+impl std::fmt::Display for Lapsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} was not sent: this kick server's lease has lapsed",
+            self.operation
+        )
+    }
+}
+
+impl std::error::Error for Lapsed {}
+
+/// Whether an operation only reads, by the AWS naming convention every
+/// service Huxley uses follows.
+pub fn reads(operation: &str) -> bool {
+    ["Describe", "Get", "List", "Head", "BatchGet"]
+        .iter()
+        .any(|prefix| operation.starts_with(prefix))
+}
+
+#[derive(Debug)]
+struct Fence {
+    deadline: Arc<Deadline>,
+}
+
+impl Intercept for Fence {
+    fn name(&self) -> &'static str {
+        "HuxleyLeaseFence"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(metadata) = cfg.load::<Metadata>() else {
+            return Ok(());
+        };
+        if reads(metadata.name()) || self.deadline.open() {
+            return Ok(());
+        }
+        Err(Box::new(Lapsed {
+            operation: format!("{}:{}", metadata.service(), metadata.name()),
+        }))
+    }
+}
+
+impl Aws {
+    /// These clients, with every write checked against `deadline` right
+    /// before each attempt is sent (the lease's DynamoDB client excepted).
+    #[must_use]
+    pub fn fenced(&self, deadline: &Arc<Deadline>) -> Aws {
+        let fence = || Fence {
+            deadline: Arc::clone(deadline),
+        };
+        macro_rules! fenced {
+            ($krate:ident, $client:expr) => {
+                $krate::Client::from_conf(
+                    $client.config().to_builder().interceptor(fence()).build(),
+                )
+            };
+        }
+        Aws {
+            autoscaling: fenced!(aws_sdk_autoscaling, self.autoscaling),
+            cfn: fenced!(aws_sdk_cloudformation, self.cfn),
+            route53: fenced!(aws_sdk_route53, self.route53),
+            ec2: fenced!(aws_sdk_ec2, self.ec2),
+            ecr: fenced!(aws_sdk_ecr, self.ecr),
+            s3: fenced!(aws_sdk_s3, self.s3),
+            ssm: fenced!(aws_sdk_ssm, self.ssm),
+            ..self.clone()
+        }
+    }
+}
+
+/// Whether `err` (an SDK error) is a write the fence stopped.
+pub fn stopped<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a Lapsed> {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if let Some(lapsed) = e.downcast_ref::<Lapsed>() {
+            return Some(lapsed);
+        }
+        source = e.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_are_told_from_writes_by_name() {
+        for read in [
+            "DescribeInstances",
+            "GetObject",
+            "HeadObject",
+            "ListResourceRecordSets",
+            "GetChange",
+            "BatchGetImage",
+        ] {
+            assert!(reads(read), "{read}");
+        }
+        for write in [
+            "ChangeResourceRecordSets",
+            "PutObject",
+            "DeleteObject",
+            "SetDesiredCapacity",
+            "TerminateInstanceInAutoScalingGroup",
+            "ReplaceRoute",
+            "CreateRoute",
+            "PutParameter",
+        ] {
+            assert!(!reads(write), "{write}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_closes_when_it_passes_and_is_not_reopened_by_a_late_renewal() {
+        let deadline = Deadline::default();
+        assert!(!deadline.open(), "closed until set");
+        deadline.set(Some(Instant::now() + std::time::Duration::from_secs(10)));
+        assert!(deadline.open());
+        tokio::time::advance(std::time::Duration::from_secs(11)).await;
+        assert!(!deadline.open());
+        assert!(!deadline.extend(Instant::now() + std::time::Duration::from_secs(10)));
+        assert!(!deadline.open());
+    }
+}
