@@ -954,11 +954,18 @@ fn connections_beyond_the_cap_wait_for_a_free_one() {
             ..huxley::control::listener::Limits::default()
         };
         let address = listening(None, limits).await;
-        // One idle connection holds the only place...
-        let _idle = tokio::net::TcpStream::connect(address)
+        // A connection that made a request and stays open holds the only
+        // place...
+        let mut first = tokio::net::TcpStream::connect(address)
             .await
             .expect("connect");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        first
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buffer = [0u8; 256];
+        let n = first.read(&mut buffer).await.expect("first answer");
+        assert!(String::from_utf8_lossy(&buffer[..n]).starts_with("HTTP/1.1 200 OK"));
         let mut second = tokio::net::TcpStream::connect(address)
             .await
             .expect("connect");
@@ -977,6 +984,48 @@ fn connections_beyond_the_cap_wait_for_a_free_one() {
             .expect("served once a place was free")
             .expect("read");
         assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200 OK"));
+    });
+}
+
+/// Regression (issue 19): a place was taken before a client sent anything
+/// and kept 10 s for its headers, so 1,024 clients that never finish their
+/// headers (a container reconnecting every 9 s) shut the agents and the
+/// hook server's leader check out. Waiting clients now hold no serving
+/// place, and a full waiting pool pushes out the busiest address's oldest.
+#[test]
+fn clients_that_never_finish_their_headers_shut_nobody_out() {
+    use tokio::io::AsyncWriteExt as _;
+    runtime().block_on(async {
+        huxley::tls::ensure_provider();
+        let address = listening(None, huxley::control::listener::Limits::default()).await;
+        let mut slow = Vec::new();
+        for _ in 0..1024 {
+            let mut stream = tokio::net::TcpStream::connect(address)
+                .await
+                .expect("connect");
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\n")
+                .await
+                .expect("write");
+            slow.push(stream);
+        }
+        // From another address (an agent on another node), then from the
+        // slow clients' own (a container masquerades as its node).
+        for source in [[127, 0, 0, 2], [127, 0, 0, 1]] {
+            let client = reqwest::Client::builder()
+                .local_address(std::net::IpAddr::from(source))
+                .build()
+                .expect("client");
+            let answer = tokio::time::timeout(
+                Duration::from_secs(3),
+                client.get(format!("http://{address}/healthz")).send(),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("no answer from {source:?} while 1,024 clients stall"))
+            .expect("a response");
+            assert_eq!(answer.status().as_u16(), 200);
+        }
+        drop(slow);
     });
 }
 
