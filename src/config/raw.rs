@@ -245,6 +245,10 @@ pub struct RawDeploy {
     /// TTL), and so how long a replica leaving a rollout keeps running
     /// after Route53 has dropped it everywhere, e.g. "10s". Default "30s".
     pub drain: Option<Spanned<String>>,
+    /// How long the image's build on `git push` may take before it is
+    /// stopped and the push refused, e.g. "30m". Default "15m"; at most an
+    /// hour.
+    pub build_timeout: Option<Spanned<String>>,
 }
 
 /// CPU as "500m" or as a number of vCPUs.

@@ -350,9 +350,6 @@ pub fn shell_word(word: &str) -> String {
 /// How many images of each service a builder keeps.
 pub const IMAGES_KEPT: usize = 3;
 
-/// How long one service's build and push may take.
-pub const BUILD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
-
 /// A service's build context in an exported commit: a directory inside
 /// `source` reached through no symbolic link, whose Containerfile or
 /// Dockerfile (when there is one) is no link either. A link would have
@@ -480,6 +477,14 @@ impl<B: crate::hook::build::Builder> Drop for Busy<'_, B> {
     }
 }
 
+/// A service built on push: its name, build context and build timeout.
+#[derive(Debug, Clone, Copy)]
+struct Built<'a> {
+    name: &'a String,
+    context: &'a String,
+    timeout: std::time::Duration,
+}
+
 /// How often a deploy's progress is asked for.
 const POLL: std::time::Duration = std::time::Duration::from_millis(300);
 
@@ -513,10 +518,16 @@ impl<B: crate::hook::build::Builder> Deployer<B> {
             );
         }
         let _busy = Busy(self, ask.app.clone());
-        let built: Vec<(&String, &String)> = section
+        let built: Vec<Built<'_>> = section
             .services
             .iter()
-            .filter_map(|(name, s)| s.build.as_ref().map(|context| (name, context)))
+            .filter_map(|(name, s)| {
+                s.build.as_ref().map(|context| Built {
+                    name,
+                    context,
+                    timeout: s.deploy.build_timeout,
+                })
+            })
             .collect();
         if built.is_empty() {
             return Ok(format!(
@@ -591,7 +602,7 @@ impl<B: crate::hook::build::Builder> Deployer<B> {
     async fn build_all(
         &self,
         ask: &DeployAsk,
-        built: &[(&String, &String)],
+        built: &[Built<'_>],
         repository: &str,
         say: crate::hook::build::Lines<'_>,
     ) -> Result<std::collections::BTreeMap<String, String>, String> {
@@ -599,7 +610,12 @@ impl<B: crate::hook::build::Builder> Deployer<B> {
         // Tags are immutable in ECR: the commit and when it was built.
         let built_at = crate::clock::unix_seconds();
         let mut images = std::collections::BTreeMap::new();
-        for &(name, context) in built {
+        for &Built {
+            name,
+            context,
+            timeout,
+        } in built
+        {
             let dir = build_context(&ask.source, context).map_err(|why| {
                 format!("{name} builds from `{context}`, which {why} in commit {short}")
             })?;
@@ -607,16 +623,15 @@ impl<B: crate::hook::build::Builder> Deployer<B> {
             let tag = format!("{repository}:{name}-{}-{built_at}", ask.commit);
             // Dropping the build at the deadline kills the docker CLI,
             // which cancels the build, and frees the app for the next push.
-            let pinned =
-                tokio::time::timeout(BUILD_TIMEOUT, self.builder.build_and_push(&dir, &tag, say))
-                    .await
-                    .map_err(|_| {
-                        format!(
-                            "the build of {name} took longer than {} minutes and was stopped",
-                            BUILD_TIMEOUT.as_secs() / 60
-                        )
-                    })?
-                    .map_err(|e| format!("the build of {name} failed: {e}"))?;
+            let pinned = tokio::time::timeout(timeout, self.builder.build_and_push(&dir, &tag, say))
+                .await
+                .map_err(|_| {
+                    format!(
+                        "the build of {name} took longer than its deploy.build-timeout ({}) and was stopped",
+                        crate::spec::quantity::format_duration(timeout)
+                    )
+                })?
+                .map_err(|e| format!("the build of {name} failed: {e}"))?;
             say(format!("pushed {name}: {pinned}"));
             images.insert(name.clone(), pinned);
         }

@@ -338,11 +338,21 @@ pub struct DeployPolicy {
     /// records, so a client holding the old answer still reaches it.
     #[serde(with = "duration_text", default = "default_drain")]
     pub drain: Duration,
+    /// How long the image's build on push may take before it is stopped.
+    #[serde(with = "duration_text", default = "default_build_timeout")]
+    pub build_timeout: Duration,
 }
 
 fn default_drain() -> Duration {
     DEFAULT_DRAIN
 }
+
+fn default_build_timeout() -> Duration {
+    DEFAULT_BUILD_TIMEOUT
+}
+
+/// How long a build on push may take by default.
+pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// The default drain, and TTL of a service's records.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
@@ -355,6 +365,7 @@ impl Default for DeployPolicy {
             max_unavailable: Budget::Nodes(0),
             timeout: DEFAULT_DEPLOY_TIMEOUT,
             drain: DEFAULT_DRAIN,
+            build_timeout: DEFAULT_BUILD_TIMEOUT,
         }
     }
 }

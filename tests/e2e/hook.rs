@@ -294,9 +294,17 @@ impl huxley::hook::build::Builder for Stalled {
 /// commit its branch did not name. Now the build stops, nothing is
 /// deployed (kick is never asked: its address here answers nothing) and
 /// the app is free for the next push.
-#[test]
-fn a_pusher_who_goes_away_stops_the_build_and_nothing_is_deployed() {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hook-gone");
+/// A deployer of the blog example whose builds never end, on a runtime
+/// of its own, and a push of a commit to deploy with it.
+fn stalled_deployer(
+    name: &str,
+    tune: impl FnOnce(&mut huxley::spec::kick::KickConfig),
+) -> (
+    tokio::runtime::Runtime,
+    huxley::hook::Deployer<Stalled>,
+    huxley::hook::DeployAsk,
+) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = fs::remove_dir_all(&dir);
     let out = dir.join("out");
     Test::new(&[
@@ -311,9 +319,10 @@ fn a_pusher_who_goes_away_stops_the_build_and_nothing_is_deployed() {
     ])
     .run()
     .code(0);
-    let config: huxley::spec::kick::KickConfig =
+    let mut config: huxley::spec::kick::KickConfig =
         toml::from_str(&fs::read_to_string(out.join("kick/kick.toml")).expect("kick.toml"))
             .expect("kick.toml parses");
+    tune(&mut config);
     let source = dir.join("source");
     fs::create_dir_all(source.join("web")).expect("web");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -336,6 +345,12 @@ fn a_pusher_who_goes_away_stops_the_build_and_nothing_is_deployed() {
         source,
         by: Some("SHA256:x".into()),
     };
+    (rt, deployer, ask)
+}
+
+#[test]
+fn a_pusher_who_goes_away_stops_the_build_and_nothing_is_deployed() {
+    let (rt, deployer, ask) = stalled_deployer("hook-gone", |_| {});
     let said = std::sync::Mutex::new(Vec::<String>::new());
     let say = |line: String| said.lock().expect("said").push(line);
     let (went, gone) = tokio::sync::watch::channel(false);
@@ -363,6 +378,42 @@ fn a_pusher_who_goes_away_stops_the_build_and_nothing_is_deployed() {
             .expect("said")
             .iter()
             .any(|l| l.contains("RUN sleep infinity"))
+    );
+    assert!(
+        deployer.busy.lock().expect("busy").is_empty(),
+        "the app is free again"
+    );
+}
+
+/// A build that hangs (`RUN` waiting on the network, say) is stopped at
+/// its service's `deploy.build-timeout`, the push refused with the reason,
+/// and the app freed for the next push.
+#[test]
+fn a_build_past_its_timeout_is_stopped_and_the_app_freed() {
+    let (rt, deployer, ask) = stalled_deployer("hook-timeout", |config| {
+        for service in config
+            .apps
+            .get_mut("blog")
+            .expect("blog")
+            .services
+            .values_mut()
+        {
+            service.deploy.build_timeout = Duration::from_secs(1);
+        }
+    });
+    let said = std::sync::Mutex::new(Vec::<String>::new());
+    let say = |line: String| said.lock().expect("said").push(line);
+    let (_stays, gone) = tokio::sync::watch::channel(false);
+    let outcome = rt.block_on(async {
+        tokio::select! {
+            outcome = deployer.deploy(&ask, &say, gone) => outcome,
+            () = tokio::time::sleep(Duration::from_secs(10)) => Err("the build kept running".into()),
+        }
+    });
+    let error = outcome.expect_err("nothing is deployed");
+    assert!(
+        error.contains("took longer than its deploy.build-timeout (1s) and was stopped"),
+        "{error}"
     );
     assert!(
         deployer.busy.lock().expect("busy").is_empty(),

@@ -185,7 +185,8 @@ impl Checker<'_> {
         if let (Some(d), Some(image)) = (&raw.deploy, &raw.image)
             && (d.value.max_surge.is_some()
                 || d.value.max_unavailable.is_some()
-                || d.value.timeout.is_some())
+                || d.value.timeout.is_some()
+                || d.value.build_timeout.is_some())
         {
             self.push(
                 Diagnostic::warning("`deploy` has no effect on a prebuilt image")
@@ -291,11 +292,26 @@ impl Checker<'_> {
                     .help("a drain is the records' TTL: seconds to minutes, such as \"30s\""),
             );
         }
+        let build_timeout = self.duration_or(
+            raw.value.build_timeout.as_ref(),
+            defaults.build_timeout,
+            "deploy.build-timeout",
+        );
+        if let Some(given) = &raw.value.build_timeout
+            && timeout_is_zero(given)
+        {
+            self.push(
+                Diagnostic::error("deploy.build-timeout is zero")
+                    .at(given.span.clone(), "no build finishes that fast")
+                    .help("give the build time to finish, such as \"15m\" (the default)"),
+            );
+        }
         let policy = DeployPolicy {
             max_surge: surge?.unwrap_or(defaults.max_surge),
             max_unavailable: unavailable?.unwrap_or(defaults.max_unavailable),
             timeout: timeout?,
             drain: drain?,
+            build_timeout: build_timeout?,
         };
         let count = replicas.map_or(1, |r| r.min.max(1) as usize);
         if policy.max_surge.count(count) == 0 && policy.max_unavailable.count(count) == 0 {
