@@ -159,11 +159,12 @@ huxley_static_service() {
 # with debootstrap from Debian's archive, cached under ~/.cache/huxley),
 # imported into Docker as huxley-test-node:<key>; exports
 # HUXLEY_NODE_IMAGE. What a Flatcar node has that the test needs: systemd,
-# OpenSSH's sshd (the hook server's), git, the docker CLI (bind-mounted from
-# the host by the test), and a docker.service (a stand-in: the test's
+# OpenSSH's sshd (the hook server's), git, iptables (the hook server's
+# build network rules), the docker CLI (bind-mounted from the host by the
+# test), and a docker.service (a stand-in: the test's
 # node uses the host's Docker through its socket).
 huxley_node_image() {
-  local packages="systemd,systemd-sysv,dbus,openssh-server,git,ca-certificates,iproute2,procps"
+  local packages="systemd,systemd-sysv,dbus,openssh-server,git,ca-certificates,iproute2,procps,iptables"
   local key cache rootfs image
   key=$(printf '%s bookworm 1' "$packages" | sha256sum | cut -c1-12)
   image="huxley-test-node:$key"

@@ -44,6 +44,9 @@ impl Streams for Host {
     ) -> Result<String, String> {
         let mut child = tokio::process::Command::new(program)
             .args(args)
+            // Docker's classic builder: it applies the sandbox's limits
+            // and network to RUN steps (see `super::sandbox`).
+            .env("DOCKER_BUILDKIT", "0")
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -194,25 +197,32 @@ pub trait Builder: Send + Sync {
     }
 }
 
+/// What confines a build's `RUN` steps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confinement {
+    /// Docker's defaults: only where the caller confines builds itself.
+    Unconfined,
+    /// The build network and limits (see [`super::sandbox`]).
+    Sandboxed(super::sandbox::Sandbox),
+    /// No build may run: the sandbox could not be made, for this reason.
+    Refused(String),
+}
+
 /// Docker's CLI (or a compatible one, such as podman's).
 #[derive(Debug, Clone)]
 pub struct Docker<S: Streams> {
     pub program: String,
     pub streams: S,
+    pub confinement: Confinement,
 }
 
 impl Docker<Host> {
-    pub fn new() -> Self {
+    pub fn new(confinement: Confinement) -> Self {
         Docker {
             program: "docker".into(),
             streams: Host,
+            confinement,
         }
-    }
-}
-
-impl Default for Docker<Host> {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -294,6 +304,13 @@ impl<S: Streams> Builder for Docker<S> {
         lines: Lines<'_>,
     ) -> Result<String, String> {
         let mut build = words(&["build", "--tag", tag]);
+        match &self.confinement {
+            Confinement::Unconfined => {}
+            Confinement::Sandboxed(sandbox) => build.extend(sandbox.build_args()),
+            Confinement::Refused(why) => {
+                return Err(format!("builds are refused on this node: {why}"));
+            }
+        }
         if !context.join("Dockerfile").exists() && context.join("Containerfile").exists() {
             build.push("--file".into());
             build.push(context.join("Containerfile").display().to_string());
@@ -436,6 +453,7 @@ mod tests {
         let docker = Docker {
             program: "docker".into(),
             streams: &recorded,
+            confinement: Confinement::Unconfined,
         };
         let repository = "127.0.0.1:5000/huxley-c/shop";
         assert_eq!(docker.prune(repository, 2).await, Ok(2));
@@ -449,6 +467,45 @@ mod tests {
         );
     }
 
+    /// A sandboxed build runs on the build network within its limits; a
+    /// refused one runs nothing.
+    #[tokio::test]
+    async fn builds_run_in_their_sandbox_or_not_at_all() {
+        let dir = std::env::temp_dir().join(format!("huxley-sandboxed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let recorded = Recorded::default();
+        let sandbox = super::super::sandbox::Sandbox {
+            network: "huxley-build".into(),
+            limits: super::super::sandbox::Limits::for_node(4096, 2),
+        };
+        let docker = Docker {
+            program: "docker".into(),
+            streams: &recorded,
+            confinement: Confinement::Sandboxed(sandbox),
+        };
+        docker
+            .build_and_push(&dir, "r/x:web-1", &|_| {})
+            .await
+            .unwrap_err();
+        let calls = recorded.calls.lock().unwrap().clone();
+        assert!(
+            calls[0].starts_with("docker build --tag r/x:web-1 --network huxley-build --memory 2048m --memory-swap 2048m --cpu-period 100000 --cpu-quota 100000 "),
+            "{calls:?}"
+        );
+        let refused = Recorded::default();
+        let docker = Docker {
+            program: "docker".into(),
+            streams: &refused,
+            confinement: Confinement::Refused("no iptables".into()),
+        };
+        let why = docker
+            .build_and_push(&dir, "r/x:web-1", &|_| {})
+            .await
+            .unwrap_err();
+        assert_eq!(why, "builds are refused on this node: no iptables");
+        assert!(refused.calls.lock().unwrap().is_empty());
+    }
+
     #[tokio::test]
     async fn docker_builds_pushes_and_pins_the_digest_with_these_command_lines() {
         let dir = std::env::temp_dir().join(format!("huxley-build-{}", std::process::id()));
@@ -458,6 +515,7 @@ mod tests {
         let docker = Docker {
             program: "docker".into(),
             streams: &recorded,
+            confinement: Confinement::Unconfined,
         };
         let seen = Mutex::new(Vec::new());
         let lines = |line: String| seen.lock().unwrap().push(line);
@@ -514,6 +572,7 @@ mod tests {
         let docker = Docker {
             program: "docker".into(),
             streams: &recorded,
+            confinement: Confinement::Unconfined,
         };
         let err = docker
             .build_and_push(&dir, "r.example/a:b", &|_| {})

@@ -27,6 +27,7 @@
 //! pusher's forced command holds none.
 
 pub mod build;
+pub mod sandbox;
 pub mod server;
 pub mod shell;
 

@@ -310,10 +310,29 @@ async fn deployer(
         kick_url: kick_url.clone(),
         token,
         registry,
-        builder: super::build::Docker::new(),
+        builder: super::build::Docker::new(confinement().await),
         aws: aws.clone(),
         busy: std::sync::Mutex::new(std::collections::BTreeMap::new()),
     }))
+}
+
+/// Where this node's builds run: the build network and limits, made now;
+/// a refusal, with the reason, when they cannot be.
+async fn confinement() -> super::build::Confinement {
+    let limits = super::sandbox::Limits::of_this_node();
+    match super::sandbox::prepare(&super::build::Host, limits).await {
+        Ok(sandbox) => {
+            eprintln!(
+                "hook: builds run on the {} network (no route to this node, private or link-local addresses) with {} MiB and {} mCPU",
+                sandbox.network, limits.memory_mib, limits.cpu_millis
+            );
+            super::build::Confinement::Sandboxed(sandbox)
+        }
+        Err(why) => {
+            eprintln!("hook: builds are refused on this node: {why}");
+            super::build::Confinement::Refused(why)
+        }
+    }
 }
 
 /// Installs the cluster's host key (the SSM parameter kick.toml names,

@@ -2,8 +2,9 @@
 //! Ignition config exactly (see `harness::node` for what its environment
 //! stands in for), with no command-line flag beyond what the units say.
 //! kick leads, the agent checks in and runs the replicas, the hook server
-//! serves git as the unprivileged push user, and a `git push` with a deploy
-//! key deploys.
+//! serves git as the unprivileged push user, a `git push` with a deploy
+//! key deploys, and a build's `RUN` step reaches neither the node nor a
+//! replica.
 
 use std::fs;
 use std::time::{Duration, Instant};
@@ -176,5 +177,39 @@ deploy = { timeout = "30s" }
             .all(|i| i["node"] == live.nodes[0].as_str()),
         "{described:#}"
     );
+
+    // A build is contained: a RUN step cannot reach the node (kick's API
+    // through the build network's gateway) nor a replica, so this push is
+    // refused and v1 keeps running. (With Docker's default bridge both
+    // answer, and the push deploys.)
+    let replica = web["instances"][0]["address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a replica's address: {described:#}"))
+        .to_owned();
+    let probing = commit(
+        &work,
+        "probe",
+        &format!("RUN [\"/service\", \"probe\", \"gateway:7400\", \"{replica}:8080\"]\n"),
+    );
+    let (pushed, said) = push(&work, &remote, &deploy_key, 2222, "main");
+    assert!(!pushed, "a build reached the node or a replica:\n{said}");
+    assert!(said.contains("probe: cannot reach gateway:7400"), "{said}");
+    assert!(
+        said.contains(&format!("probe: cannot reach {replica}:8080")),
+        "{said}"
+    );
+    let described = describe();
+    assert_eq!(
+        described["apps"]["shop"]["services"]["web"]["release"]["commit"],
+        first.as_str(),
+        "{described:#}"
+    );
+    assert!(
+        node.journal()
+            .contains("builds run on the huxley-build network"),
+        "{}",
+        node.journal()
+    );
+    let _ = probing;
     drop(node);
 }

@@ -122,6 +122,14 @@ impl Drop for DockerCleanup {
             }
         }
         let _ = docker(&["network", "rm", huxley::agent::runtime::NETWORK]);
+        // The build network and the host rules a hook server made.
+        let _ = docker(&["network", "rm", huxley::hook::sandbox::NETWORK]);
+        for rule in huxley::hook::sandbox::rules() {
+            let _ = std::process::Command::new("iptables")
+                .args(["-w", "-D"])
+                .args(&rule)
+                .output();
+        }
     }
 }
 

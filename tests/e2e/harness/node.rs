@@ -21,7 +21,9 @@
 //!   Ignition fetched from the bucket (`huxley apply` in the tests uploads
 //!   a stand-in);
 //! - the machine shares the host's network (one node: its ports are the
-//!   host's), and the node's own sshd on port 22 is masked.
+//!   host's; the hook server's build network rules go into the host's
+//!   tables, so it has `NET_ADMIN`), and the node's own sshd on port 22 is
+//!   masked.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
@@ -169,6 +171,10 @@ impl Node {
             "host",
             "--cap-add",
             "SYS_ADMIN",
+            // The hook server's build network rules, in the host's
+            // tables: the node shares the host's network.
+            "--cap-add",
+            "NET_ADMIN",
             "--security-opt",
             "seccomp=unconfined",
             "--cgroupns",
