@@ -173,7 +173,20 @@ async fn harness(name: &str) -> Harness {
 /// `<name>.example.com`; its instances may be anywhere in 10.0.0.0/8 (the
 /// "VPC") and 127.0.0.0/8 (the "containers", where the tests' services
 /// listen).
-async fn harness_for(name: &str, mut config: KickConfig, settings: Settings) -> Harness {
+async fn harness_for(name: &str, config: KickConfig, settings: Settings) -> Harness {
+    let endpoint = Emulator::shared(&root()).endpoint();
+    harness_through(name, config, settings, &endpoint).await
+}
+
+/// [`harness_for`], with the kick server reaching AWS through `endpoint`
+/// (a [`huxley::testing::Proxy`]); the harness's own client goes straight
+/// to the emulator.
+async fn harness_through(
+    name: &str,
+    mut config: KickConfig,
+    settings: Settings,
+    kick_endpoint: &str,
+) -> Harness {
     config.network.vpc_cidr = "10.0.0.0/8".into();
     config.network.container_range = "127.0.0.0/8".into();
     let emulator = Emulator::shared(&root());
@@ -208,10 +221,11 @@ async fn harness_for(name: &str, mut config: KickConfig, settings: Settings) -> 
     std::fs::write(tokens_dir.join("blog/web"), "web-token").expect("token");
     std::fs::write(tokens_dir.join("blog/api"), "api-token").expect("token");
     let aws = Arc::new(aws(&endpoint, REGION).await);
+    let kick_aws = Arc::new(huxley::testing::aws(kick_endpoint, REGION).await);
     let nodes = huxley::testing::run_nodes(&aws, name, 2).await;
     let mut harness = Harness {
         base: String::new(),
-        kick: start_kick_with(&config, &tokens_dir, &aws, &zones, settings).await,
+        kick: start_kick_with(&config, &tokens_dir, &kick_aws, &zones, settings).await,
         aws,
         zones,
         config,
@@ -521,18 +535,33 @@ async fn test_service_on(ip: &str, healthy: Arc<AtomicBool>) -> SocketAddr {
 
 /// Waits (bounded) until blog.web's private name's A record is `expected`.
 async fn until_dns(h: &Harness, expected: Option<&str>) -> Vec<(String, String, Vec<String>)> {
+    let expected: Vec<&str> = expected.into_iter().collect();
+    until_dns_is(h, &expected, Duration::from_secs(20)).await
+}
+
+/// Waits (at most `limit`) until blog.web's private name answers exactly
+/// `expected` (none: no record).
+async fn until_dns_is(
+    h: &Harness,
+    expected: &[&str],
+    limit: Duration,
+) -> Vec<(String, String, Vec<String>)> {
     let name = h.config.apps["blog"].services["web"]
         .private_name
         .clone()
         .expect("blog.web has a private name");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut expected: Vec<String> = expected.iter().map(|e| (*e).to_owned()).collect();
+    expected.sort();
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         let live = records(&h.aws, &h.zones.private.id).await;
-        let current = live
+        let mut current = live
             .iter()
             .find(|(n, t, _)| *n == name && t == "A")
-            .map(|(_, _, v)| v.clone());
-        if current.as_deref() == expected.map(|e| vec![e.to_owned()]).as_deref() {
+            .map(|(_, _, v)| v.clone())
+            .unwrap_or_default();
+        current.sort();
+        if current == expected {
             return live;
         }
         assert!(
@@ -613,6 +642,54 @@ fn health_checks_decide_what_dns_answers() {
         assert!(text.contains("huxley_kick_instances{app=\"blog\",service=\"web\",health=\"healthy\"} 1"), "{text}");
         assert!(text.contains("huxley_kick_route53_requests_total"), "{text}");
     });
+}
+
+/// Issue 19: throttling and 5xx are normal on AWS. Through a wire that
+/// answers 10% of calls with a plain-text 503 and adds up to 200 ms, the
+/// kick server keeps the private name exactly the healthy replicas as they
+/// fail and recover (two seeds).
+#[test]
+fn dns_follows_health_exactly_through_aws_faults() {
+    for seed in [7, 8] {
+        runtime().block_on(async {
+            let proxy = huxley::testing::Proxy::start(Emulator::shared(&root()).port);
+            proxy.set_faults(huxley::testing::Faults {
+                unavailable: 0.1,
+                latency: Duration::from_millis(200),
+                seed,
+                stall: None,
+            });
+            let settings = Settings {
+                requests_per_second: 50.0,
+                ..Settings::default()
+            };
+            let name = format!("kickfaults{seed}");
+            let h = harness_through(&name, kick_config(&name), settings, &proxy.endpoint()).await;
+            let mut flags = Vec::new();
+            for ip in ["127.0.0.11", "127.0.0.12", "127.0.0.13"] {
+                let healthy = Arc::new(AtomicBool::new(true));
+                let service = test_service_on(ip, Arc::clone(&healthy)).await;
+                let registration = json!({"app": "blog", "service": "web", "node": h.nodes[0], "address": ip, "port": service.port()});
+                let (status, body) = call(reqwest::Method::POST, &format!("{}/v1/instances", h.base), Some("web-token"), Some(registration)).await;
+                assert_eq!(status, 201, "{body}");
+                flags.push(healthy);
+            }
+            let limit = Duration::from_secs(60);
+            until_dns_is(&h, &["127.0.0.11", "127.0.0.12", "127.0.0.13"], limit).await;
+            flags[1].store(false, Ordering::Relaxed);
+            until_dns_is(&h, &["127.0.0.11", "127.0.0.13"], limit).await;
+            flags[0].store(false, Ordering::Relaxed);
+            flags[1].store(true, Ordering::Relaxed);
+            until_dns_is(&h, &["127.0.0.12", "127.0.0.13"], limit).await;
+            let requests = proxy.requests();
+            // The draws are seeded: the n-th request gets the n-th.
+            assert!(
+                requests.iter().any(|r| r.failed),
+                "no call failed: the test saw no fault ({} requests)",
+                requests.len()
+            );
+        });
+    }
 }
 
 #[test]
