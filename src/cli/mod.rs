@@ -401,6 +401,16 @@ enum HookCommand {
         /// The commit's files.
         #[arg(long, value_name = "DIR")]
         source: PathBuf,
+        /// The branch the push moves.
+        #[arg(long)]
+        branch: Option<String>,
+        /// The commit the branch named before the push (zeros: none).
+        #[arg(long, value_name = "COMMIT")]
+        old: Option<String>,
+        /// The pushed objects as a pack, for the hook server to land them
+        /// if the pusher goes away during the rollout.
+        #[arg(long, value_name = "PATH")]
+        pack: Option<PathBuf>,
         /// The hook server's socket.
         #[arg(long, env = "HUXLEY_HOOK_SOCKET", value_name = "PATH")]
         socket: PathBuf,
@@ -763,6 +773,9 @@ fn hook(command: HookCommand) -> Outcome {
             app,
             commit,
             source,
+            branch,
+            old,
+            pack,
             socket,
             by,
         } => daemons::hook_deploy(
@@ -771,6 +784,12 @@ fn hook(command: HookCommand) -> Outcome {
                 commit,
                 source,
                 by,
+                landing: match (branch, old, pack) {
+                    (Some(branch), Some(old), Some(pack)) => {
+                        Some(crate::hook::Landing { branch, old, pack })
+                    }
+                    _ => None,
+                },
             },
             &socket,
         ),

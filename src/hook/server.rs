@@ -77,7 +77,18 @@ pub async fn run(
         .map_err(Stop::Usage)?
         .map(Arc::new);
     let apps: BTreeSet<String> = config.apps.keys().cloned().collect();
-    let answering = answer_on(listener, &aws, &bucket, &repos, &apps, deployer, &versions);
+    let answering = answer_on(
+        listener,
+        Served {
+            aws: aws.clone(),
+            bucket: bucket.clone(),
+            repos: repos.clone(),
+            apps,
+            versions: Arc::clone(&versions),
+            deployer,
+            user: args.user.clone(),
+        },
+    );
     // Each app's hook, from the applied artifacts, kept current.
     let refresher = {
         let (aws, bucket, repos) = (aws.clone(), bucket.clone(), repos.clone());
@@ -114,41 +125,27 @@ async fn refresh_hooks(aws: &Aws, bucket: &str, repos: &Path) {
     }
 }
 
+/// What the socket's requests are answered with.
+struct Served {
+    aws: Arc<Aws>,
+    bucket: String,
+    repos: PathBuf,
+    apps: BTreeSet<String>,
+    /// One save at a time: two pushes never race on a bundle.
+    versions: Arc<tokio::sync::Mutex<super::Versions>>,
+    deployer: Option<Arc<Deployer<Docker<Host>>>>,
+    /// The pushers' user, who owns the repositories.
+    user: String,
+}
+
 /// Answers the forced command's requests on the socket, each in a task of
 /// its own; saves one at a time.
-fn answer_on(
-    listener: tokio::net::UnixListener,
-    aws: &Arc<Aws>,
-    bucket: &str,
-    repos: &Path,
-    apps: &BTreeSet<String>,
-    deployer: Option<Arc<Deployer<Docker<Host>>>>,
-    versions: &Arc<tokio::sync::Mutex<super::Versions>>,
-) -> tokio::task::JoinHandle<()> {
-    let (aws, bucket, repos, apps) = (
-        aws.clone(),
-        bucket.to_owned(),
-        repos.to_owned(),
-        apps.clone(),
-    );
-    let saving = Arc::clone(versions);
+fn answer_on(listener: tokio::net::UnixListener, served: Served) -> tokio::task::JoinHandle<()> {
+    let served = Arc::new(served);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (aws, bucket, repos, apps) =
-                (aws.clone(), bucket.clone(), repos.clone(), apps.clone());
-            let (saving, deployer) = (saving.clone(), deployer.clone());
-            tokio::spawn(async move {
-                answer_request(
-                    stream,
-                    &aws,
-                    &bucket,
-                    &repos,
-                    &apps,
-                    &saving,
-                    deployer.as_deref(),
-                )
-                .await;
-            });
+            let served = Arc::clone(&served);
+            tokio::spawn(async move { answer_request(stream, &served).await });
         }
     })
 }
@@ -389,15 +386,7 @@ fn give_to(user: &str, paths: &[&Path]) -> Result<(), String> {
 /// Answers one request on the hook server's socket: `save APP` (after a
 /// push: keep the repository) or `deploy {JSON}` (from a pre-receive hook:
 /// build and roll out, streaming the progress back as JSON lines).
-async fn answer_request(
-    stream: tokio::net::UnixStream,
-    aws: &Aws,
-    bucket: &str,
-    repos: &Path,
-    apps: &BTreeSet<String>,
-    saving: &tokio::sync::Mutex<super::Versions>,
-    deployer: Option<&Deployer<Docker<Host>>>,
-) {
+async fn answer_request(stream: tokio::net::UnixStream, served: &Served) {
     use super::Answer;
     use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
     let (read, mut write) = stream.into_split();
@@ -407,10 +396,17 @@ async fn answer_request(
         return;
     }
     if let Some(app) = line.trim().strip_prefix("save ") {
-        let answer = if apps.contains(app) {
-            // One save at a time: two pushes never race on a bundle.
-            let mut versions = saving.lock().await;
-            match super::save(aws, bucket, repos, app, &mut versions).await {
+        let answer = if served.apps.contains(app) {
+            let mut versions = served.versions.lock().await;
+            match super::save(
+                &served.aws,
+                &served.bucket,
+                &served.repos,
+                app,
+                &mut versions,
+            )
+            .await
+            {
                 Ok(refs) => format!("ok {refs}\n"),
                 Err(err) => format!("error {err}\n"),
             }
@@ -434,7 +430,7 @@ async fn answer_request(
         let _ = write.write_all(answer(&refused).as_bytes()).await;
         return;
     };
-    let Some(deployer) = deployer else {
+    let Some(deployer) = served.deployer.as_deref() else {
         let refused = Answer::Error(
             "this hook server deploys nothing (it runs without --kick-url); the push is kept"
                 .into(),
@@ -472,16 +468,138 @@ async fn answer_request(
         while matches!(reader.read(&mut byte).await, Ok(n) if n > 0) {}
         let _ = went.send(true);
     });
-    let end = match deployer.deploy(&ask, &say, gone).await {
+    // The pushed objects, kept here for the rollout's length: the hook
+    // removes its file as it ends, which may be before the rollout does.
+    let mut ask = ask;
+    let kept = ask
+        .landing
+        .as_mut()
+        .and_then(|landing| keep_pack(served, &ask.app, &ask.commit, landing));
+    let outcome = deployer.deploy(&ask, &say, gone.clone()).await;
+    watcher.abort();
+    if *gone.borrow() {
+        landed_without_pusher(served, &ask, outcome.is_ok()).await;
+    }
+    if let Some(kept) = kept {
+        let _ = std::fs::remove_file(kept);
+    }
+    let end = match outcome {
         Ok(text) => Answer::Ok(text),
         Err(text) => Answer::Error(text),
     };
-    watcher.abort();
     eprintln!("hook: deploy of {} at {}: {end:?}", ask.app, ask.commit);
     let _ = sender.send(end);
     drop(sender);
     drop(say);
     let _ = forward.await;
+}
+
+/// After a deploy whose pusher went away (the pre-receive hook and git
+/// with it): moves the branch when the rollout succeeded, since git
+/// dropped the push (see [`super::land`]), and keeps the repository in the
+/// bucket; removes the files the hook left either way.
+async fn landed_without_pusher(served: &Served, ask: &super::DeployAsk, succeeded: bool) {
+    let short = crate::spec::release::short(&ask.commit);
+    let hex = |c: &str| c.len() == 40 && c.bytes().all(|b| b.is_ascii_hexdigit());
+    // Only the app's own branch, from and to commits by name.
+    let landing = ask.landing.as_ref().filter(|l| {
+        succeeded
+            && hex(&ask.commit)
+            && hex(&l.old)
+            && served
+                .deployer
+                .as_ref()
+                .and_then(|d| d.config.apps.get(&ask.app))
+                .is_some_and(|app| app.branch == l.branch)
+    });
+    if let Some(landing) = landing {
+        let repository = served.repos.join(format!("{}.git", ask.app));
+        let landed = super::land(&repository, &ask.commit, landing)
+            .and_then(|said| give_to(&served.user, &[&repository]).map(|()| said));
+        match landed {
+            Ok(said) => {
+                let mut versions = served.versions.lock().await;
+                let kept = super::save(
+                    &served.aws,
+                    &served.bucket,
+                    &served.repos,
+                    &ask.app,
+                    &mut versions,
+                )
+                .await;
+                eprintln!(
+                    "hook: the pusher of {} at {short} went away during its rollout, which succeeded: {said}{}",
+                    ask.app,
+                    kept.map_or_else(
+                        |e| format!(" (not kept in the bucket: {e})"),
+                        |_| String::new()
+                    )
+                );
+            }
+            Err(err) => eprintln!(
+                "hook: the pusher of {} at {short} went away during its rollout, which succeeded, and the branch could not move: {err}",
+                ask.app
+            ),
+        }
+    }
+    // The hook that made it may be gone before it removed it.
+    remove_left(&ask.source);
+}
+
+/// Copies a push's pack into the state directory (`landing/`) and points
+/// `landing` at the copy; the copy, or nothing when it cannot be made (the
+/// push then lands only through git).
+fn keep_pack(
+    served: &Served,
+    app: &str,
+    commit: &str,
+    landing: &mut super::Landing,
+) -> Option<PathBuf> {
+    if !served.apps.contains(app) || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let dir = served.repos.with_file_name("landing");
+    let kept = dir.join(format!("{app}-{commit}.pack"));
+    let copied = std::fs::create_dir_all(&dir).and_then(|()| {
+        // Never through a link the pushers' user made.
+        let metadata = std::fs::symlink_metadata(&landing.pack)?;
+        if !metadata.is_file() {
+            return Err(std::io::Error::other("not a file"));
+        }
+        std::fs::copy(&landing.pack, &kept)
+    });
+    match copied {
+        Ok(_) => {
+            landing.pack.clone_from(&kept);
+            Some(kept)
+        }
+        Err(err) => {
+            eprintln!(
+                "hook: cannot keep the pushed objects of {app} at {commit} ({}): {err}",
+                landing.pack.display()
+            );
+            None
+        }
+    }
+}
+
+/// Removes what a pre-receive hook left in the temporary directory (its
+/// `mktemp` files, the pushers' user's): nothing elsewhere, nothing of
+/// root's, never through a link, whatever path the socket was told.
+fn remove_left(path: &Path) {
+    use std::os::unix::fs::MetadataExt as _;
+    let in_temp = path.parent() == Some(std::env::temp_dir().as_path());
+    let Ok(metadata) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if !in_temp || metadata.uid() == 0 || metadata.file_type().is_symlink() {
+        return;
+    }
+    let _ = if metadata.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
 }
 
 /// The host key, authorized_keys and sshd_config in the state directory,

@@ -344,6 +344,7 @@ fn stalled_deployer(
         commit: "a".repeat(40),
         source,
         by: Some("SHA256:x".into()),
+        landing: None,
     };
     (rt, deployer, ask)
 }

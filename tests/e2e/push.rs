@@ -388,6 +388,12 @@ deploy = { timeout = "15s", drain = "1s" }
         "{said}"
     );
     assert_eq!(versions(&describe(&live, &kick)), vec![digest2.clone(); 3]);
+    let on_cluster = run(
+        &dir.join(format!("hook-{}/repos/shop.git", label(lead))),
+        "git",
+        &["rev-parse", "main"],
+    );
+    assert_eq!(String::from_utf8_lossy(&on_cluster.stdout).trim(), docs);
 
     // 5. `huxley rollback` to the first release, without a build.
     let mut env = live.env.clone();
@@ -456,6 +462,78 @@ deploy = { timeout = "15s", drain = "1s" }
     assert!(shown.contains("rolled back"), "{shown}");
     assert!(shown.contains("(rollback to v1)"), "{shown}");
 
+    // 6b. A pusher who goes away during the rollout: the rollout goes on,
+    // and since it succeeds, the hook server moves the branch (git dropped
+    // the unfinished push and its objects) and keeps it in the bucket.
+    let fifth = commit(&work, "five", "");
+    let gone_push = {
+        use std::io::BufRead as _;
+        use std::os::unix::process::CommandExt as _;
+        let ssh = format!(
+            "ssh -i {} -p {port} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+            key.display()
+        );
+        let mut child = Command::new("git")
+            .args(["push", &remote, "main"])
+            .current_dir(&work)
+            .env("GIT_SSH_COMMAND", ssh)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("git push");
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(child.stderr.take().expect("piped"))
+            .lines()
+            .map_while(Result::ok)
+        {
+            let started = line.contains("rolling out shop v");
+            seen.push(line);
+            if started {
+                // The pusher's machine goes away: git and ssh at once.
+                // On the server, sshd ends the session and the hook's next
+                // write fails, which ends it (and git's push with it);
+                // here, at once, rather than at its next progress line.
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", child.id())])
+                    .status();
+                for pid in processes_with(&["hook", "deploy", "--commit", &fifth]) {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", "--", &pid.to_string()])
+                        .status();
+                }
+                break;
+            }
+        }
+        let _ = child.wait();
+        seen.join("\n")
+    };
+    eprintln!("$ git push (killed during the rollout)\n{gone_push}");
+    assert!(gone_push.contains("rolling out shop v5"), "{gone_push}");
+    let repository = dir.join(format!("hook-{}/repos/shop.git", label(lead)));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let on_cluster = run(&repository, "git", &["rev-parse", "main"]);
+        if String::from_utf8_lossy(&on_cluster.stdout).trim() == fifth {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the branch never moved to the rolled-out commit:\n{}",
+            live.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let v5 = describe(&live, &kick);
+    assert_eq!(web(&v5)["release"]["commit"], fifth.as_str(), "{v5:#}");
+    let hook_log =
+        fs::read_to_string(dir.join(format!("hook-{}.log", label(lead)))).unwrap_or_default();
+    assert!(
+        hook_log.contains("went away during its rollout, which succeeded: main moved to"),
+        "{hook_log}"
+    );
+
     // 7. The leader's node dies: the standby's kick server leads, its hook
     // server restores every pushed commit from the bucket, serves git, and
     // the next push deploys through it.
@@ -477,16 +555,41 @@ deploy = { timeout = "15s", drain = "1s" }
         .output()
         .expect("git ls-remote");
     let refs = String::from_utf8_lossy(&listed.stdout);
-    assert!(refs.contains(&format!("{docs}\trefs/heads/main")), "{refs}");
+    assert!(
+        refs.contains(&format!("{fifth}\trefs/heads/main")),
+        "{refs}"
+    );
     assert!(refs.contains("refs/heads/feature"), "{refs}");
     let kick = kicks[stand].clone();
     let fourth = commit(&work, "four", "");
     let (pushed, said) = push(&work, &remote, &key, ports[stand], "main");
     assert!(pushed, "{said}\n{}", live.logs());
-    assert!(said.contains("deployed shop v5"), "{said}");
-    let v5 = describe(&live, &kick);
-    assert_eq!(web(&v5)["healthy"], 3, "{v5:#}");
-    assert_eq!(web(&v5)["release"]["commit"], fourth.as_str());
+    assert!(said.contains("deployed shop v6"), "{said}");
+    let v6 = describe(&live, &kick);
+    assert_eq!(web(&v6)["healthy"], 3, "{v6:#}");
+    assert_eq!(web(&v6)["release"]["commit"], fourth.as_str());
+}
+
+/// The processes whose arguments include every one of `words`.
+fn processes_with(words: &[&str]) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            words
+                .iter()
+                .all(|w| args.iter().any(|a| a == w))
+                .then_some(pid)
+        })
+        .collect()
 }
 
 /// `git push`, timing each line the pusher sees: (seconds since the start,
