@@ -193,6 +193,7 @@ pub async fn start_leading(
         described: Mutex::new(None),
         owned: Mutex::new(owned),
         foreign: Mutex::new(foreign),
+        dns_behind: Mutex::default(),
         requests: AtomicU64::new(0),
         lease: leading.lease,
         tasks: Mutex::new(Vec::new()),
@@ -284,7 +285,7 @@ async fn reconcile(kick: &Arc<Kick>, services: Vec<(String, String)>) {
     futures_join(services.into_iter().map(|(app, service)| {
         let kick = Arc::clone(kick);
         async move {
-            sync_dns(&kick, &app, &service).await;
+            let _ = sync_dns(&kick, &app, &service).await;
             let _ = sync_replicas(&kick, &app, &service).await;
         }
     }))

@@ -24,6 +24,9 @@ pub struct Faults {
     /// Requests whose action (see [`Request::action`]) contains this text
     /// are held this long before they are forwarded.
     pub stall: Option<(String, Duration)>,
+    /// Requests whose action contains this text are refused with `403
+    /// AccessDenied` (which no client retries), as a changed policy would.
+    pub deny: Option<String>,
 }
 
 /// One request as the proxy saw it.
@@ -115,6 +118,7 @@ impl Proxy {
 struct Fate {
     delay: Duration,
     fail: bool,
+    deny: bool,
 }
 
 /// Serves one client connection, one request at a time.
@@ -129,6 +133,15 @@ fn serve(client: TcpStream, upstream: u16, state: &Mutex<State>) -> std::io::Res
         let action = action(&head, &text);
         let fate = decide(state, &action, &text);
         std::thread::sleep(fate.delay);
+        if fate.deny {
+            let body = "<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>denied by the test proxy</Message></Error><RequestId>0</RequestId></ErrorResponse>";
+            write!(
+                client,
+                "HTTP/1.1 403 Forbidden\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )?;
+            continue;
+        }
         if fate.fail {
             let body = "Service Unavailable\n";
             write!(
@@ -183,12 +196,17 @@ fn decide(state: &Mutex<State>, action: &str, text: &str) -> Fate {
         delay += *stall;
     }
     let fail = state.faults.unavailable > 0.0 && state.rng.f64() < state.faults.unavailable;
+    let deny = state
+        .faults
+        .deny
+        .as_ref()
+        .is_some_and(|pattern| action.contains(pattern.as_str()));
     state.log.push(Request {
         at: Instant::now(),
         action: action.to_owned(),
-        failed: fail,
+        failed: fail || deny,
     });
-    Fate { delay, fail }
+    Fate { delay, fail, deny }
 }
 
 /// `service:Operation` of a request, from its signature's credential scope

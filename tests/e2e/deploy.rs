@@ -438,7 +438,7 @@ fn apply_converges_in_one_run_when_calls_fail() {
                     unavailable: if seed <= 2 { 0.1 } else { 0.3 },
                     latency: std::time::Duration::from_millis(200),
                     seed,
-                    stall: None,
+                    ..Faults::default()
                 });
                 let apply = cluster.run(&["apply", "--yes"]);
                 let requests = proxy.requests();

@@ -657,7 +657,7 @@ fn dns_follows_health_exactly_through_aws_faults() {
                 unavailable: 0.1,
                 latency: Duration::from_millis(200),
                 seed,
-                stall: None,
+                ..huxley::testing::Faults::default()
             });
             let settings = Settings {
                 requests_per_second: 50.0,
@@ -690,6 +690,57 @@ fn dns_follows_health_exactly_through_aws_faults() {
             );
         });
     }
+}
+
+/// Regression: a Route53 write that failed past its retries left the
+/// record as it was until the service's health changed again (perhaps
+/// never), and a drain went on to stop replicas DNS still named. A
+/// service whose write failed is written again at its next check.
+#[test]
+fn a_failed_dns_write_is_written_again_at_the_next_check() {
+    runtime().block_on(async {
+        let proxy = huxley::testing::Proxy::start(Emulator::shared(&root()).port);
+        let settings = Settings {
+            requests_per_second: 50.0,
+            ..Settings::default()
+        };
+        let name = "kickbehind";
+        let h = harness_through(name, kick_config(name), settings, &proxy.endpoint()).await;
+        let mut flags = Vec::new();
+        for (ip, healthy) in [("127.0.0.21", true), ("127.0.0.22", false)] {
+            let healthy = Arc::new(AtomicBool::new(healthy));
+            let service = test_service_on(ip, Arc::clone(&healthy)).await;
+            let registration = json!({"app": "blog", "service": "web", "node": h.nodes[0], "address": ip, "port": service.port()});
+            let (status, body) = call(reqwest::Method::POST, &format!("{}/v1/instances", h.base), Some("web-token"), Some(registration)).await;
+            assert_eq!(status, 201, "{body}");
+            flags.push(healthy);
+        }
+        until_dns_is(&h, &["127.0.0.21"], Duration::from_secs(20)).await;
+        // Route53 refuses every change while the second replica turns
+        // healthy; then it takes them again, and nothing else changes.
+        proxy.set_faults(huxley::testing::Faults {
+            deny: Some("route53:POST".into()),
+            ..huxley::testing::Faults::default()
+        });
+        flags[1].store(true, Ordering::Relaxed);
+        // Kick sees both healthy, and its write of that is refused.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, web) = call(reqwest::Method::GET, &format!("{}/v1/apps/blog/services/web", h.base), Some("admin-token"), None).await;
+            if web["healthy"].as_u64() == Some(2) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never both healthy: {web}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(proxy.requests().iter().any(|r| r.failed && r.action.starts_with("route53:POST")));
+        // Still the first replica only.
+        until_dns_is(&h, &["127.0.0.21"], Duration::from_secs(1)).await;
+        proxy.set_faults(huxley::testing::Faults::default());
+        until_dns_is(&h, &["127.0.0.21", "127.0.0.22"], Duration::from_secs(20)).await;
+        drop(flags);
+    });
 }
 
 #[test]

@@ -161,7 +161,7 @@ pub async fn deregister(
     let removed = kick.registry.lock().expect("registry").deregister(&id);
     match removed {
         Ok(_) => {
-            crate::control::controllers::health::sync_dns(&kick, &app, &service).await;
+            let _ = crate::control::controllers::health::sync_dns(&kick, &app, &service).await;
             match crate::control::controllers::health::sync_replicas(&kick, &app, &service).await {
                 Ok(()) => StatusCode::NO_CONTENT.into_response(),
                 Err(reason) => error(

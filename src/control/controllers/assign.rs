@@ -376,7 +376,7 @@ async fn undrain(kick: &Kick, copies: &[(Replica, String)]) {
         }
     }
     for (app, service) in touched {
-        crate::control::controllers::health::sync_dns(kick, &app, &service).await;
+        let _ = crate::control::controllers::health::sync_dns(kick, &app, &service).await;
     }
 }
 
@@ -566,7 +566,9 @@ pub fn spawn(kick: Arc<Kick>) -> tokio::task::AbortHandle {
                         }));
                     }
                     for (app, service) in touched {
-                        crate::control::controllers::health::sync_dns(&kick, &app, &service).await;
+                        let _ =
+                            crate::control::controllers::health::sync_dns(&kick, &app, &service)
+                                .await;
                         let _ = crate::control::controllers::health::sync_replicas(
                             &kick, &app, &service,
                         )

@@ -44,7 +44,7 @@ pub fn spawn(kick: Arc<Kick>) -> Vec<tokio::task::AbortHandle> {
                 .expect("registry")
                 .reap(SystemTime::now(), DEREGISTER_AFTER);
             for (app, service) in touched {
-                sync_dns(&kick, &app, &service).await;
+                let _ = sync_dns(&kick, &app, &service).await;
                 // On failure the record keeps the reaped instance until the
                 // service's next change rewrites it.
                 let _ = sync_replicas(&kick, &app, &service).await;
@@ -133,8 +133,13 @@ async fn check_loop(kick: Arc<Kick>, client: reqwest::Client, app: String, servi
                 .count()
                 > 0
         };
-        if changed {
-            sync_dns(&kick, &app, &service).await;
+        let behind = kick
+            .dns_behind
+            .lock()
+            .expect("dns_behind")
+            .contains(&(app.clone(), service.clone()));
+        if changed || behind {
+            let _ = sync_dns(&kick, &app, &service).await;
         }
     }
 }
@@ -265,7 +270,25 @@ pub async fn drain_out_of_dns(
     if marked == 0 {
         return;
     }
-    for change in &sync_dns(kick, &key.0, &key.1).await {
+    // A replica leaves only once DNS no longer names it: a failed write is
+    // tried again (backing off to 10 s) for as long as it takes, and the
+    // replica keeps running meanwhile. A leader that loses its lease has
+    // this task stopped with the others.
+    let mut wait = Duration::from_millis(500);
+    let changes = loop {
+        match sync_dns(kick, &key.0, &key.1).await {
+            Ok(changes) => break changes,
+            Err(err) => {
+                eprintln!(
+                    "kick: {}.{}: cannot take leaving replicas out of DNS yet ({err}); they keep running, trying again in {wait:?}",
+                    key.0, key.1
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        }
+    };
+    for change in &changes {
         if !kick.aws.wait_insync(change, INSYNC_AT_MOST).await {
             eprintln!(
                 "kick: Route53 change {change} not INSYNC after {INSYNC_AT_MOST:?}; draining anyway"
@@ -280,13 +303,28 @@ pub async fn drain_out_of_dns(
 /// through the container routes), its public names the public addresses
 /// of the nodes that run a healthy replica on the host port (the internet
 /// cannot reach a container address).
-/// The ids of the Route53 changes that carried it (to wait for INSYNC).
-/// The records' TTL is the service's drain.
-pub async fn sync_dns(kick: &Kick, app: &str, service: &str) -> Vec<String> {
+/// The ids of the Route53 changes that carried it (to wait for INSYNC),
+/// or what could not be written: the service is then marked behind
+/// ([`Kick::dns_behind`]) and its check loop writes it again at its next
+/// check, whatever its health does. The records' TTL is the service's
+/// drain.
+pub async fn sync_dns(kick: &Kick, app: &str, service: &str) -> Result<Vec<String>, String> {
+    let synced = write_dns(kick, app, service).await;
+    let key = (app.to_owned(), service.to_owned());
+    let mut behind = kick.dns_behind.lock().expect("dns_behind");
+    if synced.is_ok() {
+        behind.remove(&key);
+    } else {
+        behind.insert(key);
+    }
+    synced
+}
+
+async fn write_dns(kick: &Kick, app: &str, service: &str) -> Result<Vec<String>, String> {
     let (private, public, healthy_nodes, ttl, ticket) = {
         let registry = kick.registry.lock().expect("registry");
         let Some(state) = registry.service(app, service) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let healthy_nodes: std::collections::BTreeSet<String> = state
             .instances
@@ -322,6 +360,7 @@ pub async fn sync_dns(kick: &Kick, app: &str, service: &str) -> Vec<String> {
             .map(|name| (name, public_addresses.clone())),
     );
     let mut sent = Vec::new();
+    let mut failed = Vec::new();
     for (name, addresses) in names {
         let Some(zone) = kick.zones.of(&name).map(|z| z.id.clone()) else {
             continue;
@@ -339,15 +378,20 @@ pub async fn sync_dns(kick: &Kick, app: &str, service: &str) -> Vec<String> {
             let Some(change) = change_towards(current, &name, kind, ttl, values) else {
                 continue;
             };
-            if own(kick, &zone, &name).await.is_err() {
+            if let Err(err) = own(kick, &zone, &name).await {
+                failed.push(format!("{name}: {err}"));
                 continue;
             }
-            // A failure leaves the record as it was; the next change of
-            // this service's health rewrites it.
-            if let Ok(Some(id)) = kick.writer.submit_tracked(&zone, change, ticket).await {
-                sent.push(id);
+            match kick.writer.submit_tracked(&zone, change, ticket).await {
+                Ok(Some(id)) => sent.push(id),
+                Ok(None) => {}
+                Err(err) => failed.push(format!("{name} {kind}: {err}")),
             }
         }
     }
-    sent
+    if failed.is_empty() {
+        Ok(sent)
+    } else {
+        Err(failed.join("; "))
+    }
 }

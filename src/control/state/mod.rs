@@ -67,6 +67,9 @@ pub struct Kick {
     pub owned: Mutex<BTreeSet<String>>,
     /// Names that exist in the zones and are not Huxley's: never touched.
     pub foreign: Mutex<BTreeSet<String>>,
+    /// Services whose names the last write left behind their health (a
+    /// Route53 failure): written again at their next check.
+    pub dns_behind: Mutex<BTreeSet<(String, String)>>,
     pub requests: AtomicU64,
     /// The lease this server leads under; `None` when it runs alone.
     pub lease: Option<Arc<crate::control::lease::Lease>>,
