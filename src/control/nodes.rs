@@ -42,6 +42,14 @@ impl Nodes {
     /// least) a read, and a read that lists no node while some are known
     /// changes nothing. `held` says why a read was not taken whole.
     pub fn replace(&mut self, list: Vec<Node>) {
+        self.replace_checked(list, None);
+    }
+
+    /// [`Nodes::replace`], cross-checked with the Auto Scaling group's
+    /// instances (`in_group`, when it could be read): a node EC2's read
+    /// missed but the group still has in service is not missing (its tag
+    /// was removed, or the read was partial), and stays.
+    pub fn replace_checked(&mut self, list: Vec<Node>, in_group: Option<&BTreeSet<String>>) {
         let read: BTreeMap<String, Node> = list.into_iter().map(|n| (n.id.clone(), n)).collect();
         let first = self.refreshed.is_none();
         self.refreshed = Some(Instant::now());
@@ -53,12 +61,15 @@ impl Nodes {
             ));
             return;
         }
-        let missing: BTreeSet<String> = self
+        let unlisted: BTreeSet<String> = self
             .known
             .keys()
             .filter(|id| !read.contains_key(*id))
             .cloned()
             .collect();
+        let (in_service, missing): (BTreeSet<String>, BTreeSet<String>) = unlisted
+            .into_iter()
+            .partition(|id| in_group.is_some_and(|group| group.contains(id)));
         let limit = (self.known.len() / 3).max(1);
         let leaving: Vec<String> = if first {
             Vec::new()
@@ -77,8 +88,18 @@ impl Nodes {
                 waiting
             ));
         }
+        if !in_service.is_empty() {
+            let said = format!(
+                "{} of the cluster's nodes EC2 did not list are in service in the Auto Scaling group, and stay",
+                in_service.len()
+            );
+            self.held = Some(match self.held.take() {
+                Some(held) => format!("{held}; {said}"),
+                None => said,
+            });
+        }
         let mut known = read;
-        for id in &missing {
+        for id in missing.iter().chain(&in_service) {
             if !leaving.contains(id)
                 && let Some(node) = self.known.get(id)
             {
@@ -145,6 +166,30 @@ mod tests {
         nodes.replace(vec![node("a"), node("b"), node("d")]);
         nodes.replace(vec![node("a"), node("b"), node("d")]);
         assert_eq!(ids(&nodes), ["a", "b", "d"]);
+    }
+
+    /// Issue 19: membership from EC2 is cross-checked with the group: a
+    /// node whose tag went (or that a partial read missed) but that the
+    /// group has in service never leaves.
+    #[test]
+    fn a_node_the_group_still_has_in_service_stays() {
+        let mut nodes = Nodes::from_list(vec![node("a"), node("b"), node("c")]);
+        let group: BTreeSet<String> = ["a", "b", "c"].map(str::to_owned).into();
+        for _ in 0..3 {
+            nodes.replace_checked(vec![node("a"), node("b")], Some(&group));
+            assert_eq!(ids(&nodes), ["a", "b", "c"]);
+            assert!(
+                nodes
+                    .held
+                    .as_deref()
+                    .is_some_and(|h| h.contains("Auto Scaling group"))
+            );
+        }
+        // Out of the group too: it leaves as any missing node does.
+        let two: BTreeSet<String> = ["a", "b"].map(str::to_owned).into();
+        nodes.replace_checked(vec![node("a"), node("b")], Some(&two));
+        nodes.replace_checked(vec![node("a"), node("b")], Some(&two));
+        assert_eq!(ids(&nodes), ["a", "b"]);
     }
 
     #[test]

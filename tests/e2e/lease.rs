@@ -295,6 +295,41 @@ fn a_renewal_stalled_at_the_table_leaves_one_leader_and_no_late_write() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
+    // A node agent's long poll, waiting on kick-a when its lease lapses.
+    let node_name = "/huxley/tablestall/tokens/node".to_owned();
+    let node_token = rt
+        .block_on(live.aws.secure_parameters(std::slice::from_ref(&node_name)))
+        .expect("node token")[&node_name]
+        .clone();
+    let assignment = format!("{a}/v1/nodes/{}/assignment", live.nodes[0]);
+    let generation = rt
+        .block_on(live.get(&assignment, Some(&node_token)))
+        .and_then(|(_, text)| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|v| v["generation"].as_u64())
+        .expect("an assignment from the leader");
+    let polling = {
+        let url = format!("{assignment}?after={generation}&wait=60");
+        let token = node_token.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("rt");
+            rt.block_on(async {
+                huxley::tls::ensure_provider();
+                let answer = reqwest::Client::new()
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .expect("kick-a answers the long poll");
+                (
+                    answer.status().as_u16(),
+                    answer.text().await.unwrap_or_default(),
+                )
+            })
+        })
+    };
     let writes_before = writes_after(&proxy, Instant::now() - Duration::from_secs(3600)).len();
     let stalled = Instant::now();
     proxy.set_faults(stalled_renewals());
@@ -337,5 +372,9 @@ fn a_renewal_stalled_at_the_table_leaves_one_leader_and_no_late_write() {
         writes_before > 0,
         "kick-a wrote nothing while it led: the count sees nothing"
     );
+    // The long poll that waited on kick-a is answered as a standby, not
+    // with an assignment kick-a made while it led.
+    let (status, body) = polling.join().expect("the long poll");
+    assert_eq!(status, 503, "{body}");
     proxy.set_faults(Faults::default());
 }

@@ -69,6 +69,14 @@ pub async fn get_assignment(
             }
         }
     }
+    // Checked again after the wait: a server whose lease lapsed meanwhile
+    // hands out nothing (the agent keeps what it runs and asks again).
+    if kick.lease.as_ref().is_some_and(|l| !l.valid()) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this kick server no longer leads; ask the leader",
+        );
+    }
     Json(assignment(&kick, &node)).into_response()
 }
 

@@ -516,6 +516,29 @@ pub fn assignment(kick: &Kick, node: &str) -> Assignment {
     }
 }
 
+/// The Auto Scaling group's instances in service, read only when EC2's
+/// `list` lacks a known node (`None` when it lacks none, or the group
+/// cannot be read).
+async fn group_if_missing(kick: &Kick, list: &[crate::aws::Node]) -> Option<BTreeSet<String>> {
+    let missing = {
+        let nodes = kick.nodes.lock().expect("nodes");
+        nodes
+            .known
+            .keys()
+            .any(|id| !list.iter().any(|n| &n.id == id))
+    };
+    if !missing {
+        return None;
+    }
+    match kick.aws.node_group(&kick.config.nodes.group).await {
+        Ok(group) => group.map(|g| g.instances.into_iter().collect()),
+        Err(err) => {
+            eprintln!("kick: cannot cross-check the nodes with the Auto Scaling group: {err}");
+            None
+        }
+    }
+}
+
 /// Re-reads the nodes from EC2 and places again, every
 /// [`RECONCILE_EVERY`], while this server leads.
 pub fn spawn(kick: Arc<Kick>) -> tokio::task::AbortHandle {
@@ -526,10 +549,11 @@ pub fn spawn(kick: Arc<Kick>) -> tokio::task::AbortHandle {
             tick.tick().await;
             match kick.aws.cluster_nodes(&kick.config.cluster.name).await {
                 Ok(list) => {
+                    let in_group = group_if_missing(&kick, &list).await;
                     let (changed, known) = {
                         let mut nodes = kick.nodes.lock().expect("nodes");
                         let before = (nodes.generation, nodes.held.clone());
-                        nodes.replace(list);
+                        nodes.replace_checked(list, in_group.as_ref());
                         if nodes.held.is_some() && nodes.held != before.1 {
                             eprintln!("kick: {}", nodes.held.as_deref().unwrap_or_default());
                         }
