@@ -413,6 +413,28 @@ pub struct Landing {
     pub pack: PathBuf,
 }
 
+/// `git -C repository`, run as the repository's owner (the pushers' user)
+/// when this process is root: git refuses a repository another user owns
+/// ("dubious ownership"), and must not run that user's hooks and config
+/// as root. Without the caller's home, so no configuration of root's is
+/// read either.
+fn as_owner(repository: &Path) -> Result<std::process::Command, String> {
+    use std::os::unix::fs::MetadataExt as _;
+    use std::os::unix::process::CommandExt as _;
+    let owner = std::fs::metadata(repository)
+        .map_err(|e| format!("cannot read {}: {e}", repository.display()))?;
+    let mut git = std::process::Command::new("git");
+    git.arg("-C").arg(repository);
+    let root = std::fs::metadata("/proc/self").is_ok_and(|me| me.uid() == 0);
+    if root && owner.uid() != 0 {
+        git.uid(owner.uid())
+            .gid(owner.gid())
+            .env_remove("HOME")
+            .env_remove("XDG_CONFIG_HOME");
+    }
+    Ok(git)
+}
+
 /// Lands a push whose pusher went away during its rollout, which
 /// succeeded: the pushed objects go into `repository` and the branch moves
 /// from what the push found to `commit`, only if it still names that (a
@@ -424,9 +446,7 @@ pub fn land(repository: &Path, commit: &str, landing: &Landing) -> Result<String
             landing.pack.display()
         )
     })?;
-    let indexed = std::process::Command::new("git")
-        .arg("-C")
-        .arg(repository)
+    let indexed = as_owner(repository)?
         .args(["index-pack", "--stdin", "--fix-thin"])
         .stdin(pack)
         .stdout(std::process::Stdio::null())
@@ -439,9 +459,7 @@ pub fn land(repository: &Path, commit: &str, landing: &Landing) -> Result<String
         ));
     }
     let reference = format!("refs/heads/{}", landing.branch);
-    let moved = std::process::Command::new("git")
-        .arg("-C")
-        .arg(repository)
+    let moved = as_owner(repository)?
         .args(["update-ref", &reference, commit, &landing.old])
         .output()
         .map_err(|e| format!("cannot run git: {e}"))?;
@@ -822,6 +840,7 @@ mod tests {
             .arg("-C")
             .arg(dir)
             .args(["-c", "user.email=dev@acme.example", "-c", "user.name=Dev"])
+            .args(["-c", "safe.directory=*"])
             .args(args)
             .output()
             .expect("git runs");
@@ -884,6 +903,18 @@ mod tests {
         let two = git(&work, &["rev-parse", "HEAD"]);
         let pack = dir.join("two.pack");
         pack_of(&work, &two, &one, &pack);
+        // On a node the repository is the pushers' user's and the hook
+        // server root: so here, when the tests run as root.
+        if std::fs::metadata("/proc/self")
+            .is_ok_and(|me| std::os::unix::fs::MetadataExt::uid(&me) == 0)
+        {
+            let owned = std::process::Command::new("chown")
+                .args(["-R", "65534:65534"])
+                .arg(&cluster)
+                .status()
+                .expect("chown");
+            assert!(owned.success());
+        }
         let landing = Landing {
             branch: "main".into(),
             old: one.clone(),

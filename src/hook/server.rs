@@ -86,7 +86,6 @@ pub async fn run(
             apps,
             versions: Arc::clone(&versions),
             deployer,
-            user: args.user.clone(),
         },
     );
     // Each app's hook, from the applied artifacts, kept current.
@@ -134,8 +133,6 @@ struct Served {
     /// One save at a time: two pushes never race on a bundle.
     versions: Arc<tokio::sync::Mutex<super::Versions>>,
     deployer: Option<Arc<Deployer<Docker<Host>>>>,
-    /// The pushers' user, who owns the repositories.
-    user: String,
 }
 
 /// Answers the forced command's requests on the socket, each in a task of
@@ -514,8 +511,7 @@ async fn landed_without_pusher(served: &Served, ask: &super::DeployAsk, succeede
     });
     if let Some(landing) = landing {
         let repository = served.repos.join(format!("{}.git", ask.app));
-        let landed = super::land(&repository, &ask.commit, landing)
-            .and_then(|said| give_to(&served.user, &[&repository]).map(|()| said));
+        let landed = super::land(&repository, &ask.commit, landing);
         match landed {
             Ok(said) => {
                 let mut versions = served.versions.lock().await;
@@ -543,7 +539,7 @@ async fn landed_without_pusher(served: &Served, ask: &super::DeployAsk, succeede
         }
     }
     // The hook that made it may be gone before it removed it.
-    remove_left(&ask.source);
+    remove_left(&ask.source, pushers_uid(served));
 }
 
 /// Copies a push's pack into the state directory (`landing/`) and points
@@ -561,12 +557,9 @@ fn keep_pack(
     let dir = served.repos.with_file_name("landing");
     let kept = dir.join(format!("{app}-{commit}.pack"));
     let copied = std::fs::create_dir_all(&dir).and_then(|()| {
-        // Never through a link the pushers' user made.
-        let metadata = std::fs::symlink_metadata(&landing.pack)?;
-        if !metadata.is_file() {
-            return Err(std::io::Error::other("not a file"));
-        }
-        std::fs::copy(&landing.pack, &kept)
+        let mut source = open_pushers(&landing.pack, pushers_uid(served))?;
+        let mut copy = std::fs::File::create(&kept)?;
+        std::io::copy(&mut source, &mut copy)
     });
     match copied {
         Ok(_) => {
@@ -583,16 +576,46 @@ fn keep_pack(
     }
 }
 
+/// The pushers' user's id: the owner of the repositories.
+fn pushers_uid(served: &Served) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(&served.repos)
+        .ok()
+        .map(|m| m.uid())
+        .filter(|uid| *uid != 0)
+}
+
+/// Opens a file the pushers' user (`uid`) made, never through a link: the
+/// path names a regular file of theirs, and the file opened is that same
+/// file (a link swapped in meanwhile opens another, and is refused).
+fn open_pushers(path: &Path, uid: Option<u32>) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::MetadataExt as _;
+    let named = std::fs::symlink_metadata(path)?;
+    let theirs = uid.is_none_or(|uid| named.uid() == uid);
+    if !named.is_file() || !theirs {
+        return Err(std::io::Error::other("not a file of the pushers' user"));
+    }
+    let file = std::fs::File::open(path)?;
+    let opened = file.metadata()?;
+    if (opened.dev(), opened.ino()) != (named.dev(), named.ino()) {
+        return Err(std::io::Error::other(
+            "the file changed while it was opened",
+        ));
+    }
+    Ok(file)
+}
+
 /// Removes what a pre-receive hook left in the temporary directory (its
-/// `mktemp` files, the pushers' user's): nothing elsewhere, nothing of
-/// root's, never through a link, whatever path the socket was told.
-fn remove_left(path: &Path) {
+/// `mktemp` files): only entries of the pushers' user there, never root's
+/// or another user's, never through a link, whatever path the socket was
+/// told.
+fn remove_left(path: &Path, uid: Option<u32>) {
     use std::os::unix::fs::MetadataExt as _;
     let in_temp = path.parent() == Some(std::env::temp_dir().as_path());
     let Ok(metadata) = std::fs::symlink_metadata(path) else {
         return;
     };
-    if !in_temp || metadata.uid() == 0 || metadata.file_type().is_symlink() {
+    if !in_temp || uid != Some(metadata.uid()) || metadata.file_type().is_symlink() {
         return;
     }
     let _ = if metadata.is_dir() {
