@@ -306,7 +306,15 @@ impl<S: Streams> Builder for Docker<S> {
         let mut build = words(&["build", "--tag", tag]);
         match &self.confinement {
             Confinement::Unconfined => {}
-            Confinement::Sandboxed(sandbox) => build.extend(sandbox.build_args()),
+            Confinement::Sandboxed(sandbox) => {
+                // Checked (and made again) before every build: a firewall
+                // reload or a re-created network must not leave it open.
+                let checked =
+                    super::sandbox::prepare(&self.streams, sandbox.limits, &sandbox.resolvers)
+                        .await
+                        .map_err(|why| format!("builds are refused on this node: {why}"))?;
+                build.extend(checked.build_args());
+            }
             Confinement::Refused(why) => {
                 return Err(format!("builds are refused on this node: {why}"));
             }
@@ -428,6 +436,7 @@ mod tests {
                 self.stdin.lock().unwrap().push(text.to_owned());
             }
             match args.first().map(String::as_str) {
+                Some("network") => Ok("hx-build0\n".into()),
                 Some("build") => {
                     lines("Step 1/3 : FROM scratch".into());
                     Ok(String::new())
@@ -477,6 +486,7 @@ mod tests {
         let sandbox = super::super::sandbox::Sandbox {
             network: "huxley-build".into(),
             limits: super::super::sandbox::Limits::for_node(4096, 2),
+            resolvers: Vec::new(),
         };
         let docker = Docker {
             program: "docker".into(),
@@ -488,8 +498,18 @@ mod tests {
             .await
             .unwrap_err();
         let calls = recorded.calls.lock().unwrap().clone();
+        let build = calls
+            .iter()
+            .position(|c| c.starts_with("docker build"))
+            .expect("a build");
         assert!(
-            calls[0].starts_with("docker build --tag r/x:web-1 --network huxley-build --memory 2048m --memory-swap 2048m --cpu-period 100000 --cpu-quota 100000 "),
+            calls[..build]
+                .iter()
+                .any(|c| c.starts_with("iptables -w -C INPUT -i hx-build0")),
+            "the sandbox is checked before the build: {calls:?}"
+        );
+        assert!(
+            calls[build].starts_with("docker build --tag r/x:web-1 --network huxley-build --memory 2048m --memory-swap 2048m --cpu-period 100000 --cpu-quota 100000 "),
             "{calls:?}"
         );
         let refused = Recorded::default();

@@ -10,7 +10,19 @@
 //!   bridge), nor any private range: the VPC and its resolver, other
 //!   nodes, the replicas' container range (RFC 1918 and 100.64.0.0/10),
 //!   nor link-local addresses, where the instance metadata service hands
-//!   out the node role's credentials (`DOCKER-USER` rejects them).
+//!   out the node role's credentials (`DOCKER-USER` rejects them), with one
+//!   exception: DNS (port 53) to the node's own resolvers, which Docker's
+//!   embedded DNS server asks from inside the build's network namespace.
+//!   IPv6 to the node is rejected too (`ip6tables`); the network has no
+//!   IPv6 of its own.
+//!
+//! The network and the rules are checked before every build, not only at
+//! start: if they are gone (a firewall reload, Docker re-created the
+//! network), they are made again, or the build is refused.
+//!
+//! What it does not cover: Docker's classic builder fetches `ADD <url>`
+//! and `FROM` images from the daemon, in the host's network namespace,
+//! not through this network.
 //!
 //! Both need Docker's classic builder, which applies `--memory`,
 //! `--cpu-quota` and `--network` to `RUN` steps (BuildKit's `docker
@@ -83,11 +95,13 @@ impl Limits {
     }
 }
 
-/// Where builds run: the network and the limits.
+/// Where builds run: the network, the limits, and the resolvers builds
+/// may ask.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sandbox {
     pub network: String,
     pub limits: Limits,
+    pub resolvers: Vec<std::net::Ipv4Addr>,
 }
 
 impl Sandbox {
@@ -99,22 +113,91 @@ impl Sandbox {
     }
 }
 
-/// The host's firewall rules for the build network, as `iptables`
-/// arguments without the action (`-C` to check, `-I` to insert).
-pub fn rules() -> Vec<Vec<String>> {
+/// One firewall rule: the program (`iptables` or `ip6tables`) and its
+/// arguments without the action (`-C` to check, `-I` to insert at the top,
+/// `-D` to delete).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub program: &'static str,
+    pub args: Vec<String>,
+}
+
+impl Rule {
+    fn new(program: &'static str, args: &[&str]) -> Rule {
+        Rule {
+            program,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+        }
+    }
+
+    fn with(&self, action: &str) -> Vec<String> {
+        ["-w", action]
+            .iter()
+            .map(|w| (*w).to_owned())
+            .chain(self.args.iter().cloned())
+            .collect()
+    }
+}
+
+/// The host's firewall rules for the build network, in the order they are
+/// inserted: each goes to the top of its chain, so the DNS exceptions for
+/// `resolvers`, inserted last, come before the rejections.
+pub fn rules(resolvers: &[std::net::Ipv4Addr]) -> Vec<Rule> {
     let mut rules = vec![
-        ["INPUT", "-i", BRIDGE, "-j", "REJECT"]
-            .map(str::to_owned)
-            .to_vec(),
+        Rule::new("iptables", &["INPUT", "-i", BRIDGE, "-j", "REJECT"]),
+        Rule::new("ip6tables", &["INPUT", "-i", BRIDGE, "-j", "REJECT"]),
     ];
     for range in UNREACHABLE {
-        rules.push(
-            ["DOCKER-USER", "-i", BRIDGE, "-d", range, "-j", "REJECT"]
-                .map(str::to_owned)
-                .to_vec(),
-        );
+        rules.push(Rule::new(
+            "iptables",
+            &["DOCKER-USER", "-i", BRIDGE, "-d", range, "-j", "REJECT"],
+        ));
+    }
+    for resolver in resolvers {
+        let address = format!("{resolver}/32");
+        for protocol in ["udp", "tcp"] {
+            rules.push(Rule::new(
+                "iptables",
+                &[
+                    "DOCKER-USER",
+                    "-i",
+                    BRIDGE,
+                    "-d",
+                    &address,
+                    "-p",
+                    protocol,
+                    "--dport",
+                    "53",
+                    "-j",
+                    "RETURN",
+                ],
+            ));
+        }
     }
     rules
+}
+
+/// The node's DNS resolvers Docker forwards builds' queries to: the
+/// upstream ones (systemd-resolved's list when it runs), IPv4, not
+/// loopback; and Amazon's link-local resolver.
+pub fn resolvers() -> Vec<std::net::Ipv4Addr> {
+    let text = std::fs::read_to_string("/run/systemd/resolve/resolv.conf")
+        .or_else(|_| std::fs::read_to_string("/etc/resolv.conf"))
+        .unwrap_or_default();
+    let mut found = parse_resolvers(&text);
+    let amazon = std::net::Ipv4Addr::new(169, 254, 169, 253);
+    if !found.contains(&amazon) {
+        found.push(amazon);
+    }
+    found
+}
+
+fn parse_resolvers(text: &str) -> Vec<std::net::Ipv4Addr> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<std::net::Ipv4Addr>().ok())
+        .filter(|a| !a.is_loopback())
+        .collect()
 }
 
 fn words(words: &[&str]) -> Vec<String> {
@@ -123,7 +206,11 @@ fn words(words: &[&str]) -> Vec<String> {
 
 /// Makes the build network and its rules when they are missing; the
 /// sandbox builds run in, or why there can be none.
-pub async fn prepare<S: Streams>(streams: &S, limits: Limits) -> Result<Sandbox, String> {
+pub async fn prepare<S: Streams>(
+    streams: &S,
+    limits: Limits,
+    resolvers: &[std::net::Ipv4Addr],
+) -> Result<Sandbox, String> {
     let quiet: Lines<'_> = &|_| {};
     let inspect = words(&[
         "network",
@@ -170,33 +257,45 @@ pub async fn prepare<S: Streams>(streams: &S, limits: Limits) -> Result<Sandbox,
             bridge.trim()
         ));
     }
-    for rule in rules() {
-        let check: Vec<String> = ["-w", "-C"]
-            .iter()
-            .map(|w| (*w).to_owned())
-            .chain(rule.iter().cloned())
-            .collect();
-        if streams.run("iptables", &check, None, quiet).await.is_ok() {
-            continue;
-        }
-        let insert: Vec<String> = ["-w", "-I"]
-            .iter()
-            .map(|w| (*w).to_owned())
-            .chain(rule.iter().cloned())
-            .collect();
-        streams
-            .run("iptables", &insert, None, quiet)
+    let rules = rules(resolvers);
+    let mut whole = true;
+    for rule in &rules {
+        if streams
+            .run(rule.program, &rule.with("-C"), None, quiet)
             .await
-            .map_err(|err| {
-                format!(
-                    "cannot keep builds off the node (iptables {}): {err}",
-                    insert.join(" ")
-                )
-            })?;
+            .is_err()
+        {
+            whole = false;
+            break;
+        }
+    }
+    if !whole {
+        // Made again as a whole, so the order holds.
+        for rule in &rules {
+            while streams
+                .run(rule.program, &rule.with("-D"), None, quiet)
+                .await
+                .is_ok()
+            {}
+        }
+        for rule in &rules {
+            let insert = rule.with("-I");
+            streams
+                .run(rule.program, &insert, None, quiet)
+                .await
+                .map_err(|err| {
+                    format!(
+                        "cannot keep builds off the node ({} {}): {err}",
+                        rule.program,
+                        insert.join(" ")
+                    )
+                })?;
+        }
     }
     Ok(Sandbox {
         network: NETWORK.to_owned(),
         limits,
+        resolvers: resolvers.to_vec(),
     })
 }
 
@@ -245,8 +344,8 @@ mod tests {
                     *bridge = Some(BRIDGE.to_owned());
                     Ok(String::new())
                 }
-                ("iptables", Some("-C")) => Err("no such rule".into()),
-                ("iptables", _) if self.iptables_works => Ok(String::new()),
+                (_, Some("-C" | "-D")) => Err("no such rule".into()),
+                (_, _) if program != "docker" && self.iptables_works => Ok(String::new()),
                 _ => Err("iptables: Permission denied".into()),
             }
         }
@@ -256,7 +355,10 @@ mod tests {
     async fn the_network_and_its_rules_are_made_when_missing() {
         let fake = Fake::new(None, true);
         let limits = Limits::for_node(4096, 2);
-        let sandbox = prepare(&&fake, limits).await.expect("a sandbox");
+        let resolver = std::net::Ipv4Addr::new(10, 40, 0, 2);
+        let sandbox = prepare(&&fake, limits, &[resolver])
+            .await
+            .expect("a sandbox");
         assert_eq!(sandbox.network, NETWORK);
         let calls = fake.calls.lock().unwrap();
         assert!(calls.contains(&"docker network create --driver bridge --opt com.docker.network.bridge.name=hx-build0 --opt com.docker.network.bridge.enable_icc=false huxley-build".to_owned()), "{calls:#?}");
@@ -276,10 +378,12 @@ mod tests {
     async fn without_the_rules_or_with_another_bridge_there_is_no_sandbox() {
         let limits = Limits::for_node(4096, 2);
         let no_iptables = Fake::new(Some(BRIDGE), false);
-        let why = prepare(&&no_iptables, limits).await.expect_err("refused");
+        let why = prepare(&&no_iptables, limits, &[])
+            .await
+            .expect_err("refused");
         assert!(why.contains("cannot keep builds off the node"), "{why}");
         let other = Fake::new(Some("br-0123"), true);
-        let why = prepare(&&other, limits).await.expect_err("refused");
+        let why = prepare(&&other, limits, &[]).await.expect_err("refused");
         assert!(why.contains("uses the bridge `br-0123`"), "{why}");
     }
 
@@ -307,12 +411,26 @@ mod tests {
     }
 
     #[test]
+    fn resolvers_are_the_upstream_ipv4_ones() {
+        let text = "# generated\nnameserver 127.0.0.53\nnameserver 10.40.0.2\nnameserver fd00::2\nsearch x\n";
+        assert_eq!(
+            parse_resolvers(text),
+            [std::net::Ipv4Addr::new(10, 40, 0, 2)]
+        );
+    }
+
+    #[test]
     fn the_rules_reject_the_node_and_every_private_and_link_local_range() {
-        let rules: Vec<String> = rules().iter().map(|r| r.join(" ")).collect();
-        assert_eq!(rules[0], "INPUT -i hx-build0 -j REJECT");
+        let rules: Vec<String> = rules(&[])
+            .iter()
+            .map(|r| format!("{} {}", r.program, r.args.join(" ")))
+            .collect();
+        assert_eq!(rules[0], "iptables INPUT -i hx-build0 -j REJECT");
         for range in ["10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16"] {
             assert!(
-                rules.contains(&format!("DOCKER-USER -i hx-build0 -d {range} -j REJECT")),
+                rules.contains(&format!(
+                    "iptables DOCKER-USER -i hx-build0 -d {range} -j REJECT"
+                )),
                 "{rules:?}"
             );
         }

@@ -314,7 +314,8 @@ async fn deployer(
 /// a refusal, with the reason, when they cannot be.
 async fn confinement() -> super::build::Confinement {
     let limits = super::sandbox::Limits::of_this_node();
-    match super::sandbox::prepare(&super::build::Host, limits).await {
+    let resolvers = super::sandbox::resolvers();
+    match super::sandbox::prepare(&super::build::Host, limits, &resolvers).await {
         Ok(sandbox) => {
             eprintln!(
                 "hook: builds run on the {} network (no route to this node, private or link-local addresses) with {} MiB and {} mCPU",

@@ -124,10 +124,10 @@ impl Drop for DockerCleanup {
         let _ = docker(&["network", "rm", huxley::agent::runtime::NETWORK]);
         // The build network and the host rules a hook server made.
         let _ = docker(&["network", "rm", huxley::hook::sandbox::NETWORK]);
-        for rule in huxley::hook::sandbox::rules() {
-            let _ = std::process::Command::new("iptables")
+        for rule in huxley::hook::sandbox::rules(&huxley::hook::sandbox::resolvers()) {
+            let _ = std::process::Command::new(rule.program)
                 .args(["-w", "-D"])
-                .args(&rule)
+                .args(&rule.args)
                 .output();
         }
     }
