@@ -2,23 +2,27 @@
 //!
 //! `axum::serve` sets no timeouts and no connection limit, and a TLS
 //! listener that handshakes in `accept` lets one stalled client block every
-//! new connection. Here each connection is its own task, in one of two
-//! pools:
-//! - **waiting**: accepted, but its TLS handshake and first request's
-//!   headers have not arrived (within [`Limits::handshake`] and
-//!   [`Limits::header_read`]). At most [`Limits::waiting`] at once; when
-//!   full, a new connection pushes out the oldest waiting one of the
-//!   address that has the most waiting. A client that opens connections and
-//!   never finishes its headers (a container reconnecting as each times
-//!   out) therefore only pushes out its own, and an agent or the hook
-//!   server's leader check, which sends its headers at once, is never kept
-//!   out. Nothing is held for a client before it said what it wants.
-//! - **serving**: it sent a whole request head, which is then answered
-//!   (authentication first: a request without a valid token is refused at
-//!   once, without reading its body) within [`Limits::request`] (408 after
-//!   that). At most [`Limits::connections`] at once; a request beyond waits
-//!   for a place. A connection keeps its place until it closes or stays
-//!   idle past the header timeout.
+//! new connection. Here each connection is its own task, and:
+//! - **a connection that is not in a request holds nothing but its place in
+//!   the waiting pool**: while its TLS handshake and request head arrive
+//!   (within [`Limits::handshake`] and [`Limits::header_read`]), while it
+//!   waits for a serving place, and while it idles between requests. At
+//!   most [`Limits::waiting`] are there at once; when full, a new connection
+//!   pushes out the oldest waiting one of the address that has the most
+//!   waiting. A client that opens connections and never finishes its
+//!   headers, or that keeps idle connections open (a container
+//!   reconnecting as each times out), only pushes out its own, and an
+//!   agent or the hook server's leader check, which sends its request at
+//!   once, is served.
+//! - **a request takes one of [`Limits::connections`] serving places for as
+//!   long as it is handled** (authentication first: a request without a
+//!   valid token is refused at once, without reading its body), answered
+//!   within [`Limits::request`] (408 after that). A request that finds no
+//!   place within [`Limits::place_wait`] is answered 503 with
+//!   `Retry-After: 1`.
+//!
+//! So the connections open at once are at most the waiting pool plus the
+//! serving places.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -39,10 +43,12 @@ use tower::ServiceExt as _;
 /// What one listener allows.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Connections serving requests at once.
+    /// Requests handled at once.
     pub connections: usize,
-    /// Connections whose first request has not arrived, at once.
+    /// Connections not in a request, at once.
     pub waiting: usize,
+    /// How long a request waits for a serving place before a 503.
+    pub place_wait: Duration,
     /// From connect to the end of the TLS handshake.
     pub handshake: Duration,
     /// From connect (or the previous request) to the end of the headers.
@@ -56,6 +62,7 @@ impl Default for Limits {
         Self {
             connections: 1024,
             waiting: 1024,
+            place_wait: Duration::from_secs(5),
             handshake: Duration::from_secs(10),
             header_read: Duration::from_secs(10),
             request: Duration::from_secs(90),
@@ -73,9 +80,10 @@ struct Waiting {
 }
 
 impl Waiting {
-    /// Adds a connection from `source`, pushing out the oldest waiting one
-    /// of the busiest address when `cap` are waiting already.
-    fn admit(&mut self, source: IpAddr, cap: usize) -> (u64, Arc<Notify>) {
+    /// Adds a connection from `source` (`signal` pushes it out), pushing
+    /// out the oldest waiting one of the busiest address when `cap` are
+    /// waiting already; its place.
+    fn admit(&mut self, source: IpAddr, cap: usize, signal: &Arc<Notify>) -> u64 {
         if self.count >= cap.max(1)
             && let Some(busiest) = self
                 .by_source
@@ -95,13 +103,12 @@ impl Waiting {
         }
         let id = self.next;
         self.next += 1;
-        let signal = Arc::new(Notify::new());
         self.by_source
             .entry(source)
             .or_default()
-            .insert(id, Arc::clone(&signal));
+            .insert(id, Arc::clone(signal));
         self.count += 1;
-        (id, signal)
+        id
     }
 
     /// Takes a connection out (it sent a request, closed, or was pushed
@@ -117,16 +124,32 @@ impl Waiting {
     }
 }
 
-/// A connection's place in the waiting pool, given up when it is dropped.
+/// A connection's place in the waiting pool while it is not in a request,
+/// given up when it is dropped.
 struct WaitingPlace {
     pool: Arc<Mutex<Waiting>>,
     source: IpAddr,
-    id: u64,
+    cap: usize,
+    /// Pushes the connection out.
+    signal: Arc<Notify>,
+    /// Its place, while it has one.
+    id: Mutex<Option<u64>>,
 }
 
 impl WaitingPlace {
+    /// Out of the pool: a request is being handled.
     fn leave(&self) {
-        lock(&self.pool).leave(self.source, self.id);
+        if let Some(id) = lock(&self.id).take() {
+            lock(&self.pool).leave(self.source, id);
+        }
+    }
+
+    /// Back in the pool, as its newest: the connection waits again.
+    fn join(&self) {
+        let mut id = lock(&self.id);
+        if id.is_none() {
+            *id = Some(lock(&self.pool).admit(self.source, self.cap, &self.signal));
+        }
     }
 }
 
@@ -174,17 +197,19 @@ pub async fn serve(
                 continue;
             }
         };
-        let (id, pushed_out) = lock(&waiting).admit(source, limits.waiting);
-        let place = WaitingPlace {
+        let pushed_out = Arc::new(Notify::new());
+        let place = Arc::new(WaitingPlace {
             pool: Arc::clone(&waiting),
             source,
-            id,
-        };
+            cap: limits.waiting,
+            signal: Arc::clone(&pushed_out),
+            id: Mutex::new(None),
+        });
+        place.join();
         let connection = Connection {
             router: router.clone(),
             serving: Arc::clone(&serving),
-            place: Arc::new(place),
-            held: Arc::default(),
+            place,
         };
         let tls = tls.clone();
         tokio::spawn(async move {
@@ -201,8 +226,16 @@ struct Connection {
     router: Router,
     serving: Arc<Semaphore>,
     place: Arc<WaitingPlace>,
-    /// Its place among the serving, from its first request on.
-    held: Arc<tokio::sync::Mutex<Option<OwnedSemaphorePermit>>>,
+}
+
+/// The answer to a request that found no serving place in time.
+fn busy() -> axum::response::Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(axum::http::header::RETRY_AFTER, "1")],
+        axum::Json(serde_json::json!({ "error": "the server is busy; try again" })),
+    )
+        .into_response()
 }
 
 impl Connection {
@@ -211,26 +244,26 @@ impl Connection {
             router,
             serving,
             place,
-            held,
         } = self;
         let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
-            let (router, serving, place, held) = (
-                router.clone(),
-                Arc::clone(&serving),
-                Arc::clone(&place),
-                Arc::clone(&held),
-            );
+            let (router, serving, place) =
+                (router.clone(), Arc::clone(&serving), Arc::clone(&place));
             async move {
-                {
-                    let mut held = held.lock().await;
-                    if held.is_none() {
-                        // A whole request head: out of the waiting pool,
-                        // into the serving one (waiting for a place).
-                        place.leave();
-                        *held = Arc::clone(&serving).acquire_owned().await.ok();
-                    }
-                }
-                router.oneshot(request.map(axum::body::Body::new)).await
+                // Waiting for a place, the connection stays in the waiting
+                // pool (and may be pushed out); handled, it is not.
+                let permit: Option<OwnedSemaphorePermit> =
+                    tokio::time::timeout(limits.place_wait, serving.acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
+                let Some(permit) = permit else {
+                    return Ok::<_, std::convert::Infallible>(busy());
+                };
+                place.leave();
+                let response = router.oneshot(request.map(axum::body::Body::new)).await;
+                drop(permit);
+                place.join();
+                response
             }
         });
         let mut http = hyper::server::conn::http1::Builder::new();
@@ -263,12 +296,14 @@ mod tests {
     #[test]
     fn a_full_waiting_pool_pushes_out_the_busiest_addresses_oldest() {
         let mut waiting = Waiting::default();
-        let (first_slow, first_signal) = waiting.admit(ip(9), 3);
-        waiting.admit(ip(9), 3);
-        let (agent, _) = waiting.admit(ip(1), 3);
+        let signal = || Arc::new(Notify::new());
+        let first_signal = signal();
+        let first_slow = waiting.admit(ip(9), 3, &first_signal);
+        waiting.admit(ip(9), 3, &signal());
+        let agent = waiting.admit(ip(1), 3, &signal());
         assert_eq!(waiting.count, 3);
         // Full: the newcomer pushes out 10.0.0.9's oldest, not the agent.
-        waiting.admit(ip(2), 3);
+        waiting.admit(ip(2), 3, &signal());
         assert_eq!(waiting.count, 3);
         assert!(waiting.leave(ip(9), first_slow).is_none(), "pushed out");
         assert!(

@@ -1001,7 +1001,15 @@ async fn listening(
         .await
         .expect("bind");
     let address = listener.local_addr().expect("address");
-    let router = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" }));
+    let router = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/slow",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                "slow\n"
+            }),
+        );
     let tls = identity.map(|i| huxley::tls::acceptor(i).expect("acceptor"));
     tokio::spawn(huxley::control::listener::serve(
         listener, tls, router, limits,
@@ -1073,45 +1081,119 @@ fn a_client_that_never_finishes_its_headers_is_cut_off() {
 }
 
 #[test]
-fn connections_beyond_the_cap_wait_for_a_free_one() {
+fn requests_beyond_the_cap_wait_for_a_free_place_or_are_told_busy() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     runtime().block_on(async {
         let limits = huxley::control::listener::Limits {
             connections: 1,
-            header_read: Duration::from_secs(1),
             ..huxley::control::listener::Limits::default()
         };
         let address = listening(None, limits).await;
-        // A connection that made a request and stays open holds the only
-        // place...
-        let mut first = tokio::net::TcpStream::connect(address)
-            .await
-            .expect("connect");
-        first
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .expect("write");
-        let mut buffer = [0u8; 256];
-        let n = first.read(&mut buffer).await.expect("first answer");
-        assert!(String::from_utf8_lossy(&buffer[..n]).starts_with("HTTP/1.1 200 OK"));
-        let mut second = tokio::net::TcpStream::connect(address)
-            .await
-            .expect("connect");
-        second
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("write");
-        let mut answer = Vec::new();
-        // ...so the second is not served while it is held...
+        let ask = async |path: &str| {
+            let mut stream = tokio::net::TcpStream::connect(address)
+                .await
+                .expect("connect");
+            stream
+                .write_all(
+                    format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await
+                .expect("write");
+            stream
+        };
+        // A request being handled holds the only place...
+        let _slow = ask("/slow").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut second = ask("/healthz").await;
+        // ...so the second waits...
         let early =
             tokio::time::timeout(Duration::from_millis(300), second.read(&mut [0u8; 1])).await;
-        assert!(early.is_err(), "served beyond the connection cap");
-        // ...and is once the idle one is cut off at its header timeout.
+        assert!(early.is_err(), "served beyond the cap");
+        // ...and is served once the first is answered.
+        let mut answer = Vec::new();
         tokio::time::timeout(Duration::from_secs(10), second.read_to_end(&mut answer))
             .await
             .expect("served once a place was free")
             .expect("read");
         assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200 OK"));
+
+        // A request that finds no place in time is told the server is busy.
+        let limits = huxley::control::listener::Limits {
+            connections: 1,
+            place_wait: Duration::from_millis(200),
+            ..huxley::control::listener::Limits::default()
+        };
+        let address = listening(None, limits).await;
+        let mut slow = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        slow.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut busy = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        busy.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), busy.read_to_end(&mut answer))
+            .await
+            .expect("an answer")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("retry-after: 1"),
+            "{answer}"
+        );
+    });
+}
+
+/// Regression (review): a serving place was held for a connection's whole
+/// life, so 1,024 keep-alive connections each sending a cheap request
+/// every few seconds held every place. A place is now held for a request
+/// only; idle connections wait in the pool the newcomers push out of.
+#[test]
+fn idle_keep_alive_connections_hold_no_serving_place() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    runtime().block_on(async {
+        huxley::tls::ensure_provider();
+        let limits = huxley::control::listener::Limits {
+            connections: 8,
+            ..huxley::control::listener::Limits::default()
+        };
+        let address = listening(None, limits).await;
+        let mut idle = Vec::new();
+        for _ in 0..64 {
+            let mut stream = tokio::net::TcpStream::connect(address)
+                .await
+                .expect("connect");
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .expect("write");
+            let mut buffer = [0u8; 256];
+            let n = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buffer))
+                .await
+                .unwrap_or_else(|_| panic!("connection {} found no place", idle.len() + 1))
+                .expect("an answer");
+            assert!(String::from_utf8_lossy(&buffer[..n]).starts_with("HTTP/1.1 200 OK"));
+            idle.push(stream);
+        }
+        let answer = tokio::time::timeout(
+            Duration::from_secs(3),
+            reqwest::Client::new()
+                .get(format!("http://{address}/healthz"))
+                .send(),
+        )
+        .await
+        .expect("answered while 64 idle connections stay open")
+        .expect("a response");
+        assert_eq!(answer.status().as_u16(), 200);
+        drop(idle);
     });
 }
 
