@@ -56,11 +56,24 @@ impl Deadline {
         }
     }
 
-    /// Whether writes may be sent now.
+    /// Whether this process may act now.
     pub fn open(&self) -> bool {
         self.get().is_some_and(|until| Instant::now() < until)
     }
+
+    /// Whether a write may be sent now: with at least [`WRITE_SLACK`] left
+    /// before the deadline, so that it reaches AWS before a standby could
+    /// start (the lease leaves twice its clock margin between the two).
+    pub fn open_for_writes(&self) -> bool {
+        self.get()
+            .is_some_and(|until| Instant::now() + WRITE_SLACK < until)
+    }
 }
+
+/// How long before its deadline a leader stops sending writes: a write
+/// checked just before the deadline still has to connect (at most
+/// [`super::Calls::Leader`]'s 1 s) and travel.
+pub const WRITE_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why a write was not sent.
 #[derive(Debug)]
@@ -104,10 +117,13 @@ impl Intercept for Fence {
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
+        // An operation without its name is refused: it may write.
         let Some(metadata) = cfg.load::<Metadata>() else {
-            return Ok(());
+            return Err(Box::new(Lapsed {
+                operation: "an unnamed AWS operation".into(),
+            }));
         };
-        if reads(metadata.name()) || self.deadline.open() {
+        if reads(metadata.name()) || self.deadline.open_for_writes() {
             return Ok(());
         }
         Err(Box::new(Lapsed {
@@ -192,7 +208,12 @@ mod tests {
         assert!(!deadline.open(), "closed until set");
         deadline.set(Some(Instant::now() + std::time::Duration::from_secs(10)));
         assert!(deadline.open());
-        tokio::time::advance(std::time::Duration::from_secs(11)).await;
+        assert!(deadline.open_for_writes());
+        tokio::time::advance(std::time::Duration::from_secs(9)).await;
+        assert!(deadline.open(), "the leader still answers");
+        assert!(!deadline.open_for_writes(), "but sends no write this close");
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
         assert!(!deadline.open());
         assert!(!deadline.extend(Instant::now() + std::time::Duration::from_secs(10)));
         assert!(!deadline.open());

@@ -57,6 +57,12 @@ pub enum Calls {
     /// account and sheds more with `Throttling`). The kick server's loops
     /// never give up beyond that: they try again on their next round.
     Control,
+    /// A leading kick server's calls (its clients are also fenced, see
+    /// [`fence`]): up to [`CONTROL_ATTEMPTS`] attempts, backing off from
+    /// 0.5 s to 5 s, within [`LEADER_BUDGET`] a call (shorter than its API's
+    /// 90 s answer limit, so a handler waiting on AWS answers), connecting
+    /// within 1 s (a write checked against the lease must go out soon).
+    Leader,
     /// The lease's DynamoDB calls: a few quick attempts, each at most
     /// [`LEASE_ATTEMPT`] and all of them less than the lease's clock margin,
     /// so a renewal that hangs is given up in time to try another (the
@@ -69,6 +75,8 @@ pub enum Calls {
 pub const CONTROL_ATTEMPTS: u32 = 10;
 /// The time one control-plane call may take, its retries included.
 pub const CONTROL_BUDGET: Duration = Duration::from_secs(5 * 60);
+/// The time one of a leader's calls may take, its retries included.
+pub const LEADER_BUDGET: Duration = Duration::from_secs(60);
 /// The time one attempt of a lease call may take.
 pub const LEASE_ATTEMPT: Duration = Duration::from_millis(800);
 
@@ -79,6 +87,10 @@ impl Calls {
                 .with_max_attempts(CONTROL_ATTEMPTS)
                 .with_initial_backoff(Duration::from_millis(500))
                 .with_max_backoff(Duration::from_secs(20)),
+            Calls::Leader => RetryConfig::standard()
+                .with_max_attempts(CONTROL_ATTEMPTS)
+                .with_initial_backoff(Duration::from_millis(500))
+                .with_max_backoff(Duration::from_secs(5)),
             Calls::Lease => RetryConfig::standard()
                 .with_max_attempts(3)
                 .with_initial_backoff(Duration::from_millis(50))
@@ -92,6 +104,11 @@ impl Calls {
                 .connect_timeout(Duration::from_secs(5))
                 .operation_attempt_timeout(Duration::from_secs(30))
                 .operation_timeout(CONTROL_BUDGET)
+                .build(),
+            Calls::Leader => TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(1))
+                .operation_attempt_timeout(Duration::from_secs(20))
+                .operation_timeout(LEADER_BUDGET)
                 .build(),
             Calls::Lease => TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(1))

@@ -197,6 +197,7 @@ pub async fn start_leading(
         requests: AtomicU64::new(0),
         lease: leading.lease,
         tasks: Mutex::new(Vec::new()),
+        stopped: std::sync::atomic::AtomicBool::new(false),
         assignments: Mutex::new(assignments),
         placed: tokio::sync::watch::channel(0).0,
         scaling: Mutex::new(Scaling::default()),
@@ -220,7 +221,7 @@ pub async fn start_leading(
     tasks.push(crate::control::controllers::assign::spawn(Arc::clone(
         &kick,
     )));
-    kick.tasks.lock().expect("tasks").extend(tasks);
+    kick.keep(tasks);
     Ok(kick)
 }
 

@@ -265,7 +265,7 @@ async fn start(
         found.bucket.clone(),
         Duration::from_secs(1),
     );
-    kick.tasks.lock().expect("tasks").push(publisher);
+    kick.keep([publisher]);
     Ok(kick)
 }
 

@@ -338,7 +338,7 @@ pub async fn post_deployment(
         let app = app.clone();
         tokio::spawn(async move { run(&kick, &app, id).await })
     };
-    kick.tasks.lock().expect("tasks").push(task.abort_handle());
+    kick.keep([task.abort_handle()]);
     (StatusCode::ACCEPTED, Json(release)).into_response()
 }
 

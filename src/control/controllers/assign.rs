@@ -324,11 +324,7 @@ fn drain_after_move(leader: &Arc<Kick>, moved: (Replica, String)) {
         }
         replace(&kick).await;
     });
-    leader
-        .tasks
-        .lock()
-        .expect("tasks")
-        .push(task.abort_handle());
+    leader.keep([task.abort_handle()]);
 }
 
 /// Moves that ended (`handoff` is the new handoffs) start lingering on

@@ -137,7 +137,7 @@ async fn check_loop(kick: Arc<Kick>, client: reqwest::Client, app: String, servi
             .dns_behind
             .lock()
             .expect("dns_behind")
-            .contains(&(app.clone(), service.clone()));
+            .contains_key(&(app.clone(), service.clone()));
         if changed || behind {
             let _ = sync_dns(&kick, &app, &service).await;
         }
@@ -309,22 +309,29 @@ pub async fn drain_out_of_dns(
 /// check, whatever its health does. The records' TTL is the service's
 /// drain.
 pub async fn sync_dns(kick: &Kick, app: &str, service: &str) -> Result<Vec<String>, String> {
-    let synced = write_dns(kick, app, service).await;
+    let (ticket, synced) = write_dns(kick, app, service).await;
     let key = (app.to_owned(), service.to_owned());
     let mut behind = kick.dns_behind.lock().expect("dns_behind");
     if synced.is_ok() {
-        behind.remove(&key);
+        // Only a write computed after the one that failed catches up.
+        if behind.get(&key).is_some_and(|failed| *failed <= ticket) {
+            behind.remove(&key);
+        }
     } else {
-        behind.insert(key);
+        let failed = behind.entry(key).or_insert(ticket);
+        *failed = (*failed).max(ticket);
     }
     synced
 }
 
-async fn write_dns(kick: &Kick, app: &str, service: &str) -> Result<Vec<String>, String> {
+/// Writes a service's names; the ticket its state was read under (in
+/// the registry's lock, so tickets order states), and what it sent or why
+/// not.
+async fn write_dns(kick: &Kick, app: &str, service: &str) -> (u64, Result<Vec<String>, String>) {
     let (private, public, healthy_nodes, ttl, ticket) = {
         let registry = kick.registry.lock().expect("registry");
         let Some(state) = registry.service(app, service) else {
-            return Ok(Vec::new());
+            return (kick.writer.ticket(), Ok(Vec::new()));
         };
         let healthy_nodes: std::collections::BTreeSet<String> = state
             .instances
@@ -390,8 +397,8 @@ async fn write_dns(kick: &Kick, app: &str, service: &str) -> Result<Vec<String>,
         }
     }
     if failed.is_empty() {
-        Ok(sent)
+        (ticket, Ok(sent))
     } else {
-        Err(failed.join("; "))
+        (ticket, Err(failed.join("; ")))
     }
 }

@@ -7,7 +7,7 @@ pub mod deploys;
 pub mod describe;
 pub mod scaling;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -67,14 +67,18 @@ pub struct Kick {
     pub owned: Mutex<BTreeSet<String>>,
     /// Names that exist in the zones and are not Huxley's: never touched.
     pub foreign: Mutex<BTreeSet<String>>,
-    /// Services whose names the last write left behind their health (a
-    /// Route53 failure): written again at their next check.
-    pub dns_behind: Mutex<BTreeSet<(String, String)>>,
+    /// Services whose names a write left behind their health (a Route53
+    /// failure), with that write's ticket: written again at their next
+    /// check, until a write computed after it lands.
+    pub dns_behind: Mutex<BTreeMap<(String, String), u64>>,
     pub requests: AtomicU64,
     /// The lease this server leads under; `None` when it runs alone.
     pub lease: Option<Arc<crate::control::lease::Lease>>,
-    /// The tasks it runs while it leads, stopped when it steps down.
+    /// The tasks it runs while it leads, stopped when it steps down (add
+    /// them with [`Kick::keep`]).
     pub tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Set once it stepped down: a task kept after that is stopped at once.
+    pub stopped: std::sync::atomic::AtomicBool,
     /// Where every replica runs, and what the node agents report.
     pub assignments: Mutex<assignments::Assignments>,
     /// The assignment generation, for node agents' long polls.
@@ -137,13 +141,33 @@ impl Kick {
         }
     }
 
+    /// Keeps `tasks` to stop when this server steps down; stops them at
+    /// once if it already has (a request handled across the step-down must
+    /// not leave a task of the old leadership running, which the lease
+    /// would let write again if this server led again).
+    pub fn keep(&self, tasks: impl IntoIterator<Item = tokio::task::AbortHandle>) {
+        let mut kept = self.tasks.lock().expect("tasks");
+        for task in tasks {
+            if self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                task.abort();
+            } else {
+                kept.push(task);
+            }
+        }
+    }
+
     /// Stops everything this server runs as the leader.
     pub fn stop(&self) {
         if let Some(lease) = &self.lease {
             lease.step_down();
         }
-        for task in self.tasks.lock().expect("tasks").drain(..) {
-            task.abort();
+        {
+            let mut tasks = self.tasks.lock().expect("tasks");
+            self.stopped
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            for task in tasks.drain(..) {
+                task.abort();
+            }
         }
         self.writer.stop();
     }
