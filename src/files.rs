@@ -12,14 +12,17 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Stri
     let parent = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent)
         .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    // A new file of an unpredictable name, created exclusively: in a
+    // directory another user owns (an app's hooks), a link planted at a
+    // known name must not make this process write elsewhere.
     let temporary = parent.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+        ".{}.{:016x}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        fastrand::u64(..)
     ));
     let written = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(mode)
         .open(&temporary)
         .and_then(|mut file| {
@@ -40,5 +43,38 @@ pub fn read_token(path: &Path) -> Result<String, String> {
         Ok(token) if !token.trim().is_empty() => Ok(token.trim().to_owned()),
         Ok(_) => Err(format!("{} is empty", path.display())),
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (review): the temporary file had a known name and was
+    /// opened through whatever was there, so a link planted in a directory
+    /// another user owns (an app's hooks) made root write to its target.
+    #[test]
+    fn a_link_planted_where_the_temporary_file_went_is_not_followed() {
+        let dir = std::env::temp_dir().join(format!("huxley-files-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("target");
+        std::fs::write(&target, "untouched").unwrap();
+        std::os::unix::fs::symlink(&target, dir.join(".pre-receive.tmp")).unwrap();
+        write_atomically(&dir.join("pre-receive"), b"#!/bin/sh\n", 0o755).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("pre-receive")).unwrap(),
+            "#!/bin/sh\n"
+        );
+        write_atomically(&dir.join("pre-receive"), b"again\n", 0o755).unwrap();
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp") && n != ".pre-receive.tmp")
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

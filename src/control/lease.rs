@@ -154,6 +154,10 @@ struct State {
     fence: Option<u64>,
     /// The lease as last read or written.
     seen: Option<LeaseRecord>,
+    /// The last end this server tried to write, landed or not: the next
+    /// is later, so every renewal changes the record even when an answer
+    /// was lost and the wall clock stepped back.
+    attempted: u64,
     /// What a standby watches.
     watch: Watch,
 }
@@ -235,8 +239,15 @@ impl Lease {
     /// every renewal changes the record a standby watches.
     fn next_expiry(&self) -> u64 {
         let wall = wall_ms(self.skew_ms).saturating_add(millis(LEASE));
-        let last = self.state().seen.as_ref().map_or(0, |l| l.expires_ms);
-        wall.max(last.saturating_add(1))
+        let mut state = self.state();
+        let last = state
+            .seen
+            .as_ref()
+            .map_or(0, |l| l.expires_ms)
+            .max(state.attempted);
+        let next = wall.max(last.saturating_add(1));
+        state.attempted = next;
+        next
     }
 
     /// Reads the lease and takes it when it is free, released or lapsed;
