@@ -527,12 +527,19 @@ deploy = { timeout = "15s", drain = "1s" }
     }
     let v5 = describe(&live, &kick);
     assert_eq!(web(&v5)["release"]["commit"], fifth.as_str(), "{v5:#}");
-    let hook_log =
-        fs::read_to_string(dir.join(format!("hook-{}.log", label(lead)))).unwrap_or_default();
-    assert!(
-        hook_log.contains("went away during its rollout, which succeeded: main moved to"),
-        "{hook_log}"
-    );
+    // The hook server says so once it has also kept the branch in the
+    // bucket, which the failover below restores from.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let hook_log =
+            fs::read_to_string(dir.join(format!("hook-{}.log", label(lead)))).unwrap_or_default();
+        if hook_log.contains("went away during its rollout, which succeeded: main moved to") {
+            assert!(!hook_log.contains("not kept in the bucket"), "{hook_log}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{hook_log}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // 7. The leader's node dies: the standby's kick server leads, its hook
     // server restores every pushed commit from the bucket, serves git, and
