@@ -556,7 +556,8 @@ fn keep_pack(
         return None;
     }
     let dir = served.repos.with_file_name("landing");
-    let kept = dir.join(format!("{app}-{commit}.pack"));
+    // Its own name: two pushes of one commit never share a copy.
+    let kept = dir.join(format!("{app}-{commit}-{:016x}.pack", fastrand::u64(..)));
     let copied = std::fs::create_dir_all(&dir).and_then(|()| {
         let mut source = open_pushers(&landing.pack, pushers_uid(served))?;
         let mut copy = std::fs::File::create(&kept)?;

@@ -221,6 +221,8 @@ async fn harness_through(
     std::fs::write(tokens_dir.join("blog/web"), "web-token").expect("token");
     std::fs::write(tokens_dir.join("blog/api"), "api-token").expect("token");
     let aws = Arc::new(aws(&endpoint, REGION).await);
+    // The kick server's own clients (so tests count its calls with
+    // `h.kick.aws`, not the harness's).
     let kick_aws = Arc::new(huxley::testing::aws(kick_endpoint, REGION).await);
     let nodes = huxley::testing::run_nodes(&aws, name, 2).await;
     let mut harness = Harness {
@@ -1282,7 +1284,7 @@ fn concurrent_registrations_on_unknown_nodes_make_one_ec2_call() {
         let h = harness("kickcoalesce").await;
         // Let the start-up read of the node list age past its freshness.
         tokio::time::sleep(Duration::from_millis(2100)).await;
-        let before = h.aws.calls();
+        let before = h.kick.aws.calls();
         let client = reqwest::Client::new();
         let tasks: Vec<_> = (0..50)
             .map(|i| {
@@ -1294,8 +1296,13 @@ fn concurrent_registrations_on_unknown_nodes_make_one_ec2_call() {
         for task in tasks {
             assert_eq!(task.await.expect("join").expect("kick answers"), 404);
         }
-        // Regression: each of the 50 called DescribeInstances.
-        let calls = h.aws.calls() - before;
-        assert!(calls <= 2, "50 concurrent misses made {calls} EC2 calls");
+        // Regression: each of the 50 called DescribeInstances. At least
+        // one call: the list had aged, so the misses did ask EC2 (a test
+        // that made none would prove nothing about coalescing).
+        let calls = h.kick.aws.calls() - before;
+        assert!(
+            (1..=2).contains(&calls),
+            "50 concurrent misses made {calls} EC2 calls"
+        );
     });
 }
