@@ -19,11 +19,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use crate::aws::{Aws, AwsError, ChangeError, RecordChange};
+use crate::aws::{Aws, AwsError, RecordChange};
 use crate::control::api;
 use crate::control::auth::Tokens;
 use crate::control::controllers::health::{futures_join, sync_dns, sync_replicas};
-use crate::control::dns::{Published, Route53Api, Settings, Writer};
+use crate::control::dns::{Published, Settings, Writer};
 use crate::control::lease::Lease;
 use crate::control::nodes::Nodes;
 use crate::control::registry::Registry;
@@ -34,37 +34,6 @@ use crate::control::state::scaling::Scaling;
 use crate::control::state::{Kick, Network, Zones};
 use crate::spec::kick::KickConfig;
 use crate::spec::registry::OWNER_PREFIX;
-
-/// Route53 behind the lease: a change is sent only while this server leads
-/// and its lease has not lapsed by its own clock, so a leader that was
-/// paused past its lease sends nothing when it wakes.
-#[derive(Debug)]
-pub struct Fenced {
-    aws: Arc<Aws>,
-    lease: Option<Arc<Lease>>,
-}
-
-impl Route53Api for Fenced {
-    fn change(
-        &self,
-        zone: &str,
-        changes: &[RecordChange],
-    ) -> impl std::future::Future<Output = Result<String, ChangeError>> + Send {
-        let allowed = self.lease.as_ref().is_none_or(|l| l.valid());
-        let aws = Arc::clone(&self.aws);
-        let (zone, changes) = (zone.to_owned(), changes.to_vec());
-        async move {
-            if !allowed {
-                return Err(ChangeError::Other(AwsError::Other {
-                    action: "route53:ChangeResourceRecordSets".into(),
-                    detail: "this kick server no longer holds the lease; the leader writes DNS"
-                        .into(),
-                }));
-            }
-            aws.change_records(&zone, &changes).await
-        }
-    }
-}
 
 /// How a server that leads runs: its lease, and the VPC route table the
 /// container subnets are routed in.
@@ -176,11 +145,10 @@ pub async fn start_leading(
             }
         }
     }
-    let fenced = Arc::new(Fenced {
-        aws: Arc::clone(&aws),
-        lease: leading.lease.clone(),
-    });
-    let writer = Writer::spawn(fenced, settings, published);
+    // A leader's clients are fenced (crate::aws::fence): a change is sent
+    // only while its lease has not lapsed by its own clock, retries
+    // included.
+    let writer = Writer::spawn(Arc::clone(&aws), settings, published);
     let kick = Arc::new(Kick {
         registry: Mutex::new(registry),
         config,
