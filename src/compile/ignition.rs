@@ -127,6 +127,15 @@ mod tests {
         crate::config::check(&text).config.expect("valid")
     }
 
+    /// The contents of the unit `name` in an Ignition config.
+    fn unit<'a>(ignition: &'a serde_json::Value, name: &str) -> &'a str {
+        ignition["systemd"]["units"]
+            .as_array()
+            .and_then(|u| u.iter().find(|u| u["name"] == name))
+            .and_then(|u| u["contents"].as_str())
+            .unwrap_or_else(|| panic!("the unit {name}"))
+    }
+
     #[test]
     fn only_the_bucket_is_substituted() {
         assert_eq!(
@@ -194,11 +203,7 @@ mod tests {
                 }
             }
         }
-        let hook = ignition["systemd"]["units"]
-            .as_array()
-            .and_then(|u| u.iter().find(|u| u["name"] == "huxley-hook.service"))
-            .and_then(|u| u["contents"].as_str())
-            .expect("the hook unit");
+        let hook = unit(&ignition, "huxley-hook.service");
         assert!(
             hook.contains(&format!(
                 "--kick-url http://127.0.0.1:{}",
@@ -237,11 +242,7 @@ mod tests {
                 "a deploy key reached the nodes' login keys"
             );
         }
-        let hook = ignition["systemd"]["units"]
-            .as_array()
-            .and_then(|u| u.iter().find(|u| u["name"] == "huxley-hook.service"))
-            .and_then(|u| u["contents"].as_str())
-            .expect("the hook unit");
+        let hook = unit(&ignition, "huxley-hook.service");
         assert!(
             !hook.contains("--keys") && !hook.contains("--user"),
             "{hook}"

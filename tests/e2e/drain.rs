@@ -87,11 +87,8 @@ deploy = { timeout = "30s", drain = "2s" }
         }
     };
     // Kick leads before the first deploy.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while live.rt().block_on(live.leader(&kicks)).is_none() {
-        assert!(Instant::now() < deadline, "no leader:\n{}", live.logs());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    live.rt()
+        .block_on(live.until_leader(&kicks, Duration::from_secs(30), "no leader"));
     let (status, body) = deploy(1);
     assert_eq!(status, 202, "{body}");
     deployed(1);

@@ -30,12 +30,8 @@ impl Drop for Serving {
     }
 }
 
-#[test]
-fn git_push_over_ssh_reaches_the_apps_repository_and_nothing_else() {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hook");
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("dir");
-    let out = dir.join("out");
+/// `huxley build` of the blog example into `out`.
+fn build_blog(out: &Path) {
     Test::new(&[
         "build",
         "-f",
@@ -48,6 +44,15 @@ fn git_push_over_ssh_reaches_the_apps_repository_and_nothing_else() {
     ])
     .run()
     .code(0);
+}
+
+#[test]
+fn git_push_over_ssh_reaches_the_apps_repository_and_nothing_else() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hook");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("dir");
+    let out = dir.join("out");
+    build_blog(&out);
     let (key, other, scoped) = (dir.join("pusher"), dir.join("stranger"), dir.join("scoped"));
     keygen(&key);
     keygen(&other);
@@ -307,18 +312,7 @@ fn stalled_deployer(
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = fs::remove_dir_all(&dir);
     let out = dir.join("out");
-    Test::new(&[
-        "build",
-        "-f",
-        &root()
-            .join("examples/blog/huxley.toml")
-            .display()
-            .to_string(),
-        "-o",
-        &out.display().to_string(),
-    ])
-    .run()
-    .code(0);
+    build_blog(&out);
     let mut config: huxley::spec::kick::KickConfig =
         toml::from_str(&fs::read_to_string(out.join("kick/kick.toml")).expect("kick.toml"))
             .expect("kick.toml parses");

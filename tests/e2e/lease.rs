@@ -53,13 +53,7 @@ fn a_leader_paused_past_its_lease_steps_down_without_writing_dns() {
         .enable_all()
         .build()
         .expect("rt");
-    rt.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while live.leader(&kicks).await.is_none() {
-            assert!(Instant::now() < deadline, "no leader:\n{}", live.logs());
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
+    rt.block_on(live.until_leader(&kicks, Duration::from_secs(30), "no leader"));
     let mut kicks = kicks;
     kicks.push(live.kick("kick-b"));
     // One healthy API instance, registered as a node agent would.
@@ -98,17 +92,11 @@ fn a_leader_paused_past_its_lease_steps_down_without_writing_dns() {
     // paused leader wakes up to a health change it would write to DNS.
     live.processes.signal("kick-a", "STOP");
     live.processes.signal("api", "KILL");
-    rt.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(40);
-        while live.leader(&kicks[1..]).await.is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "the standby never took over:\n{}",
-                live.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    });
+    rt.block_on(live.until_leader(
+        &kicks[1..],
+        Duration::from_secs(40),
+        "the standby never took over",
+    ));
     // The new leader sees the API fail and takes it out of DNS.
     rt.block_on(live.describe_until(
         &kicks[1..],
@@ -272,13 +260,11 @@ fn a_renewal_stalled_at_the_table_leaves_one_leader_and_no_late_write() {
         .enable_all()
         .build()
         .expect("rt");
-    rt.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while live.leader(std::slice::from_ref(&a)).await.is_none() {
-            assert!(Instant::now() < deadline, "no leader:\n{}", live.logs());
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
+    rt.block_on(live.until_leader(
+        std::slice::from_ref(&a),
+        Duration::from_secs(30),
+        "no leader",
+    ));
     let b = live.kick("kick-b");
     rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -193,14 +193,9 @@ deploy = { timeout = "15s", drain = "1s" }
     // server, as two nodes would run them.
     let kicks = vec![live.kick("kick-a"), live.kick("kick-b")];
     live.container_agent(0, &kicks);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let leader = loop {
-        if let Some(leader) = live.rt().block_on(live.leader(&kicks)) {
-            break leader;
-        }
-        assert!(Instant::now() < deadline, "no leader:\n{}", live.logs());
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let leader =
+        live.rt()
+            .block_on(live.until_leader(&kicks, Duration::from_secs(60), "no leader"));
     let (lead, stand) = if leader == kicks[0] { (0, 1) } else { (1, 0) };
     let label = |i: usize| ["a", "b"][i];
 

@@ -40,17 +40,11 @@ fn the_cluster_runs_every_replica_survives_a_lost_node_and_fails_over() {
         .enable_all()
         .build()
         .expect("rt");
-    rt.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while live.leader(&kicks).await.is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "no kick server took the lease:\n{}",
-                live.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
+    rt.block_on(live.until_leader(
+        &kicks,
+        Duration::from_secs(30),
+        "no kick server took the lease",
+    ));
     for index in 0..3 {
         live.agent(index, &kicks);
     }

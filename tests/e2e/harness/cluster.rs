@@ -411,6 +411,24 @@ impl Live {
         None
     }
 
+    /// Waits (at most `limit`) until one of `kicks` leads; its URL. `what`
+    /// names the wait in the failure.
+    pub(crate) async fn until_leader(
+        &self,
+        kicks: &[String],
+        limit: Duration,
+        what: &str,
+    ) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(leader) = self.leader(kicks).await {
+                return leader;
+            }
+            assert!(Instant::now() < deadline, "{what}:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Waits (at most `limit`) until the leader's description satisfies
     /// `done`; returns it without its timestamp.
     pub(crate) async fn describe_until(
