@@ -134,16 +134,25 @@ impl Intercept for Fence {
 
 impl Aws {
     /// These clients, with every write checked against `deadline` right
-    /// before each attempt is sent (the lease's DynamoDB client excepted).
+    /// before each attempt is sent (the lease's DynamoDB client excepted),
+    /// retried and bounded in time as a leader's calls are
+    /// ([`super::Calls::Leader`]: 60 s a call, connecting within 1 s).
     #[must_use]
     pub fn fenced(&self, deadline: &Arc<Deadline>) -> Aws {
         let fence = || Fence {
             deadline: Arc::clone(deadline),
         };
+        let calls = super::Calls::Leader;
         macro_rules! fenced {
             ($krate:ident, $client:expr) => {
                 $krate::Client::from_conf(
-                    $client.config().to_builder().interceptor(fence()).build(),
+                    $client
+                        .config()
+                        .to_builder()
+                        .interceptor(fence())
+                        .retry_config(calls.retries())
+                        .timeout_config(calls.timeouts())
+                        .build(),
                 )
             };
         }
@@ -200,6 +209,29 @@ mod tests {
         ] {
             assert!(!reads(write), "{write}");
         }
+    }
+
+    /// Regression (review): the fenced clients kept the CLI's 5-minute
+    /// budget and 5 s connect, longer than the API's 90 s answer limit and
+    /// than the write slack assumes.
+    #[tokio::test]
+    async fn a_leaders_clients_are_bounded_as_a_leaders_calls() {
+        let aws = crate::testing::aws("http://127.0.0.1:9", "us-west-2").await;
+        let fenced = aws.fenced(&Arc::new(Deadline::default()));
+        let timeouts = fenced.route53.config().timeout_config().expect("timeouts");
+        assert_eq!(
+            timeouts.connect_timeout(),
+            Some(std::time::Duration::from_secs(1))
+        );
+        assert_eq!(
+            timeouts.operation_timeout(),
+            Some(super::super::LEADER_BUDGET)
+        );
+        let s3 = fenced.s3.config().timeout_config().expect("timeouts");
+        assert_eq!(s3.operation_timeout(), Some(super::super::LEADER_BUDGET));
+        let retries = fenced.autoscaling.config().retry_config().expect("retries");
+        assert_eq!(retries.max_attempts(), super::super::CONTROL_ATTEMPTS);
+        assert_eq!(retries.max_backoff(), std::time::Duration::from_secs(5));
     }
 
     #[tokio::test(start_paused = true)]
