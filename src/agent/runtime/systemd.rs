@@ -41,6 +41,26 @@ pub struct Systemd<C: Commands> {
     logins: BTreeMap<String, std::time::Instant>,
 }
 
+/// Whether the applied kick.toml should replace the one the node has
+/// (`before`): when it differs, and only if this node's huxley can read
+/// it. An `apply` from a newer CLI can write keys an older binary refuses;
+/// installed, it would put every node's kick and hook servers into a
+/// restart loop with no leader left to replace the nodes. Such a file is
+/// refused, with the reason, and the node keeps the one it runs.
+fn kick_toml_to_install(before: Option<&str>, applied: &str) -> Result<bool, String> {
+    if before == Some(applied) {
+        return Ok(false);
+    }
+    toml::from_str::<crate::spec::kick::KickConfig>(applied)
+        .map(|_| true)
+        .map_err(|err| {
+            format!(
+                "the applied kick.toml is not one this node's huxley ({}) reads, so the node keeps the one it runs until it is replaced: {err}",
+                env!("CARGO_PKG_VERSION")
+            )
+        })
+}
+
 impl<C: Commands> Systemd<C> {
     pub fn new(commands: C, replicas_dir: &Path, units_dir: &Path) -> Self {
         Self {
@@ -219,7 +239,12 @@ impl<C: Commands> Runtime for Systemd<C> {
             .collect();
         if let Some(kick) = manifest.files.get(crate::spec::manifest::KICK_TOML) {
             let before = std::fs::read_to_string(&self.kick_toml).ok();
-            if before.as_deref() != Some(kick.content.as_str()) {
+            let install =
+                kick_toml_to_install(before.as_deref(), &kick.content).unwrap_or_else(|why| {
+                    eprintln!("node: {why}");
+                    false
+                });
+            if install {
                 write_atomically(&self.kick_toml, kick.content.as_bytes(), 0o644)?;
                 // kick and the hook server read it once: an `apply` that
                 // changed it reaches them through a restart (a daemon that
@@ -442,6 +467,32 @@ pub fn write_registry_auth(dir: &Path, host: &str, auth: &str) -> Result<(), Str
     config["auths"][host] = serde_json::json!({ "auth": auth });
     let text = serde_json::to_vec_pretty(&config).map_err(|e| e.to_string())?;
     write_atomically(&path, &text, 0o600)
+}
+
+#[cfg(test)]
+mod kick_toml_tests {
+    use super::kick_toml_to_install;
+
+    /// Regression (review): the agent installed any applied kick.toml and
+    /// restarted kick and the hook server, so a kick.toml with a key this
+    /// binary does not know put them into a restart loop on every node.
+    #[test]
+    fn a_kick_toml_this_binary_cannot_read_is_not_installed() {
+        let golden = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/blog/kick/kick.toml"),
+        )
+        .expect("the blog golden kick.toml");
+        assert_eq!(kick_toml_to_install(None, &golden), Ok(true));
+        assert_eq!(kick_toml_to_install(Some(&golden), &golden), Ok(false));
+        let newer = golden.replacen(
+            "[cluster]\n",
+            "[cluster]\na-key-from-a-newer-huxley = 1\n",
+            1,
+        );
+        assert_ne!(newer, golden);
+        let refused = kick_toml_to_install(Some(&golden), &newer).expect_err("refused");
+        assert!(refused.contains("a-key-from-a-newer-huxley"), "{refused}");
+    }
 }
 
 #[cfg(test)]
