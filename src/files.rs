@@ -68,6 +68,17 @@ mod tests {
             "#!/bin/sh\n"
         );
         write_atomically(&dir.join("pre-receive"), b"again\n", 0o755).unwrap();
+        // A link planted at the file's own name is replaced, not followed.
+        let other = dir.join("other");
+        std::fs::write(&other, "untouched").unwrap();
+        std::os::unix::fs::symlink(&other, dir.join(".blog.bundle")).unwrap();
+        write_atomically(&dir.join(".blog.bundle"), b"bundle", 0o600).unwrap();
+        assert_eq!(std::fs::read_to_string(&other).unwrap(), "untouched");
+        assert!(
+            !std::fs::symlink_metadata(dir.join(".blog.bundle"))
+                .unwrap()
+                .is_symlink()
+        );
         let left: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .flatten()

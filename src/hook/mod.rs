@@ -235,8 +235,10 @@ async fn fetch_bundle(
     else {
         return Ok((false, None));
     };
+    // Written whole and never through a link: `repos` is the pushers'
+    // user's directory, and this runs as root.
     let file = repos.join(format!(".{app}.bundle"));
-    std::fs::write(&file, body).map_err(|e| format!("{}: {e}", file.display()))?;
+    crate::files::write_atomically(&file, &body, 0o600)?;
     let merged = fast_forward_from(repository, &file);
     let _ = std::fs::remove_file(&file);
     merged?;
