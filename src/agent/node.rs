@@ -38,7 +38,69 @@ const REFRESH_EVERY: Duration = Duration::from_secs(10);
 /// again from the bucket, whatever kick says.
 const MANIFEST_EVERY: Duration = Duration::from_secs(60);
 
-/// The kick servers the agent knows, and the token it calls them with.
+/// How a node proves who it is to kick: a bearer token (tests of kick's
+/// API alone), or a signed STS `GetCallerIdentity` made with the
+/// instance's own role, signed again every [`RESIGN_EVERY`].
+pub enum Credential {
+    Token(String),
+    Identity {
+        aws: std::sync::Arc<crate::aws::Aws>,
+        cluster: String,
+        proof: Option<(Instant, crate::aws::identity::Proof)>,
+    },
+}
+
+/// How often a node signs its proof of identity again: well within the
+/// 15 minutes STS accepts a signature for, and kick's memory of it.
+pub const RESIGN_EVERY: Duration = Duration::from_secs(4 * 60);
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither a token nor a proof is printed.
+        match self {
+            Credential::Token(_) => f.write_str("Credential::Token"),
+            Credential::Identity { cluster, .. } => write!(f, "Credential::Identity({cluster})"),
+        }
+    }
+}
+
+impl Credential {
+    /// The headers a request to kick carries.
+    async fn headers(&mut self) -> Result<Vec<(&'static str, String)>, CallError> {
+        use crate::aws::identity::headers;
+        match self {
+            Credential::Token(token) => Ok(vec![("authorization", format!("Bearer {token}"))]),
+            Credential::Identity {
+                aws,
+                cluster,
+                proof,
+            } => {
+                if proof
+                    .as_ref()
+                    .is_none_or(|(at, _)| at.elapsed() >= RESIGN_EVERY)
+                {
+                    let signed = aws.prove_identity(cluster).await.map_err(|err| {
+                        CallError::Unreachable(format!("cannot sign this node's identity: {err}"))
+                    })?;
+                    *proof = Some((Instant::now(), signed));
+                }
+                let Some((_, proof)) = proof.as_ref() else {
+                    return Ok(Vec::new());
+                };
+                let mut sent = vec![
+                    (headers::AUTHORIZATION, proof.authorization.clone()),
+                    (headers::DATE, proof.date.clone()),
+                ];
+                if let Some(token) = &proof.security_token {
+                    sent.push((headers::SECURITY_TOKEN, token.clone()));
+                }
+                Ok(sent)
+            }
+        }
+    }
+}
+
+/// The kick servers the agent knows, and how it proves who it is.
 #[derive(Debug)]
 pub struct KickClient {
     client: reqwest::Client,
@@ -47,7 +109,7 @@ pub struct KickClient {
     /// The leader, when a standby named it.
     leader: Option<String>,
     next: usize,
-    token: String,
+    credential: Credential,
 }
 
 /// Why a call to kick failed.
@@ -69,7 +131,7 @@ impl std::fmt::Display for CallError {
 }
 
 impl KickClient {
-    pub fn new(bases: Vec<String>, token: String) -> Self {
+    pub fn new(bases: Vec<String>, credential: Credential) -> Self {
         crate::tls::ensure_provider();
         Self {
             client: reqwest::Client::builder()
@@ -79,7 +141,7 @@ impl KickClient {
             bases,
             leader: None,
             next: 0,
-            token,
+            credential,
         }
     }
 
@@ -99,13 +161,13 @@ impl KickClient {
         timeout: Duration,
     ) -> Result<(u16, String), CallError> {
         let mut last = String::new();
+        let headers = self.credential.headers().await?;
         for _ in 0..=self.bases.len() {
             let url = format!("{}{path}", self.base());
-            let mut request = self
-                .client
-                .request(method.clone(), &url)
-                .bearer_auth(&self.token)
-                .timeout(timeout);
+            let mut request = self.client.request(method.clone(), &url).timeout(timeout);
+            for (name, value) in &headers {
+                request = request.header(*name, value);
+            }
             if let Some(body) = &body {
                 request = request.json(body);
             }

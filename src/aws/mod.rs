@@ -11,6 +11,7 @@ mod cloudformation;
 mod ec2;
 mod error;
 pub mod fence;
+pub mod identity;
 mod images;
 pub mod imds;
 mod lease;
@@ -143,6 +144,10 @@ pub struct Aws {
     calls: Arc<AtomicUsize>,
     region: String,
     endpoint: String,
+    /// STS's endpoint, where kick checks a node's proof of identity.
+    sts: String,
+    /// The session's credentials, to sign that proof with.
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
 }
 
 impl Aws {
@@ -238,6 +243,11 @@ impl Aws {
             dynamodb: client!(aws_sdk_dynamodb, Calls::Lease),
             route53_changes: Arc::new(AtomicUsize::new(0)),
             calls: Arc::new(AtomicUsize::new(0)),
+            sts: sdk.endpoint_url().map_or_else(
+                || format!("https://sts.{region}.amazonaws.com/"),
+                str::to_owned,
+            ),
+            credentials: sdk.credentials_provider(),
             region,
             endpoint,
         }

@@ -149,8 +149,9 @@ pub(super) struct NodeRun {
         required = true
     )]
     kick: Vec<String>,
-    /// A file holding the node agents' token [default: the SSM
-    /// parameter /huxley/<cluster>/tokens/node].
+    /// A file holding a bearer token to call kick with, for testing kick
+    /// alone [default: this node proves which instance it is, signing an
+    /// STS GetCallerIdentity with its instance role].
     #[arg(long, value_name = "PATH")]
     token_file: Option<PathBuf>,
     /// This node's EC2 instance id [default: from the instance metadata].
@@ -221,18 +222,20 @@ pub(super) async fn node_run(args: NodeRun) -> Outcome {
             }
         },
     };
-    let token = match &args.token_file {
-        Some(path) => crate::files::read_token(path),
-        None => {
-            aws.token(&crate::spec::names::cluster_token_parameter(
-                &args.cluster,
-                "node",
-            ))
-            .await
+    // The node proves which instance it is with its own role's signature
+    // (crate::aws::identity); a token file stands in only for tests of
+    // kick's API without STS.
+    let credential = match &args.token_file {
+        Some(path) => {
+            agent::Credential::Token(crate::files::read_token(path).map_err(Error::Invalid)?)
         }
-    }
-    .map_err(Error::Invalid)?;
-    let kick = agent::KickClient::new(args.kick.clone(), token);
+        None => agent::Credential::Identity {
+            aws: std::sync::Arc::clone(&aws),
+            cluster: args.cluster.clone(),
+            proof: None,
+        },
+    };
+    let kick = agent::KickClient::new(args.kick.clone(), credential);
     eprintln!(
         "node: {node} ({address}) of cluster {}, kick at {}",
         args.cluster,

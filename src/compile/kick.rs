@@ -54,7 +54,6 @@ pub fn kick_config(config: &Config) -> KickConfig {
             admin: naming::token_parameter(config, "admin"),
             admin_sha256: naming::token_parameter(config, ADMIN_SHA256),
             hook: naming::token_parameter(config, "hook"),
-            node: naming::token_parameter(config, "node"),
             hook_host_key: naming::token_parameter(config, HOOK_HOST_KEY),
         },
         nodes: NodesSection {

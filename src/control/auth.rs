@@ -2,9 +2,10 @@
 //!
 //! Tokens are read once at start, compared in constant time, and never
 //! logged or echoed. The admin token reads everything; the hook's deploys;
-//! the node agents' token reads nodes' assignments and registers the
-//! replicas they run (of any service), but changes no DNS name; a service
-//! token acts only on its own service's instances and names.
+//! a service token acts only on its own service's instances and names.
+//! A node has no token: it proves which instance it is through STS
+//! ([`crate::control::identity`]) and acts only for itself: its own
+//! assignment and report, and replicas on its own addresses.
 
 use std::path::Path;
 
@@ -17,8 +18,9 @@ use crate::spec::kick::KickConfig;
 pub enum Scope {
     Admin,
     Hook,
-    /// The node agents: every node runs replicas of any service.
-    Node,
+    /// One node, by its EC2 instance id, as STS proved it: it runs
+    /// replicas of any service, but only on itself.
+    Node(String),
     Service {
         app: String,
         service: String,
@@ -30,20 +32,34 @@ impl Scope {
     pub fn covers(&self, app: &str, service: &str) -> bool {
         match self {
             Scope::Admin => true,
-            Scope::Hook | Scope::Node => false,
+            Scope::Hook | Scope::Node(_) => false,
             Scope::Service { app: a, service: s } => a == app && s == service,
         }
     }
 
     /// Whether this scope may register, heartbeat and deregister instances
-    /// of `app.service`: its own service's, or any for a node agent.
+    /// of `app.service`: its own service's, or any for a node (on itself
+    /// only: see [`Scope::node`]).
     pub fn runs(&self, app: &str, service: &str) -> bool {
-        *self == Scope::Node || self.covers(app, service)
+        matches!(self, Scope::Node(_)) || self.covers(app, service)
     }
 
-    /// Whether this scope may read and report on nodes' assignments.
-    pub fn manages_nodes(&self) -> bool {
-        matches!(self, Scope::Admin | Scope::Node)
+    /// The node this scope is, when it is one.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Scope::Node(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// Whether this scope may read the assignment of, and report for,
+    /// `node`: the admin any, a node only itself.
+    pub fn manages_node(&self, node: &str) -> bool {
+        match self {
+            Scope::Admin => true,
+            Scope::Node(id) => id == node,
+            _ => false,
+        }
     }
 }
 
@@ -72,8 +88,7 @@ impl std::fmt::Debug for Tokens {
 }
 
 impl Tokens {
-    /// Reads the tokens from a directory holding `admin`, `hook`, `node`
-    /// and `<app>/<service>` files. A missing service file means that
+    /// Reads the tokens from a directory holding `admin`, `hook` and `<app>/<service>` files. A missing service file means that
     /// service has no token yet.
     pub fn from_dir(dir: &Path, config: &KickConfig) -> std::io::Result<Self> {
         Self::collect(
@@ -90,7 +105,8 @@ impl Tokens {
                 let path = match scope {
                     Scope::Admin => dir.join("admin"),
                     Scope::Hook => dir.join("hook"),
-                    Scope::Node => dir.join("node"),
+                    // A node proves who it is; it has no token.
+                    Scope::Node(_) => return Ok(None),
                     Scope::Service { app, service } => dir.join(app).join(service),
                 };
                 match std::fs::read_to_string(path) {
@@ -122,7 +138,7 @@ impl Tokens {
                 let name = match scope {
                     Scope::Admin => Some(&config.tokens.admin_sha256),
                     Scope::Hook => Some(&config.tokens.hook),
-                    Scope::Node => Some(&config.tokens.node),
+                    Scope::Node(_) => None,
                     Scope::Service { app, service } => config
                         .apps
                         .get(app)
@@ -147,7 +163,7 @@ impl Tokens {
         mut read: impl FnMut(&Scope) -> Result<Option<String>, E>,
         no_admin: impl FnOnce() -> E,
     ) -> Result<Self, E> {
-        let scopes = [Scope::Admin, Scope::Hook, Scope::Node].into_iter().chain(
+        let scopes = [Scope::Admin, Scope::Hook].into_iter().chain(
             config
                 .services()
                 .map(|((app, service), _)| Scope::Service { app, service }),
@@ -203,8 +219,11 @@ mod tests {
             })
         );
         assert_eq!(tokens.scope("admin-secre"), None);
-        assert!(Scope::Node.runs("app0", "svc1") && !Scope::Node.covers("app0", "svc1"));
-        assert!(Scope::Node.manages_nodes() && !Scope::Hook.runs("app0", "svc1"));
+        let node = Scope::Node("i-1".into());
+        assert!(node.runs("app0", "svc1") && !node.covers("app0", "svc1"));
+        assert!(node.manages_node("i-1") && !node.manages_node("i-2"));
+        assert!(Scope::Admin.manages_node("i-2") && !Scope::Hook.manages_node("i-2"));
+        assert!(!Scope::Hook.runs("app0", "svc1"));
         assert_eq!(tokens.scope(""), None);
         assert!(!format!("{tokens:?}").contains("secret"));
         assert!(

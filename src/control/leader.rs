@@ -153,6 +153,7 @@ pub async fn start_leading(
         registry: Mutex::new(registry),
         config,
         tokens,
+        identities: crate::control::identity::Identities::default(),
         writer,
         zones,
         aws,

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod controllers;
 pub mod dns;
 pub mod front;
+pub mod identity;
 pub mod leader;
 pub mod lease;
 pub mod listener;

@@ -53,11 +53,7 @@ impl KickConfig {
     /// Every parameter name kick reads its tokens from (the admin's hash,
     /// not the admin token).
     pub fn token_parameters(&self) -> Vec<String> {
-        let mut names = vec![
-            self.tokens.admin_sha256.clone(),
-            self.tokens.hook.clone(),
-            self.tokens.node.clone(),
-        ];
+        let mut names = vec![self.tokens.admin_sha256.clone(), self.tokens.hook.clone()];
         names.extend(
             self.apps
                 .values()
@@ -115,9 +111,6 @@ pub struct Tokens {
     /// against.
     pub admin_sha256: String,
     pub hook: String,
-    /// The node agents' token: nodes' assignments and their replicas'
-    /// registrations, never DNS names.
-    pub node: String,
     /// The hook server's SSH host key (the cluster's one, so the git
     /// remote keeps its key across failovers); kick does not read it.
     #[serde(default, skip_serializing_if = "String::is_empty")]

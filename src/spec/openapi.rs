@@ -153,7 +153,7 @@ fn instance_paths(s: &Schemas) -> Value {
             "responses": with_denied(json!({ "204": { "description": "noted" }, "404": error_response("no such instance") })),
         } },
         "/v1/nodes/{id}/assignment": { "get": {
-            "operationId": "assignment", "summary": "The replicas a node must run and its container subnet (node agents' token, or admin). With `after`, a long poll: answers when the generation differs from it, or after `wait` seconds with the same one.",
+            "operationId": "assignment", "summary": "The replicas a node must run and its container subnet (the node itself, by its proof of identity, or the admin). With `after`, a long poll: answers when the generation differs from it, or after `wait` seconds with the same one.",
             "parameters": [
                 parameter("id"),
                 { "name": "after", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 0 } },
@@ -162,7 +162,7 @@ fn instance_paths(s: &Schemas) -> Value {
             "responses": with_denied(json!({ "200": ok("the node's assignment", &s.assignment), "400": error_response("malformed query"), "404": error_response("no such node in the cluster"), "503": error_response("EC2 could not be reached, or this server is a standby (`leader` names the leader)") })),
         } },
         "/v1/nodes/{id}/status": { "put": {
-            "operationId": "nodeStatus", "summary": "What a node runs: each replica's state, why it failed, its address and use (node agents' token, or admin).",
+            "operationId": "nodeStatus", "summary": "What a node runs: each replica's state, why it failed, its address and use (the node itself, by its proof of identity, or the admin).",
             "parameters": [parameter("id")],
             "requestBody": json_body(&s.report),
             "responses": with_denied(json!({ "204": { "description": "noted" }, "400": error_response("malformed body"), "404": error_response("no such node in the cluster"), "413": error_response("body over 64 KiB"), "503": error_response("EC2 could not be reached, or this server is a standby") })),

@@ -201,6 +201,36 @@ pub async fn aws(endpoint: &str, region: &str) -> crate::aws::Aws {
     crate::aws::Aws::from_config(&sdk_config(endpoint, region).await, region.to_owned())
 }
 
+/// Huxley's AWS clients for the emulator at `endpoint`, signing as
+/// `credentials` (an [`instance_credentials`] environment): a node's.
+pub async fn aws_as(
+    endpoint: &str,
+    region: &str,
+    credentials: &[(String, String)],
+) -> crate::aws::Aws {
+    let value = |name: &str| {
+        credentials
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let signer = aws_sdk_route53::config::Credentials::new(
+        value("AWS_ACCESS_KEY_ID").unwrap_or_default(),
+        value("AWS_SECRET_ACCESS_KEY").unwrap_or_default(),
+        value("AWS_SESSION_TOKEN"),
+        None,
+        "huxley-tests",
+    );
+    let config = sdk_config(endpoint, region)
+        .await
+        .into_builder()
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(signer),
+        )
+        .build();
+    crate::aws::Aws::from_config(&config, region.to_owned())
+}
+
 /// Leaves a stack as a failed creation does: no resources, only a change
 /// set (the emulator shows it as `REVIEW_IN_PROGRESS`; put a
 /// [`Proxy`] in front to show it as `ROLLBACK_COMPLETE`).
@@ -245,6 +275,67 @@ pub async fn run_nodes(aws: &crate::aws::Aws, cluster: &str, count: i32) -> Vec<
         .iter()
         .filter_map(|i| i.instance_id().map(str::to_owned))
         .collect()
+}
+
+/// An instance's role credentials, as EC2 gives them to an instance: the
+/// cluster stack's `role` (logical id) assumed in the emulator's STS with
+/// the instance id as the session's name. The environment a process needs
+/// to act as that node: key, secret and session token.
+pub async fn instance_credentials(
+    aws: &crate::aws::Aws,
+    cluster: &str,
+    role: &str,
+    node: &str,
+) -> Vec<(String, String)> {
+    let stack = crate::spec::names::stack(cluster);
+    let name = aws
+        .stack_resource(&stack, role)
+        .await
+        .expect("stack resources")
+        .unwrap_or_else(|| panic!("stack {stack} has no {role}"));
+    assume_role(aws, &format!("arn:aws:iam::123456789012:role/{name}"), node).await
+}
+
+/// Credentials of role `arn`'s session `session`, from the emulator's STS,
+/// as an environment (key, secret, session token).
+pub async fn assume_role(aws: &crate::aws::Aws, arn: &str, session: &str) -> Vec<(String, String)> {
+    let node = session;
+    let form = format!(
+        "Action=AssumeRole&Version=2011-06-15&RoleArn={}&RoleSessionName={node}",
+        arn.replace(':', "%3A").replace('/', "%2F")
+    );
+    crate::tls::ensure_provider();
+    let answer = reqwest::Client::new()
+        .post(aws.sts_endpoint())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/sts/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .body(form)
+        .send()
+        .await
+        .expect("the emulator's STS")
+        .text()
+        .await
+        .expect("an answer");
+    let element = |tag: &str| {
+        let open = format!("<{tag}>");
+        let start = answer.find(&open).map(|i| i + open.len());
+        let end = answer.find(&format!("</{tag}>"));
+        match (start, end) {
+            (Some(start), Some(end)) => answer[start..end].trim().to_owned(),
+            _ => panic!("no {tag} in the emulator's AssumeRole answer: {answer}"),
+        }
+    };
+    vec![
+        ("AWS_ACCESS_KEY_ID".to_owned(), element("AccessKeyId")),
+        (
+            "AWS_SECRET_ACCESS_KEY".to_owned(),
+            element("SecretAccessKey"),
+        ),
+        ("AWS_SESSION_TOKEN".to_owned(), element("SessionToken")),
+    ]
 }
 
 /// Terminates nodes in the emulator.

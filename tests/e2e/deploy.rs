@@ -164,7 +164,7 @@ fn plan_apply_edit_apply_destroy() {
         plan.stdout
     );
     assert!(
-        plan.stdout.contains("and 8 kick tokens to update."),
+        plan.stdout.contains("and 7 kick tokens to update."),
         "{}",
         plan.stdout
     );
@@ -174,7 +174,7 @@ fn plan_apply_edit_apply_destroy() {
     assert!(
         apply
             .stdout
-            .contains("Kick tokens: 8 created or removed in SSM."),
+            .contains("Kick tokens: 7 created or removed in SSM."),
         "{}",
         apply.stdout
     );
@@ -318,7 +318,7 @@ fn plan_apply_edit_apply_destroy() {
         destroy.stdout
     );
     assert!(
-        destroy.stderr.contains("deleted 9 kick tokens from SSM"),
+        destroy.stderr.contains("deleted 8 kick tokens from SSM"),
         "{}",
         destroy.stderr
     );
@@ -331,7 +331,7 @@ fn plan_apply_edit_apply_destroy() {
     );
     assert!(
         plan.stdout
-            .contains("Also 11 artifacts, 3 DNS records and 9 kick tokens"),
+            .contains("Also 11 artifacts, 3 DNS records and 8 kick tokens"),
         "the bucket, records and tokens are gone too: {}",
         plan.stdout
     );
@@ -627,8 +627,8 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
         .run(&["build", "-o", out.to_str().expect("utf-8")])
         .code(0);
     // apply created the kick tokens in SSM: the admin's, the hook
-    // server's, the node agents' and one per service, and the hook
-    // server's host key, as SecureStrings.
+    // server's and one per service (nodes prove who they are instead),
+    // and the hook server's host key, as SecureStrings.
     let web_token = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -649,7 +649,6 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
                     "blog/web",
                     "hook",
                     "hook-host-key",
-                    "node"
                 ]
                 .map(|n| format!("/huxley/described/tokens/{n}"))
             );

@@ -56,12 +56,9 @@ fn a_leader_paused_past_its_lease_steps_down_without_writing_dns() {
     rt.block_on(live.until_leader(&kicks, Duration::from_secs(30), "no leader"));
     let mut kicks = kicks;
     kicks.push(live.kick("kick-b"));
-    // One healthy API instance, registered as a node agent would.
-    let node_name = "/huxley/paused/tokens/node".to_owned();
-    let node_token = rt
-        .block_on(live.aws.secure_parameters(std::slice::from_ref(&node_name)))
-        .expect("node token")[&node_name]
-        .clone();
+    // One healthy API instance, registered (by the admin) as a node agent
+    // would.
+    let node_token = live.admin.clone();
     let mut service = Command::new(env!("CARGO_BIN_EXE_huxley-test-service"));
     service
         .env("HUXLEY_ADDRESS", "127.78.0.9")
@@ -281,12 +278,9 @@ fn a_renewal_stalled_at_the_table_leaves_one_leader_and_no_late_write() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
-    // A node agent's long poll, waiting on kick-a when its lease lapses.
-    let node_name = "/huxley/tablestall/tokens/node".to_owned();
-    let node_token = rt
-        .block_on(live.aws.secure_parameters(std::slice::from_ref(&node_name)))
-        .expect("node token")[&node_name]
-        .clone();
+    // A node agent's long poll (the admin may make it), waiting on kick-a
+    // when its lease lapses.
+    let node_token = live.admin.clone();
     let assignment = format!("{a}/v1/nodes/{}/assignment", live.nodes[0]);
     let generation = rt
         .block_on(live.get(&assignment, Some(&node_token)))

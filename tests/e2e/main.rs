@@ -16,6 +16,7 @@ mod drain;
 mod harness;
 mod history;
 mod hook;
+mod identity;
 mod join;
 mod kick;
 mod lease;

@@ -91,6 +91,16 @@ deploy = { timeout = "30s" }
         .filter(|(k, _)| k.starts_with("AWS_"))
         .cloned()
         .collect();
+    // The instance role's session, named after the instance, as EC2 gives
+    // it: the node proves itself to kick with it.
+    let credentials = live.rt().block_on(huxley::testing::instance_credentials(
+        &live.aws,
+        &live.name,
+        "NodeRole",
+        &live.nodes[0],
+    ));
+    environment.retain(|(k, _)| !credentials.iter().any(|(c, _)| c == k));
+    environment.extend(credentials);
     environment.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), imds.endpoint()));
     environment.push(("AWS_EC2_METADATA_DISABLED".into(), "false".into()));
     environment.push(("HUXLEY_REGISTRY".into(), "127.0.0.1:5000".into()));

@@ -203,14 +203,7 @@ fn the_cluster_runs_every_replica_survives_a_lost_node_and_fails_over() {
     // Kill the leader: the standby takes over within 30 s, and nothing
     // changes: the description, and DNS. DNS follows health within a
     // check, so it is read once it names every healthy replica.
-    for service in ["web", "api", "redis"] {
-        let mut addresses: Vec<String> = instances(&after_loss, service)
-            .iter()
-            .filter_map(|i| i["address"].as_str().map(str::to_owned))
-            .collect();
-        addresses.sort();
-        rt.block_on(live.dns_until(&format!("{service}.blog.runtime.internal"), &addresses));
-    }
+    rt.block_on(live.dns_until_described(&after_loss));
     let dns_before = rt.block_on(live.private_records());
     let leader = rt.block_on(live.leader(&kicks)).expect("a leader");
     let (dead, standby) = if leader == kicks[0] {

@@ -14,7 +14,7 @@ use crate::control::state::describe::describe;
 use crate::control::state::describe::service_description;
 
 pub async fn describe_cluster(State(kick): State<Arc<Kick>>, headers: HeaderMap) -> Response {
-    if let Err(response) = require_admin(&kick, &headers) {
+    if let Err(response) = require_admin(&kick, &headers).await {
         return *response;
     }
     let body = described_body(&kick);
@@ -51,7 +51,7 @@ pub async fn describe_app(
     headers: HeaderMap,
     Path(app): Path<String>,
 ) -> Response {
-    if let Err(response) = require_admin(&kick, &headers) {
+    if let Err(response) = require_admin(&kick, &headers).await {
         return *response;
     }
     match describe(&kick).apps.remove(&app) {
@@ -65,7 +65,7 @@ pub async fn describe_service(
     headers: HeaderMap,
     Path((app, service)): Path<(String, String)>,
 ) -> Response {
-    let scope = match authenticate(&kick, &headers) {
+    let scope = match authenticate(&kick, &headers).await {
         Ok(scope) => scope,
         Err(response) => return *response,
     };

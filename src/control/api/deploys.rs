@@ -255,7 +255,7 @@ pub async fn post_deployment(
     Path(app): Path<String>,
     payload: Result<Json<DeployRequest>, JsonRejection>,
 ) -> Response {
-    let scope = match authenticate(&kick, &headers) {
+    let scope = match authenticate(&kick, &headers).await {
         Ok(scope) => scope,
         Err(response) => return *response,
     };
@@ -348,7 +348,7 @@ pub async fn list_deployments(
     headers: HeaderMap,
     Path(app): Path<String>,
 ) -> Response {
-    if let Err(response) = may_read(&kick, &headers, &app) {
+    if let Err(response) = may_read(&kick, &headers, &app).await {
         return *response;
     }
     let deploys = kick.deploys.lock().expect("deploys");
@@ -363,7 +363,7 @@ pub async fn get_deployment(
     headers: HeaderMap,
     Path((app, id)): Path<(String, String)>,
 ) -> Response {
-    if let Err(response) = may_read(&kick, &headers, &app) {
+    if let Err(response) = may_read(&kick, &headers, &app).await {
         return *response;
     }
     let Ok(id) = id.trim_start_matches('v').parse::<u64>() else {
@@ -383,8 +383,8 @@ pub async fn get_deployment(
     }
 }
 
-fn may_read(kick: &Kick, headers: &HeaderMap, app: &str) -> Result<(), Refusal> {
-    let scope = authenticate(kick, headers)?;
+async fn may_read(kick: &Kick, headers: &HeaderMap, app: &str) -> Result<(), Refusal> {
+    let scope = authenticate(kick, headers).await?;
     if !matches!(scope, Scope::Admin | Scope::Hook) {
         return Err(refuse(
             StatusCode::FORBIDDEN,
@@ -615,12 +615,12 @@ port = 6379
             )),
             StatusCode::NOT_FOUND
         );
-        // A node's token may not deploy.
+        // A node may not deploy.
         assert_eq!(
             refused(prepare(
                 &config,
                 &empty,
-                &Scope::Node,
+                &Scope::Node("i-0abc".into()),
                 "shop",
                 both(&image(1), &image(2))
             )),

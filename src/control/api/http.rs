@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::aws::identity::ProofError;
 use crate::control::auth::Scope;
 use crate::control::state::Kick;
 
@@ -23,9 +24,27 @@ pub fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
     Box::new(error(status, message))
 }
 
-/// The caller's scope, or the 401 to answer.
-pub fn authenticate(kick: &Kick, headers: &HeaderMap) -> Result<Scope, Refusal> {
+/// The caller's scope, or the 401 to answer: a bearer token's, or the
+/// node a proof of identity names (503 when STS cannot be asked).
+pub async fn authenticate(kick: &Kick, headers: &HeaderMap) -> Result<Scope, Refusal> {
     kick.requests.fetch_add(1, Ordering::Relaxed);
+    if let Some(proof) = crate::control::identity::proof(headers) {
+        return match kick
+            .identities
+            .node(&kick.aws, &kick.config.cluster.name, &proof)
+            .await
+        {
+            Ok(node) => Ok(Scope::Node(node)),
+            Err(err @ ProofError::Refused(_)) => {
+                eprintln!("kick: {err}");
+                Err(refuse(StatusCode::UNAUTHORIZED, err.to_string()))
+            }
+            Err(err @ ProofError::Unavailable(_)) => {
+                eprintln!("kick: {err}");
+                Err(refuse(StatusCode::SERVICE_UNAVAILABLE, err.to_string()))
+            }
+        };
+    }
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -26,7 +26,7 @@ pub async fn register(
     headers: HeaderMap,
     payload: Result<Json<Registration>, JsonRejection>,
 ) -> Response {
-    let scope = match authenticate(&kick, &headers) {
+    let scope = match authenticate(&kick, &headers).await {
         Ok(scope) => scope,
         Err(response) => return *response,
     };
@@ -55,6 +55,11 @@ pub async fn register(
     }
     if let Err(err) = registration.check() {
         return error(StatusCode::BAD_REQUEST, err.to_string());
+    }
+    if let Some(node) = scope.node()
+        && let Err(why) = on_itself(&kick, node, &registration).await
+    {
+        return error(StatusCode::FORBIDDEN, why);
     }
     // Kick checks what it registers and reports the result to the caller:
     // anything outside the cluster's own networks would make it a port
@@ -109,16 +114,25 @@ pub async fn register(
     }
 }
 
-/// Checks that the caller may act on an instance; its (app, service).
-fn instance_scope(kick: &Kick, headers: &HeaderMap, id: &str) -> Result<(String, String), Refusal> {
-    let scope = authenticate(kick, headers)?;
-    let located = kick
-        .registry
-        .lock()
-        .expect("registry")
-        .locate(id)
-        .map(|(a, s)| (a.to_owned(), s.to_owned()));
-    let Some((app, service)) = located else {
+/// Checks that the caller may act on an instance (a node only on its
+/// own); its (app, service).
+async fn instance_scope(
+    kick: &Kick,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(String, String), Refusal> {
+    let scope = authenticate(kick, headers).await?;
+    let located = {
+        let registry = kick.registry.lock().expect("registry");
+        registry.locate(id).map(|(a, s)| {
+            let node = registry
+                .service(a, s)
+                .and_then(|state| state.instances.get(id))
+                .map(|i| i.node.clone());
+            (a.to_owned(), s.to_owned(), node)
+        })
+    };
+    let Some((app, service, node)) = located else {
         return Err(refuse(StatusCode::NOT_FOUND, format!("no instance {id}")));
     };
     if !scope.runs(&app, &service) {
@@ -127,7 +141,57 @@ fn instance_scope(kick: &Kick, headers: &HeaderMap, id: &str) -> Result<(String,
             format!("this token may not act on instances of {app}.{service}"),
         ));
     }
+    if let Some(caller) = scope.node()
+        && node.as_deref() != Some(caller)
+    {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            format!("node {caller} may act only on its own instances; {id} is not one"),
+        ));
+    }
     Ok((app, service))
+}
+
+/// Whether node `caller` registers a replica on itself: under its own id,
+/// at an address of its own container subnet (or its own address, before
+/// it has a subnet).
+async fn on_itself(kick: &Kick, caller: &str, registration: &Registration) -> Result<(), String> {
+    if registration.node != caller {
+        return Err(format!(
+            "node {caller} may register replicas only on itself, not on {}",
+            registration.node
+        ));
+    }
+    let subnet = kick
+        .assignments
+        .lock()
+        .expect("assignments")
+        .subnets
+        .get(caller)
+        .copied();
+    let own = kick
+        .nodes
+        .lock()
+        .expect("nodes")
+        .known
+        .get(caller)
+        .and_then(|n| n.address);
+    let address = registration.address;
+    let inside = match (subnet, address) {
+        (Some(subnet), IpAddr::V4(v4)) => subnet.contains(&v4),
+        _ => false,
+    };
+    if inside || (subnet.is_none() && own == Some(address)) {
+        return Ok(());
+    }
+    Err(match subnet {
+        Some(subnet) => format!(
+            "address {address} is not in node {caller}'s container subnet {subnet}: a node registers only its own replicas"
+        ),
+        None => format!(
+            "node {caller} has no container subnet yet, and {address} is not its own address"
+        ),
+    })
 }
 
 pub async fn heartbeat(
@@ -135,7 +199,7 @@ pub async fn heartbeat(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(response) = instance_scope(&kick, &headers, &id) {
+    if let Err(response) = instance_scope(&kick, &headers, &id).await {
         return *response;
     }
     match kick
@@ -154,7 +218,7 @@ pub async fn deregister(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let (app, service) = match instance_scope(&kick, &headers, &id) {
+    let (app, service) = match instance_scope(&kick, &headers, &id).await {
         Ok(pair) => pair,
         Err(response) => return *response,
     };

@@ -12,7 +12,7 @@ use crate::control::state::Kick;
 use crate::spec::registry::Status;
 
 pub async fn metrics(State(kick): State<Arc<Kick>>, headers: HeaderMap) -> Response {
-    if let Err(response) = authenticate(&kick, &headers) {
+    if let Err(response) = authenticate(&kick, &headers).await {
         return *response;
     }
     let m = &kick.writer.metrics;

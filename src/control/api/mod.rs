@@ -77,15 +77,15 @@ async fn healthz(State(kick): State<Arc<Kick>>) -> Response {
     }
 }
 
-fn require_admin(kick: &Kick, headers: &HeaderMap) -> Result<(), Refusal> {
-    match authenticate(kick, headers)? {
+async fn require_admin(kick: &Kick, headers: &HeaderMap) -> Result<(), Refusal> {
+    match authenticate(kick, headers).await? {
         Scope::Admin => Ok(()),
         _ => Err(refuse(StatusCode::FORBIDDEN, "this needs the admin token")),
     }
 }
 
 async fn openapi(State(kick): State<Arc<Kick>>, headers: HeaderMap) -> Response {
-    if let Err(response) = authenticate(&kick, &headers) {
+    if let Err(response) = authenticate(&kick, &headers).await {
         return *response;
     }
     Json(crate::spec::openapi::document()).into_response()

@@ -163,14 +163,17 @@ pub async fn put_status(
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// Checks the caller may manage nodes and that `node` is one of the
-/// cluster's.
+/// Checks the caller may act for `node` (the node itself, or the admin)
+/// and that `node` is one of the cluster's.
 async fn node_scope(kick: &Kick, headers: &HeaderMap, node: &str) -> Result<(), Box<Response>> {
-    let scope = authenticate(kick, headers)?;
-    if !scope.manages_nodes() {
+    let scope = authenticate(kick, headers).await?;
+    if !scope.manages_node(node) {
         return Err(Box::new(error(
             StatusCode::FORBIDDEN,
-            "this needs the node agents' token",
+            match scope.node() {
+                Some(caller) => format!("node {caller} may act only for itself, not for {node}"),
+                None => "this needs the node's own identity".to_owned(),
+            },
         )));
     }
     match crate::control::state::known(kick, node).await {

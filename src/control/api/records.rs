@@ -117,12 +117,12 @@ fn record_target(
 
 /// The preamble of a record request: the token first, then the body, then
 /// the target. Returns the request, its zone id and the normalized name.
-fn record_request(
+async fn record_request(
     kick: &Kick,
     headers: &HeaderMap,
     payload: Result<Json<RecordRequest>, JsonRejection>,
 ) -> Result<(RecordRequest, String, String), Refusal> {
-    let scope = authenticate(kick, headers)?;
+    let scope = authenticate(kick, headers).await?;
     let request = body(payload)?;
     let (zone, name) = record_target(kick, &scope, &request)?;
     Ok((request, zone, name))
@@ -133,7 +133,7 @@ pub async fn put_record(
     headers: HeaderMap,
     payload: Result<Json<RecordRequest>, JsonRejection>,
 ) -> Response {
-    let (request, zone, name) = match record_request(&kick, &headers, payload) {
+    let (request, zone, name) = match record_request(&kick, &headers, payload).await {
         Ok(parts) => parts,
         Err(response) => return *response,
     };
@@ -168,7 +168,7 @@ pub async fn delete_record(
     headers: HeaderMap,
     payload: Result<Json<RecordRequest>, JsonRejection>,
 ) -> Response {
-    let (request, zone, name) = match record_request(&kick, &headers, payload) {
+    let (request, zone, name) = match record_request(&kick, &headers, payload).await {
         Ok(parts) => parts,
         Err(response) => return *response,
     };

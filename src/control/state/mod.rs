@@ -52,6 +52,8 @@ pub struct Kick {
     pub config: KickConfig,
     pub registry: Mutex<Registry>,
     pub tokens: Tokens,
+    /// Nodes' proofs of identity, checked through STS.
+    pub identities: crate::control::identity::Identities,
     pub writer: Writer,
     pub zones: Zones,
     pub aws: Arc<Aws>,

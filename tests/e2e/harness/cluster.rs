@@ -366,6 +366,11 @@ impl Live {
         command
             .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint())
             .env("AWS_EC2_METADATA_DISABLED", "false");
+        // The node's own instance role session: what it proves itself with.
+        let credentials = self.rt().block_on(huxley::testing::instance_credentials(
+            &self.aws, &self.name, "NodeRole", &node,
+        ));
+        command.envs(credentials);
         let log = self.dir.join(format!("{label}.log"));
         self.processes.spawn(&label, command, &log);
     }
@@ -486,6 +491,24 @@ impl Live {
                 "{name} never held {addresses:?}: {records:?}"
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Waits until the private A record of every service of blog names
+    /// exactly its instances' addresses in `description`: DNS follows
+    /// health within a check, so a description can run ahead of it.
+    pub(crate) async fn dns_until_described(&self, description: &Value) {
+        for service in ["web", "api", "redis"] {
+            let mut addresses: Vec<String> =
+                description["apps"]["blog"]["services"][service]["instances"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| i["address"].as_str().map(str::to_owned))
+                    .collect();
+            addresses.sort();
+            let name = format!("{service}.blog.{}.internal", self.name);
+            self.dns_until(&name, &addresses).await;
         }
     }
 
