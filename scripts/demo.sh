@@ -82,22 +82,31 @@ sed 's/^/  /' "$work/kick-a.log" "$work/kick-b.log"
 step "three node agents, one per node the emulator launched for the node group; replicas run as processes"
 cargo build --locked --quiet --bin huxley-test-service
 service="${CARGO_TARGET_DIR:-target}/debug/huxley-test-service"
+# Each node, and its instance role's session (named after the instance, as
+# EC2 gives it), which the agent proves itself to kick with.
 mapfile -t nodes < <(.venv/bin/python - <<'PY'
 import boto3
 reservations = boto3.client("ec2", region_name="us-west-2").describe_instances(
-    Filters=[{"Name": "tag:huxley:cluster", "Values": ["acme"]}, {"Name": "instance-state-name", "Values": ["running"]}])["Reservations"]
+    Filters=[{"Name": "tag:huxley:cluster", "Values": ["acme"]}, {"Name": "tag:huxley:role", "Values": ["node"]},
+             {"Name": "instance-state-name", "Values": ["running"]}])["Reservations"]
+role = boto3.client("cloudformation", region_name="us-west-2").describe_stack_resource(
+    StackName="huxley-acme", LogicalResourceId="NodeRole")["StackResourceDetail"]["PhysicalResourceId"]
+sts = boto3.client("sts", region_name="us-west-2")
 for node in sorted(i["InstanceId"] for r in reservations for i in r["Instances"]):
-    print(node)
+    c = sts.assume_role(RoleArn=f"arn:aws:iam::123456789012:role/{role}", RoleSessionName=node)["Credentials"]
+    print(node, c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"])
 PY
 )
 for i in "${!nodes[@]}"; do
+  read -r node key secret token <<<"${nodes[$i]}"
   # On a node, the identity comes from the instance metadata; here, flags.
+  AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret AWS_SESSION_TOKEN=$token \
   "$huxley" node run --cluster acme --kick "http://127.0.0.1:${internal[a]},http://127.0.0.1:${internal[b]}" \
-    --node "${nodes[$i]}" --address "10.40.0.$((10 + i))" --runtime processes --state-dir "$work/node-$i" \
+    --node "$node" --address "10.40.0.$((10 + i))" --runtime processes --state-dir "$work/node-$i" \
     --exec "blog.web=$service" --exec "blog.api=$service" --exec "blog.redis=$service" \
     > "$work/node-$i.log" 2>&1 &
   pids+=($!)
-  echo "node agent for ${nodes[$i]}"
+  echo "node agent for $node"
 done
 
 step "git push deploys blog's web (built on push): the leader's hook server builds it with Docker, pushes it to a local registry, and kick rolls it out"

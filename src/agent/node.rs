@@ -208,7 +208,7 @@ impl KickClient {
         }
     }
 
-    async fn expect(
+    pub async fn expect(
         &mut self,
         method: reqwest::Method,
         path: &str,
@@ -309,6 +309,16 @@ impl<R: Runtime> Agent<R> {
                     backoff = (backoff * 2).min(BACKOFF_LIMIT);
                 }
             }
+        }
+    }
+
+    /// The agent of a control machine: it keeps the applied artifacts
+    /// installed (kick.toml, which its kick and hook servers read) and
+    /// runs no replica; it never asks kick for work.
+    pub async fn run_control(&mut self) {
+        loop {
+            self.install_artifacts(false).await;
+            tokio::time::sleep(REFRESH_EVERY).await;
         }
     }
 

@@ -1,147 +1,40 @@
 //! `huxley node secrets`: a replica's secrets, fetched when it starts.
 //!
-//! Reads the SSM parameters the service's `secrets` name (decrypted, with
-//! the node's role) and writes them as a Docker env file, mode 0600, whole
-//! or not at all: when a parameter is missing nothing is written and the
-//! error names it, so the unit fails to start with a reason instead of
-//! running without its secret.
+//! A node has no right to read secrets itself: it asks kick's leader, as
+//! itself ([`crate::aws::identity`]), for the secrets of a service it runs
+//! a replica of; kick reads the SSM parameters with the control plane's
+//! role and answers the env file's text, which is written here with mode
+//! 0600, whole or not at all. When a parameter is missing nothing is
+//! written and the error names it, so the unit fails to start with a
+//! reason instead of running without its secret.
 
-use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
-use crate::aws::Aws;
-use crate::spec::envfile::{Readers, check_value};
+use crate::agent::node::KickClient;
 use crate::spec::kick::KickConfig;
+use crate::spec::secrets::{SecretsError, references};
 
-/// Why the secrets could not be written.
-#[derive(Debug, PartialEq, Eq)]
-pub enum SecretsError {
-    UnknownUnit(String),
-    /// Parameters SSM does not have: (variable, parameter).
-    Missing(Vec<(String, String)>),
-    /// A value Docker's env file cannot carry: the variable, and why.
-    Unwritable(String, String),
-    Other(String),
-}
-
-impl std::fmt::Display for SecretsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::UnknownUnit(unit) => write!(f, "no service runs as unit {unit} in kick.toml"),
-            Self::Missing(missing) => {
-                let names: Vec<String> = missing
-                    .iter()
-                    .map(|(variable, parameter)| format!("{parameter} (for {variable})"))
-                    .collect();
-                write!(
-                    f,
-                    "SSM has no parameter {}; nothing was written\nhelp: create it with `aws ssm put-parameter --type SecureString --name NAME --value ...`",
-                    names.join(", ")
-                )
-            }
-            Self::Unwritable(variable, why) => write!(
-                f,
-                "the value of {variable} {why}; nothing was written\nhelp: store the value on one line (base64 it if it must hold line breaks)"
-            ),
-            Self::Other(why) => f.write_str(why),
-        }
-    }
-}
-
-/// The variables and parameters of the service that runs as `unit`.
-pub fn references<'a>(
-    config: &'a KickConfig,
-    unit: &str,
-) -> Result<&'a BTreeMap<String, String>, SecretsError> {
-    config
-        .apps
-        .values()
-        .flat_map(|a| a.services.values())
-        .find(|s| s.unit == unit)
-        .map(|s| &s.secrets)
-        .ok_or_else(|| SecretsError::UnknownUnit(unit.to_owned()))
-}
-
-/// The env file's text from the references and the values SSM returned.
-pub fn env_file(
-    references: &BTreeMap<String, String>,
-    values: &BTreeMap<String, String>,
-) -> Result<String, SecretsError> {
-    let missing: Vec<(String, String)> = references
-        .iter()
-        .filter(|(_, parameter)| !values.contains_key(*parameter))
-        .map(|(v, p)| (v.clone(), p.clone()))
-        .collect();
-    if !missing.is_empty() {
-        return Err(SecretsError::Missing(missing));
-    }
-    let mut text = String::new();
-    for (variable, parameter) in references {
-        let value = &values[parameter];
-        check_value(value, Readers::Docker)
-            .map_err(|why| SecretsError::Unwritable(variable.clone(), why))?;
-        text.push_str(&format!("{variable}={value}\n"));
-    }
-    Ok(text)
-}
-
-/// Fetches the unit's secrets and writes them to `out`.
+/// Asks kick for the secrets of the service that runs as `unit` on `node`,
+/// and writes them to `out`; how many.
 pub async fn write(
-    aws: &Aws,
+    kick: &mut KickClient,
+    node: &str,
     config: &KickConfig,
     unit: &str,
     out: &Path,
 ) -> Result<usize, SecretsError> {
-    let references = references(config, unit)?;
-    let names: Vec<String> = references.values().cloned().collect();
-    let values = aws
-        .secure_parameters(&names)
+    let count = references(config, unit)?.len();
+    let (app, service) = config
+        .services()
+        .find(|(_, s)| s.unit == unit)
+        .map(|(names, _)| names)
+        .ok_or_else(|| SecretsError::UnknownUnit(unit.to_owned()))?;
+    let path = format!("/v1/nodes/{node}/secrets/{app}/{service}");
+    let text = kick
+        .expect(reqwest::Method::GET, &path, None, Duration::from_secs(15))
         .await
         .map_err(|e| SecretsError::Other(e.to_string()))?;
-    let text = env_file(references, &values)?;
     crate::files::write_atomically(out, text.as_bytes(), 0o600).map_err(SecretsError::Other)?;
-    Ok(references.len())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_missing_parameter_is_named_and_nothing_is_written() {
-        let references = BTreeMap::from([
-            ("DATABASE_URL".to_owned(), "/acme/db".to_owned()),
-            ("API_KEY".to_owned(), "/acme/key".to_owned()),
-        ]);
-        let values = BTreeMap::from([("/acme/db".to_owned(), "postgres://x".to_owned())]);
-        let error = env_file(&references, &values).expect_err("one is missing");
-        assert_eq!(
-            error,
-            SecretsError::Missing(vec![("API_KEY".into(), "/acme/key".into())])
-        );
-        assert!(error.to_string().contains("/acme/key (for API_KEY)"));
-        let values = BTreeMap::from([
-            ("/acme/db".to_owned(), "postgres://x".to_owned()),
-            ("/acme/key".to_owned(), "k=1".to_owned()),
-        ]);
-        assert_eq!(
-            env_file(&references, &values).expect("complete"),
-            "API_KEY=k=1\nDATABASE_URL=postgres://x\n"
-        );
-    }
-
-    /// Regression: only `\n` was refused, so a `\r` (or any other control
-    /// character) reached the env file. The error names the variable and
-    /// never the value.
-    #[test]
-    fn a_value_with_a_control_character_is_refused_without_showing_it() {
-        let references = BTreeMap::from([("TOKEN".to_owned(), "/acme/token".to_owned())]);
-        for value in ["s3cret\rDOCKER_HOST=tcp://x", "s3cret\nA=b", "s3cret\u{0}"] {
-            let values = BTreeMap::from([("/acme/token".to_owned(), value.to_owned())]);
-            let error = env_file(&references, &values).expect_err("refused");
-            let said = error.to_string();
-            assert!(said.contains("the value of TOKEN"), "{said}");
-            assert!(!said.contains("s3cret"), "{said}");
-        }
-    }
+    Ok(count)
 }

@@ -251,7 +251,7 @@ pub async fn apply(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<Su
     Ok(summary)
 }
 
-/// On a new stack the node group launches its nodes while the stack is
+/// On a new stack the groups launch their machines while the stack is
 /// created, before the bucket holds the binary their Ignition config
 /// fetches (Ignition gives up on a 404, and the node never joins): they
 /// are replaced now that it does. How many.
@@ -260,7 +260,7 @@ async fn replace_early_nodes(
     plan: &Plan,
     progress: &mut Progress,
 ) -> Result<usize, ApplyError> {
-    let early = aws.cluster_nodes(&plan.cluster).await?;
+    let early = aws.cluster_machines(&plan.cluster).await?;
     for node in &early {
         aws.replace_node(&node.id).await?;
     }

@@ -67,8 +67,23 @@ impl Aws {
     }
 
     /// The cluster's nodes: its pending and running EC2 instances (those
-    /// tagged `huxley:cluster=<cluster>`), sorted by id.
+    /// tagged `huxley:cluster=<cluster>`) but the control plane's, sorted
+    /// by id.
     pub async fn cluster_nodes(&self, cluster: &str) -> Result<Vec<Node>, AwsError> {
+        self.cluster_instances(cluster, false).await
+    }
+
+    /// Every pending and running instance of the cluster, the control
+    /// plane's included, sorted by id.
+    pub async fn cluster_machines(&self, cluster: &str) -> Result<Vec<Node>, AwsError> {
+        self.cluster_instances(cluster, true).await
+    }
+
+    async fn cluster_instances(
+        &self,
+        cluster: &str,
+        with_control: bool,
+    ) -> Result<Vec<Node>, AwsError> {
         use aws_sdk_ec2::types::Filter;
         let mut nodes = Vec::new();
         let mut pages = self
@@ -96,6 +111,12 @@ impl Aws {
                 let Some(id) = instance.instance_id() else {
                     continue;
                 };
+                let control = instance.tags().iter().any(|t| {
+                    t.key() == Some(crate::spec::names::ROLE_TAG) && t.value() == Some("control")
+                });
+                if control && !with_control {
+                    continue;
+                }
                 nodes.push(Node {
                     id: id.to_owned(),
                     address: instance.private_ip_address().and_then(|a| a.parse().ok()),

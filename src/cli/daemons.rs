@@ -5,7 +5,7 @@ use std::path::Path;
 use std::path::PathBuf;
 
 use super::error::{Error, Outcome};
-use super::{AwsArgs, HookServeArgs, RuntimeKind, connect, connect_session, exit};
+use super::{AwsArgs, HookServeArgs, MachineRole, RuntimeKind, connect, connect_session, exit};
 use crate::agent::runtime::processes::Processes;
 use crate::agent::runtime::systemd::Systemd;
 use crate::agent::runtime::units::Units;
@@ -157,6 +157,11 @@ pub(super) struct NodeRun {
     /// This node's EC2 instance id [default: from the instance metadata].
     #[arg(long, value_name = "ID")]
     node: Option<String>,
+    /// Which group this machine is in: `node` runs replicas; `control`
+    /// (the kick and hook servers' machines) only keeps the applied
+    /// artifacts installed.
+    #[arg(long, value_enum, env = "HUXLEY_ROLE", default_value_t = MachineRole::Node)]
+    role: MachineRole,
     /// This node's private address [default: from the instance metadata].
     #[arg(long, value_name = "ADDRESS")]
     address: Option<std::net::IpAddr>,
@@ -253,7 +258,13 @@ pub(super) async fn node_run(args: NodeRun) -> Outcome {
             systemd.env_dir = args.etc.join("units");
             systemd.docker_config = args.etc.join("docker");
             systemd.kick_toml = args.etc.join("kick.toml");
-            if args.runtime == RuntimeKind::Units {
+            if args.role == MachineRole::Control {
+                let mut agent = agent::Agent::new(node, kick, systemd, address);
+                tokio::select! {
+                    () = agent.run_control() => {}
+                    () = crate::signal::stop_signal() => eprintln!("node: stopping"),
+                }
+            } else if args.runtime == RuntimeKind::Units {
                 let runtime = Units::new(systemd);
                 run_agent(agent::Agent::new(node, kick, runtime, address), true).await;
             } else {
@@ -364,19 +375,63 @@ fn read_kick_config(path: &Path) -> Result<crate::spec::kick::KickConfig, Error>
         .map_err(|err| Error::Usage(format!("cannot read {}: {err}", path.display())))
 }
 
-pub(super) async fn node_secrets(
-    unit: &str,
-    out: &Path,
-    config_path: &Path,
-    args: &AwsArgs,
-) -> Outcome {
-    let config = read_kick_config(config_path)?;
-    let aws = connect(args, &config.cluster.region).await?;
-    match crate::agent::secrets::write(&aws, &config, unit, out).await {
+/// `huxley node secrets`.
+#[derive(Debug, clap::Args)]
+pub(super) struct NodeSecrets {
+    /// The service's unit stem, `<app>-<service>`.
+    #[arg(long, value_name = "UNIT")]
+    unit: String,
+    /// The env file to write.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// kick.toml, as the node agent keeps it.
+    #[arg(long, value_name = "PATH", default_value = crate::agent::runtime::KICK_TOML)]
+    config: PathBuf,
+    /// The kick servers' internal API (repeat, or separate with commas).
+    #[arg(
+        long = "kick",
+        value_name = "URL",
+        env = "HUXLEY_KICK_URL",
+        value_delimiter = ',',
+        required = true
+    )]
+    kick: Vec<String>,
+    /// This node's EC2 instance id [default: from the instance metadata].
+    #[arg(long, value_name = "ID")]
+    node: Option<String>,
+    #[command(flatten)]
+    aws: AwsArgs,
+}
+
+pub(super) async fn node_secrets(args: NodeSecrets) -> Outcome {
+    let config = read_kick_config(&args.config)?;
+    let aws = std::sync::Arc::new(connect(&args.aws, &config.cluster.region).await?);
+    let node = match args.node {
+        Some(node) => node,
+        None => aws::imds::identity()
+            .await
+            .map(|me| me.instance_id)
+            .map_err(|err| {
+                Error::Usage(format!(
+                    "cannot tell who this node is ({err})\nhelp: pass --node ID"
+                ))
+            })?,
+    };
+    let credential = crate::agent::node::Credential::Identity {
+        aws,
+        cluster: config.cluster.name.clone(),
+        proof: None,
+    };
+    let mut kick = crate::agent::node::KickClient::new(args.kick, credential);
+    match crate::agent::secrets::write(&mut kick, &node, &config, &args.unit, &args.out).await {
         Ok(count) => {
-            eprintln!("wrote {} to {}", plural(count, "secret"), out.display());
+            eprintln!(
+                "wrote {} to {}",
+                plural(count, "secret"),
+                args.out.display()
+            );
             Ok(exit::OK)
         }
-        Err(err) => Err(Error::Invalid(format!("{unit}: {err}"))),
+        Err(err) => Err(Error::Invalid(format!("{}: {err}", args.unit))),
     }
 }

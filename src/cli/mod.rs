@@ -474,23 +474,22 @@ enum NodeCommand {
     /// reports what runs. When kick cannot be reached, replicas keep
     /// running.
     Run(daemons::NodeRun),
-    /// Write a replica's secrets to a 0600 env file, from SSM.
+    /// Write a replica's secrets to a 0600 env file, from kick.
     ///
-    /// Reads the SSM parameters the service's `secrets` name (decrypted);
-    /// when one is missing, writes nothing and names it.
-    Secrets {
-        /// The service's unit stem, `<app>-<service>`.
-        #[arg(long, value_name = "UNIT")]
-        unit: String,
-        /// The env file to write.
-        #[arg(long, value_name = "FILE")]
-        out: PathBuf,
-        /// kick.toml, as the node agent keeps it.
-        #[arg(long, value_name = "PATH", default_value = crate::agent::runtime::KICK_TOML)]
-        config: PathBuf,
-        #[command(flatten)]
-        aws: AwsArgs,
-    },
+    /// Asks kick's leader, as this node, for the secrets of a service it
+    /// runs a replica of (kick reads them from SSM; nodes may not); when
+    /// a parameter is missing, writes nothing and names it.
+    Secrets(daemons::NodeSecrets),
+}
+
+/// Which group a machine belongs to (`HUXLEY_ROLE` in cluster.env).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum MachineRole {
+    /// Runs replicas.
+    Node,
+    /// Runs the kick and hook servers; the agent only keeps the applied
+    /// artifacts installed.
+    Control,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -743,12 +742,7 @@ fn kick(command: KickCommand) -> Outcome {
 fn node(command: NodeCommand) -> Outcome {
     match command {
         NodeCommand::Run(args) => run_async(daemons::node_run(args)),
-        NodeCommand::Secrets {
-            unit,
-            out,
-            config,
-            aws,
-        } => run_async(daemons::node_secrets(&unit, &out, &config, &aws)),
+        NodeCommand::Secrets(args) => run_async(daemons::node_secrets(args)),
     }
 }
 

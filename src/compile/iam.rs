@@ -1,7 +1,7 @@
-//! The stack's IAM: the nodes' role and its policies, scoped to the
-//! cluster's own resources (the artifact bucket's prefixes, its tokens and
-//! the apps' secrets, its zones' names, its group), sized against IAM's
-//! policy limits.
+//! The stack's IAM: the control plane's and the nodes' roles and their
+//! policies, scoped to the cluster's own resources (the artifact bucket's
+//! prefixes, its tokens and the apps' secrets, its zones' names, its
+//! group), sized against IAM's policy limits.
 
 use std::collections::BTreeSet;
 
@@ -21,13 +21,17 @@ const ARN_OVERHEAD: usize = "arn:aws-us-gov:ssm:ap-southeast-4:123456789012:para
 /// IAM's limit on a managed policy document, in characters without spaces.
 pub const MANAGED_POLICY_LIMIT: usize = 6_144;
 
-/// The node role, its managed policies and instance profile.
+/// The two roles and their instance profiles. The control plane's role
+/// holds every right the cluster needs (the lease, DNS, the groups, the
+/// tokens, the apps' secrets, publishing, pushing images); a node's may
+/// only fetch its boot files and units and pull images: whatever else it
+/// needs it asks kick for, as itself.
 pub fn iam(config: &Config, r: &mut Resources) {
     let cluster = &config.cluster;
     let secret_policies = secret_policy_chunks(config);
     let mut managed = Vec::new();
     for (i, arns) in secret_policies.iter().enumerate() {
-        let id = format!("NodeSecretsPolicy{}", i + 1);
+        let id = format!("ControlSecretsPolicy{}", i + 1);
         add(
             r,
             &id,
@@ -50,7 +54,7 @@ pub fn iam(config: &Config, r: &mut Resources) {
         managed.push(json!({"Ref": id}));
     }
     for (i, document) in public_name_policies(config).into_iter().enumerate() {
-        let id = format!("NodePublicNamesPolicy{}", i + 1);
+        let id = format!("ControlPublicNamesPolicy{}", i + 1);
         add(
             r,
             &id,
@@ -64,29 +68,38 @@ pub fn iam(config: &Config, r: &mut Resources) {
         );
         managed.push(json!({"Ref": id}));
     }
-    let mut role = json!({
-        "Type": "AWS::IAM::Role",
-        "Properties": {
-            "Description": format!("Nodes of Huxley cluster {}", cluster.name),
-            "AssumeRolePolicyDocument": {
-                "Version": "2012-10-17",
-                "Statement": [{
-                    "Effect": "Allow",
-                    "Principal": { "Service": "ec2.amazonaws.com" },
-                    "Action": "sts:AssumeRole",
-                }],
-            },
-            "Policies": [
-                { "PolicyName": "artifacts", "PolicyDocument": artifacts_policy(config) },
-                { "PolicyName": "kick", "PolicyDocument": kick_policy(config) },
-            ],
-            "Tags": tags(config, &[]),
-        },
-    });
+    let mut control = role(
+        config,
+        &format!("The control plane of Huxley cluster {}", cluster.name),
+        json!([
+            { "PolicyName": "artifacts", "PolicyDocument": artifacts_policy(config) },
+            { "PolicyName": "kick", "PolicyDocument": kick_policy(config) },
+        ]),
+    );
     if !managed.is_empty() {
-        role["Properties"]["ManagedPolicyArns"] = Value::Array(managed);
+        control["Properties"]["ManagedPolicyArns"] = Value::Array(managed);
     }
-    add(r, "NodeRole", role);
+    add(r, "ControlRole", control);
+    add(
+        r,
+        "ControlInstanceProfile",
+        json!({
+            "Type": "AWS::IAM::InstanceProfile",
+            "Properties": { "Roles": [{"Ref": "ControlRole"}] },
+        }),
+    );
+    add(
+        r,
+        "NodeRole",
+        role(
+            config,
+            &format!(
+                "Nodes of Huxley cluster {}: boot files, units and image pulls only",
+                cluster.name
+            ),
+            json!([{ "PolicyName": "node", "PolicyDocument": node_policy(config) }]),
+        ),
+    );
     add(
         r,
         "NodeInstanceProfile",
@@ -95,6 +108,69 @@ pub fn iam(config: &Config, r: &mut Resources) {
             "Properties": { "Roles": [{"Ref": "NodeRole"}] },
         }),
     );
+}
+
+/// An EC2 instance role with `policies` inline.
+fn role(config: &Config, description: &str, policies: Value) -> Value {
+    json!({
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "Description": description,
+            "AssumeRolePolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Effect": "Allow",
+                    "Principal": { "Service": "ec2.amazonaws.com" },
+                    "Action": "sts:AssumeRole",
+                }],
+            },
+            "Policies": policies,
+            "Tags": tags(config, &[]),
+        },
+    })
+}
+
+/// What a node may do: read its boot binary, the manifest and the blobs it
+/// names (units, kick.toml), and pull the cluster's images. Nothing that
+/// acts on the cluster: no lease, DNS, group, token, secret, published
+/// state, repository or image push.
+fn node_policy(config: &Config) -> Value {
+    let bucket = naming::bucket_pattern(config);
+    let object =
+        |key: &str| json!({"Fn::Sub": format!("arn:${{AWS::Partition}}:s3:::{bucket}/{key}")});
+    let mut statements = vec![json!({
+        "Sid": "ReadBootFilesAndUnits",
+        "Effect": "Allow",
+        "Action": ["s3:GetObject"],
+        "Resource": [
+            object(keys::MANIFEST),
+            object(&format!("{}*", keys::BLOBS)),
+            object("bin/*"),
+        ],
+    })];
+    if !built_apps(config).is_empty() {
+        statements.push(json!({
+            "Sid": "RegistryLogin",
+            "Effect": "Allow",
+            "Action": ["ecr:GetAuthorizationToken"],
+            "Resource": "*",
+        }));
+        statements.push(json!({
+            "Sid": "PullImages",
+            "Effect": "Allow",
+            "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+            "Resource": repositories(config),
+        }));
+    }
+    json!({ "Version": "2012-10-17", "Statement": statements })
+}
+
+/// The cluster's ECR repositories.
+fn repositories(config: &Config) -> Value {
+    json!({"Fn::Sub": format!(
+        "arn:${{AWS::Partition}}:ecr:${{AWS::Region}}:${{AWS::AccountId}}:repository/{}/*",
+        naming::repository_prefix(config)
+    )})
 }
 
 /// The SSM parameter ARNs the services' secrets name, as `Fn::Sub`
@@ -150,8 +226,9 @@ fn artifacts_policy(config: &Config) -> Value {
     })
 }
 
-/// What the kick server may do: its zones' records, this cluster's node
-/// group, its own tokens, and publishing the cluster's description.
+/// What the control plane may do: its zones' records, this cluster's node
+/// group, its own tokens, publishing the cluster's description, keeping
+/// the pushed repositories and deploys, and pushing the images it builds.
 pub fn kick_policy(config: &Config) -> Value {
     let bucket = naming::bucket_pattern(config);
     let zone = |id: &str| json!({"Fn::Sub": format!("arn:${{AWS::Partition}}:route53:::hostedzone/${{{id}}}")});
@@ -267,12 +344,9 @@ pub fn kick_policy(config: &Config) -> Value {
         ],
     });
     if !built_apps(config).is_empty() {
-        // The leader's hook server pushes what it builds; every node pulls.
-        // Replicas' containers cannot use the role (IMDS hop limit 1).
-        let repositories = json!({"Fn::Sub": format!(
-            "arn:${{AWS::Partition}}:ecr:${{AWS::Region}}:${{AWS::AccountId}}:repository/{}/*",
-            naming::repository_prefix(config)
-        )});
+        // The leader's hook server pushes what it builds. Replicas'
+        // containers cannot use the role (IMDS hop limit 1).
+        let repositories = repositories(config);
         statements.push(json!({
             "Sid": "RegistryLogin",
             "Effect": "Allow",
@@ -354,4 +428,291 @@ fn owned_public_names(config: &Config) -> Vec<String> {
         .collect();
     names.extend(owners);
     names.into_iter().map(|n| n.to_ascii_lowercase()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+
+    use crate::compile::cloudformation::TemplateInput;
+    use crate::model::Config;
+
+    /// What the control plane calls, by IAM action: the kick and hook
+    /// servers, with the control role.
+    const ON_THE_CONTROL_PLANE: &[&str] = &[
+        "autoscaling:DescribeAutoScalingGroups",
+        "autoscaling:SetDesiredCapacity",
+        "autoscaling:TerminateInstanceInAutoScalingGroup",
+        "cloudformation:DescribeStacks",
+        "cloudformation:ListStackResources",
+        "dynamodb:GetItem",
+        "ecr:GetAuthorizationToken",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "ec2:CreateRoute",
+        "ec2:DeleteRoute",
+        "ec2:DescribeInstances",
+        "ec2:DescribeRouteTables",
+        "ec2:ModifyInstanceAttribute",
+        "ec2:ReplaceRoute",
+        "route53:ChangeResourceRecordSets",
+        "route53:ListHostedZonesByName",
+        "route53:ListResourceRecordSets",
+        "s3:GetObject",
+        "s3:PutObject",
+        "ssm:GetParameters",
+    ];
+
+    /// What a node's agent calls, with the node role: its boot files and
+    /// units, and the registry's authorization (images are pulled by
+    /// Docker with it).
+    const ON_THE_NODES: &[&str] = &["ecr:GetAuthorizationToken", "s3:GetObject"];
+
+    /// What only the CLI calls, with the user's own rights.
+    const CLI_ONLY: &[&str] = &[
+        "cloudformation:ContinueUpdateRollback",
+        "cloudformation:CreateChangeSet",
+        "cloudformation:DeleteChangeSet",
+        "cloudformation:DeleteStack",
+        "cloudformation:DescribeChangeSet",
+        "cloudformation:DescribeStackEvents",
+        "cloudformation:ExecuteChangeSet",
+        "cloudformation:GetTemplate",
+        "cloudformation:ListStacks",
+        "ec2:DescribeImages",
+        "ecr:BatchDeleteImage",
+        "ecr:DescribeRepositories",
+        "ecr:ListImages",
+        "s3:DeleteObject",
+        "s3:ListBucketVersions",
+        "ssm:DeleteParameters",
+        "ssm:GetParametersByPath",
+        "ssm:PutParameter",
+    ];
+
+    /// Every IAM action the code names when it maps an SDK error (each call
+    /// does), read from src/aws/.
+    fn actions_in_the_code() -> BTreeSet<String> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/aws");
+        let mut actions = BTreeSet::new();
+        for entry in std::fs::read_dir(dir).expect("src/aws") {
+            let text = std::fs::read_to_string(entry.expect("entry").path()).expect("source");
+            for piece in text.split("self.err(\"").skip(1) {
+                if let Some((action, _)) = piece.split_once('"') {
+                    actions.insert(action.to_owned());
+                }
+            }
+        }
+        actions
+    }
+
+    #[test]
+    fn every_aws_call_is_classified_and_each_role_allows_its_own() {
+        let code = actions_in_the_code();
+        assert!(code.len() > 20, "{code:?}");
+        for action in &code {
+            assert!(
+                ON_THE_CONTROL_PLANE.contains(&action.as_str())
+                    || CLI_ONLY.contains(&action.as_str()),
+                "{action} is called but not classified: add it to ON_THE_CONTROL_PLANE (and the control role) or CLI_ONLY"
+            );
+        }
+        // The control role's statements, inline and managed, in the template.
+        let c = config(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/blog/huxley.toml"
+            ))
+            .expect("example"),
+        );
+        let template = crate::compile::cloudformation::template(&TemplateInput {
+            config: &c,
+            user_data: "",
+            control_user_data: "",
+        });
+        let resources = template["Resources"].as_object().expect("resources");
+        let mut statements: Vec<&Value> = Vec::new();
+        for policy in resources["ControlRole"]["Properties"]["Policies"]
+            .as_array()
+            .expect("policies")
+        {
+            statements.extend(
+                policy["PolicyDocument"]["Statement"]
+                    .as_array()
+                    .expect("statements"),
+            );
+        }
+        for resource in resources
+            .values()
+            .filter(|r| r["Type"] == "AWS::IAM::ManagedPolicy")
+        {
+            statements.extend(
+                resource["Properties"]["PolicyDocument"]["Statement"]
+                    .as_array()
+                    .expect("statements"),
+            );
+        }
+        let allows = |action: &str| -> Vec<&Value> {
+            statements
+                .iter()
+                .copied()
+                .filter(|s| {
+                    s["Effect"] == "Allow"
+                        && s["Action"]
+                            .as_array()
+                            .is_some_and(|a| a.iter().any(|x| x == action))
+                })
+                .collect()
+        };
+        for action in ON_THE_CONTROL_PLANE {
+            assert!(
+                !allows(action).is_empty(),
+                "the control role does not allow {action}"
+            );
+        }
+        let node = statements_of(&resources["NodeRole"]);
+        for action in ON_THE_NODES {
+            assert!(
+                node.iter().any(|s| s["Action"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == action))),
+                "the node role does not allow {action}"
+            );
+        }
+        // Regression: the nodes could read the admin token; kick checks its
+        // hash instead.
+        let denied = statements.iter().any(|s| {
+            s["Effect"] == "Deny"
+                && s["Action"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == "ssm:GetParameters"))
+                && s["Resource"]["Fn::Sub"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with("/tokens/admin"))
+        });
+        assert!(denied, "the control role may read the admin token");
+        // Regression: kick publishes under huxley/published/, the role
+        // allowed published/ only.
+        for key in [
+            crate::spec::keys::DESCRIPTION,
+            crate::spec::keys::TLS_FINGERPRINT,
+            &crate::spec::keys::history("blog"),
+            &crate::spec::keys::bundle("blog"),
+        ] {
+            let covered = allows("s3:PutObject").iter().any(|s| {
+                s["Resource"]["Fn::Sub"]
+                    .as_str()
+                    .and_then(|arn| arn.split_once(":::"))
+                    .and_then(|(_, object)| object.split_once('/'))
+                    .is_some_and(|(_, pattern)| key.starts_with(pattern.trim_end_matches('*')))
+            });
+            assert!(covered, "the control role may not write {key}");
+        }
+    }
+
+    /// A role's inline statements (a node's role has no managed policy).
+    fn statements_of(role: &Value) -> Vec<Value> {
+        role["Properties"]["Policies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|p| {
+                p["PolicyDocument"]["Statement"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// The blog example's template.
+    fn blog_template() -> Value {
+        let c = config(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/blog/huxley.toml"
+            ))
+            .expect("example"),
+        );
+        crate::compile::cloudformation::template(&TemplateInput {
+            config: &c,
+            user_data: "",
+            control_user_data: "",
+        })
+    }
+
+    /// A node's role cannot act on the cluster: no lease, DNS, group,
+    /// route, token, secret, published state, repository or image push.
+    /// It reads only its boot files, the manifest and its blobs, and pulls.
+    #[test]
+    fn a_nodes_role_reads_its_files_and_pulls_images_and_nothing_else() {
+        let template = blog_template();
+        let resources = template["Resources"].as_object().expect("resources");
+        assert!(
+            resources["NodeRole"]["Properties"]
+                .get("ManagedPolicyArns")
+                .is_none(),
+            "no managed policy (secrets, public names) is the nodes'"
+        );
+        let statements = statements_of(&resources["NodeRole"]);
+        let actions: BTreeSet<String> = statements
+            .iter()
+            .flat_map(|s| s["Action"].as_array().cloned().unwrap_or_default())
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "ecr:BatchCheckLayerAvailability",
+                "ecr:BatchGetImage",
+                "ecr:GetAuthorizationToken",
+                "ecr:GetDownloadUrlForLayer",
+                "s3:GetObject",
+            ]
+            .map(str::to_owned)
+            .into(),
+        );
+        let readable = statements
+            .iter()
+            .filter(|s| {
+                s["Action"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == "s3:GetObject"))
+            })
+            .flat_map(|s| s["Resource"].as_array().cloned().unwrap_or_default())
+            .filter_map(|r| r["Fn::Sub"].as_str().map(str::to_owned))
+            .collect::<Vec<_>>()
+            .join(" ");
+        for key in [
+            crate::spec::keys::DESCRIPTION,
+            crate::spec::keys::TLS_FINGERPRINT,
+            &crate::spec::keys::history("blog"),
+            &crate::spec::keys::bundle("blog"),
+        ] {
+            let (prefix, _) = key.rsplit_once('/').expect("a prefix");
+            assert!(
+                !readable.contains(prefix),
+                "a node may read {key}: {readable}"
+            );
+        }
+        // Every statement is an Allow: nothing to override.
+        assert!(statements.iter().all(|s| s["Effect"] == "Allow"));
+        // The control plane's machines have their own profile and role.
+        let control = &resources["ControlLaunchTemplate"]["Properties"]["LaunchTemplateData"];
+        assert_eq!(
+            control["IamInstanceProfile"]["Arn"]["Fn::GetAtt"][0],
+            "ControlInstanceProfile"
+        );
+        let node = &resources["NodeLaunchTemplate"]["Properties"]["LaunchTemplateData"];
+        assert_eq!(
+            node["IamInstanceProfile"]["Arn"]["Fn::GetAtt"][0],
+            "NodeInstanceProfile"
+        );
+    }
+
+    fn config(source: &str) -> Config {
+        crate::config::check(source).config.expect("valid")
+    }
 }

@@ -1,12 +1,17 @@
-//! The Ignition config (spec 3.4) a fresh Flatcar node boots with.
+//! The Ignition configs (spec 3.4) a fresh Flatcar machine boots with: one
+//! for the nodes, one for the control plane.
 //!
-//! It stays small and stable: the `core` user's SSH keys, the cluster's
-//! identity in `/etc/huxley/cluster.env`, Docker's registry setting, the
-//! `huxley` binary fetched from the artifact bucket, and the agents' units,
-//! enabled. Service units are *not* here: the node agent fetches them, so
-//! changing a service never changes the user data and never rolls the
-//! nodes. The bucket's name is left as `${ArtifactBucket}` for the
-//! template's `Fn::Sub`; every other `${` is escaped for it.
+//! They stay small and stable: the `core` user's SSH keys, the cluster's
+//! identity in `/etc/huxley/cluster.env`, Docker's settings, the `huxley`
+//! binary fetched from the artifact bucket, and the agents' units,
+//! enabled. A node runs the node agent only; a control machine runs the
+//! kick and hook servers, and the node agent in its control role (it keeps
+//! kick.toml and the binary's artifacts current, and runs no replica); the
+//! push user exists there only. Service units are *not* here: the node
+//! agent fetches them, so changing a service never changes the user data
+//! and never rolls the machines. The bucket's name is left as
+//! `${ArtifactBucket}` for the template's `Fn::Sub`; every other `${` is
+//! escaped for it.
 
 use serde_json::{Value, json};
 
@@ -14,17 +19,38 @@ use super::templates::Templates;
 use super::units;
 use crate::model::{Config, naming};
 
-/// The config as a JSON value.
-pub fn ignition(config: &Config, templates: &Templates) -> Value {
+/// Which group a machine belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Runs replicas: the node agent only.
+    Node,
+    /// Runs the kick and hook servers (and the builds), with the control
+    /// role.
+    Control,
+}
+
+impl Role {
+    /// Its name in `HUXLEY_ROLE` and the `huxley:role` tag.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Node => "node",
+            Role::Control => "control",
+        }
+    }
+}
+
+/// The config of `role`'s machines as a JSON value.
+pub fn ignition(config: &Config, templates: &Templates, role: Role) -> Value {
     // The bucket's name is the stack's to fill in: it stays `${ArtifactBucket}`
     // between the percent-encoded parts.
     let cluster_env = format!(
         "{}${{ArtifactBucket}}{}",
         data_url(&format!(
-            "HUXLEY_CLUSTER={}\nHUXLEY_REGION={}\nHUXLEY_STACK={}\nHUXLEY_KICK_URL=http://kick.{}:{}\nHUXLEY_BUCKET=",
+            "HUXLEY_CLUSTER={}\nHUXLEY_REGION={}\nHUXLEY_STACK={}\nHUXLEY_ROLE={}\nHUXLEY_KICK_URL=http://kick.{}:{}\nHUXLEY_BUCKET=",
             config.cluster.name,
             config.cluster.region,
             naming::stack(config),
+            role.as_str(),
             config.cluster.private_domain,
             crate::model::KICK_INTERNAL_PORT,
         )),
@@ -34,28 +60,36 @@ pub fn ignition(config: &Config, templates: &Templates) -> Value {
         "log-driver": "journald",
         "live-restore": true,
     });
+    let wanted: &[&str] = match role {
+        Role::Node => &["huxley-node.service"],
+        Role::Control => &[
+            "huxley-hook.service",
+            "huxley-kick.service",
+            "huxley-node.service",
+        ],
+    };
     let units: Vec<Value> = units::agent_units(config, templates)
         .into_iter()
+        .filter(|(name, _)| wanted.contains(&name.as_str()))
         .map(|(name, contents)| json!({ "name": name, "enabled": true, "contents": contents }))
         .collect();
+    // `core` logs in with the cluster's ssh-keys (and is root through
+    // sudo). On the control plane, pushes log in to the hook's own sshd as
+    // an unprivileged system user with no keys of its own and no group,
+    // whose every session runs the hook's forced command (sshd runs it
+    // through the user's shell, so it has one).
+    let mut users = vec![json!({ "name": "core", "sshAuthorizedKeys": config.cluster.ssh_keys })];
+    if role == Role::Control {
+        users.push(json!({
+            "name": crate::spec::names::GIT_USER,
+            "system": true,
+            "homeDir": "/var/lib/huxley/git",
+            "shell": "/bin/sh",
+        }));
+    }
     json!({
         "ignition": { "version": "3.4.0" },
-        "passwd": {
-            // `core` logs in with the cluster's ssh-keys (and is root
-            // through sudo); pushes log in to the hook's own sshd as an
-            // unprivileged system user with no keys of its own and no
-            // group, whose every session runs the hook's forced command
-            // (sshd runs it through the user's shell, so it has one).
-            "users": [
-                { "name": "core", "sshAuthorizedKeys": config.cluster.ssh_keys },
-                {
-                    "name": crate::spec::names::GIT_USER,
-                    "system": true,
-                    "homeDir": "/var/lib/huxley/git",
-                    "shell": "/bin/sh",
-                },
-            ],
-        },
+        "passwd": { "users": users },
         "storage": {
             "directories": [
                 { "path": "/etc/huxley", "mode": 0o755 },
@@ -174,7 +208,7 @@ mod tests {
     #[test]
     fn no_agent_unit_sets_what_cluster_env_overrides() {
         let config = blog();
-        let ignition = ignition(&config, &Templates::new());
+        let ignition = ignition(&config, &Templates::new(), Role::Control);
         let files = ignition["storage"]["files"].as_array().expect("files");
         let env = files
             .iter()
@@ -225,7 +259,7 @@ mod tests {
             !config.cluster.deployers.is_empty(),
             "the example has a deployer"
         );
-        let ignition = ignition(&config, &Templates::new());
+        let ignition = ignition(&config, &Templates::new(), Role::Control);
         let users = ignition["passwd"]["users"].as_array().expect("users");
         let git = users
             .iter()
@@ -247,16 +281,26 @@ mod tests {
             !hook.contains("--keys") && !hook.contains("--user"),
             "{hook}"
         );
+        // A node takes no push: no push user, no hook or kick server.
+        let node = super::ignition(&config, &Templates::new(), Role::Node);
+        assert!(!node.to_string().contains(crate::spec::names::GIT_USER));
+        let units: Vec<&str> = node["systemd"]["units"]
+            .as_array()
+            .expect("units")
+            .iter()
+            .filter_map(|u| u["name"].as_str())
+            .collect();
+        assert_eq!(units, ["huxley-node.service"]);
     }
 
     /// Regression: the hook unit named `/run/huxley/tokens/hook`, which
     /// nothing on a node writes, so `hook serve` restarted every 5 s and
     /// no push deployed. Every daemon reads its token from SSM with the
-    /// node's role: no unit names a token file.
+    /// control role: no unit names a token file.
     #[test]
     fn no_daemon_unit_names_a_token_file() {
         let config = blog();
-        let ignition = ignition(&config, &Templates::new());
+        let ignition = ignition(&config, &Templates::new(), Role::Control);
         let units = ignition["systemd"]["units"].as_array().expect("units");
         assert!(units.len() >= 3, "{units:?}");
         for unit in units {

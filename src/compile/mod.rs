@@ -81,12 +81,22 @@ pub fn compile(config: &Config, format: TemplateFormat) -> Result<Artifacts, Vec
     let templates = Templates::new();
     let mut artifacts = Artifacts::default();
 
-    let ignition_value = ignition::ignition(config, &templates);
-    let ignition_text = ignition::to_text(&ignition_value);
+    let ignition_text = ignition::to_text(&ignition::ignition(
+        config,
+        &templates,
+        ignition::Role::Node,
+    ));
+    let control_text = ignition::to_text(&ignition::ignition(
+        config,
+        &templates,
+        ignition::Role::Control,
+    ));
     let user_data = ignition::for_fn_sub(&ignition_text);
+    let control_user_data = ignition::for_fn_sub(&control_text);
     let template = cloudformation::template(&cloudformation::TemplateInput {
         config,
         user_data: &user_data,
+        control_user_data: &control_user_data,
     });
     let (template_path, template_text) = match format {
         TemplateFormat::Json => (
@@ -95,13 +105,15 @@ pub fn compile(config: &Config, format: TemplateFormat) -> Result<Artifacts, Vec
         ),
         TemplateFormat::Yaml => ("cloudformation/cluster.yaml", yaml::to_yaml(&template)),
     };
-    let errors = quotas::check(config, &template, template_text.len(), &user_data);
+    // The control plane's config is the larger (it adds the push user).
+    let errors = quotas::check(config, &template, template_text.len(), &control_user_data);
     if !errors.is_empty() {
         return Err(errors);
     }
     artifacts.resources = template["Resources"].as_object().map_or(0, |r| r.len());
     artifacts.add(template_path.to_owned(), template_text, false);
     artifacts.add("ignition/node.ign".to_owned(), ignition_text, false);
+    artifacts.add("ignition/control.ign".to_owned(), control_text, false);
     for (name, text) in units::units(config, &templates) {
         artifacts.add(format!("{}{name}", manifest::UNITS), text, false);
     }

@@ -88,7 +88,7 @@ pub fn check(
     if policies > MAX_MANAGED_POLICIES {
         errors.push(QuotaError {
             quota: "IAM: managed policies per role",
-            message: format!("the services' secrets and public names need {policies} managed policies on the node role; IAM allows {MAX_MANAGED_POLICIES} by default"),
+            message: format!("the services' secrets and public names need {policies} managed policies on the control role; IAM allows {MAX_MANAGED_POLICIES} by default"),
             help: "use fewer, shared SSM parameters or fewer public names, or raise the quota to 20 in Service Quotas".into(),
         });
     }

@@ -74,6 +74,27 @@ pub struct RawCluster {
     /// The container hosts.
     #[schemars(required)]
     pub nodes: Option<Spanned<RawNodes>>,
+    /// The control plane: a small group of its own, which runs the kick and
+    /// hook servers (and the builds) with the control role, while the nodes
+    /// run only replicas. Default { instance-type = "t3.medium", count = 2 }.
+    pub control: Option<Spanned<RawControl>>,
+}
+
+/// The control plane's group.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", expecting = "a table")]
+pub struct RawControl {
+    /// An EC2 instance type. Default "t3.medium": builds run here, with half
+    /// its memory.
+    pub instance_type: Option<Spanned<String>>,
+    /// How many control nodes: one leads, the others stand by. 1 to 3,
+    /// default 2.
+    #[schemars(range(min = 1, max = 3))]
+    pub count: Option<Spanned<i64>>,
+    /// Size of each control node's encrypted gp3 root volume in GiB (the
+    /// hook's repositories and build images). Default 30.
+    #[schemars(range(min = 8, max = 16384))]
+    pub disk_gb: Option<Spanned<i64>>,
 }
 
 /// A key that may `git push`.

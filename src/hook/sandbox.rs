@@ -10,7 +10,7 @@
 //!   bridge), nor any private range: the VPC and its resolver, other
 //!   nodes, the replicas' container range (RFC 1918 and 100.64.0.0/10),
 //!   nor link-local addresses, where the instance metadata service hands
-//!   out the node role's credentials (`DOCKER-USER` rejects them), with one
+//!   out the control role's credentials (`DOCKER-USER` rejects them), with one
 //!   exception: DNS (port 53) to the node's own resolvers, which Docker's
 //!   embedded DNS server asks from inside the build's network namespace.
 //!   IPv6 to the node is rejected too (`ip6tables`); the network has no

@@ -282,7 +282,7 @@ async fn deployer(
         return Ok(None);
     };
     // On a node the token is the SSM parameter kick.toml names, read
-    // with the node's role; a file only where a test or an operator
+    // with the control role; a file only where a test or an operator
     // passes one.
     let token = match &args.token_file {
         Some(path) => crate::files::read_token(path)?,

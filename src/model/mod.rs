@@ -23,6 +23,9 @@ pub use aws::InstanceType;
 /// are packed into what is left.
 pub const NODE_RESERVED_CPU_MILLIS: u32 = 200;
 pub const NODE_RESERVED_MEMORY_MIB: u64 = 512;
+/// The control plane's instance type when huxley.toml names none: builds
+/// run there, with half its memory.
+pub const DEFAULT_CONTROL_TYPE: &str = "t3.medium";
 
 /// Host ports the cluster's own agents use; services cannot publish them.
 pub const SSH_PORT: u16 = 22;
@@ -92,6 +95,16 @@ pub struct Cluster {
     /// Who may `git push`, and to which apps.
     pub deployers: Vec<Deployer>,
     pub nodes: Nodes,
+    pub control: Control,
+}
+
+/// The control plane's group: the kick and hook servers run there, with
+/// the control role; the nodes run replicas only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Control {
+    pub instance_type: &'static InstanceType,
+    pub count: u32,
+    pub disk_gb: u32,
 }
 
 /// A key that may `git push`, and the apps it may push to (every app

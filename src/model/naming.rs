@@ -34,6 +34,11 @@ pub fn node_group(config: &Config) -> String {
     format!("huxley-{}-nodes", config.cluster.name)
 }
 
+/// The control plane's auto-scaling group.
+pub fn control_group(config: &Config) -> String {
+    format!("huxley-{}-control", config.cluster.name)
+}
+
 /// A service's unit stem: `<app>-<service>`; replicas run as
 /// `<app>-<service>@<n>.service`.
 pub fn unit(app: &App, service: &Service) -> String {

@@ -98,6 +98,12 @@ pub fn plan(target: &Target, desired: Desired, live: &Live) -> Plan {
         if rolls && !recreate {
             notes.push("the node launch template changes: every node is replaced, one at a time (rolling update of NodeGroup)".to_owned());
         }
+        let rolls_control = resources
+            .iter()
+            .any(|r| r.logical_id == "ControlLaunchTemplate" && r.action == Action::Modify);
+        if rolls_control && !recreate {
+            notes.push("the control plane's launch template changes: each control machine is replaced, one at a time (rolling update of ControlGroup; the lease moves to a standby)".to_owned());
+        }
     }
 
     let base = Base {

@@ -68,7 +68,7 @@ pub fn render(plan: &Plan, style: Style) -> String {
         StackAction::Update | StackAction::None => {}
     }
 
-    let rolling = rolls_nodes(plan);
+    let rolling = plan.stack_action == StackAction::Update;
     let (severe, rest): (Vec<&ResourceChange>, Vec<&ResourceChange>) = plan
         .resources
         .iter()
@@ -185,6 +185,9 @@ fn resource(out: &mut String, change: &ResourceChange, style: Style, rolling: bo
         (Action::Modify, Replacement::Conditional) => " may be replaced".to_owned(),
         (Action::Modify, _) if rolling && change.logical_id == "NodeLaunchTemplate" => {
             style.red(" → replaces every node, one at a time (rolling update)")
+        }
+        (Action::Modify, _) if rolling && change.logical_id == "ControlLaunchTemplate" => {
+            style.red(" → replaces every control machine, one at a time (rolling update)")
         }
         _ => String::new(),
     };

@@ -13,7 +13,7 @@ pub const BLOBS: &str = "huxley/blobs/";
 pub const TEMPLATES: &str = "huxley/templates/";
 
 /// What the leader publishes (the description, its TLS fingerprint): the
-/// node role may write only under it, the deploys and the repositories.
+/// control role may write only under it, the deploys and the repositories.
 pub const PUBLISHED: &str = "huxley/published/";
 
 /// The prefix of the apps' deploy histories.
@@ -56,7 +56,7 @@ mod tests {
 
     #[test]
     fn published_keys_lie_under_the_published_prefix() {
-        // The node role's S3 grants are by prefix: a key outside it would
+        // The roles' S3 grants are by prefix: a key outside it would
         // be refused on a real cluster.
         for key in [DESCRIPTION, TLS_FINGERPRINT] {
             assert!(key.starts_with(PUBLISHED), "{key}");

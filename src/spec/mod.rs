@@ -13,3 +13,4 @@ pub mod openapi;
 pub mod quantity;
 pub mod registry;
 pub mod release;
+pub mod secrets;

@@ -26,6 +26,10 @@ pub fn repository_name(cluster: &str, app: &str) -> String {
 /// keys; every session runs the hook's forced command).
 pub const GIT_USER: &str = "huxley-git";
 
+/// The tag that tells the control plane's machines (`control`) from the
+/// nodes (`node`).
+pub const ROLE_TAG: &str = "huxley:role";
+
 /// A cluster's CloudFormation stack.
 pub fn stack(cluster: &str) -> String {
     format!("huxley-{cluster}")
@@ -38,6 +42,7 @@ pub mod ids {
     pub const ARTIFACT_BUCKET: &str = "ArtifactBucket";
     pub const PRIVATE_ZONE: &str = "PrivateZone";
     pub const NODE_GROUP: &str = "NodeGroup";
+    pub const CONTROL_GROUP: &str = "ControlGroup";
     pub const LEASE_TABLE: &str = "LeaseTable";
     pub const ROUTE_TABLE: &str = "PublicRouteTable";
 }

@@ -112,7 +112,7 @@ fn the_platform_build_writes_all_four_kinds_and_is_deterministic() {
         ])
         .run();
         run.code(0);
-        assert!(run.stdout.contains("36 resources"), "{}", run.stdout);
+        assert!(run.stdout.contains("40 resources"), "{}", run.stdout);
     }
     let first = tree(&a);
     assert_eq!(first, tree(&b), "two builds of the same input differ");
@@ -120,6 +120,7 @@ fn the_platform_build_writes_all_four_kinds_and_is_deterministic() {
     for expected in [
         "cloudformation/cluster.json",
         "ignition/node.ign",
+        "ignition/control.ign",
         "units/shop-storefront@.service",
         "units/huxley-kick.service",
         "hooks/shop/pre-receive",
@@ -142,12 +143,33 @@ fn the_template_boots_nodes_with_exactly_the_ignition_config() {
             .expect("golden"),
     )
     .expect("JSON");
-    let user_data = &template["Resources"]["NodeLaunchTemplate"]["Properties"]["LaunchTemplateData"]
-        ["UserData"]["Fn::Base64"]["Fn::Sub"];
-    let ignition =
-        fs::read_to_string(root().join("golden/blog/ignition/node.ign")).expect("golden");
-    assert_eq!(user_data.as_str(), Some(ignition.as_str()));
-    assert!(ignition.contains("s3://${ArtifactBucket}/bin/huxley-"));
+    // Each group boots with its own config: the nodes run the node agent
+    // only, the control plane the kick and hook servers.
+    for (template_id, file, runs, never) in [
+        (
+            "NodeLaunchTemplate",
+            "node.ign",
+            "huxley-node.service",
+            "huxley-kick.service",
+        ),
+        (
+            "ControlLaunchTemplate",
+            "control.ign",
+            "huxley-kick.service",
+            "huxley-git",
+        ),
+    ] {
+        let user_data = &template["Resources"][template_id]["Properties"]["LaunchTemplateData"]["UserData"]
+            ["Fn::Base64"]["Fn::Sub"];
+        let ignition =
+            fs::read_to_string(root().join("golden/blog/ignition").join(file)).expect("golden");
+        assert_eq!(user_data.as_str(), Some(ignition.as_str()));
+        assert!(ignition.contains("s3://${ArtifactBucket}/bin/huxley-"));
+        assert!(ignition.contains(runs), "{file} runs {runs}");
+        if file == "node.ign" {
+            assert!(!ignition.contains(never), "{file} must not have {never}");
+        }
+    }
 }
 
 #[test]

@@ -139,7 +139,7 @@ fn plan_apply_edit_apply_destroy() {
     plan.code(2);
     assert!(
         plan.stdout
-            .starts_with("Plan: 27 to add, 0 to change, 0 to replace, 0 to destroy."),
+            .starts_with("Plan: 31 to add, 0 to change, 0 to replace, 0 to destroy."),
         "{}",
         plan.stdout
     );
@@ -186,7 +186,7 @@ fn plan_apply_edit_apply_destroy() {
         "{said}"
     );
     assert!(
-        apply.stdout.contains("Apply complete: 27 added"),
+        apply.stdout.contains("Apply complete: 31 added"),
         "{}",
         apply.stdout
     );
@@ -300,7 +300,7 @@ fn plan_apply_edit_apply_destroy() {
     assert!(
         destroy
             .stdout
-            .contains("Destroyed stack huxley-scenario (27 resources)")
+            .contains("Destroyed stack huxley-scenario (31 resources)")
             && destroy.stdout.contains(", deleted 2 images."),
         "{}",
         destroy.stdout
@@ -331,7 +331,7 @@ fn plan_apply_edit_apply_destroy() {
     );
     assert!(
         plan.stdout
-            .contains("Also 11 artifacts, 3 DNS records and 8 kick tokens"),
+            .contains("Also 12 artifacts, 3 DNS records and 8 kick tokens"),
         "the bucket, records and tokens are gone too: {}",
         plan.stdout
     );
@@ -347,7 +347,7 @@ fn a_saved_plan_is_applied_exactly_and_refused_once_stale() {
     let apply = Test::new(&["apply", &first]).env(&cluster.env).run();
     apply.code(0);
     assert!(
-        apply.stdout.contains("Apply complete: 27 added"),
+        apply.stdout.contains("Apply complete: 31 added"),
         "{}",
         apply.stdout
     );

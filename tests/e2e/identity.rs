@@ -1,12 +1,14 @@
 //! Node identity: a node proves which instance it is through STS (its
-//! instance role's session is named after it) and acts only for itself.
+//! instance role's session is named after it) and acts only for itself,
+//! and gets its replicas' secrets from kick, for services placed on it.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::cluster::{Live, REGION, all_healthy};
+use crate::harness::cluster::{Live, REGION, all_healthy, config};
+use crate::support::Test;
 
 /// `method` on `url` with `headers`; the status.
 async fn send(
@@ -54,8 +56,13 @@ async fn proof_of(
 }
 
 #[test]
-fn a_node_acts_only_for_itself_proved_through_sts() {
-    let mut live = Live::new("identity", "127.87.0.0/16");
+fn a_node_acts_only_for_itself_proved_through_sts_and_reads_only_its_secrets() {
+    let text = config("identity").replace(
+        "depends-on = [\"api\"]\n",
+        "depends-on = [\"api\"]\nsecrets = { DATABASE_URL = \"ssm:/identity/blog/database-url\" }\n",
+    );
+    assert!(text.contains("secrets ="), "{text}");
+    let mut live = Live::with_config("identity", "127.87.0.0/16", &text, 3);
     let kicks = vec![live.kick("kick-a")];
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -138,6 +145,97 @@ fn a_node_acts_only_for_itself_proved_through_sts() {
         unsigned[0].1 = unsigned[0].1.replace(";x-huxley-server", "");
         assert_eq!(send(get.clone(), &format!("{kick}/v1/nodes/{a}/assignment"), &unsigned, None).await, 401);
     });
+
+    // Secrets: a node asks kick, as itself, for those of a service placed
+    // on it; kick reads SSM, nodes cannot.
+    let file = live.dir.join("blog-web-1.env");
+    let secrets = |unit: &str, node: &str, credentials: &[(String, String)]| {
+        Test::new(&[
+            "node",
+            "secrets",
+            "--unit",
+            unit,
+            "--out",
+            &file.display().to_string(),
+            "--config",
+            &live.kick_toml.display().to_string(),
+            "--kick",
+            kick,
+            "--node",
+            node,
+        ])
+        .env(&live.env)
+        .env(credentials)
+        .run()
+    };
+    let missing = secrets("blog-web", &a, &a_credentials);
+    missing.code(1);
+    assert!(
+        missing.stderr.contains(
+            "SSM has no parameter /identity/blog/database-url (for DATABASE_URL); nothing was written"
+        ),
+        "{}",
+        missing.stderr
+    );
+    assert!(
+        !file.exists(),
+        "nothing is written when a parameter is missing"
+    );
+    rt.block_on(live.aws.create_secure_parameter(
+        "/identity/blog/database-url",
+        "postgres://blog:s3cret@db/blog",
+        "test",
+    ))
+    .expect("put the parameter");
+    let written = secrets("blog-web", &a, &a_credentials);
+    written.code(0);
+    assert!(!written.stderr.contains("s3cret") && !written.stdout.contains("s3cret"));
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("the env file"),
+        "DATABASE_URL=postgres://blog:s3cret@db/blog\n"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    std::fs::remove_file(&file).expect("remove");
+    // Not for another node, nor for a service not placed on the node.
+    let as_b = secrets("blog-web", &b, &a_credentials);
+    as_b.code(1);
+    assert!(as_b.stderr.contains("403"), "{}", as_b.stderr);
+    let placed_on = |service: &str| -> BTreeSet<String> {
+        described["apps"]["blog"]["services"][service]["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["node"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let (unit, elsewhere) = ["api", "redis"]
+        .iter()
+        .flat_map(|s| [(s, &a), (s, &b)])
+        .find(|(s, n)| !placed_on(s).contains(n.as_str()))
+        .map(|(s, n)| (format!("blog-{s}"), n.clone()))
+        .expect("a service not on one of the two nodes");
+    let credentials = rt.block_on(huxley::testing::instance_credentials(
+        &live.aws, "identity", "NodeRole", &elsewhere,
+    ));
+    let not_placed = secrets(&unit, &elsewhere, &credentials);
+    not_placed.code(1);
+    assert!(
+        not_placed.stderr.contains("is placed on this node"),
+        "{}",
+        not_placed.stderr
+    );
+    assert!(!file.exists());
+    let unknown = secrets("blog-nope", &a, &a_credentials);
+    unknown.code(1);
+    assert!(
+        unknown.stderr.contains("no service runs as unit blog-nope"),
+        "{}",
+        unknown.stderr
+    );
 
     // Nothing changed: DNS, and B's instance is still there and healthy.
     assert_eq!(rt.block_on(live.private_records()), records);

@@ -1,10 +1,12 @@
-//! A node as it boots: a systemd machine given the cluster's generated
-//! Ignition config exactly (see `harness::node` for what its environment
-//! stands in for), with no command-line flag beyond what the units say.
-//! kick leads, the agent checks in and runs the replicas, the hook server
+//! A cluster as it boots: two systemd machines, a control-plane machine
+//! and a node, each given its group's generated Ignition config exactly
+//! (see `harness::node` for what their environment stands in for), each
+//! with its own role's credentials and instance id, and no command-line
+//! flag beyond what the units say. kick leads on the control machine, the
+//! node's agent proves who it is and runs the replicas, the hook server
 //! serves git as the unprivileged push user, a `git push` with a deploy
-//! key deploys, and a build's `RUN` step reaches neither the node nor a
-//! replica.
+//! key deploys (the replicas get their secret from kick), and a build's
+//! `RUN` step reaches neither the control plane nor a replica.
 
 use std::fs;
 use std::time::{Duration, Instant};
@@ -52,67 +54,28 @@ port = 8080
 replicas = 2
 health = { http = "/healthz", interval = "1s", timeout = "500ms", healthy = 1, unhealthy = 2 }
 deploy = { timeout = "30s" }
+secrets = { VAULT_URL = "ssm:/booted/shop/vault-url" }
 "#;
     let live = Live::with_config(name, "100.64.0.0/16", &text, 1);
-    let bucket = format!("huxley-123456789012-{REGION}-{name}");
-
-    // What Ignition puts on the node's disk, from the generated config
-    // after the stack's substitution.
-    let ignition: Value = serde_json::from_str(
-        &fs::read_to_string(live.dir.join("out/ignition/node.ign"))
-            .expect("the generated Ignition config")
-            .replace("${ArtifactBucket}", &bucket),
-    )
-    .expect("Ignition is JSON");
-    let tree = live.dir.join("node-root");
-    let users = apply(&ignition, &tree, &|bucket, key| {
-        live.rt()
-            .block_on(live.aws.get_object(bucket, key))
-            .expect("read the bucket")
-            .unwrap_or_else(|| {
-                panic!("Ignition names s3://{bucket}/{key}, which apply did not upload")
-            })
-    });
-    assert!(
-        users
-            .iter()
-            .any(|u| u.name == huxley::spec::names::GIT_USER),
-        "Ignition makes the push user"
-    );
-    // Ignition fetched the binary apply uploaded (a stand-in in the tests):
-    // this build's is bind-mounted there instead.
-    fs::remove_file(tree.join("opt/bin/huxley")).expect("Ignition wrote /opt/bin/huxley");
-
-    // The environment a node gets on AWS.
-    let imds = huxley::testing::Imds::start(&live.nodes[0], "us-west-2a", "127.0.0.1");
-    let mut environment: Vec<(String, String)> = live
-        .env
-        .iter()
-        .filter(|(k, _)| k.starts_with("AWS_"))
-        .cloned()
-        .collect();
-    // The instance role's session, named after the instance, as EC2 gives
-    // it: the node proves itself to kick with it.
-    let credentials = live.rt().block_on(huxley::testing::instance_credentials(
-        &live.aws,
-        &live.name,
-        "NodeRole",
-        &live.nodes[0],
-    ));
-    environment.retain(|(k, _)| !credentials.iter().any(|(c, _)| c == k));
-    environment.extend(credentials);
-    environment.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), imds.endpoint()));
-    environment.push(("AWS_EC2_METADATA_DISABLED".into(), "false".into()));
-    environment.push(("HUXLEY_REGISTRY".into(), "127.0.0.1:5000".into()));
-    let node = Node::boot(
-        &image,
-        &format!("huxley-node-{name}"),
-        &tree,
-        &users,
-        &environment,
-        std::path::Path::new(env!("CARGO_BIN_EXE_huxley")),
-        &format!("127.0.0.1 kick.{name}.internal"),
-    );
+    live.rt()
+        .block_on(live.aws.create_secure_parameter(
+            "/booted/shop/vault-url",
+            "https://s3cret-token@vault.internal",
+            "test",
+        ))
+        .expect("the web service's secret");
+    // The control group's machine, as the emulator launched it.
+    let control_id = live
+        .rt()
+        .block_on(live.aws.cluster_machines(name))
+        .expect("the cluster's machines")
+        .into_iter()
+        .map(|m| m.id)
+        .find(|id| !live.nodes.contains(id))
+        .expect("the control group launched a machine");
+    let control = boot(&live, &image, "control", &control_id, "ControlRole");
+    let node = boot(&live, &image, "node", &live.nodes[0], "NodeRole");
+    let journals = || format!("{}\n{}", control.journal(), node.journal());
 
     // kick leads, with the units' own flags.
     let kick = "http://127.0.0.1:7400";
@@ -129,8 +92,8 @@ deploy = { timeout = "30s" }
         }
         assert!(
             Instant::now() < deadline,
-            "kick never led on the node ({health:?}):\n{}",
-            node.journal()
+            "kick never led on the control machine ({health:?}):\n{}",
+            journals()
         );
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -147,16 +110,16 @@ deploy = { timeout = "30s" }
         assert!(
             Instant::now() < deadline,
             "the hook server never served git:\n{}",
-            node.journal()
+            journals()
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    let sshd = node.exec(&["cat", "/var/lib/huxley/hook/sshd_config"]);
+    let sshd = control.exec(&["cat", "/var/lib/huxley/hook/sshd_config"]);
     assert!(
         sshd.contains(&format!("AllowUsers {}", huxley::spec::names::GIT_USER)),
         "{sshd}"
     );
-    let keys = node.exec(&["cat", "/var/lib/huxley/hook/authorized_keys"]);
+    let keys = control.exec(&["cat", "/var/lib/huxley/hook/authorized_keys"]);
     assert!(
         keys.contains("--apps shop") && keys.contains(&public(&deploy_key)),
         "{keys}"
@@ -173,7 +136,7 @@ deploy = { timeout = "30s" }
     let (pushed, said) = push(&work, &remote, &login_key, 2222, "main");
     assert!(!pushed && said.contains("Permission denied"), "{said}");
     let (pushed, said) = push(&work, &remote, &deploy_key, 2222, "main");
-    assert!(pushed, "{said}\n{}", node.journal());
+    assert!(pushed, "{said}\n{}", journals());
     assert!(said.contains("deployed shop v1"), "{said}");
     let described = describe();
     let web = &described["apps"]["shop"]["services"]["web"];
@@ -186,6 +149,24 @@ deploy = { timeout = "30s" }
             .flatten()
             .all(|i| i["node"] == live.nodes[0].as_str()),
         "{described:#}"
+    );
+
+    // The replicas got their secret from kick, which read it from SSM;
+    // the node's role could not have.
+    let first_replica = web["instances"][0]["address"].as_str().unwrap_or_default();
+    let env = live
+        .rt()
+        .block_on(live.get(&format!("http://{first_replica}:8080/env"), None))
+        .map(|(_, text)| text)
+        .unwrap_or_default();
+    // (The test service shows its `*_URL` variables.)
+    assert!(
+        env.contains("VAULT_URL=https://s3cret-token@vault.internal\n"),
+        "{env}"
+    );
+    assert!(
+        !journals().contains("s3cret-token"),
+        "a secret reached a journal"
     );
 
     // A build is contained: a RUN step cannot reach the node (kick's API
@@ -215,11 +196,82 @@ deploy = { timeout = "30s" }
         "{described:#}"
     );
     assert!(
-        node.journal()
+        control
+            .journal()
             .contains("builds run on the huxley-build network"),
         "{}",
-        node.journal()
+        control.journal()
     );
     let _ = probing;
+    // The node runs no server, and takes no push: no push user there.
+    assert!(
+        !node
+            .exec(&["cat", "/etc/passwd"])
+            .contains(huxley::spec::names::GIT_USER),
+        "the node has the push user"
+    );
     drop(node);
+    drop(control);
+}
+
+/// Boots the machine `instance` of the group `role` ("node" or "control")
+/// from its generated Ignition config, with the credentials of the
+/// stack's `iam_role` session named after it and its own instance
+/// metadata, as EC2 gives them.
+fn boot(live: &Live, image: &str, role: &str, instance: &str, iam_role: &str) -> Node {
+    let name = &live.name;
+    let bucket = format!("huxley-123456789012-{REGION}-{name}");
+    // What Ignition puts on the disk, from the generated config after the
+    // stack's substitution.
+    let ignition: Value = serde_json::from_str(
+        &fs::read_to_string(live.dir.join(format!("out/ignition/{role}.ign")))
+            .expect("the generated Ignition config")
+            .replace("${ArtifactBucket}", &bucket),
+    )
+    .expect("Ignition is JSON");
+    let tree = live.dir.join(format!("{role}-root"));
+    let users = apply(&ignition, &tree, &|bucket, key| {
+        live.rt()
+            .block_on(live.aws.get_object(bucket, key))
+            .expect("read the bucket")
+            .unwrap_or_else(|| {
+                panic!("Ignition names s3://{bucket}/{key}, which apply did not upload")
+            })
+    });
+    assert_eq!(
+        users
+            .iter()
+            .any(|u| u.name == huxley::spec::names::GIT_USER),
+        role == "control",
+        "Ignition makes the push user on the control plane only"
+    );
+    // Ignition fetched the binary apply uploaded (a stand-in in the tests):
+    // this build's is bind-mounted there instead.
+    fs::remove_file(tree.join("opt/bin/huxley")).expect("Ignition wrote /opt/bin/huxley");
+    // The environment a machine gets on AWS: its instance metadata, and
+    // its instance role's session, named after the instance.
+    let imds = huxley::testing::Imds::start(instance, "us-west-2a", "127.0.0.1");
+    let mut environment: Vec<(String, String)> = live
+        .env
+        .iter()
+        .filter(|(k, _)| k.starts_with("AWS_"))
+        .cloned()
+        .collect();
+    let credentials = live.rt().block_on(huxley::testing::instance_credentials(
+        &live.aws, name, iam_role, instance,
+    ));
+    environment.retain(|(k, _)| !credentials.iter().any(|(c, _)| c == k));
+    environment.extend(credentials);
+    environment.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), imds.endpoint()));
+    environment.push(("AWS_EC2_METADATA_DISABLED".into(), "false".into()));
+    environment.push(("HUXLEY_REGISTRY".into(), "127.0.0.1:5000".into()));
+    Node::boot(
+        image,
+        &format!("huxley-{role}-{name}"),
+        &tree,
+        &users,
+        &environment,
+        &format!("127.0.0.1 kick.{name}.internal"),
+        imds,
+    )
 }

@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::harness::cluster::{
     CONTAINERS, DockerCleanup, Live, REGION, all_healthy, cluster_toml, docker,
 };
-use crate::support::{Test, root};
+use crate::support::root;
 
 fn instances<'a>(description: &'a Value, service: &str) -> Vec<&'a Value> {
     description["apps"]["blog"]["services"][service]["instances"]
@@ -428,90 +428,6 @@ fn instances_of<'a>(description: &'a Value, app: &str, service: &str) -> Vec<&'a
         .as_array()
         .map(|a| a.iter().collect())
         .unwrap_or_default()
-}
-
-#[test]
-fn node_secrets_writes_a_0600_env_file_whole_or_names_what_is_missing() {
-    use std::os::unix::fs::PermissionsExt as _;
-    let emulator = Emulator::shared(&root());
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("runtime")
-        .join("secrets");
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("scratch dir");
-    let out = dir.join("out");
-    Test::new(&[
-        "build",
-        "-f",
-        "examples/blog/huxley.toml",
-        "-o",
-        &out.display().to_string(),
-    ])
-    .run()
-    .code(0);
-    let config = out.join("kick/kick.toml").display().to_string();
-    let file = dir.join("blog-web-1.env");
-    let file_arg = file.display().to_string();
-    let args = [
-        "node", "secrets", "--unit", "blog-web", "--out", &file_arg, "--config", &config,
-    ];
-
-    let missing = Test::new(&args).env(&emulator.env(REGION)).run();
-    missing.code(1);
-    assert!(
-        missing.stderr.contains(
-            "SSM has no parameter /acme/blog/database-url (for DATABASE_URL); nothing was written"
-        ),
-        "{}",
-        missing.stderr
-    );
-    assert!(
-        !file.exists(),
-        "nothing is written when a parameter is missing"
-    );
-
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    runtime.block_on(async {
-        let aws = aws(&emulator.endpoint(), REGION).await;
-        aws.create_secure_parameter(
-            "/acme/blog/database-url",
-            "postgres://blog:s3cret@db/blog",
-            "test",
-        )
-        .await
-        .expect("put the parameter");
-    });
-    let written = Test::new(&args).env(&emulator.env(REGION)).run();
-    written.code(0);
-    assert!(!written.stderr.contains("s3cret") && !written.stdout.contains("s3cret"));
-    assert_eq!(
-        fs::read_to_string(&file).expect("the env file"),
-        "DATABASE_URL=postgres://blog:s3cret@db/blog\n"
-    );
-    let mode = fs::metadata(&file).expect("meta").permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600);
-
-    let unknown = Test::new(&[
-        "node",
-        "secrets",
-        "--unit",
-        "blog-nope",
-        "--out",
-        &file_arg,
-        "--config",
-        &config,
-    ])
-    .env(&emulator.env(REGION))
-    .run();
-    unknown.code(1);
-    assert!(
-        unknown.stderr.contains("no service runs as unit blog-nope"),
-        "{}",
-        unknown.stderr
-    );
 }
 
 /// Regression: a node got kick.toml only with its first assignment,

@@ -73,6 +73,7 @@ impl Checker<'_> {
                 "[cluster.nodes] with instance-type, min and max",
             )
             .and_then(|nodes| self.nodes(nodes));
+        let control = self.control(rc.control.as_ref());
 
         Some(Cluster {
             name: name?,
@@ -86,6 +87,7 @@ impl Checker<'_> {
             // Checked with the apps they name (`deployers`).
             deployers: Vec::new(),
             nodes: nodes?,
+            control: control?,
         })
     }
 

@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use super::Checker;
 use crate::config::names;
-use crate::config::raw::{RawBudget, RawConsolidation, RawNodes};
+use crate::config::raw::{RawBudget, RawConsolidation, RawControl, RawNodes};
 use crate::config::spanned::Spanned;
 use crate::diagnostic::Diagnostic;
-use crate::model::{self, Consolidation, FlatcarChannel, NodeImage, Nodes, aws};
+use crate::model::{self, Consolidation, Control, FlatcarChannel, NodeImage, Nodes, aws};
 use crate::spec::kick::Budget;
 use crate::spec::quantity;
 
@@ -84,6 +84,28 @@ impl Checker<'_> {
             image: image?,
             hourly_cost: hourly_cost?,
             consolidation: consolidation?,
+        })
+    }
+
+    /// The `[cluster.control]` table, every key defaulted.
+    pub(super) fn control(&mut self, spanned: Option<&Spanned<RawControl>>) -> Option<Control> {
+        let raw = spanned.map(|s| &s.value);
+        let instance_type = match raw.and_then(|r| r.instance_type.as_ref()) {
+            Some(name) => self.instance_type(name),
+            None => aws::instance_type(model::DEFAULT_CONTROL_TYPE),
+        };
+        let count = match raw.and_then(|r| r.count.as_ref()) {
+            Some(v) => self.int_in::<u32>(v, 1..=3, "control.count"),
+            None => Some(2),
+        };
+        let disk_gb = match raw.and_then(|r| r.disk_gb.as_ref()) {
+            Some(v) => self.int_in::<u32>(v, 8..=16384, "control.disk-gb"),
+            None => Some(30),
+        };
+        Some(Control {
+            instance_type: instance_type?,
+            count: count?,
+            disk_gb: disk_gb?,
         })
     }
 

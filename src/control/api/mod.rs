@@ -59,6 +59,10 @@ pub fn router(kick: Arc<Kick>) -> Router {
         )
         .route("/v1/nodes/{id}/assignment", get(nodes::get_assignment))
         .route("/v1/nodes/{id}/status", put(nodes::put_status))
+        .route(
+            "/v1/nodes/{id}/secrets/{app}/{service}",
+            get(nodes::get_secrets),
+        )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(kick)

@@ -19,6 +19,7 @@ use crate::control::state::Kick;
 use crate::spec::assignment::NodeReport;
 use crate::spec::assignment::ReplicaReport;
 use crate::spec::assignment::ReplicaState;
+use crate::spec::secrets::{SecretsError, env_file};
 
 #[derive(Debug, Deserialize)]
 pub struct Wait {
@@ -163,9 +164,81 @@ pub async fn put_status(
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// `GET /v1/nodes/{id}/secrets/{app}/{service}`: the env file of the
+/// service's secrets, for the node itself and only while a replica of the
+/// service is placed on it. Kick reads them with the control plane's role;
+/// nodes cannot. A missing parameter or an unwritable value is named
+/// (422), never shown; no value is ever logged.
+pub async fn get_secrets(
+    State(kick): State<Arc<Kick>>,
+    headers: HeaderMap,
+    Path((node, app, service)): Path<(String, String, String)>,
+) -> Response {
+    let scope = match node_scope(&kick, &headers, &node).await {
+        Ok(scope) => scope,
+        Err(response) => return *response,
+    };
+    if scope.node() != Some(node.as_str()) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "a service's secrets go only to a node that runs it, asking as itself",
+        );
+    }
+    let Some(section) = kick
+        .config
+        .apps
+        .get(&app)
+        .and_then(|a| a.services.get(&service))
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no service {app}.{service} in this cluster"),
+        );
+    };
+    let placed = assignment(&kick, &node)
+        .replicas
+        .iter()
+        .any(|r| r.app == app && r.service == service);
+    if !placed {
+        return error(
+            StatusCode::FORBIDDEN,
+            SecretsError::NotPlaced(format!("{app}.{service}")).to_string(),
+        );
+    }
+    let names: Vec<String> = section.secrets.values().cloned().collect();
+    let values = if names.is_empty() {
+        std::collections::BTreeMap::new()
+    } else {
+        match kick.aws.secure_parameters(&names).await {
+            Ok(values) => values,
+            Err(err) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot read the secrets from SSM: {err}"),
+                );
+            }
+        }
+    };
+    match env_file(&section.secrets, &values) {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(err) => error(StatusCode::UNPROCESSABLE_ENTITY, err.to_string()),
+    }
+}
+
 /// Checks the caller may act for `node` (the node itself, or the admin)
 /// and that `node` is one of the cluster's.
-async fn node_scope(kick: &Kick, headers: &HeaderMap, node: &str) -> Result<(), Box<Response>> {
+async fn node_scope(
+    kick: &Kick,
+    headers: &HeaderMap,
+    node: &str,
+) -> Result<crate::control::auth::Scope, Box<Response>> {
     let scope = authenticate(kick, headers).await?;
     if !scope.manages_node(node) {
         return Err(Box::new(error(
@@ -177,7 +250,7 @@ async fn node_scope(kick: &Kick, headers: &HeaderMap, node: &str) -> Result<(), 
         )));
     }
     match crate::control::state::known(kick, node).await {
-        Ok(true) => Ok(()),
+        Ok(true) => Ok(scope),
         Ok(false) => Err(Box::new(error(
             StatusCode::NOT_FOUND,
             format!(

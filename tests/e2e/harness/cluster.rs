@@ -371,6 +371,8 @@ impl Live {
             &self.aws, &self.name, "NodeRole", &node,
         ));
         command.envs(credentials);
+        // What cluster.env gives a node: the units' `node secrets` reads it.
+        command.env("HUXLEY_KICK_URL", kicks.join(","));
         let log = self.dir.join(format!("{label}.log"));
         self.processes.spawn(&label, command, &log);
     }

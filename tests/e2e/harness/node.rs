@@ -20,10 +20,10 @@
 //! - `/opt/bin/huxley` is this build's binary, bind-mounted over the file
 //!   Ignition fetched from the bucket (`huxley apply` in the tests uploads
 //!   a stand-in);
-//! - the machine shares the host's network (one node: its ports are the
-//!   host's; the hook server's build network rules go into the host's
-//!   tables, so it has `NET_ADMIN`), and the node's own sshd on port 22 is
-//!   masked.
+//! - the machines share the host's network (the control machine's ports
+//!   are the host's, and the node has none of its own; the hook server's
+//!   build network rules go into the host's tables, so it has
+//!   `NET_ADMIN`), and each machine's own sshd on port 22 is masked.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
@@ -147,6 +147,8 @@ pub(crate) fn apply(
 /// A node machine, removed when dropped.
 pub(crate) struct Node {
     pub(crate) container: String,
+    /// Its instance metadata, served while it runs.
+    _imds: huxley::testing::Imds,
 }
 
 impl Node {
@@ -158,8 +160,8 @@ impl Node {
         tree: &Path,
         users: &[User],
         environment: &[(String, String)],
-        binary: &Path,
         hosts: &str,
+        imds: huxley::testing::Imds,
     ) -> Node {
         let _ = docker(&["rm", "--force", container]);
         let docker_cli = which("docker");
@@ -197,13 +199,15 @@ impl Node {
             args.push("/usr/libexec/docker:/usr/libexec/docker:ro".into());
         }
         args.push("--volume".into());
-        args.push(format!("{}:/opt/bin/huxley:ro", binary.display()));
+        // This build's binary, over the stand-in Ignition fetched.
+        args.push(format!("{}:/opt/bin/huxley:ro", env!("CARGO_BIN_EXE_huxley")));
         args.push(image.into());
         args.push("/sbin/init".into());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         docker(&args).expect("create the node");
         let node = Node {
             container: container.to_owned(),
+            _imds: imds,
         };
         // The environment a node on AWS gets, and its resolver's answer.
         let conf = tree.join("etc/systemd/system.conf.d");
