@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the tools users trust on every golden build output:
-#   cfn-lint (no errors or warnings) and checkov on the templates,
+#   cfn-lint (no errors or warnings), checkov and parliament (every IAM
+#   policy, scripts/iam-lint.py) on the templates,
 #   the git hooks through shellcheck, systemd-analyze verify on the units,
 #   and the official Ignition 3.4 JSON Schema on the Ignition configs.
 # Also builds one example as YAML and checks it with cfn-lint and against
@@ -93,11 +94,13 @@ for golden in golden/*/; do
   template="$golden/cloudformation/cluster.json"
   check "cfn-lint $template" "$venv/cfn-lint" --non-zero-exit-code warning "$template"
   check "checkov $template" "$venv/checkov" --quiet --compact --skip-download --framework cloudformation -f "$template"
+  check "parliament (IAM) $template" "$venv/python" scripts/iam-lint.py "$template"
   for hook in "$golden"/hooks/*/pre-receive; do
     check "shellcheck $hook" shellcheck --shell=sh --severity=style "$hook"
   done
   check "systemd-analyze verify $golden/units" verify_units "$golden/units"
   check "ignition schema $golden/ignition/node.ign" ignition_schema "$golden/ignition/node.ign"
+  check "ignition schema $golden/ignition/control.ign" ignition_schema "$golden/ignition/control.ign"
 done
 
 "$huxley" build -f examples/blog/huxley.toml -o "$work/yaml" --format yaml > /dev/null
