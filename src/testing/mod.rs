@@ -352,15 +352,26 @@ pub async fn terminate_nodes(aws: &crate::aws::Aws, ids: &[String]) {
 /// AWS (`MapPublicIpOnLaunch`): the emulator launches the node group's
 /// instances without one, so an Elastic IP stands in. The addresses.
 pub async fn give_public_addresses(aws: &crate::aws::Aws, ids: &[String]) -> Vec<String> {
+    // The emulator draws Elastic IPs from all of 127/8, where the tests'
+    // container ranges (127.64/10) also live: an address drawn there
+    // would pass for a container's, so it is drawn again.
+    let containers: ipnet::Ipv4Net = "127.64.0.0/10".parse().expect("a range");
     let mut addresses = Vec::new();
     for id in ids {
-        let allocated = aws
-            .ec2
-            .allocate_address()
-            .domain(aws_sdk_ec2::types::DomainType::Vpc)
-            .send()
-            .await
-            .expect("allocate an address");
+        let allocated = loop {
+            let allocated = aws
+                .ec2
+                .allocate_address()
+                .domain(aws_sdk_ec2::types::DomainType::Vpc)
+                .send()
+                .await
+                .expect("allocate an address");
+            let drawn: Option<std::net::Ipv4Addr> =
+                allocated.public_ip().and_then(|ip| ip.parse().ok());
+            if drawn.is_some_and(|ip| !containers.contains(&ip)) {
+                break allocated;
+            }
+        };
         aws.ec2
             .associate_address()
             .instance_id(id)

@@ -227,6 +227,28 @@ fn the_cluster_runs_every_replica_survives_a_lost_node_and_fails_over() {
         }
     });
     eprintln!("failover took {took:?}");
+    // A takeover users do not see: the new leader's first description
+    // already shows every replica placed, in a state, and healthy, before
+    // any agent has reported to it.
+    let first = rt
+        .block_on(live.get(&format!("{standby}/v1/cluster"), Some(&live.admin)))
+        .and_then(|(_, text)| serde_json::from_str::<Value>(&text).ok())
+        .expect("the new leader describes the cluster");
+    for service in ["web", "api", "redis"] {
+        let placed = first["apps"]["blog"]["services"][service]["placed"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            !placed.is_empty() && placed.iter().all(|p| p["state"].is_string()),
+            "{service} right after the failover: {first:#}"
+        );
+        assert_eq!(
+            instances(&first, service).len(),
+            instances(&after_loss, service).len(),
+            "{service} right after the failover: {first:#}"
+        );
+    }
     let after_failover = rt.block_on(live.describe_until(
         std::slice::from_ref(&standby),
         Duration::from_secs(30),

@@ -15,8 +15,15 @@ use crate::spec::registry::Status;
 use crate::spec::release::{ServiceRelease, short};
 
 /// Where a service's replicas are placed and how they run; what did not fit.
+///
+/// A replica's state is its node's last report. Before its node has
+/// reported to this server (a new leader, for up to one report period), a
+/// replica registered on that node is shown running, as the registry the
+/// leader rebuilt from Route53 says: a takeover never blanks the
+/// description.
 fn placement_of(
     assignments: &Assignments,
+    registered: &ServiceState,
     app: &str,
     service: &str,
 ) -> (Vec<PlacedReplica>, Vec<UnplacedReplica>) {
@@ -33,10 +40,18 @@ fn placement_of(
                     .iter()
                     .find(|r| r.app == app && r.service == service && r.replica == replica.index)
             });
+            let unreported = !assignments.reports.contains_key(node);
+            let registered = unreported
+                && registered
+                    .instances
+                    .values()
+                    .any(|i| i.node == *node && i.replica == Some(replica.index));
             PlacedReplica {
                 replica: replica.index,
                 node: node.clone(),
-                state: report.map(|r| r.state),
+                state: report
+                    .map(|r| r.state)
+                    .or(registered.then_some(crate::spec::assignment::ReplicaState::Running)),
                 detail: report.and_then(|r| r.detail.clone()),
             }
         })
@@ -74,7 +89,7 @@ pub fn service_description(
             last_check_output: i.health.last_output.clone(),
         })
         .collect();
-    let (placed, unplaced) = placement_of(assignments, app, name);
+    let (placed, unplaced) = placement_of(assignments, state, app, name);
     let key = (app.to_owned(), name.to_owned());
     let awaiting = assignments.awaiting_first_deploy(&key, &state.config);
     ServiceDescription {

@@ -200,7 +200,10 @@ impl Node {
         }
         args.push("--volume".into());
         // This build's binary, over the stand-in Ignition fetched.
-        args.push(format!("{}:/opt/bin/huxley:ro", env!("CARGO_BIN_EXE_huxley")));
+        args.push(format!(
+            "{}:/opt/bin/huxley:ro",
+            env!("CARGO_BIN_EXE_huxley")
+        ));
         args.push(image.into());
         args.push("/sbin/init".into());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
