@@ -65,6 +65,13 @@ impl std::fmt::Debug for Credential {
 }
 
 impl Credential {
+    /// Signs again at the next call: kick refused the last proof.
+    fn forget(&mut self) {
+        if let Credential::Identity { proof, .. } = self {
+            *proof = None;
+        }
+    }
+
     /// The headers a request to kick carries.
     async fn headers(&mut self) -> Result<Vec<(&'static str, String)>, CallError> {
         use crate::aws::identity::headers;
@@ -175,6 +182,9 @@ impl KickClient {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     let text = response.text().await.unwrap_or_default();
+                    if status == 401 {
+                        self.credential.forget();
+                    }
                     if status == 503 {
                         let leader = serde_json::from_str::<serde_json::Value>(&text)
                             .ok()

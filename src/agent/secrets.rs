@@ -6,12 +6,14 @@
 //! role and answers the env file's text, which is written here with mode
 //! 0600, whole or not at all. When a parameter is missing nothing is
 //! written and the error names it, so the unit fails to start with a
-//! reason instead of running without its secret.
+//! reason instead of running without its secret. When kick cannot answer
+//! (a failover), the file the replica had is kept: a restart while the
+//! control plane is away still starts (`huxley node secrets` says so).
 
 use std::path::Path;
 use std::time::Duration;
 
-use crate::agent::node::KickClient;
+use crate::agent::node::{CallError, KickClient};
 use crate::spec::kick::KickConfig;
 use crate::spec::secrets::{SecretsError, references};
 
@@ -34,7 +36,12 @@ pub async fn write(
     let text = kick
         .expect(reqwest::Method::GET, &path, None, Duration::from_secs(15))
         .await
-        .map_err(|e| SecretsError::Other(e.to_string()))?;
+        .map_err(|e| match e {
+            CallError::Unreachable(_) | CallError::Refused(503, _) => {
+                SecretsError::Unreachable(e.to_string())
+            }
+            CallError::Refused(..) => SecretsError::Other(e.to_string()),
+        })?;
     crate::files::write_atomically(out, text.as_bytes(), 0o600).map_err(SecretsError::Other)?;
     Ok(count)
 }

@@ -11,6 +11,7 @@ use crate::agent::runtime::systemd::Systemd;
 use crate::agent::runtime::units::Units;
 use crate::aws;
 use crate::diagnostic::plural;
+use crate::spec::secrets::SecretsError;
 
 /// Where `kick serve` listens, and where it keeps its certificate.
 #[derive(Debug)]
@@ -134,11 +135,9 @@ pub(super) async fn kick_serve(
 }
 
 /// `huxley node run`'s arguments.
+/// Where the kick servers are.
 #[derive(Debug, clap::Args)]
-pub(super) struct NodeRun {
-    /// The cluster.
-    #[arg(long, env = "HUXLEY_CLUSTER")]
-    cluster: String,
+pub(super) struct KickUrls {
     /// The kick servers' internal API, e.g. http://kick.acme.internal:7400
     /// (repeat, or separate with commas; standbys point at the leader).
     #[arg(
@@ -148,7 +147,16 @@ pub(super) struct NodeRun {
         value_delimiter = ',',
         required = true
     )]
-    kick: Vec<String>,
+    urls: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(super) struct NodeRun {
+    /// The cluster.
+    #[arg(long, env = "HUXLEY_CLUSTER")]
+    cluster: String,
+    #[command(flatten)]
+    kick: KickUrls,
     /// A file holding a bearer token to call kick with, for testing kick
     /// alone [default: this node proves which instance it is, signing an
     /// STS GetCallerIdentity with its instance role].
@@ -240,11 +248,11 @@ pub(super) async fn node_run(args: NodeRun) -> Outcome {
             proof: None,
         },
     };
-    let kick = agent::KickClient::new(args.kick.clone(), credential);
+    let kick = agent::KickClient::new(args.kick.urls.clone(), credential);
     eprintln!(
         "node: {node} ({address}) of cluster {}, kick at {}",
         args.cluster,
-        args.kick.join(", ")
+        args.kick.urls.join(", ")
     );
     match args.runtime {
         RuntimeKind::Processes => {
@@ -258,6 +266,7 @@ pub(super) async fn node_run(args: NodeRun) -> Outcome {
             systemd.env_dir = args.etc.join("units");
             systemd.docker_config = args.etc.join("docker");
             systemd.kick_toml = args.etc.join("kick.toml");
+            systemd.daemons = args.role == MachineRole::Control;
             if args.role == MachineRole::Control {
                 let mut agent = agent::Agent::new(node, kick, systemd, address);
                 tokio::select! {
@@ -387,15 +396,8 @@ pub(super) struct NodeSecrets {
     /// kick.toml, as the node agent keeps it.
     #[arg(long, value_name = "PATH", default_value = crate::agent::runtime::KICK_TOML)]
     config: PathBuf,
-    /// The kick servers' internal API (repeat, or separate with commas).
-    #[arg(
-        long = "kick",
-        value_name = "URL",
-        env = "HUXLEY_KICK_URL",
-        value_delimiter = ',',
-        required = true
-    )]
-    kick: Vec<String>,
+    #[command(flatten)]
+    kick: KickUrls,
     /// This node's EC2 instance id [default: from the instance metadata].
     #[arg(long, value_name = "ID")]
     node: Option<String>,
@@ -422,13 +424,22 @@ pub(super) async fn node_secrets(args: NodeSecrets) -> Outcome {
         cluster: config.cluster.name.clone(),
         proof: None,
     };
-    let mut kick = crate::agent::node::KickClient::new(args.kick, credential);
+    let mut kick = crate::agent::node::KickClient::new(args.kick.urls, credential);
     match crate::agent::secrets::write(&mut kick, &node, &config, &args.unit, &args.out).await {
         Ok(count) => {
             eprintln!(
                 "wrote {} to {}",
                 plural(count, "secret"),
                 args.out.display()
+            );
+            Ok(exit::OK)
+        }
+        // The control plane is away: the replica starts with the secrets
+        // it last had, if it has any.
+        Err(SecretsError::Unreachable(why)) if args.out.is_file() => {
+            eprintln!(
+                "{}: {why}; starting with the secrets written at its last start",
+                args.unit
             );
             Ok(exit::OK)
         }

@@ -149,12 +149,7 @@ fn node_policy(config: &Config) -> Value {
         ],
     })];
     if !built_apps(config).is_empty() {
-        statements.push(json!({
-            "Sid": "RegistryLogin",
-            "Effect": "Allow",
-            "Action": ["ecr:GetAuthorizationToken"],
-            "Resource": "*",
-        }));
+        statements.push(registry_login());
         statements.push(json!({
             "Sid": "PullImages",
             "Effect": "Allow",
@@ -163,6 +158,16 @@ fn node_policy(config: &Config) -> Value {
         }));
     }
     json!({ "Version": "2012-10-17", "Statement": statements })
+}
+
+/// Asking ECR for a registry password (it names no repository).
+fn registry_login() -> Value {
+    json!({
+        "Sid": "RegistryLogin",
+        "Effect": "Allow",
+        "Action": ["ecr:GetAuthorizationToken"],
+        "Resource": "*",
+    })
 }
 
 /// The cluster's ECR repositories.
@@ -347,12 +352,7 @@ pub fn kick_policy(config: &Config) -> Value {
         // The leader's hook server pushes what it builds. Replicas'
         // containers cannot use the role (IMDS hop limit 1).
         let repositories = repositories(config);
-        statements.push(json!({
-            "Sid": "RegistryLogin",
-            "Effect": "Allow",
-            "Action": ["ecr:GetAuthorizationToken"],
-            "Resource": "*",
-        }));
+        statements.push(registry_login());
         statements.push(json!({
             "Sid": "PullAndPushImages",
             "Effect": "Allow",

@@ -4,12 +4,15 @@
 //! STS and accepts the caller when it is a session of the cluster's node
 //! role (looked up in the cluster's stack), in kick's own account, named
 //! after an instance: that instance id is the node. A checked proof is
-//! remembered for [`REMEMBERED`], so a node costs STS one call every few
-//! minutes, not one a request.
+//! remembered for [`REMEMBERED`] (never past the 15 minutes STS takes a
+//! signature for), so a node costs STS one call every few minutes, not one
+//! a request; a refused one for [`REFUSED_FOR`], and at most [`AT_ONCE`]
+//! proofs are checked with STS at a time (503 beyond), so a flood of
+//! forged proofs cannot make kick throttle STS for the real nodes.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::aws::identity::{Caller, Proof, ProofError};
 use crate::aws::{Aws, identity};
@@ -19,11 +22,24 @@ use crate::aws::{Aws, identity};
 /// re-signing period.
 pub const REMEMBERED: Duration = Duration::from_secs(5 * 60);
 
+/// How long STS takes a signature for, from its `x-amz-date`.
+const SIGNATURE_LIFE: Duration = Duration::from_secs(15 * 60);
+
+/// How long a refused proof is refused without asking STS again.
+pub const REFUSED_FOR: Duration = Duration::from_secs(60);
+
+/// How many proofs are checked with STS at once.
+pub const AT_ONCE: usize = 16;
+
+/// How long whom proofs must come from is kept before it is read again
+/// (the node role may be replaced by an update of the stack).
+const EXPECTED_FOR: Duration = Duration::from_secs(10 * 60);
+
 /// The stack's roles whose sessions are nodes, by logical id.
 pub const NODE_ROLES: &[&str] = &["NodeRole"];
 
 /// At most this many proofs are remembered (a node has one at a time, two
-/// while it re-signs); beyond it the oldest go.
+/// while it re-signs); beyond it the expired go, then all.
 const LIMIT: usize = 4096;
 
 /// Whom a proof must come from: kick's own account, one of the node roles.
@@ -33,65 +49,214 @@ struct Expected {
     roles: Vec<String>,
 }
 
+/// What a proof was found to be, until when.
+type Verdict = (Result<String, String>, Instant);
+
 /// Checked proofs, and whom they must come from.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Identities {
-    checked: Mutex<HashMap<String, (String, Instant)>>,
-    expected: tokio::sync::OnceCell<Expected>,
+    checked: Mutex<HashMap<String, Verdict>>,
+    expected: tokio::sync::Mutex<Option<(Expected, Instant)>>,
+    checks: tokio::sync::Semaphore,
+    client: OnceLock<reqwest::Client>,
+}
+
+impl Default for Identities {
+    fn default() -> Self {
+        Self {
+            checked: Mutex::default(),
+            expected: tokio::sync::Mutex::default(),
+            checks: tokio::sync::Semaphore::new(AT_ONCE),
+            client: OnceLock::new(),
+        }
+    }
 }
 
 impl Identities {
     /// The node `proof` proves, checking it with STS unless it was checked
-    /// in the last [`REMEMBERED`].
+    /// lately.
     pub async fn node(
         &self,
         aws: &Aws,
         cluster: &str,
         proof: &Proof,
     ) -> Result<String, ProofError> {
+        let signed_at = well_formed(proof).map_err(ProofError::Refused)?;
+        let life_left = (signed_at + SIGNATURE_LIFE)
+            .duration_since(SystemTime::now())
+            .map_err(|_| ProofError::Refused("the proof is over 15 minutes old".into()))?;
         let key = crate::digest::sha256(format!(
             "{}\n{}\n{}",
             proof.authorization,
             proof.date,
             proof.security_token.as_deref().unwrap_or_default()
         ));
-        if let Some(node) = self.remembered(&key) {
-            return Ok(node);
+        if let Some(verdict) = self.remembered(&key) {
+            return verdict.map_err(ProofError::Refused);
         }
-        let expected = self
-            .expected
-            .get_or_try_init(|| expected(aws, cluster))
-            .await?;
-        let caller = check_proof(aws, proof, cluster).await?;
-        let node = accept(&caller, expected)?;
+        let Ok(_permit) = self.checks.try_acquire() else {
+            return Err(ProofError::Unavailable(
+                "too many proofs are being checked; try again".into(),
+            ));
+        };
+        let expected = self.expected(aws, cluster).await?;
+        let client = self.client.get_or_init(client);
+        let verdict = match check_proof(client, aws, proof, cluster).await {
+            Ok(caller) => accept(&caller, &expected),
+            Err(err) => Err(err),
+        };
+        let until = match &verdict {
+            Ok(_) => REMEMBERED.min(life_left),
+            Err(ProofError::Refused(_)) => REFUSED_FOR,
+            // STS could not be asked: nothing is learned.
+            Err(ProofError::Unavailable(_)) => return verdict,
+        };
+        let remembered = verdict
+            .as_ref()
+            .map(String::clone)
+            .map_err(|err| match err {
+                ProofError::Refused(why) | ProofError::Unavailable(why) => why.clone(),
+            });
         let mut checked = self.checked.lock().expect("identities");
         if checked.len() >= LIMIT {
-            checked.retain(|_, (_, at)| at.elapsed() < REMEMBERED);
+            checked.retain(|_, (_, at)| *at > Instant::now());
             if checked.len() >= LIMIT {
                 checked.clear();
             }
         }
-        checked.insert(key, (node.clone(), Instant::now()));
-        Ok(node)
+        checked.insert(key, (remembered, Instant::now() + until));
+        verdict
     }
 
-    fn remembered(&self, key: &str) -> Option<String> {
+    fn remembered(&self, key: &str) -> Option<Result<String, String>> {
         let checked = self.checked.lock().expect("identities");
         checked
             .get(key)
-            .filter(|(_, at)| at.elapsed() < REMEMBERED)
-            .map(|(node, _)| node.clone())
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(verdict, _)| verdict.clone())
+    }
+
+    /// Whom proofs must come from, read again every [`EXPECTED_FOR`].
+    async fn expected(&self, aws: &Aws, cluster: &str) -> Result<Expected, ProofError> {
+        let mut held = self.expected.lock().await;
+        if let Some((expected, at)) = held.as_ref()
+            && at.elapsed() < EXPECTED_FOR
+        {
+            return Ok(expected.clone());
+        }
+        let client = self.client.get_or_init(client);
+        let fresh = expected(client, aws, cluster).await?;
+        *held = Some((fresh.clone(), Instant::now()));
+        Ok(fresh)
     }
 }
 
+/// The one HTTP client proofs are sent to STS with.
+fn client() -> reqwest::Client {
+    crate::tls::ensure_provider();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("an HTTP client")
+}
+
+/// Checks a proof's shape before STS is asked: exactly a SigV4
+/// `Authorization` for STS (`Credential=<key>/<day>/<region>/sts/aws4_request,
+/// SignedHeaders=…, Signature=<64 hex>`) over `host`, `x-amz-date` and the
+/// cluster's header, of the day its `x-amz-date` names. When it was signed.
+fn well_formed(proof: &Proof) -> Result<SystemTime, String> {
+    let malformed = |what: &str| format!("not a SigV4 signature for STS: {what}");
+    let rest = proof
+        .authorization
+        .strip_prefix("AWS4-HMAC-SHA256 ")
+        .ok_or_else(|| malformed("the algorithm"))?;
+    let parts: Vec<&str> = rest.split(", ").collect();
+    let [credential, signed, signature] = parts.as_slice() else {
+        return Err(malformed("three parts"));
+    };
+    let credential = credential
+        .strip_prefix("Credential=")
+        .ok_or_else(|| malformed("the credential"))?;
+    let scope: Vec<&str> = credential.split('/').collect();
+    let [key, day, region, service, terminal] = scope.as_slice() else {
+        return Err(malformed("the credential scope"));
+    };
+    if key.is_empty() || region.is_empty() || *service != "sts" || *terminal != "aws4_request" {
+        return Err(malformed("the credential scope"));
+    }
+    if proof.date.get(..8) != Some(*day) {
+        return Err(malformed("the day"));
+    }
+    let signed = signed
+        .strip_prefix("SignedHeaders=")
+        .ok_or_else(|| malformed("the signed headers"))?;
+    let covered: Vec<&str> = signed.split(';').collect();
+    for needed in ["host", "x-amz-date", identity::SERVER_HEADER] {
+        if !covered.contains(&needed) {
+            return Err(format!("the signature does not cover `{needed}`"));
+        }
+    }
+    let signature = signature
+        .strip_prefix("Signature=")
+        .ok_or_else(|| malformed("the signature"))?;
+    if signature.len() != 64
+        || !signature
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(malformed("the signature"));
+    }
+    amz_date(&proof.date).ok_or_else(|| malformed("x-amz-date"))
+}
+
+/// An `x-amz-date` (`20261130T235959Z`) as a time.
+fn amz_date(date: &str) -> Option<SystemTime> {
+    if date.len() != 16 || date.get(8..9) != Some("T") || !date.ends_with('Z') {
+        return None;
+    }
+    let n = |a: usize, b: usize| date.get(a..b)?.parse::<i64>().ok();
+    let (y, m, d) = (n(0, 4)?, n(4, 6)?, n(6, 8)?);
+    let (hh, mm, ss) = (n(9, 11)?, n(11, 13)?, n(13, 15)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let seconds = u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds))
+}
+
 /// Whom proofs must come from: the account kick's own credentials are in,
-/// and the stack's node roles.
-async fn expected(aws: &Aws, cluster: &str) -> Result<Expected, ProofError> {
+/// and the stack's node roles. Every failure here is kick's, not the
+/// node's: 503, never 401.
+async fn expected(
+    client: &reqwest::Client,
+    aws: &Aws,
+    cluster: &str,
+) -> Result<Expected, ProofError> {
     let own = aws
         .prove_identity(cluster)
         .await
         .map_err(|err| ProofError::Unavailable(format!("signing kick's own identity: {err}")))?;
-    let account = check_caller(aws, &own, cluster).await?;
+    let account = match signer(client, aws, &own, cluster).await {
+        Ok(arn) => arn
+            .split(':')
+            .nth(4)
+            .filter(|account| !account.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| ProofError::Unavailable(format!("STS named no account in {arn}")))?,
+        Err(ProofError::Refused(why) | ProofError::Unavailable(why)) => {
+            return Err(ProofError::Unavailable(format!(
+                "STS does not take kick's own identity: {why}"
+            )));
+        }
+    };
     let stack = crate::spec::names::stack(cluster);
     let mut roles = Vec::new();
     for logical in NODE_ROLES {
@@ -157,51 +322,35 @@ pub fn proof(headers: &axum::http::HeaderMap) -> Option<Proof> {
 }
 
 /// Sends a node's proof to STS and names who signed it: an instance
-/// role's session. Refused unless the signature covers the cluster's
-/// [`identity::SERVER_HEADER`].
-pub async fn check_proof(aws: &Aws, proof: &Proof, cluster: &str) -> Result<Caller, ProofError> {
-    let arn = signer(aws, proof, cluster).await?;
+/// role's session.
+async fn check_proof(
+    client: &reqwest::Client,
+    aws: &Aws,
+    proof: &Proof,
+    cluster: &str,
+) -> Result<Caller, ProofError> {
+    let arn = signer(client, aws, proof, cluster).await?;
     Caller::from_arn(&arn)
         .ok_or_else(|| ProofError::Refused(format!("{arn} is not an instance role's session")))
 }
 
-/// The account of whoever signed `proof` (any principal).
-pub async fn check_caller(aws: &Aws, proof: &Proof, cluster: &str) -> Result<String, ProofError> {
-    let arn = signer(aws, proof, cluster).await?;
-    arn.split(':')
-        .nth(4)
-        .filter(|account| !account.is_empty())
-        .map(str::to_owned)
-        .ok_or_else(|| ProofError::Unavailable(format!("STS named no account in {arn}")))
-}
+/// STS's error codes that say it is busy or failing, not that the proof is
+/// wrong.
+const STS_BUSY: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalFailure",
+    "ServiceUnavailable",
+];
 
 /// The ARN STS names as the signer of `proof`.
-async fn signer(aws: &Aws, proof: &Proof, cluster: &str) -> Result<String, ProofError> {
-    let signed_headers = proof
-        .authorization
-        .split(", ")
-        .find_map(|part| part.strip_prefix("SignedHeaders="))
-        .unwrap_or_default();
-    let covered: Vec<&str> = signed_headers.split(';').collect();
-    for needed in ["host", "x-amz-date", identity::SERVER_HEADER] {
-        if !covered.contains(&needed) {
-            return Err(ProofError::Refused(format!(
-                "the signature does not cover `{needed}`"
-            )));
-        }
-    }
-    if !proof
-        .authorization
-        .starts_with("AWS4-HMAC-SHA256 Credential=")
-    {
-        return Err(ProofError::Refused("not a SigV4 signature".into()));
-    }
-    crate::tls::ensure_provider();
-    let client = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(2))
-        .timeout(std::time::Duration::from_secs(5))
-        .build()
-        .map_err(|err| ProofError::Unavailable(err.to_string()))?;
+async fn signer(
+    client: &reqwest::Client,
+    aws: &Aws,
+    proof: &Proof,
+    cluster: &str,
+) -> Result<String, ProofError> {
     let mut request = client
         .post(aws.sts_endpoint())
         .header("content-type", identity::CONTENT_TYPE)
@@ -219,11 +368,13 @@ async fn signer(aws: &Aws, proof: &Proof, cluster: &str) -> Result<String, Proof
         .map_err(|err| ProofError::Unavailable(format!("STS: {err}")))?;
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
-    if status.is_server_error() || status.as_u16() == 429 {
-        return Err(ProofError::Unavailable(format!("STS answered {status}")));
+    let code = element(&text, "Code").unwrap_or("no code");
+    if status.is_server_error() || status.as_u16() == 429 || STS_BUSY.contains(&code) {
+        return Err(ProofError::Unavailable(format!(
+            "STS answered {status} ({code})"
+        )));
     }
     if !status.is_success() {
-        let code = element(&text, "Code").unwrap_or("no code");
         return Err(ProofError::Refused(format!(
             "STS answered {status} ({code})"
         )));
@@ -276,6 +427,63 @@ mod tests {
                 matches!(accept(&refused, &expected), Err(ProofError::Refused(_))),
                 "{refused:?}"
             );
+        }
+    }
+
+    #[test]
+    fn x_amz_dates_are_read_as_utc() {
+        let at = |d: &str| {
+            amz_date(d).map(|t| {
+                t.duration_since(SystemTime::UNIX_EPOCH)
+                    .expect("after 1970")
+                    .as_secs()
+            })
+        };
+        assert_eq!(at("19700101T000000Z"), Some(0));
+        assert_eq!(at("20000301T000000Z"), Some(951_868_800));
+        assert_eq!(at("20261130T235959Z"), Some(1_796_083_199));
+        for bad in [
+            "20261130T2359Z",
+            "2026113OT235959Z",
+            "20261330T000000Z",
+            "20261130 235959Z",
+            "",
+        ] {
+            assert_eq!(at(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_a_whole_sigv4_signature_for_sts_over_the_clusters_header_is_checked() {
+        let good = Proof {
+            authorization: format!(
+                "AWS4-HMAC-SHA256 Credential=ASIAX/20261130/us-west-2/sts/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-huxley-server, Signature={}",
+                "ab".repeat(32)
+            ),
+            date: "20261130T101010Z".into(),
+            security_token: None,
+        };
+        assert!(well_formed(&good).is_ok());
+        let variant = |from: &str, to: &str| Proof {
+            authorization: good.authorization.replace(from, to),
+            ..good.clone()
+        };
+        for (proof, why) in [
+            (variant(";x-huxley-server", ""), "x-huxley-server"),
+            (variant("/sts/", "/s3/"), "credential scope"),
+            (variant("20261130/", "20261129/"), "the day"),
+            (variant("Signature=ab", "Signature=AB"), "the signature"),
+            (
+                variant(", Signature=", ", SignedHeaders=host, Signature="),
+                "three parts",
+            ),
+            (
+                variant("AWS4-HMAC-SHA256 ", "AWS4-ECDSA-P256-SHA256 "),
+                "algorithm",
+            ),
+        ] {
+            let said = well_formed(&proof).expect_err(why);
+            assert!(said.contains(why), "{said}");
         }
     }
 

@@ -154,6 +154,7 @@ pub async fn start_leading(
         config,
         tokens,
         identities: crate::control::identity::Identities::default(),
+        secrets: Mutex::default(),
         writer,
         zones,
         aws,

@@ -12,6 +12,8 @@ use crate::spec::kick::KickConfig;
 #[derive(Debug, PartialEq, Eq)]
 pub enum SecretsError {
     UnknownUnit(String),
+    /// Kick could not answer (unreachable, or no leader yet).
+    Unreachable(String),
     /// The asking node runs no replica of the service.
     NotPlaced(String),
     /// Parameters SSM does not have: (variable, parameter).
@@ -25,6 +27,7 @@ impl std::fmt::Display for SecretsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::UnknownUnit(unit) => write!(f, "no service runs as unit {unit} in kick.toml"),
+            Self::Unreachable(why) => f.write_str(why),
             Self::NotPlaced(unit) => write!(
                 f,
                 "no replica of {unit} is placed on this node: its secrets are not this node's to read"

@@ -105,6 +105,34 @@ fn a_node_acts_only_for_itself_proved_through_sts_and_reads_only_its_secrets() {
         .and_then(|i| i["id"].as_str().map(str::to_owned))
         .expect("an instance on B");
     let inside_b = b_subnet.hosts().nth(40).expect("an address").to_string();
+    // A replica placed on B only, and an address of A's own.
+    let on_b_only = ["web", "api", "redis"]
+        .iter()
+        .flat_map(|s| {
+            described["apps"]["blog"]["services"][*s]["placed"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |p| ((*s).to_owned(), p))
+        })
+        .find(|(_, p)| p["node"] == b.as_str())
+        .map(|(s, p)| (s, p["replica"].as_u64().expect("a number")))
+        .expect("a replica on B");
+    let inside_a = rt
+        .block_on(live.get(
+            &format!("{kick}/v1/nodes/{a}/assignment"),
+            Some(&live.admin),
+        ))
+        .and_then(|(_, text)| serde_json::from_str::<Value>(&text).ok())
+        .and_then(|v| {
+            v["subnet"]
+                .as_str()
+                .and_then(|s| s.parse::<ipnet::Ipv4Net>().ok())
+        })
+        .and_then(|subnet| subnet.hosts().nth(40))
+        .expect("A has a subnet")
+        .to_string();
     rt.block_on(live.dns_until_described(&described));
     let records = rt.block_on(live.private_records());
 
@@ -131,6 +159,13 @@ fn a_node_acts_only_for_itself_proved_through_sts_and_reads_only_its_secrets() {
         let report = json!({"generation": 1, "replicas": []});
         assert_eq!(send(put.clone(), &format!("{kick}/v1/nodes/{b}/status"), &as_a, Some(report)).await, 403);
         assert_eq!(send(get.clone(), &format!("{kick}/v1/nodes/{b}/assignment"), &as_a, None).await, 403);
+        // Nor a replica that is not placed on it, even on its own addresses:
+        // it would join that service's answers, or pass for its rollout.
+        let (service, number) = &on_b_only;
+        let not_mine = json!({"app": "blog", "service": service, "node": a, "address": inside_a, "port": 8080, "replica": number});
+        assert_eq!(send(post.clone(), &format!("{kick}/v1/instances"), &as_a, Some(not_mine)).await, 403);
+        let unnumbered = json!({"app": "blog", "service": "web", "node": a, "address": inside_a, "port": 8080});
+        assert_eq!(send(post.clone(), &format!("{kick}/v1/instances"), &as_a, Some(unnumbered)).await, 403);
         // A node is no admin.
         assert_eq!(send(get.clone(), &format!("{kick}/v1/cluster"), &as_a, None).await, 403);
 
@@ -199,6 +234,41 @@ fn a_node_acts_only_for_itself_proved_through_sts_and_reads_only_its_secrets() {
         let mode = std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
+    // With the control plane away, a restart keeps the file it has; with
+    // none, it cannot start.
+    let nowhere = format!("http://127.0.0.1:{}", huxley::testing::free_port());
+    let away = |out: &std::path::Path| {
+        Test::new(&[
+            "node",
+            "secrets",
+            "--unit",
+            "blog-web",
+            "--out",
+            &out.display().to_string(),
+            "--config",
+            &live.kick_toml.display().to_string(),
+            "--kick",
+            &nowhere,
+            "--node",
+            &a,
+        ])
+        .env(&live.env)
+        .env(&a_credentials)
+        .run()
+    };
+    let kept = away(&file);
+    kept.code(0);
+    assert!(
+        kept.stderr
+            .contains("starting with the secrets written at its last start"),
+        "{}",
+        kept.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("the env file"),
+        "DATABASE_URL=postgres://blog:s3cret@db/blog\n"
+    );
+    away(&live.dir.join("never-written.env")).code(1);
     std::fs::remove_file(&file).expect("remove");
     // Not for another node, nor for a service not placed on the node.
     let as_b = secrets("blog-web", &b, &a_credentials);

@@ -148,6 +148,19 @@ pub const DOCKER_CONFIG: &str = "/etc/huxley/docker";
 /// Where the node keeps kick.toml (read by `huxley node secrets`).
 pub const KICK_TOML: &str = "/etc/huxley/kick.toml";
 
+/// Where a replica's secrets are while it is placed on the node (tmpfs,
+/// root only): `<unit>-<replica>.env`, as the service units name it.
+pub const SECRETS_DIR: &str = "/run/huxley/secrets";
+
+/// Forgets a replica's secrets once it no longer runs on this node.
+pub fn forget_secrets(replica: &ReplicaSpec) {
+    let file = std::path::Path::new(SECRETS_DIR).join(format!(
+        "{}-{}.env",
+        replica.assigned.unit, replica.assigned.replica
+    ));
+    let _ = std::fs::remove_file(file);
+}
+
 /// The name of the node's container network in Docker, and its bridge.
 pub const NETWORK: &str = "huxley";
 pub const BRIDGE: &str = "huxley0";

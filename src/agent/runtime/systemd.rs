@@ -35,6 +35,9 @@ pub struct Systemd<C: Commands> {
     pub source: Option<(std::sync::Arc<crate::aws::Aws>, String)>,
     /// Whether systemd is told of new units (not when the agent runs them).
     pub reload: bool,
+    /// Whether this machine runs the kick and hook servers (a control
+    /// machine), which a new kick.toml restarts.
+    pub daemons: bool,
     /// Docker's configuration directory for the units ([`DOCKER_CONFIG`]).
     pub docker_config: PathBuf,
     /// When each registry's authorization was last written.
@@ -73,6 +76,7 @@ impl<C: Commands> Systemd<C> {
             subnet: None,
             source: None,
             reload: true,
+            daemons: false,
             docker_config: PathBuf::from(crate::agent::runtime::DOCKER_CONFIG),
             logins: BTreeMap::new(),
         }
@@ -237,6 +241,7 @@ impl<C: Commands> Runtime for Systemd<C> {
                     .then(|| (name.to_owned(), entry.content.clone()))
             })
             .collect();
+        let mut restart = false;
         if let Some(kick) = manifest.files.get(crate::spec::manifest::KICK_TOML) {
             let before = std::fs::read_to_string(&self.kick_toml).ok();
             let install =
@@ -248,14 +253,23 @@ impl<C: Commands> Runtime for Systemd<C> {
                 write_atomically(&self.kick_toml, kick.content.as_bytes(), 0o644)?;
                 // kick and the hook server read it once: an `apply` that
                 // changed it reaches them through a restart (a daemon that
-                // waited for the file starts on its own next try).
-                if before.is_some() && self.reload {
-                    self.systemctl(&["try-restart", "huxley-kick.service", "huxley-hook.service"])
-                        .await?;
-                }
+                // waited for the file starts on its own next try). Only a
+                // control machine runs them; a node has no such unit, and
+                // systemd refuses to restart a unit it cannot find.
+                restart = before.is_some() && self.reload && self.daemons;
             }
         }
-        self.install_units(units).await
+        self.install_units(units).await?;
+        if restart
+            && let Err(err) = self
+                .systemctl(&["try-restart", "huxley-kick.service", "huxley-hook.service"])
+                .await
+        {
+            eprintln!(
+                "node: kick.toml changed, but kick and the hook server did not restart: {err}"
+            );
+        }
+        Ok(())
     }
 
     async fn start(&mut self, replica: &ReplicaSpec) -> Result<(), String> {
@@ -280,6 +294,7 @@ impl<C: Commands> Runtime for Systemd<C> {
         self.systemctl(&["stop", &format!("{}.service", replica.instance())])
             .await?;
         let _ = std::fs::remove_file(self.env_file(replica));
+        super::forget_secrets(replica);
         Ok(())
     }
 

@@ -139,6 +139,7 @@ impl<C: Commands> Runtime for Units<C> {
         }
         let _ = self.run_lines(replica, &unit.stop_post).await;
         let _ = std::fs::remove_file(self.systemd.env_file(replica));
+        super::forget_secrets(replica);
         stopped
     }
 

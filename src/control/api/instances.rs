@@ -56,11 +56,7 @@ pub async fn register(
     if let Err(err) = registration.check() {
         return error(StatusCode::BAD_REQUEST, err.to_string());
     }
-    if let Some(node) = scope.node()
-        && let Err(why) = on_itself(&kick, node, &registration).await
-    {
-        return error(StatusCode::FORBIDDEN, why);
-    }
+
     // Kick checks what it registers and reports the result to the caller:
     // anything outside the cluster's own networks would make it a port
     // scanner for whoever holds a token.
@@ -84,6 +80,13 @@ pub async fn register(
                 format!("cannot list the cluster's nodes: {err}"),
             );
         }
+    }
+    // Known first (the node list is read again when it misses), then
+    // the node's own rights.
+    if let Some(node) = scope.node()
+        && let Err(why) = on_itself(&kick, node, &registration)
+    {
+        return error(StatusCode::FORBIDDEN, why);
     }
     let result = kick
         .registry
@@ -153,13 +156,32 @@ async fn instance_scope(
 }
 
 /// Whether node `caller` registers a replica on itself: under its own id,
-/// at an address of its own container subnet (or its own address, before
-/// it has a subnet).
-async fn on_itself(kick: &Kick, caller: &str, registration: &Registration) -> Result<(), String> {
+/// a replica placed on it (or leaving it), named by its number, at an address of its own
+/// container subnet (or its own address, before it has a subnet).
+fn on_itself(kick: &Kick, caller: &str, registration: &Registration) -> Result<(), String> {
     if registration.node != caller {
         return Err(format!(
             "node {caller} may register replicas only on itself, not on {}",
             registration.node
+        ));
+    }
+    let placed = crate::control::controllers::assign::assignment(kick, caller)
+        .replicas
+        .iter()
+        .any(|r| {
+            r.app == registration.app
+                && r.service == registration.service
+                && registration.replica == Some(r.replica)
+        });
+    if !placed {
+        return Err(format!(
+            "no replica of {}.{}{} is placed on node {caller}: a node registers only the replicas it runs",
+            registration.app,
+            registration.service,
+            registration
+                .replica
+                .map(|n| format!(" #{n}"))
+                .unwrap_or_default()
         ));
     }
     let subnet = kick

@@ -15,7 +15,7 @@ use crate::control::api::http::{authenticate, error};
 use crate::control::controllers::assign::MAX_WAIT;
 use crate::control::controllers::assign::assignment;
 use crate::control::controllers::assign::replace;
-use crate::control::state::Kick;
+use crate::control::state::{Kick, SECRETS_KEPT};
 use crate::spec::assignment::NodeReport;
 use crate::spec::assignment::ReplicaReport;
 use crate::spec::assignment::ReplicaState;
@@ -205,18 +205,19 @@ pub async fn get_secrets(
             SecretsError::NotPlaced(format!("{app}.{service}")).to_string(),
         );
     }
-    let names: Vec<String> = section.secrets.values().cloned().collect();
-    let values = if names.is_empty() {
-        std::collections::BTreeMap::new()
-    } else {
-        match kick.aws.secure_parameters(&names).await {
-            Ok(values) => values,
-            Err(err) => {
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("cannot read the secrets from SSM: {err}"),
-                );
-            }
+    if kick.lease.as_ref().is_some_and(|l| !l.valid()) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this kick server no longer leads; ask the leader",
+        );
+    }
+    let values = match secret_values(&kick, section.secrets.values()).await {
+        Ok(values) => values,
+        Err(err) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot read the secrets from SSM: {err}"),
+            );
         }
     };
     match env_file(&section.secrets, &values) {
@@ -230,6 +231,39 @@ pub async fn get_secrets(
             .into_response(),
         Err(err) => error(StatusCode::UNPROCESSABLE_ENTITY, err.to_string()),
     }
+}
+
+/// The values of `parameters` that SSM has: those read in the last
+/// [`SECRETS_KEPT`] from memory, the others from SSM.
+async fn secret_values<'a>(
+    kick: &Kick,
+    parameters: impl Iterator<Item = &'a String>,
+) -> Result<std::collections::BTreeMap<String, String>, crate::aws::AwsError> {
+    let mut values = std::collections::BTreeMap::new();
+    let mut missing = Vec::new();
+    {
+        let kept = kick.secrets.lock().expect("secrets");
+        for name in parameters {
+            match kept.0.get(name) {
+                Some((value, at)) if at.elapsed() < SECRETS_KEPT => {
+                    values.insert(name.clone(), value.clone());
+                }
+                _ => missing.push(name.clone()),
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(values);
+    }
+    let read = kick.aws.secure_parameters(&missing).await?;
+    let mut kept = kick.secrets.lock().expect("secrets");
+    kept.0.retain(|_, (_, at)| at.elapsed() < SECRETS_KEPT);
+    for (name, value) in read {
+        kept.0
+            .insert(name.clone(), (value.clone(), std::time::Instant::now()));
+        values.insert(name, value);
+    }
+    Ok(values)
 }
 
 /// Checks the caller may act for `node` (the node itself, or the admin)

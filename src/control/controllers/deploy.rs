@@ -637,10 +637,13 @@ fn replica_states(
                 r.detail.clone().unwrap_or_else(|| "it stopped".to_owned()),
             ));
         }
+        // Nor does another node's registration of it.
         let instance = state.and_then(|s| {
-            s.instances
-                .values()
-                .find(|i| i.replica == Some(*number) && i.version.as_deref() == Some(version))
+            s.instances.values().find(|i| {
+                i.replica == Some(*number)
+                    && i.version.as_deref() == Some(version)
+                    && Some(&i.node) == placed_on
+            })
         });
         let healthy = match section.port {
             // Without a port there is no check but that it runs.

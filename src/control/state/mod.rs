@@ -46,6 +46,19 @@ impl Zones {
     }
 }
 
+/// How long a secret value read from SSM is served again without reading.
+pub const SECRETS_KEPT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Secret values by parameter, with when they were read; never printed.
+#[derive(Default)]
+pub struct KeptSecrets(pub BTreeMap<String, (String, std::time::Instant)>);
+
+impl std::fmt::Debug for KeptSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeptSecrets({} values)", self.0.len())
+    }
+}
+
 /// Everything the handlers share.
 #[derive(Debug)]
 pub struct Kick {
@@ -54,6 +67,10 @@ pub struct Kick {
     pub tokens: Tokens,
     /// Nodes' proofs of identity, checked through STS.
     pub identities: crate::control::identity::Identities,
+    /// Secret values read from SSM lately, by parameter, with when: a
+    /// node asking again and again costs SSM one read in
+    /// [`SECRETS_KEPT`].
+    pub secrets: Mutex<KeptSecrets>,
     pub writer: Writer,
     pub zones: Zones,
     pub aws: Arc<Aws>,
