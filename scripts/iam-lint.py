@@ -32,6 +32,10 @@ def resolve(value, resources):
     if isinstance(value, dict):
         if "Fn::Sub" in value:
             text = value["Fn::Sub"]
+            if isinstance(text, list):
+                text, names = text
+                for name, replacement in names.items():
+                    text = text.replace("${" + name + "}", str(resolve(replacement, resources)))
             return re.sub(
                 r"\$\{([^}!]+)\}",
                 lambda m: PSEUDO.get(m.group(1), m.group(1)),

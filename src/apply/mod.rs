@@ -267,7 +267,7 @@ async fn replace_early_nodes(
     if !early.is_empty() {
         progress.line(&format!(
             "replaced {} that booted before their boot files were uploaded",
-            crate::diagnostic::plural(early.len(), "node")
+            crate::diagnostic::plural(early.len(), "machine")
         ));
     }
     Ok(early.len())

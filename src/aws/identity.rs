@@ -207,6 +207,18 @@ mod tests {
     }
 
     #[test]
+    fn sts_is_asked_in_the_regions_own_partition() {
+        assert_eq!(
+            crate::aws::sts_endpoint("us-west-2"),
+            "https://sts.us-west-2.amazonaws.com/"
+        );
+        assert_eq!(
+            crate::aws::sts_endpoint("cn-north-1"),
+            "https://sts.cn-north-1.amazonaws.com.cn/"
+        );
+    }
+
+    #[test]
     fn a_proof_never_prints_its_signature() {
         let proof = Proof {
             authorization: "AWS4-HMAC-SHA256 Credential=AKIA/x, SignedHeaders=host, Signature=abc"

@@ -120,6 +120,16 @@ impl Calls {
     }
 }
 
+/// STS's regional endpoint (the China regions are in their own partition).
+pub(crate) fn sts_endpoint(region: &str) -> String {
+    let suffix = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    format!("https://sts.{region}.{suffix}/")
+}
+
 /// Where and as whom to connect.
 #[derive(Debug, Clone, Default)]
 pub struct Connect {
@@ -243,10 +253,9 @@ impl Aws {
             dynamodb: client!(aws_sdk_dynamodb, Calls::Lease),
             route53_changes: Arc::new(AtomicUsize::new(0)),
             calls: Arc::new(AtomicUsize::new(0)),
-            sts: sdk.endpoint_url().map_or_else(
-                || format!("https://sts.{region}.amazonaws.com/"),
-                str::to_owned,
-            ),
+            sts: sdk
+                .endpoint_url()
+                .map_or_else(|| sts_endpoint(&region), str::to_owned),
             credentials: sdk.credentials_provider(),
             region,
             endpoint,
