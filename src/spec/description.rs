@@ -22,6 +22,10 @@ pub struct ClusterDescription {
     /// The scaler's latest decisions, oldest first, each with its reason.
     #[serde(default)]
     pub decisions: Vec<Decision>,
+    /// Why kick keeps its previous list of nodes rather than the last
+    /// EC2 read (a read that lists none, or too many gone at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes_held: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]

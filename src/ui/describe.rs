@@ -30,6 +30,9 @@ pub fn render(description: &ClusterDescription, source: &str, style: Style) -> S
         }
     }
     render_nodes(&mut out, description, style);
+    if let Some(held) = &description.nodes_held {
+        let _ = writeln!(out, "\n{} {held}", style.yellow("nodes held:"));
+    }
     render_decisions(&mut out, description, style);
     out
 }
@@ -239,6 +242,7 @@ mod tests {
                 ),
             ]),
             decisions,
+            nodes_held: Some("EC2 listed no node; keeping the 2 known".into()),
         };
         let text = render(&description, "live", Style::new(false));
         assert!(
@@ -247,6 +251,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("scaling decisions\n"), "{text}");
+        assert!(
+            text.contains("nodes held: EC2 listed no node; keeping the 2 known\n"),
+            "{text}"
+        );
         // The last ten, with their age; the two oldest left to --json.
         assert!(!text.contains("decision 1\n"), "{text}");
         assert!(text.contains(" 89s ago decision 11\n"), "{text}");

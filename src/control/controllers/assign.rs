@@ -550,11 +550,16 @@ pub fn spawn(kick: Arc<Kick>) -> tokio::task::AbortHandle {
                         let mut nodes = kick.nodes.lock().expect("nodes");
                         let before = (nodes.generation, nodes.held.clone());
                         nodes.replace_checked(list, in_group.as_ref());
-                        if nodes.held.is_some() && nodes.held != before.1 {
-                            eprintln!("kick: {}", nodes.held.as_deref().unwrap_or_default());
+                        let changed = nodes.generation != before.0;
+                        if nodes.held != before.1 {
+                            if let Some(held) = &nodes.held {
+                                eprintln!("kick: {held}");
+                            }
+                            // The description says why: made again.
+                            nodes.generation += 1;
                         }
                         let known: BTreeSet<String> = nodes.known.keys().cloned().collect();
-                        (nodes.generation != before.0, known)
+                        (changed, known)
                     };
                     // Reports of nodes that left go with them (a stale
                     // failure of a gone node must not fail a deploy).

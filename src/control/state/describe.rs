@@ -183,6 +183,7 @@ pub fn describe(kick: &Kick) -> ClusterDescription {
         apps,
         nodes,
         decisions,
+        nodes_held: kick.nodes.lock().expect("nodes").held.clone(),
     }
 }
 
