@@ -167,6 +167,11 @@ fn instance_paths(s: &Schemas) -> Value {
             "requestBody": json_body(&s.report),
             "responses": with_denied(json!({ "204": { "description": "noted" }, "400": error_response("malformed body"), "404": error_response("no such node in the cluster"), "413": error_response("body over 64 KiB"), "503": error_response("EC2 could not be reached, or this server is a standby") })),
         } },
+        "/v1/nodes/{id}/secrets/{app}/{service}": { "get": {
+            "operationId": "nodeSecrets", "summary": "The service's secrets as a Docker env file, for the node itself (by its proof of identity) while a replica of the service is placed on it; read from SSM by kick.",
+            "parameters": [parameter("id"), parameter("app"), parameter("service")],
+            "responses": with_denied(json!({ "200": { "description": "the env file", "content": { "text/plain": { "schema": { "type": "string" } } } }, "404": error_response("no such node or service in the cluster"), "422": error_response("a parameter SSM does not have, or a value an env file cannot carry (named, never shown)"), "503": error_response("SSM or EC2 could not be reached, or this server is a standby") })),
+        } },
         "/v1/records": {
             "put": {
                 "operationId": "putRecord", "summary": "Create or change one of the caller's records; answers once Route53 has committed it.",
