@@ -35,6 +35,10 @@ pub const AT_ONCE: usize = 16;
 /// (the node role may be replaced by an update of the stack).
 const EXPECTED_FOR: Duration = Duration::from_secs(10 * 60);
 
+/// How long reading whom proofs must come from may take while a value is
+/// known.
+const READ_LIMIT: Duration = Duration::from_secs(5);
+
 /// The stack's roles whose sessions are nodes, by logical id.
 pub const NODE_ROLES: &[&str] = &["NodeRole"];
 
@@ -94,15 +98,24 @@ impl Identities {
         if let Some(verdict) = self.remembered(&key) {
             return verdict.map_err(ProofError::Refused);
         }
+        let expected = self.expected(aws, cluster, EXPECTED_FOR).await?;
         let Ok(_permit) = self.checks.try_acquire() else {
             return Err(ProofError::Unavailable(
                 "too many proofs are being checked; try again".into(),
             ));
         };
-        let expected = self.expected(aws, cluster).await?;
         let client = self.client.get_or_init(client);
         let verdict = match check_proof(client, aws, proof, cluster).await {
-            Ok(caller) => accept(&caller, &expected),
+            Ok(caller) => match accept(&caller, &expected) {
+                // The node role or account may have changed under an
+                // update of the stack: read them again (at most once a
+                // minute) before refusing.
+                Err(ProofError::Refused(_)) if caller.session.starts_with("i-") => {
+                    let fresh = self.expected(aws, cluster, REFUSED_FOR).await?;
+                    accept(&caller, &fresh)
+                }
+                decided => decided,
+            },
             Err(err) => Err(err),
         };
         let until = match &verdict {
@@ -119,7 +132,9 @@ impl Identities {
             });
         let mut checked = self.checked.lock().expect("identities");
         if checked.len() >= LIMIT {
-            checked.retain(|_, (_, at)| *at > Instant::now());
+            // Refusals go first: a flood of forged proofs must not evict
+            // the real nodes' accepted ones.
+            checked.retain(|_, (verdict, until)| verdict.is_ok() && *until > Instant::now());
             if checked.len() >= LIMIT {
                 checked.clear();
             }
@@ -136,18 +151,44 @@ impl Identities {
             .map(|(verdict, _)| verdict.clone())
     }
 
-    /// Whom proofs must come from, read again every [`EXPECTED_FOR`].
-    async fn expected(&self, aws: &Aws, cluster: &str) -> Result<Expected, ProofError> {
+    /// Whom proofs must come from, read again when older than `age`. When
+    /// reading fails or takes over [`READ_LIMIT`] while a value is known,
+    /// the known value serves (a throttled CloudFormation must not lock
+    /// every node out), and is read again a minute later.
+    async fn expected(
+        &self,
+        aws: &Aws,
+        cluster: &str,
+        age: Duration,
+    ) -> Result<Expected, ProofError> {
         let mut held = self.expected.lock().await;
         if let Some((expected, at)) = held.as_ref()
-            && at.elapsed() < EXPECTED_FOR
+            && at.elapsed() < age
         {
             return Ok(expected.clone());
         }
         let client = self.client.get_or_init(client);
-        let fresh = expected(client, aws, cluster).await?;
-        *held = Some((fresh.clone(), Instant::now()));
-        Ok(fresh)
+        let read = tokio::time::timeout(READ_LIMIT, expected(client, aws, cluster)).await;
+        match (read, held.as_mut()) {
+            (Ok(Ok(fresh)), _) => {
+                *held = Some((fresh.clone(), Instant::now()));
+                Ok(fresh)
+            }
+            (failed, Some((known, at))) => {
+                if let Ok(Err(err)) = failed {
+                    eprintln!("kick: keeping the node role it knows: {err}");
+                }
+                // Tried again in a minute, not at every request.
+                *at = Instant::now()
+                    .checked_sub(EXPECTED_FOR - REFUSED_FOR)
+                    .unwrap_or(*at);
+                Ok(known.clone())
+            }
+            (Ok(Err(err)), None) => Err(err),
+            (Err(_), None) => Err(ProofError::Unavailable(
+                "reading the node role took too long; try again".into(),
+            )),
+        }
     }
 }
 
@@ -428,6 +469,34 @@ mod tests {
                 "{refused:?}"
             );
         }
+    }
+
+    /// A throttled or unreachable STS or CloudFormation must not lock every
+    /// node out: the node role kick knows serves until it can be read
+    /// again; with none known, the node hears 503 (kick's problem).
+    #[tokio::test]
+    async fn a_known_node_role_serves_while_it_cannot_be_read_again() {
+        let nowhere = crate::testing::aws("http://127.0.0.1:9", "us-west-2").await;
+        let identities = Identities::default();
+        *identities.expected.lock().await = Some((
+            Expected {
+                account: "123456789012".into(),
+                roles: vec!["huxley-web-NodeRole-1".into()],
+            },
+            Instant::now(),
+        ));
+        let kept = identities
+            .expected(&nowhere, "web", Duration::ZERO)
+            .await
+            .expect("the known role");
+        assert_eq!(kept.roles, ["huxley-web-NodeRole-1"]);
+        let unknown = Identities::default()
+            .expected(&nowhere, "web", Duration::ZERO)
+            .await;
+        assert!(
+            matches!(unknown, Err(ProofError::Unavailable(_))),
+            "{unknown:?}"
+        );
     }
 
     #[test]

@@ -291,11 +291,13 @@ impl<C: Commands> Runtime for Systemd<C> {
     }
 
     async fn stop(&mut self, replica: &ReplicaSpec) -> Result<(), String> {
-        self.systemctl(&["stop", &format!("{}.service", replica.instance())])
-            .await?;
+        let stopped = self
+            .systemctl(&["stop", &format!("{}.service", replica.instance())])
+            .await;
+        // Gone from this node whether or not systemd said so.
         let _ = std::fs::remove_file(self.env_file(replica));
         super::forget_secrets(replica);
-        Ok(())
+        stopped.map(|_| ())
     }
 
     async fn observe(&mut self, replica: &ReplicaSpec) -> Observed {

@@ -238,6 +238,11 @@ pub async fn known(kick: &Kick, id: &str) -> Result<bool, crate::aws::AwsError> 
     }
     let list = kick.aws.cluster_nodes(&kick.config.cluster.name).await?;
     let mut nodes = kick.nodes.lock().expect("nodes");
+    let held = nodes.held.clone();
     nodes.replace(list);
+    if nodes.held != held {
+        // The description says why: made again.
+        nodes.generation += 1;
+    }
     Ok(nodes.known.contains_key(id))
 }
