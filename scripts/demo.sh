@@ -87,16 +87,23 @@ service="${CARGO_TARGET_DIR:-target}/debug/huxley-test-service"
 mapfile -t nodes < <(.venv/bin/python - <<'PY'
 import boto3
 reservations = boto3.client("ec2", region_name="us-west-2").describe_instances(
-    Filters=[{"Name": "tag:huxley:cluster", "Values": ["acme"]}, {"Name": "tag:huxley:role", "Values": ["node"]},
+    Filters=[{"Name": "tag:huxley:cluster", "Values": ["acme"]},
              {"Name": "instance-state-name", "Values": ["running"]}])["Reservations"]
-role = boto3.client("cloudformation", region_name="us-west-2").describe_stack_resource(
-    StackName="huxley-acme", LogicalResourceId="NodeRole")["StackResourceDetail"]["PhysicalResourceId"]
+# The node group's machines, not the control plane's.
+def group(instance):
+    return {t["Key"]: t["Value"] for t in instance.get("Tags", [])}.get("huxley:role")
+role = next(r["PhysicalResourceId"] for r in boto3.client("cloudformation", region_name="us-west-2")
+            .list_stack_resources(StackName="huxley-acme")["StackResourceSummaries"] if r["LogicalResourceId"] == "NodeRole")
 sts = boto3.client("sts", region_name="us-west-2")
-for node in sorted(i["InstanceId"] for r in reservations for i in r["Instances"]):
+for node in sorted(i["InstanceId"] for r in reservations for i in r["Instances"] if group(i) == "node"):
     c = sts.assume_role(RoleArn=f"arn:aws:iam::123456789012:role/{role}", RoleSessionName=node)["Credentials"]
     print(node, c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"])
 PY
 )
+if [ "${#nodes[@]}" -ne 3 ]; then
+  echo "error: expected the node group's 3 nodes and their credentials, found ${#nodes[@]}" >&2
+  exit 1
+fi
 for i in "${!nodes[@]}"; do
   read -r node key secret token <<<"${nodes[$i]}"
   # On a node, the identity comes from the instance metadata; here, flags.
