@@ -51,6 +51,7 @@ cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   kill "$HUXLEY_EMULATOR_PID" 2>/dev/null || true
+  huxley_remove_build_sandbox
   huxley_stop_started
   rm -rf "$work"
 }

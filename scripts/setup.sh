@@ -132,6 +132,21 @@ huxley_registry_up() {
   python3 -c 'import urllib.request; urllib.request.urlopen("http://127.0.0.1:5000/v2/", timeout=2)' >/dev/null 2>&1
 }
 
+# Removes what a hook server made on this host for its builds: the
+# huxley-build network and its bridge's firewall rules (src/hook/sandbox.rs).
+huxley_remove_build_sandbox() {
+  local rule
+  docker network rm huxley-build >/dev/null 2>&1 || true
+  while iptables -w -D INPUT -i hx-build0 -j REJECT 2>/dev/null; do :; done
+  while ip6tables -w -D INPUT -i hx-build0 -j REJECT 2>/dev/null; do :; done
+  iptables -w -S DOCKER-USER 2>/dev/null | grep -- '-i hx-build0' | sed 's/^-A /-D /' |
+    while read -r rule; do
+      # shellcheck disable=SC2086 # the rule's words, as iptables printed them
+      iptables -w $rule 2>/dev/null || true
+    done
+  return 0
+}
+
 # Stops what huxley_setup_containers started (for an EXIT trap).
 huxley_stop_started() {
   local pid
