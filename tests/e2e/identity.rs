@@ -184,24 +184,33 @@ fn a_node_acts_only_for_itself_proved_through_sts_and_reads_only_its_secrets() {
     // Secrets: a node asks kick, as itself, for those of a service placed
     // on it; kick reads SSM, nodes cannot.
     let file = live.dir.join("blog-web-1.env");
-    let secrets = |unit: &str, node: &str, credentials: &[(String, String)]| {
+    // `huxley node secrets` as node `node` with `credentials`, asking the
+    // kick server at `at`, writing `out`.
+    let node_secrets = |at: &str,
+                        out: &std::path::Path,
+                        unit: &str,
+                        node: &str,
+                        credentials: &[(String, String)]| {
         Test::new(&[
             "node",
             "secrets",
             "--unit",
             unit,
             "--out",
-            &file.display().to_string(),
+            &out.display().to_string(),
             "--config",
             &live.kick_toml.display().to_string(),
             "--kick",
-            kick,
+            at,
             "--node",
             node,
         ])
         .env(&live.env)
         .env(credentials)
         .run()
+    };
+    let secrets = |unit: &str, node: &str, credentials: &[(String, String)]| {
+        node_secrets(kick, &file, unit, node, credentials)
     };
     let missing = secrets("blog-web", &a, &a_credentials);
     missing.code(1);
@@ -237,25 +246,7 @@ fn a_node_acts_only_for_itself_proved_through_sts_and_reads_only_its_secrets() {
     // With the control plane away, a restart keeps the file it has; with
     // none, it cannot start.
     let nowhere = format!("http://127.0.0.1:{}", huxley::testing::free_port());
-    let away = |out: &std::path::Path| {
-        Test::new(&[
-            "node",
-            "secrets",
-            "--unit",
-            "blog-web",
-            "--out",
-            &out.display().to_string(),
-            "--config",
-            &live.kick_toml.display().to_string(),
-            "--kick",
-            &nowhere,
-            "--node",
-            &a,
-        ])
-        .env(&live.env)
-        .env(&a_credentials)
-        .run()
-    };
+    let away = |out: &std::path::Path| node_secrets(&nowhere, out, "blog-web", &a, &a_credentials);
     let kept = away(&file);
     kept.code(0);
     assert!(
