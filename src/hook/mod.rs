@@ -28,6 +28,7 @@
 
 pub mod build;
 mod landing;
+mod reuse;
 pub mod sandbox;
 pub mod server;
 
@@ -496,6 +497,12 @@ struct Built<'a> {
     timeout: std::time::Duration,
 }
 
+/// Each built service's image, and a digest of what it was built from.
+type Images = (
+    std::collections::BTreeMap<String, String>,
+    std::collections::BTreeMap<String, String>,
+);
+
 /// How often a deploy's progress is asked for.
 const POLL: std::time::Duration = std::time::Duration::from_millis(300);
 
@@ -546,6 +553,22 @@ impl<B: crate::hook::build::Builder> Deployer<B> {
                 ask.app
             ));
         }
+        crate::tls::ensure_provider();
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| e.to_string())?;
+        // What each service runs now, and what it was built from.
+        let running = match reuse::releases(&client, &self.kick_url, &self.token, &ask.app).await {
+            Ok(releases) => reuse::running(&releases),
+            Err(err) => {
+                say(format!(
+                    "cannot read what {} runs now ({err}): every service is built",
+                    ask.app
+                ));
+                std::collections::BTreeMap::new()
+            }
+        };
         if self.registry.contains(".dkr.ecr.") {
             let password = self
                 .aws
@@ -562,8 +585,8 @@ impl<B: crate::hook::build::Builder> Deployer<B> {
         // A pusher who goes away (the SSH session ends) stops the build,
         // and nothing is deployed: a rollout starts only for a pusher who
         // waits for it (and whose branch moves when it succeeds).
-        let images = tokio::select! {
-            built = self.build_all(ask, &built, &repository, say) => built?,
+        let (images, sources) = tokio::select! {
+            built = self.build_all(ask, &built, &running, &repository, say) => built?,
             () = went_away(gone.clone()) => {
                 return Err(format!(
                     "the pusher went away during the build of {short}: the build was stopped and nothing was deployed"
@@ -590,14 +613,10 @@ impl<B: crate::hook::build::Builder> Deployer<B> {
         let request = crate::spec::release::DeployRequest {
             commit: Some(ask.commit.clone()),
             images,
+            sources,
             by: Some(by),
             rollback_to: None,
         };
-        crate::tls::ensure_provider();
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .map_err(|e| e.to_string())?;
         follow(
             &client,
             &self.kick_url,
@@ -609,18 +628,23 @@ impl<B: crate::hook::build::Builder> Deployer<B> {
         .await
     }
 
-    /// Builds and pushes each built service's image; each pinned by digest.
+    /// Builds and pushes each built service's image, each pinned by
+    /// digest, with a digest of what it was built from; a service whose
+    /// build context is the one its running image was built from keeps
+    /// that image, unbuilt.
     async fn build_all(
         &self,
         ask: &DeployAsk,
         built: &[Built<'_>],
+        running: &std::collections::BTreeMap<String, reuse::Running>,
         repository: &str,
         say: crate::hook::build::Lines<'_>,
-    ) -> Result<std::collections::BTreeMap<String, String>, String> {
+    ) -> Result<Images, String> {
         let short = crate::spec::release::short(&ask.commit).to_owned();
         // Tags are immutable in ECR: the commit and when it was built.
         let built_at = crate::clock::unix_seconds();
         let mut images = std::collections::BTreeMap::new();
+        let mut sources = std::collections::BTreeMap::new();
         for &Built {
             name,
             context,
@@ -630,6 +654,28 @@ impl<B: crate::hook::build::Builder> Deployer<B> {
             let dir = build_context(&ask.source, context).map_err(|why| {
                 format!("{name} builds from `{context}`, which {why} in commit {short}")
             })?;
+            let source = match reuse::context_digest(&dir) {
+                Ok(source) => Some(source),
+                Err(err) => {
+                    say(format!("{name}: {err}; it is built"));
+                    None
+                }
+            };
+            if let Some(now) = running.get(name.as_str())
+                && now.source.is_some()
+                && now.source == source
+            {
+                let since = now.commit.as_deref().map_or(String::new(), |c| {
+                    format!(" ({})", crate::spec::release::short(c))
+                });
+                say(format!(
+                    "{name}: nothing changed in `{context}` since v{}{since}: it keeps its image, unbuilt",
+                    now.release
+                ));
+                images.insert(name.clone(), now.image.clone());
+                sources.extend(source.map(|s| (name.clone(), s)));
+                continue;
+            }
             say(format!("building {name} from {context}"));
             let tag = format!("{repository}:{name}-{}-{built_at}", ask.commit);
             // Dropping the build at the deadline kills the docker CLI,
@@ -645,8 +691,9 @@ impl<B: crate::hook::build::Builder> Deployer<B> {
                 .map_err(|e| format!("the build of {name} failed: {e}"))?;
             say(format!("pushed {name}: {pinned}"));
             images.insert(name.clone(), pinned);
+            sources.extend(source.map(|s| (name.clone(), s)));
         }
-        Ok(images)
+        Ok((images, sources))
     }
 }
 

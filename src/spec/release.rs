@@ -66,6 +66,10 @@ pub struct Release {
     pub outcome: Outcome,
     /// Each built service's image, pinned by digest.
     pub images: BTreeMap<String, String>,
+    /// A digest of each built service's build context (what its image
+    /// was built from), so a push of the same files keeps the image.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, String>,
     /// What each service ran before.
     #[serde(default)]
     pub previous: BTreeMap<String, String>,
@@ -90,6 +94,10 @@ pub struct DeployRequest {
     /// (`registry/repository@sha256:…`).
     #[serde(default)]
     pub images: BTreeMap<String, String>,
+    /// A digest of each built service's build context
+    /// (`sha256:` and 64 hex digits).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, String>,
     /// The pusher's SSH key fingerprint.
     #[serde(default)]
     pub by: Option<String>,

@@ -376,8 +376,15 @@ deploy = { timeout = "15s", drain = "1s" }
         .expect("utf-8")
         .trim()
         .to_owned();
+    // Not built again: the release recorded what web was built from.
+    // (Docker's cache cannot promise the same image: a new leader's
+    // builder has none, and the same files rebuilt get a new digest.)
     let (pushed, said) = push(&work, &remote, &key, port, "main");
     assert!(pushed, "{said}");
+    assert!(
+        said.contains("web: nothing changed in `.` since v2 (") && !said.contains("building web"),
+        "{said}"
+    );
     assert!(
         said.contains("nothing to deploy: shop's services already run these images"),
         "{said}"

@@ -42,12 +42,13 @@ fn prepare(
     }
     let current = deploys.current(app);
     let releases = deploys.history.get(app).map(Vec::as_slice).unwrap_or(&[]);
-    let (images, commit, by, rollback_of) = match request.rollback_to {
+    let (images, sources, commit, by, rollback_of) = match request.rollback_to {
         Some(target) => {
             let running = current.values().map(|(id, _)| *id).max();
             let chosen = rollback_target(scope, app, releases, running, target, &built)?;
             (
                 chosen.images.clone(),
+                chosen.sources.clone(),
                 chosen.commit.clone(),
                 Some("admin".to_owned()),
                 Some(chosen.id),
@@ -55,7 +56,13 @@ fn prepare(
         }
         None => {
             check_new_release(scope, app, &request, &built)?;
-            (request.images, request.commit, request.by, None)
+            (
+                request.images,
+                request.sources,
+                request.commit,
+                request.by,
+                None,
+            )
         }
     };
     if images.is_empty() {
@@ -78,6 +85,7 @@ fn prepare(
         finished: None,
         outcome: Outcome::Running,
         images,
+        sources,
         previous,
         replaced: 0,
         reason: None,
@@ -243,6 +251,21 @@ fn check_sources(
         return Err(refuse(
             StatusCode::BAD_REQUEST,
             "the pusher's fingerprint must be one printable line of at most 200 bytes",
+        ));
+    }
+    if let Some((service, source)) = request.sources.iter().find(|(service, source)| {
+        !request.images.contains_key(*service)
+            || !source.strip_prefix("sha256:").is_some_and(|hex| {
+                hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            })
+    }) {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{}'s source {} must be `sha256:` and 64 lowercase hex digits, for a service the request names an image for",
+                service.escape_debug(),
+                source.escape_debug()
+            ),
         ));
     }
     Ok(())
@@ -452,6 +475,7 @@ port = 6379
                 .iter()
                 .map(|(s, i)| ((*s).to_owned(), (*i).to_owned()))
                 .collect(),
+            sources: BTreeMap::new(),
             previous: BTreeMap::new(),
             replaced: 0,
             reason: None,
@@ -489,10 +513,32 @@ port = 6379
                     .map(|(s, i)| ((*s).to_owned(), i.clone()))
                     .collect(),
                 by: by.map(str::to_owned),
-                rollback_to: None,
+                ..DeployRequest::default()
             };
             check_sources(registry, "acme", "shop", &request).map_err(|r| r.status())
         };
+        let with_source = |service: &str, source: String| {
+            let request = DeployRequest {
+                images: [("web".to_owned(), image(1))].into(),
+                sources: [(service.to_owned(), source)].into(),
+                ..DeployRequest::default()
+            };
+            check_sources(registry, "acme", "shop", &request).map_err(|r| r.status())
+        };
+        let digest = format!("sha256:{}", "0a".repeat(32));
+        assert_eq!(with_source("web", digest.clone()), Ok(()));
+        for (service, source) in [
+            ("api", digest.clone()),
+            ("web", digest.to_uppercase()),
+            ("web", format!("{digest}\nX=1")),
+            ("web", "sha256:0a".into()),
+        ] {
+            assert_eq!(
+                with_source(service, source.clone()),
+                Err(StatusCode::BAD_REQUEST),
+                "{service} {source:?}"
+            );
+        }
         let commit = "a".repeat(40);
         assert_eq!(
             ask(&[("web", image(1))], Some(&commit), Some("SHA256:abc")),
@@ -569,7 +615,7 @@ port = 6379
             ]
             .into(),
             by: Some("SHA256:x".into()),
-            rollback_to: None,
+            ..DeployRequest::default()
         };
         let empty = Deploys::default();
         let release = prepare(
@@ -650,8 +696,10 @@ port = 6379
             v.iter().map(|(s, i)| (*s, i.as_str())).collect()
         }
         let (one, two, three) = (both(1, 2), both(3, 4), both(5, 6));
+        let mut first = release(1, Outcome::Succeeded, &pairs(&one));
+        first.sources = [("web".to_owned(), format!("sha256:{}", "1".repeat(64)))].into();
         let deploys = history(vec![
-            release(1, Outcome::Succeeded, &pairs(&one)),
+            first,
             release(2, Outcome::Succeeded, &pairs(&two)),
             release(3, Outcome::RolledBack, &pairs(&three)),
         ]);
@@ -664,6 +712,12 @@ port = 6379
         assert_eq!(redeploy.id, 4);
         assert_eq!(redeploy.rollback_of, Some(1));
         assert_eq!(redeploy.images["web"], image(1));
+        // What it was built from goes with it: a push of those files
+        // again keeps the image.
+        assert_eq!(
+            redeploy.sources["web"],
+            format!("sha256:{}", "1".repeat(64))
+        );
         assert_eq!(redeploy.previous["web"], image(3));
         assert_eq!(redeploy.by.as_deref(), Some("admin"));
         // A rolled-back release is no target; nor is one that never was.

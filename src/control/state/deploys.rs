@@ -97,6 +97,7 @@ mod tests {
                 format!("r/huxley-c/shop@sha256:{id:064}"),
             )]
             .into(),
+            sources: BTreeMap::new(),
             previous: BTreeMap::new(),
             replaced: 0,
             reason: None,
