@@ -42,6 +42,7 @@ pub struct AssignedReplica {
 #[serde(deny_unknown_fields)]
 pub struct NodeReport {
     /// The assignment generation the node has applied.
+    #[serde(deserialize_with = "crate::spec::integral::value")]
     pub generation: u64,
     pub replicas: Vec<ReplicaReport>,
 }
@@ -51,6 +52,7 @@ pub struct NodeReport {
 pub struct ReplicaReport {
     pub app: String,
     pub service: String,
+    #[serde(deserialize_with = "crate::spec::integral::value")]
     pub replica: u32,
     pub state: ReplicaState,
     /// Why it failed: the last exit, or the image pull's error.
@@ -62,9 +64,9 @@ pub struct ReplicaReport {
     #[serde(default)]
     pub version: Option<String>,
     /// CPU used, in thousandths of a core.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::spec::integral::option")]
     pub cpu_millis: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::spec::integral::option")]
     pub memory_mib: Option<u64>,
 }
 

@@ -5,6 +5,7 @@
 pub mod assignment;
 pub mod description;
 pub mod envfile;
+pub mod integral;
 pub mod keys;
 pub mod kick;
 pub mod manifest;

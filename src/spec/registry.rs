@@ -29,7 +29,7 @@ pub struct Registration {
     #[schemars(schema_with = "ip_schema")]
     pub address: IpAddr,
     #[schemars(range(min = 1))]
-    #[serde(deserialize_with = "integral::value")]
+    #[serde(deserialize_with = "crate::spec::integral::value")]
     pub port: u16,
     /// The deployed version (commit, image tag or digest): letters, digits
     /// and `._:@+/-`, at most 128 characters.
@@ -38,7 +38,7 @@ pub struct Registration {
     pub version: Option<String>,
     /// The replica number (`<unit>@<n>`) when a node agent runs it; kick
     /// keeps each replica on its node across restarts and failovers by it.
-    #[serde(default, deserialize_with = "integral::option")]
+    #[serde(default, deserialize_with = "crate::spec::integral::option")]
     #[schemars(range(min = 1, max = 10_000))]
     pub replica: Option<u32>,
 }
@@ -106,39 +106,10 @@ pub struct RecordRequest {
     #[schemars(extend("enum" = ["A", "AAAA", "CNAME", "SRV", "TXT"]))]
     pub kind: String,
     /// Time to live in seconds; default 60.
-    #[serde(default, deserialize_with = "integral::option")]
+    #[serde(default, deserialize_with = "crate::spec::integral::option")]
     #[schemars(range(min = 0, max = 2_147_483_647))]
     pub ttl: Option<i64>,
     /// The record's values; ignored on delete.
     #[serde(default)]
     pub values: Vec<String>,
-}
-
-/// Whole numbers in JSON: JSON Schema counts `3412.0` as an integer (a
-/// number with no fraction), so the API accepts it wherever its schema
-/// says integer.
-mod integral {
-    use serde::{Deserialize, Deserializer, de::Error};
-
-    /// A whole number, written with or without `.0`.
-    pub fn value<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<T, D::Error> {
-        let number = serde_json::Number::deserialize(d)?;
-        let whole = number
-            .as_i64()
-            .or_else(|| {
-                number
-                    .as_f64()
-                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-                    .map(|f| f as i64)
-            })
-            .ok_or_else(|| D::Error::custom(format!("{number} is not a whole number")))?;
-        T::try_from(whole).map_err(|_| D::Error::custom(format!("{whole} is out of range")))
-    }
-
-    /// An optional whole number.
-    pub fn option<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<Option<T>, D::Error> {
-        #[derive(Deserialize)]
-        struct Wrapped<T: TryFrom<i64>>(#[serde(deserialize_with = "value")] T);
-        Ok(Option::<Wrapped<T>>::deserialize(d)?.map(|Wrapped(v)| v))
-    }
 }

@@ -103,7 +103,7 @@ pub struct DeployRequest {
     pub by: Option<String>,
     /// Redeploy this earlier release instead (0: the one before the
     /// current release).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::spec::integral::option")]
     pub rollback_to: Option<u64>,
 }
 
@@ -213,6 +213,19 @@ mod tests {
     use super::*;
 
     const HEX: &str = "2850f9785568690e626e9b1a2079a64b8507358302810817b3f7f0c63299c405";
+
+    /// Regression (schemathesis, ST202): `3322.0` is an integer to JSON
+    /// Schema, and the API refused it with 400.
+    #[test]
+    fn a_rollback_to_a_whole_number_written_with_a_fraction_is_accepted() {
+        let ask = |text: &str| serde_json::from_str::<DeployRequest>(text).map(|r| r.rollback_to);
+        assert_eq!(ask(r#"{"rollback_to": 3322.0}"#).ok(), Some(Some(3322)));
+        assert_eq!(ask(r#"{"rollback_to": 2}"#).ok(), Some(Some(2)));
+        assert_eq!(ask(r#"{"rollback_to": null}"#).ok(), Some(None));
+        assert_eq!(ask("{}").ok(), Some(None));
+        assert!(ask(r#"{"rollback_to": 2.5}"#).is_err());
+        assert!(ask(r#"{"rollback_to": -1}"#).is_err());
+    }
 
     #[test]
     fn a_history_names_its_writer_and_one_written_before_still_reads() {
