@@ -3,7 +3,8 @@
 #   cfn-lint (no errors or warnings), checkov and parliament (every IAM
 #   policy, scripts/iam-lint.py) on the templates,
 #   the git hooks through shellcheck, systemd-analyze verify on the units,
-#   and the official Ignition 3.4 JSON Schema on the Ignition configs.
+#   and the official Ignition 3.4 JSON Schema on the Ignition configs;
+#   `huxley validate --format sarif` against the SARIF 2.1.0 schema.
 # Also builds one example as YAML and checks it with cfn-lint and against
 # the JSON template. Prints one line per check and a closing count; exits 1
 # if any check failed. Expects scripts/setup.sh to have installed the tools.
@@ -79,6 +80,25 @@ sys.exit(1 if errors else 0)
 PY
 }
 
+# `huxley validate --format sarif` against the SARIF 2.1.0 schema (OASIS),
+# for a file with errors, one with warnings and a valid one.
+sarif_schema() {
+  local log="$work/validate.sarif"
+  "$huxley" validate --format sarif -f "$1" > "$log" 2> /dev/null
+  "$venv/python" - "$log" <<'PY'
+import json, sys
+import jsonschema
+schema = json.load(open("schemas/sarif-2.1.0.schema.json"))
+log = json.load(open(sys.argv[1]))
+validator = jsonschema.validators.validator_for(schema)
+validator.check_schema(schema)
+errors = sorted(validator(schema).iter_errors(log), key=lambda e: list(e.path))
+for error in errors:
+    print("/".join(map(str, error.path)) + ": " + error.message)
+sys.exit(1 if errors else 0)
+PY
+}
+
 yaml_matches_json() {
   "$venv/python" - "$1" "$2" <<'PY'
 import json, sys
@@ -101,6 +121,10 @@ for golden in golden/*/; do
   check "systemd-analyze verify $golden/units" verify_units "$golden/units"
   check "ignition schema $golden/ignition/node.ign" ignition_schema "$golden/ignition/node.ign"
   check "ignition schema $golden/ignition/control.ign" ignition_schema "$golden/ignition/control.ign"
+done
+
+for file in tests/invalid/three-mistakes.toml tests/warnings/env-looks-secret.toml examples/blog/huxley.toml; do
+  check "sarif schema: validate --format sarif $file" sarif_schema "$file"
 done
 
 "$huxley" build -f examples/blog/huxley.toml -o "$work/yaml" --format yaml > /dev/null

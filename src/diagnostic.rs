@@ -167,6 +167,167 @@ impl Report<'_> {
     }
 }
 
+/// Where a byte offset is: 1-based line and column, the column counted
+/// in characters (Unicode code points).
+fn line_column(source: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(source.len());
+    while !source.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &source[..offset];
+    let line = before.matches('\n').count() + 1;
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[start..].chars().count() + 1)
+}
+
+/// A diagnostic's message with its `help:` and `note:` lines, for formats
+/// that show no snippet.
+fn full_message(d: &Diagnostic) -> String {
+    let mut text = d.message.clone();
+    if let Some(label) = d.labels.iter().find(|l| l.primary && !l.message.is_empty()) {
+        text.push_str(&format!(" ({})", label.message));
+    }
+    for note in &d.notes {
+        text.push('\n');
+        text.push_str(note);
+    }
+    text
+}
+
+/// The rule every result of `huxley validate` reports under in SARIF.
+pub const SARIF_RULE: &str = "huxley/config";
+
+impl Report<'_> {
+    /// The diagnostics as GitHub Actions workflow commands
+    /// (`::error file=…,line=…,col=…,endLine=…,endColumn=…::message`), one
+    /// a line, which the runner shows as annotations on the file.
+    pub fn github(&self) -> String {
+        // Workflow commands' escaping: data escapes %, CR and LF;
+        // properties also `:` and `,`.
+        let data = |s: &str| {
+            s.replace('%', "%25")
+                .replace('\r', "%0D")
+                .replace('\n', "%0A")
+        };
+        let property = |s: &str| data(s).replace(':', "%3A").replace(',', "%2C");
+        let mut out = String::new();
+        for d in self.diagnostics {
+            let level = match d.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+            };
+            let mut properties = vec![format!("file={}", property(self.path))];
+            if let Some(label) = d.labels.iter().find(|l| l.primary) {
+                let (line, col) = line_column(self.source, label.span.start);
+                let (end_line, end_col) = line_column(self.source, label.span.end);
+                properties.push(format!("line={line}"));
+                properties.push(format!("col={col}"));
+                properties.push(format!("endLine={end_line}"));
+                properties.push(format!("endColumn={end_col}"));
+            }
+            properties.push(format!("title={}", property("huxley validate")));
+            out.push_str(&format!(
+                "::{level} {}::{}\n",
+                properties.join(","),
+                data(&full_message(d))
+            ));
+        }
+        out
+    }
+
+    /// The diagnostics as a SARIF 2.1.0 log, for code scanning.
+    pub fn sarif(&self, version: &str) -> serde_json::Value {
+        use serde_json::json;
+        let uri = uri_reference(self.path);
+        let region = |span: &Range<usize>| {
+            let (start_line, start_column) = line_column(self.source, span.start);
+            let (end_line, end_column) = line_column(self.source, span.end.max(span.start));
+            json!({
+                "startLine": start_line,
+                "startColumn": start_column,
+                "endLine": end_line,
+                "endColumn": end_column,
+            })
+        };
+        let location = |span: &Range<usize>| {
+            json!({
+                "physicalLocation": {
+                    "artifactLocation": { "uri": uri },
+                    "region": region(span),
+                }
+            })
+        };
+        let results: Vec<serde_json::Value> = self
+            .diagnostics
+            .iter()
+            .map(|d| {
+                let mut result = json!({
+                    "ruleId": SARIF_RULE,
+                    "ruleIndex": 0,
+                    "level": match d.severity {
+                        Severity::Error => "error",
+                        Severity::Warning => "warning",
+                    },
+                    "message": { "text": full_message(d) },
+                    "locations": d.labels.iter().filter(|l| l.primary)
+                        .map(|l| location(&l.span)).collect::<Vec<_>>(),
+                });
+                let related: Vec<serde_json::Value> = d
+                    .labels
+                    .iter()
+                    .filter(|l| !l.primary)
+                    .enumerate()
+                    .map(|(i, l)| {
+                        let mut related = location(&l.span);
+                        related["id"] = json!(i);
+                        related["message"] = json!({ "text": l.message });
+                        related
+                    })
+                    .collect();
+                if !related.is_empty() {
+                    result["relatedLocations"] = json!(related);
+                }
+                result
+            })
+            .collect();
+        json!({
+            "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+            "version": "2.1.0",
+            "runs": [{
+                "tool": {
+                    "driver": {
+                        "name": "huxley",
+                        "version": version,
+                        "rules": [{
+                            "id": SARIF_RULE,
+                            "name": "HuxleyConfig",
+                            "shortDescription": { "text": "huxley.toml breaks a rule of its format" },
+                            "fullDescription": { "text": "What `huxley validate` checks: the file's syntax, every key and value against the reference, names, ports, quotas and references between services. Each result says how to fix it." },
+                            "defaultConfiguration": { "level": "error" },
+                        }],
+                    }
+                },
+                "columnKind": "unicodeCodePoints",
+                "results": results,
+            }]
+        })
+    }
+}
+
+/// A path as a URI reference: unreserved characters and `/` as they are,
+/// every other byte percent-encoded.
+fn uri_reference(path: &str) -> String {
+    let mut out = String::new();
+    for byte in path.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// `1 error`, `3 errors`.
 pub fn plural(n: usize, noun: &str) -> String {
     if n == 1 {
@@ -237,6 +398,74 @@ mod tests {
         assert!(text.contains("^^^ here"), "{text}");
         assert!(text.contains("= help: remove it"), "{text}");
         assert!(text.ends_with("x.toml: 1 error\n"), "{text}");
+    }
+
+    fn two_problems() -> (&'static str, Vec<Diagnostic>) {
+        let source = "a = 1\n[x]\nbäd = \"y,z\"\n";
+        let d = vec![
+            Diagnostic::error("unknown key `bäd`: 50%, or a:b")
+                .at(10..14, "here")
+                .also(0..1, "first here")
+                .help("remove it"),
+            Diagnostic::warning("section `x` is empty").at(6..9, ""),
+        ];
+        (source, d)
+    }
+
+    #[test]
+    fn github_annotations_name_file_line_and_column_escaped() {
+        let (source, d) = two_problems();
+        let text = Report {
+            path: "dir, one/huxley.toml",
+            source,
+            redact: &[],
+            diagnostics: &d,
+        }
+        .github();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "::error file=dir%2C one/huxley.toml,line=3,col=1,endLine=3,endColumn=4,title=huxley validate::unknown key `bäd`: 50%25, or a:b (here)%0Ahelp: remove it",
+                "::warning file=dir%2C one/huxley.toml,line=2,col=1,endLine=2,endColumn=4,title=huxley validate::section `x` is empty",
+            ]
+        );
+    }
+
+    #[test]
+    fn sarif_has_one_result_per_problem_with_its_region() {
+        let (source, d) = two_problems();
+        let log = Report {
+            path: "dir one/huxley.toml",
+            source,
+            redact: &[],
+            diagnostics: &d,
+        }
+        .sarif("1.2.3");
+        assert_eq!(log["version"], "2.1.0");
+        let run = &log["runs"][0];
+        assert_eq!(run["tool"]["driver"]["version"], "1.2.3");
+        let results = run["results"].as_array().expect("results");
+        assert_eq!(results.len(), 2);
+        assert_eq!(results[0]["level"], "error");
+        assert_eq!(results[1]["level"], "warning");
+        let location = &results[0]["locations"][0]["physicalLocation"];
+        assert_eq!(location["artifactLocation"]["uri"], "dir%20one/huxley.toml");
+        assert_eq!(
+            location["region"],
+            serde_json::json!({ "startLine": 3, "startColumn": 1, "endLine": 3, "endColumn": 4 })
+        );
+        assert_eq!(
+            results[0]["relatedLocations"][0]["message"]["text"],
+            "first here"
+        );
+        assert!(
+            results[0]["message"]["text"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("(here)\nhelp: remove it")),
+            "{}",
+            results[0]["message"]
+        );
     }
 
     #[test]

@@ -42,6 +42,12 @@ enum Command {
     Validate {
         #[command(flatten)]
         file: FileArg,
+        /// How problems are printed: `text` (with the source line, on
+        /// standard error), `github` (GitHub Actions annotations on
+        /// standard output) or `sarif` (a SARIF 2.1.0 log on standard
+        /// output, for code scanning).
+        #[arg(long, value_enum, default_value_t = Problems::Text)]
+        format: Problems,
     },
     /// Compile huxley.toml into the cluster's artifacts.
     ///
@@ -75,9 +81,15 @@ enum Command {
         file: FileArg,
         #[command(flatten)]
         aws: AwsArgs,
-        /// Print the plan as JSON (schemas/plan.schema.json).
-        #[arg(long)]
+        /// Print the plan as JSON (schemas/plan.schema.json); the same as
+        /// `--format json`.
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// How the plan is printed: `text`, `json` or `markdown` (a
+        /// pull-request comment's body, diffs collapsed, at most 60,000
+        /// characters).
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
         /// Save the plan, for `huxley apply PLANFILE`.
         #[arg(long, value_name = "PLANFILE")]
         out: Option<PathBuf>,
@@ -554,6 +566,25 @@ enum Format {
     Yaml,
 }
 
+/// How `huxley plan` prints the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PlanFormat {
+    Text,
+    Json,
+    Markdown,
+}
+
+/// How `huxley validate` prints problems.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Problems {
+    /// With the source line and a caret, for people.
+    Text,
+    /// GitHub Actions workflow commands: annotations on the file.
+    Github,
+    /// A SARIF 2.1.0 log, for code scanning.
+    Sarif,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Color {
     /// Colour when writing to a terminal and NO_COLOR is unset.
@@ -580,7 +611,12 @@ pub fn main() -> ExitCode {
 /// Runs one command.
 fn run(cli: Cli) -> Outcome {
     match cli.command {
-        Command::Validate { file } => pipeline::validate(&file.path, cli.color),
+        Command::Validate { file, format } => match format {
+            Problems::Text => pipeline::validate(&file.path, cli.color),
+            Problems::Github | Problems::Sarif => {
+                pipeline::validate_for_ci(&file.path, format == Problems::Sarif)
+            }
+        },
         Command::Build {
             file,
             out,
@@ -591,12 +627,13 @@ fn run(cli: Cli) -> Outcome {
             file,
             aws,
             json,
+            format,
             out,
             detailed_exitcode,
             refresh_image,
         } => {
             let options = pipeline::PlanArgs {
-                json,
+                format: if json { PlanFormat::Json } else { format },
                 out,
                 detailed_exitcode,
                 refresh_image,
@@ -803,18 +840,7 @@ fn print(text: &str) -> Outcome {
 /// Reads and checks a huxley.toml, printing its diagnostics; the model
 /// when it is valid.
 fn load(path: &Path, color: Color) -> Result<Config, Error> {
-    let shown = path.display().to_string();
-    let source = match std::fs::read_to_string(path) {
-        Ok(source) => source,
-        Err(err) => {
-            let help = if err.kind() == std::io::ErrorKind::NotFound {
-                "\nhelp: run huxley where huxley.toml is, or pass its path with -f PATH"
-            } else {
-                ""
-            };
-            return Err(Error::Usage(format!("cannot read {shown}: {err}{help}")));
-        }
-    };
+    let (shown, source) = read_config(path)?;
     let checked = config::check(&source);
     let stderr = std::io::stderr();
     if !checked.diagnostics.is_empty() {
@@ -831,6 +857,23 @@ fn load(path: &Path, color: Color) -> Result<Config, Error> {
         Some(config) if !checked.has_errors() => Ok(config),
         _ => Err(Error::Reported(exit::INVALID)),
     }
+}
+
+/// A huxley.toml's path as the user gave it, and its text.
+fn read_config(path: &Path) -> Result<(String, String), Error> {
+    let shown = path.display().to_string();
+    let source = match std::fs::read_to_string(path) {
+        Ok(source) => source,
+        Err(err) => {
+            let help = if err.kind() == std::io::ErrorKind::NotFound {
+                "\nhelp: run huxley where huxley.toml is, or pass its path with -f PATH"
+            } else {
+                ""
+            };
+            return Err(Error::Usage(format!("cannot read {shown}: {err}{help}")));
+        }
+    };
+    Ok((shown, source))
 }
 
 fn run_async(future: impl std::future::Future<Output = Outcome>) -> Outcome {

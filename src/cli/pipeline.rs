@@ -33,6 +33,46 @@ pub(super) fn validate(path: &Path, color: Color) -> Outcome {
     }
 }
 
+/// `huxley validate --format github|sarif`: every problem on standard
+/// output for a CI runner (annotations, or a SARIF log), the summary on
+/// standard error; the exit status as with text.
+pub(super) fn validate_for_ci(path: &Path, sarif: bool) -> Outcome {
+    let (shown, source) = super::read_config(path)?;
+    let checked = crate::config::check(&source);
+    let report = crate::diagnostic::Report {
+        path: &shown,
+        source: &source,
+        redact: &checked.redact,
+        diagnostics: &checked.diagnostics,
+    };
+    let text = if sarif {
+        let log = report.sarif(env!("CARGO_PKG_VERSION"));
+        let mut text =
+            serde_json::to_string_pretty(&log).map_err(|e| Error::Usage(e.to_string()))?;
+        text.push('\n');
+        text
+    } else {
+        report.github()
+    };
+    super::print(&text)?;
+    match checked.config {
+        Some(config) if !checked.has_errors() => {
+            eprintln!(
+                "{shown}: valid: cluster `{}`, {}, {}",
+                config.cluster.name,
+                plural(config.apps.len(), "app"),
+                plural(config.services().count(), "service")
+            );
+            Ok(exit::OK)
+        }
+        _ => {
+            let errors = checked.diagnostics.iter().filter(|d| d.is_error()).count();
+            eprintln!("{shown}: {}", plural(errors, "error"));
+            Ok(exit::INVALID)
+        }
+    }
+}
+
 pub(super) fn build(
     path: &Path,
     out: &Path,
@@ -135,7 +175,7 @@ fn check_against(dir: &Path, artifacts: &compile::Artifacts) -> Outcome {
 
 #[derive(Debug)]
 pub(super) struct PlanArgs {
-    pub(super) json: bool,
+    pub(super) format: super::PlanFormat,
     pub(super) out: Option<PathBuf>,
     pub(super) detailed_exitcode: bool,
     pub(super) refresh_image: bool,
@@ -165,8 +205,10 @@ pub(super) async fn plan(path: &Path, args: &AwsArgs, options: &PlanArgs, color:
         crate::files::write_atomically(out, plan_json(&plan).as_bytes(), 0o644)
             .map_err(Error::Usage)?;
     }
-    if options.json {
+    if options.format == super::PlanFormat::Json {
         print(&plan_json(&plan))?;
+    } else if options.format == super::PlanFormat::Markdown {
+        print(&crate::plan::markdown::markdown(&plan))?;
     } else {
         print(&render::render(
             &plan,

@@ -10,6 +10,7 @@
 
 pub mod desired;
 pub mod diff;
+pub mod markdown;
 pub mod render;
 
 use std::collections::BTreeMap;

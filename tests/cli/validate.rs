@@ -94,14 +94,88 @@ fn secrets_written_in_plain_text_are_never_echoed() {
             source.contains(secret),
             "the fixture {fixture} must hold the secret"
         );
-        let out = Test::new(&["validate", "-f", fixture]).run();
-        assert!(
-            !out.stderr.contains(secret),
-            "{fixture} echoed its secret:\n{}",
-            out.stderr
-        );
-        assert!(!out.stdout.contains(secret));
+        for format in ["text", "github", "sarif"] {
+            let out = Test::new(&["validate", "--format", format, "-f", fixture]).run();
+            assert!(
+                !out.stderr.contains(secret) && !out.stdout.contains(secret),
+                "{fixture} echoed its secret as {format}:\n{}{}",
+                out.stdout,
+                out.stderr
+            );
+        }
     }
+}
+
+/// For CI: GitHub Actions annotations, one per problem, where it is.
+#[test]
+fn github_annotations_name_every_problem_where_it_is() {
+    let fixture = "tests/invalid/three-mistakes.toml";
+    let out = Test::new(&["validate", "--format", "github", "-f", fixture]).run();
+    out.code(1);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    for (line, (row, col)) in lines.iter().zip([(3, 8), (12, 11), (16, 1)]) {
+        assert!(
+            line.starts_with(&format!("::error file={fixture},line={row},col={col},")),
+            "{line}"
+        );
+    }
+    assert!(
+        out.stderr.ends_with(&format!("{fixture}: 3 errors\n")),
+        "{}",
+        out.stderr
+    );
+    // A warning is an annotation too, and fails nothing.
+    let out = Test::new(&[
+        "validate",
+        "--format",
+        "github",
+        "-f",
+        "tests/warnings/env-looks-secret.toml",
+    ])
+    .run();
+    out.code(0);
+    assert!(out.stdout.starts_with("::warning file="), "{}", out.stdout);
+}
+
+/// For code scanning: a SARIF log with a result and a region per problem
+/// (scripts/check-artifacts.sh checks it against the SARIF 2.1.0 schema).
+#[test]
+fn a_sarif_log_has_every_problem_with_its_region() {
+    let fixture = "tests/invalid/three-mistakes.toml";
+    let out = Test::new(&["validate", "--format", "sarif", "-f", fixture]).run();
+    out.code(1);
+    let log: serde_json::Value = serde_json::from_str(&out.stdout).expect("SARIF is JSON");
+    assert_eq!(log["version"], "2.1.0");
+    let results = log["runs"][0]["results"].as_array().expect("results");
+    let places: Vec<(u64, u64)> = results
+        .iter()
+        .map(|r| {
+            let region = &r["locations"][0]["physicalLocation"]["region"];
+            (
+                region["startLine"].as_u64().unwrap_or(0),
+                region["startColumn"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(places, [(3, 8), (12, 11), (16, 1)], "{}", out.stdout);
+    assert!(results.iter().all(|r| r["level"] == "error"));
+    assert_eq!(
+        results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+        fixture
+    );
+    // A valid file: an empty log, and exit 0.
+    let out = Test::new(&[
+        "validate",
+        "--format",
+        "sarif",
+        "-f",
+        "examples/blog/huxley.toml",
+    ])
+    .run();
+    out.code(0);
+    let log: serde_json::Value = serde_json::from_str(&out.stdout).expect("SARIF is JSON");
+    assert_eq!(log["runs"][0]["results"], serde_json::json!([]));
 }
 
 #[test]

@@ -259,6 +259,22 @@ fn plan_apply_edit_apply_destroy() {
         text.stdout.find("Destroyed or replaced:") < text.stdout.find("Resources:"),
         "destroys come first"
     );
+    // The same plan as a pull-request comment; --detailed-exitcode as
+    // with text.
+    let comment = cluster.run(&["plan", "--format", "markdown", "--detailed-exitcode"]);
+    comment.code(2);
+    let md = &comment.stdout;
+    for part in [
+        "### Huxley plan for cluster `scenario` (`us-west-2`)\n",
+        "> [!WARNING]\n> Every node is replaced, one at a time (rolling update).",
+        "> [!CAUTION]\n> Destroyed or replaced:\n> - 🗑️ **destroy** `IngressPublicTcp80`",
+        "| ✏️ change | `NodeLaunchTemplate` | `AWS::EC2::LaunchTemplate` | `LaunchTemplateData.InstanceType` |",
+        "<details><summary>➕ add `units/blog-worker@.service`",
+        "- ➕ add `/huxley/scenario/tokens/blog/worker`",
+    ] {
+        assert!(md.contains(part), "missing {part:?} in\n{md}");
+    }
+    assert!(md.contains("```diff\n") && md.len() <= 60_000, "{md}");
 
     let apply = cluster.run(&["apply", "--yes"]);
     apply.code(0);
