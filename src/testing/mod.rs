@@ -134,12 +134,38 @@ pub const FOREIGN_ENV: [&str; 5] = [
     "AWS_ROLE_ARN",
 ];
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, for a server another process
+/// binds: below the kernel's range of ephemeral ports, so an outgoing
+/// connection cannot take it between now and that bind (a port the kernel
+/// picked from that range was taken so, in CI). Each port is handed out
+/// once per process, and processes start at different places.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let (low, high) = (10_000u32, ephemeral.min(65_535));
+    if high <= low + 1_000 {
+        // No room below the ephemeral range: the kernel's choice.
+        return TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port on 127.0.0.1");
+    }
+    let span = high - low;
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let Ok(port) = u16::try_from(low + offset) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between {low} and {high}")
 }
 
 /// The status of a plain `GET`, or `None` when nothing answers.
