@@ -1,18 +1,22 @@
-//! A cluster as it boots: two systemd machines, a control-plane machine
-//! and a node, each given its group's generated Ignition config exactly
-//! (see `harness::node` for what their environment stands in for), each
-//! with its own role's credentials and instance id, and no command-line
-//! flag beyond what the units say. kick leads on the control machine, the
-//! node's agent proves who it is and runs the replicas, the hook server
-//! serves git as the unprivileged push user, a `git push` with a deploy
-//! key deploys (the replicas get their secret from kick), and a build's
-//! `RUN` step reaches neither the control plane nor a replica.
+//! A cluster as it boots: three systemd machines, two of the control
+//! group and a node, each given its group's generated Ignition config
+//! exactly (see `harness::node` for what their environment stands in for),
+//! each with its own role's credentials and instance id, and no
+//! command-line flag beyond what the units say. kick leads on the first
+//! control machine, the node's agent proves who it is and runs the
+//! replicas, the hook server serves git as the unprivileged push user, a
+//! `git push` with a deploy key deploys (the replicas get their secret
+//! from kick), and a build's `RUN` step reaches neither the control plane
+//! nor a replica. The second control machine stands by, and takes over
+//! (kick leads, the kick name moves to it, its hook server serves git)
+//! when the first one's kick server stops.
 
 use std::fs;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::harness::bridge::Bridge;
 use crate::harness::cluster::{CONTAINERS, DockerCleanup, Live, REGION, cluster_toml, docker};
 use crate::harness::git::keygen;
 use crate::harness::node::{Node, apply};
@@ -64,17 +68,39 @@ secrets = { VAULT_URL = "ssm:/booted/shop/vault-url" }
             "test",
         ))
         .expect("the web service's secret");
-    // The control group's machine, as the emulator launched it.
-    let control_id = live
+    // The control group's machines, as the emulator launched them: one
+    // boots first and leads, the other stands by.
+    let controls: Vec<String> = live
         .rt()
         .block_on(live.aws.cluster_machines(name))
         .expect("the cluster's machines")
         .into_iter()
         .map(|m| m.id)
-        .find(|id| !live.nodes.contains(id))
-        .expect("the control group launched a machine");
-    let control = boot(&live, &image, "control", &control_id, "ControlRole");
-    let node = boot(&live, &image, "node", &live.nodes[0], "NodeRole");
+        .filter(|id| !live.nodes.contains(id))
+        .collect();
+    assert_eq!(controls.len(), 2, "the control group launches two machines");
+    let control = boot(
+        &live,
+        &image,
+        &Machine {
+            role: "control",
+            instance: &controls[0],
+            iam_role: "ControlRole",
+            address: "127.0.0.1",
+            own_network: false,
+        },
+    );
+    let node = boot(
+        &live,
+        &image,
+        &Machine {
+            role: "node",
+            instance: &live.nodes[0],
+            iam_role: "NodeRole",
+            address: "127.0.0.1",
+            own_network: false,
+        },
+    );
     let journals = || format!("{}\n{}", control.journal(), node.journal());
 
     // kick leads, with the units' own flags.
@@ -97,6 +123,19 @@ secrets = { VAULT_URL = "ssm:/booted/shop/vault-url" }
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // The second control machine boots once the first leads.
+    let standby = boot(
+        &live,
+        &image,
+        &Machine {
+            role: "control",
+            instance: &controls[1],
+            iam_role: "ControlRole",
+            address: "127.0.0.2",
+            own_network: true,
+        },
+    );
+    let journals = || format!("{}\n{}", journals(), standby.journal());
     // The agent checked in: the node is ready for placement.
     let describe = || -> Value {
         live.rt()
@@ -210,15 +249,127 @@ secrets = { VAULT_URL = "ssm:/booted/shop/vault-url" }
             .contains(huxley::spec::names::GIT_USER),
         "the node has the push user"
     );
+
+    // The second control machine stands by: its kick server answers as a
+    // standby naming the leader, and its hook server serves no git.
+    let standing = until(Duration::from_secs(90), || {
+        let health = health_on(&standby);
+        health
+            .contains("ok: standby; the leader is")
+            .then_some(health)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the second control machine never stood by ({}):\n{}",
+            health_on(&standby),
+            journals()
+        )
+    });
+    assert!(standing.contains("127.0.0.1"), "{standing}");
+    assert!(!listening(&standby, 2222), "a standby serves git");
+    // The leader's kick server stops: the standby takes over, with its
+    // units' own flags. It leads, serves git, and the kick name is its
+    // address; the old leader's hook server stops serving.
+    control.exec(&["systemctl", "stop", "huxley-kick.service"]);
+    until(Duration::from_secs(90), || {
+        health_on(&standby).starts_with("ok: leader").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the standby never led:\n{}", journals()));
+    until(Duration::from_secs(60), || {
+        listening(&standby, 2222).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the new leader never served git:\n{}", journals()));
+    until(Duration::from_secs(60), || {
+        std::net::TcpStream::connect(("127.0.0.1", 2222))
+            .is_err()
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the old leader still serves git:\n{}", journals()));
+    let kick_name = format!("kick.{name}.internal");
+    until(Duration::from_secs(60), || {
+        let records = live.rt().block_on(live.private_records());
+        records
+            .iter()
+            .any(|(n, kind, values)| {
+                n.trim_end_matches('.') == kick_name
+                    && kind == "A"
+                    && values == &["127.0.0.2".to_owned()]
+            })
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the kick name never named the new leader: {:?}",
+            live.rt().block_on(live.private_records())
+        )
+    });
+    drop(standby);
     drop(node);
     drop(control);
 }
 
-/// Boots the machine `instance` of the group `role` ("node" or "control")
-/// from its generated Ignition config, with the credentials of the
-/// stack's `iam_role` session named after it and its own instance
-/// metadata, as EC2 gives them.
-fn boot(live: &Live, image: &str, role: &str, instance: &str, iam_role: &str) -> Node {
+/// Asks `check` every half second until it answers, for at most `limit`.
+fn until<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(answer) = check() {
+            return Some(answer);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// What the kick server on a machine answers to `GET /healthz`, asked on
+/// the machine (a machine on a network of its own is not reachable from
+/// the host).
+fn health_on(machine: &Node) -> String {
+    machine
+        .try_exec(&[
+            "bash",
+            "-c",
+            "exec 3<>/dev/tcp/127.0.0.1/7400 && printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && cat <&3",
+        ])
+        .map(|answer| {
+            answer
+                .split_once("\r\n\r\n")
+                .map_or(answer.clone(), |(_, body)| body.to_owned())
+        })
+        .unwrap_or_else(|e| e)
+}
+
+/// Whether something listens on TCP `port` on a machine.
+fn listening(machine: &Node, port: u16) -> bool {
+    machine
+        .try_exec(&["ss", "-Hltn", &format!("sport = :{port}")])
+        .is_ok_and(|out| !out.trim().is_empty())
+}
+
+/// A machine of the group `role` ("node" or "control"), as the emulator
+/// launched it: its instance id and the address its metadata gives.
+struct Machine<'a> {
+    role: &'a str,
+    instance: &'a str,
+    iam_role: &'a str,
+    address: &'a str,
+    /// On a network of its own (a second control machine, whose ports
+    /// would be the first one's), instead of the host's.
+    own_network: bool,
+}
+
+/// Boots a machine from its group's generated Ignition config, with the
+/// credentials of the stack's role session named after it and its own
+/// instance metadata, as EC2 gives them.
+fn boot(live: &Live, image: &str, machine: &Machine<'_>) -> Node {
+    let Machine {
+        role,
+        instance,
+        iam_role,
+        address,
+        own_network,
+    } = *machine;
     let name = &live.name;
     let bucket = format!("huxley-123456789012-{REGION}-{name}");
     // What Ignition puts on the disk, from the generated config after the
@@ -229,7 +380,8 @@ fn boot(live: &Live, image: &str, role: &str, instance: &str, iam_role: &str) ->
             .replace("${ArtifactBucket}", &bucket),
     )
     .expect("Ignition is JSON");
-    let tree = live.dir.join(format!("{role}-root"));
+    let tree = live.dir.join(format!("{instance}-root"));
+    let _ = fs::remove_dir_all(&tree);
     let users = apply(&ignition, &tree, &|bucket, key| {
         live.rt()
             .block_on(live.aws.get_object(bucket, key))
@@ -250,7 +402,7 @@ fn boot(live: &Live, image: &str, role: &str, instance: &str, iam_role: &str) ->
     fs::remove_file(tree.join("opt/bin/huxley")).expect("Ignition wrote /opt/bin/huxley");
     // The environment a machine gets on AWS: its instance metadata, and
     // its instance role's session, named after the instance.
-    let imds = huxley::testing::Imds::start(instance, "us-west-2a", "127.0.0.1");
+    let imds = huxley::testing::Imds::start(instance, "us-west-2a", address);
     let mut environment: Vec<(String, String)> = live
         .env
         .iter()
@@ -265,13 +417,26 @@ fn boot(live: &Live, image: &str, role: &str, instance: &str, iam_role: &str) ->
     environment.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), imds.endpoint()));
     environment.push(("AWS_EC2_METADATA_DISABLED".into(), "false".into()));
     environment.push(("HUXLEY_REGISTRY".into(), "127.0.0.1:5000".into()));
+    // A network of its own reaches the emulator and the metadata at the
+    // same addresses, forwarded.
+    let bridge = own_network.then(|| {
+        let emulator = live
+            .env
+            .iter()
+            .find(|(k, _)| k == "AWS_ENDPOINT_URL")
+            .and_then(|(_, url)| url.rsplit(':').next())
+            .and_then(|port| port.trim_end_matches('/').parse::<u16>().ok())
+            .expect("the emulator's port");
+        Bridge::start(instance, &[emulator, imds.port])
+    });
     Node::boot(
         image,
-        &format!("huxley-{role}-{name}"),
+        &format!("huxley-{role}-{instance}"),
         &tree,
         &users,
         &environment,
         &format!("127.0.0.1 kick.{name}.internal"),
         imds,
+        bridge,
     )
 }

@@ -23,7 +23,10 @@
 //! - the machines share the host's network (the control machine's ports
 //!   are the host's, and the node has none of its own; the hook server's
 //!   build network rules go into the host's tables, so it has
-//!   `NET_ADMIN`), and each machine's own sshd on port 22 is masked.
+//!   `NET_ADMIN`), and each machine's own sshd on port 22 is masked; a
+//!   second control machine, whose ports would be the first one's, has a
+//!   network of its own instead, reaching the emulator and its metadata
+//!   through `harness::bridge`.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
@@ -31,6 +34,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::bridge::Bridge;
 use super::cluster::docker;
 
 /// A user Ignition makes.
@@ -149,11 +153,15 @@ pub(crate) struct Node {
     pub(crate) container: String,
     /// Its instance metadata, served while it runs.
     _imds: huxley::testing::Imds,
+    /// Its own network's way to the host's loopback, when it has one.
+    _bridge: Option<Bridge>,
 }
 
 impl Node {
     /// Boots `image` as `container` with the files under `tree`, the
-    /// `users`, and `environment` as systemd's default environment.
+    /// `users`, and `environment` as systemd's default environment; on the
+    /// host's network, or on one of its own through `bridge`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn boot(
         image: &str,
         container: &str,
@@ -162,15 +170,17 @@ impl Node {
         environment: &[(String, String)],
         hosts: &str,
         imds: huxley::testing::Imds,
+        bridge: Option<Bridge>,
     ) -> Node {
         let _ = docker(&["rm", "--force", container]);
         let docker_cli = which("docker");
+        let network = if bridge.is_some() { "none" } else { "host" };
         let mut args: Vec<String> = [
             "create",
             "--name",
             container,
             "--network",
-            "host",
+            network,
             "--cap-add",
             "SYS_ADMIN",
             // The hook server's build network rules, in the host's
@@ -198,6 +208,11 @@ impl Node {
             args.push("--volume".into());
             args.push("/usr/libexec/docker:/usr/libexec/docker:ro".into());
         }
+        if let Some(bridge) = &bridge {
+            args.push("--volume".into());
+            args.push(format!("{}:{}", bridge.dir.display(), super::bridge::MOUNT));
+            bridge.install(tree);
+        }
         args.push("--volume".into());
         // This build's binary, over the stand-in Ignition fetched.
         args.push(format!(
@@ -211,6 +226,7 @@ impl Node {
         let node = Node {
             container: container.to_owned(),
             _imds: imds,
+            _bridge: bridge,
         };
         // The environment a node on AWS gets, and its resolver's answer.
         let conf = tree.join("etc/systemd/system.conf.d");
@@ -282,9 +298,15 @@ impl Node {
 
     /// Runs a command on the node; its standard output.
     pub(crate) fn exec(&self, command: &[&str]) -> String {
+        self.try_exec(command)
+            .unwrap_or_else(|e| panic!("{command:?} on the node: {e}"))
+    }
+
+    /// Runs a command on the node; its standard output, or why it failed.
+    pub(crate) fn try_exec(&self, command: &[&str]) -> Result<String, String> {
         let mut args = vec!["exec", self.container.as_str()];
         args.extend_from_slice(command);
-        docker(&args).unwrap_or_else(|e| panic!("{command:?} on the node: {e}"))
+        docker(&args)
     }
 
     /// The journal of the node's units, for a failure's message.
