@@ -330,8 +330,9 @@ pub fn built_apps(config: &Config) -> Vec<(String, &model::App, Vec<&model::Serv
 }
 
 /// One ECR repository per app with services built on push: scanned on
-/// push, tags (`<service>-<commit>`) immutable, the newest [`IMAGES_KEPT`]
-/// images of each service kept.
+/// push, tags (`<service>_<commit>_<time>`) immutable, the newest
+/// [`IMAGES_KEPT`] images of each service kept (counted by the prefix
+/// `<service>_`, which no other service's tags start with).
 fn image_repositories(config: &Config, r: &mut Resources) {
     for (id, app, built) in built_apps(config) {
         let mut rules: Vec<Value> = built
@@ -343,7 +344,7 @@ fn image_repositories(config: &Config, r: &mut Resources) {
                     "description": format!("Keep {}'s {IMAGES_KEPT} newest images: the releases huxley rollback can return to", service.name),
                     "selection": {
                         "tagStatus": "tagged",
-                        "tagPrefixList": [format!("{}-", service.name)],
+                        "tagPrefixList": [format!("{}_", service.name)],
                         "countType": "imageCountMoreThan",
                         "countNumber": IMAGES_KEPT,
                     },

@@ -185,7 +185,7 @@ pub trait Builder: Send + Sync {
         lines: Lines<'_>,
     ) -> impl Future<Output = Result<String, String>> + Send;
     /// Removes the builder's images of `repository` beyond the newest
-    /// `keep` of each service (tags `<service>-<commit>-<time>`), so the
+    /// `keep` of each service (tags `<service>_<commit>_<time>`), so the
     /// leader's disk holds a few releases, not every one; how many it
     /// removed.
     fn prune(
@@ -239,6 +239,23 @@ pub fn repository_of(tag: &str) -> &str {
     }
 }
 
+/// The tag of a service's image built on push: `<service>_<commit>_<time>`.
+/// `_` is in no service name (a DNS label), so one service's tags never
+/// start with another's prefix (`web_` is not a prefix of `web-api_…`),
+/// which the registry's lifecycle rules count by.
+pub fn image_tag(service: &str, commit: &str, time: u64) -> String {
+    format!("{service}_{commit}_{time}")
+}
+
+/// A tag's service and time: `<service>_<commit>_<time>`, or the older
+/// `<service>-<commit>-<time>`.
+fn tag_parts(tag: &str) -> Option<(&str, u64)> {
+    let separator = if tag.contains('_') { '_' } else { '-' };
+    let mut parts = tag.rsplitn(3, separator);
+    let (time, _commit, service) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((service, time.parse().ok()?))
+}
+
 impl<S: Streams> Builder for Docker<S> {
     async fn prune(&self, repository: &str, keep: usize) -> Result<usize, String> {
         // Newest first, as `docker image ls` lists them.
@@ -251,19 +268,20 @@ impl<S: Streams> Builder for Docker<S> {
                 &|_| {},
             )
             .await?;
-        let mut seen: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
-        let mut removed = 0;
-        for tag in tags
+        // Newest first by the time in the tag: `docker image ls` orders by
+        // when an image was made, and a cached build is an old image.
+        let mut tagged: Vec<(&str, u64, &str)> = tags
             .lines()
             .map(str::trim)
-            .filter(|t| !t.is_empty() && *t != "<none>")
-        {
-            let mut parts = tag.rsplitn(3, '-');
-            let (Some(_time), Some(_commit), Some(service)) =
-                (parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
+            .filter_map(|tag| {
+                let (service, time) = tag_parts(tag)?;
+                Some((service, time, tag))
+            })
+            .collect();
+        tagged.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(b.2)));
+        let mut seen: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        let mut removed = 0;
+        for (service, _, tag) in tagged {
             let count = seen.entry(service).or_default();
             *count += 1;
             if *count > keep
@@ -442,8 +460,10 @@ mod tests {
                     Ok(String::new())
                 }
                 Some("push") if self.fail_push => Err("`docker push` failed: denied".into()),
+                // Not in time order, as a cached build lists; a service
+                // whose name starts with another's; an older tag's form.
                 Some("image") if args.get(1).is_some_and(|a| a == "ls") => Ok(
-                    "web-c3-300\nweb-c2-200\napi-c2-200\nweb-c1-100\nweb-c0-50\n<none>\n".into(),
+                    "web_c1_100\nweb_c3_300\nweb-api_c9_900\nweb-api_c8_800\nweb_c2_200\napi_c2_200\nweb-c0-50\n<none>\n".into(),
                 ),
                 Some("image") if args.get(1).is_some_and(|a| a == "rm") => Ok(String::new()),
                 Some("image") => Ok(
@@ -470,7 +490,7 @@ mod tests {
             *recorded.calls.lock().unwrap(),
             [
                 format!("docker image ls --format {{{{.Tag}}}} {repository}"),
-                format!("docker image rm {repository}:web-c1-100"),
+                format!("docker image rm {repository}:web_c1_100"),
                 format!("docker image rm {repository}:web-c0-50"),
             ]
         );

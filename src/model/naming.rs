@@ -56,7 +56,7 @@ pub fn service_token_parameter(config: &Config, app: &App, service: &Service) ->
 }
 
 /// The ECR repository of an app's services built on push: one per app,
-/// each service's images tagged `<service>-<commit>`. One per app, not per
+/// each service's images tagged `<service>_<commit>_<time>`. One per app, not per
 /// service: CloudFormation holds 500 resources a stack, and a repository
 /// per service would make the stack grow with the services.
 pub fn repository(config: &Config, app: &App) -> String {
