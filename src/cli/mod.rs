@@ -429,6 +429,10 @@ enum HookCommand {
         /// The pusher's key fingerprint.
         #[arg(long, env = "HUXLEY_PUSHER", value_name = "FINGERPRINT")]
         by: Option<String>,
+        /// Build every service, even one whose files did not change
+        /// (`git push -o rebuild`).
+        #[arg(long)]
+        rebuild: bool,
     },
 }
 
@@ -809,12 +813,14 @@ fn hook(command: HookCommand) -> Outcome {
             pack,
             socket,
             by,
+            rebuild,
         } => daemons::hook_deploy(
             crate::hook::DeployAsk {
                 app,
                 commit,
                 source,
                 by,
+                rebuild,
                 landing: match (branch, old, pack) {
                     (Some(branch), Some(old), Some(pack)) => {
                         Some(crate::hook::Landing { branch, old, pack })

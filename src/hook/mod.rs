@@ -407,6 +407,9 @@ pub struct DeployAsk {
     /// What moves the branch if the pusher goes away during the rollout.
     #[serde(default)]
     pub landing: Option<Landing>,
+    /// Build every service, even one whose files did not change.
+    #[serde(default)]
+    pub rebuild: bool,
 }
 
 /// One line of the hook server's answer: progress, then the end.
@@ -645,6 +648,9 @@ impl<B: crate::hook::build::Builder> Deployer<B> {
         let built_at = crate::clock::unix_seconds();
         let mut images = std::collections::BTreeMap::new();
         let mut sources = std::collections::BTreeMap::new();
+        if ask.rebuild {
+            say("push option rebuild: every service is built".to_owned());
+        }
         for &Built {
             name,
             context,
@@ -654,16 +660,25 @@ impl<B: crate::hook::build::Builder> Deployer<B> {
             let dir = build_context(&ask.source, context).map_err(|why| {
                 format!("{name} builds from `{context}`, which {why} in commit {short}")
             })?;
-            let source = match reuse::context_digest(&dir) {
+            let hashed = dir.clone();
+            let source = match tokio::task::spawn_blocking(move || reuse::context_digest(&hashed))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|digest| digest)
+            {
                 Ok(source) => Some(source),
                 Err(err) => {
                     say(format!("{name}: {err}; it is built"));
                     None
                 }
             };
+            // Only an image of this app's repository, pinned by digest,
+            // which kick takes again.
             if let Some(now) = running.get(name.as_str())
+                && !ask.rebuild
                 && now.source.is_some()
                 && now.source == source
+                && now.image.starts_with(&format!("{repository}@sha256:"))
             {
                 let since = now.commit.as_deref().map_or(String::new(), |c| {
                     format!(" ({})", crate::spec::release::short(c))
@@ -677,7 +692,10 @@ impl<B: crate::hook::build::Builder> Deployer<B> {
                 continue;
             }
             say(format!("building {name} from {context}"));
-            let tag = format!("{repository}:{name}-{}-{built_at}", ask.commit);
+            let tag = format!(
+                "{repository}:{}",
+                crate::hook::build::image_tag(name, &ask.commit, built_at)
+            );
             // Dropping the build at the deadline kills the docker CLI,
             // which cancels the build, and frees the app for the next push.
             let pinned = tokio::time::timeout(timeout, self.builder.build_and_push(&dir, &tag, say))

@@ -58,13 +58,33 @@ fn add_dir(hash: &mut Sha256, dir: &Path, relative: &Path) -> Result<(), String>
             use std::os::unix::fs::PermissionsExt;
             let executable = meta.permissions().mode() & 0o111 != 0;
             hash.update(if executable { b"x" } else { b"f" });
-            let contents =
-                std::fs::read(&full).map_err(|e| format!("cannot read {}: {e}", full.display()))?;
-            hash.update((contents.len() as u64).to_be_bytes());
-            hash.update(&contents);
+            add_file(hash, &full, meta.len())?;
         } else {
             hash.update(b"o");
         }
+    }
+    Ok(())
+}
+
+/// A file's length and contents, read a piece at a time (a build context
+/// may hold files larger than the hook server should hold at once).
+fn add_file(hash: &mut Sha256, path: &Path, len: u64) -> Result<(), String> {
+    use std::io::Read as _;
+    let unreadable = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    hash.update(len.to_be_bytes());
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut read = 0u64;
+    loop {
+        let n = file.read(&mut buffer).map_err(unreadable)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buffer[..n]);
+        read += n as u64;
+    }
+    if read != len {
+        return Err(format!("{} changed while it was read", path.display()));
     }
     Ok(())
 }

@@ -71,6 +71,12 @@ pub fn serve(
     if let Some(key) = key {
         git.env("HUXLEY_PUSHER", key);
     }
+    if command.program == "git-receive-pack" {
+        // `git push -o rebuild` reaches the pre-receive hook.
+        git.env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "receive.advertisePushOptions")
+            .env("GIT_CONFIG_VALUE_0", "true");
+    }
     let before = super::refs(&path);
     let status = match git.status() {
         Ok(status) => status,

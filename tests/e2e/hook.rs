@@ -339,6 +339,7 @@ fn stalled_deployer(
         source,
         by: Some("SHA256:x".into()),
         landing: None,
+        rebuild: false,
     };
     (rt, deployer, ask)
 }

@@ -134,12 +134,26 @@ pub(crate) fn push(
     port: u16,
     refspec: &str,
 ) -> (bool, String) {
+    push_with(work, remote, key, port, refspec, &[])
+}
+
+/// `git push` with more arguments (push options: `-o rebuild`).
+pub(crate) fn push_with(
+    work: &Path,
+    remote: &str,
+    key: &Path,
+    port: u16,
+    refspec: &str,
+    more: &[&str],
+) -> (bool, String) {
     let ssh = format!(
         "ssh -i {} -p {port} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
         key.display()
     );
     let output = Command::new("git")
-        .args(["push", remote, refspec])
+        .arg("push")
+        .args(more)
+        .args([remote, refspec])
         .current_dir(work)
         .env("GIT_SSH_COMMAND", ssh)
         .stdin(Stdio::null())
@@ -577,6 +591,37 @@ deploy = { timeout = "15s", drain = "1s" }
     let v6 = describe(&live, &kick);
     assert_eq!(web(&v6)["healthy"], 3, "{v6:#}");
     assert_eq!(web(&v6)["release"]["commit"], fourth.as_str());
+
+    // 8. The same files again with `-o rebuild` (a new base image, say):
+    // built, not kept; an unknown option is said and ignored.
+    assert!(
+        run(
+            &work,
+            "git",
+            &["commit", "--quiet", "--allow-empty", "-m", "rebuild"]
+        )
+        .status
+        .success()
+    );
+    let (pushed, said) = push_with(
+        &work,
+        &remote,
+        &key,
+        ports[stand],
+        "main",
+        &["-o", "rebuild", "-o", "frobnicate"],
+    );
+    assert!(pushed, "{said}\n{}", live.logs());
+    assert!(
+        said.contains("push option rebuild: every service is built")
+            && said.contains("building web from .")
+            && !said.contains("nothing changed in"),
+        "{said}"
+    );
+    assert!(
+        said.contains("push option `frobnicate` is not known (known: rebuild); it is ignored"),
+        "{said}"
+    );
 }
 
 /// The processes whose arguments include every one of `words`.
