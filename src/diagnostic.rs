@@ -315,9 +315,12 @@ impl Report<'_> {
 }
 
 /// A path as a URI reference: unreserved characters and `/` as they are,
-/// every other byte percent-encoded.
+/// every other byte percent-encoded; relative to where huxley ran (as
+/// code scanning wants it, from the repository's root), or a `file:` URI
+/// when absolute.
 fn uri_reference(path: &str) -> String {
-    let mut out = String::new();
+    let path = path.strip_prefix("./").unwrap_or(path);
+    let mut out = String::from(if path.starts_with('/') { "file://" } else { "" });
     for byte in path.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
             out.push(char::from(byte));
@@ -451,6 +454,11 @@ mod tests {
         assert_eq!(results[1]["level"], "warning");
         let location = &results[0]["locations"][0]["physicalLocation"];
         assert_eq!(location["artifactLocation"]["uri"], "dir%20one/huxley.toml");
+        assert_eq!(uri_reference("./huxley.toml"), "huxley.toml");
+        assert_eq!(
+            uri_reference("/srv/a b/huxley.toml"),
+            "file:///srv/a%20b/huxley.toml"
+        );
         assert_eq!(
             location["region"],
             serde_json::json!({ "startLine": 3, "startColumn": 1, "endLine": 3, "endColumn": 4 })

@@ -94,14 +94,36 @@ pub fn markdown(plan: &Plan) -> String {
                 out,
                 "| {} | {} | {} |",
                 cell(&code(&p.name)),
-                cell(&p.before.as_deref().map_or("(unset)".to_owned(), code)),
-                cell(&code(&p.after))
+                cell(
+                    &p.before
+                        .as_deref()
+                        .map_or("(unset)".to_owned(), |b| code(&short(b)))
+                ),
+                cell(&code(&short(&p.after)))
             );
         }
         out.push('\n');
     }
     lists(plan, &mut out);
     artifacts(plan, &mut out);
+    fit(out)
+}
+
+/// The comment cut at a line to [`LIMIT`] when even without diffs it is
+/// longer (thousands of resources or records), saying so.
+fn fit(mut out: String) -> String {
+    const CUT: &str =
+        "\n\n*The plan is cut here to fit a comment: `huxley plan` shows it whole.*\n";
+    if out.len() <= LIMIT {
+        return out;
+    }
+    let mut end = LIMIT - CUT.len();
+    while !out.is_char_boundary(end) {
+        end -= 1;
+    }
+    let end = out[..end].rfind('\n').unwrap_or(end);
+    out.truncate(end);
+    out.push_str(CUT);
     out
 }
 
@@ -228,15 +250,16 @@ fn forced_by(change: &ResourceChange) -> String {
 
 /// A value on one line, cut when long (the JSON plan has it whole).
 fn value(v: Option<&Value>) -> String {
-    let Some(v) = v else {
-        return "(none)".to_owned();
-    };
-    let text = v.to_string();
+    v.map_or_else(|| "(none)".to_owned(), |v| short(&v.to_string()))
+}
+
+/// Text cut to 80 characters.
+fn short(text: &str) -> String {
     if text.chars().count() > 80 {
         let cut: String = text.chars().take(77).collect();
         format!("{cut}...")
     } else {
-        text
+        text.to_owned()
     }
 }
 
@@ -277,11 +300,16 @@ fn cell(text: &str) -> String {
     text.replace('|', "\\|")
 }
 
-/// Plain text that Markdown or HTML must not read as markup.
+/// Plain text that Markdown or HTML must not read as markup, nor GitHub
+/// as a mention or a reference (`@` as an entity).
 fn text(s: &str) -> String {
     let mut out = String::new();
     for ch in s.replace(['\n', '\r'], " ").chars() {
-        if "\\`*_{}[]<>#|~".contains(ch) {
+        if ch == '@' {
+            out.push_str("&#64;");
+            continue;
+        }
+        if "\\`*_{}[]<>#|~&".contains(ch) {
             out.push('\\');
         }
         out.push(ch);
@@ -426,6 +454,29 @@ The stack `huxley-acme` changes.
             text.contains("1 diff left out to fit the comment"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_plan_too_long_even_without_diffs_is_cut_at_a_line_and_says_so() {
+        let mut long = plan();
+        long.artifacts.clear();
+        long.notes = (0..5_000)
+            .map(|i| format!("note {i} about @someone's change"))
+            .collect();
+        let text = markdown(&long);
+        assert!(text.len() <= LIMIT, "{}", text.len());
+        assert!(
+            text.ends_with(
+                "\n\n*The plan is cut here to fit a comment: `huxley plan` shows it whole.*\n"
+            ),
+            "{}",
+            &text[text.len() - 200..]
+        );
+        assert!(
+            text.contains("- note 0 about &#64;someone's change\n"),
+            "no mention"
+        );
+        assert!(!text.contains('@'));
     }
 
     #[test]
