@@ -266,7 +266,28 @@ secrets = { VAULT_URL = "ssm:/booted/shop/vault-url" }
         )
     });
     assert!(standing.contains("127.0.0.1"), "{standing}");
-    assert!(!listening(&standby, 2222), "a standby serves git");
+    // Its hook server runs, and serves nothing.
+    until(Duration::from_secs(60), || {
+        standby
+            .try_exec(&["systemctl", "is-active", "huxley-hook.service"])
+            .is_ok_and(|s| s.trim() == "active")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the standby's hook server never ran:\n{}", journals()));
+    for _ in 0..6 {
+        assert!(!listening(&standby, 2222), "a standby serves git");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The kick name is the first machine's address, until the takeover.
+    let kick_name = format!("kick.{name}.internal");
+    let kick_record = || -> Option<Vec<String>> {
+        live.rt()
+            .block_on(live.private_records())
+            .into_iter()
+            .find(|(n, kind, _)| n.trim_end_matches('.') == kick_name && kind == "A")
+            .map(|(_, _, values)| values)
+    };
+    assert_eq!(kick_record(), Some(vec!["127.0.0.1".to_owned()]));
     // The leader's kick server stops: the standby takes over, with its
     // units' own flags. It leads, serves git, and the kick name is its
     // address; the old leader's hook server stops serving.
@@ -285,22 +306,13 @@ secrets = { VAULT_URL = "ssm:/booted/shop/vault-url" }
             .then_some(())
     })
     .unwrap_or_else(|| panic!("the old leader still serves git:\n{}", journals()));
-    let kick_name = format!("kick.{name}.internal");
     until(Duration::from_secs(60), || {
-        let records = live.rt().block_on(live.private_records());
-        records
-            .iter()
-            .any(|(n, kind, values)| {
-                n.trim_end_matches('.') == kick_name
-                    && kind == "A"
-                    && values == &["127.0.0.2".to_owned()]
-            })
-            .then_some(())
+        (kick_record() == Some(vec!["127.0.0.2".to_owned()])).then_some(())
     })
     .unwrap_or_else(|| {
         panic!(
             "the kick name never named the new leader: {:?}",
-            live.rt().block_on(live.private_records())
+            kick_record()
         )
     });
     drop(standby);
