@@ -253,7 +253,16 @@ struct Running {
     cpu_reading: Option<(Instant, u64)>,
     /// CPU used between the last two readings, in thousandths of a core.
     cpu_millis: Option<u64>,
+    /// When it was started, for how long its output is reported.
+    started: Instant,
+    /// Its last lines of output, while it is new or after it failed.
+    output: Vec<String>,
 }
+
+/// How long a new replica's output goes with the reports: longer than a
+/// deploy waits for it to pass its health check (`deploy.timeout`, 5
+/// minutes unless set).
+const OUTPUT_WHILE_NEW: Duration = Duration::from_secs(15 * 60);
 
 /// The node agent.
 #[derive(Debug)]
@@ -476,6 +485,8 @@ impl<R: Runtime> Agent<R> {
                     memory_mib: None,
                     cpu_reading: None,
                     cpu_millis: None,
+                    started: Instant::now(),
+                    output: Vec::new(),
                 },
             );
         }
@@ -574,6 +585,13 @@ impl<R: Runtime> Agent<R> {
                     }
                 }
             }
+            running.output = if running.state == ReplicaState::Failed
+                || running.started.elapsed() < OUTPUT_WHILE_NEW
+            {
+                self.runtime.output(&running.spec).await
+            } else {
+                Vec::new()
+            };
         }
     }
 
@@ -660,13 +678,15 @@ impl<R: Runtime> Agent<R> {
                 version: r.spec.version().map(str::to_owned),
                 cpu_millis: r.cpu_millis,
                 memory_mib: r.memory_mib,
+                output: r.output.clone(),
             })
             .collect();
         let unchanged = self.last_report.as_ref().is_some_and(|(at, last)| {
             at.elapsed() < REFRESH_EVERY
                 && last.len() == replicas.len()
                 && last.iter().zip(&replicas).all(|(a, b)| {
-                    (a.state, &a.detail, a.address) == (b.state, &b.detail, b.address)
+                    (a.state, &a.detail, a.address, &a.output)
+                        == (b.state, &b.detail, b.address, &b.output)
                 })
         });
         if unchanged {

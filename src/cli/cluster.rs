@@ -323,7 +323,9 @@ pub(super) async fn deploys(
             text.push_str(&format!("{:<8} {service}: {}\n", "", short(image)));
         }
         if let Some(reason) = &r.reason {
-            text.push_str(&format!("{:<8} {reason}\n", ""));
+            for line in reason.lines() {
+                text.push_str(&format!("{:<8} {line}\n", ""));
+            }
         }
     }
     print(&text)

@@ -150,7 +150,11 @@ pub fn deploy(ask: &DeployAsk, socket: &Path) -> u8 {
     for line in std::io::BufReader::new(stream).lines() {
         let Ok(line) = line else { break };
         match serde_json::from_str::<Answer>(&line) {
-            Ok(Answer::Say(text)) => eprintln!("huxley: {text}"),
+            Ok(Answer::Say(text)) => {
+                for line in text.lines() {
+                    eprintln!("huxley: {line}");
+                }
+            }
             Ok(Answer::Ok(text)) => {
                 eprintln!("huxley: {text}");
                 return OK;

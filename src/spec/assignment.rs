@@ -68,6 +68,36 @@ pub struct ReplicaReport {
     pub cpu_millis: Option<u64>,
     #[serde(default, deserialize_with = "crate::spec::integral::option")]
     pub memory_mib: Option<u64>,
+    /// What it printed last (at most [`OUTPUT_LINES`] lines of at most
+    /// [`OUTPUT_WIDTH`] characters): sent while it is new or after it
+    /// failed, so a deploy that fails on it can say what it printed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub output: Vec<String>,
+}
+
+/// How many lines of a replica's output a report carries.
+pub const OUTPUT_LINES: usize = 20;
+/// How long each line may be, in characters.
+pub const OUTPUT_WIDTH: usize = 200;
+
+/// A replica's output as a report carries it: the last [`OUTPUT_LINES`]
+/// non-empty lines, each cut to [`OUTPUT_WIDTH`] characters, control
+/// characters (escape sequences, carriage returns) as `?`.
+pub fn last_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let lines: Vec<String> = lines
+        .into_iter()
+        .map(|line| {
+            line.trim_end()
+                .chars()
+                .take(OUTPUT_WIDTH)
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect::<String>()
+        })
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    let skip = lines.len().saturating_sub(OUTPUT_LINES);
+    lines.into_iter().skip(skip).collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

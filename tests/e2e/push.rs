@@ -342,6 +342,10 @@ deploy = { timeout = "15s", drain = "1s" }
         "503",
         "rolled back",
         "the push is refused",
+        // What the replica printed, from its node's report.
+        "huxley: #7's last output:",
+        "huxley:   huxley-test-service: listening on 100.64.",
+        "huxley:   huxley-test-service: unhealthy: $FAIL_FILE exists",
     ] {
         assert!(said.contains(expected), "{expected}:\n{said}");
     }
@@ -476,6 +480,12 @@ deploy = { timeout = "15s", drain = "1s" }
     eprintln!("$ huxley deploys shop\n{shown}");
     assert!(shown.contains("v3       "), "{shown}");
     assert!(shown.contains("rolled back"), "{shown}");
+    assert!(
+        shown.contains(
+            "\n         #7's last output:\n           huxley-test-service: listening on 100.64."
+        ),
+        "{shown}"
+    );
     assert!(shown.contains("(rollback to v1)"), "{shown}");
 
     // 6b. A pusher who goes away during the rollout: the rollout goes on,

@@ -101,6 +101,37 @@ pub trait Runtime: Send {
     fn refresh(&mut self) -> impl Future<Output = Result<(), String>> + Send {
         async { Ok(()) }
     }
+    /// The replica's last lines of output (see
+    /// [`crate::spec::assignment::last_lines`]); none where the runtime
+    /// keeps none.
+    fn output(&mut self, _replica: &ReplicaSpec) -> impl Future<Output = Vec<String>> + Send {
+        async { Vec::new() }
+    }
+}
+
+/// The end of a log file, at most `bytes` of it, as lines.
+pub fn tail_of(path: &std::path::Path, bytes: u64) -> Vec<String> {
+    use std::io::{Read as _, Seek as _};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = file.metadata().map_or(0, |m| m.len());
+    let start = len.saturating_sub(bytes);
+    if file.seek(std::io::SeekFrom::Start(start)).is_err() {
+        return Vec::new();
+    }
+    let mut raw = Vec::new();
+    if file.take(bytes).read_to_end(&mut raw).is_err() {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&raw);
+    // A cut first line is not shown.
+    let text = if start > 0 {
+        text.split_once('\n').map_or("", |(_, rest)| rest)
+    } else {
+        &text
+    };
+    crate::spec::assignment::last_lines(text.lines())
 }
 
 /// Runs commands: the seam under [`systemd::Systemd`], so the exact `systemctl` and
@@ -246,5 +277,24 @@ pub mod fake {
             },
             address: "100.64.3.5".parse().expect("ip"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tail_tests {
+    #[test]
+    fn the_tail_of_a_log_is_its_last_whole_lines() {
+        let path = std::env::temp_dir().join(format!("huxley-tail-{}.log", std::process::id()));
+        let text: String = (0..1000).map(|i| format!("line {i}\n\n")).collect();
+        std::fs::write(&path, &text).expect("log");
+        let tail = super::tail_of(&path, 256);
+        assert_eq!(tail.len(), crate::spec::assignment::OUTPUT_LINES);
+        assert_eq!(tail.last().map(String::as_str), Some("line 999"));
+        assert_eq!(tail[0], "line 980");
+        // A short log whole; none for a log that is not there.
+        std::fs::write(&path, "one\ntwo\n").expect("log");
+        assert_eq!(super::tail_of(&path, 256), ["one", "two"]);
+        let _ = std::fs::remove_file(&path);
+        assert!(super::tail_of(&path, 256).is_empty());
     }
 }

@@ -64,6 +64,13 @@ impl Runtime for Processes {
         Ok(())
     }
 
+    async fn output(&mut self, replica: &ReplicaSpec) -> Vec<String> {
+        super::tail_of(
+            &self.logs.join(format!("{}.log", replica.instance())),
+            16 * 1024,
+        )
+    }
+
     async fn stop(&mut self, replica: &ReplicaSpec) -> Result<(), String> {
         self.exited.remove(&replica.key());
         let Some(mut child) = self.children.remove(&replica.key()) else {

@@ -300,6 +300,29 @@ impl<C: Commands> Runtime for Systemd<C> {
         stopped.map(|_| ())
     }
 
+    async fn output(&mut self, replica: &ReplicaSpec) -> Vec<String> {
+        let unit = format!("{}.service", replica.instance());
+        let lines = crate::spec::assignment::OUTPUT_LINES.to_string();
+        let journal = self
+            .commands
+            .run(
+                "journalctl",
+                &[
+                    "--unit",
+                    &unit,
+                    "--lines",
+                    &lines,
+                    "--no-pager",
+                    "--output",
+                    "cat",
+                ]
+                .map(str::to_owned),
+            )
+            .await
+            .unwrap_or_default();
+        crate::spec::assignment::last_lines(journal.lines())
+    }
+
     async fn observe(&mut self, replica: &ReplicaSpec) -> Observed {
         let unit = format!("{}.service", replica.instance());
         let shown = self

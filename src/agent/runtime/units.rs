@@ -126,6 +126,16 @@ impl<C: Commands> Runtime for Units<C> {
         Ok(())
     }
 
+    async fn output(&mut self, replica: &ReplicaSpec) -> Vec<String> {
+        super::tail_of(
+            &self
+                .systemd
+                .replicas_dir
+                .join(format!("{}.log", replica.instance())),
+            16 * 1024,
+        )
+    }
+
     async fn stop(&mut self, replica: &ReplicaSpec) -> Result<(), String> {
         self.exited.remove(&replica.key());
         let unit = self.unit(replica)?;

@@ -97,6 +97,9 @@ fn clamp_usage(report: &mut NodeReport, config: &crate::spec::kick::KickConfig) 
             .map_or((0, 0), |s| (u64::from(s.cpu_millis), s.memory_mib));
         replica.cpu_millis = replica.cpu_millis.map(|c| c.min(cpu));
         replica.memory_mib = replica.memory_mib.map(|m| m.min(memory));
+        // Output as a report may carry it, whatever a node sends.
+        replica.output =
+            crate::spec::assignment::last_lines(replica.output.iter().map(String::as_str));
     }
 }
 
@@ -315,6 +318,7 @@ mod tests {
             version: None,
             cpu_millis: cpu,
             memory_mib: memory,
+            output: Vec::new(),
         };
         let mut report = NodeReport {
             generation: 1,
@@ -351,5 +355,46 @@ mod tests {
                 (Some(0), Some(0))
             ]
         );
+    }
+
+    /// A node's report carries what a replica printed, bounded whatever
+    /// the node sends: 20 lines, 200 characters each, no control
+    /// characters (an escape sequence would reach the pusher's terminal).
+    #[test]
+    fn reported_output_is_bounded_and_printable() {
+        let mut report = NodeReport {
+            generation: 1,
+            replicas: vec![ReplicaReport {
+                app: "blog".into(),
+                service: "web".into(),
+                replica: 1,
+                state: ReplicaState::Failed,
+                detail: None,
+                address: None,
+                version: None,
+                cpu_millis: None,
+                memory_mib: None,
+                output: (0..100)
+                    .map(|i| format!("line {i} \u{1b}[31mred\r{}", "x".repeat(500)))
+                    .collect(),
+            }],
+        };
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/blog/huxley.toml"
+        ))
+        .expect("the blog example");
+        let config =
+            crate::compile::kick::kick_config(&crate::config::check(&text).config.expect("valid"));
+        clamp_usage(&mut report, &config);
+        let output = &report.replicas[0].output;
+        assert_eq!(output.len(), 20);
+        assert!(
+            output[0].starts_with("line 80 ?[31mred?xxx"),
+            "{}",
+            output[0]
+        );
+        assert!(output.iter().all(|l| l.chars().count() == 200));
+        assert!(!output.iter().any(|l| l.chars().any(char::is_control)));
     }
 }

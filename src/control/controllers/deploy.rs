@@ -575,22 +575,60 @@ async fn wait_healthy(
         }
         if let Some((number, detail)) = failed {
             return Err(Stopped {
-                reason: format!("{}'s new replica #{number} failed: {detail}", key.1),
+                reason: format!(
+                    "{}'s new replica #{number} failed: {detail}{}",
+                    key.1,
+                    printed(kick, key, number)
+                ),
             });
         }
         if tokio::time::Instant::now() >= deadline {
             let (number, last) = pending.into_iter().next().unwrap_or_default();
             return Err(Stopped {
                 reason: format!(
-                    "{}'s new replica #{number} did not pass {} within {} (deploy.timeout); last: {last}",
+                    "{}'s new replica #{number} did not pass {} within {} (deploy.timeout); last: {last}{}",
                     key.1,
                     describe_check(&section.health),
                     crate::spec::quantity::format_duration(timeout),
+                    printed(kick, key, number)
                 ),
             });
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// What replica `number` printed last, as its node reported it, on lines
+/// of their own after the reason; nothing when it printed nothing.
+fn printed(kick: &Kick, key: &ServiceKey, number: u32) -> String {
+    let assignments = kick.assignments.lock().expect("assignments");
+    let replica = crate::scheduler::placement::Replica {
+        app: key.0.clone(),
+        service: key.1.clone(),
+        index: number,
+    };
+    let output = assignments
+        .placement
+        .assigned
+        .get(&replica)
+        .and_then(|node| assignments.reports.get(node))
+        .and_then(|(_, report)| {
+            report
+                .replicas
+                .iter()
+                .find(|r| (&r.app, &r.service, r.replica) == (&key.0, &key.1, number))
+        })
+        .map(|r| r.output.clone())
+        .unwrap_or_default();
+    if output.is_empty() {
+        return String::new();
+    }
+    let mut text = format!("\n#{number}'s last output:");
+    for line in output {
+        text.push_str("\n  ");
+        text.push_str(&line);
+    }
+    text
 }
 
 /// The replicas of `numbers` not yet healthy on `version`, each with what
