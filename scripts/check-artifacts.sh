@@ -65,19 +65,24 @@ verify_units() {
   fi
 }
 
-ignition_schema() {
-  "$venv/python" - "$1" <<'PY'
+# A JSON document against a JSON Schema: json_schema SCHEMA FILE.
+json_schema() {
+  "$venv/python" - "$1" "$2" <<'PY'
 import json, sys
 import jsonschema
-schema = json.load(open("schemas/ignition-v3.4.schema.json"))
-config = json.load(open(sys.argv[1]))
+schema = json.load(open(sys.argv[1]))
+document = json.load(open(sys.argv[2]))
 validator = jsonschema.validators.validator_for(schema)
 validator.check_schema(schema)
-errors = sorted(validator(schema).iter_errors(config), key=lambda e: list(e.path))
+errors = sorted(validator(schema).iter_errors(document), key=lambda e: list(e.path))
 for error in errors:
     print("/".join(map(str, error.path)) + ": " + error.message)
 sys.exit(1 if errors else 0)
 PY
+}
+
+ignition_schema() {
+  json_schema schemas/ignition-v3.4.schema.json "$1"
 }
 
 # `huxley validate --format sarif` against the SARIF 2.1.0 schema (OASIS),
@@ -85,18 +90,7 @@ PY
 sarif_schema() {
   local log="$work/validate.sarif"
   "$huxley" validate --format sarif -f "$1" > "$log" 2> /dev/null
-  "$venv/python" - "$log" <<'PY'
-import json, sys
-import jsonschema
-schema = json.load(open("schemas/sarif-2.1.0.schema.json"))
-log = json.load(open(sys.argv[1]))
-validator = jsonschema.validators.validator_for(schema)
-validator.check_schema(schema)
-errors = sorted(validator(schema).iter_errors(log), key=lambda e: list(e.path))
-for error in errors:
-    print("/".join(map(str, error.path)) + ": " + error.message)
-sys.exit(1 if errors else 0)
-PY
+  json_schema schemas/sarif-2.1.0.schema.json "$log"
 }
 
 yaml_matches_json() {

@@ -65,6 +65,28 @@ fn kick_toml_to_install(before: Option<&str>, applied: &str) -> Result<bool, Str
 }
 
 impl<C: Commands> Systemd<C> {
+    /// A unit's last `lines` lines of journal, its messages only (none
+    /// when journalctl fails).
+    async fn journal(&self, unit: &str, lines: usize) -> String {
+        let lines = lines.to_string();
+        self.commands
+            .run(
+                "journalctl",
+                &[
+                    "--unit",
+                    unit,
+                    "--lines",
+                    &lines,
+                    "--no-pager",
+                    "--output",
+                    "cat",
+                ]
+                .map(str::to_owned),
+            )
+            .await
+            .unwrap_or_default()
+    }
+
     pub fn new(commands: C, replicas_dir: &Path, units_dir: &Path) -> Self {
         Self {
             commands,
@@ -302,24 +324,9 @@ impl<C: Commands> Runtime for Systemd<C> {
 
     async fn output(&mut self, replica: &ReplicaSpec) -> Vec<String> {
         let unit = format!("{}.service", replica.instance());
-        let lines = crate::spec::assignment::OUTPUT_LINES.to_string();
         let journal = self
-            .commands
-            .run(
-                "journalctl",
-                &[
-                    "--unit",
-                    &unit,
-                    "--lines",
-                    &lines,
-                    "--no-pager",
-                    "--output",
-                    "cat",
-                ]
-                .map(str::to_owned),
-            )
-            .await
-            .unwrap_or_default();
+            .journal(&unit, crate::spec::assignment::OUTPUT_LINES)
+            .await;
         crate::spec::assignment::last_lines(journal.lines())
     }
 
@@ -373,23 +380,7 @@ impl<C: Commands> Runtime for Systemd<C> {
             Some("failed") | Some("inactive") if properties.get("Result") != Some(&"success") => {
                 // The unit's own last words say why: an image that cannot
                 // be pulled, a container that exits.
-                let journal = self
-                    .commands
-                    .run(
-                        "journalctl",
-                        &[
-                            "--unit",
-                            &unit,
-                            "--lines",
-                            "3",
-                            "--no-pager",
-                            "--output",
-                            "cat",
-                        ]
-                        .map(str::to_owned),
-                    )
-                    .await
-                    .unwrap_or_default();
+                let journal = self.journal(&unit, 3).await;
                 let status = properties.get("ExecMainStatus").copied().unwrap_or("?");
                 let result = properties.get("Result").copied().unwrap_or("?");
                 let last = journal

@@ -306,6 +306,16 @@ async fn node_scope(
 mod tests {
     use super::*;
 
+    /// The blog example's kick.toml.
+    fn blog() -> crate::spec::kick::KickConfig {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/blog/huxley.toml"
+        ))
+        .expect("the blog example");
+        crate::compile::kick::kick_config(&crate::config::check(&text).config.expect("valid"))
+    }
+
     #[test]
     fn reported_usage_is_clamped_to_the_services_cpu_and_memory() {
         let replica = |cpu: Option<u64>, memory: Option<u64>| ReplicaReport {
@@ -328,13 +338,7 @@ mod tests {
                 replica(None, None),
             ],
         };
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/examples/blog/huxley.toml"
-        ))
-        .expect("the blog example");
-        let config =
-            crate::compile::kick::kick_config(&crate::config::check(&text).config.expect("valid"));
+        let config = blog();
         // blog.web asks for 500m and 512 MiB; no app has a service `ghost`.
         report.replicas.push(ReplicaReport {
             service: "ghost".into(),
@@ -379,13 +383,7 @@ mod tests {
                     .collect(),
             }],
         };
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/examples/blog/huxley.toml"
-        ))
-        .expect("the blog example");
-        let config =
-            crate::compile::kick::kick_config(&crate::config::check(&text).config.expect("valid"));
+        let config = blog();
         clamp_usage(&mut report, &config);
         let output = &report.replicas[0].output;
         assert_eq!(output.len(), 20);
