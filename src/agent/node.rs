@@ -264,6 +264,9 @@ struct Running {
 /// minutes unless set).
 const OUTPUT_WHILE_NEW: Duration = Duration::from_secs(15 * 60);
 
+/// How much output one report carries, in bytes, across its replicas.
+const OUTPUT_BUDGET: usize = 16 * 1024;
+
 /// The node agent.
 #[derive(Debug)]
 pub struct Agent<R: Runtime> {
@@ -588,7 +591,12 @@ impl<R: Runtime> Agent<R> {
             running.output = if running.state == ReplicaState::Failed
                 || running.started.elapsed() < OUTPUT_WHILE_NEW
             {
-                self.runtime.output(&running.spec).await
+                let printed = self.runtime.output(&running.spec).await;
+                let secrets =
+                    std::fs::read_to_string(crate::agent::runtime::secrets_file(&running.spec))
+                        .unwrap_or_default();
+                let printed = crate::agent::runtime::redact(printed, &secrets);
+                crate::spec::assignment::last_lines(printed.iter().map(String::as_str))
             } else {
                 Vec::new()
             };
@@ -665,6 +673,19 @@ impl<R: Runtime> Agent<R> {
 
     /// Sends what the node runs when it changed, or now and then.
     async fn report(&mut self) -> Result<(), CallError> {
+        // Output within a budget, failed replicas' first: kick takes a
+        // report of at most 64 KiB.
+        let mut budget = OUTPUT_BUDGET;
+        let mut outputs: BTreeMap<&ReplicaKey, Vec<String>> = BTreeMap::new();
+        let mut by_need: Vec<(&ReplicaKey, &Running)> = self.running.iter().collect();
+        by_need.sort_by_key(|(_, r)| r.state != ReplicaState::Failed);
+        for (key, r) in by_need {
+            let size: usize = r.output.iter().map(|l| l.len() + 1).sum();
+            if size > 0 && size <= budget {
+                budget -= size;
+                outputs.insert(key, r.output.clone());
+            }
+        }
         let replicas: Vec<ReplicaReport> = self
             .running
             .iter()
@@ -678,7 +699,7 @@ impl<R: Runtime> Agent<R> {
                 version: r.spec.version().map(str::to_owned),
                 cpu_millis: r.cpu_millis,
                 memory_mib: r.memory_mib,
-                output: r.output.clone(),
+                output: outputs.remove(key).unwrap_or_default(),
             })
             .collect();
         let unchanged = self.last_report.as_ref().is_some_and(|(at, last)| {

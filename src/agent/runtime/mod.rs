@@ -101,9 +101,8 @@ pub trait Runtime: Send {
     fn refresh(&mut self) -> impl Future<Output = Result<(), String>> + Send {
         async { Ok(()) }
     }
-    /// The replica's last lines of output (see
-    /// [`crate::spec::assignment::last_lines`]); none where the runtime
-    /// keeps none.
+    /// The replica's last lines of output since it last started (see
+    /// [`recent`]); none where the runtime keeps none.
     fn output(&mut self, _replica: &ReplicaSpec) -> impl Future<Output = Vec<String>> + Send {
         async { Vec::new() }
     }
@@ -131,7 +130,17 @@ pub fn tail_of(path: &std::path::Path, bytes: u64) -> Vec<String> {
     } else {
         &text
     };
-    crate::spec::assignment::last_lines(text.lines())
+    recent(text.lines())
+}
+
+/// The last [`crate::spec::assignment::OUTPUT_LINES`] lines that are not
+/// empty, as they are (a report cuts them once secrets are out of them).
+pub fn recent<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let lines: Vec<&str> = lines.into_iter().filter(|l| !l.trim().is_empty()).collect();
+    let skip = lines
+        .len()
+        .saturating_sub(crate::spec::assignment::OUTPUT_LINES);
+    lines.into_iter().skip(skip).map(str::to_owned).collect()
 }
 
 /// Runs commands: the seam under [`systemd::Systemd`], so the exact `systemctl` and
@@ -185,11 +194,42 @@ pub const SECRETS_DIR: &str = "/run/huxley/secrets";
 
 /// Forgets a replica's secrets once it no longer runs on this node.
 pub fn forget_secrets(replica: &ReplicaSpec) {
-    let file = std::path::Path::new(SECRETS_DIR).join(format!(
+    let _ = std::fs::remove_file(secrets_file(replica));
+}
+
+/// Where a replica's secrets are while it runs (`huxley node secrets`
+/// writes them there for its unit).
+pub fn secrets_file(replica: &ReplicaSpec) -> std::path::PathBuf {
+    std::path::Path::new(SECRETS_DIR).join(format!(
         "{}-{}.env",
         replica.assigned.unit, replica.assigned.replica
-    ));
-    let _ = std::fs::remove_file(file);
+    ))
+}
+
+/// Output lines with every value of a secrets file (`NAME=value` a line)
+/// replaced by `[secret NAME]`: an app that prints its database URL in
+/// an error does not send the password with its report. Values shorter
+/// than 4 characters are left (they would hide ordinary words).
+pub fn redact(lines: Vec<String>, secrets: &str) -> Vec<String> {
+    let mut values: Vec<(&str, &str)> = secrets
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .filter(|(_, value)| value.len() >= 4)
+        .collect();
+    // The longest first, so a value inside another is not left half shown.
+    values.sort_by_key(|(_, value)| std::cmp::Reverse(value.len()));
+    lines
+        .into_iter()
+        .map(|mut line| {
+            for (name, value) in &values {
+                if line.contains(value) {
+                    line = line.replace(value, &format!("[secret {name}]"));
+                }
+            }
+            line
+        })
+        .collect()
 }
 
 /// The name of the node's container network in Docker, and its bridge.
@@ -283,12 +323,31 @@ pub mod fake {
 #[cfg(test)]
 mod tail_tests {
     #[test]
+    fn secrets_are_taken_out_of_output() {
+        let lines = vec![
+            "connecting to postgres://app:hunter2-long@db:5432/shop".to_owned(),
+            "token tok_live_0123 and tok_live_0123456789".to_owned(),
+            "an ordinary line".to_owned(),
+        ];
+        let secrets = "# written by huxley node secrets\nDB_PASSWORD=hunter2-long\nAPI=tok_live_0123456789\nSHORT=an\nPREFIX=tok_live_0123\n";
+        assert_eq!(
+            super::redact(lines, secrets),
+            [
+                "connecting to postgres://app:[secret DB_PASSWORD]@db:5432/shop",
+                "token [secret PREFIX] and [secret API]",
+                "an ordinary line",
+            ]
+        );
+    }
+
+    #[test]
     fn the_tail_of_a_log_is_its_last_whole_lines() {
         let path = std::env::temp_dir().join(format!("huxley-tail-{}.log", std::process::id()));
         let text: String = (0..1000).map(|i| format!("line {i}\n\n")).collect();
         std::fs::write(&path, &text).expect("log");
         let tail = super::tail_of(&path, 256);
         assert_eq!(tail.len(), crate::spec::assignment::OUTPUT_LINES);
+        assert_eq!(super::recent(["a", "", "b"]), ["a", "b"]);
         assert_eq!(tail.last().map(String::as_str), Some("line 999"));
         assert_eq!(tail[0], "line 980");
         // A short log whole; none for a log that is not there.

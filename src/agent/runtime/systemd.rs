@@ -324,10 +324,34 @@ impl<C: Commands> Runtime for Systemd<C> {
 
     async fn output(&mut self, replica: &ReplicaSpec) -> Vec<String> {
         let unit = format!("{}.service", replica.instance());
+        // This run's lines only: a replica number comes back in a later
+        // deploy, and its unit's journal holds every earlier run.
+        let invocation = self
+            .systemctl(&["show", &unit, "--property=InvocationID", "--value"])
+            .await
+            .unwrap_or_default();
+        let invocation = invocation.trim();
+        if invocation.is_empty() || !invocation.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Vec::new();
+        }
+        let lines = crate::spec::assignment::OUTPUT_LINES.to_string();
         let journal = self
-            .journal(&unit, crate::spec::assignment::OUTPUT_LINES)
-            .await;
-        crate::spec::assignment::last_lines(journal.lines())
+            .commands
+            .run(
+                "journalctl",
+                &[
+                    &format!("_SYSTEMD_INVOCATION_ID={invocation}"),
+                    "--lines",
+                    &lines,
+                    "--no-pager",
+                    "--output",
+                    "cat",
+                ]
+                .map(str::to_owned),
+            )
+            .await
+            .unwrap_or_default();
+        super::recent(journal.lines())
     }
 
     async fn observe(&mut self, replica: &ReplicaSpec) -> Observed {
@@ -687,6 +711,24 @@ mod tests {
                 "journalctl --unit blog-web@2.service --lines 3 --no-pager --output cat",
             ]
         );
+
+        // Its output: this run's journal lines only, by its invocation.
+        recorder.answers.lock().expect("answers").clear();
+        recorder.answer("systemctl show", Ok("5f1c0ffee0\n"));
+        recorder.answer("journalctl", Ok("listening\n\nunhealthy\n"));
+        assert_eq!(systemd.output(&replica()).await, ["listening", "unhealthy"]);
+        assert_eq!(
+            recorder.take(),
+            [
+                "systemctl show blog-web@2.service --property=InvocationID --value",
+                "journalctl _SYSTEMD_INVOCATION_ID=5f1c0ffee0 --lines 20 --no-pager --output cat",
+            ]
+        );
+        // No invocation (never started): nothing, and no journal read.
+        recorder.answers.lock().expect("answers").clear();
+        recorder.answer("systemctl show", Ok("\n"));
+        assert!(systemd.output(&replica()).await.is_empty());
+        assert_eq!(recorder.take().len(), 1);
 
         // A running unit: its container's use, by the container's pid.
         recorder.answers.lock().expect("answers").clear();

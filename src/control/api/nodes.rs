@@ -97,9 +97,16 @@ fn clamp_usage(report: &mut NodeReport, config: &crate::spec::kick::KickConfig) 
             .map_or((0, 0), |s| (u64::from(s.cpu_millis), s.memory_mib));
         replica.cpu_millis = replica.cpu_millis.map(|c| c.min(cpu));
         replica.memory_mib = replica.memory_mib.map(|m| m.min(memory));
-        // Output as a report may carry it, whatever a node sends.
+        // Output and detail as a report may carry them, whatever a node
+        // sends: they reach the pusher's terminal.
         replica.output =
             crate::spec::assignment::last_lines(replica.output.iter().map(String::as_str));
+        replica.detail = replica.detail.as_deref().map(|d| {
+            d.chars()
+                .take(500)
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect()
+        });
     }
 }
 
@@ -383,6 +390,7 @@ mod tests {
                     .collect(),
             }],
         };
+        report.replicas[0].detail = Some("exited\nhuxley: deployed shop v9".into());
         let config = blog();
         clamp_usage(&mut report, &config);
         let output = &report.replicas[0].output;
@@ -394,5 +402,9 @@ mod tests {
         );
         assert!(output.iter().all(|l| l.chars().count() == 200));
         assert!(!output.iter().any(|l| l.chars().any(char::is_control)));
+        assert_eq!(
+            report.replicas[0].detail.as_deref(),
+            Some("exited?huxley: deployed shop v9")
+        );
     }
 }

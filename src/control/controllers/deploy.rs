@@ -578,7 +578,7 @@ async fn wait_healthy(
                 reason: format!(
                     "{}'s new replica #{number} failed: {detail}{}",
                     key.1,
-                    printed(kick, key, number)
+                    printed(kick, key, number, &version)
                 ),
             });
         }
@@ -590,7 +590,7 @@ async fn wait_healthy(
                     key.1,
                     describe_check(&section.health),
                     crate::spec::quantity::format_duration(timeout),
-                    printed(kick, key, number)
+                    printed(kick, key, number, &version)
                 ),
             });
         }
@@ -598,9 +598,10 @@ async fn wait_healthy(
     }
 }
 
-/// What replica `number` printed last, as its node reported it, on lines
-/// of their own after the reason; nothing when it printed nothing.
-fn printed(kick: &Kick, key: &ServiceKey, number: u32) -> String {
+/// What replica `number` on `version` printed last, as its node reported
+/// it, on lines of their own after the reason; nothing when it printed
+/// nothing.
+fn printed(kick: &Kick, key: &ServiceKey, number: u32, version: &str) -> String {
     let assignments = kick.assignments.lock().expect("assignments");
     let replica = crate::scheduler::placement::Replica {
         app: key.0.clone(),
@@ -618,6 +619,7 @@ fn printed(kick: &Kick, key: &ServiceKey, number: u32) -> String {
                 .iter()
                 .find(|r| (&r.app, &r.service, r.replica) == (&key.0, &key.1, number))
         })
+        .filter(|r| r.version.as_deref() == Some(version))
         .map(|r| r.output.clone())
         .unwrap_or_default();
     if output.is_empty() {
