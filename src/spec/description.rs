@@ -69,6 +69,10 @@ pub struct PlacedReplica {
     pub state: Option<ReplicaState>,
     /// Why it failed: its last exit, or the image pull's error.
     pub detail: Option<String>,
+    /// For a failed replica: what it printed last, as its node reported
+    /// it (secrets out, at most 20 lines).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]

@@ -97,6 +97,9 @@ fn render_service(out: &mut String, name: &str, service: &ServiceDescription, st
                 )),
                 placed.detail.as_deref().unwrap_or("no detail")
             );
+            for line in &placed.output {
+                let _ = writeln!(out, "      {}", style.dim(&format!("| {line}")));
+            }
         }
     }
     for instance in &service.instances {

@@ -358,7 +358,7 @@ health = {{ tcp = 7000, interval = "1s", timeout = "500ms", healthy = 1, unhealt
     let described = rt.block_on(live.describe_until(
         &kicks,
         Duration::from_secs(90),
-        "web and api healthy in containers, and the broken image reported",
+        "web and api healthy in containers, and the broken image reported with its output",
         |d| {
             let services = &d["apps"]["shop"]["services"];
             let broken = services["broken"]["placed"][0]["detail"]
@@ -368,6 +368,9 @@ health = {{ tcp = 7000, interval = "1s", timeout = "500ms", healthy = 1, unhealt
                 && services["api"]["healthy"] == 1
                 && services["broken"]["placed"][0]["state"] == "failed"
                 && !broken.is_empty()
+                && services["broken"]["placed"][0]["output"]
+                    .as_array()
+                    .is_some_and(|lines| !lines.is_empty())
         },
     ));
     // The pull error reaches describe, as the agent saw it.
@@ -379,6 +382,14 @@ health = {{ tcp = 7000, interval = "1s", timeout = "500ms", healthy = 1, unhealt
             || broken.contains("not found")
             || broken.contains("manifest unknown"),
         "{broken}"
+    );
+    // And what it printed: Docker's lines of the failed pull.
+    let output = &described["apps"]["shop"]["services"]["broken"]["placed"][0]["output"];
+    assert!(
+        output.as_array().is_some_and(|lines| lines.iter().any(|l| l
+            .as_str()
+            .is_some_and(|l| l.contains("huxley-no-such-image")))),
+        "{output}"
     );
     // They are containers, named and labelled by the unit, on the node's
     // routed subnet.

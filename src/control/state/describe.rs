@@ -53,6 +53,10 @@ fn placement_of(
                     .map(|r| r.state)
                     .or(registered.then_some(crate::spec::assignment::ReplicaState::Running)),
                 detail: report.and_then(|r| r.detail.clone()),
+                output: report
+                    .filter(|r| r.state == crate::spec::assignment::ReplicaState::Failed)
+                    .map(|r| r.output.clone())
+                    .unwrap_or_default(),
             }
         })
         .collect();
