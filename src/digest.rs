@@ -6,10 +6,12 @@ use sha2::{Digest, Sha256};
 
 /// Hex SHA-256 of bytes (text, a certificate, a token).
 pub fn sha256(data: impl AsRef<[u8]>) -> String {
-    Sha256::digest(data.as_ref())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(data.as_ref()))
+}
+
+/// Bytes in lower hex (a digest computed a piece at a time).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

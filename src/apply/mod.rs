@@ -165,7 +165,7 @@ fn new_token() -> Result<String, ApplyError> {
         .secure_random
         .fill(&mut bytes)
         .map_err(|_| ApplyError::Refused("the system's random source failed".into()))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::digest::hex(&bytes))
 }
 
 /// Waits for a stack that another run left in progress, and recovers one

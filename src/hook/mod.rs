@@ -723,6 +723,14 @@ async fn went_away(mut gone: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
+/// Kick's deploys of an app: `POST` asks for one, `GET` lists them.
+pub fn deployments_url(kick_url: &str, app: &str) -> String {
+    format!(
+        "{}/v1/apps/{app}/deployments",
+        kick_url.trim_end_matches('/')
+    )
+}
+
 /// Asks kick for a deploy and prints its progress until it ends; the
 /// closing line, or why it failed.
 pub async fn follow(
@@ -734,10 +742,7 @@ pub async fn follow(
     say: crate::hook::build::Lines<'_>,
 ) -> Result<String, String> {
     use crate::spec::release::{Outcome, Release};
-    let base = format!(
-        "{}/v1/apps/{app}/deployments",
-        kick_url.trim_end_matches('/')
-    );
+    let base = deployments_url(kick_url, app);
     let response = client
         .post(&base)
         .bearer_auth(token)

@@ -21,8 +21,7 @@ use crate::spec::release::Release;
 pub fn context_digest(dir: &Path) -> Result<String, String> {
     let mut hash = Sha256::new();
     add_dir(&mut hash, dir, Path::new(""))?;
-    let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("sha256:{hex}"))
+    Ok(format!("sha256:{}", crate::digest::hex(&hash.finalize())))
 }
 
 fn add_dir(hash: &mut Sha256, dir: &Path, relative: &Path) -> Result<(), String> {
@@ -135,12 +134,8 @@ pub async fn releases(
     token: &str,
     app: &str,
 ) -> Result<Vec<Release>, String> {
-    let url = format!(
-        "{}/v1/apps/{app}/deployments",
-        kick_url.trim_end_matches('/')
-    );
     let response = client
-        .get(&url)
+        .get(super::deployments_url(kick_url, app))
         .bearer_auth(token)
         .send()
         .await

@@ -6,9 +6,7 @@
 
 use std::fmt::Write as _;
 
-use serde_json::Value;
-
-use super::render::{rolls_nodes, summary};
+use super::render::{cut, rolls_nodes, summary, value};
 use super::{Action, Plan, Replacement, ResourceChange, StackAction};
 
 /// What the comment may hold, leaving room under GitHub's 65,536.
@@ -97,9 +95,9 @@ pub fn markdown(plan: &Plan) -> String {
                 cell(
                     &p.before
                         .as_deref()
-                        .map_or("(unset)".to_owned(), |b| code(&short(b)))
+                        .map_or("(unset)".to_owned(), |b| code(&cut(b, VALUE_WIDTH)))
                 ),
-                cell(&code(&short(&p.after)))
+                cell(&code(&cut(&p.after, VALUE_WIDTH)))
             );
         }
         out.push('\n');
@@ -236,8 +234,8 @@ fn forced_by(change: &ResourceChange) -> String {
             format!(
                 "{}: {} → {}",
                 code(&p.path),
-                code(&value(p.before.as_ref())),
-                code(&value(p.after.as_ref()))
+                code(&value(p.before.as_ref(), VALUE_WIDTH)),
+                code(&value(p.after.as_ref(), VALUE_WIDTH))
             )
         })
         .collect();
@@ -248,20 +246,8 @@ fn forced_by(change: &ResourceChange) -> String {
     }
 }
 
-/// A value on one line, cut when long (the JSON plan has it whole).
-fn value(v: Option<&Value>) -> String {
-    v.map_or_else(|| "(none)".to_owned(), |v| short(&v.to_string()))
-}
-
-/// Text cut to 80 characters.
-fn short(text: &str) -> String {
-    if text.chars().count() > 80 {
-        let cut: String = text.chars().take(77).collect();
-        format!("{cut}...")
-    } else {
-        text.to_owned()
-    }
-}
+/// How long a value in the comment may be, in characters.
+const VALUE_WIDTH: usize = 80;
 
 /// Lines added and removed in a unified diff.
 fn counts(diff: &str) -> (usize, usize) {
@@ -328,6 +314,7 @@ fn html(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::plan::{ArtifactChange, PropertyChange, Summary};
+    use serde_json::Value;
 
     fn plan() -> Plan {
         Plan {

@@ -208,22 +208,27 @@ fn resource(out: &mut String, change: &ResourceChange, style: Style, rolling: bo
             out,
             "      {}: {} → {}{why}",
             p.path,
-            value(p.before.as_ref()),
-            value(p.after.as_ref())
+            value(p.before.as_ref(), VALUE_WIDTH),
+            value(p.after.as_ref(), VALUE_WIDTH)
         );
     }
 }
 
-/// A value on one line, cut when long (the JSON plan has it whole).
-fn value(v: Option<&Value>) -> String {
-    let Some(v) = v else {
-        return "(none)".to_owned();
-    };
-    let text = v.to_string();
-    if text.chars().count() > 100 {
-        let cut: String = text.chars().take(97).collect();
-        format!("{cut}...")
+/// How long a property's value may be in the text plan, in characters.
+const VALUE_WIDTH: usize = 100;
+
+/// A value on one line, cut at `width` characters when long (the JSON
+/// plan has it whole).
+pub(super) fn value(v: Option<&Value>, width: usize) -> String {
+    v.map_or_else(|| "(none)".to_owned(), |v| cut(&v.to_string(), width))
+}
+
+/// Text of at most `width` characters, ending in `...` when cut.
+pub(super) fn cut(text: &str, width: usize) -> String {
+    if text.chars().count() > width {
+        let kept: String = text.chars().take(width.saturating_sub(3)).collect();
+        format!("{kept}...")
     } else {
-        text
+        text.to_owned()
     }
 }

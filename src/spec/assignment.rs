@@ -81,23 +81,30 @@ pub const OUTPUT_LINES: usize = 20;
 /// How long each line may be, in characters.
 pub const OUTPUT_WIDTH: usize = 200;
 
-/// A replica's output as a report carries it: the last [`OUTPUT_LINES`]
-/// non-empty lines, each cut to [`OUTPUT_WIDTH`] characters, control
-/// characters (escape sequences, carriage returns) as `?`.
+/// A replica's output as a report carries it: the [`recent`] lines, each
+/// [`printable`] in [`OUTPUT_WIDTH`] characters.
 pub fn last_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-    let lines: Vec<String> = lines
-        .into_iter()
-        .map(|line| {
-            line.trim_end()
-                .chars()
-                .take(OUTPUT_WIDTH)
-                .map(|c| if c.is_control() { '?' } else { c })
-                .collect::<String>()
-        })
-        .filter(|line| !line.trim().is_empty())
-        .collect();
+    recent(lines)
+        .iter()
+        .map(|line| printable(line.trim_end(), OUTPUT_WIDTH))
+        .collect()
+}
+
+/// The last [`OUTPUT_LINES`] lines that are not empty, as they are (the
+/// agent takes secrets out of them before they are cut).
+pub fn recent<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let lines: Vec<&str> = lines.into_iter().filter(|l| !l.trim().is_empty()).collect();
     let skip = lines.len().saturating_sub(OUTPUT_LINES);
-    lines.into_iter().skip(skip).collect()
+    lines.into_iter().skip(skip).map(str::to_owned).collect()
+}
+
+/// Text as one printable line of at most `width` characters: control
+/// characters (escape sequences, carriage returns, line breaks) as `?`.
+pub fn printable(text: &str, width: usize) -> String {
+    text.chars()
+        .take(width)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

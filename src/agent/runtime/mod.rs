@@ -102,7 +102,8 @@ pub trait Runtime: Send {
         async { Ok(()) }
     }
     /// The replica's last lines of output since it last started (see
-    /// [`recent`]); none where the runtime keeps none.
+    /// [`crate::spec::assignment::recent`]); none where the runtime keeps
+    /// none.
     fn output(&mut self, _replica: &ReplicaSpec) -> impl Future<Output = Vec<String>> + Send {
         async { Vec::new() }
     }
@@ -130,17 +131,7 @@ pub fn tail_of(path: &std::path::Path, bytes: u64) -> Vec<String> {
     } else {
         &text
     };
-    recent(text.lines())
-}
-
-/// The last [`crate::spec::assignment::OUTPUT_LINES`] lines that are not
-/// empty, as they are (a report cuts them once secrets are out of them).
-pub fn recent<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-    let lines: Vec<&str> = lines.into_iter().filter(|l| !l.trim().is_empty()).collect();
-    let skip = lines
-        .len()
-        .saturating_sub(crate::spec::assignment::OUTPUT_LINES);
-    lines.into_iter().skip(skip).map(str::to_owned).collect()
+    crate::spec::assignment::recent(text.lines())
 }
 
 /// Runs commands: the seam under [`systemd::Systemd`], so the exact `systemctl` and
@@ -347,7 +338,7 @@ mod tail_tests {
         std::fs::write(&path, &text).expect("log");
         let tail = super::tail_of(&path, 256);
         assert_eq!(tail.len(), crate::spec::assignment::OUTPUT_LINES);
-        assert_eq!(super::recent(["a", "", "b"]), ["a", "b"]);
+        assert_eq!(crate::spec::assignment::recent(["a", "", "b"]), ["a", "b"]);
         assert_eq!(tail.last().map(String::as_str), Some("line 999"));
         assert_eq!(tail[0], "line 980");
         // A short log whole; none for a log that is not there.

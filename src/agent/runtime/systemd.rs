@@ -351,7 +351,7 @@ impl<C: Commands> Runtime for Systemd<C> {
             )
             .await
             .unwrap_or_default();
-        super::recent(journal.lines())
+        crate::spec::assignment::recent(journal.lines())
     }
 
     async fn observe(&mut self, replica: &ReplicaSpec) -> Observed {

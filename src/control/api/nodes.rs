@@ -81,6 +81,9 @@ pub async fn get_assignment(
     Json(assignment(&kick, &node)).into_response()
 }
 
+/// How long a replica's `detail` may be, in characters.
+const DETAIL_WIDTH: usize = 500;
+
 /// A replica cannot use more than its service's cpu and memory, which
 /// Docker enforces: a reported figure is clamped to that, so one report
 /// (of `1e15` CPU, or a node's whole allocatable CPU for a 500m service)
@@ -101,12 +104,10 @@ fn clamp_usage(report: &mut NodeReport, config: &crate::spec::kick::KickConfig) 
         // sends: they reach the pusher's terminal.
         replica.output =
             crate::spec::assignment::last_lines(replica.output.iter().map(String::as_str));
-        replica.detail = replica.detail.as_deref().map(|d| {
-            d.chars()
-                .take(500)
-                .map(|c| if c.is_control() { '?' } else { c })
-                .collect()
-        });
+        replica.detail = replica
+            .detail
+            .as_deref()
+            .map(|d| crate::spec::assignment::printable(d, DETAIL_WIDTH));
     }
 }
 
