@@ -560,17 +560,23 @@ impl<R: Runtime> Agent<R> {
                 }
                 running.cpu_reading = Some((now, ns));
             }
+            // The reason is the replica's last line: no secret leaves in it.
+            let detail = observed.detail.map(|d| {
+                crate::agent::runtime::scrub(&running.spec, vec![d])
+                    .pop()
+                    .unwrap_or_default()
+            });
             match observed.state {
                 ReplicaState::Failed | ReplicaState::Stopped => {
                     if running.state != ReplicaState::Failed {
                         eprintln!(
                             "node: {} {}",
                             describe(key),
-                            observed.detail.as_deref().unwrap_or("stopped")
+                            detail.as_deref().unwrap_or("stopped")
                         );
                     }
                     running.state = ReplicaState::Failed;
-                    running.detail = observed.detail.or(running.detail.take());
+                    running.detail = detail.or(running.detail.take());
                     let since = *running.exited_at.get_or_insert_with(Instant::now);
                     if since.elapsed() >= RESTART_AFTER {
                         running.exited_at = None;
@@ -592,10 +598,7 @@ impl<R: Runtime> Agent<R> {
                 || running.started.elapsed() < OUTPUT_WHILE_NEW
             {
                 let printed = self.runtime.output(&running.spec).await;
-                let secrets =
-                    std::fs::read_to_string(crate::agent::runtime::secrets_file(&running.spec))
-                        .unwrap_or_default();
-                let printed = crate::agent::runtime::redact(printed, &secrets);
+                let printed = crate::agent::runtime::scrub(&running.spec, printed);
                 crate::spec::assignment::last_lines(printed.iter().map(String::as_str))
             } else {
                 Vec::new()

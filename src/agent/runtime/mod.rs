@@ -197,6 +197,14 @@ pub fn secrets_file(replica: &ReplicaSpec) -> std::path::PathBuf {
     ))
 }
 
+/// Lines a replica printed with its secrets taken out (see [`redact`]),
+/// read from its secrets file: what leaves the node of its output, and
+/// of the reason it failed, which is its last line.
+pub fn scrub(replica: &ReplicaSpec, lines: Vec<String>) -> Vec<String> {
+    let secrets = std::fs::read_to_string(secrets_file(replica)).unwrap_or_default();
+    redact(lines, &secrets)
+}
+
 /// Output lines with every value of a secrets file (`NAME=value` a line)
 /// replaced by `[secret NAME]`: an app that prints its database URL in
 /// an error does not send the password with its report. Values shorter

@@ -65,16 +65,20 @@ fn kick_toml_to_install(before: Option<&str>, applied: &str) -> Result<bool, Str
 }
 
 impl<C: Commands> Systemd<C> {
-    /// A unit's last `lines` lines of journal, its messages only (none
-    /// when journalctl fails).
-    async fn journal(&self, unit: &str, lines: usize) -> String {
+    /// The last `lines` lines of one run of a unit (its `InvocationID`:
+    /// a replica number comes back in a later deploy, and the unit's
+    /// journal holds every earlier run), its messages only; none when
+    /// there is no run or journalctl fails.
+    async fn journal(&self, invocation: &str, lines: usize) -> String {
+        if invocation.is_empty() || !invocation.chars().all(|c| c.is_ascii_hexdigit()) {
+            return String::new();
+        }
         let lines = lines.to_string();
         self.commands
             .run(
                 "journalctl",
                 &[
-                    "--unit",
-                    unit,
+                    &format!("_SYSTEMD_INVOCATION_ID={invocation}"),
                     "--lines",
                     &lines,
                     "--no-pager",
@@ -324,33 +328,13 @@ impl<C: Commands> Runtime for Systemd<C> {
 
     async fn output(&mut self, replica: &ReplicaSpec) -> Vec<String> {
         let unit = format!("{}.service", replica.instance());
-        // This run's lines only: a replica number comes back in a later
-        // deploy, and its unit's journal holds every earlier run.
         let invocation = self
             .systemctl(&["show", &unit, "--property=InvocationID", "--value"])
             .await
             .unwrap_or_default();
-        let invocation = invocation.trim();
-        if invocation.is_empty() || !invocation.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Vec::new();
-        }
-        let lines = crate::spec::assignment::OUTPUT_LINES.to_string();
         let journal = self
-            .commands
-            .run(
-                "journalctl",
-                &[
-                    &format!("_SYSTEMD_INVOCATION_ID={invocation}"),
-                    "--lines",
-                    &lines,
-                    "--no-pager",
-                    "--output",
-                    "cat",
-                ]
-                .map(str::to_owned),
-            )
-            .await
-            .unwrap_or_default();
+            .journal(invocation.trim(), crate::spec::assignment::OUTPUT_LINES)
+            .await;
         crate::spec::assignment::recent(journal.lines())
     }
 
@@ -360,7 +344,7 @@ impl<C: Commands> Runtime for Systemd<C> {
             .systemctl(&[
                 "show",
                 &unit,
-                "--property=ActiveState,SubState,Result,ExecMainStatus,MemoryCurrent,CPUUsageNSec",
+                "--property=ActiveState,SubState,Result,ExecMainStatus,MemoryCurrent,CPUUsageNSec,InvocationID",
             ])
             .await
             .unwrap_or_default();
@@ -404,7 +388,8 @@ impl<C: Commands> Runtime for Systemd<C> {
             Some("failed") | Some("inactive") if properties.get("Result") != Some(&"success") => {
                 // The unit's own last words say why: an image that cannot
                 // be pulled, a container that exits.
-                let journal = self.journal(&unit, 3).await;
+                let invocation = properties.get("InvocationID").copied().unwrap_or("");
+                let journal = self.journal(invocation, 3).await;
                 let status = properties.get("ExecMainStatus").copied().unwrap_or("?");
                 let result = properties.get("Result").copied().unwrap_or("?");
                 let last = journal
@@ -685,7 +670,7 @@ mod tests {
         // A unit that failed to pull its image: the journal's last line says so.
         recorder.answer(
             "systemctl show",
-            Ok("ActiveState=failed\nSubState=failed\nResult=exit-code\nExecMainStatus=125\n"),
+            Ok("ActiveState=failed\nSubState=failed\nResult=exit-code\nExecMainStatus=125\nInvocationID=0ddba11\n"),
         );
         recorder.answer(
             "journalctl",
@@ -707,8 +692,8 @@ mod tests {
         assert_eq!(
             recorder.take(),
             [
-                "systemctl show blog-web@2.service --property=ActiveState,SubState,Result,ExecMainStatus,MemoryCurrent,CPUUsageNSec",
-                "journalctl --unit blog-web@2.service --lines 3 --no-pager --output cat",
+                "systemctl show blog-web@2.service --property=ActiveState,SubState,Result,ExecMainStatus,MemoryCurrent,CPUUsageNSec,InvocationID",
+                "journalctl _SYSTEMD_INVOCATION_ID=0ddba11 --lines 3 --no-pager --output cat",
             ]
         );
 
@@ -744,7 +729,7 @@ mod tests {
         assert_eq!(
             recorder.take(),
             [
-                "systemctl show blog-web@2.service --property=ActiveState,SubState,Result,ExecMainStatus,MemoryCurrent,CPUUsageNSec",
+                "systemctl show blog-web@2.service --property=ActiveState,SubState,Result,ExecMainStatus,MemoryCurrent,CPUUsageNSec,InvocationID",
                 "docker inspect --format {{.State.Pid}} blog-web-2",
             ]
         );
