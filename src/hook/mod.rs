@@ -618,7 +618,7 @@ impl<B: crate::hook::build::Builder> Deployer<B> {
             images,
             sources,
             by: Some(by),
-            rollback_to: None,
+            ..Default::default()
         };
         follow(
             &client,
@@ -767,7 +767,14 @@ pub async fn follow(
     let release: Release =
         serde_json::from_value(body).map_err(|e| format!("the kick server's answer: {e}"))?;
     let id = release.id;
-    say(format!("rolling out {app} v{id}"));
+    if release.restarted.is_empty() {
+        say(format!("rolling out {app} v{id}"));
+    } else {
+        say(format!(
+            "restarting {app}'s {} as v{id}",
+            release.restarted.join(", ")
+        ));
+    }
     let mut shown = 0;
     let mut unreachable_since: Option<std::time::Instant> = None;
     loop {
@@ -807,6 +814,12 @@ pub async fn follow(
         });
         match release.outcome {
             Outcome::Running => {}
+            Outcome::Succeeded if !release.restarted.is_empty() => {
+                return Ok(format!(
+                    "restarted {app}'s {} (v{id})",
+                    release.restarted.join(", ")
+                ));
+            }
             Outcome::Succeeded => {
                 return Ok(format!("deployed {app} v{id}{commit}"));
             }

@@ -217,6 +217,7 @@ mod tests {
                 .map(|(s, i)| ((*s).to_owned(), format!("sha256:{i}")))
                 .collect(),
             previous: BTreeMap::new(),
+            restarted: Vec::new(),
             replaced: 0,
             reason: None,
             events: Vec::new(),

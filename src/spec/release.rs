@@ -73,6 +73,10 @@ pub struct Release {
     /// What each service ran before.
     #[serde(default)]
     pub previous: BTreeMap<String, String>,
+    /// For a restart: the services whose replicas were replaced on the
+    /// images they run (after a secret they read changed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarted: Vec<String>,
     /// Replicas started on the new images (old ones they replaced).
     pub replaced: u32,
     /// Why it did not succeed.
@@ -105,6 +109,14 @@ pub struct DeployRequest {
     /// current release).
     #[serde(default, deserialize_with = "crate::spec::integral::option")]
     pub rollback_to: Option<u64>,
+    /// Restart these services instead (the admin only): each replica is
+    /// replaced by one on the image it runs, through the same health-gated
+    /// rollout, so it reads its secrets again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart: Vec<String>,
+    /// Why, for the history (`secret API_KEY set`): one printable line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 /// The release a service runs.

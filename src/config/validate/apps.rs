@@ -181,18 +181,19 @@ impl Checker<'_> {
         let volumes = self.volumes(raw, stateful);
         let deploy = self.deploy(raw.deploy.as_ref(), replicas);
         // `drain` applies to every service (its records' TTL, and replicas
-        // that move); the rest only to a rollout.
+        // that move), the batches to every rollout (a prebuilt service's
+        // restart too); only the build's timeout needs a build.
         if let (Some(d), Some(image)) = (&raw.deploy, &raw.image)
-            && (d.value.max_surge.is_some()
-                || d.value.max_unavailable.is_some()
-                || d.value.timeout.is_some()
-                || d.value.build_timeout.is_some())
+            && let Some(build_timeout) = &d.value.build_timeout
         {
             self.push(
-                Diagnostic::warning("`deploy` has no effect on a prebuilt image")
-                    .at(d.span.clone(), "only a `git push` rolls out a release")
-                    .also(image.span.clone(), "this image changes with `huxley apply`")
-                    .help("keep only `drain`, or build the service on push with `build`"),
+                Diagnostic::warning("`build-timeout` has no effect on a prebuilt image")
+                    .at(
+                        build_timeout.span.clone(),
+                        "nothing is built for this service",
+                    )
+                    .also(image.span.clone(), "its image is pulled as it is")
+                    .help("remove `build-timeout`, or build the service on push with `build`"),
             );
         }
         let depends_on = raw

@@ -42,7 +42,30 @@ fn prepare(
     }
     let current = deploys.current(app);
     let releases = deploys.history.get(app).map(Vec::as_slice).unwrap_or(&[]);
+    let restarted = check_restart(scope, app, &request, section, &current)?;
+    let why = request.why.clone();
     let (images, sources, commit, by, rollback_of) = match request.rollback_to {
+        _ if !restarted.is_empty() => {
+            // The images the restarted built services run, as they run them.
+            let images: BTreeMap<String, String> = restarted
+                .iter()
+                .filter_map(|s| current.get(s).map(|(_, image)| (s.clone(), image.clone())))
+                .collect();
+            let sources = releases
+                .iter()
+                .rev()
+                .find_map(|r| {
+                    (r.outcome == Outcome::Succeeded).then(|| {
+                        r.sources
+                            .iter()
+                            .filter(|(s, _)| images.contains_key(*s))
+                            .map(|(s, d)| (s.clone(), d.clone()))
+                            .collect::<BTreeMap<_, _>>()
+                    })
+                })
+                .unwrap_or_default();
+            (images, sources, None, Some("admin".to_owned()), None)
+        }
         Some(target) => {
             let running = current.values().map(|(id, _)| *id).max();
             let chosen = rollback_target(scope, app, releases, running, target, &built)?;
@@ -65,7 +88,7 @@ fn prepare(
             )
         }
     };
-    if images.is_empty() {
+    if images.is_empty() && restarted.is_empty() {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
             format!("{app} has no service built on push: its images change with `huxley apply`"),
@@ -87,10 +110,79 @@ fn prepare(
         images,
         sources,
         previous,
+        events: match (why, restarted.is_empty()) {
+            (Some(why), false) => vec![crate::spec::release::Event {
+                at: crate::clock::unix_seconds(),
+                text: format!("restart of {}: {why}", restarted.join(", ")),
+            }],
+            _ => Vec::new(),
+        },
+        restarted,
         replaced: 0,
         reason: None,
-        events: Vec::new(),
     })
+}
+
+/// The services a restart names, checked: the admin's only, alone (no
+/// images, commit or rollback with it), each a service of the app, and a
+/// built one only once it has a release to run again.
+fn check_restart(
+    scope: &Scope,
+    app: &str,
+    request: &DeployRequest,
+    section: &crate::spec::kick::AppSection,
+    current: &BTreeMap<String, (u64, String)>,
+) -> Result<Vec<String>, Refusal> {
+    if request.restart.is_empty() {
+        return Ok(Vec::new());
+    }
+    if *scope != Scope::Admin {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "only the admin token may restart services",
+        ));
+    }
+    if request.rollback_to.is_some()
+        || !request.images.is_empty()
+        || !request.sources.is_empty()
+        || request.commit.is_some()
+    {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "a restart names services only: no images, commit, sources or rollback with it",
+        ));
+    }
+    let mut restarted: Vec<String> = Vec::new();
+    for service in &request.restart {
+        let Some(spec) = section.services.get(service) else {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{app} has no service {}; its services: {}",
+                    service.escape_debug(),
+                    section
+                        .services
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        };
+        if spec.image.is_none() && !current.contains_key(service) {
+            return Err(refuse(
+                StatusCode::CONFLICT,
+                format!(
+                    "{app}/{service} has no release yet: nothing of it runs to restart (deploy it with git push)"
+                ),
+            ));
+        }
+        if !restarted.contains(service) {
+            restarted.push(service.clone());
+        }
+    }
+    restarted.sort();
+    Ok(restarted)
 }
 
 /// The 409 for a second deploy of `app` while `holder` rolls out, with who
@@ -253,6 +345,14 @@ fn check_sources(
             "the pusher's fingerprint must be one printable line of at most 200 bytes",
         ));
     }
+    if let Some(why) = &request.why
+        && (why.len() > 200 || why.chars().any(char::is_control))
+    {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "`why` must be one printable line of at most 200 bytes",
+        ));
+    }
     if let Some((service, source)) = request.sources.iter().find(|(service, source)| {
         !request.images.contains_key(*service)
             || !source.strip_prefix("sha256:").is_some_and(|hex| {
@@ -323,7 +423,7 @@ pub async fn post_deployment(
             .images
             .iter()
             .all(|(service, image)| release.previous.get(service) == Some(image));
-        if unchanged && release.rollback_of.is_none() {
+        if unchanged && release.rollback_of.is_none() && release.restarted.is_empty() {
             return (
                 StatusCode::OK,
                 Json(json!({
@@ -338,6 +438,10 @@ pub async fn post_deployment(
         deploys.record(release.clone());
         release
     };
+    if !release.restarted.is_empty() {
+        // A restart is for new secret values: none is served from memory.
+        kick.secrets.lock().expect("secrets").0.clear();
+    }
     let id = release.id;
     // Nothing rolls out that the bucket does not hold: a write that fails
     // (or finds another writer came first) takes the release back.
@@ -477,6 +581,7 @@ port = 6379
                 .collect(),
             sources: BTreeMap::new(),
             previous: BTreeMap::new(),
+            restarted: Vec::new(),
             replaced: 0,
             reason: None,
             events: Vec::new(),
@@ -786,6 +891,85 @@ port = 6379
         let redeploy =
             prepare(&config, &deploys, &Scope::Admin, "shop", back(2)).expect("rollback");
         assert_eq!(redeploy.images["api"], image(5));
+    }
+
+    /// A restart (after a secret changed) replaces the named services'
+    /// replicas on what they run: the admin's only, alone, named services
+    /// of the app, a built one only once it has a release.
+    #[test]
+    fn a_restart_keeps_the_images_and_is_the_admins_alone() {
+        let config = config();
+        let deploys = history(vec![release(
+            1,
+            Outcome::Succeeded,
+            &[("web", &image(1)), ("api", &image(2))],
+        )]);
+        let restart = |services: &[&str]| DeployRequest {
+            restart: services.iter().map(|s| (*s).to_owned()).collect(),
+            why: Some("secret API_KEY set".into()),
+            ..DeployRequest::default()
+        };
+        let release = prepare(
+            &config,
+            &deploys,
+            &Scope::Admin,
+            "shop",
+            restart(&["cache", "api", "api"]),
+        )
+        .expect("a restart");
+        assert_eq!(release.id, 2);
+        assert_eq!(release.restarted, ["api", "cache"]);
+        // Only the restarted built service, on the image it runs.
+        assert_eq!(release.images, [("api".to_owned(), image(2))].into());
+        assert_eq!(release.previous["api"], image(2));
+        assert_eq!(
+            release.events[0].text,
+            "restart of api, cache: secret API_KEY set"
+        );
+        assert_eq!(
+            refused(prepare(
+                &config,
+                &deploys,
+                &Scope::Hook,
+                "shop",
+                restart(&["api"])
+            )),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            refused(prepare(
+                &config,
+                &deploys,
+                &Scope::Admin,
+                "shop",
+                restart(&["nope"])
+            )),
+            StatusCode::BAD_REQUEST
+        );
+        let mixed = DeployRequest {
+            rollback_to: Some(0),
+            ..restart(&["api"])
+        };
+        assert_eq!(
+            refused(prepare(&config, &deploys, &Scope::Admin, "shop", mixed)),
+            StatusCode::BAD_REQUEST
+        );
+        // Nothing of a built service runs before its first release.
+        let empty = history(Vec::new());
+        assert_eq!(
+            refused(prepare(
+                &config,
+                &empty,
+                &Scope::Admin,
+                "shop",
+                restart(&["web"])
+            )),
+            StatusCode::CONFLICT
+        );
+        // A prebuilt one always runs.
+        let cache = prepare(&config, &empty, &Scope::Admin, "shop", restart(&["cache"]))
+            .expect("a restart of a prebuilt service");
+        assert!(cache.images.is_empty());
     }
 
     #[test]

@@ -268,6 +268,9 @@ pub async fn run(kick: &Arc<Kick>, app: &str, id: u64) {
         return;
     };
     let what = match (release.rollback_of, &release.commit) {
+        _ if !release.restarted.is_empty() => {
+            format!("restarting {}", release.restarted.join(", "))
+        }
         (Some(of), _) => format!("rolling back to v{of}"),
         (None, Some(commit)) => format!("rolling out {}", short(commit)),
         (None, None) => "rolling out".to_owned(),
@@ -280,17 +283,23 @@ pub async fn run(kick: &Arc<Kick>, app: &str, id: u64) {
             .get(name)
             .map_or(&[][..], |s| s.depends_on.as_slice())
     };
-    let order = dependency_order(depends_on, release.images.keys());
+    let order = dependency_order(
+        depends_on,
+        release.images.keys().chain(release.restarted.iter()),
+    );
     let mut done: Vec<String> = Vec::new();
     let mut failure = None;
     for service in &order {
-        let image = &release.images[service];
-        if release.previous.get(service) == Some(image) {
+        let Some(image) = image_of(kick, &release, service) else {
+            continue;
+        };
+        let image = &image;
+        if release.previous.get(service) == Some(image) && !release.restarted.contains(service) {
             say(
                 kick,
                 app,
                 id,
-                format!("{service}: already runs {}", short(image)),
+                format!("{service}: already runs {}", label(image)),
             );
             continue;
         }
@@ -336,6 +345,35 @@ pub async fn run(kick: &Arc<Kick>, app: &str, id: u64) {
     }
     save_progress(kick, app).await;
     crate::control::controllers::assign::bump(kick);
+}
+
+/// An image in a deploy's events: a digest's first 12 hex digits, or a
+/// prebuilt image's whole name and tag.
+fn label(image: &str) -> &str {
+    if version_of(image).is_some() {
+        short(image)
+    } else {
+        image
+    }
+}
+
+/// The image `service` runs in `release`: its built image, or for a
+/// prebuilt service a restart names, the one kick.toml gives it.
+fn image_of(kick: &Kick, release: &Release, service: &str) -> Option<String> {
+    release.images.get(service).cloned().or_else(|| {
+        release
+            .restarted
+            .iter()
+            .any(|s| s == service)
+            .then(|| {
+                kick.config.apps[&release.app]
+                    .services
+                    .get(service)?
+                    .image
+                    .clone()
+            })
+            .flatten()
+    })
 }
 
 /// The replica window of a service: its first number and how many.
@@ -398,12 +436,15 @@ async fn roll(
         crate::control::controllers::assign::wanted_count(&kick.config, &assignments, &key).max(1)
     };
     // What runs now is the old release (none before a first deploy).
-    let fresh = !kick
-        .assignments
-        .lock()
-        .expect("assignments")
-        .current
-        .contains_key(&key);
+    // A prebuilt service always runs (its image comes with kick.toml).
+    let built = section.image.is_none();
+    let fresh = built
+        && !kick
+            .assignments
+            .lock()
+            .expect("assignments")
+            .current
+            .contains_key(&key);
     let mut old = if fresh { 0 } else { running };
     let mut new = 0u32;
     let count = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
@@ -420,7 +461,7 @@ async fn roll(
             "{service}: {} {} on {} (max-surge {surge}, max-unavailable {unavailable}, {} per batch to pass {})",
             if fresh { "starting" } else { "replacing" },
             count_of(old.max(target), "replica"),
-            short(image),
+            label(image),
             crate::spec::quantity::format_duration(policy.timeout),
             describe_check(&section.health),
         ),
@@ -490,7 +531,9 @@ async fn roll(
     // Done: the image is the service's release; the window is its count.
     {
         let mut assignments = kick.assignments.lock().expect("assignments");
-        assignments.current.insert(key.clone(), image.to_owned());
+        if built {
+            assignments.current.insert(key.clone(), image.to_owned());
+        }
         assignments.rolling.remove(&key);
         assignments.first.insert(key.clone(), first);
         assignments
@@ -502,7 +545,7 @@ async fn roll(
         kick,
         app,
         id,
-        format!("{service}: every replica runs {}", short(image)),
+        format!("{service}: every replica runs {}", label(image)),
     );
     Ok(started)
 }
@@ -566,10 +609,13 @@ async fn wait_healthy(
     timeout: Duration,
 ) -> Result<(), Stopped> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let version = version_of(image).unwrap_or(image).to_owned();
+    // A prebuilt image (a tag, restarted) has no version: its replicas
+    // report none.
+    let version = version_of(image).map(str::to_owned);
+    let version = version.as_deref();
     let section = &kick.config.apps[&key.0].services[&key.1];
     loop {
-        let (pending, failed) = replica_states(kick, key, numbers, &version, section);
+        let (pending, failed) = replica_states(kick, key, numbers, version, section);
         if pending.is_empty() {
             return Ok(());
         }
@@ -578,7 +624,7 @@ async fn wait_healthy(
                 reason: format!(
                     "{}'s new replica #{number} failed: {detail}{}",
                     key.1,
-                    printed(kick, key, number, &version)
+                    printed(kick, key, number, version)
                 ),
             });
         }
@@ -590,7 +636,7 @@ async fn wait_healthy(
                     key.1,
                     describe_check(&section.health),
                     crate::spec::quantity::format_duration(timeout),
-                    printed(kick, key, number, &version)
+                    printed(kick, key, number, version)
                 ),
             });
         }
@@ -601,7 +647,7 @@ async fn wait_healthy(
 /// What replica `number` on `version` printed last, as its node reported
 /// it, on lines of their own after the reason; nothing when it printed
 /// nothing.
-fn printed(kick: &Kick, key: &ServiceKey, number: u32, version: &str) -> String {
+fn printed(kick: &Kick, key: &ServiceKey, number: u32, version: Option<&str>) -> String {
     let assignments = kick.assignments.lock().expect("assignments");
     let replica = crate::scheduler::placement::Replica {
         app: key.0.clone(),
@@ -619,7 +665,7 @@ fn printed(kick: &Kick, key: &ServiceKey, number: u32, version: &str) -> String 
                 .iter()
                 .find(|r| (&r.app, &r.service, r.replica) == (&key.0, &key.1, number))
         })
-        .filter(|r| r.version.as_deref() == Some(version))
+        .filter(|r| r.version.as_deref() == version)
         .map(|r| r.output.clone())
         .unwrap_or_default();
     if output.is_empty() {
@@ -640,7 +686,7 @@ fn replica_states(
     kick: &Kick,
     key: &ServiceKey,
     numbers: &[u32],
-    version: &str,
+    version: Option<&str>,
     section: &crate::spec::kick::ServiceSection,
 ) -> (BTreeMap<u32, String>, Option<(u32, String)>) {
     use crate::spec::assignment::ReplicaState;
@@ -668,7 +714,7 @@ fn replica_states(
                     .iter()
                     .find(|r| (&r.app, &r.service, r.replica) == (&key.0, &key.1, *number))
             });
-        let on_version = reported.is_some_and(|r| r.version.as_deref() == Some(version));
+        let on_version = reported.is_some_and(|r| r.version.as_deref() == version);
         if let Some(r) = reported.filter(|_| on_version)
             && r.state == ReplicaState::Failed
         {
@@ -681,7 +727,7 @@ fn replica_states(
         let instance = state.and_then(|s| {
             s.instances.values().find(|i| {
                 i.replica == Some(*number)
-                    && i.version.as_deref() == Some(version)
+                    && i.version.as_deref() == version
                     && Some(&i.node) == placed_on
             })
         });
@@ -765,7 +811,17 @@ async fn put_back(
     }
     crate::control::controllers::assign::replace(kick).await;
     let mut ok = true;
-    match release.previous.get(failed) {
+    let before = |service: &str| {
+        release.previous.get(service).cloned().or_else(|| {
+            release
+                .restarted
+                .iter()
+                .any(|s| s == service)
+                .then(|| image_of(kick, release, service))
+                .flatten()
+        })
+    };
+    match before(failed).as_ref() {
         None => say(
             kick,
             app,
@@ -777,7 +833,7 @@ async fn put_back(
                 kick,
                 app,
                 id,
-                format!("{failed}: putting {} back", short(previous)),
+                format!("{failed}: putting {} back", label(previous)),
             );
             let (first, count) = window(kick, &key);
             let numbers: Vec<u32> = (first..first + count).collect();
@@ -786,7 +842,7 @@ async fn put_back(
                     kick,
                     app,
                     id,
-                    format!("{failed}: every replica runs {} again", short(previous)),
+                    format!("{failed}: every replica runs {} again", label(previous)),
                 ),
                 Err(stopped) => {
                     say(kick, app, id, format!("rollback: {}", stopped.reason));
@@ -796,7 +852,11 @@ async fn put_back(
         }
     }
     for service in done.iter().rev() {
-        let Some(previous) = release.previous.get(service) else {
+        if release.restarted.contains(service) {
+            // Restarted on the image it ran: nothing to put back.
+            continue;
+        }
+        let Some(previous) = before(service) else {
             // Its first release: it goes, as it came, with the deploy.
             say(
                 kick,
@@ -816,9 +876,9 @@ async fn put_back(
             kick,
             app,
             id,
-            format!("{service}: rolling back to {}", short(previous)),
+            format!("{service}: rolling back to {}", label(&previous)),
         );
-        if let Err(stopped) = roll(kick, app, id, service, previous).await {
+        if let Err(stopped) = roll(kick, app, id, service, &previous).await {
             say(kick, app, id, format!("rollback: {}", stopped.reason));
             ok = false;
         }

@@ -99,6 +99,7 @@ mod tests {
             .into(),
             sources: BTreeMap::new(),
             previous: BTreeMap::new(),
+            restarted: Vec::new(),
             replaced: 0,
             reason: None,
             events: Vec::new(),
