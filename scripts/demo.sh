@@ -32,6 +32,10 @@ huxley_emulator_start
 huxley_emulator_zone acme.example.com
 
 step() { printf '\n==> %s\n' "$*"; }
+step "huxley secrets set blog DATABASE_URL - (web reads it; plan refuses a missing one)"
+printf '%s\n' "postgres://blog:demo-only@db.acme.internal/blog" |
+  "$huxley" secrets set blog DATABASE_URL - -f examples/blog/huxley.toml
+"$huxley" secrets list blog -f examples/blog/huxley.toml
 step "huxley plan -f examples/blog/huxley.toml"
 "$huxley" plan -f examples/blog/huxley.toml --verbose
 step "huxley apply -f examples/blog/huxley.toml --yes"

@@ -146,6 +146,7 @@ pub async fn prepare(config: &Config, aws: &Aws, options: PlanOptions) -> Result
         region: config.cluster.region.clone(),
         stack,
     };
+    missing_secrets(config, aws).await?;
     let mut plan = diff::plan(&target, desired, &read.live);
     plan.notes.extend(notes);
     let existing = aws
@@ -154,6 +155,55 @@ pub async fn prepare(config: &Config, aws: &Aws, options: PlanOptions) -> Result
     plan.tokens =
         crate::plan::token_changes(&crate::plan::desired::token_parameters(config), &existing);
     Ok(plan)
+}
+
+/// Refuses a config whose secrets name SSM parameters that do not exist:
+/// its replicas could not start. Every missing one is named, with the
+/// command that sets it.
+async fn missing_secrets(config: &crate::model::Config, aws: &Aws) -> Result<(), ApplyError> {
+    let mut wanted: BTreeMap<String, Vec<(String, String, String)>> = BTreeMap::new();
+    for app in config.apps.values() {
+        for service in app.services.values() {
+            for (variable, reference) in &service.secrets {
+                let crate::model::SecretRef::Ssm { parameter } = reference;
+                wanted.entry(parameter.clone()).or_default().push((
+                    app.name.clone(),
+                    service.name.clone(),
+                    variable.clone(),
+                ));
+            }
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = wanted.keys().cloned().collect();
+    let found = aws.parameter_versions(&names).await?;
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|(parameter, _)| !found.contains_key(*parameter))
+        .map(|(parameter, users)| {
+            let users: Vec<String> = users
+                .iter()
+                .map(|(app, service, variable)| format!("{variable} of {app}/{service}"))
+                .collect();
+            format!("  {parameter} ({})", users.join(", "))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let example = wanted
+        .iter()
+        .find(|(parameter, _)| !found.contains_key(*parameter))
+        .and_then(|(_, users)| users.first())
+        .map(|(app, _, variable)| format!("huxley secrets set {app} {variable} -"))
+        .unwrap_or_default();
+    Err(ApplyError::Refused(format!(
+        "SSM has no parameter for {} that huxley.toml references, so the replicas that read them could not start:\n{}\nhelp: set each one, e.g. `{example}` (reads the value from standard input)",
+        crate::diagnostic::plural(missing.len(), "secret"),
+        missing.join("\n")
+    )))
 }
 
 /// A new bearer token: 32 bytes from the system's secure random source, as

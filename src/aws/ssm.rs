@@ -55,6 +55,62 @@ impl Aws {
         Ok(values)
     }
 
+    /// The version and last change (seconds since the epoch) of each
+    /// parameter among `names` that exists; values are not decrypted, and
+    /// not kept.
+    pub async fn parameter_versions(
+        &self,
+        names: &[String],
+    ) -> Result<BTreeMap<String, (i64, Option<i64>)>, AwsError> {
+        let mut versions = BTreeMap::new();
+        for chunk in names.chunks(10) {
+            self.count();
+            let output = self
+                .ssm
+                .get_parameters()
+                .set_names(Some(chunk.to_vec()))
+                .with_decryption(false)
+                .send()
+                .await
+                .map_err(|e| self.err("ssm:GetParameters", e))?;
+            for parameter in output.parameters() {
+                if let Some(name) = parameter.name() {
+                    versions.insert(
+                        name.to_owned(),
+                        (
+                            parameter.version(),
+                            parameter.last_modified_date().map(|d| d.secs()),
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(versions)
+    }
+
+    /// Writes a SecureString parameter, over the value it had; its new
+    /// version.
+    pub async fn put_secret(
+        &self,
+        name: &str,
+        value: &str,
+        description: &str,
+    ) -> Result<i64, AwsError> {
+        self.count();
+        let output = self
+            .ssm
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .description(description)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .overwrite(true)
+            .send()
+            .await
+            .map_err(|e| self.err("ssm:PutParameter", e))?;
+        Ok(output.version())
+    }
+
     /// A daemon's bearer token: the SecureString parameter `name`,
     /// decrypted, which `huxley apply` creates; an error that names the
     /// parameter and says how to make it.

@@ -299,6 +299,7 @@ pub(super) async fn deploys(
             |f| crate::ui::describe::age(f.saturating_sub(r.started)),
         );
         let what = match r.rollback_of {
+            _ if !r.restarted.is_empty() => format!("restart of {}", r.restarted.join(", ")),
             Some(of) => format!("rollback to v{of}"),
             None => String::new(),
         };
@@ -352,41 +353,39 @@ pub(super) async fn rollback(
         },
     };
     let aws = connect_session(args).await?;
-    let found = async {
-        let (summary, bucket) = find_cluster(&aws, &cluster).await?;
-        let endpoint = kick_endpoint(&summary, endpoint).ok_or_else(|| {
-            format!(
-                "the stack {} has no KickServerAddress output: pass --endpoint",
-                crate::spec::names::stack(&cluster)
-            )
-        })?;
-        token_safe_endpoint(&endpoint)?;
-        let (client, token) =
-            kick_client(&aws, &cluster, &bucket, std::time::Duration::from_secs(30)).await?;
-        Ok::<_, String>((endpoint, client, token))
-    }
-    .await;
-    let (endpoint, client, token) = match found {
-        Ok(found) => found,
-        Err(err) => {
-            calls(args, &aws);
-            return Err(Error::Invalid(err.to_string()));
-        }
-    };
     let request = crate::spec::release::DeployRequest {
         rollback_to: Some(target),
         ..Default::default()
     };
-    let say = |line: String| eprintln!("{line}");
-    let result = crate::hook::follow(&client, &endpoint, &token, app, &request, &say).await;
+    let result = deploy_through_kick(&aws, &cluster, endpoint, app, &request).await;
     calls(args, &aws);
-    match result {
-        Ok(text) => {
-            eprintln!("{text}");
-            Ok(exit::OK)
-        }
-        Err(err) => Err(Error::Invalid(err.to_string())),
-    }
+    result.map(|_| exit::OK).map_err(Error::Invalid)
+}
+
+/// Asks the cluster's kick server (its external API, with the admin
+/// token) for a deploy, and follows it to its end, saying its progress on
+/// standard error; its last line.
+pub(super) async fn deploy_through_kick(
+    aws: &Aws,
+    cluster: &str,
+    endpoint: Option<&str>,
+    app: &str,
+    request: &crate::spec::release::DeployRequest,
+) -> Result<String, String> {
+    let (summary, bucket) = find_cluster(aws, cluster).await?;
+    let endpoint = kick_endpoint(&summary, endpoint).ok_or_else(|| {
+        format!(
+            "the stack {} has no KickServerAddress output: pass --endpoint",
+            crate::spec::names::stack(cluster)
+        )
+    })?;
+    token_safe_endpoint(&endpoint)?;
+    let (client, token) =
+        kick_client(aws, cluster, &bucket, std::time::Duration::from_secs(30)).await?;
+    let say = |line: String| eprintln!("{line}");
+    let text = crate::hook::follow(&client, &endpoint, &token, app, request, &say).await?;
+    eprintln!("{text}");
+    Ok(text)
 }
 
 /// `huxley remote add`: the cluster's git remote in an app's working copy.

@@ -6,6 +6,7 @@ mod cluster;
 mod daemons;
 pub mod error;
 mod pipeline;
+mod secrets;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -188,6 +189,12 @@ enum Command {
         endpoint: Option<String>,
         #[command(flatten)]
         aws: AwsArgs,
+    },
+    /// Set, list and remove an app's secrets (SSM SecureString
+    /// parameters); setting one restarts the services that read it.
+    Secrets {
+        #[command(subcommand)]
+        command: secrets::SecretsCommand,
     },
     /// Manage the git remotes of your apps' working copies.
     Remote {
@@ -681,6 +688,7 @@ fn run(cli: Cli) -> Outcome {
             &aws,
         )),
         Command::Cluster { command } => cluster_command(command, cli.color),
+        Command::Secrets { command } => secrets::run(command, cli.color),
         Command::Kick { command } => kick(command),
         Command::Node { command } => node(command),
         Command::Remote { command } => match command {

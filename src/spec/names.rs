@@ -17,6 +17,16 @@ pub fn tokens_path(cluster: &str) -> String {
     format!("/huxley/{cluster}/tokens/")
 }
 
+/// The SSM parameter `huxley secrets set` writes for a variable no
+/// service references yet: under the app's prefix, in lower case with
+/// dashes (`API_KEY` → `/acme/shop/api-key`), as validation suggests.
+pub fn secret_parameter(cluster: &str, app: &str, variable: &str) -> String {
+    format!(
+        "/{cluster}/{app}/{}",
+        variable.to_ascii_lowercase().replace('_', "-")
+    )
+}
+
 /// The ECR repository of an app's built images, by cluster and app name.
 pub fn repository_name(cluster: &str, app: &str) -> String {
     format!("huxley-{cluster}/{app}")

@@ -428,6 +428,37 @@ pub fn create_public_zone(endpoint: &str, region: &str, name: &str) -> String {
     })
 }
 
+/// Stores a SecureString value for every SSM parameter a huxley.toml's
+/// `secrets` reference (`"ssm:/…"`), as its operator would before the
+/// first apply (`huxley secrets set`); the value is `test value of` the
+/// parameter. The parameters, sorted.
+pub fn store_secrets(endpoint: &str, region: &str, config: &str) -> Vec<String> {
+    let mut names: Vec<String> = config
+        .split("\"ssm:")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names.dedup();
+    let stored = names.clone();
+    with_sdk(endpoint, region, async move |config| {
+        let client = aws_sdk_ssm::Client::new(config);
+        for name in names {
+            client
+                .put_parameter()
+                .name(&name)
+                .value(format!("test value of {name}"))
+                .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+                .overwrite(true)
+                .send()
+                .await
+                .expect("store a secret");
+        }
+    });
+    stored
+}
+
 /// Creates the S3 bucket `name` (as the stack creates the artifact bucket).
 pub fn create_bucket(endpoint: &str, region: &str, name: &str) {
     with_sdk(endpoint, region, async |config| {

@@ -49,6 +49,7 @@ impl Cluster {
             env,
         };
         cluster.write(&blog(name));
+        huxley::testing::store_secrets(&emulator.endpoint(), REGION, &blog(name));
         cluster
     }
 
@@ -66,6 +67,19 @@ impl Cluster {
     /// Runs `huxley` with this cluster's environment but no `-f`.
     fn run_bare(&self, args: &[&str]) -> Output {
         Test::new(args).env(&self.env).run()
+    }
+
+    /// The decrypted values SSM has of `names`.
+    fn rt_parameters(&self, names: &[&str]) -> std::collections::BTreeMap<String, String> {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt")
+            .block_on(async {
+                let aws = huxley::testing::aws(&Emulator::shared(&root()).endpoint(), REGION).await;
+                aws.secure_parameters(&names).await.expect("SSM")
+            })
     }
 
     fn plan_json(&self) -> Value {
@@ -134,6 +148,106 @@ fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
 fn plan_apply_edit_apply_destroy() {
     let cluster = Cluster::new("scenario");
 
+    // Secrets. web reads DATABASE_URL: not removed while it does.
+    let refused = cluster.run(&["secrets", "unset", "blog", "DATABASE_URL"]);
+    refused.code(1);
+    assert!(
+        refused.stderr.contains("web of blog read DATABASE_URL"),
+        "{}",
+        refused.stderr
+    );
+    cluster
+        .run(&["secrets", "unset", "blog", "DATABASE_URL", "--force"])
+        .code(0);
+    // Plan refuses a secret SSM does not have, naming it and the fix.
+    let plan = cluster.run(&["plan"]);
+    plan.code(1);
+    assert!(
+        plan.stderr.contains(
+            "  /scenario/blog/database-url (DATABASE_URL of blog/web)\nhelp: set each one, e.g. `huxley secrets set blog DATABASE_URL -`"
+        ),
+        "{}",
+        plan.stderr
+    );
+    // Set from standard input; the value is never printed. Before the
+    // first apply there is nothing to restart.
+    let file = cluster.file.display().to_string();
+    let value = "postgres://blog:s3cret-pw@db/blog";
+    let set = Test::new(&["secrets", "set", "blog", "DATABASE_URL", "-f", &file])
+        .env(&cluster.env)
+        .stdin(&format!("{value}\n"))
+        .run();
+    set.code(0);
+    assert!(
+        set.stdout
+            .contains("Set DATABASE_URL of blog: /scenario/blog/database-url (version 1).\nCluster scenario is not applied yet"),
+        "{}",
+        set.stdout
+    );
+    // A name nothing reads yet goes under the app's prefix, with the line
+    // to add.
+    let new = Test::new(&[
+        "secrets",
+        "set",
+        "blog",
+        "SMTP_PASSWORD",
+        "hunter2-long",
+        "-f",
+        &file,
+    ])
+    .env(&cluster.env)
+    .run();
+    new.code(0);
+    assert!(
+        new.stdout
+            .contains("secrets = { SMTP_PASSWORD = \"ssm:/scenario/blog/smtp-password\" }"),
+        "{}",
+        new.stdout
+    );
+    let list = cluster.run(&["secrets", "list", "blog"]);
+    list.code(0);
+    let rows: Vec<Vec<&str>> = list
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{}", list.stdout);
+    assert_eq!(
+        (rows[0][0], rows[0][1], rows[0][2], rows[0].last().copied()),
+        (
+            "DATABASE_URL",
+            "/scenario/blog/database-url",
+            "1",
+            Some("web")
+        ),
+        "{}",
+        list.stdout
+    );
+    assert_eq!(
+        (rows[1][0], rows[1][1], rows[1].last().copied()),
+        ("-", "/scenario/blog/smtp-password", Some("(nothing)")),
+        "{}",
+        list.stdout
+    );
+    for said in [&set.stdout, &set.stderr, &new.stdout, &list.stdout] {
+        assert!(
+            !said.contains("s3cret-pw") && !said.contains("hunter2"),
+            "{said}"
+        );
+    }
+    cluster
+        .run(&["secrets", "unset", "blog", "SMTP_PASSWORD"])
+        .code(0);
+    let stored = cluster.rt_parameters(&[
+        "/scenario/blog/database-url",
+        "/scenario/blog/smtp-password",
+    ]);
+    assert_eq!(
+        stored,
+        [("/scenario/blog/database-url".to_owned(), value.to_owned())].into()
+    );
+
     // An empty account: everything to add, exit 2 with --detailed-exitcode.
     let plan = cluster.run(&["plan", "--detailed-exitcode", "--verbose"]);
     plan.code(2);
@@ -149,7 +263,7 @@ fn plan_apply_edit_apply_destroy() {
         "the newest x86_64 stable image: {}",
         plan.stdout
     );
-    assert!(plan.stderr.contains("AWS calls: 5 "), "{}", plan.stderr);
+    assert!(plan.stderr.contains("AWS calls: 6 "), "{}", plan.stderr);
     // The built service's image repository is part of the stack.
     assert!(
         plan.stdout.contains("AWS::ECR::Repository"),

@@ -63,6 +63,13 @@ fn a_node_acts_only_for_itself_proved_through_sts_and_reads_only_its_secrets() {
     );
     assert!(text.contains("secrets ="), "{text}");
     let mut live = Live::with_config("identity", "127.87.0.0/16", &text, 3);
+    // Applied with the secret stored; gone now, to see a node told so.
+    live.rt()
+        .block_on(
+            live.aws
+                .delete_parameters(&["/identity/blog/database-url".to_owned()]),
+        )
+        .expect("delete the secret");
     let kicks = vec![live.kick("kick-a")];
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -24,5 +24,6 @@ mod node;
 mod push;
 mod runtime;
 mod scaling;
+mod secrets;
 #[path = "../support/mod.rs"]
 mod support;

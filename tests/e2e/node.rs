@@ -62,7 +62,7 @@ secrets = { VAULT_URL = "ssm:/booted/shop/vault-url" }
 "#;
     let live = Live::with_config(name, "100.64.0.0/16", &text, 1);
     live.rt()
-        .block_on(live.aws.create_secure_parameter(
+        .block_on(live.aws.put_secret(
             "/booted/shop/vault-url",
             "https://s3cret-token@vault.internal",
             "test",

@@ -13,6 +13,7 @@ pub fn root() -> PathBuf {
 pub struct Test {
     args: Vec<String>,
     env: Vec<(String, String)>,
+    input: Option<String>,
 }
 
 impl Test {
@@ -20,7 +21,15 @@ impl Test {
         Self {
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             env: Vec::new(),
+            input: None,
         }
+    }
+
+    /// What it reads on standard input (else nothing: /dev/null).
+    #[allow(dead_code, reason = "used by the e2e tests, not the cli ones")]
+    pub fn stdin(mut self, text: &str) -> Self {
+        self.input = Some(text.to_owned());
+        self
     }
 
     /// Adds environment variables.
@@ -85,7 +94,18 @@ impl Test {
     }
 
     pub fn run(self) -> Output {
-        let output = self.command().output().expect("the huxley binary runs");
+        use std::io::Write as _;
+        let mut child = self
+            .command()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the huxley binary runs");
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(self.input.as_deref().unwrap_or("").as_bytes());
+        }
+        let output = child.wait_with_output().expect("the huxley binary runs");
         Output {
             args: self.args.join(" "),
             code: output.status.code().unwrap_or(-1),

@@ -182,6 +182,8 @@ impl Live {
     pub(crate) fn with_config(name: &str, range: &str, text: &str, count: usize) -> Live {
         let emulator = Emulator::shared(&root());
         create_public_zone(&emulator.endpoint(), REGION, &format!("{name}.example.com"));
+        // Plan refuses secrets SSM does not have.
+        huxley::testing::store_secrets(&emulator.endpoint(), REGION, text);
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join("runtime")
             .join(name);
