@@ -86,9 +86,15 @@ huxley_setup_containers() {
   mkdir -p "$state"
   if ! docker info >/dev/null 2>&1; then
     echo "setup: starting dockerd (log: $state/dockerd.log)"
-    dockerd > "$state/dockerd.log" 2>&1 &
+    # The replicas' units log through Docker's awslogs driver, which runs
+    # in dockerd: it signs with these (the emulator takes any), and each
+    # test's node points it at that test's emulator (awslogs-endpoint).
+    AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true \
+      dockerd > "$state/dockerd.log" 2>&1 &
     HUXLEY_STARTED_PIDS="$HUXLEY_STARTED_PIDS $!"
     huxley_wait_for dockerd "$state/dockerd.log" 150 docker info
+  elif pid=$(pgrep -xo dockerd) && ! tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -q '^AWS_ACCESS_KEY_ID='; then
+    echo "setup: warning: the running dockerd has no AWS_ACCESS_KEY_ID in its environment: containers that log through awslogs will not start; stop it and let this script start one" >&2
   fi
   if ! huxley_registry_up; then
     echo "setup: starting a registry on 127.0.0.1:5000 (log: $state/registry.log)"

@@ -5,6 +5,7 @@
 //! with its instance role ([`crate::aws::identity`]), and gets its work
 //! from the kick server's leader: see [`node`].
 
+pub mod journal;
 pub mod node;
 pub mod runtime;
 pub mod secrets;

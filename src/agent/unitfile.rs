@@ -118,8 +118,9 @@ fn specifiers(line: &str, instance: &str, prefix: &str) -> String {
     specified
 }
 
-/// One command line as words, with `%i`/`%p`/`%%` and `${VAR}`/`$$`
-/// expanded, quotes and backslash escapes honoured.
+/// One command line as words, with `%i`/`%p`/`%%`, `${VAR}`, `$VAR` (a
+/// word of its own, split at whitespace) and `$$` expanded, quotes and
+/// backslash escapes honoured.
 pub fn command_words(
     line: &str,
     instance: &str,
@@ -155,6 +156,26 @@ pub fn command_words(
                     let name: String = chars.by_ref().take_while(|c| *c != '}').collect();
                     word.push_str(env.get(&name).map_or("", String::as_str));
                     in_word = true;
+                }
+                // `$NAME` as a word of its own: the value split at
+                // whitespace, zero or more words (systemd's rule).
+                Some(n)
+                    if !in_word && quote.is_none() && (n.is_ascii_alphabetic() || *n == '_') =>
+                {
+                    let mut name = String::new();
+                    while let Some(n) = chars
+                        .peek()
+                        .filter(|n| n.is_ascii_alphanumeric() || **n == '_')
+                    {
+                        name.push(*n);
+                        chars.next();
+                    }
+                    words.extend(
+                        env.get(&name)
+                            .map_or("", String::as_str)
+                            .split_whitespace()
+                            .map(str::to_owned),
+                    );
                 }
                 _ => {
                     word.push('$');
@@ -221,6 +242,29 @@ mod tests {
         assert_eq!(
             command_words(&unit.stop[0].0, "3", "blog-web", &env),
             ["/usr/bin/docker", "stop", "--time", "30", "blog-web-3"]
+        );
+    }
+
+    /// `$NAME` on its own is split into words, and nothing when unset or
+    /// empty; inside a word or quotes it is left as it is.
+    #[test]
+    fn an_unbraced_variable_is_split_into_words() {
+        let line = "run $OPTS --tag=web/%i/{{.ID}} '$OPTS' a$OPTS $UNSET x";
+        let env = BTreeMap::from([(
+            "OPTS".to_owned(),
+            " --log-opt  awslogs-endpoint=http://127.0.0.1:5 ".to_owned(),
+        )]);
+        assert_eq!(
+            command_words(line, "3", "blog-web", &env),
+            [
+                "run",
+                "--log-opt",
+                "awslogs-endpoint=http://127.0.0.1:5",
+                "--tag=web/3/{{.ID}}",
+                "$OPTS",
+                "a$OPTS",
+                "x",
+            ]
         );
     }
 }

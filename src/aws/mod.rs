@@ -16,11 +16,13 @@ mod images;
 pub mod imds;
 mod lease;
 pub mod live;
+mod logs;
 mod network;
 mod route53;
 mod s3;
 mod scaling;
 mod ssm;
+pub use logs::LogEvent;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -147,6 +149,7 @@ pub struct Aws {
     pub(crate) ecr: aws_sdk_ecr::Client,
     pub(crate) s3: aws_sdk_s3::Client,
     pub(crate) ssm: aws_sdk_ssm::Client,
+    pub(crate) logs: aws_sdk_cloudwatchlogs::Client,
     pub(crate) dynamodb: aws_sdk_dynamodb::Client,
     /// Route53 change requests sent: a standby, or a leader whose lease
     /// lapsed, must send none.
@@ -250,6 +253,7 @@ impl Aws {
             ecr: client!(aws_sdk_ecr, control),
             s3: aws_sdk_s3::Client::from_conf(s3_config),
             ssm: client!(aws_sdk_ssm, control),
+            logs: client!(aws_sdk_cloudwatchlogs, control),
             dynamodb: client!(aws_sdk_dynamodb, Calls::Lease),
             route53_changes: Arc::new(AtomicUsize::new(0)),
             calls: Arc::new(AtomicUsize::new(0)),

@@ -231,7 +231,7 @@ fn kick_endpoint(summary: &crate::aws::StackSummary, given: Option<&str>) -> Opt
 }
 
 /// ./huxley.toml.
-fn which_cluster(named: Option<&str>) -> Result<String, String> {
+pub(super) fn which_cluster(named: Option<&str>) -> Result<String, String> {
     if let Some(name) = named {
         return Ok(name.to_owned());
     }

@@ -261,6 +261,18 @@ pub(super) async fn node_run(args: NodeRun) -> Outcome {
             run_agent(agent::Agent::new(node, kick, runtime, address), true).await;
         }
         RuntimeKind::Systemd | RuntimeKind::Units => {
+            if args.runtime == RuntimeKind::Systemd {
+                // Where there is systemd there is a journal: the daemons'
+                // lines go to the cluster's system log group.
+                let group =
+                    crate::spec::names::log_group(&args.cluster, crate::spec::names::SYSTEM_LOGS);
+                tokio::spawn(crate::agent::journal::forward(
+                    runtime::Host,
+                    std::sync::Arc::clone(&aws),
+                    group,
+                    node.clone(),
+                ));
+            }
             let mut systemd = Systemd::new(runtime::Host, &args.state_dir, &args.units_dir);
             systemd.source = args.bucket.map(|bucket| (aws, bucket));
             systemd.env_dir = args.etc.join("units");

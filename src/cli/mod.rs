@@ -5,6 +5,7 @@
 mod cluster;
 mod daemons;
 pub mod error;
+mod logs;
 mod pipeline;
 mod secrets;
 
@@ -190,6 +191,11 @@ enum Command {
         #[command(flatten)]
         aws: AwsArgs,
     },
+    /// Print what an app's replicas wrote (CloudWatch Logs), merged by time.
+    ///
+    /// Reads with your AWS credentials, so it works with the control plane
+    /// down. Each line: its time, `service/replica` and the message.
+    Logs(logs::LogsArgs),
     /// Set, list and remove an app's secrets (SSM SecureString
     /// parameters); setting one restarts the services that read it.
     Secrets {
@@ -689,6 +695,7 @@ fn run(cli: Cli) -> Outcome {
         )),
         Command::Cluster { command } => cluster_command(command, cli.color),
         Command::Secrets { command } => secrets::run(command, cli.color),
+        Command::Logs(args) => run_async(logs::logs(args, cli.color)),
         Command::Kick { command } => kick(command),
         Command::Node { command } => node(command),
         Command::Remote { command } => match command {

@@ -41,6 +41,7 @@ pub fn template(input: &TemplateInput<'_>) -> Value {
     dns(config, &mut resources);
     artifact_bucket(config, &mut resources);
     image_repositories(config, &mut resources);
+    super::logs::log_groups(config, &mut resources);
     iam(config, &mut resources);
     nodes(input, &mut resources);
 
@@ -309,24 +310,24 @@ pub fn built_apps(config: &Config) -> Vec<(String, &model::App, Vec<&model::Serv
             if built.is_empty() {
                 return None;
             }
-            let camel: String = app
-                .name
-                .split('-')
-                .map(|part| {
-                    let mut chars = part.chars();
-                    chars.next().map_or_else(String::new, |c| {
-                        c.to_ascii_uppercase().to_string() + chars.as_str()
-                    })
-                })
-                .collect();
-            // The hash keeps `a-b` and `ab` apart.
-            Some((
-                format!("Images{camel}{}", short_hash(&app.name)),
-                app,
-                built,
-            ))
+            Some((app_id("Images", &app.name), app, built))
         })
         .collect()
+}
+
+/// A logical id for one of an app's resources: `prefix`, the app's name
+/// in CamelCase, and a hash of it, which keeps `a-b` and `ab` apart.
+pub fn app_id(prefix: &str, app: &str) -> String {
+    let camel: String = app
+        .split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map_or_else(String::new, |c| {
+                c.to_ascii_uppercase().to_string() + chars.as_str()
+            })
+        })
+        .collect();
+    format!("{prefix}{camel}{}", short_hash(app))
 }
 
 /// One ECR repository per app with services built on push: scanned on

@@ -148,6 +148,22 @@ fn node_policy(config: &Config) -> Value {
             object("bin/*"),
         ],
     })];
+    if !config.apps.is_empty() {
+        // Docker's awslogs driver writes the replicas' output, with the
+        // node's role, into its cluster's app log groups only.
+        let group = |suffix: &str| {
+            json!({"Fn::Sub": format!(
+                "arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:/huxley/{}/*{suffix}",
+                config.cluster.name
+            )})
+        };
+        statements.push(json!({
+            "Sid": "WriteReplicaLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": [group(""), group(":log-stream:*")],
+        }));
+    }
     if !built_apps(config).is_empty() {
         statements.push(registry_login());
         statements.push(json!({
@@ -236,6 +252,8 @@ fn artifacts_policy(config: &Config) -> Value {
 /// the pushed repositories and deploys, and pushing the images it builds.
 pub fn kick_policy(config: &Config) -> Value {
     let bucket = naming::bucket_pattern(config);
+    let system =
+        crate::spec::names::log_group(&config.cluster.name, crate::spec::names::SYSTEM_LOGS);
     let zone = |id: &str| json!({"Fn::Sub": format!("arn:${{AWS::Partition}}:route53:::hostedzone/${{{id}}}")});
     let mut read = vec![zone(ids::PRIVATE_ZONE)];
     if config.cluster.public_domain.is_some() {
@@ -321,6 +339,16 @@ pub fn kick_policy(config: &Config) -> Value {
                     "arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter/huxley/{}/tokens/admin",
                     config.cluster.name
                 )},
+            },
+            {
+                // The control machines' agents send the daemons' journal.
+                "Sid": "WriteSystemLogs",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": [
+                    {"Fn::Sub": format!("arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:{system}")},
+                    {"Fn::Sub": format!("arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:{system}:log-stream:*")},
+                ],
             },
             {
                 "Sid": "PublishDescription",
@@ -442,6 +470,8 @@ mod tests {
     /// What the control plane calls, by IAM action: the kick and hook
     /// servers, with the control role.
     const ON_THE_CONTROL_PLANE: &[&str] = &[
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
         "autoscaling:DescribeAutoScalingGroups",
         "autoscaling:SetDesiredCapacity",
         "autoscaling:TerminateInstanceInAutoScalingGroup",
@@ -472,6 +502,8 @@ mod tests {
 
     /// What only the CLI calls, with the user's own rights.
     const CLI_ONLY: &[&str] = &[
+        "logs:DescribeLogGroups",
+        "logs:FilterLogEvents",
         "cloudformation:ContinueUpdateRollback",
         "cloudformation:CreateChangeSet",
         "cloudformation:DeleteChangeSet",
@@ -669,10 +701,21 @@ mod tests {
                 "ecr:BatchGetImage",
                 "ecr:GetAuthorizationToken",
                 "ecr:GetDownloadUrlForLayer",
+                "logs:CreateLogStream",
+                "logs:PutLogEvents",
                 "s3:GetObject",
             ]
             .map(str::to_owned)
             .into(),
+        );
+        // Logs only into its own cluster's groups.
+        let logs = statements
+            .iter()
+            .find(|s| s["Sid"] == "WriteReplicaLogs")
+            .expect("the logs statement");
+        assert_eq!(
+            logs["Resource"][1]["Fn::Sub"],
+            "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/huxley/acme/*:log-stream:*"
         );
         let readable = statements
             .iter()

@@ -14,6 +14,7 @@ pub mod iam;
 pub mod ignition;
 pub mod ingress;
 pub mod kick;
+pub mod logs;
 pub mod quotas;
 pub mod templates;
 pub mod units;

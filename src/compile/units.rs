@@ -14,6 +14,8 @@ use crate::model::{self, App, Config, Service, Source, naming};
 #[derive(Serialize)]
 struct ServiceUnit<'a> {
     cluster: &'a str,
+    region: &'a str,
+    log_group: String,
     app: &'a str,
     service: &'a str,
     unit: String,
@@ -62,6 +64,8 @@ pub fn agent_units(config: &Config, templates: &Templates) -> Vec<(String, Strin
 fn service_unit(config: &Config, app: &App, service: &Service, templates: &Templates) -> String {
     let data = ServiceUnit {
         cluster: &config.cluster.name,
+        region: &config.cluster.region,
+        log_group: crate::spec::names::log_group(&config.cluster.name, &app.name),
         app: &app.name,
         service: &service.name,
         unit: naming::unit(app, service),

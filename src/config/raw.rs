@@ -78,6 +78,21 @@ pub struct RawCluster {
     /// hook servers (and the builds) with the control role, while the nodes
     /// run only replicas. Default { instance-type = "t3.medium", count = 2 }.
     pub control: Option<Spanned<RawControl>>,
+    /// The apps' logs in CloudWatch Logs: a log group per app
+    /// (`/huxley/<cluster>/<app>`) and one for the control plane
+    /// (`/huxley/<cluster>/system`). Default { retention-days = 30 }.
+    pub logs: Option<Spanned<RawLogs>>,
+}
+
+/// The cluster's log groups.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", expecting = "a table")]
+pub struct RawLogs {
+    /// How many days CloudWatch Logs keeps each line: one of 1, 3, 5, 7,
+    /// 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,
+    /// 2192, 2557, 2922, 3288 or 3653. Default 30.
+    #[schemars(range(min = 1, max = 3653))]
+    pub retention_days: Option<Spanned<i64>>,
 }
 
 /// The control plane's group.

@@ -96,7 +96,15 @@ pub struct Cluster {
     pub deployers: Vec<Deployer>,
     pub nodes: Nodes,
     pub control: Control,
+    /// How many days the log groups keep each line.
+    pub log_retention_days: u32,
 }
+
+/// The retention periods CloudWatch Logs accepts, in days.
+pub const LOG_RETENTION_DAYS: [u32; 22] = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
 
 /// The control plane's group: the kick and hook servers run there, with
 /// the control role; the nodes run replicas only.

@@ -27,6 +27,15 @@ pub fn secret_parameter(cluster: &str, app: &str, variable: &str) -> String {
     )
 }
 
+/// The log group an app's replicas write to (`awslogs`), one stream per
+/// service, replica and container start.
+pub fn log_group(cluster: &str, app: &str) -> String {
+    format!("/huxley/{cluster}/{app}")
+}
+
+/// The last part of the control plane's log group (no app may have it).
+pub const SYSTEM_LOGS: &str = "system";
+
 /// The ECR repository of an app's built images, by cluster and app name.
 pub fn repository_name(cluster: &str, app: &str) -> String {
     format!("huxley-{cluster}/{app}")

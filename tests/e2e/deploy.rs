@@ -253,7 +253,7 @@ fn plan_apply_edit_apply_destroy() {
     plan.code(2);
     assert!(
         plan.stdout
-            .starts_with("Plan: 31 to add, 0 to change, 0 to replace, 0 to destroy."),
+            .starts_with("Plan: 33 to add, 0 to change, 0 to replace, 0 to destroy."),
         "{}",
         plan.stdout
     );
@@ -300,7 +300,7 @@ fn plan_apply_edit_apply_destroy() {
         "{said}"
     );
     assert!(
-        apply.stdout.contains("Apply complete: 31 added"),
+        apply.stdout.contains("Apply complete: 33 added"),
         "{}",
         apply.stdout
     );
@@ -430,7 +430,7 @@ fn plan_apply_edit_apply_destroy() {
     assert!(
         destroy
             .stdout
-            .contains("Destroyed stack huxley-scenario (31 resources)")
+            .contains("Destroyed stack huxley-scenario (33 resources)")
             && destroy.stdout.contains(", deleted 2 images."),
         "{}",
         destroy.stdout
@@ -477,7 +477,7 @@ fn a_saved_plan_is_applied_exactly_and_refused_once_stale() {
     let apply = Test::new(&["apply", &first]).env(&cluster.env).run();
     apply.code(0);
     assert!(
-        apply.stdout.contains("Apply complete: 31 added"),
+        apply.stdout.contains("Apply complete: 33 added"),
         "{}",
         apply.stdout
     );

@@ -21,6 +21,7 @@ use crate::harness::cluster::{CONTAINERS, DockerCleanup, Live, REGION, cluster_t
 use crate::harness::git::keygen;
 use crate::harness::node::{Node, apply};
 use crate::push::{commit, push, working_copy};
+use crate::support::Test;
 
 #[test]
 #[ignore = "needs Docker, the node image and a registry on 127.0.0.1:5000, and root: scripts/test.sh makes them and runs it"]
@@ -122,6 +123,35 @@ secrets = { VAULT_URL = "ssm:/booted/shop/vault-url" }
             journals()
         );
         std::thread::sleep(Duration::from_millis(500));
+    }
+    // The daemons' journal reaches the cluster's system log group, sent
+    // by each machine's agent: `huxley logs --system` shows kick leading
+    // on the control machine, and the node's agent starting.
+    let mut cli_env = live.env.clone();
+    cli_env.push(("HUXLEY_CLUSTER".into(), name.to_owned()));
+    let kick_stream = format!("{}/huxley-kick", controls[0]);
+    let agent_stream = format!("{}/huxley-node", live.nodes[0]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Test::new(&["logs", "--system", "--since", "10m"])
+            .env(&cli_env)
+            .run();
+        out.code(0);
+        let from = |stream: &str, text: &str| {
+            out.stdout
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(stream) && l.contains(text))
+        };
+        if from(&kick_stream, "kick: leading") && from(&agent_stream, "node: ") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no kick and agent lines in the system log group:\n{}\n{}",
+            out.stdout,
+            journals()
+        );
+        std::thread::sleep(Duration::from_secs(1));
     }
     // The second control machine boots once the first leads.
     let standby = boot(
@@ -429,6 +459,7 @@ fn boot(live: &Live, image: &str, machine: &Machine<'_>) -> Node {
     environment.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), imds.endpoint()));
     environment.push(("AWS_EC2_METADATA_DISABLED".into(), "false".into()));
     environment.push(("HUXLEY_REGISTRY".into(), "127.0.0.1:5000".into()));
+    environment.push(("HUXLEY_LOG_OPTIONS".into(), live.log_options()));
     // A network of its own reaches the emulator and the metadata at the
     // same addresses, forwarded.
     let bridge = own_network.then(|| {

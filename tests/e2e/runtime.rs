@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::harness::cluster::{
     CONTAINERS, DockerCleanup, Live, REGION, all_healthy, cluster_toml, docker,
 };
-use crate::support::root;
+use crate::support::{Test, root};
 
 fn instances<'a>(description: &'a Value, service: &str) -> Vec<&'a Value> {
     description["apps"]["blog"]["services"][service]["instances"]
@@ -419,6 +419,96 @@ health = {{ tcp = 7000, interval = "1s", timeout = "500ms", healthy = 1, unhealt
         env.contains("API_URL=http://api.shop.containers.internal:9000\n"),
         "{env}"
     );
+    // What the containers wrote is in the app's log group, through the
+    // unit's awslogs driver: `huxley logs` merges it, each line with its
+    // service and replica.
+    let mut cli_env = live.env.clone();
+    cli_env.push(("HUXLEY_CLUSTER".into(), name.to_owned()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let printed = loop {
+        let out = Test::new(&["logs", "shop/web", "--since", "5m"])
+            .env(&cli_env)
+            .run();
+        out.code(0);
+        let listening: BTreeSet<&str> = out
+            .stdout
+            .lines()
+            .filter(|l| l.contains("huxley-test-service: listening on 100.64."))
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .collect();
+        if listening == BTreeSet::from(["web/1", "web/2"]) {
+            break out.stdout;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no listening lines from web/1 and web/2 in:\n{}\n{}",
+            out.stdout,
+            live.logs()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert!(!printed.contains("api/"), "{printed}");
+    // `-f` prints a line written after it started, and ends on Ctrl-C.
+    let mut follower = Test::new(&["logs", "shop", "-f", "--since", "1s"])
+        .env(&cli_env)
+        .command()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("huxley logs -f");
+    let (lines, seen) = std::sync::mpsc::channel();
+    let stdout = follower.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let word = format!("said-after-follow-{}", std::process::id());
+    rt.block_on(live.get(&format!("http://{address}:8080/say?line={word}"), None))
+        .expect("web answers");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let said = loop {
+        match seen.recv_timeout(Duration::from_secs(1)) {
+            Ok(line) if line.contains(&word) => break line,
+            _ => assert!(
+                Instant::now() < deadline,
+                "`huxley logs shop -f` never printed {word}"
+            ),
+        }
+    };
+    let who = said.split_whitespace().nth(1).unwrap_or_default();
+    assert!(who == "web/1" || who == "web/2", "{said}");
+    let pid = follower.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill -INT");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = follower.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "`huxley logs -f` ignored Ctrl-C");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+    // --grep and --json.
+    let grep = Test::new(&["logs", "shop", "--since", "5m", "--grep", &word, "--json"])
+        .env(&cli_env)
+        .run();
+    grep.code(0);
+    let found: Vec<Value> = grep
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(found.len(), 1, "{}", grep.stdout);
+    assert_eq!(found[0]["service"], "web");
+    assert_eq!(found[0]["message"], word.as_str());
+
     // The container's own CPU reaches kick (from its cgroup: the unit's
     // `docker run` client uses none), which the scaler acts on.
     let deadline = Instant::now() + Duration::from_secs(60);

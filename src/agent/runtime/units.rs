@@ -19,8 +19,8 @@ use crate::spec::assignment::ReplicaState;
 /// machine, a container, CI). The unit's `Environment=` and
 /// `EnvironmentFile=` make the environment, `ExecStartPre=` runs first
 /// (`-` ignores a failure), `ExecStart=` is the replica, `ExecStop=` and
-/// `ExecStopPost=` stop it; `%i`, `%p`, `%%`, `${VAR}` and `$$` are
-/// expanded as systemd does. So the containers run through the exact
+/// `ExecStopPost=` stop it; `%i`, `%p`, `%%`, `${VAR}`, `$VAR` and `$$`
+/// are expanded as systemd does. So the containers run through the exact
 /// `docker run` line the unit holds.
 #[derive(Debug)]
 pub struct Units<C: Commands> {
@@ -41,13 +41,25 @@ impl<C: Commands> Units<C> {
 }
 
 impl<C: Commands> Units<C> {
+    /// The replica's unit, its environment files under `/etc/huxley/`
+    /// read from where this agent keeps that directory (`--etc`, the
+    /// parent of its env files' directory), as the node's own would be.
     fn unit(&self, replica: &ReplicaSpec) -> Result<UnitFile, String> {
         let name = format!("{}@.service", replica.assigned.unit);
-        self.systemd
+        let mut unit = self
+            .systemd
             .units
             .get(&name)
             .map(|text| UnitFile::parse(text))
-            .ok_or_else(|| format!("the manifest has no unit {name}"))
+            .ok_or_else(|| format!("the manifest has no unit {name}"))?;
+        if let Some(etc) = self.systemd.env_dir.parent() {
+            for (path, _) in &mut unit.environment_files {
+                if let Some(rest) = path.strip_prefix("/etc/huxley/") {
+                    *path = etc.join(rest).display().to_string();
+                }
+            }
+        }
+        Ok(unit)
     }
 
     /// Runs the lines one after the other; a failing line stops them unless

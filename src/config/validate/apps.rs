@@ -31,6 +31,17 @@ impl Checker<'_> {
                     format!("app name `{}` is not a valid DNS label", name.value)
                 })
                 .is_some();
+            if name.value == crate::spec::names::SYSTEM_LOGS {
+                self.push(
+                    Diagnostic::error(format!("app name `{}` is reserved", name.value))
+                        .at(name.span.clone(), "the control plane's log group has this name")
+                        .note(format!(
+                            "each app logs to /huxley/<cluster>/<app>, and the kick, hook and node daemons to /huxley/<cluster>/{}",
+                            crate::spec::names::SYSTEM_LOGS
+                        ))
+                        .help("choose another name"),
+                );
+            }
             let branch = self.branch(&app.value);
             let services = app.value.services.as_ref().unwrap_or(&no_services);
             if services.is_empty() {

@@ -74,6 +74,7 @@ impl Checker<'_> {
             )
             .and_then(|nodes| self.nodes(nodes));
         let control = self.control(rc.control.as_ref());
+        let log_retention_days = self.log_retention(rc.logs.as_ref());
 
         Some(Cluster {
             name: name?,
@@ -88,6 +89,7 @@ impl Checker<'_> {
             deployers: Vec::new(),
             nodes: nodes?,
             control: control?,
+            log_retention_days: log_retention_days?,
         })
     }
 

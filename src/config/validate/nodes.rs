@@ -109,6 +109,41 @@ impl Checker<'_> {
         })
     }
 
+    /// `[cluster.logs] retention-days`: one of the periods CloudWatch
+    /// Logs accepts (default 30), or the nearest ones suggested.
+    pub(super) fn log_retention(
+        &mut self,
+        spanned: Option<&Spanned<crate::config::raw::RawLogs>>,
+    ) -> Option<u32> {
+        let Some(days) = spanned.and_then(|s| s.value.retention_days.as_ref()) else {
+            return Some(30);
+        };
+        if let Some(valid) = u32::try_from(days.value)
+            .ok()
+            .filter(|d| model::LOG_RETENTION_DAYS.contains(d))
+        {
+            return Some(valid);
+        }
+        let below = model::LOG_RETENTION_DAYS
+            .iter()
+            .rev()
+            .find(|d| i64::from(**d) < days.value);
+        let above = model::LOG_RETENTION_DAYS
+            .iter()
+            .find(|d| i64::from(**d) > days.value);
+        let nearest: Vec<String> = below.into_iter().chain(above).map(u32::to_string).collect();
+        self.push(
+            Diagnostic::error("`logs.retention-days` is not a period CloudWatch Logs keeps")
+                .at(days.span.clone(), format!("{} days", days.value))
+                .note(format!(
+                    "CloudWatch Logs keeps lines for one of {} days",
+                    model::LOG_RETENTION_DAYS.map(|d| d.to_string()).join(", ")
+                ))
+                .help(format!("use {}", nearest.join(" or "))),
+        );
+        None
+    }
+
     /// An amount of USD: finite and not negative.
     fn money(&mut self, value: &Spanned<f64>, what: &str) -> Option<f64> {
         if value.value.is_finite() && value.value >= 0.0 && value.value < 1e9 {

@@ -329,6 +329,14 @@ impl Live {
     /// containers through the generated units (Docker, root).
     pub(crate) fn container_agent(&mut self, index: usize, kicks: &[String]) {
         let bucket = format!("huxley-123456789012-{REGION}-{}", self.name);
+        // The node's settings, as Ignition writes them: here only where
+        // its containers' awslogs driver finds CloudWatch Logs.
+        fs::create_dir_all(self.dir.join("etc")).expect("etc");
+        fs::write(
+            self.dir.join("etc/cluster.env"),
+            format!("HUXLEY_LOG_OPTIONS={}\n", self.log_options()),
+        )
+        .expect("cluster.env");
         let etc = self.dir.join("etc").display().to_string();
         let units = self.dir.join("units").display().to_string();
         self.agent_with(
@@ -347,6 +355,19 @@ impl Live {
                 units,
             ],
         );
+    }
+
+    /// What a node's units add to `docker run` here (`HUXLEY_LOG_OPTIONS`):
+    /// the awslogs driver, which runs in dockerd, writes to this test's
+    /// emulator.
+    pub(crate) fn log_options(&self) -> String {
+        let endpoint = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "AWS_ENDPOINT_URL")
+            .map(|(_, v)| v.clone())
+            .expect("the emulator's endpoint");
+        format!("--log-opt=awslogs-endpoint={endpoint}")
     }
 
     /// Starts `huxley node run` for node `index` with `extra` arguments.
