@@ -30,6 +30,16 @@ const EVERY: Duration = Duration::from_secs(5);
 const BATCH: usize = 2000;
 /// A line longer than this is cut (CloudWatch takes 256 KiB an event).
 const LINE: usize = 16 * 1024;
+/// What one PutLogEvents may carry: events, bytes (each message and 26),
+/// and the span between its first and last event (24 h, less a margin).
+const PUT_EVENTS: usize = 10_000;
+const PUT_BYTES: usize = 1_000_000;
+const PUT_SPAN_MS: i64 = 23 * 3600 * 1000;
+/// CloudWatch refuses events older than 14 days: those are not sent.
+const OLDEST_MS: i64 = 13 * 24 * 3600 * 1000;
+/// A read whose lines cannot be sent this many times running is skipped
+/// (said, and lost), so one bad batch cannot stop the forwarding.
+const TRIES: u32 = 3;
 
 /// One journal entry of a daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +60,12 @@ pub fn parse(text: &str) -> Vec<Entry> {
         .filter_map(|entry| {
             let cursor = entry["__CURSOR"].as_str()?.to_owned();
             let micros: i64 = entry["__REALTIME_TIMESTAMP"].as_str()?.parse().ok()?;
-            let unit = entry["_SYSTEMD_UNIT"].as_str()?;
+            // The daemon's own lines, or systemd's about it (`Started …`,
+            // logged by PID 1 with the unit in UNIT).
+            let unit = [&entry["_SYSTEMD_UNIT"], &entry["UNIT"]]
+                .into_iter()
+                .filter_map(|u| u.as_str())
+                .find(|u| UNITS.contains(u))?;
             // journald keeps a message that is not UTF-8 as its bytes.
             let message = match &entry["MESSAGE"] {
                 serde_json::Value::String(text) => text.clone(),
@@ -81,16 +96,42 @@ pub fn parse(text: &str) -> Vec<Entry> {
         .collect()
 }
 
-/// The `journalctl` arguments of a read: after `cursor`, or the last
-/// [`BATCH`] entries of a first read.
+/// The `journalctl` arguments of a read: after `cursor`, or the last ten
+/// minutes for a first read (an agent that restarts sends those again).
 pub fn arguments(cursor: Option<&str>) -> Vec<String> {
     let mut args: Vec<String> = UNITS.iter().map(|u| format!("--unit={u}")).collect();
     args.extend(["--output=json", "--no-pager", "--all"].map(str::to_owned));
     match cursor {
         Some(cursor) => args.push(format!("--after-cursor={cursor}")),
-        None => args.push(format!("--lines={BATCH}")),
+        None => args.push("--since=-10min".to_owned()),
     }
     args
+}
+
+/// Events (ms, text), in time order, cut into what one PutLogEvents
+/// takes; events older than CloudWatch keeps (`now` less 13 days) left
+/// out.
+pub fn batches(mut events: Vec<(i64, String)>, now: i64) -> Vec<Vec<(i64, String)>> {
+    events.retain(|(at, _)| *at >= now - OLDEST_MS);
+    events.sort_by_key(|(at, _)| *at);
+    let mut batches: Vec<Vec<(i64, String)>> = Vec::new();
+    let mut bytes = 0;
+    for event in events {
+        let size = event.1.len().max(1) + 26;
+        let full = batches.last().is_none_or(|b| {
+            b.len() >= PUT_EVENTS
+                || bytes + size > PUT_BYTES
+                || b.first()
+                    .is_some_and(|(first, _)| event.0 - first > PUT_SPAN_MS)
+        });
+        if full {
+            batches.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        batches.last_mut().expect("a batch").push(event);
+    }
+    batches
 }
 
 /// Sends the daemons' journal lines to the cluster's system log group,
@@ -99,19 +140,31 @@ pub async fn forward<C: Commands>(commands: C, aws: Arc<Aws>, group: String, mac
     let mut cursor: Option<String> = None;
     let mut streams: BTreeSet<String> = BTreeSet::new();
     let mut said: Option<String> = None;
+    let mut failed = 0;
     loop {
         match step(&commands, &aws, &group, &machine, &mut cursor, &mut streams).await {
             Ok(_) => {
+                failed = 0;
                 if said.take().is_some() {
                     eprintln!("node: sending the daemons' logs to {group} again");
                 }
             }
-            Err(err) => {
+            Err((err, read)) => {
+                failed += 1;
                 if said.as_ref() != Some(&err) {
                     eprintln!(
                         "node: cannot send the daemons' logs to {group}: {err}; trying again"
                     );
                     said = Some(err);
+                }
+                if failed >= TRIES
+                    && let Some(read) = read
+                {
+                    eprintln!(
+                        "node: skipping the daemons' lines that could not be sent {TRIES} times"
+                    );
+                    cursor = Some(read);
+                    failed = 0;
                 }
             }
         }
@@ -119,7 +172,8 @@ pub async fn forward<C: Commands>(commands: C, aws: Arc<Aws>, group: String, mac
     }
 }
 
-/// One read and send; how many lines were sent.
+/// One read and send; how many lines were sent, or why not with the
+/// cursor of what was read (to skip it by).
 async fn step<C: Commands>(
     commands: &C,
     aws: &Aws,
@@ -127,10 +181,11 @@ async fn step<C: Commands>(
     machine: &str,
     cursor: &mut Option<String>,
     streams: &mut BTreeSet<String>,
-) -> Result<usize, String> {
+) -> Result<usize, (String, Option<String>)> {
     let text = commands
         .run("journalctl", &arguments(cursor.as_deref()))
-        .await?;
+        .await
+        .map_err(|e| (e, None))?;
     let mut entries = parse(&text);
     entries.truncate(BATCH);
     let Some(last) = entries.last().map(|e| e.cursor.clone()) else {
@@ -143,18 +198,19 @@ async fn step<C: Commands>(
             .or_default()
             .push((entry.timestamp, entry.message.clone()));
     }
-    for (stream, mut events) in by_stream {
+    let failed = |e: crate::aws::AwsError| (e.to_string(), Some(last.clone()));
+    let now = i64::try_from(crate::clock::unix_seconds()).unwrap_or(i64::MAX) * 1000;
+    for (stream, events) in by_stream {
         if !streams.contains(&stream) {
             aws.create_log_stream(group, &stream)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(failed)?;
             streams.insert(stream.clone());
         }
-        events.sort_by_key(|(at, _)| *at);
-        for chunk in events.chunks(1000) {
-            aws.put_log_events(group, &stream, chunk)
+        for batch in batches(events, now) {
+            aws.put_log_events(group, &stream, &batch)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(failed)?;
         }
     }
     *cursor = Some(last);
@@ -198,9 +254,53 @@ mod tests {
     fn a_read_starts_after_the_last_line_sent() {
         let first = arguments(None);
         assert!(first.contains(&"--unit=huxley-kick.service".to_owned()));
-        assert!(first.contains(&format!("--lines={BATCH}")));
+        assert!(first.contains(&"--since=-10min".to_owned()));
         let next = arguments(Some("s=1;i=2"));
         assert!(next.contains(&"--after-cursor=s=1;i=2".to_owned()));
-        assert!(!next.iter().any(|a| a.starts_with("--lines")));
+        assert!(!next.iter().any(|a| a.starts_with("--since")));
+    }
+
+    /// What one PutLogEvents takes: at most 10,000 events and about 1 MB
+    /// (26 bytes an event more), within 24 h, in time order; nothing
+    /// older than CloudWatch keeps.
+    #[test]
+    fn lines_are_sent_in_batches_cloudwatch_takes() {
+        let day = 24 * 3600 * 1000;
+        let now = 100 * day;
+        let mut events: Vec<(i64, String)> = (0..25_000)
+            .map(|i| (now - 2 * day + i, "x".to_owned()))
+            .collect();
+        events.push((now - day / 2, "late".into()));
+        events.push((now - 20 * day, "too old".into()));
+        events.push((now - day / 3, "y".repeat(LINE)));
+        events.reverse();
+        let batches = batches(events, now);
+        assert!(batches.iter().all(|b| b.len() <= PUT_EVENTS));
+        assert!(
+            batches
+                .iter()
+                .all(|b| b.iter().map(|(_, m)| m.len() + 26).sum::<usize>() <= PUT_BYTES)
+        );
+        assert!(
+            batches
+                .iter()
+                .all(|b| b.windows(2).all(|w| w[0].0 <= w[1].0))
+        );
+        assert!(
+            batches
+                .iter()
+                .all(|b| b.last().expect("one").0 - b[0].0 <= PUT_SPAN_MS)
+        );
+        let sent: usize = batches.iter().map(Vec::len).sum();
+        assert_eq!(sent, 25_002, "all but the one too old");
+        // The 2-days-old lines and the recent ones are more than 23 h apart.
+        assert!(batches.len() >= 4, "{}", batches.len());
+        // 1,000 lines of 16 KiB do not fit in one MB.
+        let big: Vec<(i64, String)> = (0..1000).map(|i| (now - i, "z".repeat(LINE))).collect();
+        assert!(batches_of(big, now) > 15);
+    }
+
+    fn batches_of(events: Vec<(i64, String)>, now: i64) -> usize {
+        batches(events, now).len()
     }
 }

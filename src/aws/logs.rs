@@ -31,7 +31,7 @@ impl Aws {
     ) -> Result<(Vec<LogEvent>, bool), AwsError> {
         let mut events = Vec::new();
         let mut token: Option<String> = None;
-        loop {
+        let more = loop {
             self.count();
             let page = self
                 .logs
@@ -52,18 +52,15 @@ impl Aws {
                     id: event.event_id().unwrap_or_default().to_owned(),
                 });
             }
-            if events.len() >= limit {
-                break;
+            let next = page.next_token().filter(|t| !t.is_empty());
+            if events.len() >= limit || next.is_none() {
+                break events.len() > limit || (events.len() == limit && next.is_some());
             }
-            match page.next_token() {
-                Some(next) if !next.is_empty() => token = Some(next.to_owned()),
-                _ => break,
-            }
-        }
-        // Pages come stream by stream: merged by time here.
+            token = next.map(str::to_owned);
+        };
+        // In time order, as one would read them.
         events
             .sort_by(|a, b| (a.timestamp, &a.stream, &a.id).cmp(&(b.timestamp, &b.stream, &b.id)));
-        let more = events.len() > limit;
         events.truncate(limit);
         Ok((events, more))
     }

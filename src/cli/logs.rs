@@ -6,8 +6,8 @@
 //! `/huxley/<cluster>/system`. This reads them with the operator's own AWS
 //! credentials, so it works with the cluster's control plane down: lines
 //! merged by time across replicas and nodes, each prefixed by its service
-//! and replica. `-f` keeps reading (CloudWatch Logs is polled every
-//! second) until Ctrl-C.
+//! and replica. `-f` keeps reading (CloudWatch Logs is polled every two
+//! seconds) until Ctrl-C.
 
 use std::collections::BTreeSet;
 use std::io::{IsTerminal as _, Write as _};
@@ -20,10 +20,10 @@ use crate::aws::{Aws, LogEvent};
 /// How many lines one read shows at most.
 const LIMIT: usize = 10_000;
 /// How often `-f` asks for new lines.
-const POLL: Duration = Duration::from_secs(1);
+const POLL: Duration = Duration::from_secs(2);
 /// How far back `-f` looks again each time: lines reach CloudWatch Logs
 /// late (the driver batches them), stamped with when they were written.
-const LATE: i64 = 30_000;
+const LATE: i64 = 60_000;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct LogsArgs {
@@ -165,31 +165,49 @@ async fn read(aws: &Aws, source: &Source, args: &LogsArgs, color: Color) -> Outc
         Err(err) => return Err(Error::Invalid(err.to_string())),
     }
     let color = !args.json && color.enabled_for(std::io::stdout().is_terminal());
-    let now = i64::try_from(crate::clock::unix_seconds()).unwrap_or(i64::MAX) * 1000;
     let since = i64::try_from(args.since.as_millis()).unwrap_or(i64::MAX);
-    let mut start = now.saturating_sub(since);
-    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut start = now_ms().saturating_sub(since);
+    // The lines printed, by time: those older than the window read again
+    // are forgotten.
+    let mut seen: BTreeSet<(i64, String)> = BTreeSet::new();
     let mut width = 0;
+    let mut said: Option<String> = None;
     let stop = crate::signal::stop_signal();
     tokio::pin!(stop);
     loop {
-        let (events, more) = aws
-            .log_events(&source.group, source.prefix.as_deref(), start, None, LIMIT)
-            .await
-            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let read = tokio::select! {
+            read = aws.log_events(&source.group, source.prefix.as_deref(), start, None, LIMIT) => read,
+            () = &mut stop => return Ok(exit::OK),
+        };
+        let (events, more) = match read {
+            Ok(read) => {
+                said = None;
+                read
+            }
+            // Following, a failed read (throttled, the network) is said
+            // once and tried again.
+            Err(err) if args.follow => {
+                let text = err.to_string();
+                if said.as_ref() != Some(&text) {
+                    eprintln!("huxley: cannot read {}: {text}; trying again", source.group);
+                    said = Some(text);
+                }
+                (Vec::new(), false)
+            }
+            Err(err) => return Err(Error::Invalid(err.to_string())),
+        };
         let mut out = std::io::stdout().lock();
         for event in events {
             // The prefix again: not every implementation of the API
             // honours it (the emulator does not).
-            if !seen.insert(event.id.clone())
-                || source
-                    .prefix
-                    .as_deref()
-                    .is_some_and(|p| !event.stream.starts_with(p))
+            if source
+                .prefix
+                .as_deref()
+                .is_some_and(|p| !event.stream.starts_with(p))
+                || !seen.insert((event.timestamp, event.id.clone()))
             {
                 continue;
             }
-            start = start.max(event.timestamp.saturating_sub(LATE));
             if args
                 .grep
                 .as_deref()
@@ -210,23 +228,29 @@ async fn read(aws: &Aws, source: &Source, args: &LogsArgs, color: Color) -> Outc
         }
         let _ = out.flush();
         drop(out);
-        if more && !args.follow {
+        if more {
             eprintln!(
-                "huxley: showing the first {LIMIT} lines; narrow them with --since, --grep or APP/SERVICE/REPLICA"
+                "huxley: more than {LIMIT} lines in one read; those after them are not shown: narrow the read with --since or APP/SERVICE/REPLICA"
             );
         }
         if !args.follow {
             return Ok(exit::OK);
         }
-        // Forget what is older than the window read again.
-        if seen.len() > 4 * LIMIT {
-            seen.clear();
-        }
+        // Read again from a little before now: lines reach CloudWatch late
+        // (the driver sends in batches, stamped when they were written),
+        // and those already printed are not printed again.
+        start = start.max(now_ms().saturating_sub(LATE));
+        seen.retain(|(at, _)| *at >= start);
         tokio::select! {
             () = tokio::time::sleep(POLL) => {}
             () = &mut stop => return Ok(exit::OK),
         }
     }
+}
+
+/// Now, in milliseconds since the epoch.
+fn now_ms() -> i64 {
+    i64::try_from(crate::clock::unix_seconds()).unwrap_or(i64::MAX) * 1000
 }
 
 #[cfg(test)]

@@ -148,22 +148,39 @@ fn node_policy(config: &Config) -> Value {
             object("bin/*"),
         ],
     })];
-    if !config.apps.is_empty() {
-        // Docker's awslogs driver writes the replicas' output, with the
-        // node's role, into its cluster's app log groups only.
-        let group = |suffix: &str| {
-            json!({"Fn::Sub": format!(
-                "arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:/huxley/{}/*{suffix}",
-                config.cluster.name
-            )})
-        };
+    // Docker's awslogs driver writes the replicas' output, with the node's
+    // role, into its cluster's app log groups (each named: a wildcard
+    // would also match the system group); the agent writes its own
+    // journal into the system group.
+    let group = |name: &str, suffix: &str| {
+        json!({"Fn::Sub": format!(
+            "arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:{name}{suffix}"
+        )})
+    };
+    let apps: Vec<String> = config
+        .apps
+        .keys()
+        .map(|app| crate::spec::names::log_group(&config.cluster.name, app))
+        .collect();
+    if !apps.is_empty() {
         statements.push(json!({
             "Sid": "WriteReplicaLogs",
             "Effect": "Allow",
             "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": [group(""), group(":log-stream:*")],
+            "Resource": apps
+                .iter()
+                .flat_map(|g| [group(g, ""), group(g, ":log-stream:*")])
+                .collect::<Vec<_>>(),
         }));
     }
+    let system =
+        crate::spec::names::log_group(&config.cluster.name, crate::spec::names::SYSTEM_LOGS);
+    statements.push(json!({
+        "Sid": "WriteAgentLogs",
+        "Effect": "Allow",
+        "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+        "Resource": [group(&system, ""), group(&system, ":log-stream:*")],
+    }));
     if !built_apps(config).is_empty() {
         statements.push(registry_login());
         statements.push(json!({
@@ -715,7 +732,17 @@ mod tests {
             .expect("the logs statement");
         assert_eq!(
             logs["Resource"][1]["Fn::Sub"],
-            "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/huxley/acme/*:log-stream:*"
+            "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/huxley/acme/blog:log-stream:*"
+        );
+        // No wildcard over the groups: the system group is written only
+        // by the agent's own statement.
+        assert!(
+            statements
+                .iter()
+                .flat_map(|s| s["Resource"].as_array().cloned().unwrap_or_default())
+                .filter_map(|r| r["Fn::Sub"].as_str().map(str::to_owned))
+                .all(|r| !r.contains("log-group:/huxley/acme/*")),
+            "{statements:?}"
         );
         let readable = statements
             .iter()
