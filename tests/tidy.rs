@@ -99,9 +99,14 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The `crate::x::y` paths of a file's non-test code, with their lines.
+/// The `crate::x::y` paths of a file's non-test code (not a `tests.rs`),
+/// with their lines.
 fn imports(file: &Path, text: &str) -> Vec<Import> {
     let mut found = Vec::new();
+    // A module's tests in a file of their own (`#[cfg(test)] mod tests;`).
+    if file.file_name().is_some_and(|n| n == "tests.rs") {
+        return found;
+    }
     for (n, line) in text.lines().enumerate() {
         if line.starts_with("#[cfg(test)]") {
             let next = text.lines().nth(n + 1).unwrap_or_default();

@@ -117,19 +117,67 @@ pub(super) fn run(command: SecretsCommand, color: Color) -> Outcome {
     }
 }
 
-/// Who reads a secret: for each parameter, the services of the app that
-/// reference it under the name.
-fn readers(config: &Config, app: &str, name: &str) -> BTreeMap<String, Vec<String>> {
+/// The parameters NAME is of APP: those its services reference for the
+/// variable, else the one under the app's prefix.
+fn parameters_of(config: &Config, app: &str, name: &str) -> Vec<String> {
+    let mut parameters: Vec<String> = config.apps[app]
+        .services
+        .values()
+        .filter_map(|s| {
+            s.secrets
+                .get(name)
+                .map(|SecretRef::Ssm { parameter }| parameter.clone())
+        })
+        .collect();
+    parameters.sort();
+    parameters.dedup();
+    if parameters.is_empty() {
+        parameters.push(crate::spec::names::secret_parameter(
+            &config.cluster.name,
+            app,
+            name,
+        ));
+    }
+    parameters
+}
+
+/// Every service, of any app, that reads one of `parameters` (under any
+/// variable name): app → services.
+fn readers_of(config: &Config, parameters: &[String]) -> BTreeMap<String, Vec<String>> {
     let mut readers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for service in config.apps[app].services.values() {
-        if let Some(SecretRef::Ssm { parameter }) = service.secrets.get(name) {
-            readers
-                .entry(parameter.clone())
-                .or_default()
-                .push(service.name.clone());
+    for (app, section) in &config.apps {
+        for service in section.services.values() {
+            let reads = service
+                .secrets
+                .values()
+                .any(|SecretRef::Ssm { parameter }| parameters.contains(parameter));
+            if reads {
+                readers
+                    .entry(app.clone())
+                    .or_default()
+                    .push(service.name.clone());
+            }
         }
     }
     readers
+}
+
+/// `web, shop/api`: the services, those of another app than `app` with
+/// their app's name.
+fn named(readers: &BTreeMap<String, Vec<String>>, app: &str) -> String {
+    readers
+        .iter()
+        .flat_map(|(a, services)| {
+            services.iter().map(move |s| {
+                if a == app {
+                    s.clone()
+                } else {
+                    format!("{a}/{s}")
+                }
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The app, checked against the config, and the name as a variable.
@@ -204,12 +252,8 @@ async fn set(
     check(&config, path, app, Some(name))?;
     let value = value_of(name, given)?;
     let cluster = config.cluster.name.clone();
-    let readers = readers(&config, app, name);
-    let parameters: Vec<String> = if readers.is_empty() {
-        vec![crate::spec::names::secret_parameter(&cluster, app, name)]
-    } else {
-        readers.keys().cloned().collect()
-    };
+    let parameters = parameters_of(&config, app, name);
+    let readers = readers_of(&config, &parameters);
     let description = format!("Huxley cluster {cluster}: secret {name} of app {app}");
     for parameter in &parameters {
         match aws.put_secret(parameter, &value, &description).await {
@@ -220,8 +264,7 @@ async fn set(
             }
         }
     }
-    let services: BTreeSet<String> = readers.into_values().flatten().collect();
-    if services.is_empty() {
+    if readers.is_empty() {
         let example = config.apps[app]
             .services
             .keys()
@@ -235,11 +278,10 @@ async fn set(
         calls(args, &aws);
         return Ok(exit::OK);
     }
-    let services: Vec<String> = services.into_iter().collect();
+    let services = named(&readers, app);
     if !restart {
         println!(
-            "Not restarted (--no-restart): {} read the new value when they next start.",
-            services.join(", ")
+            "Not restarted (--no-restart): {services} read the new value when they next start."
         );
         calls(args, &aws);
         return Ok(exit::OK);
@@ -250,8 +292,7 @@ async fn set(
     {
         Ok(None) => {
             println!(
-                "Cluster {cluster} is not applied yet: {} read the value when they first start.",
-                services.join(", ")
+                "Cluster {cluster} is not applied yet: {services} read the value when they first start."
             );
             calls(args, &aws);
             return Ok(exit::OK);
@@ -260,20 +301,28 @@ async fn set(
         Err(err) => {
             calls(args, &aws);
             return Err(Error::Invalid(format!(
-                "the value is stored, but the cluster cannot be read to restart {}: {err}",
-                services.join(", ")
+                "the value is stored, but the cluster cannot be read to restart {services}: {err}"
             )));
         }
     }
-    println!("Restarting {} of {app}, health-gated:", services.join(", "));
-    let request = crate::spec::release::DeployRequest {
-        restart: services,
-        why: Some(format!("secret {name} set")),
-        ..Default::default()
-    };
-    let result = restart_through_kick(&aws, &cluster, endpoint, app, &request).await;
+    // App by app (a deploy is an app's), each through its own rollout.
+    for (reader, services) in &readers {
+        println!(
+            "Restarting {} of {reader}, health-gated:",
+            services.join(", ")
+        );
+        let request = crate::spec::release::DeployRequest {
+            restart: services.clone(),
+            why: Some(format!("secret {name} of {app} set")),
+            ..Default::default()
+        };
+        if let Err(err) = restart_through_kick(&aws, &cluster, endpoint, reader, &request).await {
+            calls(args, &aws);
+            return Err(err);
+        }
+    }
     calls(args, &aws);
-    result
+    Ok(exit::OK)
 }
 
 /// Asks kick for the restart; what to say when it cannot be made.
@@ -373,28 +422,16 @@ async fn unset(
 ) -> Outcome {
     let (config, aws) = load_and_connect(path, args, color).await?;
     check(&config, path, app, Some(name))?;
-    let readers = readers(&config, app, name);
-    let services: BTreeSet<&String> = readers.values().flatten().collect();
-    if !services.is_empty() && !force {
+    let parameters = parameters_of(&config, app, name);
+    let readers = readers_of(&config, &parameters);
+    let services = named(&readers, app);
+    if !readers.is_empty() && !force {
         return Err(Error::Invalid(format!(
-            "{} of {app} read {name}: a replica that starts without it fails\nhelp: remove it from their `secrets` in {} and run `huxley apply` first, or pass --force (running replicas keep the value they read)",
-            services
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            "{services} read {}: a replica that starts without it fails\nhelp: remove it from their `secrets` in {} and run `huxley apply` first, or pass --force (running replicas keep the value they read)",
+            parameters.join(", "),
             path.display()
         )));
     }
-    let parameters: Vec<String> = if readers.is_empty() {
-        vec![crate::spec::names::secret_parameter(
-            &config.cluster.name,
-            app,
-            name,
-        )]
-    } else {
-        readers.keys().cloned().collect()
-    };
     let existing = aws.parameter_versions(&parameters).await;
     let existing = match existing {
         Ok(existing) => existing,
@@ -422,14 +459,9 @@ async fn unset(
     for parameter in &gone {
         println!("Removed {name} of {app}: {parameter}.");
     }
-    if !services.is_empty() {
+    if !readers.is_empty() {
         println!(
-            "{} still reference it: their running replicas keep the value they read; one that starts fails until the reference is removed.",
-            services
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            "{services} still reference it: their running replicas keep the value they read; one that starts fails until the reference is removed."
         );
     }
     Ok(exit::OK)

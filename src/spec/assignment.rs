@@ -99,12 +99,27 @@ pub fn recent<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<String> {
 }
 
 /// Text as one printable line of at most `width` characters: control
-/// characters (escape sequences, carriage returns, line breaks) as `?`.
+/// characters (escape sequences, carriage returns, line breaks) and the
+/// invisible ones that reorder or hide text on a terminal (bidirectional
+/// overrides and isolates, zero-width characters) as `?`.
 pub fn printable(text: &str, width: usize) -> String {
     text.chars()
         .take(width)
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| {
+            if c.is_control() || invisible(c) {
+                '?'
+            } else {
+                c
+            }
+        })
         .collect()
+}
+
+/// Unicode format characters that change how a line reads without
+/// showing: bidirectional marks, embeddings, overrides and isolates, and
+/// zero-width spaces and joiners.
+pub fn invisible(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}' | '\u{061c}')
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -152,7 +152,9 @@ fn plan_apply_edit_apply_destroy() {
     let refused = cluster.run(&["secrets", "unset", "blog", "DATABASE_URL"]);
     refused.code(1);
     assert!(
-        refused.stderr.contains("web of blog read DATABASE_URL"),
+        refused
+            .stderr
+            .contains("web read /scenario/blog/database-url"),
         "{}",
         refused.stderr
     );

@@ -140,7 +140,7 @@ fn setting_a_secret_restarts_exactly_the_services_that_read_it() {
     );
     assert_eq!(history[0]["outcome"], "succeeded", "{history}");
     assert_eq!(
-        history[0]["events"][0]["text"], "restart of web: secret API_KEY set",
+        history[0]["events"][0]["text"], "restart of web: secret API_KEY of blog set",
         "{history}"
     );
 }

@@ -222,15 +222,39 @@ pub async fn get_secrets(
             "this kick server no longer leads; ask the leader",
         );
     }
-    let values = match secret_values(&kick, section.secrets.values()).await {
-        Ok(values) => values,
-        Err(err) => {
+    // Within the node's own 15 s, so it hears why.
+    let read =
+        tokio::time::timeout(SECRETS_READ, secret_values(&kick, section.secrets.values())).await;
+    let values = match read {
+        Ok(Ok(values)) => values,
+        Ok(Err(err)) => {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("cannot read the secrets from SSM: {err}"),
             );
         }
+        Err(_) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "SSM did not answer within {}s; try again",
+                    SECRETS_READ.as_secs()
+                ),
+            );
+        }
     };
+    // The read took time: this server must still lead, and the service
+    // still be placed on the node, for the values to leave.
+    let still_placed = assignment(&kick, &node)
+        .replicas
+        .iter()
+        .any(|r| r.app == app && r.service == service);
+    if kick.lease.as_ref().is_some_and(|l| !l.valid()) || !still_placed {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the leadership or the placement changed while the secrets were read; ask again",
+        );
+    }
     match env_file(&section.secrets, &values) {
         Ok(text) => (
             [(
@@ -244,6 +268,9 @@ pub async fn get_secrets(
     }
 }
 
+/// How long the secrets route waits for SSM (the node waits 15 s).
+const SECRETS_READ: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The values of `parameters` that SSM has: those read in the last
 /// [`SECRETS_KEPT`] from memory, the others from SSM.
 async fn secret_values<'a>(
@@ -252,26 +279,32 @@ async fn secret_values<'a>(
 ) -> Result<std::collections::BTreeMap<String, String>, crate::aws::AwsError> {
     let mut values = std::collections::BTreeMap::new();
     let mut missing = Vec::new();
-    {
+    let generation = {
         let kept = kick.secrets.lock().expect("secrets");
         for name in parameters {
-            match kept.0.get(name) {
+            match kept.values.get(name) {
                 Some((value, at)) if at.elapsed() < SECRETS_KEPT => {
                     values.insert(name.clone(), value.clone());
                 }
                 _ => missing.push(name.clone()),
             }
         }
-    }
+        kept.generation
+    };
     if missing.is_empty() {
         return Ok(values);
     }
     let read = kick.aws.secure_parameters(&missing).await?;
     let mut kept = kick.secrets.lock().expect("secrets");
-    kept.0.retain(|_, (_, at)| at.elapsed() < SECRETS_KEPT);
+    kept.values.retain(|_, (_, at)| at.elapsed() < SECRETS_KEPT);
+    // Values read from before a restart forgot them (a new value was
+    // set meanwhile) serve this request only.
+    let keep = kept.generation == generation;
     for (name, value) in read {
-        kept.0
-            .insert(name.clone(), (value.clone(), std::time::Instant::now()));
+        if keep {
+            kept.values
+                .insert(name.clone(), (value.clone(), std::time::Instant::now()));
+        }
         values.insert(name, value);
     }
     Ok(values)
@@ -407,5 +440,10 @@ mod tests {
             report.replicas[0].detail.as_deref(),
             Some("exited?huxley: deployed shop v9")
         );
+        // Nor what reorders or hides text on a terminal: a right-to-left
+        // override, a zero-width space.
+        report.replicas[0].detail = Some("ok \u{202e}deyolped\u{200b}".into());
+        clamp_usage(&mut report, &config);
+        assert_eq!(report.replicas[0].detail.as_deref(), Some("ok ?deyolped?"));
     }
 }

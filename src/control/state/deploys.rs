@@ -64,7 +64,9 @@ impl Deploys {
     pub fn current(&self, app: &str) -> BTreeMap<String, (u64, String)> {
         let mut current = BTreeMap::new();
         for release in self.history.get(app).into_iter().flatten() {
-            if release.outcome == Outcome::Succeeded {
+            // A restart ran the images it found: what runs is still the
+            // release that put them there (its number, its commit).
+            if release.outcome == Outcome::Succeeded && release.restarted.is_empty() {
                 for (service, image) in &release.images {
                     current.insert(service.clone(), (release.id, image.clone()));
                 }

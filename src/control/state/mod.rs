@@ -51,11 +51,24 @@ pub const SECRETS_KEPT: std::time::Duration = std::time::Duration::from_secs(30)
 
 /// Secret values by parameter, with when they were read; never printed.
 #[derive(Default)]
-pub struct KeptSecrets(pub BTreeMap<String, (String, std::time::Instant)>);
+pub struct KeptSecrets {
+    pub values: BTreeMap<String, (String, std::time::Instant)>,
+    /// Bumped when every value is forgotten (a restart for a new value):
+    /// a read that began before then is not kept.
+    pub generation: u64,
+}
+
+impl KeptSecrets {
+    /// Forgets every value, and whatever a read under way brings back.
+    pub fn forget_all(&mut self) {
+        self.values.clear();
+        self.generation += 1;
+    }
+}
 
 impl std::fmt::Debug for KeptSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "KeptSecrets({} values)", self.0.len())
+        write!(f, "KeptSecrets({} values)", self.values.len())
     }
 }
 
