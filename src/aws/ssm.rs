@@ -29,12 +29,14 @@ impl Aws {
         Ok(names)
     }
 
-    /// Decrypted values of the parameters that exist among `names`.
-    pub async fn secure_parameters(
+    /// The parameters that exist among `names`, their values decrypted or
+    /// not.
+    async fn get_parameters(
         &self,
         names: &[String],
-    ) -> Result<BTreeMap<String, String>, AwsError> {
-        let mut values = BTreeMap::new();
+        decrypt: bool,
+    ) -> Result<Vec<aws_sdk_ssm::types::Parameter>, AwsError> {
+        let mut found = Vec::new();
         // GetParameters takes at most 10 names.
         for chunk in names.chunks(10) {
             self.count();
@@ -42,17 +44,26 @@ impl Aws {
                 .ssm
                 .get_parameters()
                 .set_names(Some(chunk.to_vec()))
-                .with_decryption(true)
+                .with_decryption(decrypt)
                 .send()
                 .await
                 .map_err(|e| self.err("ssm:GetParameters", e))?;
-            for parameter in output.parameters() {
-                if let (Some(name), Some(value)) = (parameter.name(), parameter.value()) {
-                    values.insert(name.to_owned(), value.to_owned());
-                }
-            }
+            found.extend(output.parameters().iter().cloned());
         }
-        Ok(values)
+        Ok(found)
+    }
+
+    /// Decrypted values of the parameters that exist among `names`.
+    pub async fn secure_parameters(
+        &self,
+        names: &[String],
+    ) -> Result<BTreeMap<String, String>, AwsError> {
+        Ok(self
+            .get_parameters(names, true)
+            .await?
+            .into_iter()
+            .filter_map(|p| Some((p.name?, p.value?)))
+            .collect())
     }
 
     /// The version and last change (seconds since the epoch) of each
@@ -62,30 +73,15 @@ impl Aws {
         &self,
         names: &[String],
     ) -> Result<BTreeMap<String, (i64, Option<i64>)>, AwsError> {
-        let mut versions = BTreeMap::new();
-        for chunk in names.chunks(10) {
-            self.count();
-            let output = self
-                .ssm
-                .get_parameters()
-                .set_names(Some(chunk.to_vec()))
-                .with_decryption(false)
-                .send()
-                .await
-                .map_err(|e| self.err("ssm:GetParameters", e))?;
-            for parameter in output.parameters() {
-                if let Some(name) = parameter.name() {
-                    versions.insert(
-                        name.to_owned(),
-                        (
-                            parameter.version(),
-                            parameter.last_modified_date().map(|d| d.secs()),
-                        ),
-                    );
-                }
-            }
-        }
-        Ok(versions)
+        Ok(self
+            .get_parameters(names, false)
+            .await?
+            .into_iter()
+            .filter_map(|p| {
+                let changed = p.last_modified_date().map(|d| d.secs());
+                Some((p.name?, (p.version, changed)))
+            })
+            .collect())
     }
 
     /// Writes a SecureString parameter, over the value it had; its new
