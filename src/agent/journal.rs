@@ -7,8 +7,10 @@
 //!
 //! It reads the journal every few seconds after the last entry it sent
 //! (journald's cursor), and sends each daemon's lines in order; a send
-//! that fails is tried again from the same cursor, so nothing is skipped
-//! (a line may be sent twice after a failure in the middle).
+//! that fails is tried again from the same cursor however long CloudWatch
+//! is away, so nothing is skipped (a line may be sent twice after a
+//! failure in the middle). Only lines CloudWatch refuses as data (out of
+//! its time range) are skipped, and said.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -37,9 +39,6 @@ const PUT_BYTES: usize = 1_000_000;
 const PUT_SPAN_MS: i64 = 23 * 3600 * 1000;
 /// CloudWatch refuses events older than 14 days: those are not sent.
 const OLDEST_MS: i64 = 13 * 24 * 3600 * 1000;
-/// A read whose lines cannot be sent this many times running is skipped
-/// (said, and lost), so one bad batch cannot stop the forwarding.
-const TRIES: u32 = 3;
 
 /// One journal entry of a daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,31 +139,21 @@ pub async fn forward<C: Commands>(commands: C, aws: Arc<Aws>, group: String, mac
     let mut cursor: Option<String> = None;
     let mut streams: BTreeSet<String> = BTreeSet::new();
     let mut said: Option<String> = None;
-    let mut failed = 0;
     loop {
         match step(&commands, &aws, &group, &machine, &mut cursor, &mut streams).await {
             Ok(_) => {
-                failed = 0;
                 if said.take().is_some() {
                     eprintln!("node: sending the daemons' logs to {group} again");
                 }
             }
-            Err((err, read)) => {
-                failed += 1;
+            // CloudWatch or the network away: the same lines are sent
+            // again at the next read, however long it lasts.
+            Err(err) => {
                 if said.as_ref() != Some(&err) {
                     eprintln!(
                         "node: cannot send the daemons' logs to {group}: {err}; trying again"
                     );
                     said = Some(err);
-                }
-                if failed >= TRIES
-                    && let Some(read) = read
-                {
-                    eprintln!(
-                        "node: skipping the daemons' lines that could not be sent {TRIES} times"
-                    );
-                    cursor = Some(read);
-                    failed = 0;
                 }
             }
         }
@@ -181,11 +170,10 @@ async fn step<C: Commands>(
     machine: &str,
     cursor: &mut Option<String>,
     streams: &mut BTreeSet<String>,
-) -> Result<usize, (String, Option<String>)> {
+) -> Result<usize, String> {
     let text = commands
         .run("journalctl", &arguments(cursor.as_deref()))
-        .await
-        .map_err(|e| (e, None))?;
+        .await?;
     let mut entries = parse(&text);
     entries.truncate(BATCH);
     let Some(last) = entries.last().map(|e| e.cursor.clone()) else {
@@ -198,19 +186,27 @@ async fn step<C: Commands>(
             .or_default()
             .push((entry.timestamp, entry.message.clone()));
     }
-    let failed = |e: crate::aws::AwsError| (e.to_string(), Some(last.clone()));
     let now = i64::try_from(crate::clock::unix_seconds()).unwrap_or(i64::MAX) * 1000;
     for (stream, events) in by_stream {
         if !streams.contains(&stream) {
             aws.create_log_stream(group, &stream)
                 .await
-                .map_err(failed)?;
+                .map_err(|e| e.to_string())?;
             streams.insert(stream.clone());
         }
         for batch in batches(events, now) {
-            aws.put_log_events(group, &stream, &batch)
+            let accepted = aws
+                .put_log_events(group, &stream, &batch)
                 .await
-                .map_err(failed)?;
+                .map_err(|e| e.to_string())?;
+            // Refused as data (out of CloudWatch's time range): sending
+            // it again would not change that.
+            if !accepted {
+                eprintln!(
+                    "node: CloudWatch Logs refused {} of the daemons' lines in {stream}; they are skipped",
+                    batch.len()
+                );
+            }
         }
     }
     *cursor = Some(last);

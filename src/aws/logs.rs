@@ -88,15 +88,17 @@ impl Aws {
         }
     }
 
-    /// Adds lines (ms since the epoch, text), in time order, to a stream.
+    /// Adds lines (ms since the epoch, text), in time order, to a stream;
+    /// `false` when CloudWatch refuses them as data (out of its time
+    /// range, already accepted), which sending again would not change.
     pub async fn put_log_events(
         &self,
         group: &str,
         stream: &str,
         events: &[(i64, String)],
-    ) -> Result<(), AwsError> {
+    ) -> Result<bool, AwsError> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let events: Vec<aws_sdk_cloudwatchlogs::types::InputLogEvent> = events
             .iter()
@@ -109,15 +111,25 @@ impl Aws {
             })
             .collect();
         self.count();
-        self.logs
+        let result = self
+            .logs
             .put_log_events()
             .log_group_name(group)
             .log_stream_name(stream)
             .set_log_events(Some(events))
             .send()
-            .await
-            .map_err(|e| self.err("logs:PutLogEvents", e))?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err.as_service_error().is_some_and(|e| {
+                    e.is_invalid_parameter_exception() || e.is_data_already_accepted_exception()
+                }) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(self.err("logs:PutLogEvents", err)),
+        }
     }
 
     /// Whether the log group exists.

@@ -196,6 +196,7 @@ async fn read(aws: &Aws, source: &Source, args: &LogsArgs, color: Color) -> Outc
             }
             Err(err) => return Err(Error::Invalid(err.to_string())),
         };
+        let newest = events.last().map(|e| e.timestamp);
         let mut out = std::io::stdout().lock();
         for event in events {
             // The prefix again: not every implementation of the API
@@ -239,7 +240,12 @@ async fn read(aws: &Aws, source: &Source, args: &LogsArgs, color: Color) -> Outc
         // Read again from a little before now: lines reach CloudWatch late
         // (the driver sends in batches, stamped when they were written),
         // and those already printed are not printed again.
-        start = start.max(now_ms().saturating_sub(LATE));
+        // More lines than one read takes: go on from the newest one read
+        // (a window before now would return the same oldest lines again).
+        start = match newest {
+            Some(newest) if more => start.max(newest),
+            _ => start.max(now_ms().saturating_sub(LATE)),
+        };
         seen.retain(|(at, _)| *at >= start);
         tokio::select! {
             () = tokio::time::sleep(POLL) => {}

@@ -18,7 +18,6 @@ use clap::Subcommand;
 
 use super::error::{Error, Outcome};
 use super::{AwsArgs, Color, FileArg, calls, exit, load_and_connect, print, run_async};
-use crate::aws::Aws;
 use crate::model::{Config, SecretRef};
 use crate::spec::envfile::{Readers, check_value};
 
@@ -281,7 +280,7 @@ async fn set(
     let services = named(&readers, app);
     if !restart {
         println!(
-            "Not restarted (--no-restart): {services} read the new value when they next start."
+            "Not restarted (--no-restart): {services} will read the new value when they next start."
         );
         calls(args, &aws);
         return Ok(exit::OK);
@@ -292,7 +291,7 @@ async fn set(
     {
         Ok(None) => {
             println!(
-                "Cluster {cluster} is not applied yet: {services} read the value when they first start."
+                "Cluster {cluster} is not applied yet: {services} will read the value when they first start."
             );
             calls(args, &aws);
             return Ok(exit::OK);
@@ -305,7 +304,9 @@ async fn set(
             )));
         }
     }
-    // App by app (a deploy is an app's), each through its own rollout.
+    // App by app (a deploy is an app's), each through its own rollout;
+    // one that fails does not keep the others from theirs.
+    let mut failed = Vec::new();
     for (reader, services) in &readers {
         println!(
             "Restarting {} of {reader}, health-gated:",
@@ -316,42 +317,35 @@ async fn set(
             why: Some(format!("secret {name} of {app} set")),
             ..Default::default()
         };
-        if let Err(err) = restart_through_kick(&aws, &cluster, endpoint, reader, &request).await {
-            calls(args, &aws);
-            return Err(err);
+        if let Err(err) =
+            super::cluster::deploy_through_kick(&aws, &cluster, endpoint, reader, &request).await
+        {
+            eprintln!("error: {reader}: {err}");
+            failed.push(format!("{} of {reader}", services.join(", ")));
         }
     }
     calls(args, &aws);
-    Ok(exit::OK)
-}
-
-/// Asks kick for the restart; what to say when it cannot be made.
-async fn restart_through_kick(
-    aws: &Aws,
-    cluster: &str,
-    endpoint: Option<&str>,
-    app: &str,
-    request: &crate::spec::release::DeployRequest,
-) -> Outcome {
-    match super::cluster::deploy_through_kick(aws, cluster, endpoint, app, request).await {
-        Ok(_) => Ok(exit::OK),
-        Err(err) => Err(Error::Invalid(format!(
-            "the value is stored, but the restart did not happen: {err}\nhelp: its services read the new value when they next start; run the same command again to restart them now"
-        ))),
+    if failed.is_empty() {
+        return Ok(exit::OK);
     }
+    Err(Error::Invalid(format!(
+        "the value is stored, but {} did not restart (above)\nhelp: they read the new value when they next start; run the same command again to restart them now",
+        failed.join("; ")
+    )))
 }
 
 /// `huxley secrets list`.
 async fn list(path: &Path, app: &str, args: &AwsArgs, color: Color) -> Outcome {
     let (config, aws) = load_and_connect(path, args, color).await?;
     check(&config, path, app, None)?;
-    // Each referenced parameter with its names and readers.
-    let mut rows: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+    // Each parameter the app's services reference, with the names they
+    // read it under.
+    let mut rows: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for service in config.apps[app].services.values() {
         for (variable, SecretRef::Ssm { parameter }) in &service.secrets {
-            let row = rows.entry(parameter.clone()).or_default();
-            row.0.insert(variable.clone());
-            row.1.insert(service.name.clone());
+            rows.entry(parameter.clone())
+                .or_default()
+                .insert(variable.clone());
         }
     }
     let prefix = format!("/{}/{app}", config.cluster.name);
@@ -376,7 +370,9 @@ async fn list(path: &Path, app: &str, args: &AwsArgs, color: Color) -> Outcome {
         "NAME", "PARAMETER", "VERSION", "CHANGED", "READ BY"
     );
     for parameter in &names {
-        let (variables, services) = rows.get(parameter).cloned().unwrap_or_default();
+        let variables = rows.get(parameter).cloned().unwrap_or_default();
+        // Its readers in every app (another app's with its name).
+        let services = readers_of(&config, std::slice::from_ref(parameter));
         let (version, changed) = match versions.get(parameter) {
             Some((version, changed)) => (
                 version.to_string(),
@@ -392,7 +388,7 @@ async fn list(path: &Path, app: &str, args: &AwsArgs, color: Color) -> Outcome {
         let readers = if services.is_empty() {
             "(nothing)".to_owned()
         } else {
-            services.into_iter().collect::<Vec<_>>().join(", ")
+            named(&services, app)
         };
         let variables = if variables.is_empty() {
             "-".to_owned()

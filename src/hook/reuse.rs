@@ -103,7 +103,11 @@ pub struct Running {
 pub fn running(releases: &[Release]) -> BTreeMap<String, Running> {
     let mut by_service: BTreeMap<String, Running> = BTreeMap::new();
     for release in releases {
-        if release.outcome != crate::spec::release::Outcome::Succeeded {
+        // A restart ran the images it found: the release that put them
+        // there is the one that runs (as kick counts it).
+        if release.outcome != crate::spec::release::Outcome::Succeeded
+            || !release.restarted.is_empty()
+        {
             continue;
         }
         for (service, image) in &release.images {

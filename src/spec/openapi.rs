@@ -109,7 +109,7 @@ fn deploy_paths(s: &Schemas) -> Value {
                 "requestBody": json_body(&s.deploy),
                 "responses": with_denied(json!({
                     "202": ok("the deploy started", &s.release),
-                    "200": { "description": "nothing to deploy: the services already run these images", "content": { "application/json": { "schema": { "type": "object", "required": ["unchanged", "message"], "properties": { "unchanged": { "type": "boolean" }, "message": { "type": "string" } } } } } },
+                    "200": { "description": "nothing to deploy: the services already run these images (or, for a restart, nothing of them runs yet)", "content": { "application/json": { "schema": { "type": "object", "required": ["unchanged", "message"], "properties": { "unchanged": { "type": "boolean" }, "message": { "type": "string" } } } } } },
                     "400": error_response("malformed body, an image not pinned by digest, not one per built service, or a restart naming a service the app does not have"),
                     "404": error_response("no such app, or no such release to roll back to"),
                     "409": error_response("a deploy of the app is running (`holder` says which), or a restart names a built service with no release yet"),

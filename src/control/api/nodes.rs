@@ -249,10 +249,16 @@ pub async fn get_secrets(
         .replicas
         .iter()
         .any(|r| r.app == app && r.service == service);
-    if kick.lease.as_ref().is_some_and(|l| !l.valid()) || !still_placed {
+    if kick.lease.as_ref().is_some_and(|l| !l.valid()) {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the leadership or the placement changed while the secrets were read; ask again",
+            "this kick server stopped leading while the secrets were read; ask the leader",
+        );
+    }
+    if !still_placed {
+        return error(
+            StatusCode::FORBIDDEN,
+            SecretsError::NotPlaced(format!("{app}.{service}")).to_string(),
         );
     }
     match env_file(&section.secrets, &values) {
