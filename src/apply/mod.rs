@@ -162,16 +162,13 @@ pub async fn prepare(config: &Config, aws: &Aws, options: PlanOptions) -> Result
 /// command that sets it.
 async fn missing_secrets(config: &crate::model::Config, aws: &Aws) -> Result<(), ApplyError> {
     let mut wanted: BTreeMap<String, Vec<(String, String, String)>> = BTreeMap::new();
-    for app in config.apps.values() {
-        for service in app.services.values() {
-            for (variable, reference) in &service.secrets {
-                let crate::model::SecretRef::Ssm { parameter } = reference;
-                wanted.entry(parameter.clone()).or_default().push((
-                    app.name.clone(),
-                    service.name.clone(),
-                    variable.clone(),
-                ));
-            }
+    for (app, service) in config.services() {
+        for (variable, crate::model::SecretRef::Ssm { parameter }) in &service.secrets {
+            wanted.entry(parameter.clone()).or_default().push((
+                app.name.clone(),
+                service.name.clone(),
+                variable.clone(),
+            ));
         }
     }
     if wanted.is_empty() {

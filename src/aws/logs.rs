@@ -18,15 +18,13 @@ pub struct LogEvent {
 
 impl Aws {
     /// The events of `group` from `start` (ms since the epoch, inclusive)
-    /// in streams whose names start with `prefix`, matching `pattern` (a
-    /// CloudWatch filter pattern), every page; at most `limit` events, the
-    /// oldest first, and whether there were more.
+    /// in streams whose names start with `prefix`, every page; at most
+    /// `limit` events, the oldest first, and whether there were more.
     pub async fn log_events(
         &self,
         group: &str,
         prefix: Option<&str>,
         start: i64,
-        pattern: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<LogEvent>, bool), AwsError> {
         let mut events = Vec::new();
@@ -39,7 +37,6 @@ impl Aws {
                 .log_group_name(group)
                 .set_log_stream_name_prefix(prefix.map(str::to_owned))
                 .start_time(start)
-                .set_filter_pattern(pattern.map(str::to_owned))
                 .set_next_token(token.take())
                 .send()
                 .await

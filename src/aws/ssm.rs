@@ -92,19 +92,10 @@ impl Aws {
         value: &str,
         description: &str,
     ) -> Result<i64, AwsError> {
-        self.count();
-        let output = self
-            .ssm
-            .put_parameter()
-            .name(name)
-            .value(value)
-            .description(description)
-            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-            .overwrite(true)
-            .send()
-            .await
-            .map_err(|e| self.err("ssm:PutParameter", e))?;
-        Ok(output.version())
+        Ok(self
+            .put_secure(name, value, description, true)
+            .await?
+            .unwrap_or_default())
     }
 
     /// A daemon's bearer token: the SecureString parameter `name`,
@@ -131,6 +122,20 @@ impl Aws {
         value: &str,
         description: &str,
     ) -> Result<(), AwsError> {
+        self.put_secure(name, value, description, false)
+            .await
+            .map(|_| ())
+    }
+
+    /// PutParameter of a SecureString: its new version, or none when it
+    /// exists and `overwrite` is false (it is left as it is).
+    async fn put_secure(
+        &self,
+        name: &str,
+        value: &str,
+        description: &str,
+        overwrite: bool,
+    ) -> Result<Option<i64>, AwsError> {
         self.count();
         let result = self
             .ssm
@@ -139,17 +144,17 @@ impl Aws {
             .value(value)
             .description(description)
             .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-            .overwrite(false)
+            .overwrite(overwrite)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(()),
+            Ok(output) => Ok(Some(output.version())),
             Err(err)
                 if err
                     .as_service_error()
                     .is_some_and(|e| e.is_parameter_already_exists()) =>
             {
-                Ok(())
+                Ok(None)
             }
             Err(err) => Err(self.err("ssm:PutParameter", err)),
         }

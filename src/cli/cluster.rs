@@ -357,35 +357,72 @@ pub(super) async fn rollback(
         rollback_to: Some(target),
         ..Default::default()
     };
-    let result = deploy_through_kick(&aws, &cluster, endpoint, app, &request).await;
+    let result = async {
+        let (summary, bucket) = find_cluster(&aws, &cluster).await?;
+        KickSession::open(&aws, &cluster, &summary, &bucket, endpoint)
+            .await?
+            .deploy(app, &request)
+            .await
+    }
+    .await;
     calls(args, &aws);
     result.map(|_| exit::OK).map_err(Error::Invalid)
 }
 
-/// Asks the cluster's kick server (its external API, with the admin
-/// token) for a deploy, and follows it to its end, saying its progress on
-/// standard error; its last line.
-pub(super) async fn deploy_through_kick(
-    aws: &Aws,
-    cluster: &str,
-    endpoint: Option<&str>,
-    app: &str,
-    request: &crate::spec::release::DeployRequest,
-) -> Result<String, String> {
-    let (summary, bucket) = find_cluster(aws, cluster).await?;
-    let endpoint = kick_endpoint(&summary, endpoint).ok_or_else(|| {
-        format!(
-            "the stack {} has no KickServerAddress output: pass --endpoint",
-            crate::spec::names::stack(cluster)
+/// The cluster's kick server (its external API, pinned, with the admin
+/// token), found once for any number of deploys.
+pub(super) struct KickSession {
+    endpoint: String,
+    client: reqwest::Client,
+    token: String,
+}
+
+impl KickSession {
+    /// From the cluster's stack and bucket: the endpoint (`endpoint`, or
+    /// the stack's output), the pinned client and the token.
+    pub(super) async fn open(
+        aws: &Aws,
+        cluster: &str,
+        summary: &crate::aws::StackSummary,
+        bucket: &str,
+        endpoint: Option<&str>,
+    ) -> Result<Self, String> {
+        let endpoint = kick_endpoint(summary, endpoint).ok_or_else(|| {
+            format!(
+                "the stack {} has no KickServerAddress output: pass --endpoint",
+                crate::spec::names::stack(cluster)
+            )
+        })?;
+        token_safe_endpoint(&endpoint)?;
+        let (client, token) =
+            kick_client(aws, cluster, bucket, std::time::Duration::from_secs(30)).await?;
+        Ok(Self {
+            endpoint,
+            client,
+            token,
+        })
+    }
+
+    /// Asks for a deploy of `app` and follows it to its end, saying its
+    /// progress on standard error; its last line.
+    pub(super) async fn deploy(
+        &self,
+        app: &str,
+        request: &crate::spec::release::DeployRequest,
+    ) -> Result<String, String> {
+        let say = |line: String| eprintln!("{line}");
+        let text = crate::hook::follow(
+            &self.client,
+            &self.endpoint,
+            &self.token,
+            app,
+            request,
+            &say,
         )
-    })?;
-    token_safe_endpoint(&endpoint)?;
-    let (client, token) =
-        kick_client(aws, cluster, &bucket, std::time::Duration::from_secs(30)).await?;
-    let say = |line: String| eprintln!("{line}");
-    let text = crate::hook::follow(&client, &endpoint, &token, app, request, &say).await?;
-    eprintln!("{text}");
-    Ok(text)
+        .await?;
+        eprintln!("{text}");
+        Ok(text)
+    }
 }
 
 /// `huxley remote add`: the cluster's git remote in an app's working copy.

@@ -176,7 +176,7 @@ async fn read(aws: &Aws, source: &Source, args: &LogsArgs, color: Color) -> Outc
     tokio::pin!(stop);
     loop {
         let read = tokio::select! {
-            read = aws.log_events(&source.group, source.prefix.as_deref(), start, None, LIMIT) => read,
+            read = aws.log_events(&source.group, source.prefix.as_deref(), start, LIMIT) => read,
             () = &mut stop => return Ok(exit::OK),
         };
         let (events, more) = match read {

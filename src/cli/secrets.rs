@@ -144,18 +144,16 @@ fn parameters_of(config: &Config, app: &str, name: &str) -> Vec<String> {
 /// variable name): app → services.
 fn readers_of(config: &Config, parameters: &[String]) -> BTreeMap<String, Vec<String>> {
     let mut readers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (app, section) in &config.apps {
-        for service in section.services.values() {
-            let reads = service
-                .secrets
-                .values()
-                .any(|SecretRef::Ssm { parameter }| parameters.contains(parameter));
-            if reads {
-                readers
-                    .entry(app.clone())
-                    .or_default()
-                    .push(service.name.clone());
-            }
+    for (app, service) in config.services() {
+        let reads = service
+            .secrets
+            .values()
+            .any(|SecretRef::Ssm { parameter }| parameters.contains(parameter));
+        if reads {
+            readers
+                .entry(app.name.clone())
+                .or_default()
+                .push(service.name.clone());
         }
     }
     readers
@@ -285,10 +283,8 @@ async fn set(
         calls(args, &aws);
         return Ok(exit::OK);
     }
-    match aws
-        .describe_stack(&crate::spec::names::stack(&cluster))
-        .await
-    {
+    let stack = crate::spec::names::stack(&cluster);
+    let session = match aws.describe_stack(&stack).await {
         Ok(None) => {
             println!(
                 "Cluster {cluster} is not applied yet: {services} will read the value when they first start."
@@ -296,14 +292,23 @@ async fn set(
             calls(args, &aws);
             return Ok(exit::OK);
         }
-        Ok(Some(_)) => {}
+        Ok(Some(summary)) => match summary.bucket(&cluster) {
+            Some(bucket) => {
+                super::cluster::KickSession::open(&aws, &cluster, &summary, &bucket, endpoint).await
+            }
+            None => Err(format!("the stack {stack} names no artifact bucket")),
+        },
+        Err(err) => Err(err.to_string()),
+    };
+    let session = match session {
+        Ok(session) => session,
         Err(err) => {
             calls(args, &aws);
             return Err(Error::Invalid(format!(
-                "the value is stored, but the cluster cannot be read to restart {services}: {err}"
+                "the value is stored, but {services} cannot be restarted: {err}\nhelp: they read the new value when they next start; run the same command again to restart them now"
             )));
         }
-    }
+    };
     // App by app (a deploy is an app's), each through its own rollout;
     // one that fails does not keep the others from theirs.
     let mut failed = Vec::new();
@@ -317,9 +322,7 @@ async fn set(
             why: Some(format!("secret {name} of {app} set")),
             ..Default::default()
         };
-        if let Err(err) =
-            super::cluster::deploy_through_kick(&aws, &cluster, endpoint, reader, &request).await
-        {
+        if let Err(err) = session.deploy(reader, &request).await {
             eprintln!("error: {reader}: {err}");
             failed.push(format!("{} of {reader}", services.join(", ")));
         }

@@ -105,9 +105,7 @@ pub fn running(releases: &[Release]) -> BTreeMap<String, Running> {
     for release in releases {
         // A restart ran the images it found: the release that put them
         // there is the one that runs (as kick counts it).
-        if release.outcome != crate::spec::release::Outcome::Succeeded
-            || !release.restarted.is_empty()
-        {
+        if !release.placed_images() {
             continue;
         }
         for (service, image) in &release.images {

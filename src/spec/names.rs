@@ -21,10 +21,12 @@ pub fn tokens_path(cluster: &str) -> String {
 /// service references yet: under the app's prefix, in lower case with
 /// dashes (`API_KEY` → `/acme/shop/api-key`), as validation suggests.
 pub fn secret_parameter(cluster: &str, app: &str, variable: &str) -> String {
-    format!(
-        "/{cluster}/{app}/{}",
-        variable.to_ascii_lowercase().replace('_', "-")
-    )
+    format!("/{cluster}/{app}/{}", secret_leaf(variable))
+}
+
+/// The last part of a variable's parameter: lower case, `_` as `-`.
+pub fn secret_leaf(variable: &str) -> String {
+    variable.to_ascii_lowercase().replace('_', "-")
 }
 
 /// The log group an app's replicas write to (`awslogs`), one stream per

@@ -86,6 +86,15 @@ pub struct Release {
     pub events: Vec<Event>,
 }
 
+impl Release {
+    /// Whether this deploy put its images in place: it succeeded and was
+    /// not a restart (which ran the images it found). What runs, and what
+    /// a rollback returns to, are such releases.
+    pub fn placed_images(&self) -> bool {
+        self.outcome == Outcome::Succeeded && self.restarted.is_empty()
+    }
+}
+
 /// `POST /v1/apps/{app}/deployments`: a new release (the hook server,
 /// after a push and a build) or a rollback (the admin).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]

@@ -208,7 +208,7 @@ impl Checker<'_> {
                         .help(format!(
                             "store it in SSM Parameter Store and reference it: `secrets = {{ {} = \"ssm:{parameters}/{}\" }}`",
                             key.value,
-                            key.value.to_ascii_lowercase().replace('_', "-")
+                            crate::spec::names::secret_leaf(&key.value)
                         )),
                 );
             }
@@ -266,7 +266,7 @@ impl Checker<'_> {
                         .note("secret values must never be written in huxley.toml: they would end up in generated files")
                         .help(format!(
                             "store it with `aws ssm put-parameter --type SecureString --name {parameters}/{0}` and write `{1} = \"ssm:{parameters}/{0}\"`",
-                            key.value.to_ascii_lowercase().replace('_', "-"),
+                            crate::spec::names::secret_leaf(&key.value),
                             key.value
                         )),
                 );

@@ -66,7 +66,7 @@ impl Deploys {
         for release in self.history.get(app).into_iter().flatten() {
             // A restart ran the images it found: what runs is still the
             // release that put them there (its number, its commit).
-            if release.outcome == Outcome::Succeeded && release.restarted.is_empty() {
+            if release.placed_images() {
                 for (service, image) in &release.images {
                     current.insert(service.clone(), (release.id, image.clone()));
                 }

@@ -234,9 +234,7 @@ fn rollback_target<'r>(
         ));
     }
     // A restart put nothing new in place: it is no release to return to.
-    let mut succeeded = releases
-        .iter()
-        .filter(|r| r.outcome == Outcome::Succeeded && r.restarted.is_empty());
+    let mut succeeded = releases.iter().filter(|r| r.placed_images());
     let chosen = if target == 0 {
         succeeded.rfind(|r| running.is_none_or(|current| r.id < current))
     } else {
