@@ -175,10 +175,12 @@ async fn read(aws: &Aws, source: &Source, args: &LogsArgs, color: Color) -> Outc
     let stop = crate::signal::stop_signal();
     tokio::pin!(stop);
     loop {
+        let began = now_ms();
         let read = tokio::select! {
             read = aws.log_events(&source.group, source.prefix.as_deref(), start, LIMIT) => read,
             () = &mut stop => return Ok(exit::OK),
         };
+        let read_ok = read.is_ok();
         let (events, more) = match read {
             Ok(read) => {
                 said = None;
@@ -237,20 +239,26 @@ async fn read(aws: &Aws, source: &Source, args: &LogsArgs, color: Color) -> Outc
         if !args.follow {
             return Ok(exit::OK);
         }
-        // Read again from a little before now: lines reach CloudWatch late
-        // (the driver sends in batches, stamped when they were written),
-        // and those already printed are not printed again.
-        // More lines than one read takes: go on from the newest one read
-        // (a window before now would return the same oldest lines again).
-        start = match newest {
-            Some(newest) if more => start.max(newest),
-            _ => start.max(now_ms().saturating_sub(LATE)),
-        };
+        start = next_start(start, began, read_ok.then_some((newest, more)));
         seen.retain(|(at, _)| *at >= start);
         tokio::select! {
             () = tokio::time::sleep(POLL) => {}
             () = &mut stop => return Ok(exit::OK),
         }
+    }
+}
+
+/// Where `-f` reads from next, after a read from `start` that began at
+/// `began`: when it failed, from `start` again (nothing between is
+/// skipped); when it brought more lines than one read takes, from the
+/// newest one it read (a window before now would return the same oldest
+/// lines again); else from [`LATE`] before it began, for lines that
+/// reach CloudWatch late (those already printed are not printed again).
+fn next_start(start: i64, began: i64, read: Option<(Option<i64>, bool)>) -> i64 {
+    match read {
+        None => start,
+        Some((Some(newest), true)) => start.max(newest),
+        Some(_) => start.max(began.saturating_sub(LATE)),
     }
 }
 
@@ -285,6 +293,31 @@ mod tests {
         for bad in ["shop/", "/web", "shop/web/x", "a/b/1/2"] {
             assert!(at(Some(bad)).is_err(), "{bad}");
         }
+    }
+
+    /// Regression: a failed read (throttled, CloudWatch away) moved the
+    /// start to a minute before now, and what was written meanwhile was
+    /// never read.
+    #[test]
+    fn following_skips_nothing_after_a_failed_or_slow_read() {
+        let minute = LATE;
+        // Failed: from where it was.
+        assert_eq!(next_start(1_000, 10 * minute, None), 1_000);
+        // A read that took five minutes: a minute before it began.
+        assert_eq!(
+            next_start(1_000, 10 * minute, Some((Some(14 * minute), false))),
+            9 * minute
+        );
+        // Too many lines: on from the newest read.
+        assert_eq!(
+            next_start(1_000, 10 * minute, Some((Some(3 * minute), true))),
+            3 * minute
+        );
+        // Never back.
+        assert_eq!(
+            next_start(20 * minute, 10 * minute, Some((None, false))),
+            20 * minute
+        );
     }
 
     #[test]

@@ -275,6 +275,37 @@ async fn set(
         calls(args, &aws);
         return Ok(exit::OK);
     }
+    // A stateful service is not rolled (kick refuses: it would move off
+    // its volume); its replica reads the value when restarted on its node.
+    let mut readers = readers;
+    let stateful: BTreeMap<String, Vec<String>> = readers
+        .iter()
+        .map(|(reader, services)| {
+            let kept: Vec<String> = services
+                .iter()
+                .filter(|s| config.apps[reader].services[*s].stateful)
+                .cloned()
+                .collect();
+            (reader.clone(), kept)
+        })
+        .filter(|(_, kept)| !kept.is_empty())
+        .collect();
+    for (reader, kept) in &stateful {
+        if let Some(services) = readers.get_mut(reader) {
+            services.retain(|s| !kept.contains(s));
+        }
+    }
+    readers.retain(|_, services| !services.is_empty());
+    if !stateful.is_empty() {
+        println!(
+            "Not restarted: {} stateful (a rollout would move it off its volume); restart its replica on its node (`systemctl restart` its unit) to read the new value.",
+            named(&stateful, app)
+        );
+    }
+    if readers.is_empty() {
+        calls(args, &aws);
+        return Ok(exit::OK);
+    }
     let services = named(&readers, app);
     if !restart {
         println!(

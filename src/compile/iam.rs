@@ -175,11 +175,15 @@ fn node_policy(config: &Config) -> Value {
     }
     let system =
         crate::spec::names::log_group(&config.cluster.name, crate::spec::names::SYSTEM_LOGS);
+    // Lines only into the agents' streams (`<instance>/huxley-node`): a
+    // node cannot write lines that read as kick's or the hook server's
+    // (CreateLogStream is authorized on the group: an empty stream is
+    // all another name gets).
     statements.push(json!({
         "Sid": "WriteAgentLogs",
         "Effect": "Allow",
         "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-        "Resource": [group(&system, ""), group(&system, ":log-stream:*")],
+        "Resource": [group(&system, ""), group(&system, ":log-stream:*/huxley-node")],
     }));
     if !built_apps(config).is_empty() {
         statements.push(registry_login());
@@ -733,6 +737,18 @@ mod tests {
         assert_eq!(
             logs["Resource"][1]["Fn::Sub"],
             "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/huxley/acme/blog:log-stream:*"
+        );
+        // In the system group, only agents' streams.
+        let agent = statements
+            .iter()
+            .find(|s| s["Sid"] == "WriteAgentLogs")
+            .expect("the agent's logs statement");
+        assert_eq!(
+            agent["Resource"],
+            serde_json::json!([
+                {"Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/huxley/acme/system"},
+                {"Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/huxley/acme/system:log-stream:*/huxley-node"}
+            ])
         );
         // No wildcard over the groups: the system group is written only
         // by the agent's own statement.

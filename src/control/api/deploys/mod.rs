@@ -167,6 +167,17 @@ fn check_restart(
                 ),
             ));
         };
+        // A stateful replica keeps its number and node (its volume is
+        // there): a rollout would start the new one on another node's
+        // empty volume, or beside the old one on the same data.
+        if spec.stateful {
+            return Err(refuse(
+                StatusCode::CONFLICT,
+                format!(
+                    "{app}/{service} is stateful: it is not restarted by a rollout, which would move it off its volume; restart its replica on its node (`systemctl restart` its unit) to read the new value"
+                ),
+            ));
+        }
         // A built service with no release runs nothing yet: it reads its
         // secrets when it first starts.
         if (spec.image.is_some() || current.contains_key(service)) && !restarted.contains(service) {

@@ -34,6 +34,12 @@ port = 9000
 [apps.shop.services.cache]
 image = "redis:7.2"
 port = 6379
+
+[apps.shop.services.store]
+image = "postgres:16.4"
+port = 5432
+stateful = true
+volumes = { store-data = "/var/lib/postgresql/data" }
 "#,
     );
     crate::compile::kick::kick_config(&checked.config.expect("valid"))
@@ -476,6 +482,18 @@ fn a_restart_keeps_the_images_and_is_the_admins_alone() {
             to_restart
         )),
         StatusCode::NOT_FOUND
+    );
+    // A stateful service is not rolled: a new replica would start on
+    // another node's empty volume, or beside the old one on its own.
+    assert_eq!(
+        refused(prepare(
+            &config,
+            &empty,
+            &Scope::Admin,
+            "shop",
+            restart(&["store"])
+        )),
+        StatusCode::CONFLICT
     );
     // A prebuilt one always runs.
     let cache = prepare(&config, &empty, &Scope::Admin, "shop", restart(&["cache"]))
