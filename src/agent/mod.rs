@@ -7,6 +7,7 @@
 
 pub mod journal;
 pub mod node;
+pub mod runs;
 pub mod runtime;
 pub mod secrets;
 pub mod unitfile;

@@ -19,10 +19,12 @@ use ipnet::Ipv4Net;
 use serde_json::json;
 use tokio::time::Instant;
 
+use crate::agent::runs::RunSpec;
 use crate::agent::runtime::{ReplicaKey, ReplicaSpec, Runtime};
 use crate::spec::assignment::{
     AssignedReplica, Assignment, NodeReport, ReplicaReport, ReplicaState,
 };
+use crate::spec::run::AssignedRun;
 
 /// How long one long poll asks kick to wait for a change.
 pub const POLL_WAIT: Duration = Duration::from_secs(10);
@@ -152,6 +154,23 @@ impl KickClient {
         }
     }
 
+    /// A client of its own to the same kick servers, with the same
+    /// credential (a proof is signed again): for a task that talks to kick
+    /// beside the agent's loop.
+    pub fn fork(&self) -> KickClient {
+        let credential = match &self.credential {
+            Credential::Token(token) => Credential::Token(token.clone()),
+            Credential::Identity { aws, cluster, .. } => Credential::Identity {
+                aws: std::sync::Arc::clone(aws),
+                cluster: cluster.clone(),
+                proof: None,
+            },
+        };
+        let mut fork = KickClient::new(self.bases.clone(), credential);
+        fork.leader = self.leader.clone();
+        fork
+    }
+
     fn base(&self) -> String {
         self.leader
             .clone()
@@ -259,6 +278,19 @@ struct Running {
     output: Vec<String>,
 }
 
+/// A one-off run the node runs, followed by a task of its own
+/// ([`crate::agent::runs::follow`]).
+#[derive(Debug)]
+struct NodeRun {
+    address: IpAddr,
+    /// Fired when kick takes the run back: the task stops it.
+    cancel: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// How long the node waits for its runs to stop when the agent stops.
+const RUNS_STOP: Duration = Duration::from_secs(15);
+
 /// How long a new replica's output goes with the reports: longer than a
 /// deploy waits for it to pass its health check (`deploy.timeout`, 5
 /// minutes unless set).
@@ -278,6 +310,7 @@ pub struct Agent<R: Runtime> {
     /// The node's address, used for replicas when it has no subnet.
     fallback_address: IpAddr,
     running: BTreeMap<ReplicaKey, Running>,
+    runs: BTreeMap<u64, NodeRun>,
     last_report: Option<(Instant, Vec<ReplicaReport>)>,
     last_refresh: Option<Instant>,
     /// When the applied artifacts were last installed.
@@ -294,6 +327,7 @@ impl<R: Runtime> Agent<R> {
             subnet: None,
             fallback_address,
             running: BTreeMap::new(),
+            runs: BTreeMap::new(),
             last_report: None,
             last_refresh: None,
             installed: None,
@@ -348,6 +382,14 @@ impl<R: Runtime> Agent<R> {
     /// runtimes whose replicas are the agent's own children, which would
     /// otherwise outlive it.
     pub async fn stop_all(&mut self) {
+        // Runs first: each task stops its container and says so.
+        let runs = std::mem::take(&mut self.runs);
+        for (_, mut run) in runs {
+            if let Some(cancel) = run.cancel.take() {
+                let _ = cancel.send(());
+            }
+            let _ = tokio::time::timeout(RUNS_STOP, run.task).await;
+        }
         let keys: Vec<ReplicaKey> = self.running.keys().cloned().collect();
         for key in keys {
             let Some(running) = self.running.remove(&key) else {
@@ -502,6 +544,62 @@ impl<R: Runtime> Agent<R> {
         for key in gone {
             self.retire(&key).await;
         }
+        self.converge_runs(&assignment.runs).await;
+    }
+
+    /// Starts the runs assigned and not started, each followed by a task
+    /// of its own; stops those kick took back; forgets those that ended
+    /// and left the assignment (one that ended is never started again).
+    async fn converge_runs(&mut self, assigned: &[AssignedRun]) {
+        let wanted: BTreeMap<u64, &AssignedRun> = assigned.iter().map(|r| (r.id, r)).collect();
+        for (id, run) in &mut self.runs {
+            if !wanted.contains_key(id)
+                && let Some(cancel) = run.cancel.take()
+            {
+                let _ = cancel.send(());
+            }
+        }
+        self.runs
+            .retain(|id, run| wanted.contains_key(id) || !run.task.is_finished());
+        for (id, assigned) in wanted {
+            if self.runs.contains_key(&id) {
+                continue;
+            }
+            let Some(address) = self.free_address() else {
+                eprintln!("node: no free address for run {id}");
+                continue;
+            };
+            let spec = RunSpec {
+                assigned: assigned.clone(),
+                address,
+            };
+            let (cancel, cancelled) = tokio::sync::oneshot::channel();
+            let kick = self.kick.fork();
+            let node = self.node.clone();
+            let task = match self.runtime.start_run(&spec).await {
+                Ok(process) => {
+                    eprintln!(
+                        "node: run {id} of {}.{} started at {address}",
+                        assigned.app, assigned.service
+                    );
+                    tokio::spawn(crate::agent::runs::follow(
+                        process, spec, kick, node, cancelled,
+                    ))
+                }
+                Err(err) => {
+                    eprintln!("node: cannot start run {id}: {err}");
+                    tokio::spawn(crate::agent::runs::refused(kick, node, id, err))
+                }
+            };
+            self.runs.insert(
+                id,
+                NodeRun {
+                    address,
+                    cancel: Some(cancel),
+                    task,
+                },
+            );
+        }
     }
 
     /// Takes a replica out of DNS, then stops it.
@@ -537,7 +635,12 @@ impl<R: Runtime> Agent<R> {
         let Some(subnet) = self.subnet else {
             return Some(self.fallback_address);
         };
-        let used: BTreeSet<IpAddr> = self.running.values().map(|r| r.spec.address).collect();
+        let used: BTreeSet<IpAddr> = self
+            .running
+            .values()
+            .map(|r| r.spec.address)
+            .chain(self.runs.values().map(|r| r.address))
+            .collect();
         subnet
             .hosts()
             .skip(1)

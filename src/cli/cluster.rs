@@ -211,7 +211,7 @@ pub(super) async fn cluster_list(args: &AwsArgs) -> Outcome {
 
 /// The cluster a command acts on: the one named, else the one of
 /// A cluster's stack and artifact bucket, or why there are none.
-async fn find_cluster(
+pub(super) async fn find_cluster(
     aws: &crate::aws::Aws,
     cluster: &str,
 ) -> Result<(crate::aws::StackSummary, String), String> {
@@ -372,9 +372,9 @@ pub(super) async fn rollback(
 /// The cluster's kick server (its external API, pinned, with the admin
 /// token), found once for any number of deploys.
 pub(super) struct KickSession {
-    endpoint: String,
-    client: reqwest::Client,
-    token: String,
+    pub(super) endpoint: String,
+    pub(super) client: reqwest::Client,
+    pub(super) token: String,
 }
 
 impl KickSession {

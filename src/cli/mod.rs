@@ -7,6 +7,7 @@ mod daemons;
 pub mod error;
 mod logs;
 mod pipeline;
+mod run;
 mod secrets;
 
 use std::io::{IsTerminal, Write};
@@ -196,6 +197,13 @@ enum Command {
     /// Reads with your AWS credentials, so it works with the control plane
     /// down. Each line: its time, `service/replica` and the message.
     Logs(logs::LogsArgs),
+    /// Run a command once in a new container of a service: its release's
+    /// image, environment and secrets, on a node with room.
+    ///
+    /// Its output comes back as it is printed; `huxley run` ends with the
+    /// command's exit status (124 when it timed out, 125 when it could
+    /// not run, 130 on Ctrl-C, which stops it). Needs the admin token.
+    Run(run::RunArgs),
     /// Set, list and remove an app's secrets (SSM SecureString
     /// parameters); setting one restarts the services that read it.
     Secrets {
@@ -696,6 +704,7 @@ fn run(cli: Cli) -> Outcome {
         Command::Cluster { command } => cluster_command(command, cli.color),
         Command::Secrets { command } => secrets::run(command, cli.color),
         Command::Logs(args) => run_async(logs::logs(args, cli.color)),
+        Command::Run(args) => run_async(run::run(args)),
         Command::Kick { command } => kick(command),
         Command::Node { command } => node(command),
         Command::Remote { command } => match command {

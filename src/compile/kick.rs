@@ -120,6 +120,7 @@ fn service_section(config: &Config, app: &model::App, service: &model::Service) 
         stateful: service.stateful,
         deploy: service.deploy,
         depends_on: service.depends_on.clone(),
+        release: service.release.clone(),
         secrets: service
             .secrets
             .iter()

@@ -216,6 +216,12 @@ pub struct RawService {
     pub image: Option<Spanned<String>>,
     /// Overrides the image's command, e.g. ["bin/worker", "--queue", "mail"].
     pub command: Option<Vec<Spanned<String>>>,
+    /// A command run once, from the new image with the new environment,
+    /// before any replica moves on every deploy that changes this
+    /// service's image (a database migration): "bin/migrate" (words split
+    /// at spaces) or ["bin/migrate", "--all"]. A failure refuses the push
+    /// and changes nothing. Only for a service built on push.
+    pub release: Option<Spanned<RawCommand>>,
     /// The container port the service listens on. Services without a port
     /// (workers) get no DNS names and are checked by their process only.
     #[schemars(range(min = 1, max = 65535))]
@@ -285,6 +291,21 @@ pub struct RawDeploy {
     /// stopped and the push refused, e.g. "30m". Default "15m"; at most an
     /// hour.
     pub build_timeout: Option<Spanned<String>>,
+    /// How long the service's `release` command may run before it is
+    /// stopped and the push refused, e.g. "30m". Default "10m"; at most an
+    /// hour.
+    pub release_timeout: Option<Spanned<String>>,
+}
+
+/// A command: words split at spaces, or an array of them.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "a command such as \"bin/migrate\" or [\"bin/migrate\", \"--all\"]"
+)]
+pub enum RawCommand {
+    Text(String),
+    Words(Vec<String>),
 }
 
 /// CPU as "500m" or as a number of vCPUs.

@@ -178,6 +178,8 @@ pub async fn start_leading(
             ..Deploys::default()
         }),
         history_writes: tokio::sync::Mutex::new(()),
+        runs: Mutex::new(Default::default()),
+        ran: tokio::sync::watch::channel(0).0,
         network: Network {
             range,
             route_table: leading.route_table,
@@ -191,6 +193,7 @@ pub async fn start_leading(
     tasks.push(crate::control::controllers::assign::spawn(Arc::clone(
         &kick,
     )));
+    tasks.push(crate::control::controllers::runs::spawn(Arc::clone(&kick)));
     kick.keep(tasks);
     Ok(kick)
 }

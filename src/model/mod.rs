@@ -200,6 +200,8 @@ pub struct Service {
     pub source: Source,
     /// Empty means the image's own command.
     pub command: Vec<String>,
+    /// Run once before each deploy that changes the image; empty: none.
+    pub release: Vec<String>,
     pub port: Option<u16>,
     pub host_port: Option<u16>,
     /// Names relative to the public zone; `@` is the apex.

@@ -17,6 +17,10 @@ pub struct Assignment {
     /// The node's container subnet: replicas take addresses in it.
     pub subnet: Option<String>,
     pub replicas: Vec<AssignedReplica>,
+    /// One-off runs to start (`huxley run`, release commands); a run that
+    /// leaves the list is stopped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<crate::spec::run::AssignedRun>,
 }
 
 /// One replica a node must run.

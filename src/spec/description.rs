@@ -57,6 +57,20 @@ pub struct ServiceDescription {
     /// push` deploys it.
     #[serde(default)]
     pub awaiting_first_deploy: bool,
+    /// One-off runs under way (`huxley run`, release commands).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<RunDescription>,
+}
+
+/// A one-off run under way.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct RunDescription {
+    pub id: u64,
+    pub node: String,
+    pub command: Vec<String>,
+    pub state: crate::spec::run::RunState,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
 }
 
 /// A replica's place and state, as its node reports it.

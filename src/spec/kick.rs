@@ -190,6 +190,9 @@ pub struct ServiceSection {
     pub deploy: DeployPolicy,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
+    /// The command run once before each deploy that changes the image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub release: Vec<String>,
     /// Environment variable → the SSM parameter *name* holding its value;
     /// `huxley node secrets` reads them when a replica starts.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -334,7 +337,26 @@ pub struct DeployPolicy {
     /// How long the image's build on push may take before it is stopped.
     #[serde(with = "duration_text", default = "default_build_timeout")]
     pub build_timeout: Duration,
+    /// How long the service's release command may run before it is
+    /// stopped and the deploy refused.
+    #[serde(
+        with = "duration_text",
+        default = "default_release_timeout",
+        skip_serializing_if = "is_default_release_timeout"
+    )]
+    pub release_timeout: Duration,
 }
+
+fn default_release_timeout() -> Duration {
+    DEFAULT_RELEASE_TIMEOUT
+}
+
+fn is_default_release_timeout(timeout: &Duration) -> bool {
+    *timeout == DEFAULT_RELEASE_TIMEOUT
+}
+
+/// How long a release command may run by default.
+pub const DEFAULT_RELEASE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 fn default_drain() -> Duration {
     DEFAULT_DRAIN
@@ -359,6 +381,7 @@ impl Default for DeployPolicy {
             timeout: DEFAULT_DEPLOY_TIMEOUT,
             drain: DEFAULT_DRAIN,
             build_timeout: DEFAULT_BUILD_TIMEOUT,
+            release_timeout: DEFAULT_RELEASE_TIMEOUT,
         }
     }
 }

@@ -14,4 +14,5 @@ pub mod openapi;
 pub mod quantity;
 pub mod registry;
 pub mod release;
+pub mod run;
 pub mod secrets;

@@ -10,6 +10,7 @@ use crate::spec::assignment::{Assignment, NodeReport};
 use crate::spec::description::{AppDescription, ClusterDescription, ServiceDescription};
 use crate::spec::registry::{RecordRequest, Registration};
 use crate::spec::release::{DeployRequest, Release};
+use crate::spec::run::{RunRequest, RunStatus, RunUpdate};
 
 /// The schemas the paths refer to.
 struct Schemas {
@@ -23,6 +24,9 @@ struct Schemas {
     deploy: Schema,
     release: Schema,
     releases: Schema,
+    run_request: Schema,
+    run_status: Schema,
+    run_update: Schema,
 }
 
 /// The document.
@@ -41,6 +45,9 @@ pub fn document() -> Value {
         deploy: generator.subschema_for::<DeployRequest>(),
         release: generator.subschema_for::<Release>(),
         releases: generator.subschema_for::<Vec<Release>>(),
+        run_request: generator.subschema_for::<RunRequest>(),
+        run_status: generator.subschema_for::<RunStatus>(),
+        run_update: generator.subschema_for::<RunUpdate>(),
     };
     let mut schemas = generator.take_definitions(true);
     schemas.insert(
@@ -48,7 +55,12 @@ pub fn document() -> Value {
         json!({ "type": "object", "required": ["error"], "properties": { "error": { "type": "string" } } }),
     );
     let mut paths = serde_json::Map::new();
-    for part in [describe_paths(&s), deploy_paths(&s), instance_paths(&s)] {
+    for part in [
+        describe_paths(&s),
+        deploy_paths(&s),
+        run_paths(&s),
+        instance_paths(&s),
+    ] {
         if let Value::Object(part) = part {
             paths.extend(part);
         }
@@ -127,6 +139,47 @@ fn deploy_paths(s: &Schemas) -> Value {
             "operationId": "deployment", "summary": "One deploy with its progress (admin or hook).",
             "parameters": [parameter("app"), { "name": "id", "in": "path", "required": true, "description": "The release number, e.g. 3 or v3.", "schema": { "type": "string" } }],
             "responses": with_denied(json!({ "200": ok("the deploy", &s.release), "400": error_response("the release is not a number"), "404": error_response("no such app or deploy") })),
+        } },
+    })
+}
+
+/// One-off runs.
+fn run_paths(s: &Schemas) -> Value {
+    json!({
+        "/v1/apps/{app}/services/{service}/runs": { "post": {
+            "operationId": "run", "summary": "Run a command once in a new container of the service (admin): its release's image (the one it runs, or `release`), its environment and secrets, on a node with room. Follow it with GET /v1/runs/{id}.",
+            "parameters": [parameter("app"), parameter("service")],
+            "requestBody": json_body(&s.run_request),
+            "responses": with_denied(json!({
+                "201": ok("the run, placed", &s.run_status),
+                "400": error_response("malformed body, an empty command, a timeout out of range, or `release` for a prebuilt service"),
+                "404": error_response("no such service, or no such release of it"),
+                "409": error_response("no node has room for it, the service has no release yet, or a stateful service has no replica placed"),
+                "429": error_response("too many runs under way"),
+                "503": error_response("this server is a standby, or the deploy history cannot be read"),
+            })),
+        } },
+        "/v1/runs/{id}": {
+            "get": {
+                "operationId": "followRun", "summary": "A run and its output from line `after` (admin): at once when it has lines from there or ended, else when it does or after `wait` seconds.",
+                "parameters": [
+                    parameter("id"),
+                    { "name": "after", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 0 } },
+                    { "name": "wait", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 0, "maximum": 30 } },
+                ],
+                "responses": with_denied(json!({ "200": ok("the run", &s.run_status), "400": error_response("malformed query"), "404": error_response("no such run (it ended over 10 minutes ago, or another leader placed it)"), "503": error_response("this server is a standby") })),
+            },
+            "delete": {
+                "operationId": "stopRun", "summary": "Stop a run (admin): its node stops the container.",
+                "parameters": [parameter("id")],
+                "responses": with_denied(json!({ "200": ok("the run, stopped", &s.run_status), "404": error_response("no such run"), "503": error_response("this server is a standby") })),
+            },
+        },
+        "/v1/nodes/{id}/runs/{run}": { "put": {
+            "operationId": "runUpdate", "summary": "What a run printed since the last update, and its end (the node running it, by its proof of identity).",
+            "parameters": [parameter("id"), parameter("run")],
+            "requestBody": json_body(&s.run_update),
+            "responses": with_denied(json!({ "204": { "description": "noted" }, "400": error_response("malformed body, or over 1,000 lines"), "404": error_response("no such run (the node stops it)"), "413": error_response("body over 64 KiB"), "503": error_response("this server is a standby") })),
         } },
     })
 }

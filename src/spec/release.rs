@@ -24,6 +24,8 @@ pub enum Outcome {
     /// The leader that ran it stopped leading before it ended; the next
     /// leader runs the last successful release.
     Interrupted,
+    /// A release command did not succeed: no replica moved.
+    Refused,
 }
 
 impl Outcome {
@@ -34,6 +36,7 @@ impl Outcome {
             Outcome::RolledBack => "rolled back",
             Outcome::Failed => "failed",
             Outcome::Interrupted => "interrupted",
+            Outcome::Refused => "refused",
         }
     }
 }

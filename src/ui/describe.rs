@@ -78,6 +78,17 @@ fn render_service(out: &mut String, name: &str, service: &ServiceDescription, st
             crate::spec::release::short(&release.image)
         );
     }
+    for run in &service.runs {
+        let _ = writeln!(
+            out,
+            "    {} {} on {}, {} for {}",
+            style.yellow(&format!("run {}", run.id)),
+            crate::spec::assignment::printable(&run.command.join(" "), 80),
+            run.node,
+            run.state.as_str(),
+            age(crate::clock::unix_seconds().saturating_sub(run.created))
+        );
+    }
     for unplaced in &service.unplaced {
         let _ = writeln!(
             out,

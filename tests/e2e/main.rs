@@ -22,6 +22,7 @@ mod kick;
 mod lease;
 mod node;
 mod push;
+mod run;
 mod runtime;
 mod scaling;
 mod secrets;

@@ -419,6 +419,47 @@ health = {{ tcp = 7000, interval = "1s", timeout = "500ms", healthy = 1, unhealt
         env.contains("API_URL=http://api.shop.containers.internal:9000\n"),
         "{env}"
     );
+    // A one-off run is a container of the service's, made from its unit:
+    // its environment, its status, and gone once it ended.
+    let mut admin_env = live.env.clone();
+    admin_env.push(("HUXLEY_TOKEN".into(), live.admin.clone()));
+    let endpoint = live.externals["kick"].clone();
+    let one_off = |command: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--cluster",
+            name,
+            "--endpoint",
+            &endpoint,
+            "shop",
+            "web",
+            "--",
+        ];
+        args.extend_from_slice(command);
+        Test::new(&args)
+            .env(&admin_env)
+            .run_within(Duration::from_secs(120))
+    };
+    let printed = one_off(&["printenv", "API_URL"]);
+    printed.code(0);
+    assert_eq!(printed.stdout, "http://api.shop.containers.internal:9000\n");
+    let exited = one_off(&["exit", "3"]);
+    exited.code(3);
+    assert!(
+        exited.stderr.contains("exiting with 3"),
+        "{}",
+        exited.stderr
+    );
+    let left = docker(&[
+        "ps",
+        "--all",
+        "--filter",
+        "name=shop-web-run-",
+        "--format",
+        "{{.Names}}",
+    ])
+    .expect("docker ps");
+    assert_eq!(left.trim(), "", "run containers left behind");
     // What the containers wrote is in the app's log group, through the
     // unit's awslogs driver: `huxley logs` merges it, each line with its
     // service and replica.

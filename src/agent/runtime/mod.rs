@@ -101,6 +101,11 @@ pub trait Runtime: Send {
     fn refresh(&mut self) -> impl Future<Output = Result<(), String>> + Send {
         async { Ok(()) }
     }
+    /// Starts a one-off run: its process, whose output is piped.
+    fn start_run(
+        &mut self,
+        run: &crate::agent::runs::RunSpec,
+    ) -> impl Future<Output = Result<crate::agent::runs::RunProcess, String>> + Send;
     /// The replica's last lines of output since it last started (see
     /// [`crate::spec::assignment::recent`]); none where the runtime keeps
     /// none.

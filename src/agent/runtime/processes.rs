@@ -9,6 +9,7 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 
 use super::{Observed, ReplicaKey, ReplicaSpec, Runtime};
+use crate::agent::runs::{RunProcess, RunSpec};
 use crate::spec::assignment::ReplicaState;
 
 /// Replicas as local processes: `commands` maps `app.service` to a shell
@@ -62,6 +63,29 @@ impl Runtime for Processes {
         self.exited.remove(&replica.key());
         self.children.insert(replica.key(), child);
         Ok(())
+    }
+
+    /// The run's command itself, with the environment a replica has.
+    async fn start_run(&mut self, run: &RunSpec) -> Result<RunProcess, String> {
+        let (program, args) = run
+            .assigned
+            .command
+            .split_first()
+            .ok_or("the run's command is empty")?;
+        let child = tokio::process::Command::new(program)
+            .args(args)
+            .envs(run.environment())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        Ok(RunProcess {
+            child,
+            stop: None,
+            leftovers: Vec::new(),
+        })
     }
 
     async fn output(&mut self, replica: &ReplicaSpec) -> Vec<String> {

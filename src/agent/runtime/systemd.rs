@@ -9,10 +9,12 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 
 use super::{Commands, Observed, ReplicaSpec, Runtime};
+use crate::agent::runs::{RunProcess, RunSpec};
 use crate::agent::runtime::BRIDGE;
 use crate::agent::runtime::KICK_TOML;
 use crate::agent::runtime::NETWORK;
 use crate::agent::runtime::SERVICE_ENV_DIR;
+use crate::agent::unitfile::{UnitFile, command_words};
 use crate::files::write_atomically;
 use crate::spec::assignment::ReplicaState;
 
@@ -42,6 +44,40 @@ pub struct Systemd<C: Commands> {
     pub docker_config: PathBuf,
     /// When each registry's authorization was last written.
     logins: BTreeMap<String, std::time::Instant>,
+}
+
+/// A run's command line from its unit's `ExecStart=`: the `docker run`
+/// line up to the image, without `--publish` (the replicas hold the
+/// service's host port), then the run's command, word for word.
+pub fn run_words(
+    start: &str,
+    instance: &str,
+    prefix: &str,
+    env: &BTreeMap<String, String>,
+    command: &[String],
+) -> Result<Vec<String>, String> {
+    const IMAGE: &str = "${HUXLEY_IMAGE}";
+    let Some((head, _)) = start.split_once(IMAGE) else {
+        return Err(format!("{prefix}@.service runs no {IMAGE}"));
+    };
+    let words = command_words(&format!("{head}{IMAGE}"), instance, prefix, env);
+    let mut kept = Vec::with_capacity(words.len() + command.len());
+    let mut skip = false;
+    for word in words {
+        if std::mem::take(&mut skip) {
+            continue;
+        }
+        if word == "--publish" || word == "-p" {
+            skip = true;
+            continue;
+        }
+        if word.starts_with("--publish=") {
+            continue;
+        }
+        kept.push(word);
+    }
+    kept.extend(command.iter().cloned());
+    Ok(kept)
 }
 
 /// Whether the applied kick.toml should replace the one the node has
@@ -183,6 +219,95 @@ impl<C: Commands> Systemd<C> {
         write_atomically(&self.env_file(replica), text.as_bytes(), 0o600)
     }
 
+    /// The template unit `<unit>@.service` as installed, its environment
+    /// files under `/etc/huxley/` read from where this agent keeps that
+    /// directory (the parent of its env files' directory: `--etc`).
+    pub fn unit_file(&self, unit: &str) -> Result<UnitFile, String> {
+        let name = format!("{unit}@.service");
+        let mut parsed = self
+            .units
+            .get(&name)
+            .map(|text| UnitFile::parse(text))
+            .ok_or_else(|| format!("the manifest has no unit {name}"))?;
+        if let Some(etc) = self.env_dir.parent() {
+            for (path, _) in &mut parsed.environment_files {
+                if let Some(rest) = path.strip_prefix("/etc/huxley/") {
+                    *path = etc.join(rest).display().to_string();
+                }
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// Starts a one-off run as its service's replicas start, from the
+    /// same unit, as instance `run-<id>`: the unit's `ExecStartPre=`
+    /// lines (its secrets among them), then its `docker run` line with
+    /// the run's command after the image and no published port. The
+    /// agent runs it, attached: the container's output is the process's.
+    pub async fn start_run_from_unit(&mut self, run: &RunSpec) -> Result<RunProcess, String> {
+        let prefix = run.assigned.unit.clone();
+        let unit = self.unit_file(&prefix)?;
+        let instance = run.assigned.instance();
+        let env_path = self.replicas_dir.join(format!("{prefix}-{instance}.env"));
+        let text = crate::spec::envfile::text(
+            "# Written by the huxley node agent for this run.\n",
+            run.environment()
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+            crate::spec::envfile::Readers::DockerAndSystemd,
+        )?;
+        write_atomically(&env_path, text.as_bytes(), 0o600)?;
+        let leftovers = vec![env_path, run.secrets_file()];
+        let started = async {
+            if let Some(image) = &run.assigned.image {
+                self.log_in_for(image).await?;
+            }
+            let env = unit.environment(&instance, &prefix)?;
+            for (line, may_fail) in &unit.start_pre {
+                let words = command_words(line, &instance, &prefix, &env);
+                let Some((program, args)) = words.split_first() else {
+                    continue;
+                };
+                if let Err(err) = self.commands.run(program, args).await
+                    && !may_fail
+                {
+                    return Err(err);
+                }
+            }
+            let words = run_words(&unit.start, &instance, &prefix, &env, &run.assigned.command)?;
+            let name = words
+                .iter()
+                .position(|w| w == "--name")
+                .and_then(|at| words.get(at + 1))
+                .cloned()
+                .ok_or_else(|| format!("{prefix}@.service names no container"))?;
+            let (program, args) = words.split_first().ok_or("no ExecStart")?;
+            let child = tokio::process::Command::new(program)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("cannot run {program}: {e}"))?;
+            Ok(RunProcess {
+                child,
+                stop: Some((
+                    "docker".to_owned(),
+                    vec!["stop".into(), "--time".into(), "10".into(), name],
+                )),
+                leftovers: leftovers.clone(),
+            })
+        }
+        .await;
+        if started.is_err() {
+            for path in &leftovers {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        started
+    }
+
     pub fn env_file(&self, replica: &ReplicaSpec) -> PathBuf {
         self.replicas_dir.join(format!(
             "{}-{}.env",
@@ -192,6 +317,10 @@ impl<C: Commands> Systemd<C> {
 }
 
 impl<C: Commands> Runtime for Systemd<C> {
+    async fn start_run(&mut self, run: &RunSpec) -> Result<RunProcess, String> {
+        self.start_run_from_unit(run).await
+    }
+
     async fn prepare(&mut self, subnet: Option<Ipv4Net>) -> Result<(), String> {
         if subnet == self.subnet {
             return Ok(());
@@ -738,5 +867,55 @@ mod tests {
         assert_eq!(recorder.take(), ["systemctl stop blog-web@2.service"]);
         assert!(!env_file.exists(), "the env file goes with the replica");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod run_tests {
+    use std::collections::BTreeMap;
+
+    use super::run_words;
+    use crate::agent::unitfile::UnitFile;
+
+    /// A run's container is its service's, from the generated unit: the
+    /// same network, limits, logs, env files and volumes, its own name and
+    /// address, no published port, and the run's command after the image.
+    #[test]
+    fn a_run_is_the_units_docker_run_with_its_own_command() {
+        let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/blog/units");
+        let text = std::fs::read_to_string(golden.join("blog-web@.service")).expect("unit");
+        let unit = UnitFile::parse(&text);
+        let env = BTreeMap::from([
+            (
+                "HUXLEY_IMAGE".to_owned(),
+                "r.example/blog@sha256:ab".to_owned(),
+            ),
+            ("HUXLEY_ADDRESS".to_owned(), "100.64.3.9".to_owned()),
+            ("HUXLEY_LOG_OPTIONS".to_owned(), String::new()),
+        ]);
+        let command = vec!["sh".to_owned(), "-c".to_owned(), "echo \"$A b\"".to_owned()];
+        let words = run_words(&unit.start, "run-7", "blog-web", &env, &command).expect("words");
+        let line = words.join(" ");
+        assert!(line.contains("--name blog-web-run-7 "), "{line}");
+        assert!(line.contains("--ip 100.64.3.9 "), "{line}");
+        assert!(
+            line.contains("--env-file /run/huxley/replicas/blog-web-run-7.env"),
+            "{line}"
+        );
+        assert!(line.contains("--log-opt tag=web/run-7/{{.ID}}"), "{line}");
+        assert!(text.contains("--publish"), "the replicas publish a port");
+        assert!(!line.contains("--publish"), "{line}");
+        let image = words
+            .iter()
+            .position(|w| w == "r.example/blog@sha256:ab")
+            .expect("the image");
+        assert_eq!(
+            words[image + 1..],
+            command[..],
+            "the command, word for word"
+        );
+        assert_eq!(words[0], "/usr/bin/docker");
+        // A unit that runs no image is refused, not run half.
+        assert!(run_words("/usr/bin/true", "run-7", "x", &env, &command).is_err());
     }
 }

@@ -10,6 +10,7 @@ use ipnet::Ipv4Net;
 use super::processes::not_running;
 use super::systemd::{Systemd, container_usage};
 use super::{Commands, Observed, ReplicaKey, ReplicaSpec, Runtime};
+use crate::agent::runs::{RunProcess, RunSpec};
 use crate::agent::runtime::last_words;
 use crate::agent::unitfile::{UnitFile, command_words};
 use crate::spec::assignment::ReplicaState;
@@ -45,21 +46,7 @@ impl<C: Commands> Units<C> {
     /// read from where this agent keeps that directory (`--etc`, the
     /// parent of its env files' directory), as the node's own would be.
     fn unit(&self, replica: &ReplicaSpec) -> Result<UnitFile, String> {
-        let name = format!("{}@.service", replica.assigned.unit);
-        let mut unit = self
-            .systemd
-            .units
-            .get(&name)
-            .map(|text| UnitFile::parse(text))
-            .ok_or_else(|| format!("the manifest has no unit {name}"))?;
-        if let Some(etc) = self.systemd.env_dir.parent() {
-            for (path, _) in &mut unit.environment_files {
-                if let Some(rest) = path.strip_prefix("/etc/huxley/") {
-                    *path = etc.join(rest).display().to_string();
-                }
-            }
-        }
-        Ok(unit)
+        self.systemd.unit_file(&replica.assigned.unit)
     }
 
     /// Runs the lines one after the other; a failing line stops them unless
@@ -136,6 +123,10 @@ impl<C: Commands> Runtime for Units<C> {
         self.exited.remove(&replica.key());
         self.children.insert(replica.key(), (child, log));
         Ok(())
+    }
+
+    async fn start_run(&mut self, run: &RunSpec) -> Result<RunProcess, String> {
+        self.systemd.start_run_from_unit(run).await
     }
 
     async fn output(&mut self, replica: &ReplicaSpec) -> Vec<String> {

@@ -6,7 +6,7 @@ use std::ops::Range;
 use super::{Checker, DEFAULT_SCALE_IN_AFTER, ServiceEntry, timeout_is_zero};
 use crate::config::names;
 use crate::config::raw::{
-    RawApp, RawBudget, RawConfig, RawCpu, RawDeploy, RawReplicas, RawService,
+    RawApp, RawBudget, RawCommand, RawConfig, RawCpu, RawDeploy, RawReplicas, RawService,
 };
 use crate::config::spanned::Spanned;
 use crate::diagnostic::Diagnostic;
@@ -132,6 +132,7 @@ impl Checker<'_> {
                 Diagnostic::error("empty command argument").at(first.span.clone(), "empty string"),
             );
         }
+        let release = self.release(raw);
         let port = raw
             .port
             .as_ref()
@@ -219,6 +220,7 @@ impl Checker<'_> {
             name: name.value.clone(),
             source: source?,
             command,
+            release: release?,
             port,
             host_port,
             public: public?,
@@ -234,6 +236,55 @@ impl Checker<'_> {
             volumes: volumes?,
             deploy: deploy?,
         })
+    }
+
+    /// `release`: a command run before each deploy, for a service built
+    /// on push and not stateful.
+    fn release(&mut self, raw: &RawService) -> Option<Vec<String>> {
+        let Some(given) = &raw.release else {
+            return Some(Vec::new());
+        };
+        let words: Vec<String> = match &given.value {
+            RawCommand::Text(text) => {
+                if text.contains(['"', '\'', '\\', '$', '`']) {
+                    self.push(
+                        Diagnostic::error("a release command in one string is split at spaces only")
+                            .at(given.span.clone(), "quotes, `$` and `\\` are not read as a shell would")
+                            .help("give the words as an array, such as [\"sh\", \"-c\", \"bin/migrate && bin/seed\"]"),
+                    );
+                    return None;
+                }
+                text.split_whitespace().map(str::to_owned).collect()
+            }
+            RawCommand::Words(words) => words.clone(),
+        };
+        if words.is_empty() || words.iter().any(String::is_empty) {
+            self.push(
+                Diagnostic::error("empty release command")
+                    .at(given.span.clone(), "no program to run")
+                    .help("name the command to run before each deploy, such as \"bin/migrate\", or remove `release`"),
+            );
+            return None;
+        }
+        if let Some(image) = &raw.image {
+            self.push(
+                Diagnostic::error("a release command needs a service built on push")
+                    .at(given.span.clone(), "it runs on each push that changes the image")
+                    .also(image.span.clone(), "this image changes only through `huxley apply`")
+                    .help("run the command with `huxley run` before `huxley apply`, or build the service with `build`"),
+            );
+            return None;
+        }
+        if let Some(stateful) = raw.stateful.as_ref().filter(|s| s.value) {
+            self.push(
+                Diagnostic::error("a stateful service cannot have a release command")
+                    .at(given.span.clone(), "it would run on whichever node has room")
+                    .also(stateful.span.clone(), "this service's data stays on its node")
+                    .help("give the release command to the service that uses the data (the app, not its database)"),
+            );
+            return None;
+        }
+        Some(words)
     }
 
     /// `deploy`: the pace of a rollout, which must make progress.
@@ -318,12 +369,27 @@ impl Checker<'_> {
                     .help("give the build time to finish, such as \"15m\" (the default)"),
             );
         }
+        let release_timeout = self.duration_or(
+            raw.value.release_timeout.as_ref(),
+            defaults.release_timeout,
+            "deploy.release-timeout",
+        );
+        if let Some(given) = &raw.value.release_timeout
+            && timeout_is_zero(given)
+        {
+            self.push(
+                Diagnostic::error("deploy.release-timeout is zero")
+                    .at(given.span.clone(), "no release command ends that fast")
+                    .help("give the release command time to finish, such as \"10m\" (the default)"),
+            );
+        }
         let policy = DeployPolicy {
             max_surge: surge?.unwrap_or(defaults.max_surge),
             max_unavailable: unavailable?.unwrap_or(defaults.max_unavailable),
             timeout: timeout?,
             drain: drain?,
             build_timeout: build_timeout?,
+            release_timeout: release_timeout?,
         };
         let count = replicas.map_or(1, |r| r.min.max(1) as usize);
         if policy.max_surge.count(count) == 0 && policy.max_unavailable.count(count) == 0 {

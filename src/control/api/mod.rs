@@ -13,6 +13,7 @@ pub mod instances;
 mod metrics;
 mod nodes;
 pub mod records;
+mod runs;
 
 use std::sync::Arc;
 
@@ -47,6 +48,12 @@ pub fn router(kick: Arc<Kick>) -> Router {
             "/v1/apps/{app}/deployments/{id}",
             get(deploys::get_deployment),
         )
+        .route(
+            "/v1/apps/{app}/services/{service}/runs",
+            post(runs::post_run),
+        )
+        .route("/v1/runs/{id}", get(runs::get_run).delete(runs::delete_run))
+        .route("/v1/nodes/{id}/runs/{run}", put(runs::put_run))
         .route("/v1/instances", post(instances::register))
         .route(
             "/v1/instances/{id}",

@@ -206,10 +206,7 @@ pub async fn get_secrets(
             format!("no service {app}.{service} in this cluster"),
         );
     };
-    let placed = assignment(&kick, &node)
-        .replicas
-        .iter()
-        .any(|r| r.app == app && r.service == service);
+    let placed = runs_here(&assignment(&kick, &node), &app, &service);
     if !placed {
         return error(
             StatusCode::FORBIDDEN,
@@ -245,10 +242,7 @@ pub async fn get_secrets(
     };
     // The read took time: this server must still lead, and the service
     // still be placed on the node, for the values to leave.
-    let still_placed = assignment(&kick, &node)
-        .replicas
-        .iter()
-        .any(|r| r.app == app && r.service == service);
+    let still_placed = runs_here(&assignment(&kick, &node), &app, &service);
     if kick.lease.as_ref().is_some_and(|l| !l.valid()) {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -272,6 +266,16 @@ pub async fn get_secrets(
             .into_response(),
         Err(err) => error(StatusCode::UNPROCESSABLE_ENTITY, err.to_string()),
     }
+}
+
+/// Whether a node's share holds a replica or a run of `app.service`.
+fn runs_here(share: &crate::spec::assignment::Assignment, app: &str, service: &str) -> bool {
+    share
+        .replicas
+        .iter()
+        .map(|r| (&r.app, &r.service))
+        .chain(share.runs.iter().map(|r| (&r.app, &r.service)))
+        .any(|(a, s)| a == app && s == service)
 }
 
 /// How long the secrets route waits for SSM (the node waits 15 s).
@@ -318,7 +322,7 @@ async fn secret_values<'a>(
 
 /// Checks the caller may act for `node` (the node itself, or the admin)
 /// and that `node` is one of the cluster's.
-async fn node_scope(
+pub(super) async fn node_scope(
     kick: &Kick,
     headers: &HeaderMap,
     node: &str,

@@ -252,7 +252,7 @@ pub async fn replace(kick: &Kick) {
 }
 
 /// A new assignment generation, told to the long polls that wait for one.
-fn new_generation(kick: &Kick) {
+pub fn new_generation(kick: &Kick) {
     let mut assignments = kick.assignments.lock().expect("assignments");
     assignments.generation += 1;
     assignments.version += 1;
@@ -504,11 +504,22 @@ pub fn assignment(kick: &Kick, node: &str) -> Assignment {
             })
         })
         .collect();
+    let generation = assignments.generation;
+    let subnet = assignments.subnets.get(node).map(ToString::to_string);
+    drop(assignments);
+    let runs = kick
+        .runs
+        .lock()
+        .expect("runs")
+        .on_node(node)
+        .map(|r| r.assigned.clone())
+        .collect();
     Assignment {
         node: node.to_owned(),
-        generation: assignments.generation,
-        subnet: assignments.subnets.get(node).map(ToString::to_string),
+        generation,
+        subnet,
         replicas,
+        runs,
     }
 }
 

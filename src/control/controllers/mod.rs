@@ -6,4 +6,5 @@ pub mod assign;
 pub mod deploy;
 pub mod health;
 pub mod publish;
+pub mod runs;
 pub mod scale;

@@ -103,6 +103,7 @@ pub fn service_description(
         public_names: state.config.public_names.clone(),
         desired: assignments.desired_count(&key, &state.config),
         awaiting_first_deploy: awaiting,
+        runs: Vec::new(),
         release: None,
         running: instances.len(),
         healthy: instances
@@ -118,6 +119,7 @@ pub fn describe(kick: &Kick) -> ClusterDescription {
     let mut releases = shown(kick);
     let registry = kick.registry.lock().expect("registry");
     let assignments = kick.assignments.lock().expect("assignments");
+    let mut runs = runs_shown(kick);
     let nodes_config = &kick.config.nodes;
     let empty = |instance_type: String, address: Option<IpAddr>| NodeDescription {
         instance_type,
@@ -155,6 +157,9 @@ pub fn describe(kick: &Kick) -> ClusterDescription {
                     let mut description = service_description(state, &assignments, app, name);
                     description.release =
                         releases.get_mut(app).and_then(|r| r.services.remove(name));
+                    description.runs = runs
+                        .remove(&(app.clone(), name.clone()))
+                        .unwrap_or_default();
                     (name.clone(), description)
                 })
                 .collect();
@@ -189,6 +194,29 @@ pub fn describe(kick: &Kick) -> ClusterDescription {
         decisions,
         nodes_held: kick.nodes.lock().expect("nodes").held.clone(),
     }
+}
+
+/// The runs under way, by service.
+fn runs_shown(
+    kick: &Kick,
+) -> BTreeMap<(String, String), Vec<crate::spec::description::RunDescription>> {
+    let mut shown: BTreeMap<_, Vec<_>> = BTreeMap::new();
+    for run in kick.runs.lock().expect("runs").runs.values() {
+        if run.state.ended() {
+            continue;
+        }
+        shown
+            .entry((run.assigned.app.clone(), run.assigned.service.clone()))
+            .or_default()
+            .push(crate::spec::description::RunDescription {
+                id: run.assigned.id,
+                node: run.node.clone(),
+                command: run.assigned.command.clone(),
+                state: run.state,
+                created: run.created,
+            });
+    }
+    shown
 }
 
 /// What describe shows of an app's releases: each service's, and the

@@ -5,6 +5,7 @@
 pub mod assignments;
 pub mod deploys;
 pub mod describe;
+pub mod runs;
 pub mod scaling;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -126,6 +127,10 @@ pub struct Kick {
     pub deploys: Mutex<deploys::Deploys>,
     /// Held while a deploy history is written: one write at a time.
     pub history_writes: tokio::sync::Mutex<()>,
+    /// The one-off runs this leader placed.
+    pub runs: Mutex<runs::Runs>,
+    /// Bumped whenever a run changes, for the long polls that follow one.
+    pub ran: tokio::sync::watch::Sender<u64>,
 }
 
 /// The (registry, nodes, assignments) generations a description was made at.
@@ -154,6 +159,7 @@ impl Kick {
             ("tasks", self.tasks.is_poisoned()),
             ("scaling", self.scaling.is_poisoned()),
             ("deploys", self.deploys.is_poisoned()),
+            ("runs", self.runs.is_poisoned()),
         ];
         if let Some((name, _)) = poisoned.iter().find(|(_, p)| *p) {
             return Some(format!("the {name} lock is poisoned (a request panicked)"));
