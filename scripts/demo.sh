@@ -171,5 +171,8 @@ done
 
 step "huxley cluster describe acme (live from the leader, over TLS pinned to the certificate it published; admin token from SSM)"
 "$huxley" cluster describe acme --endpoint "https://127.0.0.1:${external[$leader]}"
+
+step "huxley run blog web -- printenv API_URL (a one-off run of web, placed by kick on a node with room, its output streamed back)"
+"$huxley" run blog web --cluster acme --endpoint "https://127.0.0.1:${external[$leader]}" -- printenv API_URL
 echo
-echo "demo: examples built under out/; examples/blog planned, applied, in sync, deployed with git push, and running: a leader, a standby, three node agents, every replica placed and healthy"
+echo "demo: examples built under out/; examples/blog planned, applied, in sync, deployed with git push, and running: a leader, a standby, three node agents, every replica placed and healthy, and a one-off run"

@@ -476,6 +476,9 @@ impl<R: Runtime> Agent<R> {
             self.install_artifacts(true).await;
         }
         self.generation = Some(assignment.generation);
+        // Runs first: kick counts a run's silence from when it placed it,
+        // and retiring replicas can take a while.
+        self.converge_runs(&assignment.runs).await;
         let wanted: BTreeMap<ReplicaKey, &AssignedReplica> = assignment
             .replicas
             .iter()
@@ -544,7 +547,6 @@ impl<R: Runtime> Agent<R> {
         for key in gone {
             self.retire(&key).await;
         }
-        self.converge_runs(&assignment.runs).await;
     }
 
     /// Starts the runs assigned and not started, each followed by a task
@@ -576,19 +578,51 @@ impl<R: Runtime> Agent<R> {
             let (cancel, cancelled) = tokio::sync::oneshot::channel();
             let kick = self.kick.fork();
             let node = self.node.clone();
-            let task = match self.runtime.start_run(&spec).await {
-                Ok(process) => {
-                    eprintln!(
-                        "node: run {id} of {}.{} started at {address}",
-                        assigned.app, assigned.service
-                    );
-                    tokio::spawn(crate::agent::runs::follow(
-                        process, spec, kick, node, cancelled,
+            // Claimed first: kick hands a run to one start only, so an
+            // agent that restarted while it ran does not run it again.
+            let claim = json!({ "from": 0, "lines": [], "start": true });
+            let path = format!("/v1/nodes/{}/runs/{id}", self.node);
+            let claimed = self
+                .kick
+                .expect(
+                    reqwest::Method::PUT,
+                    &path,
+                    Some(claim),
+                    Duration::from_secs(10),
+                )
+                .await;
+            let task = match claimed {
+                Ok(_) => match self.runtime.start_run(&spec).await {
+                    Ok(process) => {
+                        eprintln!(
+                            "node: run {id} of {}.{} started at {address}",
+                            assigned.app, assigned.service
+                        );
+                        tokio::spawn(crate::agent::runs::follow(
+                            process, spec, kick, node, cancelled,
+                        ))
+                    }
+                    Err(err) => {
+                        eprintln!("node: cannot start run {id}: {err}");
+                        tokio::spawn(crate::agent::runs::refused(kick, node, id, err))
+                    }
+                },
+                Err(CallError::Refused(status @ (403 | 404 | 409 | 410), why)) => {
+                    // Started before (by this node's earlier agent): what
+                    // is left of it is removed, and kick told.
+                    eprintln!("node: run {id} is not started ({status}: {why})");
+                    self.runtime.forget_run(&spec).await;
+                    tokio::spawn(crate::agent::runs::refused(
+                        kick,
+                        node,
+                        id,
+                        "the node agent restarted while it ran; it was stopped, not run again"
+                            .to_owned(),
                     ))
                 }
                 Err(err) => {
-                    eprintln!("node: cannot start run {id}: {err}");
-                    tokio::spawn(crate::agent::runs::refused(kick, node, id, err))
+                    eprintln!("node: cannot claim run {id}: {err}; trying again");
+                    continue;
                 }
             };
             self.runs.insert(

@@ -110,6 +110,18 @@ async fn read_lines(stream: impl AsyncRead + Unpin, which: Stream, out: mpsc::Se
     }
 }
 
+/// The lines of a process's standard output and error, as they come.
+fn readers(child: &mut tokio::process::Child) -> mpsc::Receiver<Line> {
+    let (tx, rx) = mpsc::channel::<Line>(1024);
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(read_lines(out, Stream::Stdout, tx.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(read_lines(err, Stream::Stderr, tx));
+    }
+    rx
+}
+
 /// Why a run's process ended as it did.
 fn end_of(status: std::io::Result<std::process::ExitStatus>) -> RunEnd {
     use std::os::unix::process::ExitStatusExt as _;
@@ -129,13 +141,14 @@ fn end_of(status: std::io::Result<std::process::ExitStatus>) -> RunEnd {
 /// Stops a run's process: its stop command, then signals.
 async fn stop(process: &mut RunProcess) {
     if let Some((program, args)) = &process.stop {
-        let _ = tokio::process::Command::new(program)
+        let stopping = tokio::process::Command::new(program)
             .args(args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
-            .status()
-            .await;
+            .kill_on_drop(true)
+            .status();
+        let _ = tokio::time::timeout(STOP_GRACE * 3, stopping).await;
     } else if let Some(pid) = process.child.id() {
         let _ = tokio::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -148,6 +161,22 @@ async fn stop(process: &mut RunProcess) {
     {
         let _ = process.child.kill().await;
     }
+}
+
+/// How many of the held lines the next update carries: within kick's 64
+/// KiB a request, as JSON (a control character takes six bytes), at least
+/// one.
+fn batch_len(held: &std::collections::VecDeque<Line>) -> usize {
+    let mut count = 0;
+    let mut bytes = 0;
+    for line in held.iter().take(UPDATE_LINES) {
+        bytes += serde_json::to_string(&line.text).map_or(0, |j| j.len()) + 32;
+        if count > 0 && bytes > UPDATE_BYTES {
+            break;
+        }
+        count += 1;
+    }
+    count
 }
 
 /// Lines taken out of a run's output, with secrets replaced (see
@@ -177,14 +206,7 @@ pub async fn follow(
 ) {
     let id = spec.assigned.id;
     let path = format!("/v1/nodes/{node}/runs/{id}");
-    let (tx, mut rx) = mpsc::channel::<Line>(1024);
-    if let Some(out) = process.child.stdout.take() {
-        tokio::spawn(read_lines(out, Stream::Stdout, tx.clone()));
-    }
-    if let Some(err) = process.child.stderr.take() {
-        tokio::spawn(read_lines(err, Stream::Stderr, tx.clone()));
-    }
-    drop(tx);
+    let mut rx = readers(&mut process.child);
     let timeout = tokio::time::sleep(Duration::from_secs(spec.assigned.timeout_seconds));
     tokio::pin!(timeout);
     let mut held: std::collections::VecDeque<Line> = std::collections::VecDeque::new();
@@ -245,17 +267,7 @@ pub async fn follow(
         if held.is_empty() && !ending && last_sent.elapsed() < HEARTBEAT {
             continue;
         }
-        // Within kick's 64 KiB a request (a line is at most 16 KiB).
-        let mut count = 0;
-        let mut bytes = 0;
-        for line in held.iter().take(UPDATE_LINES) {
-            // As JSON: a control character takes six bytes.
-            bytes += serde_json::to_string(&line.text).map_or(0, |j| j.len()) + 32;
-            if count > 0 && bytes > UPDATE_BYTES {
-                break;
-            }
-            count += 1;
-        }
+        let count = batch_len(&held);
         let lines: Vec<Line> = held.iter().take(count).cloned().collect();
         let end = (ending && count == held.len())
             .then(|| exit.clone())
@@ -264,6 +276,7 @@ pub async fn follow(
             from: sent,
             lines: scrubbed(lines, secrets(&spec).as_deref()),
             end: end.clone(),
+            start: false,
         };
         let body = serde_json::to_value(&update).expect("an update serializes");
         match kick
@@ -283,7 +296,14 @@ pub async fn follow(
                     break;
                 }
             }
-            Err(CallError::Refused(404 | 403, why)) => {
+            Err(CallError::Refused(400 | 413, why)) => {
+                // Kick will never take this batch: it is dropped (kick's
+                // numbering says how many lines), not sent forever.
+                eprintln!("node: kick refused {count} lines of run {id}: {why}");
+                held.drain(..count);
+                sent += count as u64;
+            }
+            Err(CallError::Refused(404 | 403 | 409 | 410, why)) => {
                 // Not this leader's run (another leads now): it stops.
                 eprintln!("node: kick no longer knows run {id} ({why}); stopping it");
                 if exit.is_none() {
@@ -311,7 +331,10 @@ pub async fn refused(mut kick: KickClient, node: String, id: u64, reason: String
     let update = RunUpdate {
         from: 0,
         lines: Vec::new(),
-        end: Some(RunEnd::Failed { reason }),
+        end: Some(RunEnd::Failed {
+            reason: crate::spec::assignment::printable(&reason, 500),
+        }),
+        start: false,
     };
     let body = serde_json::to_value(&update).expect("an update serializes");
     let deadline = tokio::time::Instant::now() + END_TRIES;

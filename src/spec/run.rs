@@ -125,7 +125,8 @@ pub enum RunEnd {
     Exited { code: i32 },
     /// It ran past its timeout and was stopped.
     TimedOut,
-    /// It could not be started (an image pull, a missing program).
+    /// It could not be started (its container could not be made, its
+    /// node agent restarted while it ran).
     Failed { reason: String },
 }
 
@@ -143,6 +144,11 @@ pub struct RunUpdate {
     pub lines: Vec<Line>,
     #[serde(default)]
     pub end: Option<RunEnd>,
+    /// The node claims the run before it starts it: kick accepts the
+    /// claim once (409 after), so a node agent that restarted never
+    /// starts a run a second time.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub start: bool,
 }
 
 /// Where a run is.

@@ -26,7 +26,7 @@ pub fn render(description: &ClusterDescription, source: &str, style: Style) -> S
             let _ = writeln!(out, "  {}", style.yellow(&format!("deploying {deploying}")));
         }
         for (name, service) in &services.services {
-            render_service(&mut out, name, service, style);
+            render_service(&mut out, name, service, description.generated_at, style);
         }
     }
     render_nodes(&mut out, description, style);
@@ -38,7 +38,13 @@ pub fn render(description: &ClusterDescription, source: &str, style: Style) -> S
 }
 
 /// One service: its replicas, names, release, problems and instances.
-fn render_service(out: &mut String, name: &str, service: &ServiceDescription, style: Style) {
+fn render_service(
+    out: &mut String,
+    name: &str,
+    service: &ServiceDescription,
+    now: u64,
+    style: Style,
+) {
     let names: Vec<&str> = service
         .private_name
         .iter()
@@ -86,7 +92,7 @@ fn render_service(out: &mut String, name: &str, service: &ServiceDescription, st
             crate::spec::assignment::printable(&run.command.join(" "), 80),
             run.node,
             run.state.as_str(),
-            age(crate::clock::unix_seconds().saturating_sub(run.created))
+            age(now.saturating_sub(run.created))
         );
     }
     for unplaced in &service.unplaced {

@@ -314,7 +314,7 @@ deploy = {{ timeout = "30s", drain = "1s", release-timeout = "30s" }}
     assert_eq!(refused["outcome"], "refused", "{refused:#}");
     let reason = refused["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("exited with 3"), "{reason}");
-    assert!(reason.contains("nothing was changed"), "{reason}");
+    assert!(reason.contains("no replica moved"), "{reason}");
     assert!(reason.contains("applying 0007_orders"), "{reason}");
     assert!(reason.contains("already exists"), "{reason}");
     assert!(

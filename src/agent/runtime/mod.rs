@@ -106,6 +106,14 @@ pub trait Runtime: Send {
         &mut self,
         run: &crate::agent::runs::RunSpec,
     ) -> impl Future<Output = Result<crate::agent::runs::RunProcess, String>> + Send;
+    /// Removes what is left of a run this agent did not start (an
+    /// earlier agent on this node did): its container, its files.
+    fn forget_run(
+        &mut self,
+        _run: &crate::agent::runs::RunSpec,
+    ) -> impl Future<Output = ()> + Send {
+        async {}
+    }
     /// The replica's last lines of output since it last started (see
     /// [`crate::spec::assignment::recent`]); none where the runtime keeps
     /// none.

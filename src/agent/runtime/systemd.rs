@@ -48,7 +48,11 @@ pub struct Systemd<C: Commands> {
 
 /// A run's command line from its unit's `ExecStart=`: the `docker run`
 /// line up to the image, without `--publish` (the replicas hold the
-/// service's host port), then the run's command, word for word.
+/// service's host port) and with Docker's `local` log driver instead of
+/// the unit's (a run's output goes to its caller through kick, not to
+/// the app's log group, where whoever reads the logs would read what
+/// `huxley run -- printenv` printed), then the run's command, word for
+/// word.
 pub fn run_words(
     start: &str,
     instance: &str,
@@ -67,15 +71,24 @@ pub fn run_words(
         if std::mem::take(&mut skip) {
             continue;
         }
-        if word == "--publish" || word == "-p" {
+        if matches!(
+            word.as_str(),
+            "--publish" | "-p" | "--log-driver" | "--log-opt"
+        ) {
             skip = true;
             continue;
         }
-        if word.starts_with("--publish=") {
+        if word.starts_with("--publish=")
+            || word.starts_with("--log-driver=")
+            || word.starts_with("--log-opt=")
+        {
             continue;
         }
         kept.push(word);
     }
+    // Before the image: its name is the last word kept.
+    let image = kept.pop().unwrap_or_default();
+    kept.extend(["--log-driver".to_owned(), "local".to_owned(), image]);
     kept.extend(command.iter().cloned());
     Ok(kept)
 }
@@ -282,8 +295,11 @@ impl<C: Commands> Systemd<C> {
                 .cloned()
                 .ok_or_else(|| format!("{prefix}@.service names no container"))?;
             let (program, args) = words.split_first().ok_or("no ExecStart")?;
+            // The unit's environment, as systemd gives it to its lines:
+            // DOCKER_CONFIG (the account registry's login) among it.
             let child = tokio::process::Command::new(program)
                 .args(args)
+                .envs(&env)
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
@@ -308,6 +324,22 @@ impl<C: Commands> Systemd<C> {
         started
     }
 
+    /// Removes a run's container and files, as an earlier agent left
+    /// them.
+    pub async fn forget_run_container(&mut self, run: &RunSpec) {
+        let name = format!("{}-{}", run.assigned.unit, run.assigned.instance());
+        let _ = self
+            .commands
+            .run("docker", &["rm".to_owned(), "--force".to_owned(), name])
+            .await;
+        let _ = std::fs::remove_file(self.replicas_dir.join(format!(
+            "{}-{}.env",
+            run.assigned.unit,
+            run.assigned.instance()
+        )));
+        let _ = std::fs::remove_file(run.secrets_file());
+    }
+
     pub fn env_file(&self, replica: &ReplicaSpec) -> PathBuf {
         self.replicas_dir.join(format!(
             "{}-{}.env",
@@ -319,6 +351,10 @@ impl<C: Commands> Systemd<C> {
 impl<C: Commands> Runtime for Systemd<C> {
     async fn start_run(&mut self, run: &RunSpec) -> Result<RunProcess, String> {
         self.start_run_from_unit(run).await
+    }
+
+    async fn forget_run(&mut self, run: &RunSpec) {
+        self.forget_run_container(run).await;
     }
 
     async fn prepare(&mut self, subnet: Option<Ipv4Net>) -> Result<(), String> {
@@ -902,7 +938,12 @@ mod run_tests {
             line.contains("--env-file /run/huxley/replicas/blog-web-run-7.env"),
             "{line}"
         );
-        assert!(line.contains("--log-opt tag=web/run-7/{{.ID}}"), "{line}");
+        assert!(
+            text.contains("--log-driver awslogs"),
+            "the replicas log to CloudWatch"
+        );
+        assert!(!line.contains("awslogs"), "{line}");
+        assert!(line.contains("--log-driver local "), "{line}");
         assert!(text.contains("--publish"), "the replicas publish a port");
         assert!(!line.contains("--publish"), "{line}");
         let image = words

@@ -129,6 +129,10 @@ impl<C: Commands> Runtime for Units<C> {
         self.systemd.start_run_from_unit(run).await
     }
 
+    async fn forget_run(&mut self, run: &RunSpec) {
+        self.systemd.forget_run_container(run).await;
+    }
+
     async fn output(&mut self, replica: &ReplicaSpec) -> Vec<String> {
         super::tail_of(
             &self

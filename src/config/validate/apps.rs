@@ -278,7 +278,7 @@ impl Checker<'_> {
         if let Some(stateful) = raw.stateful.as_ref().filter(|s| s.value) {
             self.push(
                 Diagnostic::error("a stateful service cannot have a release command")
-                    .at(given.span.clone(), "it would run on whichever node has room")
+                    .at(given.span.clone(), "it would run beside the live replica, on its volume, before every deploy")
                     .also(stateful.span.clone(), "this service's data stays on its node")
                     .help("give the release command to the service that uses the data (the app, not its database)"),
             );

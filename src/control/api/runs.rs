@@ -55,6 +55,10 @@ pub async fn post_run(
     if let Err(why) = crate::control::controllers::deploy::read(&kick, &app).await {
         return error(StatusCode::SERVICE_UNAVAILABLE, why);
     }
+    // The read took time: place only while this server still leads.
+    if let Some(response) = not_leading(&kick) {
+        return response;
+    }
     let (image, release) = match image_for(&kick, &app, &service, request.release) {
         Ok(found) => found,
         Err((status, why)) => return error(status, why),
@@ -192,6 +196,18 @@ pub async fn put_run(
         Err(Refused::NotYours(owner)) => error(
             StatusCode::FORBIDDEN,
             format!("run {id} is {owner}'s, not {node}'s"),
+        ),
+        Err(Refused::Claimed) => error(
+            StatusCode::CONFLICT,
+            format!("run {id} was started already, or ended: it is not started again"),
+        ),
+        Err(Refused::Ended) => error(
+            StatusCode::GONE,
+            format!("run {id} ended (cancelled or lost): stop it"),
+        ),
+        Err(Refused::OutOfRange) => error(
+            StatusCode::BAD_REQUEST,
+            format!("`from` is far past run {id}'s output"),
         ),
     }
 }

@@ -232,7 +232,7 @@ async fn save_progress(kick: &Kick, app: &str) {
 }
 
 /// Adds a line to a release's events (and kick's log).
-fn say(kick: &Kick, app: &str, id: u64, text: impl Into<String>) {
+pub(super) fn say(kick: &Kick, app: &str, id: u64, text: impl Into<String>) {
     let text = text.into();
     eprintln!("kick: deploy {app} v{id}: {text}");
     let mut deploys = kick.deploys.lock().expect("deploys");
@@ -290,7 +290,9 @@ pub async fn run(kick: &Arc<Kick>, app: &str, id: u64) {
     // Release commands first, before any replica moves: one that fails
     // ends the deploy with nothing changed.
     if release.restarted.is_empty()
-        && let Err(reason) = release_phase(kick, app, id, &release, &order).await
+        && let Err(reason) =
+            crate::control::controllers::release::release_phase(kick, app, id, &release, &order)
+                .await
     {
         say(kick, app, id, reason.clone());
         {
@@ -365,123 +367,9 @@ pub async fn run(kick: &Arc<Kick>, app: &str, id: u64) {
     crate::control::controllers::assign::bump(kick);
 }
 
-/// Runs the release command of each service (in `order`) whose image the
-/// deploy changes, once, as a one-off run of the new image with the new
-/// environment, each to its end; why one did not succeed.
-async fn release_phase(
-    kick: &Kick,
-    app: &str,
-    id: u64,
-    release: &Release,
-    order: &[String],
-) -> Result<(), String> {
-    use crate::control::controllers::runs;
-    for service in order {
-        let Some(section) = kick.config.apps[app].services.get(service) else {
-            continue;
-        };
-        let Some(image) = release.images.get(service) else {
-            continue;
-        };
-        if section.release.is_empty() || release.previous.get(service) == Some(image) {
-            continue;
-        }
-        let command = shown_command(&section.release);
-        let purpose = runs::Purpose {
-            command: section.release.clone(),
-            image: Some(image.clone()),
-            release: Some(id),
-            timeout_seconds: section.deploy.release_timeout.as_secs().max(1),
-            by: "a deploy's release command",
-            redact: true,
-        };
-        // A node with room may take a moment (one booting, a scale-up):
-        // placing is tried again for as long as the command may run.
-        let deadline = std::time::Instant::now() + section.deploy.release_timeout;
-        let (run, node) = loop {
-            match runs::place(kick, app, service, purpose.clone()) {
-                Ok(placed) => break placed,
-                Err((status, why))
-                    if status == axum::http::StatusCode::CONFLICT
-                        || status == axum::http::StatusCode::TOO_MANY_REQUESTS =>
-                {
-                    if std::time::Instant::now() > deadline {
-                        return Err(format!(
-                            "{service}'s release command `{command}` could not be placed within its release-timeout: {why}; nothing was changed"
-                        ));
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err((_, why)) => {
-                    return Err(format!(
-                        "{service}'s release command `{command}` could not be placed: {why}; nothing was changed"
-                    ));
-                }
-            }
-        };
-        say(
-            kick,
-            app,
-            id,
-            format!(
-                "{service}: release command `{command}` runs from {} (run {run} on {node})",
-                label(image)
-            ),
-        );
-        let started = std::time::Instant::now();
-        let Some(status) = runs::ended(kick, run).await else {
-            return Err(format!(
-                "{service}'s release command `{command}` was lost; nothing was changed"
-            ));
-        };
-        let took = started.elapsed().as_secs();
-        if status.state == crate::spec::run::RunState::Exited && status.exit_code == Some(0) {
-            say(
-                kick,
-                app,
-                id,
-                format!("{service}: release command succeeded in {took}s"),
-            );
-            continue;
-        }
-        let how = match (status.state, status.exit_code) {
-            (crate::spec::run::RunState::Exited, Some(code)) => format!("exited with {code}"),
-            (state, _) => format!(
-                "{}: {}",
-                state.as_str(),
-                status.reason.as_deref().unwrap_or("no reason given")
-            ),
-        };
-        let mut reason =
-            format!("{service}'s release command `{command}` {how}; nothing was changed");
-        let output = runs::last_output(kick, run, crate::spec::assignment::OUTPUT_LINES);
-        if !output.is_empty() {
-            reason.push_str(&format!("\nrun {run}'s last output:"));
-            for line in output {
-                reason.push_str("\n  ");
-                reason.push_str(&line);
-            }
-        }
-        return Err(reason);
-    }
-    Ok(())
-}
-
-/// A command as a deploy's events show it: one printable line, cut at
-/// 100 characters.
-fn shown_command(words: &[String]) -> String {
-    let whole = words.join(" ");
-    let shown = crate::spec::assignment::printable(&whole, 100);
-    if whole.chars().count() > 100 {
-        format!("{shown}…")
-    } else {
-        shown
-    }
-}
-
 /// An image in a deploy's events: a digest's first 12 hex digits, or a
 /// prebuilt image's whole name and tag.
-fn label(image: &str) -> &str {
+pub(super) fn label(image: &str) -> &str {
     if version_of(image).is_some() {
         short(image)
     } else {

@@ -6,5 +6,6 @@ pub mod assign;
 pub mod deploy;
 pub mod health;
 pub mod publish;
+pub mod release;
 pub mod runs;
 pub mod scale;

@@ -19,6 +19,9 @@ pub const KEPT_AFTER_END: Duration = Duration::from_secs(10 * 60);
 /// How long a node may stay silent about a run it was given (the agent
 /// says it started, and sends its output or a heartbeat every 15 s).
 pub const SILENCE: Duration = Duration::from_secs(90);
+/// How far past the output kick has an update may start (the lines a
+/// node holds while kick is away).
+pub const MAX_GAP: u64 = 100_000;
 /// How many runs may be under way at once.
 pub const AT_ONCE: usize = 64;
 
@@ -122,6 +125,13 @@ pub enum Refused {
     Unknown,
     /// The run is another node's.
     NotYours(String),
+    /// A claim to start a run that was claimed (or ended) already.
+    Claimed,
+    /// Output for a run that ended otherwise (cancelled, lost): its node
+    /// stops it.
+    Ended,
+    /// An index far past the output kick has.
+    OutOfRange,
 }
 
 /// Every run this leader placed.
@@ -179,16 +189,30 @@ impl Runs {
         if run.node != node {
             return Err(Refused::NotYours(run.node.clone()));
         }
+        if update.start {
+            if run.state != RunState::Pending {
+                return Err(Refused::Claimed);
+            }
+            run.state = RunState::Running;
+        } else if run.state.ended() && update.end.is_none() {
+            return Err(Refused::Ended);
+        }
+        let next = run.next();
+        if update.from > next.saturating_add(MAX_GAP) {
+            return Err(Refused::OutOfRange);
+        }
         run.heard = Instant::now();
         if run.state == RunState::Pending {
             run.state = RunState::Running;
         }
-        let next = run.next();
         // Lines lost on the way (kick did not get an earlier update) are
-        // skipped: the numbering stays the node's.
+        // a gap: what kick holds stays before it, the numbering the node's.
         if update.from > next {
-            run.first += update.from - next;
+            run.lines.clear();
+            run.bytes = 0;
+            run.first = update.from;
         }
+        let next = run.next();
         let already = usize::try_from(next.saturating_sub(update.from)).unwrap_or(usize::MAX);
         for mut line in update.lines.into_iter().skip(already) {
             if line.text.len() > crate::spec::run::LINE_BYTES {
@@ -307,7 +331,53 @@ mod tests {
             from,
             lines: lines(texts),
             end,
+            start: false,
         }
+    }
+
+    fn claim() -> RunUpdate {
+        RunUpdate {
+            from: 0,
+            lines: Vec::new(),
+            end: None,
+            start: true,
+        }
+    }
+
+    /// Regression (review): a node agent that restarted found its run
+    /// still assigned and started it again, killing the first container
+    /// half-way; kick took output for a run it had cancelled; a gap
+    /// renumbered the lines kick held; a huge index overflowed.
+    #[test]
+    fn a_run_is_claimed_once_and_an_ended_one_takes_no_more_output() {
+        let mut runs = Runs::default();
+        let id = runs.add(assigned(), "i-1", None);
+        runs.update("i-1", id, claim()).unwrap();
+        assert_eq!(runs.runs[&id].state, RunState::Running);
+        assert_eq!(runs.update("i-1", id, claim()), Err(Refused::Claimed));
+        runs.update("i-1", id, update(0, &["a", "b"], None))
+            .unwrap();
+        // A gap: what kick held stays where it was, and is not read again.
+        runs.update("i-1", id, update(5, &["f"], None)).unwrap();
+        let status = runs.runs[&id].status(2);
+        assert_eq!(status.lines, lines(&["f"]));
+        assert_eq!((status.skipped, status.next), (3, 6));
+        assert_eq!(
+            runs.update("i-1", id, update(u64::MAX - 1, &["x"], None)),
+            Err(Refused::OutOfRange)
+        );
+        assert!(runs.cancel(id, "Ctrl-C"));
+        assert_eq!(
+            runs.update("i-1", id, update(6, &["g"], None)),
+            Err(Refused::Ended)
+        );
+        // Its end is still taken (and changes nothing).
+        runs.update("i-1", id, update(6, &[], Some(RunEnd::Exited { code: 0 })))
+            .unwrap();
+        assert_eq!(runs.runs[&id].state, RunState::Cancelled);
+        let other = runs.add(assigned(), "i-1", None);
+        runs.runs.get_mut(&other).unwrap().state = RunState::Lost;
+        assert_eq!(runs.update("i-1", other, claim()), Err(Refused::Claimed));
     }
 
     #[test]
