@@ -152,9 +152,10 @@ fn run_paths(s: &Schemas) -> Value {
             "requestBody": json_body(&s.run_request),
             "responses": with_denied(json!({
                 "201": ok("the run, placed", &s.run_status),
-                "400": error_response("malformed body, an empty command, a timeout out of range, or `release` for a prebuilt service"),
+                "400": error_response("malformed body, an empty command, a word with a NUL, a timeout out of range, or `release` for a prebuilt service"),
                 "404": error_response("no such service, or no such release of it"),
                 "409": error_response("no node has room for it, the service has no release yet, or a stateful service has no replica placed"),
+                "413": error_response("body over 64 KiB"),
                 "429": error_response("too many runs under way"),
                 "503": error_response("this server is a standby, or the deploy history cannot be read"),
             })),
@@ -167,7 +168,7 @@ fn run_paths(s: &Schemas) -> Value {
                     { "name": "after", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 0 } },
                     { "name": "wait", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 0, "maximum": 30 } },
                 ],
-                "responses": with_denied(json!({ "200": ok("the run", &s.run_status), "400": error_response("malformed query"), "404": error_response("no such run (it ended over 10 minutes ago, or another leader placed it)"), "503": error_response("this server is a standby") })),
+                "responses": with_denied(json!({ "200": ok("the run", &s.run_status), "400": error_response("malformed query"), "404": error_response("no such run (not a number, ended over 10 minutes ago, or placed by another leader)"), "503": error_response("this server is a standby") })),
             },
             "delete": {
                 "operationId": "stopRun", "summary": "Stop a run (admin): its node stops the container.",

@@ -13,12 +13,26 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::control::api::http::{body, error};
+use crate::control::api::http::{Refusal, body, error, refuse};
 use crate::control::api::require_admin;
 use crate::control::controllers::runs::{Purpose, changed, follow, image_for, place};
 use crate::control::state::Kick;
 use crate::control::state::runs::Refused;
 use crate::spec::run::{DEFAULT_TIMEOUT_SECONDS, RunRequest, RunUpdate};
+
+/// A run's id from its path: a number, else no run of kick's (404, as
+/// JSON like every answer of the API).
+fn run_id(text: &str) -> Result<u64, Refusal> {
+    text.parse().map_err(|_| {
+        refuse(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no run {}: runs are numbered",
+                crate::spec::assignment::printable(text, 40)
+            ),
+        )
+    })
+}
 
 /// 503 when this server no longer leads: a run is the leader's.
 fn not_leading(kick: &Kick) -> Option<Response> {
@@ -100,12 +114,16 @@ pub struct After {
 pub async fn get_run(
     State(kick): State<Arc<Kick>>,
     headers: HeaderMap,
-    Path(id): Path<u64>,
+    Path(id): Path<String>,
     query: Result<Query<After>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     if let Err(response) = require_admin(&kick, &headers).await {
         return *response;
     }
+    let id = match run_id(&id) {
+        Ok(id) => id,
+        Err(response) => return *response,
+    };
     let Ok(Query(after)) = query else {
         return error(StatusCode::BAD_REQUEST, "malformed query: after=N&wait=S");
     };
@@ -126,11 +144,15 @@ pub async fn get_run(
 pub async fn delete_run(
     State(kick): State<Arc<Kick>>,
     headers: HeaderMap,
-    Path(id): Path<u64>,
+    Path(id): Path<String>,
 ) -> Response {
     if let Err(response) = require_admin(&kick, &headers).await {
         return *response;
     }
+    let id = match run_id(&id) {
+        Ok(id) => id,
+        Err(response) => return *response,
+    };
     if let Some(response) = not_leading(&kick) {
         return response;
     }
@@ -162,7 +184,7 @@ pub async fn delete_run(
 pub async fn put_run(
     State(kick): State<Arc<Kick>>,
     headers: HeaderMap,
-    Path((node, id)): Path<(String, u64)>,
+    Path((node, id)): Path<(String, String)>,
     payload: Result<Json<RunUpdate>, JsonRejection>,
 ) -> Response {
     let scope = match crate::control::api::nodes::node_scope(&kick, &headers, &node).await {
@@ -175,6 +197,10 @@ pub async fn put_run(
             "a run's output comes only from the node that runs it, as itself",
         );
     }
+    let id = match run_id(&id) {
+        Ok(id) => id,
+        Err(response) => return *response,
+    };
     let update = match body(payload) {
         Ok(update) => update,
         Err(response) => return *response,
