@@ -64,6 +64,33 @@ pub struct RunProcess {
     pub leftovers: Vec<PathBuf>,
 }
 
+impl RunProcess {
+    /// Starts `words` (a program and its arguments) with `env`, its
+    /// standard output and error piped for [`follow`].
+    pub fn spawn(
+        words: &[String],
+        env: &BTreeMap<String, String>,
+        stop: Option<(String, Vec<String>)>,
+        leftovers: Vec<PathBuf>,
+    ) -> Result<RunProcess, String> {
+        let (program, args) = words.split_first().ok_or("the run's command is empty")?;
+        let child = tokio::process::Command::new(program)
+            .args(args)
+            .envs(env)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        Ok(RunProcess {
+            child,
+            stop,
+            leftovers,
+        })
+    }
+}
+
 /// How long a stopped run has to end before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How often output is sent while there is some.

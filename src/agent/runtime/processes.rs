@@ -67,25 +67,7 @@ impl Runtime for Processes {
 
     /// The run's command itself, with the environment a replica has.
     async fn start_run(&mut self, run: &RunSpec) -> Result<RunProcess, String> {
-        let (program, args) = run
-            .assigned
-            .command
-            .split_first()
-            .ok_or("the run's command is empty")?;
-        let child = tokio::process::Command::new(program)
-            .args(args)
-            .envs(run.environment())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot run {program}: {e}"))?;
-        Ok(RunProcess {
-            child,
-            stop: None,
-            leftovers: Vec::new(),
-        })
+        RunProcess::spawn(&run.assigned.command, &run.environment(), None, Vec::new())
     }
 
     async fn output(&mut self, replica: &ReplicaSpec) -> Vec<String> {

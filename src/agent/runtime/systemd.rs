@@ -294,26 +294,17 @@ impl<C: Commands> Systemd<C> {
                 .and_then(|at| words.get(at + 1))
                 .cloned()
                 .ok_or_else(|| format!("{prefix}@.service names no container"))?;
-            let (program, args) = words.split_first().ok_or("no ExecStart")?;
             // The unit's environment, as systemd gives it to its lines:
             // DOCKER_CONFIG (the account registry's login) among it.
-            let child = tokio::process::Command::new(program)
-                .args(args)
-                .envs(&env)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| format!("cannot run {program}: {e}"))?;
-            Ok(RunProcess {
-                child,
-                stop: Some((
+            RunProcess::spawn(
+                &words,
+                &env,
+                Some((
                     "docker".to_owned(),
                     vec!["stop".into(), "--time".into(), "10".into(), name],
                 )),
-                leftovers: leftovers.clone(),
-            })
+                leftovers.clone(),
+            )
         }
         .await;
         if started.is_err() {

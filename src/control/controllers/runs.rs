@@ -17,6 +17,24 @@ const TIDY_EVERY: Duration = Duration::from_secs(5);
 /// Why a run cannot be placed: the status to answer, and what to say.
 pub type Refusal = (StatusCode, String);
 
+/// The section of `app.service` in kick.toml, or 404.
+fn section_of<'a>(
+    kick: &'a Kick,
+    app: &str,
+    service: &str,
+) -> Result<&'a crate::spec::kick::ServiceSection, Refusal> {
+    kick.config
+        .apps
+        .get(app)
+        .and_then(|a| a.services.get(service))
+        .ok_or_else(|| {
+            (
+                StatusCode::NOT_FOUND,
+                format!("no service {app}.{service} in this cluster"),
+            )
+        })
+}
+
 /// The image a run of `app.service` takes: `release`'s for a service
 /// built on push (default: the release it runs), else its prebuilt image;
 /// with the release's number.
@@ -26,17 +44,7 @@ pub fn image_for(
     service: &str,
     release: Option<u64>,
 ) -> Result<(Option<String>, Option<u64>), Refusal> {
-    let section = kick
-        .config
-        .apps
-        .get(app)
-        .and_then(|a| a.services.get(service))
-        .ok_or_else(|| {
-            (
-                StatusCode::NOT_FOUND,
-                format!("no service {app}.{service} in this cluster"),
-            )
-        })?;
+    let section = section_of(kick, app, service)?;
     if let Some(image) = &section.image {
         return match release {
             None => Ok((Some(image.clone()), None)),
@@ -177,17 +185,7 @@ pub fn place(
     service: &str,
     run: Purpose,
 ) -> Result<(u64, String), Refusal> {
-    let section = kick
-        .config
-        .apps
-        .get(app)
-        .and_then(|a| a.services.get(service))
-        .ok_or_else(|| {
-            (
-                StatusCode::NOT_FOUND,
-                format!("no service {app}.{service} in this cluster"),
-            )
-        })?;
+    let section = section_of(kick, app, service)?;
     if kick.runs.lock().expect("runs").under_way() >= crate::control::state::runs::AT_ONCE {
         return Err((
             StatusCode::TOO_MANY_REQUESTS,
