@@ -2,7 +2,7 @@
 //! with room, hands it to that node in its assignment, follows what the
 //! node says of it, and ends a run whose node went silent or away.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -332,19 +332,19 @@ pub fn spawn(kick: Arc<Kick>) -> tokio::task::AbortHandle {
         let mut tick = tokio::time::interval(TIDY_EVERY);
         loop {
             tick.tick().await;
-            let known: BTreeMap<String, ()> = kick
+            let known: BTreeSet<String> = kick
                 .nodes
                 .lock()
                 .expect("nodes")
                 .known
                 .keys()
-                .map(|k| (k.clone(), ()))
+                .cloned()
                 .collect();
             let ended = kick
                 .runs
                 .lock()
                 .expect("runs")
-                .tidy(|node| known.is_empty() || known.contains_key(node));
+                .tidy(|node| known.is_empty() || known.contains(node));
             if ended {
                 changed(kick.as_ref(), true);
             }
