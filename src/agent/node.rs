@@ -311,6 +311,8 @@ pub struct Agent<R: Runtime> {
     fallback_address: IpAddr,
     running: BTreeMap<ReplicaKey, Running>,
     runs: BTreeMap<u64, NodeRun>,
+    /// Drawn when the agent starts: the claim it makes of each run.
+    claimant: u64,
     last_report: Option<(Instant, Vec<ReplicaReport>)>,
     last_refresh: Option<Instant>,
     /// When the applied artifacts were last installed.
@@ -328,6 +330,7 @@ impl<R: Runtime> Agent<R> {
             fallback_address,
             running: BTreeMap::new(),
             runs: BTreeMap::new(),
+            claimant: fastrand::u64(..),
             last_report: None,
             last_refresh: None,
             installed: None,
@@ -567,7 +570,7 @@ impl<R: Runtime> Agent<R> {
             if self.runs.contains_key(&id) {
                 continue;
             }
-            let Some(address) = self.free_address() else {
+            let Some(address) = self.free_run_address() else {
                 eprintln!("node: no free address for run {id}");
                 continue;
             };
@@ -580,7 +583,7 @@ impl<R: Runtime> Agent<R> {
             let node = self.node.clone();
             // Claimed first: kick hands a run to one start only, so an
             // agent that restarted while it ran does not run it again.
-            let claim = json!({ "from": 0, "lines": [], "start": true });
+            let claim = json!({ "from": 0, "lines": [], "start": self.claimant });
             let path = format!("/v1/nodes/{}/runs/{id}", self.node);
             let claimed = self
                 .kick
@@ -666,6 +669,18 @@ impl<R: Runtime> Agent<R> {
     /// The lowest address of the subnet no replica holds (the first is the
     /// bridge's gateway), or the node's own without a subnet.
     fn free_address(&self) -> Option<IpAddr> {
+        self.free(false)
+    }
+
+    /// A free address for a run: from the top of the subnet, so that runs
+    /// never take the addresses replicas take from the bottom (after the
+    /// agent restarts, it starts its runs before it learns its replicas
+    /// again, which keep the addresses they had).
+    fn free_run_address(&self) -> Option<IpAddr> {
+        self.free(true)
+    }
+
+    fn free(&self, from_top: bool) -> Option<IpAddr> {
         let Some(subnet) = self.subnet else {
             return Some(self.fallback_address);
         };
@@ -675,11 +690,7 @@ impl<R: Runtime> Agent<R> {
             .map(|r| r.spec.address)
             .chain(self.runs.values().map(|r| r.address))
             .collect();
-        subnet
-            .hosts()
-            .skip(1)
-            .map(IpAddr::V4)
-            .find(|a| !used.contains(a))
+        free_in(subnet, &used, from_top)
     }
 
     /// Observes every replica; starts again, after a pause, those that
@@ -872,6 +883,50 @@ impl<R: Runtime> Agent<R> {
     }
 }
 
+/// The first address of `subnet` not in `used`, from the bottom (after
+/// the bridge's gateway, its first) or from the top.
+fn free_in(subnet: Ipv4Net, used: &BTreeSet<IpAddr>, from_top: bool) -> Option<IpAddr> {
+    let gateway = subnet.hosts().next();
+    let free = |a: &std::net::Ipv4Addr| Some(*a) != gateway && !used.contains(&IpAddr::V4(*a));
+    if from_top {
+        subnet.hosts().rev().find(free).map(IpAddr::V4)
+    } else {
+        subnet.hosts().find(free).map(IpAddr::V4)
+    }
+}
+
 fn describe(key: &ReplicaKey) -> String {
     format!("{}.{}#{}", key.0, key.1, key.2)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::net::IpAddr;
+
+    /// Regression (review): runs took addresses from the bottom, as
+    /// replicas do; an agent that restarted started its runs first, on
+    /// the addresses its running replicas held, and gave those replicas
+    /// new ones.
+    #[test]
+    fn runs_take_addresses_from_the_top_and_replicas_from_the_bottom() {
+        let subnet = "100.64.3.0/29".parse().expect("subnet");
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let mut used = BTreeSet::new();
+        assert_eq!(super::free_in(subnet, &used, false), Some(ip("100.64.3.2")));
+        assert_eq!(super::free_in(subnet, &used, true), Some(ip("100.64.3.6")));
+        used.extend([
+            ip("100.64.3.6"),
+            ip("100.64.3.5"),
+            ip("100.64.3.4"),
+            ip("100.64.3.3"),
+        ]);
+        assert_eq!(super::free_in(subnet, &used, true), Some(ip("100.64.3.2")));
+        used.insert(ip("100.64.3.2"));
+        assert_eq!(
+            super::free_in(subnet, &used, true),
+            None,
+            "never the gateway"
+        );
+    }
 }

@@ -303,7 +303,7 @@ pub async fn follow(
             from: sent,
             lines: scrubbed(lines, secrets(&spec).as_deref()),
             end: end.clone(),
-            start: false,
+            start: None,
         };
         let body = serde_json::to_value(&update).expect("an update serializes");
         match kick
@@ -361,7 +361,7 @@ pub async fn refused(mut kick: KickClient, node: String, id: u64, reason: String
         end: Some(RunEnd::Failed {
             reason: crate::spec::assignment::printable(&reason, 500),
         }),
-        start: false,
+        start: None,
     };
     let body = serde_json::to_value(&update).expect("an update serializes");
     let deadline = tokio::time::Instant::now() + END_TRIES;

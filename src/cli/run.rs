@@ -111,7 +111,7 @@ pub(super) async fn run(args: RunArgs) -> Outcome {
         () = &mut stop => {
             // Ctrl-C: the run is stopped, not left behind.
             eprintln!("stopping run {}", placed.id);
-            let stopped: Result<RunStatus, String> = session
+            let stopped: Result<RunStatus, Refused> = session
                 .call::<()>(reqwest::Method::DELETE, &format!("/v1/runs/{}", placed.id), None)
                 .await;
             return match stopped {
@@ -145,7 +145,12 @@ async fn follow(session: &KickSession, id: u64) -> Result<RunStatus, String> {
                 away_since = None;
                 status
             }
-            Err(why) => {
+            // This leader does not know it (a new leader) or ended it:
+            // lost, not kick away.
+            Err(Refused(Some(404 | 410), why)) => {
+                return Err(format!("run {id} was lost: {why}"));
+            }
+            Err(Refused(_, why)) => {
                 let since = *away_since.get_or_insert_with(std::time::Instant::now);
                 if since.elapsed() > AWAY {
                     return Err(format!("kick stopped answering about run {id}: {why}"));
@@ -192,6 +197,15 @@ fn shown(command: &[String]) -> String {
         .join(" ")
 }
 
+/// Why a call to kick failed: its status, if it answered, and what to say.
+pub(super) struct Refused(Option<u16>, String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
 impl KickSession {
     /// One call to kick's API with the admin token: the answer's JSON, or
     /// kick's error.
@@ -200,7 +214,7 @@ impl KickSession {
         method: reqwest::Method,
         path: &str,
         body: Option<&B>,
-    ) -> Result<RunStatus, String> {
+    ) -> Result<RunStatus, Refused> {
         let mut request = self
             .client
             .request(method, format!("{}{path}", self.endpoint))
@@ -211,7 +225,7 @@ impl KickSession {
         let response = request
             .send()
             .await
-            .map_err(|e| format!("cannot reach kick at {}: {e}", self.endpoint))?;
+            .map_err(|e| Refused(None, format!("cannot reach kick at {}: {e}", self.endpoint)))?;
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         if !status.is_success() {
@@ -219,9 +233,13 @@ impl KickSession {
                 .ok()
                 .and_then(|v| v["error"].as_str().map(str::to_owned))
                 .unwrap_or(text);
-            return Err(format!("kick answered {}: {why}", status.as_u16()));
+            return Err(Refused(
+                Some(status.as_u16()),
+                format!("kick answered {}: {why}", status.as_u16()),
+            ));
         }
-        serde_json::from_str(&text).map_err(|e| format!("kick's answer does not parse: {e}"))
+        serde_json::from_str(&text)
+            .map_err(|e| Refused(None, format!("kick's answer does not parse: {e}")))
     }
 }
 

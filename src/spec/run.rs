@@ -131,11 +131,12 @@ pub struct RunUpdate {
     pub lines: Vec<Line>,
     #[serde(default)]
     pub end: Option<RunEnd>,
-    /// The node claims the run before it starts it: kick accepts the
-    /// claim once (409 after), so a node agent that restarted never
-    /// starts a run a second time.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub start: bool,
+    /// The node claims the run before it starts it, with a number its
+    /// agent drew when it started: kick grants one claim (a repeat of it,
+    /// whose answer was lost, too; 409 to any other), so a node agent that
+    /// restarted never starts a run a second time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<u64>,
 }
 
 /// Where a run is.

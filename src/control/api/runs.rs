@@ -211,11 +211,11 @@ pub async fn put_run(
     if let Some(response) = not_leading(&kick) {
         return response;
     }
-    let ends = update.end.is_some();
     let result = kick.runs.lock().expect("runs").update(&node, id, update);
     match result {
-        Ok(()) => {
-            changed(&kick, ends);
+        Ok(share) => {
+            // Only a run that started or ended changes the nodes' share.
+            changed(&kick, share);
             StatusCode::NO_CONTENT.into_response()
         }
         Err(Refused::Unknown) => error(StatusCode::NOT_FOUND, format!("no run {id}")),

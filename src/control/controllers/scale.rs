@@ -187,6 +187,27 @@ fn leading(kick: &Kick) -> bool {
 
 /// Drained nodes: terminated once they run nothing, forgotten once EC2
 /// no longer lists them. Whether the draining set changed.
+/// Whether a draining node has nothing left to stop: no replica placed
+/// or handed off from it, its last report (fresh) running none, and no
+/// one-off run under way on it (`busy`).
+fn emptied(
+    assignments: &crate::control::state::assignments::Assignments,
+    node: &str,
+    busy: &BTreeSet<String>,
+    fresh: SystemTime,
+) -> bool {
+    !busy.contains(node)
+        && assignments.placement.on_node(node).next().is_none()
+        && !assignments.handoff.values().any(|from| from == node)
+        && assignments.reports.get(node).is_none_or(|(at, report)| {
+            *at >= fresh
+                && report
+                    .replicas
+                    .iter()
+                    .all(|r| matches!(r.state, ReplicaState::Stopped | ReplicaState::Failed))
+        })
+}
+
 async fn finish_drains(kick: &Kick) -> bool {
     let known: BTreeSet<String> = kick
         .nodes
@@ -196,6 +217,9 @@ async fn finish_drains(kick: &Kick) -> bool {
         .keys()
         .cloned()
         .collect();
+    // A node running a one-off run (a release command) is not empty: its
+    // run would be cut off with the machine.
+    let busy = kick.runs.lock().expect("runs").busy_nodes();
     let (gone, empty) = {
         let assignments = kick.assignments.lock().expect("assignments");
         let fresh = SystemTime::now() - REPORT_FRESH;
@@ -209,16 +233,7 @@ async fn finish_drains(kick: &Kick) -> bool {
             .draining
             .keys()
             .filter(|n| known.contains(*n))
-            .filter(|n| {
-                assignments.placement.on_node(n).next().is_none()
-                    && !assignments.handoff.values().any(|from| from == *n)
-                    && assignments.reports.get(*n).is_none_or(|(at, report)| {
-                        *at >= fresh
-                            && report.replicas.iter().all(|r| {
-                                matches!(r.state, ReplicaState::Stopped | ReplicaState::Failed)
-                            })
-                    })
-            })
+            .filter(|n| emptied(&assignments, n, &busy, fresh))
             .cloned()
             .collect();
         (gone, empty)
@@ -422,7 +437,8 @@ fn consolidate(kick: &Kick, now: Instant) -> bool {
         return false;
     };
     let nodes = assign::node_specs(kick);
-    let do_not_disrupt: BTreeSet<String> = kick
+    // Nodes marked so, and those running a one-off run.
+    let mut do_not_disrupt: BTreeSet<String> = kick
         .nodes
         .lock()
         .expect("nodes")
@@ -431,6 +447,7 @@ fn consolidate(kick: &Kick, now: Instant) -> bool {
         .filter(|n| n.do_not_disrupt)
         .map(|n| n.id.clone())
         .collect();
+    do_not_disrupt.extend(kick.runs.lock().expect("runs").busy_nodes());
     let mut assignments = kick.assignments.lock().expect("assignments");
     let mut scaling = kick.scaling.lock().expect("scaling");
     let ids: BTreeSet<String> = nodes.keys().cloned().collect();
@@ -481,4 +498,29 @@ fn consolidate(kick: &Kick, now: Instant) -> bool {
         assignments.version += 1;
     }
     started
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::emptied;
+    use crate::control::state::assignments::Assignments;
+    use crate::control::state::runs::Runs;
+
+    /// Regression (review): a drained node was terminated while a release
+    /// command ran on it (runs go to the node with the most room, which
+    /// is the one a drain empties), cutting the migration off.
+    #[test]
+    fn a_node_running_a_one_off_run_is_not_empty() {
+        let assignments = Assignments::default();
+        let fresh = SystemTime::now() - Duration::from_secs(60);
+        let mut runs = Runs::default();
+        assert!(emptied(&assignments, "i-1", &runs.busy_nodes(), fresh));
+        let id = runs.add(crate::control::state::runs::tests::assigned(), "i-1", None);
+        assert!(!emptied(&assignments, "i-1", &runs.busy_nodes(), fresh));
+        assert!(emptied(&assignments, "i-2", &runs.busy_nodes(), fresh));
+        assert!(runs.cancel(id, "done"));
+        assert!(emptied(&assignments, "i-1", &runs.busy_nodes(), fresh));
+    }
 }

@@ -40,6 +40,8 @@ pub struct Run {
     /// When its node last spoke of it (or it was placed).
     heard: Instant,
     placed: Instant,
+    /// The agent whose claim kick granted.
+    claimant: Option<u64>,
     ended_at: Option<Instant>,
     lines: VecDeque<Line>,
     bytes: usize,
@@ -161,6 +163,7 @@ impl Runs {
                 finished: None,
                 heard: Instant::now(),
                 placed: Instant::now(),
+                claimant: None,
                 ended_at: None,
                 lines: VecDeque::new(),
                 bytes: 0,
@@ -175,6 +178,15 @@ impl Runs {
         self.runs.values().filter(|r| !r.state.ended()).count()
     }
 
+    /// The nodes with a run under way.
+    pub fn busy_nodes(&self) -> std::collections::BTreeSet<String> {
+        self.runs
+            .values()
+            .filter(|r| !r.state.ended())
+            .map(|r| r.node.clone())
+            .collect()
+    }
+
     /// The runs `node` must run now.
     pub fn on_node(&self, node: &str) -> impl Iterator<Item = &Run> {
         self.runs
@@ -184,16 +196,27 @@ impl Runs {
 
     /// A node's word on one of its runs: output from `from` on (what was
     /// already counted is not again), and its end.
-    pub fn update(&mut self, node: &str, id: u64, update: RunUpdate) -> Result<(), Refused> {
+    /// Whether the run's state changed (it started or ended): the nodes'
+    /// share then changed.
+    pub fn update(&mut self, node: &str, id: u64, update: RunUpdate) -> Result<bool, Refused> {
         let run = self.runs.get_mut(&id).ok_or(Refused::Unknown)?;
+        let mut changed = false;
         if run.node != node {
             return Err(Refused::NotYours(run.node.clone()));
         }
-        if update.start {
-            if run.state != RunState::Pending {
-                return Err(Refused::Claimed);
+        if let Some(claimant) = update.start {
+            match run.claimant {
+                None if run.state == RunState::Pending => {
+                    run.claimant = Some(claimant);
+                    run.state = RunState::Running;
+                    // The node's clock starts now: its timeout, and
+                    // kick's count of it, from the claim.
+                    run.placed = Instant::now();
+                    changed = true;
+                }
+                Some(granted) if granted == claimant && !run.state.ended() => {}
+                _ => return Err(Refused::Claimed),
             }
-            run.state = RunState::Running;
         } else if run.state.ended() && update.end.is_none() {
             return Err(Refused::Ended);
         }
@@ -204,6 +227,7 @@ impl Runs {
         run.heard = Instant::now();
         if run.state == RunState::Pending {
             run.state = RunState::Running;
+            changed = true;
         }
         // Lines lost on the way (kick did not get an earlier update) are
         // a gap: what kick holds stays before it, the numbering the node's.
@@ -224,6 +248,7 @@ impl Runs {
             }
             run.push(line);
         }
+        let was_ended = run.state.ended();
         match update.end {
             None => {}
             Some(RunEnd::Exited { code }) => run.end(RunState::Exited, Some(code), None),
@@ -241,7 +266,7 @@ impl Runs {
                 Some(crate::spec::assignment::printable(&reason, 500)),
             ),
         }
-        Ok(())
+        Ok(changed || run.state.ended() != was_ended)
     }
 
     /// Stops a run at the caller's request; whether it was under way.
@@ -297,11 +322,11 @@ impl Runs {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::spec::run::Stream;
 
-    fn assigned() -> AssignedRun {
+    pub(crate) fn assigned() -> AssignedRun {
         AssignedRun {
             id: 0,
             app: "shop".into(),
@@ -331,16 +356,16 @@ mod tests {
             from,
             lines: lines(texts),
             end,
-            start: false,
+            start: None,
         }
     }
 
-    fn claim() -> RunUpdate {
+    fn claim(claimant: u64) -> RunUpdate {
         RunUpdate {
             from: 0,
             lines: Vec::new(),
             end: None,
-            start: true,
+            start: Some(claimant),
         }
     }
 
@@ -352,9 +377,12 @@ mod tests {
     fn a_run_is_claimed_once_and_an_ended_one_takes_no_more_output() {
         let mut runs = Runs::default();
         let id = runs.add(assigned(), "i-1", None);
-        runs.update("i-1", id, claim()).unwrap();
+        assert_eq!(runs.update("i-1", id, claim(7)), Ok(true));
         assert_eq!(runs.runs[&id].state, RunState::Running);
-        assert_eq!(runs.update("i-1", id, claim()), Err(Refused::Claimed));
+        // The same agent again (its answer was lost): granted, no change.
+        assert_eq!(runs.update("i-1", id, claim(7)), Ok(false));
+        // Another agent of the node (it restarted): refused.
+        assert_eq!(runs.update("i-1", id, claim(8)), Err(Refused::Claimed));
         runs.update("i-1", id, update(0, &["a", "b"], None))
             .unwrap();
         // A gap: what kick held stays where it was, and is not read again.
@@ -371,13 +399,15 @@ mod tests {
             runs.update("i-1", id, update(6, &["g"], None)),
             Err(Refused::Ended)
         );
-        // Its end is still taken (and changes nothing).
-        runs.update("i-1", id, update(6, &[], Some(RunEnd::Exited { code: 0 })))
-            .unwrap();
+        // Its end is still taken, and changes nothing (no one is told).
+        assert_eq!(
+            runs.update("i-1", id, update(6, &[], Some(RunEnd::Exited { code: 0 }))),
+            Ok(false)
+        );
         assert_eq!(runs.runs[&id].state, RunState::Cancelled);
         let other = runs.add(assigned(), "i-1", None);
         runs.runs.get_mut(&other).unwrap().state = RunState::Lost;
-        assert_eq!(runs.update("i-1", other, claim()), Err(Refused::Claimed));
+        assert_eq!(runs.update("i-1", other, claim(7)), Err(Refused::Claimed));
     }
 
     #[test]
