@@ -27,6 +27,11 @@ GETATT = {
     "AWS::DynamoDB::Table": "arn:aws:dynamodb:us-east-1:123456789012:table/{id}",
 }
 
+# What `Ref` stands for, for the kinds whose `Ref` is an ARN.
+REF = {
+    "AWS::ElasticLoadBalancingV2::TargetGroup": "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/{id}/0123456789abcdef",
+}
+
 
 def resolve(value, resources):
     if isinstance(value, dict):
@@ -46,7 +51,8 @@ def resolve(value, resources):
             kind = resources.get(logical, {}).get("Type", "")
             return GETATT.get(kind, "arn:aws:unknown:::{id}").format(id=logical)
         if "Ref" in value:
-            return value["Ref"]
+            kind = resources.get(value["Ref"], {}).get("Type", "")
+            return REF.get(kind, "{id}").format(id=value["Ref"])
         return {k: resolve(v, resources) for k, v in value.items()}
     if isinstance(value, list):
         return [resolve(v, resources) for v in value]

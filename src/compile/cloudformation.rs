@@ -44,9 +44,10 @@ pub fn template(input: &TemplateInput<'_>) -> Value {
     super::logs::log_groups(config, &mut resources);
     iam(config, &mut resources);
     nodes(input, &mut resources);
+    let subnets = subnet_ids(config);
+    let balanced = super::alb::load_balancer(config, &mut resources, &subnets);
 
     // --- parameters and outputs ------------------------------------------------
-    let subnets = subnet_ids(config);
     let mut parameters = serde_json::Map::new();
     parameters.insert(
         ids::NODE_IMAGE_PARAMETER.to_owned(),
@@ -67,7 +68,20 @@ pub fn template(input: &TemplateInput<'_>) -> Value {
             }),
         );
     }
-    let outputs = json!({
+    if !balanced.is_empty() {
+        parameters.insert(
+            ids::CERTIFICATE_PARAMETER.to_owned(),
+            json!({
+                "Type": "String",
+                "AllowedPattern": "^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[A-Za-z0-9-]+$",
+                "Description": match &cluster.ingress {
+                    model::Ingress::LoadBalancer { certificate_arn: Some(_) } => "The ACM certificate named in huxley.toml".to_owned(),
+                    _ => format!("The ACM certificate of the public names, requested and validated by huxley apply in {}", cluster.public_domain.as_deref().unwrap_or_default()),
+                },
+            }),
+        );
+    }
+    let mut outputs = json!({
         "ClusterName": { "Description": "The Huxley cluster", "Value": cluster.name },
         "VpcId": { "Description": "The cluster's VPC", "Value": {"Ref": "Vpc"} },
         "SubnetIds": {
@@ -86,6 +100,9 @@ pub fn template(input: &TemplateInput<'_>) -> Value {
             "Value": format!("{}:{}", naming::kick_name(config), model::KICK_EXTERNAL_PORT),
         },
     });
+    if let Some(map) = outputs.as_object_mut() {
+        map.extend(balanced);
+    }
 
     json!({
         "AWSTemplateFormatVersion": "2010-09-09",

@@ -397,6 +397,25 @@ pub fn kick_policy(config: &Config) -> Value {
             },
         ],
     });
+    let groups: Vec<Value> = config
+        .load_balanced()
+        .map(|(app, service)| json!({"Ref": crate::compile::alb::target_group_id(&app.name, &service.name)}))
+        .collect();
+    if !groups.is_empty() {
+        statements.push(json!({
+            "Sid": "Targets",
+            "Effect": "Allow",
+            "Action": ["elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets"],
+            "Resource": groups,
+        }));
+        statements.push(json!({
+            // ELB's describe actions take no resource.
+            "Sid": "TargetHealth",
+            "Effect": "Allow",
+            "Action": ["elasticloadbalancing:DescribeTargetHealth", "elasticloadbalancing:DescribeLoadBalancers"],
+            "Resource": "*",
+        }));
+    }
     if !built_apps(config).is_empty() {
         // The leader's hook server pushes what it builds. Replicas'
         // containers cannot use the role (IMDS hop limit 1).
@@ -508,6 +527,10 @@ mod tests {
         "ec2:DescribeRouteTables",
         "ec2:ModifyInstanceAttribute",
         "ec2:ReplaceRoute",
+        "elasticloadbalancing:DeregisterTargets",
+        "elasticloadbalancing:DescribeLoadBalancers",
+        "elasticloadbalancing:DescribeTargetHealth",
+        "elasticloadbalancing:RegisterTargets",
         "route53:ChangeResourceRecordSets",
         "route53:ListHostedZonesByName",
         "route53:ListResourceRecordSets",
@@ -523,6 +546,11 @@ mod tests {
 
     /// What only the CLI calls, with the user's own rights.
     const CLI_ONLY: &[&str] = &[
+        "acm:DeleteCertificate",
+        "acm:DescribeCertificate",
+        "acm:ListCertificates",
+        "acm:ListTagsForCertificate",
+        "acm:RequestCertificate",
         "logs:DescribeLogGroups",
         "logs:FilterLogEvents",
         "cloudformation:ContinueUpdateRollback",

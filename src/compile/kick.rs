@@ -105,6 +105,9 @@ fn service_section(config: &Config, app: &model::App, service: &model::Service) 
         host_port: service.host_port,
         private_name: service.port.map(|_| config.private_name(app, service)),
         public_names: config.public_names(service),
+        target_group: config
+            .behind_load_balancer(service)
+            .then(|| crate::compile::alb::target_group_id(&app.name, &service.name)),
         cpu_millis: service.cpu_millis,
         memory_mib: service.memory_mib,
         replicas: ReplicaBounds {

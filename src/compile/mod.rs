@@ -8,6 +8,7 @@
 //! and hook templates, [`yaml`] the YAML form of the stack. [`quotas`] are
 //! checked before anything is returned.
 
+pub mod alb;
 pub mod cloudformation;
 pub mod hooks;
 pub mod iam;

@@ -187,10 +187,49 @@ pub fn image_reference(reference: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks an ACM certificate ARN
+/// (`arn:<partition>:acm:<region>:<account>:certificate/<id>`); its region.
+pub fn certificate_arn(arn: &str) -> Result<&str, String> {
+    let shape =
+        "an ACM certificate ARN looks like arn:aws:acm:us-west-2:123456789012:certificate/<id>";
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [scheme, partition, service, region, account, resource] = parts[..] else {
+        return Err(shape.into());
+    };
+    let id = resource.strip_prefix("certificate/").unwrap_or_default();
+    let valid = scheme == "arn"
+        && partition.starts_with("aws")
+        && service == "acm"
+        && !region.is_empty()
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && !id.is_empty()
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if valid { Ok(region) } else { Err(shape.into()) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde::Deserialize;
+
+    #[test]
+    fn certificate_arns() {
+        assert_eq!(
+            certificate_arn(
+                "arn:aws:acm:us-west-2:123456789012:certificate/0f1e2d3c-aaaa-bbbb-cccc-1234567890ab"
+            ),
+            Ok("us-west-2")
+        );
+        for bad in [
+            "arn:aws:acm:us-west-2:12345:certificate/x",
+            "arn:aws:iam::123456789012:server-certificate/x",
+            "arn:aws:acm:us-west-2:123456789012:certificate/",
+            "certificate/x",
+        ] {
+            assert!(certificate_arn(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn labels() {

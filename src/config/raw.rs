@@ -57,6 +57,17 @@ pub struct RawCluster {
     /// An existing public Route53 hosted zone, e.g. "acme.example.com".
     /// Required when any service has `public` names.
     pub public_domain: Option<Spanned<String>>,
+    /// How the internet reaches public HTTP services: "alb" (default), an
+    /// Application Load Balancer with an ACM certificate serving HTTPS,
+    /// targets registered by the kick server; or "dns", public names
+    /// pointing at the nodes' addresses and each service's `host-port`.
+    #[schemars(regex(pattern = r"^(alb|dns)$"))]
+    pub ingress: Option<Spanned<String>>,
+    /// The ACM certificate the load balancer serves, in the cluster's
+    /// region, e.g. "arn:aws:acm:us-west-2:123456789012:certificate/…".
+    /// Default: `huxley apply` requests one for the public names and
+    /// validates it by DNS in `public-domain`.
+    pub certificate_arn: Option<Spanned<String>>,
     /// The private hosted zone created for the cluster and visible only
     /// inside its VPC. Default "<name>.cluster".
     pub private_domain: Option<Spanned<String>>,
@@ -226,14 +237,21 @@ pub struct RawService {
     /// (workers) get no DNS names and are checked by their process only.
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<Spanned<i64>>,
-    /// The port published on every node that runs the service; required when
-    /// `public` is set. Unique across the cluster, and at most one replica of
-    /// the service runs on a node.
+    /// The port published on every node that runs the service; required
+    /// for public names served by DNS (`cluster.ingress = "dns"`, or
+    /// `protocol = "tcp"`). Unique across the cluster, and at most one
+    /// replica of the service runs on a node.
     #[schemars(range(min = 1, max = 65535))]
     pub host_port: Option<Spanned<i64>>,
-    /// Names in the cluster's `public-domain` that point at the nodes running
-    /// this service: labels such as "www", or "@" for the apex.
+    /// Names in the cluster's `public-domain` where the internet reaches
+    /// this service: labels such as "www", or "@" for the apex. Through the
+    /// load balancer over HTTPS, or (`ingress = "dns"`) at the nodes.
     pub public: Option<Vec<Spanned<String>>>,
+    /// What the public names serve: "http" (default; behind the load
+    /// balancer, over HTTPS) or "tcp" (any protocol: the names point at
+    /// the nodes, on `host-port`).
+    #[schemars(regex(pattern = r"^(http|tcp)$"))]
+    pub protocol: Option<Spanned<String>>,
     /// CPU requested per replica: "500m" (millicores) or a number of vCPUs
     /// (0.5, 2). Default "250m".
     pub cpu: Option<Spanned<RawCpu>>,

@@ -61,6 +61,30 @@ impl Config {
         )
     }
 
+    /// Whether the load balancer serves a service's public names.
+    pub fn behind_load_balancer(&self, service: &Service) -> bool {
+        matches!(self.cluster.ingress, Ingress::LoadBalancer { .. })
+            && !service.public.is_empty()
+            && service.protocol == Protocol::Http
+    }
+
+    /// The services the load balancer serves, with their apps, in order.
+    pub fn load_balanced(&self) -> impl Iterator<Item = (&App, &Service)> {
+        self.services()
+            .filter(|(_, s)| self.behind_load_balancer(s))
+    }
+
+    /// Every public name the load balancer serves, in order: the names
+    /// its certificate covers.
+    pub fn load_balanced_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .load_balanced()
+            .flat_map(|(_, s)| self.public_names(s))
+            .collect();
+        names.sort();
+        names
+    }
+
     /// The fully qualified public names of a service.
     pub fn public_names(&self, service: &Service) -> Vec<String> {
         let Some(zone) = &self.cluster.public_domain else {
@@ -88,6 +112,8 @@ pub struct Cluster {
     pub vpc_cidr: Ipv4Net,
     /// The user's existing public zone, when any service is public.
     pub public_domain: Option<String>,
+    /// How the internet reaches public HTTP services.
+    pub ingress: Ingress,
     pub private_domain: String,
     /// Empty means nobody reaches SSH or the kick server's external API.
     pub admin_cidrs: Vec<IpNet>,
@@ -98,6 +124,25 @@ pub struct Cluster {
     pub control: Control,
     /// How many days the log groups keep each line.
     pub log_retention_days: u32,
+}
+
+/// How the internet reaches public HTTP services.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingress {
+    /// An Application Load Balancer serving HTTPS with this certificate
+    /// (`None`: the one `huxley apply` requests).
+    LoadBalancer { certificate_arn: Option<String> },
+    /// Public names carry the addresses of the nodes running a replica.
+    Dns,
+}
+
+/// What a service's public names serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP: behind the load balancer when the cluster has one.
+    Http,
+    /// Anything over TCP: always at the nodes, on the host port.
+    Tcp,
 }
 
 /// The retention periods CloudWatch Logs accepts, in days.
@@ -206,6 +251,7 @@ pub struct Service {
     pub host_port: Option<u16>,
     /// Names relative to the public zone; `@` is the apex.
     pub public: Vec<String>,
+    pub protocol: Protocol,
     pub cpu_millis: u32,
     pub memory_mib: u64,
     pub replicas: Replicas,

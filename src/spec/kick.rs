@@ -178,6 +178,11 @@ pub struct ServiceSection {
     pub private_name: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub public_names: Vec<String>,
+    /// For a service behind the load balancer: the logical id of its
+    /// target group in the stack. Its public names are then aliases of the
+    /// load balancer, and its healthy replicas the group's targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_group: Option<String>,
     pub cpu_millis: u32,
     pub memory_mib: u64,
     pub replicas: ReplicaBounds,

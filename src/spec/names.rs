@@ -60,6 +60,9 @@ pub fn stack(cluster: &str) -> String {
 pub mod ids {
     pub const NODE_IMAGE_PARAMETER: &str = "NodeImageId";
     pub const PUBLIC_ZONE_PARAMETER: &str = "PublicZoneId";
+    pub const CERTIFICATE_PARAMETER: &str = "CertificateArn";
+    pub const LOAD_BALANCER: &str = "LoadBalancer";
+    pub const LOAD_BALANCER_SECURITY_GROUP: &str = "LoadBalancerSecurityGroup";
     pub const ARTIFACT_BUCKET: &str = "ArtifactBucket";
     pub const PRIVATE_ZONE: &str = "PrivateZone";
     pub const NODE_GROUP: &str = "NodeGroup";

@@ -44,6 +44,7 @@ region = "us-west-2"
 availability-zones = ["us-west-2a", "us-west-2b", "us-west-2c"]
 vpc-cidr = "10.40.0.0/16"
 public-domain = "synth.example.com"
+ingress = "dns"
 admin-cidrs = ["203.0.113.0/24"]
 
 [cluster.nodes]

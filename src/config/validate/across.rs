@@ -47,6 +47,10 @@ impl Checker<'_> {
             let Some(hp) = &entry.raw.host_port else {
                 continue;
             };
+            if self.behind_load_balancer_raw(entry.raw) {
+                // Not published: said where the service is checked.
+                continue;
+            }
             if let Some((_, owner)) = reserved.iter().find(|(p, _)| i64::from(*p) == hp.value) {
                 self.push(
                     Diagnostic::error(format!("host port {} is reserved", hp.value))
@@ -75,6 +79,7 @@ impl Checker<'_> {
                 }
             }
             if let (Some(cluster), Some(service)) = (cluster, &entry.model)
+                && service.host_port.is_some()
                 && service.replicas.min > cluster.nodes.max
             {
                 let span = entry

@@ -14,6 +14,10 @@ use crate::model::{self, App, Cluster, Replicas, Scale, Service, Source};
 use crate::spec::kick::{Budget, DeployPolicy};
 use crate::spec::quantity;
 
+/// Host names one listener rule matches, at most (ELB's "condition
+/// values per rule").
+pub const MAX_RULE_NAMES: usize = 5;
+
 impl Checker<'_> {
     pub(super) fn apps(
         &mut self,
@@ -119,19 +123,7 @@ impl Checker<'_> {
         });
 
         let source = self.source_of(raw, name, &place);
-        let command = raw
-            .command
-            .as_ref()
-            .map_or_else(Vec::new, |c| c.iter().map(|s| s.value.clone()).collect());
-        if let Some(first) = raw
-            .command
-            .as_ref()
-            .and_then(|c| c.iter().find(|s| s.value.is_empty()))
-        {
-            self.push(
-                Diagnostic::error("empty command argument").at(first.span.clone(), "empty string"),
-            );
-        }
+        let command = self.command(raw);
         let release = self.release(raw);
         let port = raw
             .port
@@ -151,7 +143,11 @@ impl Checker<'_> {
                     .help("add `port = <the port the container listens on>`"),
             );
         }
-        let public = self.public_names(raw, &place, &spanned.span);
+        let protocol = self.protocol(raw);
+        let public = self.public_names(raw, &place, &spanned.span, protocol);
+        let protocol = protocol.unwrap_or(model::Protocol::Http);
+        // Behind the load balancer nothing is published on the nodes.
+        let host_port = host_port.filter(|_| !self.behind_load_balancer_raw(raw));
         let cpu_millis = match &raw.cpu {
             None => Some(250),
             Some(cpu) => {
@@ -224,6 +220,7 @@ impl Checker<'_> {
             port,
             host_port,
             public: public?,
+            protocol,
             cpu_millis: cpu_millis?,
             memory_mib: memory_mib?,
             replicas: replicas?,
@@ -459,11 +456,105 @@ impl Checker<'_> {
         }
     }
 
+    /// `command`, whose words may not be empty.
+    fn command(&mut self, raw: &RawService) -> Vec<String> {
+        if let Some(first) = raw
+            .command
+            .as_ref()
+            .and_then(|c| c.iter().find(|s| s.value.is_empty()))
+        {
+            self.push(
+                Diagnostic::error("empty command argument").at(first.span.clone(), "empty string"),
+            );
+        }
+        raw.command
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.iter().map(|s| s.value.clone()).collect())
+    }
+
+    /// Whether the load balancer serves a service, as written.
+    pub(super) fn behind_load_balancer_raw(&self, raw: &RawService) -> bool {
+        !self.ingress_dns
+            && raw.protocol.as_ref().is_none_or(|p| p.value != "tcp")
+            && raw.public.as_ref().is_some_and(|p| !p.is_empty())
+    }
+
+    /// `protocol`: what the public names serve.
+    fn protocol(&mut self, raw: &RawService) -> Option<model::Protocol> {
+        if let Some(p) = &raw.protocol
+            && raw.public.is_none()
+        {
+            self.push(
+                Diagnostic::warning("`protocol` has no effect without `public` names")
+                    .at(p.span.clone(), "says what public names serve")
+                    .help("remove `protocol`, or add `public = [\"www\"]`"),
+            );
+        }
+        match &raw.protocol {
+            None => Some(model::Protocol::Http),
+            Some(p) if p.value == "http" => Some(model::Protocol::Http),
+            Some(p) if p.value == "tcp" => Some(model::Protocol::Tcp),
+            Some(p) => {
+                self.push(
+                    Diagnostic::error(format!("unknown protocol `{}`", p.value))
+                        .at(p.span.clone(), "expected \"http\" or \"tcp\"")
+                        .help("\"http\" is served over HTTPS by the load balancer; \"tcp\" at the nodes' addresses, on `host-port`"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A service the load balancer serves: it needs the container port
+    /// (the targets' port), a host port is not used, and a listener rule
+    /// matches at most [`MAX_RULE_NAMES`] names.
+    fn behind_load_balancer(
+        &mut self,
+        raw: &RawService,
+        place: &str,
+        table: &Range<usize>,
+        public: &[Spanned<String>],
+    ) {
+        let first = public.first().map_or(0..0, |n| n.span.clone());
+        if raw.port.is_none() && !self.rejected.contains(table, "port") {
+            self.push(
+                Diagnostic::error(format!("`public` needs a `port` in {place}"))
+                    .at(
+                        first.clone(),
+                        "the load balancer sends requests to which container port?",
+                    )
+                    .help("add `port = <the port the container listens on>`"),
+            );
+        }
+        if let Some(hp) = &raw.host_port {
+            self.push(
+                Diagnostic::warning("`host-port` is not used behind the load balancer")
+                    .at(hp.span.clone(), "no port is published on the nodes")
+                    .also(first, "served over HTTPS by the cluster's load balancer")
+                    .note("the load balancer reaches each replica at its own address, so several replicas may share a node")
+                    .help("remove `host-port`; or set `protocol = \"tcp\"` (or `ingress = \"dns\"` in [cluster]) to serve these names at the nodes"),
+            );
+        }
+        if let Some(extra) = public.get(MAX_RULE_NAMES) {
+            self.push(
+                Diagnostic::error(format!(
+                    "more than {MAX_RULE_NAMES} public names for one service behind the load balancer"
+                ))
+                .at(extra.span.clone(), format!("name {}", MAX_RULE_NAMES + 1))
+                .note(format!(
+                    "a load balancer rule matches at most {MAX_RULE_NAMES} host names (an ELB quota)"
+                ))
+                .help("split the names across services, or serve them with `ingress = \"dns\"`"),
+            );
+        }
+    }
+
     pub(super) fn public_names(
         &mut self,
         raw: &RawService,
         place: &str,
         table: &Range<usize>,
+        protocol: Option<model::Protocol>,
     ) -> Option<Vec<String>> {
         let Some(public) = &raw.public else {
             return Some(Vec::new());
@@ -494,18 +585,24 @@ impl Checker<'_> {
                 );
             }
         }
+        let at_nodes = self.ingress_dns || protocol == Some(model::Protocol::Tcp);
         if let Some(first) = public.first() {
-            if raw.host_port.is_none() && !self.rejected.contains(table, "host-port") {
+            if at_nodes && raw.host_port.is_none() && !self.rejected.contains(table, "host-port") {
                 self.push(
                     Diagnostic::error(format!("`public` needs a `host-port` in {place}"))
                         .at(
                             first.span.clone(),
-                            "public names point at the nodes, on which port?",
+                            "these public names point at the nodes, on which port?",
                         )
-                        .help(
-                            "add `host-port = 80` (or the port the load balancer or clients use)",
-                        ),
+                        .help(if self.ingress_dns {
+                            "add `host-port = 80` (or the port clients use), or serve HTTP through the load balancer: remove `ingress = \"dns\"` from [cluster]"
+                        } else {
+                            "add `host-port = <the port clients use>`: a `tcp` service is reached at the nodes"
+                        }),
                 );
+            }
+            if !at_nodes {
+                self.behind_load_balancer(raw, place, table, public);
             }
             if !self.public_domain_declared {
                 self.push(

@@ -10,7 +10,7 @@ use crate::config::names;
 use crate::config::raw::{RawCluster, RawConfig};
 use crate::config::spanned::Spanned;
 use crate::diagnostic::Diagnostic;
-use crate::model::{Cluster, aws};
+use crate::model::{Cluster, Ingress, aws};
 
 impl Checker<'_> {
     pub(super) fn cluster(&mut self, raw: &RawConfig) -> Option<Cluster> {
@@ -75,6 +75,7 @@ impl Checker<'_> {
             .and_then(|nodes| self.nodes(nodes));
         let control = self.control(rc.control.as_ref());
         let log_retention_days = self.log_retention(rc.logs.as_ref());
+        let ingress = self.ingress(rc, region.as_deref());
 
         Some(Cluster {
             name: name?,
@@ -82,6 +83,7 @@ impl Checker<'_> {
             availability_zones: zones?,
             vpc_cidr: vpc_cidr?,
             public_domain,
+            ingress: ingress?,
             private_domain: private_domain?,
             admin_cidrs: admin_cidrs?,
             ssh_keys: ssh_keys?,
@@ -121,6 +123,65 @@ impl Checker<'_> {
             );
         }
         name
+    }
+
+    /// `ingress` and `certificate-arn`: the load balancer (by default) with
+    /// the certificate named or the one apply requests, or DNS.
+    fn ingress(&mut self, rc: &RawCluster, region: Option<&str>) -> Option<Ingress> {
+        let dns = match &rc.ingress {
+            None => false,
+            Some(i) if i.value == "alb" => false,
+            Some(i) if i.value == "dns" => true,
+            Some(i) => {
+                self.push(
+                    Diagnostic::error(format!("unknown ingress `{}`", i.value))
+                        .at(i.span.clone(), "expected \"alb\" or \"dns\"")
+                        .help("\"alb\" serves public HTTP services over HTTPS through a load balancer; \"dns\" points public names at the nodes"),
+                );
+                return None;
+            }
+        };
+        let Some(arn) = &rc.certificate_arn else {
+            return Some(if dns {
+                Ingress::Dns
+            } else {
+                Ingress::LoadBalancer {
+                    certificate_arn: None,
+                }
+            });
+        };
+        if dns {
+            let ingress = rc.ingress.as_ref().map_or(0..0, |i| i.span.clone());
+            self.push(
+                Diagnostic::warning("`certificate-arn` has no effect with `ingress = \"dns\"`")
+                    .at(arn.span.clone(), "no load balancer serves it")
+                    .also(ingress, "public names point at the nodes")
+                    .help("remove `certificate-arn`, or use `ingress = \"alb\"`"),
+            );
+            return Some(Ingress::Dns);
+        }
+        let checked = names::certificate_arn(&arn.value).and_then(|in_region| match region {
+            Some(region) if region != in_region => Err(format!(
+                "this certificate is in {in_region}; the load balancer in {region} can serve only a certificate of its own region"
+            )),
+            _ => Ok(()),
+        });
+        match checked {
+            Ok(()) => Some(Ingress::LoadBalancer {
+                certificate_arn: Some(arn.value.clone()),
+            }),
+            Err(reason) => {
+                self.push(
+                    Diagnostic::error(format!(
+                        "`{}` is not an ACM certificate the cluster can use",
+                        arn.value
+                    ))
+                    .at(arn.span.clone(), reason)
+                    .help("request or import the certificate in ACM in the cluster's region and name its ARN, or leave `certificate-arn` out: `huxley apply` then requests one for the public names"),
+                );
+                None
+            }
+        }
     }
 
     /// The public domain, and the private one (by default `<name>.cluster`),

@@ -45,6 +45,11 @@ pub fn validate(source: &str, raw: &RawConfig, rejected: &Rejected) -> Validated
         public_domain_declared: raw.cluster.as_ref().is_some_and(|c| {
             c.value.public_domain.is_some() || rejected.contains(&c.span, "public-domain")
         }),
+        ingress_dns: raw
+            .cluster
+            .as_ref()
+            .and_then(|c| c.value.ingress.as_ref())
+            .is_some_and(|i| i.value == "dns"),
         cluster_name: raw
             .cluster
             .as_ref()
@@ -75,6 +80,9 @@ struct Checker<'a> {
     rejected: &'a Rejected,
     /// Whether `[cluster]` names a public zone, valid or not.
     public_domain_declared: bool,
+    /// Whether `[cluster]` says `ingress = "dns"`: public names at the
+    /// nodes, on host ports, with no load balancer.
+    ingress_dns: bool,
     /// The cluster's name as written, for examples in hints.
     cluster_name: String,
     diagnostics: Vec<Diagnostic>,
