@@ -11,6 +11,7 @@
 //! again: a re-run after an interruption picks up where the last one
 //! stopped.
 
+mod certificate;
 mod host_key;
 pub mod progress;
 
@@ -124,6 +125,10 @@ pub async fn prepare(config: &Config, aws: &Aws, options: PlanOptions) -> Result
     if let Some(zone) = &read.public_zone_id {
         parameters.insert(ids::PUBLIC_ZONE_PARAMETER.to_owned(), zone.clone());
     }
+    let (certificate, arn) = certificate::plan(config, aws).await?;
+    if let Some(arn) = arn {
+        parameters.insert(ids::CERTIFICATE_PARAMETER.to_owned(), arn);
+    }
 
     let mut files = BTreeMap::new();
     let mut template_body = String::new();
@@ -148,13 +153,40 @@ pub async fn prepare(config: &Config, aws: &Aws, options: PlanOptions) -> Result
     };
     missing_secrets(config, aws).await?;
     let mut plan = diff::plan(&target, desired, &read.live);
+    plan.certificate = certificate;
     plan.notes.extend(notes);
+    if let Some(change) = plan
+        .resources
+        .iter()
+        .find(|r| r.logical_id == ids::LOAD_BALANCER)
+    {
+        plan.notes.push(load_balancer_cost(change.action));
+    }
     let existing = aws
         .parameter_names(&crate::spec::names::tokens_path(&config.cluster.name))
         .await?;
     plan.tokens =
         crate::plan::token_changes(&crate::plan::desired::token_parameters(config), &existing);
     Ok(plan)
+}
+
+/// An Application Load Balancer's hourly price and an LCU's, in USD, on
+/// demand in us-east-1 (AWS's list prices; other regions differ a little).
+pub const LOAD_BALANCER_HOURLY: f64 = 0.0225;
+pub const LCU_HOURLY: f64 = 0.008;
+
+/// What adding or removing the load balancer costs a month, for the plan.
+fn load_balancer_cost(action: crate::plan::Action) -> String {
+    let base = LOAD_BALANCER_HOURLY * 730.0;
+    let lcu = LCU_HOURLY * 730.0;
+    match action {
+        crate::plan::Action::Remove => format!(
+            "the load balancer goes: about ${base:.2} a month less, and its LCUs (us-east-1 prices)"
+        ),
+        _ => format!(
+            "the load balancer costs about ${base:.2} a month (730 hours at ${LOAD_BALANCER_HOURLY}, us-east-1), plus ${lcu:.2} a month for each LCU of traffic it serves on average"
+        ),
+    }
 }
 
 /// Refuses a config whose secrets name SSM parameters that do not exist:
@@ -252,6 +284,8 @@ pub async fn apply(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<Su
 
     // Tokens first: the kick server reads them when its node boots.
     let added = create_tokens(aws, plan, progress).await?;
+    // The certificate issued before the stack that serves it changes.
+    let plan = &certificate::ensure(aws, plan, progress).await?;
     if plan.stack_action == StackAction::Recreate {
         progress.line(&format!("deleting the failed stack {stack} first"));
         if let Some(left) = delete_stack(aws, stack, progress).await? {
@@ -267,15 +301,23 @@ pub async fn apply(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<Su
     // On an update, the new artifacts are in the bucket before the stack
     // changes, so new nodes boot with them. A recreated stack is gone by
     // now, and so is its bucket.
-    let live_bucket = live
+    let mut live_bucket = live
         .filter(|_| plan.stack_action != StackAction::Recreate)
         .and_then(|s| s.bucket(&plan.cluster));
+    let mut create = matches!(
+        plan.stack_action,
+        StackAction::Create | StackAction::Recreate
+    );
+    if create && plan.desired.template_body.len() > MAX_INLINE_TEMPLATE {
+        live_bucket = Some(create_bucket_first(aws, plan, progress).await?);
+        create = false;
+    }
     if let Some(bucket) = &live_bucket {
         summary.uploaded += upload(aws, bucket, plan, progress).await?;
     }
 
     if plan.stack_action != StackAction::None {
-        summary.stack = change_stack(aws, plan, live_bucket.as_deref(), progress).await?;
+        summary.stack = change_stack(aws, plan, live_bucket.as_deref(), create, progress).await?;
     }
 
     if live_bucket.is_none() {
@@ -293,6 +335,7 @@ pub async fn apply(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<Su
     }
 
     summary.records = update_records(aws, plan, progress).await?;
+    summary.certificates = certificate::retire(aws, plan, progress).await?;
     let removed = remove_tokens(aws, plan, progress).await?;
     summary.tokens = added + removed;
     Ok(summary)
@@ -381,6 +424,48 @@ async fn create_tokens(
     Ok(added.len())
 }
 
+/// A new stack whose template is over CloudFormation's inline limit is
+/// created in two steps: first with only its artifact bucket (which then
+/// carries the template, and the artifacts, so no node boots without
+/// them), then updated to the whole template. The bucket's name.
+async fn create_bucket_first(
+    aws: &Aws,
+    plan: &Plan,
+    progress: &mut Progress,
+) -> Result<String, ApplyError> {
+    let full: serde_json::Value = serde_json::from_str(&plan.desired.template_body)
+        .map_err(|e| ApplyError::Refused(format!("the template does not parse: {e}")))?;
+    let resources: serde_json::Map<String, serde_json::Value> =
+        [ids::ARTIFACT_BUCKET, "ArtifactBucketPolicy"]
+            .iter()
+            .filter_map(|id| Some(((*id).to_owned(), full["Resources"].get(*id)?.clone())))
+            .collect();
+    let first = serde_json::json!({
+        "AWSTemplateFormatVersion": full["AWSTemplateFormatVersion"],
+        "Description": full["Description"],
+        "Metadata": full["Metadata"],
+        "Resources": resources,
+        "Outputs": { "ArtifactBucketName": full["Outputs"]["ArtifactBucketName"] },
+    });
+    let mut bootstrap = plan.clone();
+    bootstrap.desired.template_body = crate::compile::cloudformation::to_json(&first);
+    bootstrap.desired.parameters = BTreeMap::new();
+    progress.line(&format!(
+        "the template is {} bytes, over CloudFormation's {MAX_INLINE_TEMPLATE} for inline templates: creating the stack with its artifact bucket first, to carry it",
+        plan.desired.template_body.len()
+    ));
+    change_stack(aws, &bootstrap, None, true, progress).await?;
+    aws.describe_stack(&plan.stack)
+        .await?
+        .and_then(|s| s.bucket(&plan.cluster))
+        .ok_or_else(|| {
+            ApplyError::Refused(format!(
+                "the stack {} has no artifact bucket after its first step",
+                plan.stack
+            ))
+        })
+}
+
 /// Creates and executes the stack's change set and waits for it; the
 /// stack's status after, or none when CloudFormation found nothing to
 /// change.
@@ -388,13 +473,10 @@ async fn change_stack(
     aws: &Aws,
     plan: &Plan,
     live_bucket: Option<&str>,
+    create: bool,
     progress: &mut Progress,
 ) -> Result<Option<String>, ApplyError> {
     let stack = plan.stack.as_str();
-    let create = matches!(
-        plan.stack_action,
-        StackAction::Create | StackAction::Recreate
-    );
     let template = template_source(aws, live_bucket, &plan.desired.template_body).await?;
     // Unique even for two applies in the same second (the emulator
     // finds change sets by name alone).
@@ -513,6 +595,8 @@ pub struct Summary {
     pub uploaded: usize,
     pub records: usize,
     pub tokens: usize,
+    /// Old certificates deleted.
+    pub certificates: usize,
 }
 
 /// Refuses a plan whose live state has moved; returns the live stack
@@ -661,19 +745,19 @@ async fn template_source(
     }
     let Some(bucket) = bucket else {
         return Err(ApplyError::Refused(format!(
-            "the template is {} bytes, over CloudFormation's {MAX_INLINE_TEMPLATE} for inline templates, and the bucket that would carry it does not exist yet; create the cluster with fewer public host-ports, admin CIDRs or secrets first",
+            "the template is {} bytes, over CloudFormation's {MAX_INLINE_TEMPLATE} for inline templates, and the bucket that would carry it does not exist",
             body.len()
         )));
     };
     let key = keys::template(&sha256(body));
     aws.put_object(bucket, &key, body.as_bytes().to_vec(), "application/json")
         .await?;
-    let url = if aws.endpoint().starts_with("http") {
-        format!("{}/{bucket}/{key}", aws.endpoint().trim_end_matches('/'))
-    } else {
-        format!("https://{bucket}.s3.{}.amazonaws.com/{key}", aws.region())
-    };
-    Ok(TemplateSource::Url(url))
+    // CloudFormation reads it from S3 itself, by S3's own address (the
+    // emulator reads the bucket from that address too).
+    Ok(TemplateSource::Url(format!(
+        "https://{bucket}.s3.{}.amazonaws.com/{key}",
+        aws.region()
+    )))
 }
 
 /// Polls the stack until it leaves every `_IN_PROGRESS` state, showing its
@@ -779,19 +863,21 @@ pub struct Destroyed {
     pub images: usize,
     pub records: usize,
     pub bucket: Option<String>,
+    /// The load balancer's certificates deleted.
+    pub certificates: usize,
 }
 
 /// Removes the cluster: empties the bucket, deletes the ownership records,
 /// deletes the stack and waits for it to go.
-/// Deletes record sets in batches within Route53's limits.
-async fn remove_records(
+/// Changes record sets in batches within Route53's limits.
+async fn write_records(
     aws: &Aws,
     zone: &str,
     changes: &[crate::aws::RecordChange],
 ) -> Result<(), ApplyError> {
     let sizes = crate::aws::batch_sizes(changes.iter().map(|c| {
         (
-            c.values.len(),
+            c.values.len().max(1),
             c.values.iter().map(String::len).sum(),
             false,
         )
@@ -804,7 +890,7 @@ async fn remove_records(
             crate::aws::ChangeError::Other(err) => ApplyError::from(err),
             crate::aws::ChangeError::Rejected(why) | crate::aws::ChangeError::Busy(why) => {
                 ApplyError::Failed {
-                    cause: format!("Route53 refused to delete the cluster's records: {why}"),
+                    cause: format!("Route53 refused to change the cluster's records: {why}"),
                     state: "the stack is still there; run `huxley destroy` again".into(),
                 }
             }
@@ -854,8 +940,11 @@ pub async fn destroy(
     // user's zone with their ownership records, and everything in its own
     // zone (which CloudFormation cannot delete while it holds records).
     let mut zones = Vec::new();
+    let mut public_zone = None;
     if let Some(domain) = &config.cluster.public_domain {
-        zones.push((aws.public_zone_id(domain).await?, false));
+        let id = aws.public_zone_id(domain).await?;
+        public_zone = Some(id.clone());
+        zones.push((id, false));
     }
     if let Some(private) = aws
         .stack_resource(&stack, crate::spec::names::ids::PRIVATE_ZONE)
@@ -869,7 +958,7 @@ pub async fn destroy(
             &config.cluster.name,
             whole,
         );
-        remove_records(aws, &zone, &changes).await?;
+        write_records(aws, &zone, &changes).await?;
         destroyed.records += changes.len();
     }
     progress.line(&format!("deleting stack {stack}"));
@@ -882,6 +971,9 @@ pub async fn destroy(
             state: after.status,
         });
     }
+    // The certificates once no load balancer uses them.
+    destroyed.certificates =
+        certificate::destroy(aws, config, public_zone.as_deref(), progress).await?;
     // The tokens go last: a stack that failed to delete keeps working.
     let tokens = aws
         .parameter_names(&crate::spec::names::tokens_path(&config.cluster.name))

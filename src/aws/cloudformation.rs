@@ -314,6 +314,15 @@ impl Aws {
         stack: &str,
         logical_id: &str,
     ) -> Result<Option<String>, AwsError> {
+        Ok(self.stack_resources(stack).await?.remove(logical_id))
+    }
+
+    /// Every resource of a stack: logical id → physical id.
+    pub async fn stack_resources(
+        &self,
+        stack: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, AwsError> {
+        let mut found = std::collections::BTreeMap::new();
         let mut token: Option<String> = None;
         loop {
             self.count();
@@ -325,16 +334,15 @@ impl Aws {
                 .send()
                 .await
                 .map_err(|e| self.err("cloudformation:ListStackResources", e))?;
-            if let Some(found) = page
-                .stack_resource_summaries()
-                .iter()
-                .find(|r| r.logical_resource_id() == Some(logical_id))
-            {
-                return Ok(found.physical_resource_id().map(str::to_owned));
-            }
+            found.extend(page.stack_resource_summaries().iter().filter_map(|r| {
+                Some((
+                    r.logical_resource_id()?.to_owned(),
+                    r.physical_resource_id()?.to_owned(),
+                ))
+            }));
             match page.next_token() {
                 Some(next) => token = Some(next.to_owned()),
-                None => return Ok(None),
+                None => return Ok(found),
             }
         }
     }

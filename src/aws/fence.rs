@@ -161,6 +161,7 @@ impl Aws {
             cfn: fenced!(aws_sdk_cloudformation, self.cfn),
             route53: fenced!(aws_sdk_route53, self.route53),
             ec2: fenced!(aws_sdk_ec2, self.ec2),
+            elb: fenced!(aws_sdk_elasticloadbalancingv2, self.elb),
             ecr: fenced!(aws_sdk_ecr, self.ecr),
             s3: fenced!(aws_sdk_s3, self.s3),
             ssm: fenced!(aws_sdk_ssm, self.ssm),

@@ -133,6 +133,7 @@ pub fn to_remove(
             kind: r.kind.clone(),
             ttl: r.ttl.unwrap_or(300),
             values: r.values.clone(),
+            alias: r.alias.clone(),
         })
         .collect()
 }
@@ -186,6 +187,7 @@ mod removal_tests {
             kind: kind.into(),
             ttl: Some(60),
             values: vec![value.into()],
+            alias: None,
         }
     }
 

@@ -7,8 +7,10 @@
 //! went wrong in the user's terms: no or expired credentials, access denied
 //! (naming the action), an unreachable endpoint, a missing zone.
 
+pub mod acm;
 mod cloudformation;
 mod ec2;
+pub mod elb;
 mod error;
 pub mod fence;
 pub mod identity;
@@ -41,7 +43,7 @@ pub use fence::Deadline;
 pub use images::Repository;
 pub use lease::{LeaseRecord, LeaseWrite};
 pub use live::{LiveRead, Query, read_live};
-pub use route53::{ChangeError, RecordChange, RecordSet, batch_sizes};
+pub use route53::{Alias, ChangeError, RecordChange, RecordSet, batch_sizes};
 pub use scaling::NodeGroup;
 
 /// Flatcar's publisher account, whose images `flatcar-*` resolves to.
@@ -142,10 +144,12 @@ pub struct Connect {
 /// Clients for the services Huxley uses, and a count of the calls made.
 #[derive(Debug, Clone)]
 pub struct Aws {
+    pub(crate) acm: aws_sdk_acm::Client,
     pub(crate) autoscaling: aws_sdk_autoscaling::Client,
     pub(crate) cfn: aws_sdk_cloudformation::Client,
     pub(crate) route53: aws_sdk_route53::Client,
     pub(crate) ec2: aws_sdk_ec2::Client,
+    pub(crate) elb: aws_sdk_elasticloadbalancingv2::Client,
     pub(crate) ecr: aws_sdk_ecr::Client,
     pub(crate) s3: aws_sdk_s3::Client,
     pub(crate) ssm: aws_sdk_ssm::Client,
@@ -246,10 +250,12 @@ impl Aws {
             .force_path_style(sdk.endpoint_url().is_some())
             .build();
         Self {
+            acm: client!(aws_sdk_acm, control),
             autoscaling: client!(aws_sdk_autoscaling, control),
             cfn: client!(aws_sdk_cloudformation, control),
             route53: client!(aws_sdk_route53, control),
             ec2: client!(aws_sdk_ec2, control),
+            elb: client!(aws_sdk_elasticloadbalancingv2, control),
             ecr: client!(aws_sdk_ecr, control),
             s3: aws_sdk_s3::Client::from_conf(s3_config),
             ssm: client!(aws_sdk_ssm, control),

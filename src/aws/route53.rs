@@ -1,7 +1,7 @@
 //! Route53: zones and record sets, changed in batches within its limits.
 
 use aws_sdk_route53::types::{
-    Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+    AliasTarget, Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
 };
 
 use super::{Aws, AwsError};
@@ -13,6 +13,17 @@ pub struct RecordSet {
     pub kind: String,
     pub ttl: Option<i64>,
     pub values: Vec<String>,
+    /// An alias record set's target (it has no values then).
+    pub alias: Option<Alias>,
+}
+
+/// Where an alias record set points: a load balancer's DNS name in its
+/// canonical zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alias {
+    pub zone_id: String,
+    /// Without the trailing dot.
+    pub dns_name: String,
 }
 
 /// Route53 accepts at most 1,000 records and 32,000 characters of values
@@ -31,6 +42,8 @@ pub struct RecordChange {
     pub kind: String,
     pub ttl: i64,
     pub values: Vec<String>,
+    /// An alias instead of values (`ttl` is then not sent).
+    pub alias: Option<Alias>,
 }
 
 /// Why a change batch did not commit.
@@ -91,6 +104,10 @@ impl Aws {
                         .iter()
                         .map(|r| r.value().to_owned())
                         .collect(),
+                    alias: set.alias_target().map(|a| Alias {
+                        zone_id: a.hosted_zone_id().to_owned(),
+                        dns_name: a.dns_name().trim_end_matches('.').to_owned(),
+                    }),
                 });
             }
             match (
@@ -176,8 +193,18 @@ impl Aws {
         for change in changes {
             let mut set = ResourceRecordSet::builder()
                 .name(&change.name)
-                .r#type(RrType::from(change.kind.as_str()))
-                .ttl(change.ttl);
+                .r#type(RrType::from(change.kind.as_str()));
+            set = match &change.alias {
+                Some(alias) => set.alias_target(
+                    AliasTarget::builder()
+                        .hosted_zone_id(&alias.zone_id)
+                        .dns_name(&alias.dns_name)
+                        .evaluate_target_health(false)
+                        .build()
+                        .map_err(|e| ChangeError::Other(build_error(e)))?,
+                ),
+                None => set.ttl(change.ttl),
+            };
             for value in &change.values {
                 set = set.resource_records(
                     ResourceRecord::builder()

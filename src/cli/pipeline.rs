@@ -333,6 +333,12 @@ pub(super) async fn apply(
             if summary.tokens > 0 {
                 println!("Kick tokens: {} created or removed in SSM.", summary.tokens);
             }
+            if summary.certificates > 0 {
+                println!(
+                    "Certificates: {} no longer used, deleted from ACM.",
+                    summary.certificates
+                );
+            }
             Ok(exit::OK)
         }
         Err(err) => Err(Error::Invalid(err.to_string())),
@@ -410,11 +416,11 @@ pub(super) async fn destroy(path: &Path, args: &AwsArgs, run: RunArgs, color: Co
                 d.bucket.as_deref().unwrap_or("no bucket"),
                 plural(d.objects, "object version"),
                 plural(d.records, "DNS record"),
-                if d.images == 0 {
-                    String::new()
-                } else {
-                    format!(", deleted {}", plural(d.images, "image"))
-                }
+                [(d.images, "image"), (d.certificates, "certificate")]
+                    .iter()
+                    .filter(|(n, _)| *n > 0)
+                    .map(|(n, what)| format!(", deleted {}", plural(*n, what)))
+                    .collect::<String>()
             );
             Ok(exit::OK)
         }

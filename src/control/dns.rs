@@ -428,6 +428,7 @@ mod tests {
             kind: "A".into(),
             ttl: 60,
             values: vec![ip.into()],
+            alias: None,
         }
     }
 

@@ -46,6 +46,8 @@ pub struct Leading {
     /// The registry deployed images must come from (`None`: any host
     /// name, for a server run by hand).
     pub registry: Option<String>,
+    /// The load balancer whose targets it registers.
+    pub balancer: Option<crate::control::controllers::targets::Balancer>,
 }
 
 /// Builds the server's state from Route53 and EC2, and reconciles both
@@ -95,6 +97,7 @@ pub async fn start_leading(
             name: record.name,
             kind: record.kind,
             values: record.values,
+            alias: record.alias,
         };
         if change.name.starts_with(REPLICAS_PREFIX) && change.kind == "TXT" {
             replicas.push(change.clone());
@@ -180,6 +183,8 @@ pub async fn start_leading(
         history_writes: tokio::sync::Mutex::new(()),
         runs: Mutex::new(Default::default()),
         ran: tokio::sync::watch::channel(0).0,
+        balancer: leading.balancer,
+        targets: Default::default(),
         network: Network {
             range,
             route_table: leading.route_table,
@@ -189,13 +194,20 @@ pub async fn start_leading(
     // The releases to run, before anything is placed.
     crate::control::controllers::deploy::restore(&kick).await;
     crate::control::controllers::assign::replace(&kick).await;
-    let mut tasks = crate::control::controllers::health::spawn(Arc::clone(&kick));
-    tasks.push(crate::control::controllers::assign::spawn(Arc::clone(
-        &kick,
-    )));
-    tasks.push(crate::control::controllers::runs::spawn(Arc::clone(&kick)));
-    kick.keep(tasks);
+    spawn_loops(&kick);
     Ok(kick)
+}
+
+/// Starts the leader's loops, kept with it: health checks, placement,
+/// runs, the load balancer's targets.
+fn spawn_loops(kick: &Arc<Kick>) {
+    let mut tasks = crate::control::controllers::health::spawn(Arc::clone(kick));
+    tasks.push(crate::control::controllers::assign::spawn(Arc::clone(kick)));
+    tasks.push(crate::control::controllers::runs::spawn(Arc::clone(kick)));
+    tasks.push(crate::control::controllers::targets::spawn(Arc::clone(
+        kick,
+    )));
+    kick.keep(tasks);
 }
 
 /// The registry as the replicas records and DNS answers describe it, and

@@ -125,6 +125,7 @@ pub fn plan(target: &Target, desired: Desired, live: &Live) -> Plan {
         artifacts,
         records,
         tokens: Vec::new(),
+        certificate: None,
         drift,
         notes,
         base,

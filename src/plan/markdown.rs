@@ -127,6 +127,16 @@ fn fit(mut out: String) -> String {
 
 /// DNS records, tokens, drift and notes: short lists.
 fn lists(plan: &Plan, out: &mut String) {
+    if let Some(certificate) = &plan.certificate {
+        let lines = certificate.lines();
+        if !lines.is_empty() {
+            let _ = writeln!(out, "#### Load balancer certificate\n");
+            for line in lines {
+                let _ = writeln!(out, "- {}", text(&line));
+            }
+            out.push('\n');
+        }
+    }
     if !plan.records.is_empty() {
         let _ = writeln!(out, "#### DNS ownership records (public zone)\n");
         for r in &plan.records {
@@ -364,6 +374,7 @@ mod tests {
             }],
             records: Vec::new(),
             tokens: Vec::new(),
+            certificate: None,
             drift: vec!["the record <www> was | edited".into()],
             notes: Vec::new(),
             base: crate::plan::Base::default(),

@@ -52,6 +52,10 @@ pub struct Plan {
     /// removed when their service is.
     #[serde(default)]
     pub tokens: Vec<TokenChange>,
+    /// The load balancer's certificate, when public services are behind
+    /// one (or the cluster's old certificates, to delete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificatePlan>,
     /// What changed outside Huxley: the stack's drift, hand-edited records.
     pub drift: Vec<String>,
     /// Consequences worth knowing, such as nodes being replaced.
@@ -69,7 +73,79 @@ impl Plan {
             || !self.artifacts.is_empty()
             || !self.records.is_empty()
             || !self.tokens.is_empty()
+            || self
+                .certificate
+                .as_ref()
+                .is_some_and(CertificatePlan::has_changes)
     }
+}
+
+/// The value a plan shows for what only `apply` can know (Terraform's
+/// words).
+pub const KNOWN_AFTER_APPLY: &str = "(known after apply)";
+
+/// What happens to the load balancer's certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CertificatePlan {
+    /// The names it must cover; empty when no load balancer is left.
+    pub names: Vec<String>,
+    pub action: CertificateAction,
+    /// The certificate's ARN, when it exists already.
+    pub arn: Option<String>,
+    /// ACM's status of it: `ISSUED`, `PENDING_VALIDATION`.
+    pub status: Option<String>,
+    /// The cluster's certificates no longer wanted: deleted, with their
+    /// validation records, once the stack no longer uses them.
+    pub retire: Vec<String>,
+}
+
+impl CertificatePlan {
+    pub fn has_changes(&self) -> bool {
+        self.action == CertificateAction::Request
+            || self.status.as_deref().is_some_and(|s| s != "ISSUED")
+            || !self.retire.is_empty()
+    }
+}
+
+impl CertificatePlan {
+    /// What apply does for the certificate, a line each, for people.
+    pub fn lines(&self) -> Vec<String> {
+        let names = self.names.join(", ");
+        let arn = self.arn.as_deref().unwrap_or(KNOWN_AFTER_APPLY);
+        let mut lines = match self.action {
+            CertificateAction::Request => vec![format!(
+                "+ request an ACM certificate for {names}, validated by DNS in the public zone (apply waits until it is issued)"
+            )],
+            CertificateAction::Keep if self.status.as_deref() == Some("ISSUED") => {
+                vec![format!("  keep {arn} ({names})")]
+            }
+            CertificateAction::Keep => vec![format!(
+                "~ validate {arn} ({names}): it is {}; apply writes its validation records and waits until it is issued",
+                self.status.as_deref().unwrap_or("not issued")
+            )],
+            CertificateAction::Given => vec![format!("  serve {arn}, named in huxley.toml")],
+            CertificateAction::None => Vec::new(),
+        };
+        lines.extend(self.retire.iter().map(|arn| {
+            format!("- delete {arn} and its validation records, once the load balancer no longer uses it")
+        }));
+        lines
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CertificateAction {
+    /// A new certificate is requested from ACM and validated by DNS in
+    /// the public zone before the stack changes.
+    Request,
+    /// The cluster's certificate for these names serves on (validated
+    /// first, if it is still pending).
+    Keep,
+    /// The certificate named by `certificate-arn` in huxley.toml.
+    Given,
+    /// No service is behind a load balancer.
+    None,
 }
 
 /// A token parameter created or removed: its name, never its value.

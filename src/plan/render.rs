@@ -98,6 +98,15 @@ pub fn render(plan: &Plan, style: Style) -> String {
             );
         }
     }
+    if let Some(certificate) = &plan.certificate {
+        let lines = certificate.lines();
+        if !lines.is_empty() {
+            let _ = writeln!(out, "\n{}", style.bold("Load balancer certificate:"));
+            for line in lines {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+    }
     if !plan.artifacts.is_empty() {
         let _ = writeln!(out, "\n{}", style.bold("Artifacts:"));
         for artifact in &plan.artifacts {

@@ -104,6 +104,11 @@ pub struct InstanceDescription {
     pub version: Option<String>,
     pub health: Status,
     pub last_check_output: String,
+    /// What the load balancer says of it (`healthy`, `initial`,
+    /// `unhealthy (Target.Timeout)`, `draining`, `not registered`), for
+    /// a service behind one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<String>,
 }
 
 /// A node's capacity: what its replicas request against what it offers.

@@ -129,7 +129,7 @@ fn render_service(
             std::net::IpAddr::V4(a) => format!("{a}:{}", instance.port),
             std::net::IpAddr::V6(a) => format!("[{a}]:{}", instance.port),
         };
-        let _ = writeln!(
+        let _ = write!(
             out,
             "    {:<20} {:<22} {health:<9} {:<14} {}",
             instance.node,
@@ -140,6 +140,15 @@ fn render_service(
                 .as_deref()
                 .map_or("-", crate::spec::release::short)
         );
+        match &instance.load_balancer {
+            Some(target) if target == "healthy" => {
+                let _ = writeln!(out, "  load balancer: {}", style.green(target));
+            }
+            Some(target) => {
+                let _ = writeln!(out, "  load balancer: {}", style.yellow(target));
+            }
+            None => out.push('\n'),
+        }
     }
 }
 

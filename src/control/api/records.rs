@@ -152,6 +152,7 @@ pub async fn put_record(
         kind: request.kind.clone(),
         ttl: request.ttl.unwrap_or(60),
         values: request.values.clone(),
+        alias: None,
     };
     match kick.writer.submit(&zone, change).await {
         Ok(()) => (

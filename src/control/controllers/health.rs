@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::aws::RecordChange;
+use crate::aws::{Alias, RecordChange};
 use crate::control::registry::DEREGISTER_AFTER;
 use crate::control::registry::replicas_name;
 use crate::control::state::{Kick, REAP_EVERY, own};
@@ -207,7 +207,7 @@ fn change_towards(
     values: Vec<String>,
 ) -> Option<RecordChange> {
     match (current, values.is_empty()) {
-        (Some(old), _) if old.values == values => None,
+        (Some(old), _) if old.values == values && old.alias.is_none() => None,
         (None, true) => None,
         // Route53 deletes only the exact record set: send the last one.
         (Some(old), true) => Some(RecordChange {
@@ -220,8 +220,25 @@ fn change_towards(
             kind: kind.to_owned(),
             ttl,
             values,
+            alias: None,
         }),
     }
+}
+
+/// The change that makes `name`'s A record an alias of `alias`; `None`
+/// when it is already.
+fn alias_towards(current: Option<RecordChange>, name: &str, alias: &Alias) -> Option<RecordChange> {
+    if current.as_ref().and_then(|c| c.alias.as_ref()) == Some(alias) {
+        return None;
+    }
+    Some(RecordChange {
+        upsert: true,
+        name: name.to_owned(),
+        kind: "A".to_owned(),
+        ttl: 60,
+        values: Vec::new(),
+        alias: Some(alias.clone()),
+    })
 }
 
 /// Rewrites a service's replicas record (its instances, in the private
@@ -261,12 +278,30 @@ pub async fn drain_out_of_dns(
     leaving: impl Fn(&crate::control::registry::Instance) -> bool,
     drain: Duration,
 ) {
+    // Make before break at the load balancer: the replacements take
+    // requests before the leaving replicas stop taking them.
+    let timeout = kick
+        .config
+        .apps
+        .get(&key.0)
+        .and_then(|a| a.services.get(&key.1))
+        .map_or(crate::spec::kick::DEFAULT_DEPLOY_TIMEOUT, |s| {
+            s.deploy.timeout
+        });
+    if !crate::control::controllers::targets::wait_for_replacements(kick, key, &leaving, timeout)
+        .await
+    {
+        eprintln!(
+            "kick: {}.{}: the load balancer does not report every replacement healthy after {timeout:?}; the leaving replicas leave anyway",
+            key.0, key.1
+        );
+    }
     let marked = kick
         .registry
         .lock()
         .expect("registry")
         .service_mut(&key.0, &key.1)
-        .map_or(0, |s| s.set_draining(leaving, true));
+        .map_or(0, |s| s.set_draining(&leaving, true));
     if marked == 0 {
         return;
     }
@@ -309,7 +344,15 @@ pub async fn drain_out_of_dns(
 /// check, whatever its health does. The records' TTL is the service's
 /// drain.
 pub async fn sync_dns(kick: &Kick, app: &str, service: &str) -> Result<Vec<String>, String> {
-    let (ticket, synced) = write_dns(kick, app, service).await;
+    let (ticket, written) = write_dns(kick, app, service).await;
+    // The load balancer's targets follow the same health (a failure is
+    // tried again with the names, at the service's next check).
+    let synced = match crate::control::controllers::targets::sync(kick, app, service).await {
+        Ok(()) => written,
+        Err(err) => Err(written
+            .err()
+            .map_or(err.clone(), |dns| format!("{dns}; {err}"))),
+    };
     let key = (app.to_owned(), service.to_owned());
     let mut behind = kick.dns_behind.lock().expect("dns_behind");
     if synced.is_ok() {
@@ -361,6 +404,19 @@ async fn write_dns(kick: &Kick, app: &str, service: &str) -> (u64, Result<Vec<St
         addresses.dedup();
         addresses
     };
+    // Behind the load balancer the public names are aliases of it.
+    let alias = kick.balancer.as_ref().and_then(|b| {
+        b.groups
+            .contains_key(&(app.to_owned(), service.to_owned()))
+            .then(|| b.alias.clone())
+    });
+    let (aliased, public) = match alias {
+        Some(alias) => (
+            public.into_iter().map(|n| (n, alias.clone())).collect(),
+            Vec::new(),
+        ),
+        None => (Vec::new(), public),
+    };
     let names = private.into_iter().chain(
         public
             .into_iter()
@@ -368,6 +424,36 @@ async fn write_dns(kick: &Kick, app: &str, service: &str) -> (u64, Result<Vec<St
     );
     let mut sent = Vec::new();
     let mut failed = Vec::new();
+    for (name, alias) in aliased {
+        let Some(zone) = kick.zones.of(&name).map(|z| z.id.clone()) else {
+            continue;
+        };
+        if kick.foreign.lock().expect("foreign").contains(&name) {
+            continue;
+        }
+        let changes = [
+            alias_towards(kick.writer.published(&name, "A"), &name, &alias),
+            // No AAAA: the load balancer answers on IPv4.
+            change_towards(
+                kick.writer.published(&name, "AAAA"),
+                &name,
+                "AAAA",
+                ttl,
+                Vec::new(),
+            ),
+        ];
+        for change in changes.into_iter().flatten() {
+            if let Err(err) = own(kick, &zone, &name).await {
+                failed.push(format!("{name}: {err}"));
+                continue;
+            }
+            match kick.writer.submit_tracked(&zone, change, ticket).await {
+                Ok(Some(id)) => sent.push(id),
+                Ok(None) => {}
+                Err(err) => failed.push(format!("{name}: {err}")),
+            }
+        }
+    }
     for (name, addresses) in names {
         let Some(zone) = kick.zones.of(&name).map(|z| z.id.clone()) else {
             continue;

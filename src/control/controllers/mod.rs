@@ -9,3 +9,4 @@ pub mod publish;
 pub mod release;
 pub mod runs;
 pub mod scale;
+pub mod targets;

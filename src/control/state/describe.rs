@@ -91,6 +91,7 @@ pub fn service_description(
             version: i.version.clone(),
             health: i.health.status,
             last_check_output: i.health.last_output.clone(),
+            load_balancer: None,
         })
         .collect();
     let (placed, unplaced) = placement_of(assignments, state, app, name);
@@ -155,6 +156,15 @@ pub fn describe(kick: &Kick) -> ClusterDescription {
                         node.memory_requested_mib += state.config.memory_mib;
                     }
                     let mut description = service_description(state, &assignments, app, name);
+                    let key = (app.clone(), name.clone());
+                    for instance in &mut description.instances {
+                        instance.load_balancer = crate::control::state::targets::health_of(
+                            kick,
+                            &key,
+                            instance.address,
+                            instance.port,
+                        );
+                    }
                     description.release =
                         releases.get_mut(app).and_then(|r| r.services.remove(name));
                     description.runs = runs

@@ -7,6 +7,7 @@ pub mod deploys;
 pub mod describe;
 pub mod runs;
 pub mod scaling;
+pub mod targets;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicU64;
@@ -131,6 +132,11 @@ pub struct Kick {
     pub runs: Mutex<runs::Runs>,
     /// Bumped whenever a run changes, for the long polls that follow one.
     pub ran: tokio::sync::watch::Sender<u64>,
+    /// The load balancer in front of the public HTTP services, when the
+    /// stack has one.
+    pub balancer: Option<targets::Balancer>,
+    /// The target syncs' locks and what the groups said last.
+    pub targets: targets::Targets,
 }
 
 /// The (registry, nodes, assignments) generations a description was made at.
@@ -225,6 +231,7 @@ pub async fn own(kick: &Kick, zone: &str, name: &str) -> Result<(), String> {
             "\"heritage=huxley,cluster={},owner=kick\"",
             kick.config.cluster.name
         )],
+        alias: None,
     };
     kick.writer.submit(zone, change).await?;
     kick.owned.lock().expect("owned").insert(name.to_owned());

@@ -1,0 +1,331 @@
+//! The load balancer's certificate: found or planned by `plan`, requested
+//! and validated by `apply` before the stack that serves it changes, old
+//! ones deleted once the stack no longer uses them, all of them deleted by
+//! `destroy`.
+//!
+//! The emulator has no CloudFormation model of an ACM certificate, and a
+//! certificate's DNS validation must be written into the user's zone (not
+//! the stack's), so this is done through the ACM and Route53 APIs with the
+//! operator's credentials; the stack takes the ARN as a parameter.
+
+use std::time::Duration;
+
+use super::{ApplyError, Progress};
+use crate::aws::acm::Certificate;
+use crate::aws::{Aws, RecordChange};
+use crate::model::{Config, Ingress};
+use crate::plan::{CertificateAction, CertificatePlan, KNOWN_AFTER_APPLY, Plan};
+use crate::spec::names::ids;
+
+/// How long apply waits for ACM to issue a certificate: DNS validation
+/// usually takes minutes; a certificate still pending then is kept, and
+/// the next apply waits for it again.
+const ISSUE_WAIT: Duration = Duration::from_secs(45 * 60);
+/// How long ACM may take to name a new certificate's validation records.
+const RECORDS_WAIT: Duration = Duration::from_secs(120);
+/// The TTL of the validation records.
+const VALIDATION_TTL: i64 = 300;
+
+/// What the plan does for the certificate, and the stack parameter's
+/// value; `None` when the cluster has no load balancer and no
+/// certificate of its own.
+pub async fn plan(
+    config: &Config,
+    aws: &Aws,
+) -> Result<(Option<CertificatePlan>, Option<String>), ApplyError> {
+    let names = config.load_balanced_names();
+    // No public zone, no certificate: nothing to look up.
+    let Some(domain) = &config.cluster.public_domain else {
+        return Ok((None, None));
+    };
+    let ours = aws
+        .cluster_certificates(&config.cluster.name, domain)
+        .await?;
+    let given = match &config.cluster.ingress {
+        Ingress::LoadBalancer {
+            certificate_arn: Some(arn),
+        } => Some(arn.clone()),
+        _ => None,
+    };
+    let certificate = if names.is_empty() {
+        CertificatePlan {
+            names: Vec::new(),
+            action: CertificateAction::None,
+            arn: None,
+            status: None,
+            retire: ours.iter().map(|c| c.arn.clone()).collect(),
+        }
+    } else if let Some(arn) = given {
+        CertificatePlan {
+            names,
+            action: CertificateAction::Given,
+            arn: Some(arn),
+            status: None,
+            retire: ours.iter().map(|c| c.arn.clone()).collect(),
+        }
+    } else {
+        let serving = ours.iter().find(|c| covers(c, &names));
+        CertificatePlan {
+            action: if serving.is_some() {
+                CertificateAction::Keep
+            } else {
+                CertificateAction::Request
+            },
+            arn: serving.map(|c| c.arn.clone()),
+            status: serving.map(|c| c.status.clone()),
+            retire: ours
+                .iter()
+                .filter(|c| Some(&c.arn) != serving.map(|s| &s.arn))
+                .map(|c| c.arn.clone())
+                .collect(),
+            names,
+        }
+    };
+    if certificate.action == CertificateAction::None && certificate.retire.is_empty() {
+        return Ok((None, None));
+    }
+    let parameter = match certificate.action {
+        CertificateAction::None => None,
+        CertificateAction::Request => Some(KNOWN_AFTER_APPLY.to_owned()),
+        _ => certificate.arn.clone(),
+    };
+    Ok((Some(certificate), parameter))
+}
+
+/// Whether a certificate's names are exactly `names`.
+fn covers(certificate: &Certificate, names: &[String]) -> bool {
+    let mut have = certificate.names.clone();
+    have.sort();
+    have.dedup();
+    have == names
+}
+
+/// Before the stack changes: the certificate the load balancer serves,
+/// requested if need be, its validation records in the public zone,
+/// issued. The plan with its ARN as the stack's parameter.
+pub async fn ensure(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<Plan, ApplyError> {
+    let mut plan = plan.clone();
+    let Some(certificate) = &plan.certificate else {
+        return Ok(plan);
+    };
+    let arn = match certificate.action {
+        CertificateAction::None | CertificateAction::Given => return Ok(plan),
+        CertificateAction::Keep if certificate.status.as_deref() == Some("ISSUED") => {
+            return Ok(plan);
+        }
+        CertificateAction::Keep => certificate.arn.clone().unwrap_or_default(),
+        CertificateAction::Request => {
+            let arn = aws
+                .request_certificate(&plan.cluster, &certificate.names)
+                .await?;
+            progress.line(&format!(
+                "requested certificate {arn} for {}",
+                certificate.names.join(", ")
+            ));
+            arn
+        }
+    };
+    let zone = plan.desired.public_zone_id.clone().ok_or_else(|| {
+        ApplyError::Refused(
+            "the certificate is validated in the public zone, and there is none".into(),
+        )
+    })?;
+    let issued = validate(aws, &zone, &arn, progress).await?;
+    if !issued.issued() {
+        return Err(ApplyError::Failed {
+            cause: format!(
+                "ACM has not issued {arn} after {} minutes (it is {})",
+                ISSUE_WAIT.as_secs() / 60,
+                issued.status
+            ),
+            state: "unchanged: the stack waits for the certificate; check that the public zone is the domain's delegated zone, then run `huxley apply` again".into(),
+        });
+    }
+    plan.desired
+        .parameters
+        .insert(ids::CERTIFICATE_PARAMETER.to_owned(), arn.clone());
+    if let Some(p) = plan
+        .parameters
+        .iter_mut()
+        .find(|p| p.name == ids::CERTIFICATE_PARAMETER)
+    {
+        p.after = arn;
+    }
+    Ok(plan)
+}
+
+/// Writes a certificate's validation records and waits until it is issued
+/// (or failed, or [`ISSUE_WAIT`] has passed); the certificate then.
+async fn validate(
+    aws: &Aws,
+    zone: &str,
+    arn: &str,
+    progress: &mut Progress,
+) -> Result<Certificate, ApplyError> {
+    let started = tokio::time::Instant::now();
+    let mut certificate = loop {
+        let found = aws.certificate(arn).await?.ok_or_else(|| {
+            ApplyError::Refused(format!(
+                "the certificate {arn} is gone: run `huxley plan` again"
+            ))
+        })?;
+        if !found.validation.is_empty() || found.issued() || started.elapsed() > RECORDS_WAIT {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let changes: Vec<RecordChange> = certificate
+        .validation
+        .iter()
+        .map(|(name, value)| validation_record(name, value, true))
+        .collect();
+    if !changes.is_empty() {
+        super::write_records(aws, zone, &changes).await?;
+        progress.line(&format!(
+            "wrote {} in the public zone",
+            crate::diagnostic::plural(changes.len(), "certificate validation record")
+        ));
+    }
+    let mut wait = Duration::from_secs(2);
+    while !certificate.issued() {
+        if certificate.status == "FAILED" || certificate.status == "VALIDATION_TIMED_OUT" {
+            return Err(ApplyError::Failed {
+                cause: format!("ACM could not validate {arn}: it is {}", certificate.status),
+                state: "unchanged: the stack was not updated; delete the certificate in ACM and run `huxley apply` again".into(),
+            });
+        }
+        if started.elapsed() > ISSUE_WAIT {
+            return Ok(certificate);
+        }
+        progress.line(&format!(
+            "waiting for ACM to issue {arn} ({}, {}s)",
+            certificate.status,
+            started.elapsed().as_secs()
+        ));
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(15));
+        certificate = aws.certificate(arn).await?.ok_or_else(|| {
+            ApplyError::Refused(format!(
+                "the certificate {arn} is gone: run `huxley plan` again"
+            ))
+        })?;
+    }
+    progress.line(&format!("certificate {arn} is issued"));
+    Ok(certificate)
+}
+
+fn validation_record(name: &str, value: &str, upsert: bool) -> RecordChange {
+    RecordChange {
+        upsert,
+        name: name.to_owned(),
+        kind: "CNAME".to_owned(),
+        ttl: VALIDATION_TTL,
+        values: vec![value.to_owned()],
+        alias: None,
+    }
+}
+
+/// After the stack changed: deletes the certificates the plan retires
+/// (one the load balancer still uses is left, and said), with the
+/// validation records no kept certificate shares; how many it deleted.
+pub async fn retire(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<usize, ApplyError> {
+    let Some(certificate) = &plan.certificate else {
+        return Ok(0);
+    };
+    let kept = match &certificate.arn {
+        Some(arn) if certificate.action == CertificateAction::Keep => aws
+            .certificate(arn)
+            .await?
+            .map(|c| c.validation)
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let mut deleted = 0;
+    for arn in &certificate.retire {
+        let Some(old) = aws.certificate(arn).await? else {
+            continue;
+        };
+        if !old.in_use_by.is_empty() {
+            progress.line(&format!(
+                "note: {arn} is still used by {}; it is left for the next apply",
+                old.in_use_by.join(", ")
+            ));
+            continue;
+        }
+        remove(aws, plan.desired.public_zone_id.as_deref(), &old, &kept).await?;
+        deleted += 1;
+        progress.line(&format!("deleted certificate {arn}"));
+    }
+    Ok(deleted)
+}
+
+/// Deletes a certificate and its validation records that are not in
+/// `shared` (another certificate of the same names validates with the
+/// same records).
+async fn remove(
+    aws: &Aws,
+    zone: Option<&str>,
+    certificate: &Certificate,
+    shared: &[(String, String)],
+) -> Result<(), ApplyError> {
+    if let Some(zone) = zone {
+        let present = aws.list_records(zone).await?;
+        let changes: Vec<RecordChange> = certificate
+            .validation
+            .iter()
+            .filter(|record| !shared.contains(record))
+            .filter(|(name, value)| {
+                present.iter().any(|r| {
+                    &r.name == name
+                        && r.kind == "CNAME"
+                        && r.values.iter().any(|v| v.trim_end_matches('.') == value)
+                })
+            })
+            .map(|(name, value)| {
+                let ttl = present
+                    .iter()
+                    .find(|r| &r.name == name && r.kind == "CNAME")
+                    .and_then(|r| r.ttl)
+                    .unwrap_or(VALIDATION_TTL);
+                let mut change = validation_record(name, value, false);
+                change.ttl = ttl;
+                if let Some(live) = present
+                    .iter()
+                    .find(|r| &r.name == name && r.kind == "CNAME")
+                {
+                    change.values.clone_from(&live.values);
+                }
+                change
+            })
+            .collect();
+        if !changes.is_empty() {
+            super::write_records(aws, zone, &changes).await?;
+        }
+    }
+    aws.delete_certificate(&certificate.arn).await?;
+    Ok(())
+}
+
+/// `destroy`, once the stack is gone: every certificate of the cluster
+/// and its validation records; how many.
+pub async fn destroy(
+    aws: &Aws,
+    config: &Config,
+    zone: Option<&str>,
+    progress: &mut Progress,
+) -> Result<usize, ApplyError> {
+    let Some(domain) = &config.cluster.public_domain else {
+        return Ok(0);
+    };
+    let ours = aws
+        .cluster_certificates(&config.cluster.name, domain)
+        .await?;
+    for certificate in &ours {
+        remove(aws, zone, certificate, &[]).await?;
+        progress.line(&format!(
+            "deleted certificate {} and its validation records",
+            certificate.arn
+        ));
+    }
+    Ok(ours.len())
+}

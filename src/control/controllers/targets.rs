@@ -1,0 +1,260 @@
+//! The load balancer's targets: each public HTTP service's healthy
+//! replicas, registered in its target group by the leader.
+//!
+//! A service's targets follow its health as its DNS names do: whenever
+//! [`super::health::sync_dns`] rewrites the names it also brings the
+//! group in line (registers the healthy replicas, deregisters the others),
+//! one sync per service at a time, each computed from the registry as it
+//! is when the sync starts. A replica leaving a rollout is deregistered
+//! only once the group reports its replacements healthy (make before
+//! break), and stops only after the group's deregistration delay (the
+//! service's drain). Every register and deregister is a write through the
+//! leader's fenced clients: a leader whose lease lapsed sends none.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::aws::Aws;
+use crate::aws::elb::Target;
+use crate::control::registry::Instance;
+use crate::control::state::Kick;
+pub use crate::control::state::targets::{Balancer, Targets};
+use crate::spec::kick::{KickConfig, ServiceKey};
+use crate::spec::registry::Status;
+
+/// How often the leader reads the groups' health for describe.
+const WATCH_EVERY: Duration = Duration::from_secs(10);
+
+/// The load balancer of the cluster's stack, if its config puts services
+/// behind one: found among the stack's resources (their physical ids are
+/// the ARNs).
+pub async fn find(aws: &Aws, config: &KickConfig) -> Result<Option<Balancer>, String> {
+    let wanted: Vec<(ServiceKey, &String)> = config
+        .services()
+        .filter_map(|(key, s)| Some((key, s.target_group.as_ref()?)))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(None);
+    }
+    let stack = &config.cluster.stack;
+    let resources = aws
+        .stack_resources(stack)
+        .await
+        .map_err(|e| e.to_string())?;
+    let missing = |what: &str| {
+        format!("the stack {stack} has no {what}: run `huxley apply` with this kick config")
+    };
+    let arn = resources
+        .get(crate::spec::names::ids::LOAD_BALANCER)
+        .ok_or_else(|| missing("load balancer"))?;
+    let alias = aws
+        .load_balancer_alias(arn)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut groups = BTreeMap::new();
+    for (key, id) in wanted {
+        let group = resources
+            .get(id)
+            .ok_or_else(|| missing(&format!("target group {id}")))?;
+        groups.insert(key, group.clone());
+    }
+    Ok(Some(Balancer { alias, groups }))
+}
+
+/// The targets a service should have: its healthy replicas that are not
+/// leaving.
+fn wanted(kick: &Kick, key: &ServiceKey) -> BTreeSet<(IpAddr, u16)> {
+    kick.registry
+        .lock()
+        .expect("registry")
+        .service(&key.0, &key.1)
+        .map(|s| {
+            s.instances
+                .values()
+                .filter(|i| i.health.status == Status::Healthy && !i.draining)
+                .map(|i| (i.address, i.port))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Brings a service's target group in line with its healthy replicas;
+/// nothing for a service not behind the load balancer.
+pub async fn sync(kick: &Kick, app: &str, service: &str) -> Result<(), String> {
+    let key = (app.to_owned(), service.to_owned());
+    let Some(group) = kick
+        .balancer
+        .as_ref()
+        .and_then(|b| b.groups.get(&key))
+        .cloned()
+    else {
+        return Ok(());
+    };
+    let lock = kick.targets.lock(&key);
+    let _one_at_a_time = lock.lock().await;
+    let want = wanted(kick, &key);
+    let present = kick.aws.targets(&group).await.map_err(|e| e.to_string())?;
+    let (register, deregister) = difference(&want, &present);
+    kick.aws
+        .change_targets(&group, &register, true)
+        .await
+        .map_err(|e| format!("registering targets of {app}.{service}: {e}"))?;
+    kick.aws
+        .change_targets(&group, &deregister, false)
+        .await
+        .map_err(|e| format!("deregistering targets of {app}.{service}: {e}"))?;
+    if !register.is_empty() || !deregister.is_empty() {
+        eprintln!(
+            "kick: {app}.{service}: registered {} and deregistered {} load balancer targets",
+            register.len(),
+            deregister.len()
+        );
+    }
+    let seen = if register.is_empty() && deregister.is_empty() {
+        present
+    } else {
+        kick.aws.targets(&group).await.map_err(|e| e.to_string())?
+    };
+    kick.targets.seen.lock().expect("seen").insert(key, seen);
+    Ok(())
+}
+
+/// Targets as (address, port).
+type Pairs = Vec<(String, u16)>;
+
+/// The targets to register and to deregister, as (address, port), given
+/// the ones wanted and the group's (a target already draining is left to
+/// finish).
+fn difference(want: &BTreeSet<(IpAddr, u16)>, present: &[Target]) -> (Pairs, Pairs) {
+    let registered: BTreeSet<(String, u16)> = present
+        .iter()
+        .filter(|t| t.state != "draining")
+        .map(|t| (t.address.clone(), t.port))
+        .collect();
+    let wanted: BTreeSet<(String, u16)> = want
+        .iter()
+        .map(|(address, port)| (address.to_string(), *port))
+        .collect();
+    (
+        wanted.difference(&registered).cloned().collect(),
+        registered.difference(&wanted).cloned().collect(),
+    )
+}
+
+/// Make before break: waits until every healthy replica of a service that
+/// `leaving` does not pick is registered and healthy in its group, at most
+/// `limit`; whether they all were (nothing to wait for when the service is
+/// not behind the load balancer).
+pub async fn wait_for_replacements(
+    kick: &Kick,
+    key: &ServiceKey,
+    leaving: &impl Fn(&Instance) -> bool,
+    limit: Duration,
+) -> bool {
+    let Some(group) = kick
+        .balancer
+        .as_ref()
+        .and_then(|b| b.groups.get(key))
+        .cloned()
+    else {
+        return true;
+    };
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let staying: BTreeSet<(String, u16)> = kick
+            .registry
+            .lock()
+            .expect("registry")
+            .service(&key.0, &key.1)
+            .map(|s| {
+                s.instances
+                    .values()
+                    .filter(|i| i.health.status == Status::Healthy && !i.draining && !leaving(i))
+                    .map(|i| (i.address.to_string(), i.port))
+                    .collect()
+            })
+            .unwrap_or_default();
+        // Registers what is not yet (a failed sync is tried again here).
+        let _ = sync(kick, &key.0, &key.1).await;
+        if let Ok(present) = kick.aws.targets(&group).await {
+            let healthy: BTreeSet<(String, u16)> = present
+                .iter()
+                .filter(|t| t.state == "healthy")
+                .map(|t| (t.address.clone(), t.port))
+                .collect();
+            if staying.is_subset(&healthy) {
+                return true;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Reads every group's health now and then, for describe; and brings
+/// every group in line once at the start (a new leader's first word on
+/// targets an old one left).
+pub fn spawn(kick: Arc<Kick>) -> tokio::task::AbortHandle {
+    tokio::spawn(async move {
+        let Some(balancer) = kick.balancer.clone() else {
+            return;
+        };
+        for (app, service) in balancer.groups.keys() {
+            if let Err(err) = sync(&kick, app, service).await {
+                eprintln!("kick: {app}.{service}: cannot bring the load balancer's targets in line yet: {err}");
+            }
+        }
+        let mut tick = tokio::time::interval(WATCH_EVERY);
+        loop {
+            tick.tick().await;
+            for (key, group) in &balancer.groups {
+                if let Ok(present) = kick.aws.targets(group).await {
+                    kick.targets
+                        .seen
+                        .lock()
+                        .expect("seen")
+                        .insert(key.clone(), present);
+                }
+            }
+        }
+    })
+    .abort_handle()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(address: &str, port: u16, state: &str) -> Target {
+        Target {
+            address: address.into(),
+            port,
+            state: state.into(),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn the_group_follows_the_healthy_replicas_and_leaves_draining_targets_alone() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("address");
+        let want: BTreeSet<(IpAddr, u16)> =
+            [(ip("100.64.1.2"), 8080), (ip("100.64.2.2"), 8080)].into();
+        let present = [
+            target("100.64.1.2", 8080, "healthy"),
+            target("100.64.3.2", 8080, "unhealthy"),
+            target("100.64.4.2", 8080, "draining"),
+        ];
+        let (register, deregister) = difference(&want, &present);
+        assert_eq!(register, [("100.64.2.2".to_owned(), 8080)]);
+        assert_eq!(deregister, [("100.64.3.2".to_owned(), 8080)]);
+        // A replica moved to another port on the same address is a new target.
+        let moved: BTreeSet<(IpAddr, u16)> = [(ip("100.64.1.2"), 9090)].into();
+        let (register, deregister) = difference(&moved, &present[..1]);
+        assert_eq!(register, [("100.64.1.2".to_owned(), 9090)]);
+        assert_eq!(deregister, [("100.64.1.2".to_owned(), 8080)]);
+    }
+}
