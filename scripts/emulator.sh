@@ -14,7 +14,7 @@ huxley_http_ok() {
 huxley_emulator_start() {
   local port
   port=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  MOTO_AMIS_PATH="$PWD/tests/emulator/flatcar-amis.json" .venv/bin/moto_server -H 127.0.0.1 -p "$port" > "${TMPDIR:-/tmp}/huxley-moto-$port.log" 2>&1 &
+  MOTO_ACM_VALIDATION_WAIT=2 MOTO_AMIS_PATH="$PWD/tests/emulator/flatcar-amis.json" .venv/bin/moto_server -H 127.0.0.1 -p "$port" > "${TMPDIR:-/tmp}/huxley-moto-$port.log" 2>&1 &
   HUXLEY_EMULATOR_PID=$!
   trap 'kill "$HUXLEY_EMULATOR_PID" 2>/dev/null || true' EXIT
   export AWS_ENDPOINT_URL="http://127.0.0.1:$port"

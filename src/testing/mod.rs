@@ -56,7 +56,8 @@ impl Emulator {
         let amis = root.join("tests/emulator/flatcar-amis.json");
         // The watchdog: start the emulator, then poll the parent's pid and
         // stop the emulator when the parent is gone.
-        let script = r#"MOTO_AMIS_PATH="$1" "$2" -H 127.0.0.1 -p "$3" > "$5" 2>&1 &
+        // A requested certificate is issued after 2 s, not 60.
+        let script = r#"MOTO_ACM_VALIDATION_WAIT=2 MOTO_AMIS_PATH="$1" "$2" -H 127.0.0.1 -p "$3" > "$5" 2>&1 &
 m=$!
 while kill -0 "$4" 2>/dev/null && kill -0 "$m" 2>/dev/null; do sleep 1; done
 kill "$m" 2>/dev/null"#;
@@ -196,7 +197,7 @@ pub fn stand_in_binary() -> PathBuf {
 
 /// An SDK configuration for the emulator at `endpoint`, with dummy
 /// credentials given explicitly (no environment needed).
-async fn sdk_config(endpoint: &str, region: &str) -> aws_config::SdkConfig {
+pub async fn sdk_config(endpoint: &str, region: &str) -> aws_config::SdkConfig {
     let credentials =
         aws_sdk_route53::config::Credentials::new("testing", "testing", None, None, "huxley-tests");
     aws_config::defaults(aws_config::BehaviorVersion::latest())

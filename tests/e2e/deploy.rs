@@ -98,8 +98,21 @@ impl Cluster {
     }
 }
 
-/// examples/blog with another cluster name and domains.
+/// examples/blog with another cluster name and domains, its web service
+/// at the nodes on host port 80 (`ingress = "dns"`): the load balancer has
+/// a scenario of its own.
 fn blog(name: &str) -> String {
+    blog_behind_load_balancer(name)
+        .replace("private-domain = ", "ingress = \"dns\"\nprivate-domain = ")
+        .replace(
+            "public = [\"www\", \"@\"]",
+            "host-port = 80\npublic = [\"www\", \"@\"]",
+        )
+}
+
+/// examples/blog with another cluster name and domains, as it is: web
+/// behind the load balancer.
+fn blog_behind_load_balancer(name: &str) -> String {
     fs::read_to_string(root().join("examples/blog/huxley.toml"))
         .expect("examples/blog")
         .replace("name = \"acme\"", &format!("name = \"{name}\""))
@@ -265,7 +278,8 @@ fn plan_apply_edit_apply_destroy() {
         "the newest x86_64 stable image: {}",
         plan.stdout
     );
-    assert!(plan.stderr.contains("AWS calls: 6 "), "{}", plan.stderr);
+    // Reading the live state, and the cluster's certificates (ACM).
+    assert!(plan.stderr.contains("AWS calls: 7 "), "{}", plan.stderr);
     // The built service's image repository is part of the stack.
     assert!(
         plan.stdout.contains("AWS::ECR::Repository"),
@@ -1078,6 +1092,7 @@ fn the_kick_server_publishes_what_cluster_describe_shows() {
             kind: "A".into(),
             ttl: 300,
             values: vec!["198.51.100.25".into()],
+            alias: None,
         };
         aws.change_records(&zone, &[foreign])
             .await
@@ -1170,4 +1185,198 @@ fn remote_add_points_an_apps_working_copy_at_the_cluster() {
         refused.stderr
     );
     let _ = fs::remove_dir_all(&elsewhere);
+}
+
+/// examples/blog as it is: web behind a load balancer with a certificate
+/// `apply` requests and validates in the public zone; `destroy` removes
+/// all of it.
+#[test]
+fn a_load_balancer_and_its_certificate_are_applied_and_destroyed() {
+    use aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum;
+
+    let name = "balanced";
+    let cluster = Cluster::new(name);
+    cluster.write(&blog_behind_load_balancer(name));
+    let apex = format!("{name}.example.com");
+    let www = format!("www.{name}.example.com");
+
+    let plan = cluster.run(&["plan"]);
+    plan.code(0);
+    assert!(
+        plan.stdout.contains(&format!(
+            "Load balancer certificate:\n  + request an ACM certificate for {apex}, {www}, validated by DNS in the public zone"
+        )),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains("CertificateArn: (unset) → (known after apply)"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains("AWS::ElasticLoadBalancingV2::LoadBalancer"),
+        "{}",
+        plan.stdout
+    );
+
+    let apply = cluster.run(&["apply", "--yes"]);
+    apply.code(0);
+    assert!(
+        apply
+            .stderr
+            .contains("requested certificate arn:aws:acm:us-west-2:"),
+        "{}",
+        apply.stderr
+    );
+    assert!(apply.stderr.contains("is issued"), "{}", apply.stderr);
+
+    let endpoint = Emulator::shared(&root()).endpoint();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let (certificate, zone) = rt.block_on(async {
+        let aws = huxley::testing::aws(&endpoint, REGION).await;
+        let sdk = huxley::testing::sdk_config(&endpoint, REGION).await;
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
+        let certificates = aws
+            .cluster_certificates(name, &format!("{name}.example.com"))
+            .await
+            .expect("ACM");
+        assert_eq!(certificates.len(), 1, "{certificates:?}");
+        let certificate = certificates[0].clone();
+        assert!(certificate.issued(), "{certificate:?}");
+        assert_eq!(certificate.names, [apex.clone(), www.clone()]);
+        // The stack's resources: physical ids are the ARNs.
+        let resources = aws
+            .stack_resources(&cluster.stack())
+            .await
+            .expect("the stack's resources");
+        let balancer = &resources["LoadBalancer"];
+        // Two listeners: HTTPS with the certificate, HTTP redirecting.
+        let listeners = elb
+            .describe_listeners()
+            .load_balancer_arn(balancer)
+            .send()
+            .await
+            .expect("listeners");
+        let listeners = listeners.listeners();
+        assert_eq!(listeners.len(), 2, "{listeners:?}");
+        let https = listeners
+            .iter()
+            .find(|l| l.port() == Some(443))
+            .expect("an HTTPS listener");
+        assert_eq!(https.protocol().map(|p| p.as_str()), Some("HTTPS"));
+        assert_eq!(
+            https.certificates()[0].certificate_arn(),
+            Some(certificate.arn.as_str())
+        );
+        assert_eq!(https.ssl_policy(), Some(huxley::compile::alb::TLS_POLICY));
+        let http = listeners
+            .iter()
+            .find(|l| l.port() == Some(80))
+            .expect("an HTTP listener");
+        let redirect = &http.default_actions()[0];
+        assert_eq!(redirect.r#type(), Some(&ActionTypeEnum::Redirect));
+        assert_eq!(
+            redirect.redirect_config().and_then(|r| r.protocol()),
+            Some("HTTPS")
+        );
+        // web's group, checked as its health says, and its rule.
+        let group = resources
+            .iter()
+            .find(|(k, _)| k.starts_with("TargetGroupBlogWeb"))
+            .map(|(_, v)| v.clone())
+            .expect("web's target group");
+        assert_eq!(
+            resources
+                .keys()
+                .filter(|k| k.starts_with("TargetGroup"))
+                .count(),
+            1,
+            "only the public service is behind it: {resources:?}"
+        );
+        let groups = elb
+            .describe_target_groups()
+            .target_group_arns(&group)
+            .send()
+            .await
+            .expect("target groups");
+        let web = &groups.target_groups()[0];
+        assert_eq!(web.health_check_path(), Some("/healthz"));
+        assert_eq!(web.health_check_interval_seconds(), Some(10));
+        assert_eq!(web.port(), Some(8080));
+        assert_eq!(web.target_type().map(|t| t.as_str()), Some("ip"));
+        let rules = elb
+            .describe_rules()
+            .listener_arn(https.listener_arn().unwrap_or_default())
+            .send()
+            .await
+            .expect("rules");
+        let forwarding: Vec<_> = rules
+            .rules()
+            .iter()
+            .filter(|r| r.is_default() != Some(true))
+            .collect();
+        assert_eq!(forwarding.len(), 1, "{rules:?}");
+        let hosts = forwarding[0].conditions()[0]
+            .host_header_config()
+            .map(|h| h.values().to_vec())
+            .unwrap_or_default();
+        assert_eq!(hosts, [www.clone(), apex.clone()]);
+        let zone = aws.public_zone_id(&apex).await.expect("zone");
+        (certificate, zone)
+    });
+    // The validation records are in the public zone.
+    let cnames = |rt: &tokio::runtime::Runtime| -> Vec<String> {
+        rt.block_on(async {
+            let aws = huxley::testing::aws(&endpoint, REGION).await;
+            aws.list_records(&zone)
+                .await
+                .expect("records")
+                .into_iter()
+                .filter(|r| r.kind == "CNAME")
+                .map(|r| r.name)
+                .collect()
+        })
+    };
+    let validation: Vec<String> = certificate
+        .validation
+        .iter()
+        .map(|(n, _)| n.clone())
+        .collect();
+    assert_eq!(validation.len(), 2, "{certificate:?}");
+    let present = cnames(&rt);
+    assert!(
+        validation.iter().all(|n| present.contains(n)),
+        "{validation:?} in {present:?}"
+    );
+
+    // Applied: nothing left to do, the certificate kept.
+    let plan = cluster.run(&["plan", "--detailed-exitcode"]);
+    plan.code(0);
+    assert!(plan.stdout.starts_with("No changes."), "{}", plan.stdout);
+
+    let destroy = cluster.run(&["destroy", "--yes"]);
+    destroy.code(0);
+    assert!(
+        destroy.stdout.contains("deleted 1 certificate"),
+        "{}",
+        destroy.stdout
+    );
+    let left = rt.block_on(async {
+        let aws = huxley::testing::aws(&endpoint, REGION).await;
+        aws.cluster_certificates(name, &format!("{name}.example.com"))
+            .await
+            .expect("ACM")
+    });
+    assert!(left.is_empty(), "{left:?}");
+    let present = cnames(&rt);
+    assert!(
+        validation.iter().all(|n| !present.contains(n)),
+        "{present:?}"
+    );
 }

@@ -18,6 +18,7 @@ fn a_record(name: &str, ip: &str) -> RecordChange {
         kind: "A".to_owned(),
         ttl: 60,
         values: vec![ip.to_owned()],
+        alias: None,
     }
 }
 
@@ -139,6 +140,7 @@ region = "us-west-2"
 availability-zones = ["us-west-2a", "us-west-2b"]
 public-domain = "{name}.example.com"
 private-domain = "{name}.internal"
+ingress = "dns"
 
 [cluster.nodes]
 instance-type = "m6i.large"

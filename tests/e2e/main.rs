@@ -17,6 +17,7 @@ mod harness;
 mod history;
 mod hook;
 mod identity;
+mod ingress;
 mod join;
 mod kick;
 mod lease;

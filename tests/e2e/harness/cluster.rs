@@ -24,6 +24,8 @@ region = "{REGION}"
 availability-zones = ["us-west-2a", "us-west-2b"]
 public-domain = "{name}.example.com"
 private-domain = "{name}.internal"
+# Public names at the nodes: the load balancer has tests of its own.
+ingress = "dns"
 
 [cluster.nodes]
 instance-type = "m6i.large"
@@ -143,6 +145,8 @@ region = "{REGION}"
 availability-zones = ["us-west-2a", "us-west-2b"]
 public-domain = "{name}.example.com"
 private-domain = "{name}.internal"
+# Public names at the nodes: the load balancer has tests of its own.
+ingress = "dns"
 
 [cluster.nodes]
 instance-type = "m6i.large"
