@@ -49,6 +49,7 @@ pub async fn plan(
     };
     let certificate = if names.is_empty() {
         CertificatePlan {
+            domain: domain.clone(),
             names: Vec::new(),
             action: CertificateAction::None,
             arn: None,
@@ -57,6 +58,7 @@ pub async fn plan(
         }
     } else if let Some(arn) = given {
         CertificatePlan {
+            domain: domain.clone(),
             names,
             action: CertificateAction::Given,
             arn: Some(arn),
@@ -64,8 +66,12 @@ pub async fn plan(
             retire: ours.iter().map(|c| c.arn.clone()).collect(),
         }
     } else {
-        let serving = ours.iter().find(|c| covers(c, &names));
+        // A failed or expired one is retired, and a new one requested.
+        let serving = ours
+            .iter()
+            .find(|c| covers(c, &names) && (c.issued() || c.status == "PENDING_VALIDATION"));
         CertificatePlan {
+            domain: domain.clone(),
             action: if serving.is_some() {
                 CertificateAction::Keep
             } else {
@@ -110,9 +116,6 @@ pub async fn ensure(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<P
     };
     let arn = match certificate.action {
         CertificateAction::None | CertificateAction::Given => return Ok(plan),
-        CertificateAction::Keep if certificate.status.as_deref() == Some("ISSUED") => {
-            return Ok(plan);
-        }
         CertificateAction::Keep => certificate.arn.clone().unwrap_or_default(),
         CertificateAction::Request => {
             let arn = aws
@@ -163,35 +166,44 @@ async fn validate(
     progress: &mut Progress,
 ) -> Result<Certificate, ApplyError> {
     let started = tokio::time::Instant::now();
+    let gone = || {
+        ApplyError::Refused(format!(
+            "the certificate {arn} is gone: run `huxley plan` again"
+        ))
+    };
     let mut certificate = loop {
-        let found = aws.certificate(arn).await?.ok_or_else(|| {
-            ApplyError::Refused(format!(
-                "the certificate {arn} is gone: run `huxley plan` again"
-            ))
-        })?;
-        if !found.validation.is_empty() || found.issued() || started.elapsed() > RECORDS_WAIT {
+        let found = aws.certificate(arn).await?.ok_or_else(gone)?;
+        if found.complete || found.issued() || started.elapsed() > RECORDS_WAIT {
             break found;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
-    let changes: Vec<RecordChange> = certificate
-        .validation
-        .iter()
-        .map(|(name, value)| validation_record(name, value, true))
-        .collect();
-    if !changes.is_empty() {
-        super::write_records(aws, zone, &changes).await?;
-        progress.line(&format!(
-            "wrote {} in the public zone",
-            crate::diagnostic::plural(changes.len(), "certificate validation record")
-        ));
-    }
+    // Written on every apply, so ACM's renewals find them; and again as
+    // ACM names more of them.
+    let mut written: Vec<(String, String)> = Vec::new();
     let mut wait = Duration::from_secs(2);
-    while !certificate.issued() {
+    loop {
+        let fresh: Vec<RecordChange> = certificate
+            .validation
+            .iter()
+            .filter(|record| !written.contains(record))
+            .map(|(name, value)| validation_record(name, value, true))
+            .collect();
+        if !fresh.is_empty() {
+            super::write_records(aws, zone, &fresh).await?;
+            progress.line(&format!(
+                "wrote {} in the public zone",
+                crate::diagnostic::plural(fresh.len(), "certificate validation record")
+            ));
+            written.clone_from(&certificate.validation);
+        }
+        if certificate.issued() {
+            break;
+        }
         if certificate.status == "FAILED" || certificate.status == "VALIDATION_TIMED_OUT" {
             return Err(ApplyError::Failed {
                 cause: format!("ACM could not validate {arn}: it is {}", certificate.status),
-                state: "unchanged: the stack was not updated; delete the certificate in ACM and run `huxley apply` again".into(),
+                state: "unchanged: the stack was not updated; run `huxley apply` again to request a new one".into(),
             });
         }
         if started.elapsed() > ISSUE_WAIT {
@@ -204,11 +216,7 @@ async fn validate(
         ));
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(15));
-        certificate = aws.certificate(arn).await?.ok_or_else(|| {
-            ApplyError::Refused(format!(
-                "the certificate {arn} is gone: run `huxley plan` again"
-            ))
-        })?;
+        certificate = aws.certificate(arn).await?.ok_or_else(gone)?;
     }
     progress.line(&format!("certificate {arn} is issued"));
     Ok(certificate)
@@ -232,14 +240,10 @@ pub async fn retire(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<u
     let Some(certificate) = &plan.certificate else {
         return Ok(0);
     };
-    let kept = match &certificate.arn {
-        Some(arn) if certificate.action == CertificateAction::Keep => aws
-            .certificate(arn)
-            .await?
-            .map(|c| c.validation)
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    };
+    if certificate.retire.is_empty() {
+        return Ok(0);
+    }
+    let kept = records_in_use(aws, &certificate.domain, &certificate.retire).await?;
     let mut deleted = 0;
     for arn in &certificate.retire {
         let Some(old) = aws.certificate(arn).await? else {
@@ -252,57 +256,97 @@ pub async fn retire(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<u
             ));
             continue;
         }
-        remove(aws, plan.desired.public_zone_id.as_deref(), &old, &kept).await?;
+        remove(
+            aws,
+            plan.desired.public_zone_id.as_deref(),
+            &old,
+            &kept,
+            progress,
+        )
+        .await?;
         deleted += 1;
         progress.line(&format!("deleted certificate {arn}"));
     }
     Ok(deleted)
 }
 
-/// Deletes a certificate and its validation records that are not in
-/// `shared` (another certificate of the same names validates with the
-/// same records).
+/// The validation records of every certificate for names in `domain`
+/// but those in `leaving`, whoever made them: ACM gives one account the
+/// same record for the same name, so another certificate of the name
+/// (the new one, or one of the user's) renews with it.
+async fn records_in_use(
+    aws: &Aws,
+    domain: &str,
+    leaving: &[String],
+) -> Result<Vec<(String, String)>, ApplyError> {
+    let mut records = Vec::new();
+    for arn in aws.domain_certificates(domain).await? {
+        if leaving.contains(&arn) {
+            continue;
+        }
+        if let Some(certificate) = aws.certificate(&arn).await? {
+            records.extend(certificate.validation);
+        }
+    }
+    Ok(records)
+}
+
+/// How long a delete waits for ACM to stop counting a certificate in
+/// use (for a while after its load balancer or listener went).
+const IN_USE_WAIT: Duration = Duration::from_secs(10 * 60);
+
+/// Deletes a certificate, waiting while ACM still counts it in use, and
+/// its validation records that are not in `shared`.
 async fn remove(
     aws: &Aws,
     zone: Option<&str>,
     certificate: &Certificate,
     shared: &[(String, String)],
+    progress: &mut Progress,
 ) -> Result<(), ApplyError> {
-    if let Some(zone) = zone {
-        let present = aws.list_records(zone).await?;
-        let changes: Vec<RecordChange> = certificate
-            .validation
-            .iter()
-            .filter(|record| !shared.contains(record))
-            .filter(|(name, value)| {
-                present.iter().any(|r| {
-                    &r.name == name
-                        && r.kind == "CNAME"
-                        && r.values.iter().any(|v| v.trim_end_matches('.') == value)
-                })
-            })
-            .map(|(name, value)| {
-                let ttl = present
-                    .iter()
-                    .find(|r| &r.name == name && r.kind == "CNAME")
-                    .and_then(|r| r.ttl)
-                    .unwrap_or(VALIDATION_TTL);
-                let mut change = validation_record(name, value, false);
-                change.ttl = ttl;
-                if let Some(live) = present
-                    .iter()
-                    .find(|r| &r.name == name && r.kind == "CNAME")
-                {
-                    change.values.clone_from(&live.values);
-                }
-                change
-            })
-            .collect();
-        if !changes.is_empty() {
-            super::write_records(aws, zone, &changes).await?;
+    let started = tokio::time::Instant::now();
+    while !aws.delete_certificate(&certificate.arn).await? {
+        if started.elapsed() > IN_USE_WAIT {
+            return Err(ApplyError::Failed {
+                cause: format!(
+                    "ACM still counts {} in use after {} minutes",
+                    certificate.arn,
+                    IN_USE_WAIT.as_secs() / 60
+                ),
+                state: "the certificate and its validation records are left; delete them in ACM once nothing uses it".into(),
+            });
         }
+        progress.line(&format!(
+            "waiting for ACM to release {} ({}s)",
+            certificate.arn,
+            started.elapsed().as_secs()
+        ));
+        tokio::time::sleep(Duration::from_secs(10)).await;
     }
-    aws.delete_certificate(&certificate.arn).await?;
+    let Some(zone) = zone else {
+        return Ok(());
+    };
+    let present = aws.list_records(zone).await?;
+    let changes: Vec<RecordChange> = certificate
+        .validation
+        .iter()
+        .filter(|record| !shared.contains(record))
+        .filter_map(|(name, value)| {
+            // Deleted exactly as Route53 holds it.
+            let live = present.iter().find(|r| {
+                &r.name == name
+                    && r.kind == "CNAME"
+                    && r.values.iter().any(|v| v.trim_end_matches('.') == value)
+            })?;
+            let mut change = validation_record(name, value, false);
+            change.ttl = live.ttl.unwrap_or(VALIDATION_TTL);
+            change.values.clone_from(&live.values);
+            Some(change)
+        })
+        .collect();
+    if !changes.is_empty() {
+        super::write_records(aws, zone, &changes).await?;
+    }
     Ok(())
 }
 
@@ -320,8 +364,10 @@ pub async fn destroy(
     let ours = aws
         .cluster_certificates(&config.cluster.name, domain)
         .await?;
+    let leaving: Vec<String> = ours.iter().map(|c| c.arn.clone()).collect();
+    let shared = records_in_use(aws, domain, &leaving).await?;
     for certificate in &ours {
-        remove(aws, zone, certificate, &[]).await?;
+        remove(aws, zone, certificate, &shared, progress).await?;
         progress.line(&format!(
             "deleted certificate {} and its validation records",
             certificate.arn

@@ -284,8 +284,14 @@ pub async fn apply(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<Su
 
     // Tokens first: the kick server reads them when its node boots.
     let added = create_tokens(aws, plan, progress).await?;
-    // The certificate issued before the stack that serves it changes.
+    // The certificate issued before the stack that serves it changes;
+    // that may take long, so the plan's base is checked again after.
     let plan = &certificate::ensure(aws, plan, progress).await?;
+    let live = if plan.certificate.is_some() {
+        check_base(aws, plan).await?
+    } else {
+        live
+    };
     if plan.stack_action == StackAction::Recreate {
         progress.line(&format!("deleting the failed stack {stack} first"));
         if let Some(left) = delete_stack(aws, stack, progress).await? {

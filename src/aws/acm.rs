@@ -1,7 +1,7 @@
 //! ACM: the load balancer's certificate, requested for the cluster's
 //! public names and validated by DNS in the public zone.
 
-use aws_sdk_acm::types::{CertificateStatus, RecordType, Tag, ValidationMethod};
+use aws_sdk_acm::types::{RecordType, Tag, ValidationMethod};
 
 use super::{Aws, AwsError};
 
@@ -16,6 +16,8 @@ pub struct Certificate {
     /// The CNAME records ACM checks, (name, value), without trailing dots;
     /// empty until ACM has made them.
     pub validation: Vec<(String, String)>,
+    /// Whether ACM has named the validation record of every name.
+    pub complete: bool,
     /// What uses it (load balancers' ARNs).
     pub in_use_by: Vec<String>,
 }
@@ -30,38 +32,15 @@ impl Certificate {
 pub const CLUSTER_TAG: &str = "huxley:cluster";
 
 impl Aws {
-    /// The certificates tagged as `cluster`'s that may still serve
-    /// (issued or pending validation), described: only those for names in
-    /// `domain` are looked at closer.
+    /// The certificates tagged as `cluster`'s, described: only those for
+    /// names in `domain` are looked at closer.
     pub async fn cluster_certificates(
         &self,
         cluster: &str,
         domain: &str,
     ) -> Result<Vec<Certificate>, AwsError> {
-        let suffix = format!(".{domain}");
-        let mut arns = Vec::new();
-        let mut pages = self
-            .acm
-            .list_certificates()
-            .certificate_statuses(CertificateStatus::Issued)
-            .certificate_statuses(CertificateStatus::PendingValidation)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            self.count();
-            let page = page.map_err(|e| self.err("acm:ListCertificates", e))?;
-            arns.extend(
-                page.certificate_summary_list()
-                    .iter()
-                    .filter(|c| {
-                        c.domain_name()
-                            .is_some_and(|d| d == domain || d.ends_with(&suffix))
-                    })
-                    .filter_map(|c| c.certificate_arn().map(str::to_owned)),
-            );
-        }
         let mut found = Vec::new();
-        for arn in arns {
+        for arn in self.domain_certificates(domain).await? {
             self.count();
             let tags = self
                 .acm
@@ -78,8 +57,30 @@ impl Aws {
                 found.push(certificate);
             }
         }
-        found.sort_by(|a, b| a.arn.cmp(&b.arn));
         Ok(found)
+    }
+
+    /// The ARNs of the account's certificates (whoever made them) whose
+    /// domain name is `domain` or in it, sorted; failed ones included.
+    pub async fn domain_certificates(&self, domain: &str) -> Result<Vec<String>, AwsError> {
+        let suffix = format!(".{domain}");
+        let mut arns = Vec::new();
+        let mut pages = self.acm.list_certificates().into_paginator().send();
+        while let Some(page) = pages.next().await {
+            self.count();
+            let page = page.map_err(|e| self.err("acm:ListCertificates", e))?;
+            arns.extend(
+                page.certificate_summary_list()
+                    .iter()
+                    .filter(|c| {
+                        c.domain_name()
+                            .is_some_and(|d| d == domain || d.ends_with(&suffix))
+                    })
+                    .filter_map(|c| c.certificate_arn().map(str::to_owned)),
+            );
+        }
+        arns.sort();
+        Ok(arns)
     }
 
     /// A certificate by ARN; `None` when it does not exist.
@@ -111,6 +112,10 @@ impl Aws {
         if let Some(domain) = detail.domain_name() {
             names.insert(0, domain.to_owned());
         }
+        let complete = detail
+            .domain_validation_options()
+            .iter()
+            .all(|v| v.resource_record().is_some());
         let mut validation: Vec<(String, String)> = detail
             .domain_validation_options()
             .iter()
@@ -132,6 +137,7 @@ impl Aws {
                 .status()
                 .map_or_else(String::new, |s| s.as_str().to_owned()),
             validation,
+            complete,
             in_use_by: detail.in_use_by().to_vec(),
         }))
     }
@@ -187,8 +193,9 @@ impl Aws {
             })
     }
 
-    /// Deletes a certificate (one still in use is refused by ACM).
-    pub async fn delete_certificate(&self, arn: &str) -> Result<(), AwsError> {
+    /// Deletes a certificate: `false` when ACM still counts it in use (a
+    /// load balancer deleted a moment ago still does for a while).
+    pub async fn delete_certificate(&self, arn: &str) -> Result<bool, AwsError> {
         use aws_sdk_s3::error::ProvideErrorMetadata as _;
         self.count();
         match self
@@ -198,8 +205,9 @@ impl Aws {
             .send()
             .await
         {
-            Ok(_) => Ok(()),
-            Err(err) if err.code() == Some("ResourceNotFoundException") => Ok(()),
+            Ok(_) => Ok(true),
+            Err(err) if err.code() == Some("ResourceNotFoundException") => Ok(true),
+            Err(err) if err.code() == Some("ResourceInUseException") => Ok(false),
             Err(err) => Err(self.err("acm:DeleteCertificate", err)),
         }
     }

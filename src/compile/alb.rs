@@ -25,9 +25,9 @@ const MAX_DEREGISTRATION_DELAY: u64 = 3600;
 /// Listener rule priorities ELB accepts: 1 to 50,000.
 const MAX_PRIORITY: u32 = 50_000;
 
-/// The TLS policy of the HTTPS listener: TLS 1.3 and 1.2 with forward
-/// secrecy only (AWS's recommended policy).
-pub const TLS_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
+/// The TLS policy of the HTTPS listener: TLS 1.3, and TLS 1.2 with
+/// forward-secret AES-GCM ciphers only (AWS's restricted policy).
+pub const TLS_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-Res-2021-06";
 
 /// The logical id of a service's target group; the stack output that
 /// carries its ARN is this id followed by `Arn`.
@@ -214,29 +214,29 @@ fn security_groups(config: &Config, r: &mut Resources) {
             },
         }),
     );
+    // IPv4 only, as the load balancer is.
     for (port, scheme) in [(80, "Http"), (443, "Https")] {
-        for (family, key, cidr) in [("", "CidrIp", "0.0.0.0/0"), ("V6", "CidrIpv6", "::/0")] {
-            let mut properties = json!({
+        let mut resource = json!({
+            "Type": "AWS::EC2::SecurityGroupIngress",
+            "Properties": {
                 "GroupId": {"Ref": ids::LOAD_BALANCER_SECURITY_GROUP},
                 "IpProtocol": "tcp",
                 "FromPort": port,
                 "ToPort": port,
+                "CidrIp": "0.0.0.0/0",
                 "Description": format!("{} from the internet", scheme.to_uppercase()),
-            });
-            properties[key] = json!(cidr);
-            let mut resource =
-                json!({ "Type": "AWS::EC2::SecurityGroupIngress", "Properties": properties });
-            if port == 80 {
-                resource["Metadata"] = justify(
-                    &[(
-                        "CKV_AWS_260",
-                        "Port 80 on the load balancer only redirects to HTTPS.",
-                    )],
-                    &[],
-                );
-            }
-            add(r, &format!("LoadBalancerIngress{scheme}{family}"), resource);
+            },
+        });
+        if port == 80 {
+            resource["Metadata"] = justify(
+                &[(
+                    "CKV_AWS_260",
+                    "Port 80 on the load balancer only redirects to HTTPS.",
+                )],
+                &[],
+            );
         }
+        add(r, &format!("LoadBalancerIngress{scheme}"), resource);
     }
     add(
         r,

@@ -397,16 +397,15 @@ pub fn kick_policy(config: &Config) -> Value {
             },
         ],
     });
-    let groups: Vec<Value> = config
-        .load_balanced()
-        .map(|(app, service)| json!({"Ref": crate::compile::alb::target_group_id(&app.name, &service.name)}))
-        .collect();
-    if !groups.is_empty() {
+    if config.load_balanced().next().is_some() {
+        // The groups by their tag, not by ARN: a hundred ARNs would not
+        // fit in the role's inline policies.
         statements.push(json!({
             "Sid": "Targets",
             "Effect": "Allow",
             "Action": ["elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets"],
-            "Resource": groups,
+            "Resource": {"Fn::Sub": "arn:${AWS::Partition}:elasticloadbalancing:${AWS::Region}:${AWS::AccountId}:targetgroup/*/*"},
+            "Condition": {"StringEquals": {"aws:ResourceTag/huxley:cluster": config.cluster.name}},
         }));
         statements.push(json!({
             // ELB's describe actions take no resource.

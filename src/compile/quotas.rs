@@ -25,6 +25,12 @@ pub const MAX_ROUTES: usize = 50;
 /// local route and the default route to the internet gateway.
 pub const FIXED_ROUTES: usize = 2;
 
+/// ELB: target groups per Application Load Balancer, and rules per
+/// listener (both 100 by default): one each per service behind it.
+pub const MAX_LOAD_BALANCED: usize = 100;
+/// ACM: names on one certificate (the default quota).
+pub const MAX_CERTIFICATE_NAMES: usize = 10;
+
 /// A quota the config would exceed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuotaError {
@@ -92,6 +98,7 @@ pub fn check(
             help: "use fewer, shared SSM parameters or fewer public names, or raise the quota to 20 in Service Quotas".into(),
         });
     }
+    errors.extend(load_balancer(config));
     // Every node's container subnet is one route.
     let routes = FIXED_ROUTES + config.cluster.nodes.max as usize;
     if routes > MAX_ROUTES {
@@ -109,4 +116,67 @@ pub fn check(
         });
     }
     errors
+}
+
+/// The load balancer's quotas: its target groups and rules, and the names
+/// on the certificate Huxley requests.
+fn load_balancer(config: &Config) -> Vec<QuotaError> {
+    let mut errors = Vec::new();
+    let services = config.load_balanced().count();
+    if services > MAX_LOAD_BALANCED {
+        errors.push(QuotaError {
+            quota: "ELB: target groups per load balancer, rules per listener",
+            message: format!("{services} public HTTP services are behind the load balancer, one target group and one rule each; ELB allows {MAX_LOAD_BALANCED} by default"),
+            help: "serve some with `protocol = \"tcp\"` at the nodes, or raise both quotas in Service Quotas".into(),
+        });
+    }
+    let names = config.load_balanced_names().len();
+    let requested = matches!(
+        config.cluster.ingress,
+        crate::model::Ingress::LoadBalancer {
+            certificate_arn: None
+        }
+    );
+    if requested && names > MAX_CERTIFICATE_NAMES {
+        errors.push(QuotaError {
+            quota: "ACM: domain names per certificate",
+            message: format!("the load balancer's certificate would name {names} public names; ACM allows {MAX_CERTIFICATE_NAMES} by default"),
+            help: "raise the quota in Service Quotas and request the certificate yourself (`certificate-arn`), or use fewer public names".into(),
+        });
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The synthetic config's public services behind the load balancer.
+    fn balanced(apps: usize) -> String {
+        crate::testing::synth::config(apps, 1)
+            .replace("ingress = \"dns\"\n", "")
+            .lines()
+            .filter(|l| !l.starts_with("host-port = "))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    #[test]
+    fn the_load_balancer_quotas_are_checked() {
+        let source = balanced(101);
+        let config = crate::config::check(&source).config.expect("valid");
+        assert_eq!(config.load_balanced().count(), 101);
+        let quotas: Vec<&str> = load_balancer(&config).iter().map(|e| e.quota).collect();
+        assert_eq!(
+            quotas,
+            [
+                "ELB: target groups per load balancer, rules per listener",
+                "ACM: domain names per certificate"
+            ]
+        );
+        // Ten names, and a certificate of one's own: within bounds.
+        let source = balanced(10);
+        let config = crate::config::check(&source).config.expect("valid");
+        assert!(load_balancer(&config).is_empty());
+    }
 }

@@ -46,8 +46,6 @@ pub struct Leading {
     /// The registry deployed images must come from (`None`: any host
     /// name, for a server run by hand).
     pub registry: Option<String>,
-    /// The load balancer whose targets it registers.
-    pub balancer: Option<crate::control::controllers::targets::Balancer>,
 }
 
 /// Builds the server's state from Route53 and EC2, and reconciles both
@@ -183,13 +181,14 @@ pub async fn start_leading(
         history_writes: tokio::sync::Mutex::new(()),
         runs: Mutex::new(Default::default()),
         ran: tokio::sync::watch::channel(0).0,
-        balancer: leading.balancer,
         targets: Default::default(),
         network: Network {
             range,
             route_table: leading.route_table,
         },
     });
+    // The load balancer, before names and targets are brought in line.
+    crate::control::controllers::targets::refresh(&kick).await;
     reconcile(&kick, managed).await;
     // The releases to run, before anything is placed.
     crate::control::controllers::deploy::restore(&kick).await;

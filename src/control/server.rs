@@ -52,8 +52,6 @@ struct Found {
     route_table: Option<String>,
     /// The account's image registry, from the stack.
     registry: Option<String>,
-    /// The load balancer, when services are behind one.
-    balancer: Option<crate::control::controllers::targets::Balancer>,
 }
 
 async fn find(aws: &Aws, config: &KickConfig) -> Result<Found, String> {
@@ -85,7 +83,6 @@ async fn find(aws: &Aws, config: &KickConfig) -> Result<Found, String> {
         .and_then(|s| s.bucket(&config.cluster.name))
         .ok_or_else(|| format!("the stack {stack} does not exist: run `huxley apply` first"))?;
     let registry = described.as_ref().and_then(|s| s.registry());
-    let balancer = crate::control::controllers::targets::find(aws, config).await?;
     let route_table = aws
         .stack_resource(stack, ids::ROUTE_TABLE)
         .await
@@ -101,7 +98,6 @@ async fn find(aws: &Aws, config: &KickConfig) -> Result<Found, String> {
         bucket,
         route_table,
         registry,
-        balancer,
     })
 }
 
@@ -243,7 +239,6 @@ async fn start(
             route_table: found.route_table.clone(),
             bucket: Some(found.bucket.clone()),
             registry: options.registry.clone().or_else(|| found.registry.clone()),
-            balancer: found.balancer.clone(),
         },
     )
     .await

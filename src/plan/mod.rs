@@ -87,6 +87,8 @@ pub const KNOWN_AFTER_APPLY: &str = "(known after apply)";
 /// What happens to the load balancer's certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CertificatePlan {
+    /// The public zone its names are in.
+    pub domain: String,
     /// The names it must cover; empty when no load balancer is left.
     pub names: Vec<String>,
     pub action: CertificateAction,

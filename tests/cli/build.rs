@@ -112,7 +112,7 @@ fn the_platform_build_writes_all_four_kinds_and_is_deterministic() {
         ])
         .run();
         run.code(0);
-        assert!(run.stdout.contains("55 resources"), "{}", run.stdout);
+        assert!(run.stdout.contains("53 resources"), "{}", run.stdout);
     }
     let first = tree(&a);
     assert_eq!(first, tree(&b), "two builds of the same input differ");

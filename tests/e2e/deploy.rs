@@ -1238,7 +1238,7 @@ fn a_load_balancer_and_its_certificate_are_applied_and_destroyed() {
         .enable_all()
         .build()
         .expect("rt");
-    let (certificate, zone) = rt.block_on(async {
+    let (certificate, zone, balancer) = rt.block_on(async {
         let aws = huxley::testing::aws(&endpoint, REGION).await;
         let sdk = huxley::testing::sdk_config(&endpoint, REGION).await;
         let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
@@ -1328,7 +1328,7 @@ fn a_load_balancer_and_its_certificate_are_applied_and_destroyed() {
             .unwrap_or_default();
         assert_eq!(hosts, [www.clone(), apex.clone()]);
         let zone = aws.public_zone_id(&apex).await.expect("zone");
-        (certificate, zone)
+        (certificate, zone, balancer.clone())
     });
     // The validation records are in the public zone.
     let cnames = |rt: &tokio::runtime::Runtime| -> Vec<String> {
@@ -1367,13 +1367,27 @@ fn a_load_balancer_and_its_certificate_are_applied_and_destroyed() {
         "{}",
         destroy.stdout
     );
-    let left = rt.block_on(async {
+    let (left, balancers) = rt.block_on(async {
         let aws = huxley::testing::aws(&endpoint, REGION).await;
-        aws.cluster_certificates(name, &format!("{name}.example.com"))
+        let sdk = huxley::testing::sdk_config(&endpoint, REGION).await;
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
+        // The load balancer went with the stack (asked by its ARN: an
+        // unknown one is an error, or an empty answer).
+        let balancers = elb
+            .describe_load_balancers()
+            .load_balancer_arns(&balancer)
+            .send()
             .await
-            .expect("ACM")
+            .map(|o| o.load_balancers().len())
+            .unwrap_or(0);
+        let left = aws
+            .cluster_certificates(name, &format!("{name}.example.com"))
+            .await
+            .expect("ACM");
+        (left, balancers)
     });
     assert!(left.is_empty(), "{left:?}");
+    assert_eq!(balancers, 0, "the load balancer is left");
     let present = cnames(&rt);
     assert!(
         validation.iter().all(|n| !present.contains(n)),

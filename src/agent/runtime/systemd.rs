@@ -935,7 +935,23 @@ mod run_tests {
         );
         assert!(!line.contains("awslogs"), "{line}");
         assert!(line.contains("--log-driver local "), "{line}");
-        assert!(text.contains("--publish"), "the replicas publish a port");
+        // A service published on the nodes: its runs publish nothing.
+        let gateway = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("golden/platform/units/auth-gateway@.service"),
+        )
+        .expect("unit");
+        assert!(gateway.contains("--publish"), "the replicas publish a port");
+        let published = run_words(
+            &UnitFile::parse(&gateway).start,
+            "run-8",
+            "auth-gateway",
+            &env,
+            &command,
+        )
+        .expect("words")
+        .join(" ");
+        assert!(!published.contains("--publish"), "{published}");
         assert!(!line.contains("--publish"), "{line}");
         let image = words
             .iter()

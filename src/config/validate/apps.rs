@@ -526,7 +526,17 @@ impl Checker<'_> {
                     .help("add `port = <the port the container listens on>`"),
             );
         }
-        if let Some(hp) = &raw.host_port {
+        if let Some(hp) = raw.host_port.as_ref().filter(|_| raw.protocol.is_none()) {
+            // Said before the load balancer came: say what it serves, not
+            // to move a TCP service behind HTTPS unasked.
+            self.push(
+                Diagnostic::error(format!("a public service with a `host-port` must say its `protocol` in {place}"))
+                    .at(hp.span.clone(), "published on the nodes")
+                    .also(first.clone(), "public names")
+                    .note("public HTTP services are now served over HTTPS by the cluster's load balancer, which needs no host-port")
+                    .help("add `protocol = \"http\"` and remove `host-port` to serve the names through the load balancer, or `protocol = \"tcp\"` to keep them at the nodes on this port (`ingress = \"dns\"` in [cluster] keeps every service at the nodes)"),
+            );
+        } else if let Some(hp) = &raw.host_port {
             self.push(
                 Diagnostic::warning("`host-port` is not used behind the load balancer")
                     .at(hp.span.clone(), "no port is published on the nodes")

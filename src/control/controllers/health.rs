@@ -225,10 +225,59 @@ fn change_towards(
     }
 }
 
+/// Makes each name an alias of the load balancer (and drops an AAAA left
+/// from DNS mode), collecting the changes sent and what failed.
+async fn write_aliases(
+    kick: &Kick,
+    aliased: Vec<(String, Alias)>,
+    ttl: i64,
+    ticket: u64,
+    sent: &mut Vec<String>,
+    failed: &mut Vec<String>,
+) {
+    for (name, alias) in aliased {
+        let Some(zone) = kick.zones.of(&name).map(|z| z.id.clone()) else {
+            continue;
+        };
+        if kick.foreign.lock().expect("foreign").contains(&name) {
+            continue;
+        }
+        let changes = [
+            alias_towards(kick.writer.published(&name, "A"), &name, &alias),
+            // No AAAA: the load balancer answers on IPv4.
+            change_towards(
+                kick.writer.published(&name, "AAAA"),
+                &name,
+                "AAAA",
+                ttl,
+                Vec::new(),
+            ),
+        ];
+        for change in changes.into_iter().flatten() {
+            if let Err(err) = own(kick, &zone, &name).await {
+                failed.push(format!("{name}: {err}"));
+                continue;
+            }
+            match kick.writer.submit_tracked(&zone, change, ticket).await {
+                Ok(Some(id)) => sent.push(id),
+                Ok(None) => {}
+                Err(err) => failed.push(format!("{name}: {err}")),
+            }
+        }
+    }
+}
+
 /// The change that makes `name`'s A record an alias of `alias`; `None`
 /// when it is already.
 fn alias_towards(current: Option<RecordChange>, name: &str, alias: &Alias) -> Option<RecordChange> {
-    if current.as_ref().and_then(|c| c.alias.as_ref()) == Some(alias) {
+    // Route53 may give the name back in another case.
+    if current
+        .as_ref()
+        .and_then(|c| c.alias.as_ref())
+        .is_some_and(|a| {
+            a.zone_id == alias.zone_id && a.dns_name.eq_ignore_ascii_case(&alias.dns_name)
+        })
+    {
         return None;
     }
     Some(RecordChange {
@@ -371,7 +420,7 @@ pub async fn sync_dns(kick: &Kick, app: &str, service: &str) -> Result<Vec<Strin
 /// the registry's lock, so tickets order states), and what it sent or why
 /// not.
 async fn write_dns(kick: &Kick, app: &str, service: &str) -> (u64, Result<Vec<String>, String>) {
-    let (private, public, healthy_nodes, ttl, ticket) = {
+    let (private, public, healthy_nodes, ttl, ticket, behind_load_balancer) = {
         let registry = kick.registry.lock().expect("registry");
         let Some(state) = registry.service(app, service) else {
             return (kick.writer.ticket(), Ok(Vec::new()));
@@ -392,6 +441,7 @@ async fn write_dns(kick: &Kick, app: &str, service: &str) -> (u64, Result<Vec<St
             healthy_nodes,
             i64::try_from(state.config.deploy.drain.as_secs()).unwrap_or(3600),
             kick.writer.ticket(),
+            state.config.target_group.is_some(),
         )
     };
     let public_addresses: Vec<std::net::IpAddr> = {
@@ -404,18 +454,24 @@ async fn write_dns(kick: &Kick, app: &str, service: &str) -> (u64, Result<Vec<St
         addresses.dedup();
         addresses
     };
-    // Behind the load balancer the public names are aliases of it.
-    let alias = kick.balancer.as_ref().and_then(|b| {
-        b.groups
-            .contains_key(&(app.to_owned(), service.to_owned()))
-            .then(|| b.alias.clone())
-    });
-    let (aliased, public) = match alias {
-        Some(alias) => (
-            public.into_iter().map(|n| (n, alias.clone())).collect(),
-            Vec::new(),
-        ),
-        None => (Vec::new(), public),
+    // Behind the load balancer the public names are aliases of it; until
+    // kick has found it (the stack may still be on its way), they are left
+    // as they are, never pointed at nodes that do not publish the service.
+    let (aliased, public) = if behind_load_balancer {
+        let key = (app.to_owned(), service.to_owned());
+        match kick
+            .targets
+            .balancer()
+            .filter(|b| b.groups.contains_key(&key))
+        {
+            Some(b) => (
+                public.into_iter().map(|n| (n, b.alias.clone())).collect(),
+                Vec::new(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        }
+    } else {
+        (Vec::new(), public)
     };
     let names = private.into_iter().chain(
         public
@@ -424,36 +480,7 @@ async fn write_dns(kick: &Kick, app: &str, service: &str) -> (u64, Result<Vec<St
     );
     let mut sent = Vec::new();
     let mut failed = Vec::new();
-    for (name, alias) in aliased {
-        let Some(zone) = kick.zones.of(&name).map(|z| z.id.clone()) else {
-            continue;
-        };
-        if kick.foreign.lock().expect("foreign").contains(&name) {
-            continue;
-        }
-        let changes = [
-            alias_towards(kick.writer.published(&name, "A"), &name, &alias),
-            // No AAAA: the load balancer answers on IPv4.
-            change_towards(
-                kick.writer.published(&name, "AAAA"),
-                &name,
-                "AAAA",
-                ttl,
-                Vec::new(),
-            ),
-        ];
-        for change in changes.into_iter().flatten() {
-            if let Err(err) = own(kick, &zone, &name).await {
-                failed.push(format!("{name}: {err}"));
-                continue;
-            }
-            match kick.writer.submit_tracked(&zone, change, ticket).await {
-                Ok(Some(id)) => sent.push(id),
-                Ok(None) => {}
-                Err(err) => failed.push(format!("{name}: {err}")),
-            }
-        }
-    }
+    write_aliases(kick, aliased, ttl, ticket, &mut sent, &mut failed).await;
     for (name, addresses) in names {
         let Some(zone) = kick.zones.of(&name).map(|z| z.id.clone()) else {
             continue;

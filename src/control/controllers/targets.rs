@@ -11,7 +11,7 @@
 //! service's drain). Every register and deregister is a write through the
 //! leader's fenced clients: a leader whose lease lapsed sends none.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,12 +24,14 @@ pub use crate::control::state::targets::{Balancer, Targets};
 use crate::spec::kick::{KickConfig, ServiceKey};
 use crate::spec::registry::Status;
 
-/// How often the leader reads the groups' health for describe.
-const WATCH_EVERY: Duration = Duration::from_secs(10);
+/// How often the leader looks the load balancer up and brings every
+/// group in line.
+const WATCH_EVERY: Duration = Duration::from_secs(30);
 
-/// The load balancer of the cluster's stack, if its config puts services
-/// behind one: found among the stack's resources (their physical ids are
-/// the ARNs).
+/// The load balancer of the cluster's stack, with the groups of the
+/// services behind it that the stack has (it may be behind the config: a
+/// service's group comes with the next apply's stack update); `None` when
+/// no service is behind one. Their physical ids are the ARNs.
 pub async fn find(aws: &Aws, config: &KickConfig) -> Result<Option<Balancer>, String> {
     let wanted: Vec<(ServiceKey, &String)> = config
         .services()
@@ -43,24 +45,35 @@ pub async fn find(aws: &Aws, config: &KickConfig) -> Result<Option<Balancer>, St
         .stack_resources(stack)
         .await
         .map_err(|e| e.to_string())?;
-    let missing = |what: &str| {
-        format!("the stack {stack} has no {what}: run `huxley apply` with this kick config")
-    };
     let arn = resources
         .get(crate::spec::names::ids::LOAD_BALANCER)
-        .ok_or_else(|| missing("load balancer"))?;
+        .ok_or_else(|| format!("the stack {stack} has no load balancer yet"))?;
     let alias = aws
         .load_balancer_alias(arn)
         .await
         .map_err(|e| e.to_string())?;
-    let mut groups = BTreeMap::new();
-    for (key, id) in wanted {
-        let group = resources
-            .get(id)
-            .ok_or_else(|| missing(&format!("target group {id}")))?;
-        groups.insert(key, group.clone());
-    }
+    let groups = wanted
+        .into_iter()
+        .filter_map(|(key, id)| Some((key, resources.get(id)?.clone())))
+        .collect();
     Ok(Some(Balancer { alias, groups }))
+}
+
+/// Looks the load balancer up again: a stack update may have added it,
+/// or replaced a group (a new port). An error keeps what was known.
+pub async fn refresh(kick: &Kick) {
+    match find(&kick.aws, &kick.config).await {
+        Ok(found) => {
+            if found != kick.targets.balancer() {
+                let services = found.as_ref().map_or(0, |b| b.groups.len());
+                eprintln!("kick: the load balancer serves {services} services' target groups");
+            }
+            kick.targets.set_balancer(found);
+        }
+        Err(err) => eprintln!(
+            "kick: cannot look the load balancer up ({err}); its targets wait, and are tried again in {WATCH_EVERY:?}"
+        ),
+    }
 }
 
 /// The targets a service should have: its healthy replicas that are not
@@ -81,15 +94,11 @@ fn wanted(kick: &Kick, key: &ServiceKey) -> BTreeSet<(IpAddr, u16)> {
 }
 
 /// Brings a service's target group in line with its healthy replicas;
-/// nothing for a service not behind the load balancer.
+/// nothing for a service not behind the load balancer (or whose group is
+/// not known yet). Deregisters even when a registration failed.
 pub async fn sync(kick: &Kick, app: &str, service: &str) -> Result<(), String> {
     let key = (app.to_owned(), service.to_owned());
-    let Some(group) = kick
-        .balancer
-        .as_ref()
-        .and_then(|b| b.groups.get(&key))
-        .cloned()
-    else {
+    let Some(group) = kick.targets.group(&key) else {
         return Ok(());
     };
     let lock = kick.targets.lock(&key);
@@ -97,14 +106,21 @@ pub async fn sync(kick: &Kick, app: &str, service: &str) -> Result<(), String> {
     let want = wanted(kick, &key);
     let present = kick.aws.targets(&group).await.map_err(|e| e.to_string())?;
     let (register, deregister) = difference(&want, &present);
-    kick.aws
+    // A leader that stepped down (its handlers may still run) changes
+    // nothing more.
+    if kick.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err("this kick server no longer leads".into());
+    }
+    let registered = kick
+        .aws
         .change_targets(&group, &register, true)
         .await
-        .map_err(|e| format!("registering targets of {app}.{service}: {e}"))?;
+        .map_err(|e| format!("registering targets of {app}.{service}: {e}"));
     kick.aws
         .change_targets(&group, &deregister, false)
         .await
         .map_err(|e| format!("deregistering targets of {app}.{service}: {e}"))?;
+    registered?;
     if !register.is_empty() || !deregister.is_empty() {
         eprintln!(
             "kick: {app}.{service}: registered {} and deregistered {} load balancer targets",
@@ -146,36 +162,41 @@ fn difference(want: &BTreeSet<(IpAddr, u16)>, present: &[Target]) -> (Pairs, Pai
 /// Make before break: waits until every healthy replica of a service that
 /// `leaving` does not pick is registered and healthy in its group, at most
 /// `limit`; whether they all were (nothing to wait for when the service is
-/// not behind the load balancer).
+/// not behind the load balancer, or no healthy replica is leaving).
 pub async fn wait_for_replacements(
     kick: &Kick,
     key: &ServiceKey,
     leaving: &impl Fn(&Instance) -> bool,
     limit: Duration,
 ) -> bool {
-    let Some(group) = kick
-        .balancer
-        .as_ref()
-        .and_then(|b| b.groups.get(key))
-        .cloned()
-    else {
+    let Some(group) = kick.targets.group(key) else {
         return true;
     };
+    let healthy = |i: &Instance| i.health.status == Status::Healthy && !i.draining;
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        let staying: BTreeSet<(String, u16)> = kick
+        let (staying, going): (BTreeSet<(String, u16)>, usize) = kick
             .registry
             .lock()
             .expect("registry")
             .service(&key.0, &key.1)
             .map(|s| {
-                s.instances
-                    .values()
-                    .filter(|i| i.health.status == Status::Healthy && !i.draining && !leaving(i))
-                    .map(|i| (i.address.to_string(), i.port))
-                    .collect()
+                (
+                    s.instances
+                        .values()
+                        .filter(|i| healthy(i) && !leaving(i))
+                        .map(|i| (i.address.to_string(), i.port))
+                        .collect(),
+                    s.instances
+                        .values()
+                        .filter(|i| healthy(i) && leaving(i))
+                        .count(),
+                )
             })
             .unwrap_or_default();
+        if going == 0 {
+            return true;
+        }
         // Registers what is not yet (a failed sync is tried again here).
         let _ = sync(kick, &key.0, &key.1).await;
         if let Ok(present) = kick.aws.targets(&group).await {
@@ -195,29 +216,35 @@ pub async fn wait_for_replacements(
     }
 }
 
-/// Reads every group's health now and then, for describe; and brings
-/// every group in line once at the start (a new leader's first word on
-/// targets an old one left).
+/// Finds the load balancer, then every [`WATCH_EVERY`] looks it up again
+/// and brings every group in line (so targets an old leader left, or a
+/// sync that failed, are put right without waiting for a health change),
+/// which also refreshes what describe shows.
 pub fn spawn(kick: Arc<Kick>) -> tokio::task::AbortHandle {
     tokio::spawn(async move {
-        let Some(balancer) = kick.balancer.clone() else {
+        if kick
+            .config
+            .services()
+            .all(|(_, s)| s.target_group.is_none())
+        {
             return;
-        };
-        for (app, service) in balancer.groups.keys() {
-            if let Err(err) = sync(&kick, app, service).await {
-                eprintln!("kick: {app}.{service}: cannot bring the load balancer's targets in line yet: {err}");
-            }
         }
         let mut tick = tokio::time::interval(WATCH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            for (key, group) in &balancer.groups {
-                if let Ok(present) = kick.aws.targets(group).await {
-                    kick.targets
-                        .seen
-                        .lock()
-                        .expect("seen")
-                        .insert(key.clone(), present);
+            refresh(&kick).await;
+            let groups: Vec<ServiceKey> = kick
+                .targets
+                .balancer()
+                .map(|b| b.groups.into_keys().collect())
+                .unwrap_or_default();
+            for (app, service) in groups {
+                // A failure is said where it matters: the next round tries again.
+                if let Err(err) =
+                    crate::control::controllers::health::sync_dns(&kick, &app, &service).await
+                {
+                    eprintln!("kick: {app}.{service}: names or targets behind: {err}");
                 }
             }
         }

@@ -132,10 +132,8 @@ pub struct Kick {
     pub runs: Mutex<runs::Runs>,
     /// Bumped whenever a run changes, for the long polls that follow one.
     pub ran: tokio::sync::watch::Sender<u64>,
-    /// The load balancer in front of the public HTTP services, when the
-    /// stack has one.
-    pub balancer: Option<targets::Balancer>,
-    /// The target syncs' locks and what the groups said last.
+    /// The load balancer in front of the public HTTP services, the target
+    /// syncs' locks and what the groups said last.
     pub targets: targets::Targets,
 }
 

@@ -24,12 +24,37 @@ pub struct Balancer {
 /// What the target syncs share.
 #[derive(Debug, Default)]
 pub struct Targets {
+    /// The load balancer as last found in the stack; `None` until it is
+    /// (the stack may be behind the config), and groups only for the
+    /// services whose group exists.
+    balancer: Mutex<Option<Balancer>>,
     locks: Mutex<BTreeMap<ServiceKey, Arc<tokio::sync::Mutex<()>>>>,
     /// Each group's targets as last read, for describe.
     pub seen: Mutex<BTreeMap<ServiceKey, Vec<Target>>>,
 }
 
 impl Targets {
+    /// The load balancer as last found.
+    pub fn balancer(&self) -> Option<Balancer> {
+        self.balancer.lock().expect("balancer").clone()
+    }
+
+    pub fn set_balancer(&self, balancer: Option<Balancer>) {
+        *self.balancer.lock().expect("balancer") = balancer;
+    }
+
+    /// A service's target group, when the load balancer and it are known.
+    pub fn group(&self, key: &ServiceKey) -> Option<String> {
+        self.balancer
+            .lock()
+            .expect("balancer")
+            .as_ref()?
+            .groups
+            .get(key)
+            .cloned()
+    }
+
+    /// The lock one service's target syncs take in turn.
     pub fn lock(&self, key: &ServiceKey) -> Arc<tokio::sync::Mutex<()>> {
         Arc::clone(
             self.locks
@@ -44,7 +69,7 @@ impl Targets {
 /// What the load balancer says of a replica at `address`:`port`, for
 /// describe: `None` when the service is not behind it.
 pub fn health_of(kick: &Kick, key: &ServiceKey, address: IpAddr, port: u16) -> Option<String> {
-    kick.balancer.as_ref()?.groups.get(key)?;
+    kick.targets.group(key)?;
     let seen = kick.targets.seen.lock().expect("seen");
     let address = address.to_string();
     let shown = seen
