@@ -114,6 +114,17 @@ fn kick_toml_to_install(before: Option<&str>, applied: &str) -> Result<bool, Str
 }
 
 impl<C: Commands> Systemd<C> {
+    /// The Docker engine's major version; 0 when it cannot be read.
+    async fn docker_major(&self) -> u32 {
+        let format = ["version", "--format", "{{.Server.Version}}"].map(str::to_owned);
+        self.commands
+            .run("docker", &format)
+            .await
+            .ok()
+            .and_then(|v| v.trim().split('.').next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The last `lines` lines of one run of a unit (its `InvocationID`:
     /// a replica number comes back in a later deploy, and the unit's
     /// journal holds every earlier run), its messages only; none when
@@ -383,24 +394,30 @@ impl<C: Commands> Runtime for Systemd<C> {
                     .next()
                     .map(|g| g.to_string())
                     .unwrap_or_default();
-                self.commands
-                    .run(
-                        "docker",
-                        &args(&[
-                            "network",
-                            "create",
-                            "--driver",
-                            "bridge",
-                            "--subnet",
-                            &subnet.to_string(),
-                            "--gateway",
-                            &gateway,
-                            "--opt",
-                            &format!("com.docker.network.bridge.name={BRIDGE}"),
-                            NETWORK,
-                        ]),
-                    )
-                    .await?;
+                let mut create = args(&[
+                    "network",
+                    "create",
+                    "--driver",
+                    "bridge",
+                    "--subnet",
+                    &subnet.to_string(),
+                    "--gateway",
+                    &gateway,
+                    "--opt",
+                    &format!("com.docker.network.bridge.name={BRIDGE}"),
+                ]);
+                // Docker 28 drops routed traffic from other hosts to a
+                // container's unpublished ports, which is how other nodes
+                // and the load balancer reach replicas: keep NAT for the
+                // containers' way out, and let that traffic in.
+                if self.docker_major().await >= 28 {
+                    create.extend(args(&[
+                        "--opt",
+                        "com.docker.network.bridge.gateway_mode_ipv4=nat-unprotected",
+                    ]));
+                }
+                create.push(NETWORK.to_owned());
+                self.commands.run("docker", &create).await?;
             }
         }
         self.subnet = Some(subnet);
@@ -791,14 +808,17 @@ mod tests {
         assert!(recorder.take().is_empty());
 
         // The node's network: created when Docker does not have it.
+        // On Docker 28, routed traffic to unpublished ports is let in.
         recorder.answer("docker network inspect", Err("no such network"));
+        recorder.answer("docker version", Ok("28.1.1\n"));
         let subnet: Ipv4Net = "100.64.3.0/24".parse().expect("subnet");
         systemd.prepare(Some(subnet)).await.expect("network");
         assert_eq!(
             recorder.take(),
             [
                 "docker network inspect --format {{range .IPAM.Config}}{{.Subnet}}{{end}} huxley",
-                "docker network create --driver bridge --subnet 100.64.3.0/24 --gateway 100.64.3.1 --opt com.docker.network.bridge.name=huxley0 huxley",
+                "docker version --format {{.Server.Version}}",
+                "docker network create --driver bridge --subnet 100.64.3.0/24 --gateway 100.64.3.1 --opt com.docker.network.bridge.name=huxley0 --opt com.docker.network.bridge.gateway_mode_ipv4=nat-unprotected huxley",
             ]
         );
 

@@ -254,16 +254,32 @@ async fn write_aliases(
             ),
         ];
         for change in changes.into_iter().flatten() {
-            if let Err(err) = own(kick, &zone, &name).await {
-                failed.push(format!("{name}: {err}"));
-                continue;
-            }
-            match kick.writer.submit_tracked(&zone, change, ticket).await {
-                Ok(Some(id)) => sent.push(id),
-                Ok(None) => {}
-                Err(err) => failed.push(format!("{name}: {err}")),
-            }
+            let kind = change.kind.clone();
+            submit_owned(kick, &zone, change, ticket, sent, failed, &kind).await;
         }
+    }
+}
+
+/// Owns the change's name and submits it, noting the Route53 change that
+/// carried it or what failed.
+async fn submit_owned(
+    kick: &Kick,
+    zone: &str,
+    change: RecordChange,
+    ticket: u64,
+    sent: &mut Vec<String>,
+    failed: &mut Vec<String>,
+    kind: &str,
+) {
+    let name = change.name.clone();
+    if let Err(err) = own(kick, zone, &name).await {
+        failed.push(format!("{name}: {err}"));
+        return;
+    }
+    match kick.writer.submit_tracked(zone, change, ticket).await {
+        Ok(Some(id)) => sent.push(id),
+        Ok(None) => {}
+        Err(err) => failed.push(format!("{name} {kind}: {err}")),
     }
 }
 
@@ -498,15 +514,7 @@ async fn write_dns(kick: &Kick, app: &str, service: &str) -> (u64, Result<Vec<St
             let Some(change) = change_towards(current, &name, kind, ttl, values) else {
                 continue;
             };
-            if let Err(err) = own(kick, &zone, &name).await {
-                failed.push(format!("{name}: {err}"));
-                continue;
-            }
-            match kick.writer.submit_tracked(&zone, change, ticket).await {
-                Ok(Some(id)) => sent.push(id),
-                Ok(None) => {}
-                Err(err) => failed.push(format!("{name} {kind}: {err}")),
-            }
+            submit_owned(kick, &zone, change, ticket, &mut sent, &mut failed, kind).await;
         }
     }
     if failed.is_empty() {
