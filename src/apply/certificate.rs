@@ -57,13 +57,19 @@ pub async fn plan(
             retire: ours.iter().map(|c| c.arn.clone()).collect(),
         }
     } else if let Some(arn) = given {
+        let status = given_status(aws, &arn, &names).await?;
         CertificatePlan {
             domain: domain.clone(),
             names,
             action: CertificateAction::Given,
+            status: Some(status),
+            // Not the one named, should it be one Huxley requested.
+            retire: ours
+                .iter()
+                .filter(|c| c.arn != arn)
+                .map(|c| c.arn.clone())
+                .collect(),
             arn: Some(arn),
-            status: None,
-            retire: ours.iter().map(|c| c.arn.clone()).collect(),
         }
     } else {
         // A failed or expired one is retired, and a new one requested.
@@ -96,6 +102,52 @@ pub async fn plan(
         _ => certificate.arn.clone(),
     };
     Ok((Some(certificate), parameter))
+}
+
+/// The status of the certificate `certificate-arn` names, refusing one
+/// a listener cannot serve: missing, not issued, or not covering every
+/// public name (a wildcard covers one label).
+async fn given_status(aws: &Aws, arn: &str, names: &[String]) -> Result<String, ApplyError> {
+    let fix =
+        "fix `certificate-arn` in huxley.toml, or leave it out and `huxley apply` requests one";
+    let Some(certificate) = aws.certificate(arn).await? else {
+        return Err(ApplyError::Refused(format!(
+            "certificate-arn {arn} does not exist in ACM in {}\nhelp: {fix}",
+            aws.region()
+        )));
+    };
+    if !certificate.issued() {
+        return Err(ApplyError::Refused(format!(
+            "certificate-arn {arn} is {}, and a load balancer serves only an issued certificate\nhelp: {fix}",
+            certificate.status
+        )));
+    }
+    let uncovered: Vec<&String> = names
+        .iter()
+        .filter(|name| !certificate.names.iter().any(|n| name_matches(n, name)))
+        .collect();
+    if !uncovered.is_empty() {
+        return Err(ApplyError::Refused(format!(
+            "certificate-arn {arn} does not cover {}\nhelp: {fix}",
+            uncovered
+                .iter()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(certificate.status)
+}
+
+/// Whether a certificate name (`www.example.com`, `*.example.com`)
+/// covers a host name.
+fn name_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(zone) => name
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(zone)),
+        None => pattern.eq_ignore_ascii_case(name),
+    }
 }
 
 /// Whether a certificate's names are exactly `names`.
@@ -374,4 +426,18 @@ pub async fn destroy(
         ));
     }
     Ok(ours.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_matches;
+
+    #[test]
+    fn a_wildcard_covers_one_label() {
+        assert!(name_matches("*.example.com", "www.example.com"));
+        assert!(name_matches("www.Example.com", "www.example.com"));
+        assert!(!name_matches("*.example.com", "example.com"));
+        assert!(!name_matches("*.example.com", "a.b.example.com"));
+        assert!(!name_matches("www.example.com", "api.example.com"));
+    }
 }

@@ -1360,6 +1360,31 @@ fn a_load_balancer_and_its_certificate_are_applied_and_destroyed() {
     plan.code(0);
     assert!(plan.stdout.starts_with("No changes."), "{}", plan.stdout);
 
+    // A certificate of one's own must exist, be issued and cover the
+    // names: one ACM does not have is refused at plan.
+    cluster.write(&blog_behind_load_balancer(name).replace(
+        "[cluster]\n",
+        "[cluster]\ncertificate-arn = \"arn:aws:acm:us-west-2:123456789012:certificate/00000000-0000-4000-8000-000000000000\"\n",
+    ));
+    let refused = cluster.run(&["plan"]);
+    refused.code(1);
+    assert!(
+        refused
+            .stderr
+            .contains("does not exist in ACM in us-west-2\nhelp: fix `certificate-arn`"),
+        "{}",
+        refused.stderr
+    );
+    // The cluster's own, named: served, and not retired.
+    cluster.write(&blog_behind_load_balancer(name).replace(
+        "[cluster]\n",
+        &format!("[cluster]\ncertificate-arn = \"{}\"\n", certificate.arn),
+    ));
+    let named = cluster.run(&["plan", "--detailed-exitcode"]);
+    named.code(0);
+    assert!(named.stdout.starts_with("No changes."), "{}", named.stdout);
+    cluster.write(&blog_behind_load_balancer(name));
+
     let destroy = cluster.run(&["destroy", "--yes"]);
     destroy.code(0);
     assert!(
