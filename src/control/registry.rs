@@ -132,6 +132,13 @@ pub struct Instance {
     pub draining: bool,
 }
 
+impl Instance {
+    /// Whether it takes traffic: healthy, and not leaving a rollout.
+    pub fn in_service(&self) -> bool {
+        self.health.status == Status::Healthy && !self.draining
+    }
+}
+
 /// A service's live state beside its configuration.
 #[derive(Debug, Clone)]
 pub struct ServiceState {
@@ -146,7 +153,7 @@ impl ServiceState {
         let mut addresses: Vec<IpAddr> = self
             .instances
             .values()
-            .filter(|i| i.health.status == Status::Healthy && !i.draining)
+            .filter(|i| i.in_service())
             .map(|i| i.address)
             .collect();
         addresses.sort();

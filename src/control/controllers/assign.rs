@@ -25,7 +25,6 @@ use crate::scheduler::placement::{self, NodeSpec, Replica, ServiceSpec, handoffs
 use crate::scheduler::subnets::{NodeSubnet, allocate_subnets};
 use crate::spec::assignment::{AssignedReplica, Assignment};
 use crate::spec::kick::KickConfig;
-use crate::spec::registry::Status;
 
 /// How often the leader re-reads the cluster's nodes from EC2 and places
 /// again: a terminated node's replicas are re-placed within this.
@@ -387,7 +386,7 @@ fn healthy_replicas(kick: &Kick) -> BTreeSet<(Replica, String)> {
                 // A draining copy is on its way out: it never completes
                 // a move.
                 state.instances.values().filter_map(move |i| {
-                    (i.health.status == Status::Healthy && !i.draining).then_some((
+                    i.in_service().then_some((
                         Replica {
                             app: app.clone(),
                             service: service.clone(),

@@ -444,7 +444,7 @@ async fn write_dns(kick: &Kick, app: &str, service: &str) -> (u64, Result<Vec<St
         let healthy_nodes: std::collections::BTreeSet<String> = state
             .instances
             .values()
-            .filter(|i| i.health.status == crate::spec::registry::Status::Healthy && !i.draining)
+            .filter(|i| i.in_service())
             .map(|i| i.node.clone())
             .collect();
         (
