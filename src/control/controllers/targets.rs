@@ -22,7 +22,6 @@ use crate::control::registry::Instance;
 use crate::control::state::Kick;
 pub use crate::control::state::targets::{Balancer, Targets};
 use crate::spec::kick::{KickConfig, ServiceKey};
-use crate::spec::registry::Status;
 
 /// How often the leader looks the load balancer up and brings every
 /// group in line.
@@ -77,20 +76,51 @@ pub async fn refresh(kick: &Kick) {
 }
 
 /// The targets a service should have: its healthy replicas that are not
-/// leaving.
+/// leaving, each at the service's own port and inside its node's
+/// container subnet. A registration a service token made for another
+/// container (another app's port) is never put on the internet.
 fn wanted(kick: &Kick, key: &ServiceKey) -> BTreeSet<(IpAddr, u16)> {
-    kick.registry
+    let (port, replicas): (Option<u16>, Vec<(String, IpAddr, u16)>) = kick
+        .registry
         .lock()
         .expect("registry")
         .service(&key.0, &key.1)
         .map(|s| {
-            s.instances
-                .values()
-                .filter(|i| i.health.status == Status::Healthy && !i.draining)
-                .map(|i| (i.address, i.port))
-                .collect()
+            (
+                s.config.port,
+                s.instances
+                    .values()
+                    .filter(|i| i.in_service())
+                    .map(|i| (i.node.clone(), i.address, i.port))
+                    .collect(),
+            )
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let subnets = kick
+        .assignments
+        .lock()
+        .expect("assignments")
+        .subnets
+        .clone();
+    eligible(port, &replicas, &subnets)
+}
+
+/// Of the (node, address, port) replicas, the targets a load balancer may
+/// be given: the service's port, an address in the node's subnet.
+fn eligible(
+    port: Option<u16>,
+    replicas: &[(String, IpAddr, u16)],
+    subnets: &std::collections::BTreeMap<String, ipnet::Ipv4Net>,
+) -> BTreeSet<(IpAddr, u16)> {
+    replicas
+        .iter()
+        .filter(|(_, _, p)| Some(*p) == port)
+        .filter(|(node, address, _)| match (subnets.get(node), address) {
+            (Some(subnet), IpAddr::V4(v4)) => subnet.contains(v4),
+            _ => false,
+        })
+        .map(|(_, address, port)| (*address, *port))
+        .collect()
 }
 
 /// Brings a service's target group in line with its healthy replicas;
@@ -172,7 +202,6 @@ pub async fn wait_for_replacements(
     let Some(group) = kick.targets.group(key) else {
         return true;
     };
-    let healthy = |i: &Instance| i.health.status == Status::Healthy && !i.draining;
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let (staying, going): (BTreeSet<(String, u16)>, usize) = kick
@@ -184,12 +213,12 @@ pub async fn wait_for_replacements(
                 (
                     s.instances
                         .values()
-                        .filter(|i| healthy(i) && !leaving(i))
+                        .filter(|i| i.in_service() && !leaving(i))
                         .map(|i| (i.address.to_string(), i.port))
                         .collect(),
                     s.instances
                         .values()
-                        .filter(|i| healthy(i) && leaving(i))
+                        .filter(|i| i.in_service() && leaving(i))
                         .count(),
                 )
             })
@@ -263,6 +292,28 @@ mod tests {
             state: state.into(),
             reason: None,
         }
+    }
+
+    #[test]
+    fn only_a_services_own_port_in_its_nodes_subnet_is_a_target() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("address");
+        let subnets = std::collections::BTreeMap::from([(
+            "i-1".to_owned(),
+            "100.64.1.0/24".parse().expect("subnet"),
+        )]);
+        let replicas = [
+            ("i-1".to_owned(), ip("100.64.1.2"), 8080),
+            // Another container's port, registered with a service token.
+            ("i-1".to_owned(), ip("100.64.1.3"), 9000),
+            // Outside the node's subnet.
+            ("i-1".to_owned(), ip("100.64.7.5"), 8080),
+            // A node without a subnet yet.
+            ("i-2".to_owned(), ip("100.64.2.2"), 8080),
+        ];
+        assert_eq!(
+            eligible(Some(8080), &replicas, &subnets),
+            [(ip("100.64.1.2"), 8080)].into()
+        );
     }
 
     #[test]
