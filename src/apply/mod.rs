@@ -442,7 +442,7 @@ async fn create_bucket_first(
     let full: serde_json::Value = serde_json::from_str(&plan.desired.template_body)
         .map_err(|e| ApplyError::Refused(format!("the template does not parse: {e}")))?;
     let resources: serde_json::Map<String, serde_json::Value> =
-        [ids::ARTIFACT_BUCKET, "ArtifactBucketPolicy"]
+        [ids::ARTIFACT_BUCKET, ids::ARTIFACT_BUCKET_POLICY]
             .iter()
             .filter_map(|id| Some(((*id).to_owned(), full["Resources"].get(*id)?.clone())))
             .collect();

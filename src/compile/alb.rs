@@ -29,6 +29,35 @@ const MAX_PRIORITY: u32 = 50_000;
 /// forward-secret AES-GCM ciphers only (AWS's restricted policy).
 pub const TLS_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-Res-2021-06";
 
+/// Where in the artifact bucket the load balancer writes its access logs.
+pub const ACCESS_LOG_PREFIX: &str = "access-logs";
+
+/// Whether the stack has a load balancer that writes access logs.
+pub fn writes_access_logs(config: &Config) -> bool {
+    config.cluster.access_logs && config.load_balanced().next().is_some()
+}
+
+/// The artifact bucket policy's statement that lets Elastic Load
+/// Balancing write the access logs: the region's log-delivery account
+/// where it has one, else the log-delivery service principal.
+pub fn access_log_statement(config: &Config, bucket: &str) -> Value {
+    let principal = match model::aws::elb_log_account(&config.cluster.region) {
+        Some(account) => {
+            json!({ "AWS": {"Fn::Sub": format!("arn:${{AWS::Partition}}:iam::{account}:root")} })
+        }
+        None => json!({ "Service": model::aws::ELB_LOG_DELIVERY }),
+    };
+    json!({
+        "Sid": "LoadBalancerAccessLogs",
+        "Effect": "Allow",
+        "Principal": principal,
+        "Action": "s3:PutObject",
+        "Resource": {"Fn::Sub": format!(
+            "arn:${{AWS::Partition}}:s3:::{bucket}/{ACCESS_LOG_PREFIX}/AWSLogs/${{AWS::AccountId}}/*"
+        )},
+    })
+}
+
 /// The logical id of a service's target group; the stack output that
 /// carries its ARN is this id followed by `Arn`.
 pub fn target_group_id(app: &str, service: &str) -> String {
@@ -67,31 +96,41 @@ pub fn load_balancer(
         return Vec::new();
     }
     security_groups(config, r);
-    add(
-        r,
-        ids::LOAD_BALANCER,
-        json!({
-            "Type": "AWS::ElasticLoadBalancingV2::LoadBalancer",
-            "Metadata": justify(&[(
-                "CKV_AWS_91",
-                "Access logs need a bucket policy naming the region's ELB log-delivery account; they are not written yet (see the README's list of what the load balancer does not do).",
-            ), (
-                "CKV_AWS_150",
-                "`huxley destroy` deletes the load balancer with the cluster; the stack is the unit users protect.",
-            )], &[]),
-            "Properties": {
-                "Type": "application",
-                "Scheme": "internet-facing",
-                "IpAddressType": "ipv4",
-                "Subnets": subnets.iter().map(|id| json!({"Ref": id})).collect::<Vec<_>>(),
-                "SecurityGroups": [{"Ref": ids::LOAD_BALANCER_SECURITY_GROUP}],
-                "LoadBalancerAttributes": [
-                    {"Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true"},
-                ],
-                "Tags": tags(config, &[]),
-            },
-        }),
-    );
+    let mut skips = vec![(
+        "CKV_AWS_150",
+        "`huxley destroy` deletes the load balancer with the cluster; the stack is the unit users protect.",
+    )];
+    let mut attributes =
+        vec![json!({"Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true"})];
+    let mut balancer = json!({
+        "Type": "AWS::ElasticLoadBalancingV2::LoadBalancer",
+        "Properties": {
+            "Type": "application",
+            "Scheme": "internet-facing",
+            "IpAddressType": "ipv4",
+            "Subnets": subnets.iter().map(|id| json!({"Ref": id})).collect::<Vec<_>>(),
+            "SecurityGroups": [{"Ref": ids::LOAD_BALANCER_SECURITY_GROUP}],
+            "Tags": tags(config, &[]),
+        },
+    });
+    if writes_access_logs(config) {
+        attributes.extend([
+            json!({"Key": "access_logs.s3.enabled", "Value": "true"}),
+            json!({"Key": "access_logs.s3.bucket", "Value": {"Ref": ids::ARTIFACT_BUCKET}}),
+            json!({"Key": "access_logs.s3.prefix", "Value": ACCESS_LOG_PREFIX}),
+        ]);
+        // ELB writes a test object when logging is turned on: the bucket
+        // policy must let it first.
+        balancer["DependsOn"] = json!(ids::ARTIFACT_BUCKET_POLICY);
+    } else {
+        skips.insert(0, (
+            "CKV_AWS_91",
+            "Access logs are off in this config; `[cluster.logs] access-logs = true` writes them to the artifact bucket.",
+        ));
+    }
+    balancer["Metadata"] = justify(&skips, &[]);
+    balancer["Properties"]["LoadBalancerAttributes"] = Value::Array(attributes);
+    add(r, ids::LOAD_BALANCER, balancer);
     listeners(r);
     let priorities = priorities(&services);
     let mut outputs = vec![
@@ -395,6 +434,81 @@ mod tests {
         assert_eq!(group["HealthCheckTimeoutSeconds"], 2);
         assert_eq!(group["HealthyThresholdCount"], 2);
         assert_eq!(group["UnhealthyThresholdCount"], 2);
+    }
+
+    /// The blog with access logs on, in `region`.
+    fn blog_logging_in(region: &str) -> Config {
+        let source = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/blog/huxley.toml"
+        ))
+        .expect("example")
+        .replace("us-west-2", region)
+        .replace(
+            "[cluster.nodes]\n",
+            "[cluster.logs]\naccess-logs = true\n\n[cluster.nodes]\n",
+        );
+        config(&source)
+    }
+
+    #[test]
+    fn access_logs_go_to_the_artifact_bucket_only_when_asked() {
+        let mut r = Resources::new();
+        load_balancer(&blog(), &mut r, &["SubnetA".to_owned()]);
+        let balancer = &r[ids::LOAD_BALANCER];
+        let keys: Vec<&str> = balancer["Properties"]["LoadBalancerAttributes"]
+            .as_array()
+            .expect("attributes")
+            .iter()
+            .filter_map(|a| a["Key"].as_str())
+            .collect();
+        assert!(
+            !keys.iter().any(|k| k.starts_with("access_logs")),
+            "{keys:?}"
+        );
+        assert!(balancer["Metadata"]["Huxley"]["Justifications"]["CKV_AWS_91"].is_string());
+        assert!(balancer.get("DependsOn").is_none());
+
+        let c = blog_logging_in("us-west-2");
+        assert!(writes_access_logs(&c));
+        let mut r = Resources::new();
+        load_balancer(&c, &mut r, &["SubnetA".to_owned()]);
+        let balancer = &r[ids::LOAD_BALANCER];
+        let attributes = &balancer["Properties"]["LoadBalancerAttributes"];
+        for expected in [
+            json!({"Key": "access_logs.s3.enabled", "Value": "true"}),
+            json!({"Key": "access_logs.s3.bucket", "Value": {"Ref": ids::ARTIFACT_BUCKET}}),
+            json!({"Key": "access_logs.s3.prefix", "Value": "access-logs"}),
+        ] {
+            assert!(
+                attributes
+                    .as_array()
+                    .expect("attributes")
+                    .contains(&expected),
+                "{expected} in {attributes}"
+            );
+        }
+        assert!(balancer["Metadata"]["Huxley"]["Justifications"]["CKV_AWS_91"].is_null());
+        assert_eq!(balancer["DependsOn"], ids::ARTIFACT_BUCKET_POLICY);
+    }
+
+    #[test]
+    fn access_logs_are_written_by_the_regions_documented_writer() {
+        let older = access_log_statement(&blog_logging_in("us-west-2"), "b");
+        assert_eq!(
+            older["Principal"],
+            json!({"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::797873946194:root"}})
+        );
+        assert_eq!(older["Action"], "s3:PutObject");
+        assert_eq!(
+            older["Resource"],
+            json!({"Fn::Sub": "arn:${AWS::Partition}:s3:::b/access-logs/AWSLogs/${AWS::AccountId}/*"})
+        );
+        let newer = access_log_statement(&blog_logging_in("me-central-1"), "b");
+        assert_eq!(
+            newer["Principal"],
+            json!({"Service": "logdelivery.elasticloadbalancing.amazonaws.com"})
+        );
     }
 
     #[test]

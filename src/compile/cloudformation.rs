@@ -13,6 +13,7 @@
 
 use serde_json::{Value, json};
 
+use super::alb;
 use super::ingress::ingress_rules;
 use crate::compile::iam::iam;
 use crate::model::{self, Config, naming};
@@ -45,7 +46,7 @@ pub fn template(input: &TemplateInput<'_>) -> Value {
     iam(config, &mut resources);
     nodes(input, &mut resources);
     let subnets = subnet_ids(config);
-    let balanced = super::alb::load_balancer(config, &mut resources, &subnets);
+    let balanced = alb::load_balancer(config, &mut resources, &subnets);
 
     // --- parameters and outputs ------------------------------------------------
     let mut parameters = serde_json::Map::new();
@@ -424,6 +425,33 @@ fn dns(config: &Config, r: &mut Resources) {
 /// The artifact bucket and its policy.
 fn artifact_bucket(config: &Config, r: &mut Resources) {
     let bucket = naming::bucket_pattern(config);
+    let access_logs = alb::writes_access_logs(config);
+    let mut lifecycle = vec![json!({
+        "Id": "expire-old-versions",
+        "Status": "Enabled",
+        "NoncurrentVersionExpiration": { "NoncurrentDays": 30 },
+        "AbortIncompleteMultipartUpload": { "DaysAfterInitiation": 7 },
+    })];
+    let mut statements = vec![json!({
+        "Sid": "TlsOnly",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:*",
+        "Resource": [
+            {"Fn::GetAtt": [ids::ARTIFACT_BUCKET, "Arn"]},
+            {"Fn::Sub": format!("arn:${{AWS::Partition}}:s3:::{bucket}/*")},
+        ],
+        "Condition": { "Bool": { "aws:SecureTransport": "false" } },
+    })];
+    if access_logs {
+        lifecycle.push(json!({
+            "Id": "expire-access-logs",
+            "Status": "Enabled",
+            "Prefix": format!("{}/", alb::ACCESS_LOG_PREFIX),
+            "ExpirationInDays": config.cluster.log_retention_days,
+        }));
+        statements.push(alb::access_log_statement(config, &bucket));
+    }
     add(
         r,
         ids::ARTIFACT_BUCKET,
@@ -449,39 +477,19 @@ fn artifact_bucket(config: &Config, r: &mut Resources) {
                 },
                 "OwnershipControls": { "Rules": [{ "ObjectOwnership": "BucketOwnerEnforced" }] },
                 "VersioningConfiguration": { "Status": "Enabled" },
-                "LifecycleConfiguration": {
-                    "Rules": [{
-                        "Id": "expire-old-versions",
-                        "Status": "Enabled",
-                        "NoncurrentVersionExpiration": { "NoncurrentDays": 30 },
-                        "AbortIncompleteMultipartUpload": { "DaysAfterInitiation": 7 },
-                    }],
-                },
+                "LifecycleConfiguration": { "Rules": lifecycle },
                 "Tags": tags(config, &[]),
             },
         }),
     );
     add(
         r,
-        "ArtifactBucketPolicy",
+        ids::ARTIFACT_BUCKET_POLICY,
         json!({
             "Type": "AWS::S3::BucketPolicy",
             "Properties": {
                 "Bucket": {"Ref": ids::ARTIFACT_BUCKET},
-                "PolicyDocument": {
-                    "Version": "2012-10-17",
-                    "Statement": [{
-                        "Sid": "TlsOnly",
-                        "Effect": "Deny",
-                        "Principal": "*",
-                        "Action": "s3:*",
-                        "Resource": [
-                            {"Fn::GetAtt": [ids::ARTIFACT_BUCKET, "Arn"]},
-                            {"Fn::Sub": format!("arn:${{AWS::Partition}}:s3:::{bucket}/*")},
-                        ],
-                        "Condition": { "Bool": { "aws:SecureTransport": "false" } },
-                    }],
-                },
+                "PolicyDocument": { "Version": "2012-10-17", "Statement": statements },
             },
         }),
     );

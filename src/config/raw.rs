@@ -91,7 +91,8 @@ pub struct RawCluster {
     pub control: Option<Spanned<RawControl>>,
     /// The apps' logs in CloudWatch Logs: a log group per app
     /// (`/huxley/<cluster>/<app>`) and one for the control plane
-    /// (`/huxley/<cluster>/system`). Default { retention-days = 30 }.
+    /// (`/huxley/<cluster>/system`); and, when asked, the load balancer's
+    /// access logs. Default { retention-days = 30, access-logs = false }.
     pub logs: Option<Spanned<RawLogs>>,
 }
 
@@ -104,6 +105,10 @@ pub struct RawLogs {
     /// 2192, 2557, 2922, 3288 or 3653. Default 30.
     #[schemars(range(min = 1, max = 3653))]
     pub retention_days: Option<Spanned<i64>>,
+    /// Whether the load balancer writes its access logs (a line per
+    /// request) to the artifact bucket, under `access-logs/`, kept
+    /// `retention-days` days. Default false.
+    pub access_logs: Option<Spanned<bool>>,
 }
 
 /// The control plane's group.

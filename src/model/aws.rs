@@ -175,6 +175,58 @@ pub const REGIONS: &[&str] = &[
     "us-west-2",
 ];
 
+/// The accounts Elastic Load Balancing writes access logs from, in the
+/// regions that opened before August 2022: an access-log bucket's policy
+/// names the one of its region. Regions opened since have none; there the
+/// policy names the service principal [`ELB_LOG_DELIVERY`] instead.
+///
+/// From AWS's "Enable access logs for your Application Load Balancer"
+/// (step 2, the bucket policy), read 2026-12-02 and matched entry by entry
+/// against the same table in terraform-provider-aws
+/// (`aws_elb_service_account`) and aws-cdk (`region-info`). AWS adds no
+/// region to it, so it is complete.
+pub const ELB_LOG_ACCOUNTS: &[(&str, &str)] = &[
+    ("af-south-1", "098369216593"),
+    ("ap-east-1", "754344448648"),
+    ("ap-northeast-1", "582318560864"),
+    ("ap-northeast-2", "600734575887"),
+    ("ap-northeast-3", "383597477331"),
+    ("ap-south-1", "718504428378"),
+    ("ap-southeast-1", "114774131450"),
+    ("ap-southeast-2", "783225319266"),
+    ("ap-southeast-3", "589379963580"),
+    ("ca-central-1", "985666609251"),
+    ("cn-north-1", "638102146993"),
+    ("cn-northwest-1", "037604701340"),
+    ("eu-central-1", "054676820928"),
+    ("eu-north-1", "897822967062"),
+    ("eu-south-1", "635631232127"),
+    ("eu-west-1", "156460612806"),
+    ("eu-west-2", "652711504416"),
+    ("eu-west-3", "009996457667"),
+    ("me-south-1", "076674570225"),
+    ("sa-east-1", "507241528517"),
+    ("us-east-1", "127311923021"),
+    ("us-east-2", "033677994240"),
+    ("us-gov-east-1", "190560391635"),
+    ("us-gov-west-1", "048591011584"),
+    ("us-west-1", "027434742980"),
+    ("us-west-2", "797873946194"),
+];
+
+/// Who writes a load balancer's access logs in regions opened since
+/// August 2022.
+pub const ELB_LOG_DELIVERY: &str = "logdelivery.elasticloadbalancing.amazonaws.com";
+
+/// The account that writes a region's load balancer access logs, if the
+/// region has one (see [`ELB_LOG_ACCOUNTS`]).
+pub fn elb_log_account(region: &str) -> Option<&'static str> {
+    ELB_LOG_ACCOUNTS
+        .binary_search_by(|(r, _)| (*r).cmp(region))
+        .ok()
+        .map(|i| ELB_LOG_ACCOUNTS[i].1)
+}
+
 /// Whether a string has the shape of a region name: `us-west-2`,
 /// `us-gov-west-1`.
 pub fn is_region_shaped(name: &str) -> bool {
@@ -218,6 +270,34 @@ mod tests {
         assert!((cost("t3.micro") - 0.0104).abs() < 1e-9);
         assert!((cost("c6i.4xlarge") - 0.68).abs() < 1e-9);
         assert!(!is_arm64("m5a.large"));
+    }
+
+    #[test]
+    fn elb_log_accounts_are_sorted_and_only_for_older_regions() {
+        let regions: Vec<&str> = ELB_LOG_ACCOUNTS.iter().map(|(r, _)| *r).collect();
+        let mut sorted = regions.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted, regions, "keep ELB_LOG_ACCOUNTS sorted, once each");
+        for (region, account) in ELB_LOG_ACCOUNTS {
+            assert!(is_region_shaped(region), "{region}");
+            assert!(
+                account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()),
+                "{region}: {account}"
+            );
+        }
+        assert_eq!(elb_log_account("eu-central-1"), Some("054676820928"));
+        assert_eq!(elb_log_account("us-west-2"), Some("797873946194"));
+        // Opened after August 2022: the service principal writes there.
+        for newer in [
+            "me-central-1",
+            "il-central-1",
+            "ca-west-1",
+            "ap-southeast-4",
+        ] {
+            assert!(REGIONS.contains(&newer));
+            assert_eq!(elb_log_account(newer), None, "{newer}");
+        }
     }
 
     #[test]

@@ -122,8 +122,11 @@ pub struct Cluster {
     pub deployers: Vec<Deployer>,
     pub nodes: Nodes,
     pub control: Control,
-    /// How many days the log groups keep each line.
+    /// How many days the log groups (and the load balancer's access logs)
+    /// keep each line.
     pub log_retention_days: u32,
+    /// Whether the load balancer writes access logs to the artifact bucket.
+    pub access_logs: bool,
 }
 
 /// How the internet reaches public HTTP services.

@@ -64,6 +64,7 @@ pub mod ids {
     pub const LOAD_BALANCER: &str = "LoadBalancer";
     pub const LOAD_BALANCER_SECURITY_GROUP: &str = "LoadBalancerSecurityGroup";
     pub const ARTIFACT_BUCKET: &str = "ArtifactBucket";
+    pub const ARTIFACT_BUCKET_POLICY: &str = "ArtifactBucketPolicy";
     pub const PRIVATE_ZONE: &str = "PrivateZone";
     pub const NODE_GROUP: &str = "NodeGroup";
     pub const CONTROL_GROUP: &str = "ControlGroup";

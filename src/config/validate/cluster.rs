@@ -92,6 +92,11 @@ impl Checker<'_> {
             nodes: nodes?,
             control: control?,
             log_retention_days: log_retention_days?,
+            access_logs: rc
+                .logs
+                .as_ref()
+                .and_then(|l| l.value.access_logs.as_ref())
+                .is_some_and(|a| a.value),
         })
     }
 
@@ -182,6 +187,37 @@ impl Checker<'_> {
                 None
             }
         }
+    }
+
+    /// `logs.access-logs = true` on a cluster with no load balancer: there
+    /// is nothing to log (said once the whole config is known).
+    pub(super) fn access_logs_without_load_balancer(
+        &mut self,
+        raw: &RawConfig,
+        config: &crate::model::Config,
+    ) {
+        let Some(asked) = raw
+            .cluster
+            .as_ref()
+            .and_then(|c| c.value.logs.as_ref())
+            .and_then(|l| l.value.access_logs.as_ref())
+            .filter(|a| a.value)
+        else {
+            return;
+        };
+        if config.load_balanced().next().is_some() {
+            return;
+        }
+        let why = if config.cluster.ingress == Ingress::Dns {
+            "`ingress = \"dns\"`: public names point at the nodes"
+        } else {
+            "no service has public HTTP names"
+        };
+        self.push(
+            Diagnostic::warning("`access-logs` has no effect without a load balancer")
+                .at(asked.span.clone(), why)
+                .help("remove `access-logs`, or give a service `public` names served over HTTP"),
+        );
     }
 
     /// The public domain, and the private one (by default `<name>.cluster`),

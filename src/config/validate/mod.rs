@@ -68,6 +68,9 @@ pub fn validate(source: &str, raw: &RawConfig, rejected: &Rejected) -> Validated
         (Some(cluster), Some(apps)) if !checker.has_errors() => Some(Config { cluster, apps }),
         _ => None,
     };
+    if let Some(config) = &config {
+        checker.access_logs_without_load_balancer(raw, config);
+    }
     Validated {
         config,
         diagnostics: checker.diagnostics,
