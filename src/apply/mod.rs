@@ -12,6 +12,7 @@
 //! stopped.
 
 mod certificate;
+mod destroy;
 mod host_key;
 pub mod progress;
 
@@ -31,6 +32,8 @@ use crate::spec::manifest::Manifest;
 use crate::spec::names::ids;
 
 /// Templates larger than this go to CloudFormation through the bucket.
+pub use destroy::{Destroyed, destroy};
+
 const MAX_INLINE_TEMPLATE: usize = compile::quotas::MAX_INLINE_TEMPLATE;
 
 /// Why an apply or destroy stopped.
@@ -155,13 +158,7 @@ pub async fn prepare(config: &Config, aws: &Aws, options: PlanOptions) -> Result
     let mut plan = diff::plan(&target, desired, &read.live);
     plan.certificate = certificate;
     plan.notes.extend(notes);
-    if let Some(change) = plan
-        .resources
-        .iter()
-        .find(|r| r.logical_id == ids::LOAD_BALANCER)
-    {
-        plan.notes.push(load_balancer_cost(change.action));
-    }
+    plan.notes.extend(cost_notes(config, &plan.resources));
     let existing = aws
         .parameter_names(&crate::spec::names::tokens_path(&config.cluster.name))
         .await?;
@@ -175,19 +172,44 @@ pub async fn prepare(config: &Config, aws: &Aws, options: PlanOptions) -> Result
 pub const LOAD_BALANCER_HOURLY: f64 = 0.0225;
 pub const LCU_HOURLY: f64 = 0.008;
 
-/// What adding or removing the load balancer costs a month, for the plan.
-fn load_balancer_cost(action: crate::plan::Action) -> String {
+/// What the plan's load balancer changes cost: its monthly price when
+/// it comes or goes, and the access logs' storage when they are turned on.
+fn cost_notes(config: &Config, resources: &[crate::plan::ResourceChange]) -> Vec<String> {
+    let action = |id: &str| {
+        resources
+            .iter()
+            .find(|r| r.logical_id == id)
+            .map(|r| r.action)
+    };
     let base = LOAD_BALANCER_HOURLY * 730.0;
     let lcu = LCU_HOURLY * 730.0;
-    match action {
-        crate::plan::Action::Remove => format!(
+    let mut notes = Vec::new();
+    match action(ids::LOAD_BALANCER) {
+        Some(Action::Remove) => notes.push(format!(
             "the load balancer goes: about ${base:.2} a month less, and its LCUs (us-east-1 prices)"
-        ),
-        _ => format!(
+        )),
+        Some(Action::Add) => notes.push(format!(
             "the load balancer costs about ${base:.2} a month (730 hours at ${LOAD_BALANCER_HOURLY}, us-east-1), plus ${lcu:.2} a month for each LCU of traffic it serves on average"
-        ),
+        )),
+        _ => {}
     }
+    // The bucket policy changes when the logs' writer is let in.
+    if crate::compile::alb::writes_access_logs(config)
+        && matches!(
+            action(ids::ARTIFACT_BUCKET_POLICY),
+            Some(Action::Add | Action::Modify)
+        )
+    {
+        notes.push(format!(
+            "the load balancer's access logs cost S3 storage: about ${S3_GB_MONTH} per GB-month (us-east-1), gzipped, kept {} days",
+            config.cluster.log_retention_days
+        ));
+    }
+    notes
 }
+
+/// S3 Standard's storage price per GB-month, us-east-1, first 50 TB.
+const S3_GB_MONTH: f64 = 0.023;
 
 /// Refuses a config whose secrets name SSM parameters that do not exist:
 /// its replicas could not start. Every missing one is named, with the
@@ -294,6 +316,12 @@ pub async fn apply(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<Su
     };
     if plan.stack_action == StackAction::Recreate {
         progress.line(&format!("deleting the failed stack {stack} first"));
+        // A rollback that could not delete the bucket (something wrote in
+        // it, such as the load balancer's first access log) left it: the
+        // stack goes only with it empty.
+        if let Some(bucket) = live.as_ref().and_then(|s| s.bucket(&plan.cluster)) {
+            aws.empty_bucket(&bucket).await?;
+        }
         if let Some(left) = delete_stack(aws, stack, progress).await? {
             return Err(ApplyError::Failed {
                 cause: left
@@ -860,21 +888,6 @@ async fn delete_stack(
     Ok(wait(aws, stack, progress).await?.0)
 }
 
-/// What a destroy removed.
-#[derive(Debug, Default)]
-pub struct Destroyed {
-    pub resources: usize,
-    pub objects: usize,
-    /// Images deleted from the cluster's repositories.
-    pub images: usize,
-    pub records: usize,
-    pub bucket: Option<String>,
-    /// The load balancer's certificates deleted.
-    pub certificates: usize,
-}
-
-/// Removes the cluster: empties the bucket, deletes the ownership records,
-/// deletes the stack and waits for it to go.
 /// Changes record sets in batches within Route53's limits.
 async fn write_records(
     aws: &Aws,
@@ -905,91 +918,56 @@ async fn write_records(
     Ok(())
 }
 
-pub async fn destroy(
-    aws: &Aws,
-    config: &Config,
-    progress: &mut Progress,
-) -> Result<Option<Destroyed>, ApplyError> {
-    let stack = naming::stack(config);
-    let Some(summary) = settle(aws, &stack, progress).await? else {
-        return Ok(None);
-    };
-    let mut destroyed = Destroyed::default();
-    if summary.status != "ROLLBACK_COMPLETE" {
-        let template: serde_json::Value =
-            serde_json::from_str(&aws.get_template(&stack).await?).unwrap_or_default();
-        destroyed.resources = template["Resources"].as_object().map_or(0, |r| r.len());
-    }
-    // The images built on push: deleted here, so the repositories go with
-    // the stack (the CLI counted them and asked first).
-    for repository in aws.repositories(&naming::repository_prefix(config)).await? {
-        if repository.images.is_empty() {
-            continue;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Replacement, ResourceChange};
+
+    fn change(logical_id: &str, action: Action) -> ResourceChange {
+        ResourceChange {
+            logical_id: logical_id.to_owned(),
+            resource_type: String::new(),
+            action,
+            replacement: Replacement::Never,
+            properties: Vec::new(),
         }
-        aws.delete_images(&repository).await?;
-        destroyed.images += repository.images.len();
-        progress.line(&format!(
-            "deleted {} from {}",
-            crate::diagnostic::plural(repository.images.len(), "image"),
-            repository.name
-        ));
     }
-    if let Some(bucket) = summary.bucket(&config.cluster.name) {
-        destroyed.objects = aws.empty_bucket(&bucket).await?;
-        progress.line(&format!(
-            "emptied s3://{bucket}: {} object versions",
-            destroyed.objects
-        ));
-        destroyed.bucket = Some(bucket);
+
+    fn platform() -> Config {
+        let source = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/platform/huxley.toml"
+        ))
+        .expect("example");
+        crate::config::check(&source).config.expect("valid")
     }
-    // Every record the cluster owns: the addresses kick wrote in the
-    // user's zone with their ownership records, and everything in its own
-    // zone (which CloudFormation cannot delete while it holds records).
-    let mut zones = Vec::new();
-    let mut public_zone = None;
-    if let Some(domain) = &config.cluster.public_domain {
-        let id = aws.public_zone_id(domain).await?;
-        public_zone = Some(id.clone());
-        zones.push((id, false));
+
+    #[test]
+    fn the_plan_prices_the_load_balancer_when_it_comes_or_goes() {
+        let config = platform();
+        let added = cost_notes(&config, &[change(ids::LOAD_BALANCER, Action::Add)]);
+        assert_eq!(added.len(), 1, "{added:?}");
+        assert!(added[0].contains("about $16.43 a month"), "{added:?}");
+        let removed = cost_notes(&config, &[change(ids::LOAD_BALANCER, Action::Remove)]);
+        assert!(removed[0].contains("$16.43 a month less"), "{removed:?}");
+        // A changed attribute costs nothing more.
+        assert!(cost_notes(&config, &[change(ids::LOAD_BALANCER, Action::Modify)]).is_empty());
+        assert!(cost_notes(&config, &[]).is_empty());
     }
-    if let Some(private) = aws
-        .stack_resource(&stack, crate::spec::names::ids::PRIVATE_ZONE)
-        .await?
-    {
-        zones.push((private.trim_start_matches("/hostedzone/").to_owned(), true));
-    }
-    for (zone, whole) in zones {
-        let changes = crate::aws::live::to_remove(
-            &aws.list_records(&zone).await?,
-            &config.cluster.name,
-            whole,
+
+    #[test]
+    fn the_plan_prices_access_logs_when_they_are_turned_on() {
+        let on = platform();
+        let policy = [change(ids::ARTIFACT_BUCKET_POLICY, Action::Modify)];
+        let notes = cost_notes(&on, &policy);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains("access logs cost S3 storage"),
+            "{notes:?}"
         );
-        write_records(aws, &zone, &changes).await?;
-        destroyed.records += changes.len();
+        assert!(notes[0].contains("kept 90 days"), "{notes:?}");
+        let mut off = on.clone();
+        off.cluster.access_logs = false;
+        assert!(cost_notes(&off, &policy).is_empty());
     }
-    progress.line(&format!("deleting stack {stack}"));
-    let after = delete_stack(aws, &stack, progress).await?;
-    if let Some(after) = after {
-        return Err(ApplyError::Failed {
-            cause: after
-                .status_reason
-                .unwrap_or_else(|| "the stack was not deleted".into()),
-            state: after.status,
-        });
-    }
-    // The certificates once no load balancer uses them.
-    destroyed.certificates =
-        certificate::destroy(aws, config, public_zone.as_deref(), progress).await?;
-    // The tokens go last: a stack that failed to delete keeps working.
-    let tokens = aws
-        .parameter_names(&crate::spec::names::tokens_path(&config.cluster.name))
-        .await?;
-    if !tokens.is_empty() {
-        aws.delete_parameters(&tokens).await?;
-        progress.line(&format!(
-            "deleted {} from SSM",
-            crate::diagnostic::plural(tokens.len(), "kick token")
-        ));
-    }
-    Ok(Some(destroyed))
 }

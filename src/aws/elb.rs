@@ -2,7 +2,8 @@
 //! of the public services' target groups, which a leading kick server
 //! registers (its writes fenced like all others).
 
-use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
+use aws_sdk_elasticloadbalancingv2::error::ProvideErrorMetadata as _;
+use aws_sdk_elasticloadbalancingv2::types::{LoadBalancerAttribute, TargetDescription};
 
 use super::{Alias, Aws, AwsError};
 
@@ -124,5 +125,48 @@ impl Aws {
                 .map(|_| ())
                 .map_err(|e| self.err("elasticloadbalancing:DeregisterTargets", e))
         }
+    }
+
+    /// Turns the load balancer's access logs off if they are on; says
+    /// whether they were. `destroy` does this before it empties the
+    /// bucket, so no log lands in it while the stack goes.
+    pub async fn stop_access_logs(&self, arn: &str) -> Result<bool, AwsError> {
+        const ENABLED: &str = "access_logs.s3.enabled";
+        self.count();
+        let attributes = match self
+            .elb
+            .describe_load_balancer_attributes()
+            .load_balancer_arn(arn)
+            .send()
+            .await
+        {
+            Ok(attributes) => attributes,
+            // Gone already (a destroy run again): it writes nothing.
+            Err(err) if err.code() == Some("LoadBalancerNotFound") => return Ok(false),
+            Err(err) => {
+                return Err(self.err("elasticloadbalancing:DescribeLoadBalancerAttributes", err));
+            }
+        };
+        let on = attributes
+            .attributes()
+            .iter()
+            .any(|a| a.key() == Some(ENABLED) && a.value() == Some("true"));
+        if !on {
+            return Ok(false);
+        }
+        self.count();
+        self.elb
+            .modify_load_balancer_attributes()
+            .load_balancer_arn(arn)
+            .attributes(
+                LoadBalancerAttribute::builder()
+                    .key(ENABLED)
+                    .value("false")
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.err("elasticloadbalancing:ModifyLoadBalancerAttributes", e))?;
+        Ok(true)
     }
 }

@@ -123,6 +123,9 @@ pub fn load_balancer(
         // policy must let it first.
         balancer["DependsOn"] = json!(ids::ARTIFACT_BUCKET_POLICY);
     } else {
+        // Said, not left out: CloudFormation leaves an attribute a template
+        // stops naming as it was, so turning the logs off must say so.
+        attributes.push(json!({"Key": "access_logs.s3.enabled", "Value": "false"}));
         skips.insert(0, (
             "CKV_AWS_91",
             "Access logs are off in this config; `[cluster.logs] access-logs = true` writes them to the artifact bucket.",
@@ -463,9 +466,13 @@ mod tests {
             .filter_map(|a| a["Key"].as_str())
             .collect();
         assert!(
-            !keys.iter().any(|k| k.starts_with("access_logs")),
-            "{keys:?}"
+            balancer["Properties"]["LoadBalancerAttributes"]
+                .as_array()
+                .expect("attributes")
+                .contains(&json!({"Key": "access_logs.s3.enabled", "Value": "false"})),
+            "turned off in so many words: {keys:?}"
         );
+        assert!(!keys.contains(&"access_logs.s3.bucket"), "{keys:?}");
         assert!(balancer["Metadata"]["Huxley"]["Justifications"]["CKV_AWS_91"].is_string());
         assert!(balancer.get("DependsOn").is_none());
 

@@ -425,13 +425,20 @@ fn dns(config: &Config, r: &mut Resources) {
 /// The artifact bucket and its policy.
 fn artifact_bucket(config: &Config, r: &mut Resources) {
     let bucket = naming::bucket_pattern(config);
-    let access_logs = alb::writes_access_logs(config);
-    let mut lifecycle = vec![json!({
+    // The access logs' rule stays when they are turned off, so the files
+    // already written still go; their old versions go a day after.
+    let lifecycle = json!([{
         "Id": "expire-old-versions",
         "Status": "Enabled",
         "NoncurrentVersionExpiration": { "NoncurrentDays": 30 },
         "AbortIncompleteMultipartUpload": { "DaysAfterInitiation": 7 },
-    })];
+    }, {
+        "Id": "expire-access-logs",
+        "Status": "Enabled",
+        "Prefix": format!("{}/", alb::ACCESS_LOG_PREFIX),
+        "ExpirationInDays": config.cluster.log_retention_days,
+        "NoncurrentVersionExpiration": { "NoncurrentDays": 1 },
+    }]);
     let mut statements = vec![json!({
         "Sid": "TlsOnly",
         "Effect": "Deny",
@@ -443,13 +450,7 @@ fn artifact_bucket(config: &Config, r: &mut Resources) {
         ],
         "Condition": { "Bool": { "aws:SecureTransport": "false" } },
     })];
-    if access_logs {
-        lifecycle.push(json!({
-            "Id": "expire-access-logs",
-            "Status": "Enabled",
-            "Prefix": format!("{}/", alb::ACCESS_LOG_PREFIX),
-            "ExpirationInDays": config.cluster.log_retention_days,
-        }));
+    if alb::writes_access_logs(config) {
         statements.push(alb::access_log_statement(config, &bucket));
     }
     add(

@@ -565,6 +565,8 @@ mod tests {
         "ecr:BatchDeleteImage",
         "ecr:DescribeRepositories",
         "ecr:ListImages",
+        "elasticloadbalancing:DescribeLoadBalancerAttributes",
+        "elasticloadbalancing:ModifyLoadBalancerAttributes",
         "s3:DeleteObject",
         "s3:ListBucketVersions",
         "ssm:DeleteParameters",

@@ -22,13 +22,20 @@ pub struct Target {
     pub stack: String,
 }
 
+/// Whether a stack's status is what a failed creation leaves: rolled
+/// back (`ROLLBACK_COMPLETE`), or not even that (`ROLLBACK_FAILED`, such
+/// as a bucket something wrote in). Neither can be updated, only deleted.
+pub fn failed_creation(status: &str) -> bool {
+    matches!(status, "ROLLBACK_COMPLETE" | "ROLLBACK_FAILED")
+}
+
 /// Computes the plan.
 pub fn plan(target: &Target, desired: Desired, live: &Live) -> Plan {
     let new_template: Value = serde_json::from_str(&desired.template_body).unwrap_or(Value::Null);
     let recreate = live
         .stack
         .as_ref()
-        .is_some_and(|s| s.status == "ROLLBACK_COMPLETE");
+        .is_some_and(|s| failed_creation(&s.status));
     let (old_template, old_parameters) = match &live.stack {
         Some(stack) if !recreate => (
             serde_json::from_str(&stack.template_body).unwrap_or(Value::Null),
@@ -606,13 +613,28 @@ mod tests {
         let plan = plan(
             &target(),
             Desired {
-                template_body: body,
+                template_body: body.clone(),
                 ..Desired::default()
             },
             &live,
         );
         assert_eq!(plan.stack_action, StackAction::Recreate);
         assert_eq!(plan.summary.add, 1);
+        // A rollback that could not delete everything: the same.
+        if let Some(stack) = live.stack.as_mut() {
+            stack.status = "ROLLBACK_FAILED".into();
+        }
+        let plan = super::plan(
+            &target(),
+            Desired {
+                template_body: body,
+                ..Desired::default()
+            },
+            &live,
+        );
+        assert_eq!(plan.stack_action, StackAction::Recreate);
+        // A failed update is not a failed creation.
+        assert!(!failed_creation("UPDATE_ROLLBACK_FAILED"));
     }
 
     #[test]

@@ -213,8 +213,9 @@ pub enum StackAction {
     Create,
     /// The stack changes.
     Update,
-    /// A stack left by a failed creation (`ROLLBACK_COMPLETE`) cannot be
-    /// updated: it is deleted and created again.
+    /// A stack left by a failed creation (`ROLLBACK_COMPLETE` or
+    /// `ROLLBACK_FAILED`) cannot be updated: it is deleted (its bucket
+    /// emptied first) and created again.
     Recreate,
     /// The stack stays as it is.
     None,

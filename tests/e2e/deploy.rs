@@ -618,7 +618,13 @@ fn a_stack_whose_creation_failed_is_deleted_and_created_again() {
         "huxley-rolledback",
     );
     proxy.set_status("huxley-rolledback", "ROLLBACK_COMPLETE");
+    recreates_the_failed_stack(&cluster, &proxy);
+}
 
+/// A stack the proxy shows as left by a failed creation: plan says it is
+/// created again, apply deletes it first, and after it nothing is left to
+/// do.
+fn recreates_the_failed_stack(cluster: &Cluster, proxy: &Proxy) {
     let plan = cluster.run(&["plan"]);
     plan.code(0);
     assert!(
@@ -630,13 +636,68 @@ fn a_stack_whose_creation_failed_is_deleted_and_created_again() {
     let apply = cluster.run(&["apply", "--yes"]);
     apply.code(0);
     assert!(
-        apply
-            .stderr
-            .contains("deleting the failed stack huxley-rolledback first"),
+        apply.stderr.contains(&format!(
+            "deleting the failed stack {} first",
+            cluster.stack()
+        )),
         "{}",
         apply.stderr
     );
     assert!(!proxy.rewriting(), "the stack was deleted");
+    cluster.run(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+/// A creation whose rollback could not delete the artifact bucket, which
+/// the load balancer wrote its first access log in (`ROLLBACK_FAILED`):
+/// the bucket is emptied, the stack deleted and created again.
+#[test]
+fn a_stack_whose_rollback_failed_on_its_bucket_is_emptied_and_created_again() {
+    let name = "rollbackfailed";
+    let mut cluster = Cluster::new(name);
+    let proxy = through_proxy(&mut cluster);
+    let endpoint = Emulator::shared(&root()).endpoint();
+    let bucket = huxley::spec::names::bucket(name, "123456789012", REGION);
+    let key = "access-logs/AWSLogs/123456789012/ELBAccessLogTestFile";
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    // What such a rollback leaves: the stack holding its bucket, and the
+    // bucket a file.
+    rt.block_on(async {
+        let sdk = huxley::testing::sdk_config(&endpoint, REGION).await;
+        let template = serde_json::json!({"Resources": {"ArtifactBucket": {
+            "Type": "AWS::S3::Bucket",
+            "Properties": {"BucketName": bucket},
+        }}});
+        aws_sdk_cloudformation::Client::new(&sdk)
+            .create_stack()
+            .stack_name(cluster.stack())
+            .template_body(template.to_string())
+            .send()
+            .await
+            .expect("the stack");
+        let aws = huxley::testing::aws(&endpoint, REGION).await;
+        aws.put_object(
+            &bucket,
+            key,
+            b"Enable AccessLog for ELB".to_vec(),
+            "text/plain",
+        )
+        .await
+        .expect("the test file");
+    });
+    proxy.set_status(&cluster.stack(), "ROLLBACK_FAILED");
+    recreates_the_failed_stack(&cluster, &proxy);
+    // The bucket is the new stack's: the file went with the old one.
+    let left = rt.block_on(async {
+        let aws = huxley::testing::aws(&endpoint, REGION).await;
+        aws.object_exists(&bucket, key).await.expect("S3")
+    });
+    assert!(
+        !left,
+        "the failed creation's file is still in s3://{bucket}"
+    );
     cluster.run(&["plan", "--detailed-exitcode"]).code(0);
 }
 
@@ -1196,7 +1257,14 @@ fn a_load_balancer_and_its_certificate_are_applied_and_destroyed() {
 
     let name = "balanced";
     let cluster = Cluster::new(name);
-    cluster.write(&blog_behind_load_balancer(name));
+    // With access logs: the template that writes them is one the
+    // emulator takes (it does not keep the attributes and the policy).
+    let source = blog_behind_load_balancer(name).replace(
+        "[cluster.nodes]\n",
+        "[cluster.logs]\naccess-logs = true\n\n[cluster.nodes]\n",
+    );
+    assert!(source.contains("access-logs"), "examples/blog changed");
+    cluster.write(&source);
     let apex = format!("{name}.example.com");
     let www = format!("www.{name}.example.com");
 
@@ -1218,6 +1286,19 @@ fn a_load_balancer_and_its_certificate_are_applied_and_destroyed() {
     assert!(
         plan.stdout
             .contains("AWS::ElasticLoadBalancingV2::LoadBalancer"),
+        "{}",
+        plan.stdout
+    );
+
+    assert!(
+        plan.stdout
+            .contains("the load balancer costs about $16.43 a month"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains("the load balancer's access logs cost S3 storage"),
         "{}",
         plan.stdout
     );
@@ -1362,7 +1443,7 @@ fn a_load_balancer_and_its_certificate_are_applied_and_destroyed() {
 
     // A certificate of one's own must exist, be issued and cover the
     // names: one ACM does not have is refused at plan.
-    cluster.write(&blog_behind_load_balancer(name).replace(
+    cluster.write(&source.replace(
         "[cluster]\n",
         "[cluster]\ncertificate-arn = \"arn:aws:acm:us-west-2:123456789012:certificate/00000000-0000-4000-8000-000000000000\"\n",
     ));
@@ -1376,21 +1457,45 @@ fn a_load_balancer_and_its_certificate_are_applied_and_destroyed() {
         refused.stderr
     );
     // The cluster's own, named: served, and not retired.
-    cluster.write(&blog_behind_load_balancer(name).replace(
+    cluster.write(&source.replace(
         "[cluster]\n",
         &format!("[cluster]\ncertificate-arn = \"{}\"\n", certificate.arn),
     ));
     let named = cluster.run(&["plan", "--detailed-exitcode"]);
     named.code(0);
     assert!(named.stdout.starts_with("No changes."), "{}", named.stdout);
-    cluster.write(&blog_behind_load_balancer(name));
+    cluster.write(&source);
 
+    // On AWS the stack turns the logs on: destroy turns them off before
+    // it empties the bucket, so no log lands in it while the stack goes.
+    rt.block_on(async {
+        let sdk = huxley::testing::sdk_config(&endpoint, REGION).await;
+        aws_sdk_elasticloadbalancingv2::Client::new(&sdk)
+            .modify_load_balancer_attributes()
+            .load_balancer_arn(&balancer)
+            .attributes(
+                aws_sdk_elasticloadbalancingv2::types::LoadBalancerAttribute::builder()
+                    .key("access_logs.s3.enabled")
+                    .value("true")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("logs on");
+    });
     let destroy = cluster.run(&["destroy", "--yes"]);
     destroy.code(0);
     assert!(
         destroy.stdout.contains("deleted 1 certificate"),
         "{}",
         destroy.stdout
+    );
+    assert!(
+        destroy
+            .stderr
+            .contains("stopped the load balancer's access logs"),
+        "{}",
+        destroy.stderr
     );
     let (left, balancers) = rt.block_on(async {
         let aws = huxley::testing::aws(&endpoint, REGION).await;

@@ -208,15 +208,21 @@ impl Checker<'_> {
         if config.load_balanced().next().is_some() {
             return;
         }
-        let why = if config.cluster.ingress == Ingress::Dns {
-            "`ingress = \"dns\"`: public names point at the nodes"
+        let (why, help) = if config.cluster.ingress == Ingress::Dns {
+            (
+                "`ingress = \"dns\"`: public names point at the nodes",
+                "remove `access-logs`, or set `ingress = \"alb\"` to serve public HTTP names through a load balancer",
+            )
         } else {
-            "no service has public HTTP names"
+            (
+                "no service has public HTTP names",
+                "remove `access-logs`, or give a service `public` names served over HTTP",
+            )
         };
         self.push(
             Diagnostic::warning("`access-logs` has no effect without a load balancer")
                 .at(asked.span.clone(), why)
-                .help("remove `access-logs`, or give a service `public` names served over HTTP"),
+                .help(help),
         );
     }
 
