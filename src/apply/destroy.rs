@@ -52,21 +52,6 @@ pub async fn destroy(
             repository.name
         ));
     }
-    // The load balancer writes its access logs every five minutes until
-    // it goes: stopped first, so the bucket stays empty.
-    if let Some(balancer) = aws.stack_resource(&stack, ids::LOAD_BALANCER).await? {
-        if aws.stop_access_logs(&balancer).await? {
-            progress.line("stopped the load balancer's access logs");
-        }
-    }
-    if let Some(bucket) = summary.bucket(&config.cluster.name) {
-        destroyed.objects = aws.empty_bucket(&bucket).await?;
-        progress.line(&format!(
-            "emptied s3://{bucket}: {} object versions",
-            destroyed.objects
-        ));
-        destroyed.bucket = Some(bucket);
-    }
     // Every record the cluster owns: the addresses kick wrote in the
     // user's zone with their ownership records, and everything in its own
     // zone (which CloudFormation cannot delete while it holds records).
@@ -92,32 +77,10 @@ pub async fn destroy(
         write_records(aws, &zone, &changes).await?;
         destroyed.records += changes.len();
     }
+    let bucket = summary.bucket(&config.cluster.name);
     progress.line(&format!("deleting stack {stack}"));
-    let mut after = delete_stack(aws, &stack, progress).await?;
-    // A file written while the stack went (a log delivered as the logs
-    // stopped) keeps the bucket; with the rest gone nothing writes more.
-    if let (Some(left), Some(bucket)) = (&after, &destroyed.bucket) {
-        let late = if left.status == "DELETE_FAILED" {
-            aws.empty_bucket(bucket).await?
-        } else {
-            0
-        };
-        if late > 0 {
-            progress.line(&format!(
-                "s3://{bucket} had {late} object versions written while the stack went: emptied, deleting again"
-            ));
-            destroyed.objects += late;
-            after = delete_stack(aws, &stack, progress).await?;
-        }
-    }
-    if let Some(after) = after {
-        return Err(ApplyError::Failed {
-            cause: after
-                .status_reason
-                .unwrap_or_else(|| "the stack was not deleted".into()),
-            state: after.status,
-        });
-    }
+    destroyed.objects = delete_with_bucket(aws, &stack, bucket.as_deref(), progress).await?;
+    destroyed.bucket = bucket;
     // The certificates once no load balancer uses them.
     destroyed.certificates =
         certificate::destroy(aws, config, public_zone.as_deref(), progress).await?;
@@ -133,4 +96,66 @@ pub async fn destroy(
         ));
     }
     Ok(Some(destroyed))
+}
+
+/// Deletes a stack with its artifact bucket, which CloudFormation deletes
+/// only empty: the load balancer's access logs stopped (it writes them
+/// every five minutes until it goes), the bucket emptied, the stack
+/// deleted, and when a file that landed meanwhile kept the bucket, the
+/// bucket emptied and the stack deleted once more. Returns how many object
+/// versions went; an error, with CloudFormation's reason, when the stack
+/// stays.
+pub(super) async fn delete_with_bucket(
+    aws: &Aws,
+    stack: &str,
+    bucket: Option<&str>,
+    progress: &mut Progress,
+) -> Result<usize, ApplyError> {
+    if let Some(balancer) = aws
+        .stack_resource(stack, ids::LOAD_BALANCER)
+        .await?
+        .filter(|id| !id.is_empty())
+    {
+        // Not a reason to keep the cluster: a late log is dealt with below.
+        match aws.stop_access_logs(&balancer).await {
+            Ok(true) => progress.line("stopped the load balancer's access logs"),
+            Ok(false) => {}
+            Err(err) => progress.line(&format!(
+                "note: the load balancer's access logs were not stopped ({err}); a log written while the stack goes is deleted after"
+            )),
+        }
+    }
+    let mut objects = 0;
+    if let Some(bucket) = bucket {
+        objects = aws.empty_bucket(bucket).await?;
+        if objects > 0 {
+            progress.line(&format!("emptied s3://{bucket}: {objects} object versions"));
+        }
+    }
+    let mut left = delete_stack(aws, stack, progress).await?;
+    if let (Some(failed), Some(bucket)) = (&left, bucket)
+        && failed.status == "DELETE_FAILED"
+    {
+        match aws.empty_bucket(bucket).await {
+            Ok(0) => {}
+            Ok(late) => {
+                progress.line(&format!(
+                    "s3://{bucket} had {late} object versions written while the stack went: emptied, deleting the stack again"
+                ));
+                objects += late;
+                left = delete_stack(aws, stack, progress).await?;
+            }
+            // The stack's own reason is the one to report.
+            Err(err) => progress.line(&format!("note: s3://{bucket} was not emptied again: {err}")),
+        }
+    }
+    match left {
+        None => Ok(objects),
+        Some(left) => Err(ApplyError::Failed {
+            cause: left
+                .status_reason
+                .unwrap_or_else(|| "the stack was not deleted".into()),
+            state: left.status,
+        }),
+    }
 }

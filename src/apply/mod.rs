@@ -31,9 +31,9 @@ use crate::spec::keys;
 use crate::spec::manifest::Manifest;
 use crate::spec::names::ids;
 
-/// Templates larger than this go to CloudFormation through the bucket.
 pub use destroy::{Destroyed, destroy};
 
+/// Templates larger than this go to CloudFormation through the bucket.
 const MAX_INLINE_TEMPLATE: usize = compile::quotas::MAX_INLINE_TEMPLATE;
 
 /// Why an apply or destroy stopped.
@@ -319,17 +319,8 @@ pub async fn apply(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<Su
         // A rollback that could not delete the bucket (something wrote in
         // it, such as the load balancer's first access log) left it: the
         // stack goes only with it empty.
-        if let Some(bucket) = live.as_ref().and_then(|s| s.bucket(&plan.cluster)) {
-            aws.empty_bucket(&bucket).await?;
-        }
-        if let Some(left) = delete_stack(aws, stack, progress).await? {
-            return Err(ApplyError::Failed {
-                cause: left
-                    .status_reason
-                    .unwrap_or_else(|| "the failed stack was not deleted".into()),
-                state: left.status,
-            });
-        }
+        let bucket = live.as_ref().and_then(|s| s.bucket(&plan.cluster));
+        destroy::delete_with_bucket(aws, stack, bucket.as_deref(), progress).await?;
     }
 
     // On an update, the new artifacts are in the bucket before the stack

@@ -22,11 +22,15 @@ pub struct Target {
     pub stack: String,
 }
 
-/// Whether a stack's status is what a failed creation leaves: rolled
-/// back (`ROLLBACK_COMPLETE`), or not even that (`ROLLBACK_FAILED`, such
-/// as a bucket something wrote in). Neither can be updated, only deleted.
-pub fn failed_creation(status: &str) -> bool {
-    matches!(status, "ROLLBACK_COMPLETE" | "ROLLBACK_FAILED")
+/// Whether CloudFormation can only delete a stack in this status: what a
+/// failed creation leaves, rolled back (`ROLLBACK_COMPLETE`) or not even
+/// that (`ROLLBACK_FAILED`, such as a bucket something wrote in), and what
+/// a failed deletion leaves (`DELETE_FAILED`).
+pub fn only_deletable(status: &str) -> bool {
+    matches!(
+        status,
+        "ROLLBACK_COMPLETE" | "ROLLBACK_FAILED" | "DELETE_FAILED"
+    )
 }
 
 /// Computes the plan.
@@ -35,7 +39,7 @@ pub fn plan(target: &Target, desired: Desired, live: &Live) -> Plan {
     let recreate = live
         .stack
         .as_ref()
-        .is_some_and(|s| failed_creation(&s.status));
+        .is_some_and(|s| only_deletable(&s.status));
     let (old_template, old_parameters) = match &live.stack {
         Some(stack) if !recreate => (
             serde_json::from_str(&stack.template_body).unwrap_or(Value::Null),
@@ -80,7 +84,7 @@ pub fn plan(target: &Target, desired: Desired, live: &Live) -> Plan {
     if let Some(stack) = &live.stack {
         if recreate {
             notes.push(format!(
-                "the stack is {}: its creation failed and it cannot be updated, so apply deletes it and creates it again",
+                "the stack is {}: CloudFormation can only delete it, so apply deletes it (its bucket emptied first) and creates it again",
                 stack.status
             ));
         } else if stack.status.ends_with("_IN_PROGRESS") {
@@ -633,8 +637,10 @@ mod tests {
             &live,
         );
         assert_eq!(plan.stack_action, StackAction::Recreate);
-        // A failed update is not a failed creation.
-        assert!(!failed_creation("UPDATE_ROLLBACK_FAILED"));
+        // A failed deletion: the same. A failed update is recovered, not
+        // deleted.
+        assert!(only_deletable("DELETE_FAILED"));
+        assert!(!only_deletable("UPDATE_ROLLBACK_FAILED"));
     }
 
     #[test]
