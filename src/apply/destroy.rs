@@ -21,8 +21,9 @@ pub struct Destroyed {
     pub certificates: usize,
 }
 
-/// Removes the cluster: empties the bucket, deletes the ownership records,
-/// deletes the stack and waits for it to go.
+/// Removes the cluster: deletes the images and the records kick wrote,
+/// then the stack with its bucket ([`delete_with_bucket`]), waiting for it
+/// to go, then the certificates no load balancer uses and the tokens.
 pub async fn destroy(
     aws: &Aws,
     config: &Config,
