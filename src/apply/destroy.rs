@@ -63,10 +63,8 @@ pub async fn destroy(
         public_zone = Some(id.clone());
         zones.push((id, false));
     }
-    if let Some(private) = aws
-        .stack_resource(&stack, crate::spec::names::ids::PRIVATE_ZONE)
-        .await?
-    {
+    let resources = aws.stack_resources(&stack).await?;
+    if let Some(private) = resources.get(ids::PRIVATE_ZONE) {
         zones.push((private.trim_start_matches("/hostedzone/").to_owned(), true));
     }
     for (zone, whole) in zones {
@@ -80,7 +78,9 @@ pub async fn destroy(
     }
     let bucket = summary.bucket(&config.cluster.name);
     progress.line(&format!("deleting stack {stack}"));
-    destroyed.objects = delete_with_bucket(aws, &stack, bucket.as_deref(), progress).await?;
+    let balancer = resources.get(ids::LOAD_BALANCER).map(String::as_str);
+    destroyed.objects =
+        delete_with_bucket(aws, &stack, balancer, bucket.as_deref(), progress).await?;
     destroyed.bucket = bucket;
     // The certificates once no load balancer uses them.
     destroyed.certificates =
@@ -103,22 +103,20 @@ pub async fn destroy(
 /// only empty: the load balancer's access logs stopped (it writes them
 /// every five minutes until it goes), the bucket emptied, the stack
 /// deleted, and when a file that landed meanwhile kept the bucket, the
-/// bucket emptied and the stack deleted once more. Returns how many object
-/// versions went; an error, with CloudFormation's reason, when the stack
-/// stays.
+/// bucket emptied and the stack deleted once more. `balancer` is the
+/// stack's load balancer, as its resources name it. Returns how many
+/// object versions went; an error, with CloudFormation's reason, when the
+/// stack stays.
 pub(super) async fn delete_with_bucket(
     aws: &Aws,
     stack: &str,
+    balancer: Option<&str>,
     bucket: Option<&str>,
     progress: &mut Progress,
 ) -> Result<usize, ApplyError> {
-    if let Some(balancer) = aws
-        .stack_resource(stack, ids::LOAD_BALANCER)
-        .await?
-        .filter(|id| !id.is_empty())
-    {
+    if let Some(balancer) = balancer.filter(|id| !id.is_empty()) {
         // Not a reason to keep the cluster: a late log is dealt with below.
-        match aws.stop_access_logs(&balancer).await {
+        match aws.stop_access_logs(balancer).await {
             Ok(true) => progress.line("stopped the load balancer's access logs"),
             Ok(false) => {}
             Err(err) => progress.line(&format!(

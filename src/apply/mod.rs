@@ -320,7 +320,9 @@ pub async fn apply(aws: &Aws, plan: &Plan, progress: &mut Progress) -> Result<Su
         // it, such as the load balancer's first access log) left it: the
         // stack goes only with it empty.
         let bucket = live.as_ref().and_then(|s| s.bucket(&plan.cluster));
-        destroy::delete_with_bucket(aws, stack, bucket.as_deref(), progress).await?;
+        let balancer = aws.stack_resource(stack, ids::LOAD_BALANCER).await?;
+        destroy::delete_with_bucket(aws, stack, balancer.as_deref(), bucket.as_deref(), progress)
+            .await?;
     }
 
     // On an update, the new artifacts are in the bucket before the stack
