@@ -103,6 +103,20 @@ pub async fn prepare(config: &Config, aws: &Aws, options: PlanOptions) -> Result
         },
     )
     .await?;
+    // What a failed deletion leaves CloudFormation can only delete, and
+    // its bucket may hold the last copy of the apps' pushed repositories
+    // and deploy history: that is destroy's to finish, asked as destroy
+    // asks, not apply's to do on a `--yes`.
+    if read
+        .live
+        .stack
+        .as_ref()
+        .is_some_and(|s| s.status == "DELETE_FAILED")
+    {
+        return Err(ApplyError::Refused(format!(
+            "the stack {stack} is DELETE_FAILED: a deletion stopped half-way, and CloudFormation can only delete it now; finish it with `huxley destroy`, then apply creates the cluster again"
+        )));
+    }
 
     let mut notes = Vec::new();
     let image = match &config.cluster.nodes.image {

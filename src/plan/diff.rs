@@ -22,15 +22,14 @@ pub struct Target {
     pub stack: String,
 }
 
-/// Whether CloudFormation can only delete a stack in this status: what a
-/// failed creation leaves, rolled back (`ROLLBACK_COMPLETE`) or not even
-/// that (`ROLLBACK_FAILED`, such as a bucket something wrote in), and what
-/// a failed deletion leaves (`DELETE_FAILED`).
-pub fn only_deletable(status: &str) -> bool {
-    matches!(
-        status,
-        "ROLLBACK_COMPLETE" | "ROLLBACK_FAILED" | "DELETE_FAILED"
-    )
+/// Whether a stack's status is what a failed creation leaves: rolled
+/// back (`ROLLBACK_COMPLETE`), or not even that (`ROLLBACK_FAILED`, such
+/// as a bucket something wrote in). CloudFormation can only delete such a
+/// stack, and it never ran a cluster, so apply deletes it and creates it
+/// again. (A failed deletion, `DELETE_FAILED`, is only deletable too, but
+/// ran one: `prepare` refuses it and points at `huxley destroy`.)
+pub fn failed_creation(status: &str) -> bool {
+    matches!(status, "ROLLBACK_COMPLETE" | "ROLLBACK_FAILED")
 }
 
 /// Computes the plan.
@@ -39,7 +38,7 @@ pub fn plan(target: &Target, desired: Desired, live: &Live) -> Plan {
     let recreate = live
         .stack
         .as_ref()
-        .is_some_and(|s| only_deletable(&s.status));
+        .is_some_and(|s| failed_creation(&s.status));
     let (old_template, old_parameters) = match &live.stack {
         Some(stack) if !recreate => (
             serde_json::from_str(&stack.template_body).unwrap_or(Value::Null),
@@ -84,7 +83,7 @@ pub fn plan(target: &Target, desired: Desired, live: &Live) -> Plan {
     if let Some(stack) = &live.stack {
         if recreate {
             notes.push(format!(
-                "the stack is {}: CloudFormation can only delete it, so apply deletes it (its bucket emptied first) and creates it again",
+                "the stack is {}: its creation failed and CloudFormation can only delete it, so apply deletes it (its bucket emptied first) and creates it again",
                 stack.status
             ));
         } else if stack.status.ends_with("_IN_PROGRESS") {
@@ -637,10 +636,10 @@ mod tests {
             &live,
         );
         assert_eq!(plan.stack_action, StackAction::Recreate);
-        // A failed deletion: the same. A failed update is recovered, not
-        // deleted.
-        assert!(only_deletable("DELETE_FAILED"));
-        assert!(!only_deletable("UPDATE_ROLLBACK_FAILED"));
+        // A failed deletion ran a cluster; a failed update is recovered:
+        // neither is deleted here.
+        assert!(!failed_creation("DELETE_FAILED"));
+        assert!(!failed_creation("UPDATE_ROLLBACK_FAILED"));
     }
 
     #[test]

@@ -214,8 +214,8 @@ pub enum StackAction {
     /// The stack changes.
     Update,
     /// A stack left by a failed creation (`ROLLBACK_COMPLETE` or
-    /// `ROLLBACK_FAILED`) or deletion (`DELETE_FAILED`) cannot be updated:
-    /// it is deleted (its bucket emptied first) and created again.
+    /// `ROLLBACK_FAILED`) cannot be updated: it is deleted (its bucket
+    /// emptied first) and created again.
     Recreate,
     /// The stack stays as it is.
     None,

@@ -701,6 +701,49 @@ fn a_stack_whose_rollback_failed_on_its_bucket_is_emptied_and_created_again() {
     cluster.run(&["plan", "--detailed-exitcode"]).code(0);
 }
 
+/// A deletion that stopped half-way (`DELETE_FAILED`, where a delete
+/// from the console stops on the versioned bucket): its bucket may hold
+/// the last copy of the apps' pushed repositories, so apply refuses it,
+/// even with `--yes`, and points at destroy, which finishes it.
+#[test]
+fn a_stack_whose_deletion_failed_is_left_to_destroy() {
+    let name = "deletefailed";
+    let mut cluster = Cluster::new(name);
+    let proxy = through_proxy(&mut cluster);
+    cluster.run(&["apply", "--yes"]).code(0);
+    proxy.set_status(&cluster.stack(), "DELETE_FAILED");
+
+    for command in [&["plan"][..], &["apply", "--yes"]] {
+        let refused = cluster.run(command);
+        refused.code(1);
+        assert!(
+            refused.stderr.contains(&format!(
+                "the stack {} is DELETE_FAILED: a deletion stopped half-way",
+                cluster.stack()
+            )) && refused.stderr.contains("finish it with `huxley destroy`"),
+            "{command:?}: {}",
+            refused.stderr
+        );
+    }
+    assert!(proxy.rewriting(), "apply deleted the stack");
+    let bucket = huxley::spec::names::bucket(name, "123456789012", REGION);
+    let endpoint = Emulator::shared(&root()).endpoint();
+    let kept = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt")
+        .block_on(async {
+            let aws = huxley::testing::aws(&endpoint, REGION).await;
+            aws.object_exists(&bucket, huxley::spec::keys::MANIFEST)
+                .await
+                .expect("S3")
+        });
+    assert!(kept, "apply emptied s3://{bucket}");
+
+    cluster.run(&["destroy", "--yes"]).code(0);
+    assert!(!proxy.rewriting(), "destroy deleted the stack");
+}
+
 #[test]
 fn a_stack_whose_update_rolled_back_is_updated() {
     let mut cluster = Cluster::new("updaterolledback");
