@@ -101,12 +101,11 @@ pub async fn destroy(
 
 /// Deletes a stack with its artifact bucket, which CloudFormation deletes
 /// only empty: the load balancer's access logs stopped (it writes them
-/// every five minutes until it goes), the bucket emptied, the stack
-/// deleted, and when a file that landed meanwhile kept the bucket, the
-/// bucket emptied and the stack deleted once more. `balancer` is the
-/// stack's load balancer, as its resources name it. Returns how many
-/// object versions went; an error, with CloudFormation's reason, when the
-/// stack stays.
+/// every five minutes until it goes), then [`empty_and_delete`]; when the
+/// stack stays after all, its logs are turned on again, as its template
+/// has them. `balancer` is the stack's load balancer, as its resources
+/// name it. Returns how many object versions went; an error, with
+/// CloudFormation's reason, when the stack stays.
 pub(super) async fn delete_with_bucket(
     aws: &Aws,
     stack: &str,
@@ -114,16 +113,51 @@ pub(super) async fn delete_with_bucket(
     bucket: Option<&str>,
     progress: &mut Progress,
 ) -> Result<usize, ApplyError> {
+    let mut stopped = None;
     if let Some(balancer) = balancer.filter(|id| !id.is_empty()) {
-        // Not a reason to keep the cluster: a late log is dealt with below.
-        match aws.stop_access_logs(balancer).await {
-            Ok(true) => progress.line("stopped the load balancer's access logs"),
+        // Not a reason to keep the cluster: a late log is dealt with by
+        // emptying the bucket again.
+        match aws.switch_access_logs(balancer, false).await {
+            Ok(true) => {
+                progress.line("stopped the load balancer's access logs");
+                stopped = Some(balancer);
+            }
             Ok(false) => {}
             Err(err) => progress.line(&format!(
                 "note: the load balancer's access logs were not stopped ({err}); a log written while the stack goes is deleted after"
             )),
         }
     }
+    let deleted = empty_and_delete(aws, stack, bucket, progress).await;
+    if let (Err(_), Some(balancer)) = (&deleted, stopped) {
+        // A stack that is not going keeps its logs: nothing else would
+        // turn them on again, its template being unchanged.
+        let standing = aws
+            .describe_stack(stack)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|s| !s.status.starts_with("DELETE_"));
+        if standing {
+            match aws.switch_access_logs(balancer, true).await {
+                Ok(_) => progress.line("the stack stays: its load balancer's access logs are on again"),
+                Err(err) => progress.line(&format!(
+                    "note: the stack stays, and its load balancer's access logs are still off ({err}); set access_logs.s3.enabled back to true on it"
+                )),
+            }
+        }
+    }
+    deleted
+}
+
+/// Empties the bucket and deletes the stack, and when a file that landed
+/// meanwhile kept the bucket, empties it and deletes the stack once more.
+async fn empty_and_delete(
+    aws: &Aws,
+    stack: &str,
+    bucket: Option<&str>,
+    progress: &mut Progress,
+) -> Result<usize, ApplyError> {
     let mut objects = 0;
     if let Some(bucket) = bucket {
         objects = aws.empty_bucket(bucket).await?;

@@ -127,11 +127,13 @@ impl Aws {
         }
     }
 
-    /// Turns the load balancer's access logs off if they are on; says
-    /// whether they were. `destroy` does this before it empties the
-    /// bucket, so no log lands in it while the stack goes.
-    pub async fn stop_access_logs(&self, arn: &str) -> Result<bool, AwsError> {
+    /// Turns the load balancer's access logs on or off (`on`); says whether
+    /// that changed them. `destroy` turns them off before it empties the
+    /// bucket, so no log lands in it while the stack goes, and on again if
+    /// the stack stays.
+    pub async fn switch_access_logs(&self, arn: &str, on: bool) -> Result<bool, AwsError> {
         const ENABLED: &str = "access_logs.s3.enabled";
+        let wanted = if on { "true" } else { "false" };
         self.count();
         let attributes = match self
             .elb
@@ -147,11 +149,14 @@ impl Aws {
                 return Err(self.err("elasticloadbalancing:DescribeLoadBalancerAttributes", err));
             }
         };
-        let on = attributes
+        // Off when unset, as ELB has it.
+        let now = attributes
             .attributes()
             .iter()
-            .any(|a| a.key() == Some(ENABLED) && a.value() == Some("true"));
-        if !on {
+            .find(|a| a.key() == Some(ENABLED))
+            .and_then(|a| a.value())
+            .unwrap_or("false");
+        if now == wanted {
             return Ok(false);
         }
         self.count();
@@ -161,7 +166,7 @@ impl Aws {
             .attributes(
                 LoadBalancerAttribute::builder()
                     .key(ENABLED)
-                    .value("false")
+                    .value(wanted)
                     .build(),
             )
             .send()

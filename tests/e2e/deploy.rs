@@ -1299,7 +1299,8 @@ fn a_load_balancer_and_its_certificate_are_applied_and_destroyed() {
     use aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum;
 
     let name = "balanced";
-    let cluster = Cluster::new(name);
+    let mut cluster = Cluster::new(name);
+    let proxy = through_proxy(&mut cluster);
     // With access logs: the template that writes them is one the
     // emulator takes (it does not keep the attributes and the policy).
     let source = blog_behind_load_balancer(name).replace(
@@ -1526,6 +1527,46 @@ fn a_load_balancer_and_its_certificate_are_applied_and_destroyed() {
             .await
             .expect("logs on");
     });
+    let logging = |rt: &tokio::runtime::Runtime| -> bool {
+        rt.block_on(async {
+            let sdk = huxley::testing::sdk_config(&endpoint, REGION).await;
+            aws_sdk_elasticloadbalancingv2::Client::new(&sdk)
+                .describe_load_balancer_attributes()
+                .load_balancer_arn(&balancer)
+                .send()
+                .await
+                .expect("attributes")
+                .attributes()
+                .iter()
+                .any(|a| a.key() == Some("access_logs.s3.enabled") && a.value() == Some("true"))
+        })
+    };
+    assert!(logging(&rt));
+    // A destroy the stack survives (its deletion refused) leaves the logs
+    // on: nothing else would turn them on again.
+    proxy.set_faults(Faults {
+        deny: Some("DeleteStack".into()),
+        ..Faults::default()
+    });
+    let refused = cluster.run(&["destroy", "--yes"]);
+    assert_ne!(refused.code, 0, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("stopped the load balancer's access logs"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("the stack stays: its load balancer's access logs are on again"),
+        "{}",
+        refused.stderr
+    );
+    assert!(logging(&rt), "the surviving load balancer's logs are off");
+    proxy.set_faults(Faults::default());
+
     let destroy = cluster.run(&["destroy", "--yes"]);
     destroy.code(0);
     assert!(
