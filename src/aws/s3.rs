@@ -119,6 +119,8 @@ impl Aws {
     }
 
     /// Deletes every object version and delete marker; returns how many.
+    /// A version S3 will not delete (a lock, a bucket policy) is an error
+    /// that names it.
     pub async fn empty_bucket(&self, bucket: &str) -> Result<usize, AwsError> {
         let mut deleted = 0;
         loop {
@@ -172,13 +174,29 @@ impl Aws {
                         detail: e.to_string(),
                     })?;
                 self.count();
-                self.s3
+                let output = self
+                    .s3
                     .delete_objects()
                     .bucket(bucket)
                     .delete(delete)
                     .send()
                     .await
                     .map_err(|e| self.err("s3:DeleteObject", e))?;
+                // A key S3 would not delete (a lock, a policy) would be
+                // listed and sent again forever: said instead.
+                if let Some(first) = output.errors().first() {
+                    return Err(AwsError::Other {
+                        action: "s3:DeleteObject".into(),
+                        detail: format!(
+                            "s3://{bucket}: {} of {} object versions were not deleted; {}: {} ({})",
+                            output.errors().len(),
+                            chunk.len(),
+                            first.key().unwrap_or_default(),
+                            first.code().unwrap_or("no code"),
+                            first.message().unwrap_or("no message"),
+                        ),
+                    });
+                }
                 deleted += chunk.len();
             }
         }

@@ -744,6 +744,60 @@ fn a_stack_whose_deletion_failed_is_left_to_destroy() {
     assert!(!proxy.rewriting(), "destroy deleted the stack");
 }
 
+/// A bucket holding a version S3 will not delete (an object-lock legal
+/// hold here; a bucket policy or a role without s3:DeleteObjectVersion on
+/// AWS): emptying it, as destroy and a recreating apply do, names the key
+/// instead of listing and deleting the same versions forever.
+#[test]
+fn a_version_s3_will_not_delete_is_named_not_retried_forever() {
+    use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+
+    let endpoint = Emulator::shared(&root()).endpoint();
+    let bucket = "huxley-123456789012-us-west-2-locked";
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let emptied = rt.block_on(async {
+        let sdk = huxley::testing::sdk_config(&endpoint, REGION).await;
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .force_path_style(true)
+                .build(),
+        );
+        s3.create_bucket()
+            .bucket(bucket)
+            .object_lock_enabled_for_bucket(true)
+            .create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(REGION))
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("a bucket with object lock");
+        s3.put_object()
+            .bucket(bucket)
+            .key("access-logs/held")
+            .body(b"held".to_vec().into())
+            .object_lock_legal_hold_status(aws_sdk_s3::types::ObjectLockLegalHoldStatus::On)
+            .send()
+            .await
+            .expect("a held object");
+        let aws = huxley::testing::aws(&endpoint, REGION).await;
+        tokio::time::timeout(std::time::Duration::from_secs(60), aws.empty_bucket(bucket)).await
+    });
+    let err = emptied
+        .expect("empty_bucket kept trying for a minute")
+        .expect_err("a held version was deleted");
+    assert!(
+        err.to_string().contains(&format!(
+            "s3://{bucket}: 1 of 1 object versions were not deleted; access-logs/held: AccessDenied"
+        )),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_stack_whose_update_rolled_back_is_updated() {
     let mut cluster = Cluster::new("updaterolledback");
